@@ -1,0 +1,1 @@
+"""HSM-side API: see ARCHITECTURE.md."""

@@ -1,0 +1,53 @@
+"""The seam between the HSM-side API and whatever carries its frames to a PED.
+
+A `FrameTransport` carries end-to-end frames (``ped.wire.types.E2EType``) between one
+HSM session and one PED session.  Two implementations exist:
+
+* a local PED: a session opened on a device driver (``ped.device``);
+* a remote PED: a link through pedclient and pedserver (``ped.link``).
+
+The PED serves one HSM operation at a time.  Before a handshake or an operation the
+HSM side calls `begin_operation`; a PED that is busy with another HSM raises `PedBusy`
+(after waiting up to *wait* seconds for it to free up).  `end_operation` releases it.
+For a remote PED this lock is held by pedserver, which sees only that an operation
+starts and ends, never what it is.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ped.errors import PedError
+from ped.wire.framing import Frame
+
+
+class TransportError(PedError):
+    """The path to the PED failed.  Retriable: never a counted failed login."""
+
+    retriable = True
+
+
+class TransportClosed(TransportError):
+    """The path to the PED was closed (by either end, or the device went away)."""
+
+
+class PedBusy(TransportError):
+    """The PED is serving another HSM's operation; try again when it is free."""
+
+
+@runtime_checkable
+class FrameTransport(Protocol):
+    async def send(self, frame: Frame) -> None:
+        """Send one end-to-end frame toward the PED."""
+
+    async def receive(self) -> Frame:
+        """Next end-to-end frame from the PED; raises `TransportClosed` when gone."""
+
+    async def begin_operation(self, *, wait: float = 0.0) -> None:
+        """Take the PED for one handshake or operation; `PedBusy` if not free in *wait* s."""
+
+    async def end_operation(self) -> None:
+        """Give the PED back."""
+
+    async def aclose(self) -> None:
+        """Close this session; idempotent."""

@@ -1,0 +1,40 @@
+"""Frame type numbers, one range per layer, so every hop can say what it accepts.
+
+Ranges (documented in PROTOCOL.md):
+
+* 0x01-0x1F  link layer, pedclient <-> pedserver (and relayed to the HSM): ``ped.link``
+* 0x20-0x2F  end-to-end layer, HSM <-> PED, opaque to relays: ``ped.channel``
+* 0x30-0x3F  device transport, pedserver or a local HSM <-> PED device: ``ped.device``
+* 0x40-0x4F  local endpoint, HSM <-> pedclient on the HSM host: ``ped.link``
+* 0x50-0x6F  PED operations, only ever *inside* a sealed end-to-end frame: ``ped.ops``
+
+The relays (pedserver, pedclient) only ever look at the type byte of a 0x20-0x2F frame,
+never inside it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class E2EType(IntEnum):
+    """End-to-end frames between the HSM and the PED (relayed as opaque bytes)."""
+
+    HANDSHAKE_INIT = 0x20
+    HANDSHAKE_RESPONSE = 0x21
+    HANDSHAKE_REFUSED = 0x22
+    SEALED = 0x23
+
+
+LINK_RANGE = range(0x01, 0x20)
+E2E_RANGE = range(0x20, 0x30)
+DEVICE_RANGE = range(0x30, 0x40)
+LOCAL_RANGE = range(0x40, 0x50)
+OPS_RANGE = range(0x50, 0x70)
+
+E2E_TYPES = frozenset(int(t) for t in E2EType)
+
+
+def is_end_to_end(frame_type: int) -> bool:
+    """True for frames a relay must forward without looking inside."""
+    return frame_type in E2E_RANGE
