@@ -1,0 +1,454 @@
+"""A directory of key images, and the operations a PED performs on keys.
+
+Theory of operation
+-------------------
+A directory stands for the PED's key slot plus the operator's pile of keys: each
+``*.pedkey`` file in it is one physical key, blank or imprinted.  (Temporary files left by
+a crash, ``.NAME.tmp-XXXX``, and other files are ignored.)
+
+* `Keyring` lists the images with their headers, finds blanks, and finds the keys of a
+  colour or a keyset.  Listing never fails on one bad file: a damaged image is an entry
+  with an ``error``.
+* `new_keyset` makes the N images of a fresh (or reused) secret in memory; `imprint` and
+  `Keyring.imprint` write them on blank keys.  Every write is atomic (`keys.atomic`).
+* `duplicate` copies an imprinted image byte for byte onto a blank key: the copy is
+  indistinguishable from the original, as the HSM cannot tell how many copies exist.
+* `erase` turns a key back into a blank.
+* `ShareCollector` is the sans-IO heart of a login on the PED: feed it the images the
+  operator presents; it refuses blanks, wrong colours, other keysets and repeated shares
+  with typed errors (nothing is added when it refuses), says how many more are needed,
+  and finally hands out `secret_for_hsm(pin)`.
+
+Operations check before they write, so an error changes no file.  A multi-key imprint
+that fails half-way (a disk error) turns the keys it already wrote back into blanks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import attrs
+
+from keys.atomic import is_temp_name
+from keys.colors import Color
+from keys.errors import (
+    BlankKey,
+    InconsistentShares,
+    InvalidPin,
+    KeyImageError,
+    KeysetMismatch,
+    MissingImage,
+    NoBlankKey,
+    NotBlank,
+    RepeatedShare,
+    TooFewShares,
+    WrongColor,
+)
+from keys.fingerprint import keyset_fingerprint
+from keys.image import (
+    IMAGE_SUFFIX,
+    KeyHeader,
+    KeyImage,
+    load_image,
+    read_header,
+    validate_label,
+    write_image,
+)
+from keys.pin import secret_for_hsm
+from keys.shamir import SECRET_SIZE, Share, check_split, combine, new_keyset_id, split, wipe
+
+MAX_BLANKS_PER_CALL = 1000
+_NUMBERED = re.compile(r"^key-(\d+)\.pedkey$")
+
+
+@attrs.frozen(eq=False)
+class KeyEntry:
+    """One file of a key directory: its header, or the error that stops reading it."""
+
+    path: Path
+    header: KeyHeader | None
+    error: KeyImageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def blank(self) -> bool:
+        return self.header is not None and self.header.blank
+
+
+class Keyring:
+    """The key images in one directory (not recursive), sorted by file name."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"Keyring({str(self.directory)!r})"
+
+    def paths(self) -> list[Path]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            raise MissingImage("no such key directory", self.directory) from None
+        except NotADirectoryError:
+            raise MissingImage("is not a directory", self.directory) from None
+        except OSError as exc:
+            raise MissingImage(f"cannot list the key directory ({exc.strerror})",
+                               self.directory) from None
+        out = []
+        for name in names:
+            if not name.endswith(IMAGE_SUFFIX) or is_temp_name(name):
+                continue
+            path = self.directory / name
+            if path.is_file():
+                out.append(path)
+        return out
+
+    def entries(self) -> list[KeyEntry]:
+        entries = []
+        for path in self.paths():
+            try:
+                entries.append(KeyEntry(path, read_header(path)))
+            except KeyImageError as exc:
+                entries.append(KeyEntry(path, None, exc))
+        return entries
+
+    def blanks(self) -> list[Path]:
+        return [e.path for e in self.entries() if e.ok and e.blank]
+
+    def damaged(self) -> list[KeyEntry]:
+        return [e for e in self.entries() if not e.ok]
+
+    def keys(
+        self,
+        color: Color | None = None,
+        keyset_id: bytes | None = None,
+        label: str | None = None,
+    ) -> list[KeyEntry]:
+        """Imprinted, readable keys, optionally of one colour / keyset / label."""
+        found = []
+        for e in self.entries():
+            h = e.header
+            if h is None or h.blank:
+                continue
+            if color is not None and h.color != color:
+                continue
+            if keyset_id is not None and h.keyset_id != keyset_id:
+                continue
+            if label is not None and h.label != label:
+                continue
+            found.append(e)
+        return found
+
+    def keysets(self) -> dict[bytes, list[KeyEntry]]:
+        groups: dict[bytes, list[KeyEntry]] = {}
+        for e in self.keys():
+            assert e.header is not None and e.header.keyset_id is not None
+            groups.setdefault(e.header.keyset_id, []).append(e)
+        return groups
+
+    def new_paths(self, count: int) -> list[Path]:
+        """``count`` unused names key-NNN.pedkey, numbered after the highest in use."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            names = []
+        highest = 0
+        for name in names:
+            match = _NUMBERED.match(name)
+            if match:
+                highest = max(highest, int(match.group(1)))
+        width = max(3, len(str(highest + count)))
+        return [self.directory / f"key-{i:0{width}d}{IMAGE_SUFFIX}"
+                for i in range(highest + 1, highest + count + 1)]
+
+    def add_blanks(self, count: int, *, created: int | None = None) -> list[Path]:
+        """Create ``count`` new blank key files (the directory is made, 0700, if missing)."""
+        if not 1 <= count <= MAX_BLANKS_PER_CALL:
+            raise NoBlankKey(f"count must be 1 to {MAX_BLANKS_PER_CALL} (got {count})")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MissingImage(f"cannot create the key directory ({exc.strerror})",
+                               self.directory) from None
+        paths = self.new_paths(count)
+        blank = KeyImage.blank(created)
+        written: list[Path] = []
+        try:
+            for path in paths:
+                write_image(path, blank)
+                written.append(path)
+        except KeyImageError:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return paths
+
+    def imprint(self, images: Sequence[KeyImage], *, create: bool = False) -> list[Path]:
+        """Write ``images`` on the directory's blank keys (in name order).
+
+        With too few blanks: `NoBlankKey` and nothing written, unless ``create`` is true,
+        in which case the missing keys are new files.  Returns the paths written, in the
+        order of ``images``.
+        """
+        blanks = self.blanks()
+        if len(blanks) < len(images):
+            if not create:
+                raise NoBlankKey(
+                    f"{len(blanks)} blank key(s) here, {len(images)} needed; add blanks with "
+                    f"'pedkey blank --count {len(images) - len(blanks)} --dir "
+                    f"{self.directory}'", self.directory)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            blanks += self.new_paths(len(images) - len(blanks))
+        targets = blanks[: len(images)]
+        written: list[Path] = []
+        try:
+            for path, image in zip(targets, images, strict=True):
+                write_image(path, image)
+                written.append(path)
+        except KeyImageError:
+            _rollback(written)
+            raise
+        return targets
+
+
+def _rollback(paths: Iterable[Path]) -> None:
+    blank = KeyImage.blank()
+    for path in paths:
+        with contextlib.suppress(KeyImageError):
+            write_image(path, blank)
+
+
+# --- keysets ------------------------------------------------------------------------------
+
+
+def new_keyset(
+    color: Color,
+    label: str,
+    m: int = 1,
+    n: int = 1,
+    pin_protected: bool = False,
+    secret: bytes | bytearray | None = None,
+    *,
+    keyset_id: bytes | None = None,
+    created: int | None = None,
+) -> list[KeyImage]:
+    """The N images of a keyset, in memory (index 1..N).
+
+    ``secret`` None makes a fresh random 32-byte secret; pass the secret (and keyset id)
+    read from an existing key to *reuse* a keyset, e.g. to give several HSMs one SO key.
+    A reused keyset must keep its keyset id: the PIN derivation is salted with it.
+    """
+    color = Color(color)
+    validate_label(label)
+    check_split(m, n)
+    # Work on our own copy so the caller's buffer stays theirs to wipe.
+    material = bytearray(secrets.token_bytes(SECRET_SIZE)) if secret is None else bytearray(secret)
+    try:
+        shares = split(material, m, n, keyset_id=keyset_id or new_keyset_id())
+    finally:
+        wipe(material)
+    try:
+        return [KeyImage.imprinted(s, color, label, pin_protected=pin_protected,
+                                   created=created) for s in shares]
+    finally:
+        for s in shares:
+            s.wipe()
+
+
+def fingerprint_of(images: Sequence[KeyImage]) -> str:
+    """Combine M images of one keyset and return its fingerprint (the secret is wiped)."""
+    shares = [img.share() for img in images]
+    try:
+        secret = combine(shares)
+    finally:
+        for s in shares:
+            s.wipe()
+    try:
+        assert images[0].keyset_id is not None
+        return keyset_fingerprint(secret, images[0].keyset_id)
+    finally:
+        wipe(secret)
+
+
+# --- single-key operations ---------------------------------------------------------------
+
+
+def imprint(path: str | os.PathLike[str], image: KeyImage) -> None:
+    """Write ``image`` on the blank key at ``path``; `NotBlank` if it holds a key."""
+    current = load_image(path)
+    current.wipe()
+    if not current.is_blank:
+        raise NotBlank(f"holds {current.header.describe()}; erase it first or use a blank key",
+                       path)
+    write_image(path, image)
+
+
+def duplicate(src: str | os.PathLike[str], blank_dest: str | os.PathLike[str]) -> KeyHeader:
+    """Copy the imprinted key at ``src`` onto the blank key at ``blank_dest``, byte for byte."""
+    if os.path.abspath(src) == os.path.abspath(blank_dest):
+        raise NotBlank("is the key being duplicated; choose another blank key", blank_dest)
+    source = load_image(src)
+    try:
+        if source.is_blank:
+            raise BlankKey("is a blank key; there is nothing to duplicate", src)
+        imprint(blank_dest, source)
+        return source.header
+    finally:
+        source.wipe()
+
+
+def erase(path: str | os.PathLike[str], *, created: int | None = None) -> KeyHeader:
+    """Turn the (readable) key at ``path`` into a blank; returns the header it had."""
+    current = load_image(path)
+    current.wipe()
+    if not current.is_blank:
+        write_image(path, KeyImage.blank(created))
+    return current.header
+
+
+# --- a login on the PED (sans-IO) ----------------------------------------------------------
+
+
+class ShareCollector:
+    """Collects the keys an operator presents for one role until M shares are in.
+
+    ``color``: the colour the HSM asked for.  ``keyset_id``: the keyset the HSM expects,
+    or None to accept the first key's keyset.  `add` raises, and adds nothing, for a blank
+    (`BlankKey`), a wrong colour (`WrongColor`: not a failed login), another keyset
+    (`KeysetMismatch`), a share already presented or its duplicate (`RepeatedShare`), or a
+    key whose M/N/PIN flag disagree with the first (`InconsistentShares`).
+    """
+
+    def __init__(self, color: Color, keyset_id: bytes | None = None) -> None:
+        self.color = Color(color)
+        self.expected_keyset = keyset_id
+        self._shares: list[Share] = []
+        self._first: KeyHeader | None = None
+
+    def __repr__(self) -> str:
+        have = len(self._shares)
+        need = "?" if self._first is None else str(self._first.m)
+        return f"<ShareCollector {self.color.label} {have} of {need} shares>"
+
+    @property
+    def header(self) -> KeyHeader | None:
+        """Header of the first accepted key (label, keyset, M, N, PIN flag)."""
+        return self._first
+
+    @property
+    def pin_protected(self) -> bool:
+        return self._first is not None and self._first.pin_protected
+
+    @property
+    def remaining(self) -> int | None:
+        """Shares still needed; None before the first key (M is not known yet)."""
+        return None if self._first is None else self._first.m - len(self._shares)
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+    @property
+    def indices(self) -> list[int]:
+        return [s.index for s in self._shares]
+
+    def add(self, image: KeyImage) -> int:
+        """Accept one presented key; returns how many more are needed."""
+        where = image.path
+        h = image.header
+        if h.blank:
+            raise BlankKey(f"is a blank key; present a {self.color.label} key", where)
+        if h.color != self.color:
+            assert h.color is not None
+            raise WrongColor(
+                f"is a {h.color.label} key; present a {self.color.label} key", where)
+        keyset = self._first.keyset_id if self._first else self.expected_keyset
+        if keyset is not None and h.keyset_id != keyset:
+            raise KeysetMismatch(
+                f"belongs to keyset {h.keyset_hex}, not the expected {keyset.hex()}; present "
+                "a key of the right keyset", where)
+        first = self._first
+        if first is not None:
+            if (h.m, h.n, h.pin_protected) != (first.m, first.n, first.pin_protected):
+                raise InconsistentShares(
+                    "disagrees with the keys already presented about M, N or the PED PIN; "
+                    "it is damaged", where)
+            if self.complete:
+                raise RepeatedShare(f"all {first.m} shares are already in; no more keys are "
+                                    "needed", where)
+        share = image.share()
+        for other in self._shares:
+            if other.index == share.index:
+                duplicate_key = hmac.compare_digest(other.value, share.value)
+                share.wipe()
+                same = "a duplicate of a key" if duplicate_key else "the same share index as a key"
+                raise RepeatedShare(
+                    f"is {same} already presented (share {h.index} of {h.n}); present a "
+                    "different key of the keyset", where)
+        self._shares.append(share)
+        if self._first is None:
+            self._first = h
+        remaining = self.remaining
+        assert remaining is not None
+        return remaining
+
+    def secret(self) -> bytearray:
+        """The rebuilt key secret (caller wipes).  `TooFewShares` until complete."""
+        if self._first is None:
+            raise TooFewShares(f"no {self.color.label} key was presented yet")
+        return combine(self._shares)
+
+    def fingerprint(self) -> str:
+        secret = self.secret()
+        try:
+            assert self._first is not None and self._first.keyset_id is not None
+            return keyset_fingerprint(secret, self._first.keyset_id)
+        finally:
+            wipe(secret)
+
+    def secret_for_hsm(self, pin: str | None) -> bytearray:
+        """What the HSM receives: the key secret, or scrypt(secret, PIN) for a PIN key.
+
+        ``pin`` must be given exactly when the keyset is PIN-protected (`InvalidPin`).
+        A wrong PIN is not detectable here: it yields a wrong secret, by design.
+        """
+        if self._first is None:
+            raise TooFewShares(f"no {self.color.label} key was presented yet")
+        if self.pin_protected and pin is None:
+            raise InvalidPin("this key is protected by a PED PIN; enter the PIN")
+        if not self.pin_protected and pin is not None:
+            raise InvalidPin("this key has no PED PIN; none should be entered")
+        assert self._first.keyset_id is not None
+        secret = self.secret()
+        try:
+            return secret_for_hsm(secret, self._first.keyset_id, pin)
+        finally:
+            wipe(secret)
+
+    def wipe(self) -> None:
+        for s in self._shares:
+            s.wipe()
+        self._shares.clear()
+        self._first = None
+
+
+__all__ = [
+    "KeyEntry",
+    "Keyring",
+    "ShareCollector",
+    "duplicate",
+    "erase",
+    "fingerprint_of",
+    "imprint",
+    "new_keyset",
+]
