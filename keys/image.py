@@ -1,6 +1,6 @@
 """PED key images: the file that stands in for a physical PED key.
 
-Format, version 1 (fixed size, 168 bytes, integers big-endian)::
+Format, version 1 (fixed size, 176 bytes, integers big-endian)::
 
     off  size  field
       0     8  magic  89 50 45 44 4B 45 59 0A  ("\\x89PEDKEY\\n": binary, catches text-mode
@@ -14,10 +14,12 @@ Format, version 1 (fixed size, 168 bytes, integers big-endian)::
      14     1  share index
      15     1  label length in bytes (1..64; 0 when blank)
      16     8  creation time, seconds since the Unix epoch (UTC): imprint or blanking time
-     24    16  keyset id (random, shared by every share and duplicate of the keyset)
-     40    64  label, UTF-8, zero padded
-    104    32  the secret share (zeros when blank)
-    136    32  SHA-256 of bytes 0..135
+     24    16  keyset id (random; names the secret: kept by duplicates and by a reuse)
+     40     8  split id (random; names one M-of-N split: shares of different splits of a
+               reused keyset do not combine)
+     48    64  label, UTF-8, zero padded
+    112    32  the secret share (zeros when blank)
+    144    32  SHA-256 of bytes 0..143
 
 Every image has the same size, so a short file is `TruncatedImage` and any changed byte
 is `TamperedImage` (or `CorruptImage` when the magic itself is hit, or
@@ -60,7 +62,15 @@ from keys.errors import (
     TruncatedImage,
     UnsupportedImageVersion,
 )
-from keys.shamir import KEYSET_ID_SIZE, MAX_SHARES, SECRET_SIZE, Share, check_split, wipe
+from keys.shamir import (
+    KEYSET_ID_SIZE,
+    MAX_SHARES,
+    SECRET_SIZE,
+    SPLIT_ID_SIZE,
+    Share,
+    check_split,
+    wipe,
+)
 
 MAGIC = b"\x89PEDKEY\n"
 FORMAT_VERSION = 1
@@ -70,10 +80,10 @@ FLAG_PIN = 0x01
 LABEL_MAX_BYTES = 64
 IMAGE_SUFFIX = ".pedkey"
 
-_FIXED = struct.Struct(">8sBBBBBBBBQ16s64s32s")
-_BODY_SIZE = _FIXED.size  # 136
+_FIXED = struct.Struct(">8sBBBBBBBBQ16s8s64s32s")
+_BODY_SIZE = _FIXED.size  # 144
 DIGEST_SIZE = 32
-IMAGE_SIZE = _BODY_SIZE + DIGEST_SIZE  # 168
+IMAGE_SIZE = _BODY_SIZE + DIGEST_SIZE  # 176
 
 
 def validate_label(label: str) -> str:
@@ -83,8 +93,9 @@ def validate_label(label: str) -> str:
     if len(label.encode("utf-8")) > LABEL_MAX_BYTES:
         raise InvalidLabel(f"a key label is at most {LABEL_MAX_BYTES} bytes of UTF-8")
     if not label.isprintable() or label != label.strip():
-        raise InvalidLabel("a key label holds printable characters only, without "
-                           "leading or trailing spaces")
+        raise InvalidLabel(
+            "a key label holds printable characters only, without leading or trailing spaces"
+        )
     return label
 
 
@@ -97,6 +108,9 @@ class KeyHeader:
     color: Color | None = None
     label: str = ""
     keyset_id: bytes | None = attrs.field(
+        default=None, repr=lambda v: "None" if v is None else f"'{v.hex()}'"
+    )
+    split_id: bytes | None = attrs.field(
         default=None, repr=lambda v: "None" if v is None else f"'{v.hex()}'"
     )
     m: int = 0
@@ -172,6 +186,7 @@ class KeyImage:
             color=Color(color),
             label=validate_label(label),
             keyset_id=bytes(share.keyset_id),
+            split_id=bytes(share.split_id),
             m=share.m,
             n=share.n,
             index=share.index,
@@ -200,14 +215,17 @@ class KeyImage:
     def share(self) -> Share:
         """A copy of the secret share (wipe it when done); `BlankKey` for a blank image."""
         h = self.header
-        if h.blank or h.keyset_id is None:
+        if h.blank or h.keyset_id is None or h.split_id is None:
             raise BlankKey("is a blank key; present an imprinted key", self.path)
-        return Share(h.keyset_id, h.m, h.n, h.index, bytearray(self._share), origin=self.path)
+        return Share(
+            h.keyset_id, h.split_id, h.m, h.n, h.index, bytearray(self._share), origin=self.path
+        )
 
     def same_share(self, other: KeyImage) -> bool:
         """True when both images hold the same keyset, index and share (constant-time)."""
         return (
             self.header.keyset_id == other.header.keyset_id
+            and self.header.split_id == other.header.split_id
             and self.header.index == other.header.index
             and hmac.compare_digest(self._share, other._share)
         )
@@ -240,17 +258,25 @@ def _validate_header(h: KeyHeader) -> None:
     if not 0 <= h.created < 2**64:
         raise InvalidSplit("creation time out of range")
     if h.blank:
-        if h.color is not None or h.label or h.keyset_id is not None or h.m or h.n or h.index:
+        if (
+            h.color is not None
+            or h.label
+            or h.keyset_id is not None
+            or h.split_id is not None
+            or h.m
+            or h.n
+            or h.index
+        ):
             raise CorruptImage("a blank key image has no colour, label, keyset or split")
         if h.pin_protected:
             raise CorruptImage("a blank key image has no PED PIN")
         return
-    if h.color is None or h.keyset_id is None:
-        raise InvalidSplit("an imprinted key needs a colour and a keyset id")
+    if h.color is None or h.keyset_id is None or h.split_id is None:
+        raise InvalidSplit("an imprinted key needs a colour, a keyset id and a split id")
     Color(h.color)
     validate_label(h.label)
-    if len(h.keyset_id) != KEYSET_ID_SIZE:
-        raise InvalidSplit(f"a keyset id is {KEYSET_ID_SIZE} bytes")
+    if len(h.keyset_id) != KEYSET_ID_SIZE or len(h.split_id) != SPLIT_ID_SIZE:
+        raise InvalidSplit(f"a keyset id is {KEYSET_ID_SIZE} bytes, a split id {SPLIT_ID_SIZE}")
     check_split(h.m, h.n)
     if not 1 <= h.index <= h.n:
         raise InvalidSplit(f"share index {h.index} is outside 1..{h.n}")
@@ -278,6 +304,7 @@ def encode(header: KeyHeader, share: bytearray) -> bytearray:
         len(label),
         header.created,
         header.keyset_id or bytes(KEYSET_ID_SIZE),
+        header.split_id or bytes(SPLIT_ID_SIZE),
         label,
         bytes(SECRET_SIZE),  # the share is copied in below, never via an immutable bytes
     )
@@ -291,12 +318,15 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
     view = memoryview(data)
     if len(view) < len(MAGIC) + 1:
         if len(view) == 0:
-            raise TruncatedImage("the file is empty; not a PED key image (or its copy failed)",
-                                 path)
+            raise TruncatedImage(
+                "the file is empty; not a PED key image (or its copy failed)", path
+            )
         if bytes(view[: len(MAGIC)]) == MAGIC[: len(view)]:
             raise TruncatedImage(
                 f"only {len(view)} of {IMAGE_SIZE} bytes; the copy was interrupted or the file "
-                "is damaged", path)
+                "is damaged",
+                path,
+            )
         raise CorruptImage("not a PED key image (wrong magic bytes)", path)
     if bytes(view[: len(MAGIC)]) != MAGIC:
         raise CorruptImage("not a PED key image (wrong magic bytes)", path)
@@ -304,23 +334,42 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
     if version != FORMAT_VERSION:
         raise UnsupportedImageVersion(
             f"key image format version {version} is not supported (this software reads "
-            f"version {FORMAT_VERSION}); use a newer pedkey or a damaged file", path)
+            f"version {FORMAT_VERSION}); the file is damaged or was written by a newer pedkey",
+            path,
+        )
     if len(view) < IMAGE_SIZE:
         raise TruncatedImage(
             f"only {len(view)} of {IMAGE_SIZE} bytes; the copy was interrupted or the file is "
-            "damaged", path)
+            "damaged",
+            path,
+        )
     if len(view) > IMAGE_SIZE:
         raise CorruptImage(
-            f"{len(view)} bytes where a key image has {IMAGE_SIZE}; extra data was appended",
-            path)
+            f"{len(view)} bytes where a key image has {IMAGE_SIZE}; extra data was appended", path
+        )
     digest = hashlib.sha256(view[:_BODY_SIZE]).digest()
     if not hmac.compare_digest(digest, view[_BODY_SIZE:]):
         raise TamperedImage(
             "integrity check failed (SHA-256 mismatch): the file was altered or damaged; "
-            "use a duplicate of this key", path)
-    (_, _, kind, color, flags, m, n, index, label_len, created, keyset_id, label_raw,
-     _share_placeholder) = _FIXED.unpack_from(bytes(view[: _BODY_SIZE - SECRET_SIZE])
-                                              + bytes(SECRET_SIZE))
+            "use a duplicate of this key",
+            path,
+        )
+    (
+        _,
+        _,
+        kind,
+        color,
+        flags,
+        m,
+        n,
+        index,
+        label_len,
+        created,
+        keyset_id,
+        split_id,
+        label_raw,
+        _share_placeholder,
+    ) = _FIXED.unpack_from(bytes(view[: _BODY_SIZE - SECRET_SIZE]) + bytes(SECRET_SIZE))
     share = bytearray(view[_BODY_SIZE - SECRET_SIZE : _BODY_SIZE])
     try:
         if flags & ~FLAG_PIN:
@@ -328,8 +377,17 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
         if label_len > LABEL_MAX_BYTES or any(label_raw[label_len:]):
             raise CorruptImage("label field is malformed", path)
         if kind == KIND_BLANK:
-            if (color or flags or m or n or index or label_len or any(keyset_id)
-                    or any(share)):
+            if (
+                color
+                or flags
+                or m
+                or n
+                or index
+                or label_len
+                or any(keyset_id)
+                or any(split_id)
+                or any(share)
+            ):
                 raise CorruptImage("a blank image with non-zero key fields", path)
             return KeyImage(KeyHeader(blank=True, created=created), None, path)
         if kind != KIND_KEY:
@@ -341,6 +399,7 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
                 color=Color(color),
                 label=label_raw[:label_len].decode("utf-8"),
                 keyset_id=keyset_id,
+                split_id=split_id,
                 m=m,
                 n=n,
                 index=index,

@@ -101,8 +101,9 @@ class Keyring:
         except NotADirectoryError:
             raise MissingImage("is not a directory", self.directory) from None
         except OSError as exc:
-            raise MissingImage(f"cannot list the key directory ({exc.strerror})",
-                               self.directory) from None
+            raise MissingImage(
+                f"cannot list the key directory ({exc.strerror})", self.directory
+            ) from None
         out = []
         for name in names:
             if not name.endswith(IMAGE_SUFFIX) or is_temp_name(name):
@@ -167,8 +168,10 @@ class Keyring:
             if match:
                 highest = max(highest, int(match.group(1)))
         width = max(3, len(str(highest + count)))
-        return [self.directory / f"key-{i:0{width}d}{IMAGE_SUFFIX}"
-                for i in range(highest + 1, highest + count + 1)]
+        return [
+            self.directory / f"key-{i:0{width}d}{IMAGE_SUFFIX}"
+            for i in range(highest + 1, highest + count + 1)
+        ]
 
     def add_blanks(self, count: int, *, created: int | None = None) -> list[Path]:
         """Create ``count`` new blank key files (the directory is made, 0700, if missing)."""
@@ -177,8 +180,9 @@ class Keyring:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise MissingImage(f"cannot create the key directory ({exc.strerror})",
-                               self.directory) from None
+            raise MissingImage(
+                f"cannot create the key directory ({exc.strerror})", self.directory
+            ) from None
         paths = self.new_paths(count)
         blank = KeyImage.blank(created)
         written: list[Path] = []
@@ -206,7 +210,9 @@ class Keyring:
                 raise NoBlankKey(
                     f"{len(blanks)} blank key(s) here, {len(images)} needed; add blanks with "
                     f"'pedkey blank --count {len(images) - len(blanks)} --dir "
-                    f"{self.directory}'", self.directory)
+                    f"{self.directory}'",
+                    self.directory,
+                )
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             blanks += self.new_paths(len(images) - len(blanks))
         targets = blanks[: len(images)]
@@ -258,8 +264,10 @@ def new_keyset(
     finally:
         wipe(material)
     try:
-        return [KeyImage.imprinted(s, color, label, pin_protected=pin_protected,
-                                   created=created) for s in shares]
+        return [
+            KeyImage.imprinted(s, color, label, pin_protected=pin_protected, created=created)
+            for s in shares
+        ]
     finally:
         for s in shares:
             s.wipe()
@@ -288,8 +296,9 @@ def imprint(path: str | os.PathLike[str], image: KeyImage) -> None:
     current = load_image(path)
     current.wipe()
     if not current.is_blank:
-        raise NotBlank(f"holds {current.header.describe()}; erase it first or use a blank key",
-                       path)
+        raise NotBlank(
+            f"holds {current.header.describe()}; erase it first or use a blank key", path
+        )
     write_image(path, image)
 
 
@@ -370,22 +379,32 @@ class ShareCollector:
             raise BlankKey(f"is a blank key; present a {self.color.label} key", where)
         if h.color != self.color:
             assert h.color is not None
-            raise WrongColor(
-                f"is a {h.color.label} key; present a {self.color.label} key", where)
+            raise WrongColor(f"is a {h.color.label} key; present a {self.color.label} key", where)
         keyset = self._first.keyset_id if self._first else self.expected_keyset
         if keyset is not None and h.keyset_id != keyset:
             raise KeysetMismatch(
                 f"belongs to keyset {h.keyset_hex}, not the expected {keyset.hex()}; present "
-                "a key of the right keyset", where)
+                "a key of the right keyset",
+                where,
+            )
         first = self._first
         if first is not None:
+            if h.split_id != first.split_id:
+                raise InconsistentShares(
+                    "is from another split of this keyset (it was reused with a new M of N) "
+                    "than the keys already presented; present keys of one split only",
+                    where,
+                )
             if (h.m, h.n, h.pin_protected) != (first.m, first.n, first.pin_protected):
                 raise InconsistentShares(
                     "disagrees with the keys already presented about M, N or the PED PIN; "
-                    "it is damaged", where)
+                    "it is damaged",
+                    where,
+                )
             if self.complete:
-                raise RepeatedShare(f"all {first.m} shares are already in; no more keys are "
-                                    "needed", where)
+                raise RepeatedShare(
+                    f"all {first.m} shares are already in; no more keys are needed", where
+                )
         share = image.share()
         for other in self._shares:
             if other.index == share.index:
@@ -394,7 +413,9 @@ class ShareCollector:
                 same = "a duplicate of a key" if duplicate_key else "the same share index as a key"
                 raise RepeatedShare(
                     f"is {same} already presented (share {h.index} of {h.n}); present a "
-                    "different key of the keyset", where)
+                    "different key of the keyset",
+                    where,
+                )
         self._shares.append(share)
         if self._first is None:
             self._first = h

@@ -127,8 +127,7 @@ def parse_pin_file(text: str, path: str | os.PathLike[str] | None = None) -> dic
             raise PinFileError(f"line {number}: {what} is given twice", path)
         pins[label] = digits
     if not pins:
-        raise PinFileError("holds no PIN; write 'LABEL = DIGITS' lines or one line of digits",
-                           path)
+        raise PinFileError("holds no PIN; write 'LABEL = DIGITS' lines or one line of digits", path)
     return pins
 
 
@@ -150,8 +149,9 @@ def read_pin_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return parse_pin_file(text, path)
 
 
-def pin_for_label(pins: dict[str, str], label: str,
-                  path: str | os.PathLike[str] | None = None) -> str:
+def pin_for_label(
+    pins: dict[str, str], label: str, path: str | os.PathLike[str] | None = None
+) -> str:
     """The PIN for keyset ``label``: its own line, else the file's bare PIN line."""
     if label in pins:
         return pins[label]

@@ -48,6 +48,7 @@ from keys.errors import (
 
 SECRET_SIZE = 32
 KEYSET_ID_SIZE = 16
+SPLIT_ID_SIZE = 8
 MAX_SHARES = 16
 
 
@@ -73,9 +74,15 @@ def gf_inv(a: int) -> int:
 
 @attrs.define(eq=False)
 class Share:
-    """One share of a split secret.  ``value`` is secret; ``origin`` names its file, if any."""
+    """One share of a split secret.  ``value`` is secret; ``origin`` names its file, if any.
 
-    keyset_id: bytes
+    ``keyset_id`` names the secret (kept when a keyset is reused); ``split_id`` names one
+    split of it: a keyset reused with a new M of N has shares of two splits, which do
+    not combine with each other.
+    """
+
+    keyset_id: bytes = attrs.field(repr=lambda v: v.hex())
+    split_id: bytes = attrs.field(repr=lambda v: v.hex())
     m: int
     n: int
     index: int
@@ -94,9 +101,7 @@ def wipe(buffer: bytearray) -> None:
 
 def check_split(m: int, n: int) -> None:
     if not (isinstance(m, int) and isinstance(n, int) and 1 <= m <= n <= MAX_SHARES):
-        raise InvalidSplit(
-            f"M of N must satisfy 1 <= M <= N <= {MAX_SHARES} (got M={m}, N={n})"
-        )
+        raise InvalidSplit(f"M of N must satisfy 1 <= M <= N <= {MAX_SHARES} (got M={m}, N={n})")
 
 
 def new_keyset_id() -> bytes:
@@ -108,7 +113,8 @@ def split(
 ) -> list[Share]:
     """Split a 32-byte secret into N shares, any M of which rebuild it.
 
-    All shares carry ``keyset_id`` (a fresh random one when not given).
+    All shares carry ``keyset_id`` (a fresh random one when not given) and a fresh
+    random ``split_id``.
     """
     check_split(m, n)
     if len(secret) != SECRET_SIZE:
@@ -117,8 +123,9 @@ def split(
         keyset_id = new_keyset_id()
     if len(keyset_id) != KEYSET_ID_SIZE:
         raise InvalidSplit(f"a keyset id is {KEYSET_ID_SIZE} bytes (got {len(keyset_id)})")
+    split_id = secrets.token_bytes(SPLIT_ID_SIZE)
     shares = [
-        Share(bytes(keyset_id), m, n, x, bytearray(SECRET_SIZE)) for x in range(1, n + 1)
+        Share(bytes(keyset_id), split_id, m, n, x, bytearray(SECRET_SIZE)) for x in range(1, n + 1)
     ]
     coefficients = bytearray(m)
     try:
@@ -179,6 +186,13 @@ def check_shares(shares: Sequence[Share]) -> None:
             raise KeysetMismatch(
                 f"belongs to keyset {share.keyset_id.hex()}, not {first.keyset_id.hex()} "
                 f"like {_name(first)}; present keys of one keyset only",
+                share.origin,
+            )
+        if share.split_id != first.split_id:
+            raise InconsistentShares(
+                f"is from another split of keyset {share.keyset_id.hex()} than "
+                f"{_name(first)} (the keyset was reused with a new M of N); present keys "
+                "of one split only",
                 share.origin,
             )
         if (share.m, share.n) != (first.m, first.n):
