@@ -1,1 +1,96 @@
-"""See ARCHITECTURE.md."""
+"""The link layer: pedclient <-> pedserver (0x01-0x1F) and HSM <-> pedclient (0x40-0x4F).
+
+* `ped.link.messages`: frozen message classes, `encode`/`decode`.
+* `ped.link.connection`: the sans-IO `LinkConnection` for either side of either hop.
+* `ped.link.stream`: `LinkStream`, the thin trio shell the daemons use.
+* `ped.link.hsm_side`: `connect_via_pedclient`, what an HSM calls.
+
+See ARCHITECTURE.md and docs/protocol/link.md.
+"""
+
+from ped.link.connection import (
+    LINK_TRANSITIONS,
+    OP_TRANSITIONS,
+    ConnectionLost,
+    Hop,
+    LinkConnection,
+    LinkState,
+    OpState,
+    Side,
+    negotiate_version,
+    shorter_idle,
+)
+from ped.link.errors import ConnectFailed, LinkClosed, describe_close
+from ped.link.hsm_side import PedclientTransport, connect_via_pedclient
+from ped.link.messages import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PORT,
+    LINK_VERSION_MAX,
+    LINK_VERSION_MIN,
+    Busy,
+    Close,
+    CloseCode,
+    ConnectCode,
+    ConnectRequest,
+    ConnectResult,
+    DeviceSummary,
+    EndToEnd,
+    Keepalive,
+    KeepaliveAck,
+    LinkHello,
+    LinkRefused,
+    LinkType,
+    LinkWelcome,
+    LocalType,
+    OpBegin,
+    OpEnd,
+    OpGranted,
+    RefuseCode,
+    decode,
+    encode,
+)
+from ped.link.stream import LinkStream
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_PORT",
+    "LINK_TRANSITIONS",
+    "LINK_VERSION_MAX",
+    "LINK_VERSION_MIN",
+    "OP_TRANSITIONS",
+    "Busy",
+    "Close",
+    "CloseCode",
+    "ConnectCode",
+    "ConnectFailed",
+    "ConnectRequest",
+    "ConnectResult",
+    "ConnectionLost",
+    "DeviceSummary",
+    "EndToEnd",
+    "Hop",
+    "Keepalive",
+    "KeepaliveAck",
+    "LinkClosed",
+    "LinkConnection",
+    "LinkHello",
+    "LinkRefused",
+    "LinkState",
+    "LinkStream",
+    "LinkType",
+    "LinkWelcome",
+    "LocalType",
+    "OpBegin",
+    "OpEnd",
+    "OpGranted",
+    "OpState",
+    "PedclientTransport",
+    "RefuseCode",
+    "Side",
+    "connect_via_pedclient",
+    "decode",
+    "describe_close",
+    "encode",
+    "negotiate_version",
+    "shorter_idle",
+]

@@ -1,0 +1,67 @@
+"""Shared plumbing of the Remote PED daemons (pedserver, pedclient, pedhsm).
+
+One module per job:
+
+* `ped.daemon.home`: which directory a daemon lives in (``--home``, ``*_HOME``, default).
+* `ped.daemon.config`: TOML config files, a typed key schema, and the precedence rule
+  "command line beats config file beats built-in defaults".
+* `ped.daemon.control`: the owner-only Unix control socket (JSON lines, streamed
+  progress) used by ``mode show`` / ``mode stop`` and friends.
+* `ped.daemon.process`: pid files, going to the background with a readiness pipe,
+  stopping a daemon.
+* `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
+* `ped.daemon.logs`: logging set-up that never writes payload bytes.
+"""
+
+from ped.daemon.config import (
+    ConfigError,
+    ConfigKey,
+    ConfigSchema,
+    load_config,
+    write_config,
+)
+from ped.daemon.control import (
+    ControlError,
+    ControlServer,
+    ControlUnavailable,
+    Progress,
+    control_request,
+    control_request_sync,
+    serve_control,
+)
+from ped.daemon.home import HomeError, resolve_home
+from ped.daemon.logs import setup_logging
+from ped.daemon.process import (
+    READY_FD_ENV,
+    DaemonStartError,
+    PidFile,
+    notify_failed,
+    notify_ready,
+    start_background,
+)
+from ped.daemon.signals import watch_stop_signals
+
+__all__ = [
+    "READY_FD_ENV",
+    "ConfigError",
+    "ConfigKey",
+    "ConfigSchema",
+    "ControlError",
+    "ControlServer",
+    "ControlUnavailable",
+    "DaemonStartError",
+    "HomeError",
+    "PidFile",
+    "Progress",
+    "control_request",
+    "control_request_sync",
+    "load_config",
+    "notify_failed",
+    "notify_ready",
+    "resolve_home",
+    "serve_control",
+    "setup_logging",
+    "start_background",
+    "watch_stop_signals",
+    "write_config",
+]

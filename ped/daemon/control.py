@@ -1,0 +1,349 @@
+"""The control socket: how ``mode show``, ``mode stop`` (and pedhsm's commands) reach a
+running daemon.
+
+Theory of operation
+-------------------
+A Unix stream socket in the daemon's home (a 0700 directory; the socket itself 0600;
+and on Linux the peer's uid is checked with SO_PEERCRED, so only the owner or root is
+served).  One request per connection, as JSON lines (UTF-8, one object per line)::
+
+    client -> {"command": "show", "args": {...}}
+    daemon -> {"progress": "Please attend to the PED."}      zero or more
+    daemon -> {"ok": true, "result": {...}}                   exactly one, then close
+           or {"ok": false, "error": "what went wrong and what to do", "code": "busy"}
+
+Lines are bounded (`MAX_LINE`), a request must arrive within `REQUEST_TIMEOUT`, and a
+bad client only ever loses its own connection.  Handlers raise `ControlError` to answer
+with an error; any other exception is logged (type only) and answered as "internal".
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ped.errors import PedError
+
+MAX_LINE = 256 * 1024
+REQUEST_TIMEOUT = 10.0
+log = logging.getLogger("ped.daemon.control")
+
+
+class ControlError(PedError):
+    """An error answer from a daemon (or to send from a handler)."""
+
+    def __init__(self, message: str, code: str = "error", *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retriable = retriable
+
+
+class ControlUnavailable(ControlError):
+    """No daemon answers on the control socket (not running, or another home)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "unavailable", retriable=True)
+
+
+class Progress:
+    """Given to handlers: `await progress.send(...)` streams a line before the answer."""
+
+    def __init__(self, stream: trio.abc.SendStream | None) -> None:
+        self._stream = stream
+
+    async def send(self, message: str | dict[str, Any]) -> None:
+        if self._stream is None:
+            return
+        item = {"progress": message}
+        await self._stream.send_all(_dump(item))
+
+
+Handler = Callable[[str, dict[str, Any], Progress], Awaitable[dict[str, Any] | None]]
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+    if len(data) > MAX_LINE:
+        raise ControlError("answer too large for the control socket", "internal")
+    return data
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+class _LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def line(self) -> bytes | None:
+        while True:
+            index = self._buffer.find(b"\n")
+            if index >= 0:
+                line = bytes(self._buffer[:index])
+                del self._buffer[: index + 1]
+                return line
+            if len(self._buffer) > MAX_LINE:
+                raise ControlError(f"control line over {MAX_LINE} bytes", "bad-request")
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                if self._buffer:
+                    raise ControlError("control connection closed mid-line", "bad-request")
+                return None
+            self._buffer += chunk
+
+
+def _prepare_path(path: Path) -> None:
+    """Remove a stale socket; refuse if a live daemon already answers there."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise ControlError(f"{path} exists and is not a socket; remove it", "in-use")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)  # nobody listens: a leftover from a crash
+    else:
+        raise ControlError(
+            f"a daemon already answers on {path}; stop it first or use another --home", "in-use"
+        )
+    finally:
+        probe.close()
+
+
+class ControlServer:
+    """Serves one control socket; use through `serve_control`."""
+
+    def __init__(self, path: Path, handler: Handler) -> None:
+        self.path = path
+        self.handler = handler
+
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                uid = _peer_uid(stream.socket)  # type: ignore[arg-type]
+                if uid is not None and uid not in (os.geteuid(), 0):
+                    log.warning("control: refused a client with uid %d", uid)
+                    return
+                reader = _LineReader(stream)
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    line = await reader.line()
+                if line is None:
+                    return
+                try:
+                    request = json.loads(line)
+                    command = request["command"]
+                    args = request.get("args") or {}
+                    if not isinstance(command, str) or not isinstance(args, dict):
+                        raise TypeError
+                except (ValueError, KeyError, TypeError):
+                    raise ControlError(
+                        'bad control request; send {"command": NAME, "args": {...}}',
+                        "bad-request",
+                    ) from None
+                try:
+                    result = await self.handler(command, args, Progress(stream))
+                except ControlError:
+                    raise
+                except PedError as exc:
+                    raise ControlError(str(exc), type(exc).__name__) from None
+                await stream.send_all(_dump({"ok": True, "result": result or {}}))
+            except ControlError as exc:
+                answer = {"ok": False, "error": exc.message, "code": exc.code}
+                if exc.retriable:
+                    answer["retriable"] = True
+                with trio.move_on_after(REQUEST_TIMEOUT):
+                    await stream.send_all(_dump(answer))
+            except trio.TooSlowError:
+                log.info("control: a client sent no request within %.0f s", REQUEST_TIMEOUT)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away; nothing to answer
+            except Exception as exc:
+                log.error("control: handler failed with %s", type(exc).__name__)
+                with trio.move_on_after(REQUEST_TIMEOUT):
+                    try:
+                        await stream.send_all(
+                            _dump({"ok": False, "error": "internal error; see the log",
+                                   "code": "internal"})
+                        )
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+
+
+async def serve_control(
+    path: str | os.PathLike[str],
+    handler: Handler,
+    *,
+    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on the control socket at *path* until cancelled; removes it on exit."""
+    p = Path(path)
+    if len(os.fsencode(p)) > 100:
+        raise ControlError(
+            f"control socket path {p} is too long for a Unix socket; use a shorter --home",
+            "bad-path",
+        )
+    _prepare_path(p)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(p))
+        os.chmod(p, 0o600)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot listen on {p}: {exc.strerror}", "bad-path") from None
+    server = ControlServer(p, handler)
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started(p)
+            async with listener:
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:
+                        if exc.errno in (errno.EMFILE, errno.ENFILE):
+                            await trio.sleep(0.1)
+                            continue
+                        raise
+                    nursery.start_soon(server._serve_one, stream)
+    finally:
+        try:
+            if p.exists() and stat.S_ISSOCK(p.lstat().st_mode):
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _parse_answer(line: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ValueError
+    except ValueError:
+        raise ControlError("the daemon sent a malformed control answer", "bad-answer") from None
+    return answer
+
+
+def _final(answer: dict[str, Any]) -> dict[str, Any]:
+    if answer.get("ok"):
+        result = answer.get("result")
+        return result if isinstance(result, dict) else {}
+    raise ControlError(
+        str(answer.get("error", "the daemon refused the request")),
+        str(answer.get("code", "error")),
+        retriable=bool(answer.get("retriable", False)),
+    )
+
+
+def _unavailable(path: Path, what: str) -> ControlUnavailable:
+    return ControlUnavailable(
+        f"{what} is not running (nothing answers on {path}); start it, or check --home"
+    )
+
+
+async def control_request(
+    path: str | os.PathLike[str],
+    command: str,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout: float = 30.0,
+    on_progress: Callable[[Any], None] | None = None,
+    what: str = "the daemon",
+) -> dict[str, Any]:
+    """Send one request (trio) and return the result; `ControlError` for an error answer."""
+    p = Path(path)
+    try:
+        stream = await trio.open_unix_socket(str(p))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise _unavailable(p, what) from None
+    async with stream:
+        try:
+            with trio.fail_after(timeout):
+                await stream.send_all(_dump({"command": command, "args": args or {}}))
+                reader = _LineReader(stream)
+                while True:
+                    line = await reader.line()
+                    if line is None:
+                        raise ControlError(
+                            f"{what} closed the control connection", "closed", retriable=True
+                        )
+                    answer = _parse_answer(line)
+                    if "progress" in answer:
+                        if on_progress is not None:
+                            on_progress(answer["progress"])
+                        continue
+                    return _final(answer)
+        except trio.TooSlowError:
+            raise ControlError(
+                f"{what} did not answer within {timeout:g} s", "timeout", retriable=True
+            ) from None
+        except trio.BrokenResourceError:
+            raise ControlError(
+                f"{what} closed the control connection", "closed", retriable=True
+            ) from None
+
+
+def control_request_sync(
+    path: str | os.PathLike[str],
+    command: str,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout: float = 30.0,
+    on_progress: Callable[[Any], None] | None = None,
+    what: str = "the daemon",
+) -> dict[str, Any]:
+    """Blocking twin of `control_request` for command-line tools (no trio needed)."""
+    p = Path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(p))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise _unavailable(p, what) from None
+        sock.sendall(_dump({"command": command, "args": args or {}}))
+        buffer = bytearray()
+        while True:
+            index = buffer.find(b"\n")
+            if index >= 0:
+                line = bytes(buffer[:index])
+                del buffer[: index + 1]
+                answer = _parse_answer(line)
+                if "progress" in answer:
+                    if on_progress is not None:
+                        on_progress(answer["progress"])
+                    continue
+                return _final(answer)
+            if len(buffer) > MAX_LINE:
+                raise ControlError("control answer line too long", "bad-answer")
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise ControlError(f"{what} did not answer within {timeout:g} s", "timeout",
+                                   retriable=True) from None
+            if not chunk:
+                raise ControlError(f"{what} closed the control connection", "closed",
+                                   retriable=True)
+            buffer += chunk
+    finally:
+        sock.close()

@@ -1,0 +1,313 @@
+"""Sans-IO state machines for both link hops.
+
+Theory of operation
+-------------------
+Two hops, one machine.  Each hop has an *initiator* and a *responder*:
+
+    hop      initiator   responder   first frames
+    REMOTE   pedclient   pedserver   LinkHello  -> LinkWelcome | LinkRefused
+    LOCAL    HSM         pedclient   ConnectRequest -> ConnectResult(ok | error)
+
+(In peer-to-peer mode pedserver dials the TCP connection, but pedclient is still the
+link initiator: who dials is a transport matter, not a protocol one.)
+
+Once OPEN, both hops carry the same operation protocol and relayed end-to-end frames::
+
+    initiator                     responder
+    OpBegin(wait)      ->
+                       <-         OpGranted  |  Busy(holder)
+    EndToEnd frames    <->        EndToEnd frames      (initiator only while granted)
+    OpEnd              ->
+    Keepalive / KeepaliveAck  (REMOTE hop only, either direction)
+    Close(code, text)  <->        (either side, any time; last frame)
+
+`LinkConnection` tracks both sides' view of the state (as h11 does): ``send(message)``
+checks that *we* may send it (`LocalProtocolError` if not) and returns the bytes;
+``receive_data(bytes)`` buffers what the peer sent (``b""`` = end of stream) and
+``next_event()`` returns messages, a `ConnectionLost` at end of stream, or None when it
+needs more bytes.  Whatever the peer got wrong is a `RemoteProtocolError` and the
+connection is finished; every other connection carries on.
+
+The transitions are data (`LINK_TRANSITIONS`, `OP_TRANSITIONS`) so that tests and the
+protocol document can enumerate them.  Version negotiation lives here too: a welcome
+must choose a version both ends speak, never below our minimum, and an idle timeout no
+longer than ours (the shorter end wins).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ped.errors import LocalProtocolError, RemoteProtocolError
+from ped.link.messages import (
+    LINK_VERSION_MAX,
+    LINK_VERSION_MIN,
+    Close,
+    ConnectRequest,
+    ConnectResult,
+    EndToEnd,
+    LinkHello,
+    LinkRefused,
+    LinkType,
+    LinkWelcome,
+    LocalType,
+    Message,
+    decode,
+    encode,
+)
+from ped.wire.framing import MAX_PAYLOAD, FrameDecoder, encode_frame
+from ped.wire.types import E2E_RANGE
+
+
+class Hop(enum.Enum):
+    REMOTE = "remote"  # pedclient <-> pedserver
+    LOCAL = "local"  # HSM <-> pedclient
+
+
+class Side(enum.Enum):
+    INITIATOR = "initiator"  # pedclient on REMOTE, the HSM on LOCAL
+    RESPONDER = "responder"  # pedserver on REMOTE, pedclient on LOCAL
+
+
+class LinkState(enum.Enum):
+    START = "start"  # nothing sent yet
+    NEGOTIATING = "negotiating"  # hello / connect request sent, answer awaited
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class OpState(enum.Enum):
+    FREE = "free"  # no operation
+    REQUESTED = "requested"  # OpBegin sent, OpGranted/Busy awaited
+    HELD = "held"  # the initiator holds the PED
+
+
+@attrs.frozen
+class ConnectionLost:
+    """The peer's stream ended; *clean* if a Close was seen before it."""
+
+    clean: bool
+
+
+INI, RSP = Side.INITIATOR, Side.RESPONDER
+_E2E = "e2e"  # key for any end-to-end frame type
+_OPEN_OPS = {
+    (INI, LinkType.OP_BEGIN),
+    (INI, LinkType.OP_END),
+    (INI, _E2E),
+    (RSP, LinkType.OP_GRANTED),
+    (RSP, LinkType.BUSY),
+    (RSP, _E2E),
+}
+
+#: (hop, sender, state, frame type) -> next link state.  Close is allowed in every state
+#: but CLOSED and is handled apart.  A ConnectResult that is not OK closes (see `_after`).
+LINK_TRANSITIONS: dict[tuple[Hop, Side, LinkState, int | str], LinkState] = {
+    (Hop.REMOTE, INI, LinkState.START, LinkType.HELLO): LinkState.NEGOTIATING,
+    (Hop.REMOTE, RSP, LinkState.NEGOTIATING, LinkType.WELCOME): LinkState.OPEN,
+    (Hop.REMOTE, RSP, LinkState.NEGOTIATING, LinkType.REFUSED): LinkState.CLOSED,
+    (Hop.REMOTE, INI, LinkState.OPEN, LinkType.KEEPALIVE): LinkState.OPEN,
+    (Hop.REMOTE, RSP, LinkState.OPEN, LinkType.KEEPALIVE): LinkState.OPEN,
+    (Hop.REMOTE, INI, LinkState.OPEN, LinkType.KEEPALIVE_ACK): LinkState.OPEN,
+    (Hop.REMOTE, RSP, LinkState.OPEN, LinkType.KEEPALIVE_ACK): LinkState.OPEN,
+    (Hop.LOCAL, INI, LinkState.START, LocalType.CONNECT_REQUEST): LinkState.NEGOTIATING,
+    (Hop.LOCAL, RSP, LinkState.NEGOTIATING, LocalType.CONNECT_RESULT): LinkState.OPEN,
+    **{(hop, side, LinkState.OPEN, t): LinkState.OPEN for hop in Hop for side, t in _OPEN_OPS},
+}
+
+#: (sender, op state, frame type) -> next op state, for messages that touch the PED lock.
+OP_TRANSITIONS: dict[tuple[Side, OpState, int | str], OpState] = {
+    (INI, OpState.FREE, LinkType.OP_BEGIN): OpState.REQUESTED,
+    (RSP, OpState.REQUESTED, LinkType.OP_GRANTED): OpState.HELD,
+    (RSP, OpState.REQUESTED, LinkType.BUSY): OpState.FREE,
+    (INI, OpState.HELD, LinkType.OP_END): OpState.FREE,
+    (INI, OpState.HELD, _E2E): OpState.HELD,
+    # The PED side may answer at any time: a late frame after OpEnd is not an error.
+    (RSP, OpState.FREE, _E2E): OpState.FREE,
+    (RSP, OpState.REQUESTED, _E2E): OpState.REQUESTED,
+    (RSP, OpState.HELD, _E2E): OpState.HELD,
+}
+_OP_TYPES = {LinkType.OP_BEGIN, LinkType.OP_GRANTED, LinkType.BUSY, LinkType.OP_END, _E2E}
+
+
+def accepted_types(hop: Hop) -> frozenset[int]:
+    """Frame types that may appear on *hop* (either direction)."""
+    e2e = set(E2E_RANGE)
+    if hop is Hop.REMOTE:
+        return frozenset({int(t) for t in LinkType} | e2e)
+    ops = {LinkType.OP_BEGIN, LinkType.OP_GRANTED, LinkType.BUSY, LinkType.OP_END, LinkType.CLOSE}
+    return frozenset({int(t) for t in LocalType} | {int(t) for t in ops} | e2e)
+
+
+def negotiate_version(
+    hello: LinkHello, *, low: int = LINK_VERSION_MIN, high: int = LINK_VERSION_MAX
+) -> int | None:
+    """The highest version both speak, or None (then refuse: never go below *low*)."""
+    best = min(high, hello.max_version)
+    return best if best >= max(low, hello.min_version) else None
+
+
+def shorter_idle(*timeouts: int) -> int:
+    """The idle timeout of a link: the shorter end wins."""
+    return min(timeouts)
+
+
+class LinkConnection:
+    """One side of one hop; see the module docstring."""
+
+    def __init__(
+        self,
+        hop: Hop,
+        side: Side,
+        *,
+        max_payload: int = MAX_PAYLOAD,
+        versions: tuple[int, int] = (LINK_VERSION_MIN, LINK_VERSION_MAX),
+    ) -> None:
+        self.hop = hop
+        self.side = side
+        self.state = LinkState.START
+        self.op_state = OpState.FREE
+        self.versions = versions
+        self.hello: LinkHello | None = None  # the hello of this link (sent or received)
+        self.request: ConnectRequest | None = None
+        self.version: int | None = None
+        self.idle_timeout: int | None = None
+        self.close_message: Close | None = None
+        self._decoder = FrameDecoder(accepted=accepted_types(hop), max_payload=max_payload)
+        self._max_payload = max_payload
+        self._eof = False
+        self._lost_reported = False
+        self._failed: RemoteProtocolError | None = None
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, message: Message) -> bytes:
+        """Bytes to write for *message*; `LocalProtocolError` if we may not send it now."""
+        if self._failed is not None:
+            raise LocalProtocolError("this link failed; close its connection")
+        self._check_welcome_we_send(message)
+        self._transition(self.side, message, LocalProtocolError)
+        return encode_frame(encode(message), max_payload=self._max_payload)
+
+    # ---------------------------------------------------------------- receiving
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes read from the peer; ``b""`` means the peer closed its end."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data received after end of stream")
+            return
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Message | ConnectionLost | None:
+        """The next message, `ConnectionLost` once at end of stream, or None."""
+        if self._failed is not None:
+            raise LocalProtocolError("this link failed; close its connection")
+        try:
+            frame = self._decoder.next_frame()
+            if frame is None:
+                if self._eof and not self._lost_reported:
+                    self._decoder.check_eof()
+                    self._lost_reported = True
+                    clean = self.close_message is not None
+                    self.state = LinkState.CLOSED
+                    return ConnectionLost(clean)
+                return None
+            message = decode(frame)
+            self._check_welcome_we_receive(message)
+            self._transition(_other(self.side), message, RemoteProtocolError)
+            return message
+        except RemoteProtocolError as exc:
+            self._failed = exc
+            self.state = LinkState.CLOSED
+            raise
+
+    @property
+    def buffered(self) -> int:
+        return self._decoder.buffered
+
+    # ---------------------------------------------------------------- internals
+
+    def _transition(self, sender: Side, message: Message, error: type[Exception]) -> None:
+        ftype: int | str = _E2E if isinstance(message, EndToEnd) else message.TYPE
+        who = "we" if sender is self.side else "the peer"
+        if ftype == LinkType.CLOSE:
+            if self.state is LinkState.CLOSED:
+                raise error(f"{who} sent Close on a closed link")
+            if not isinstance(message, Close):  # pragma: no cover - decode guarantees it
+                raise error("malformed Close")
+            self.close_message = message
+            self.state = LinkState.CLOSED
+            return
+        name = "end-to-end frame" if ftype == _E2E else type(message).__name__
+        key = (self.hop, sender, self.state, ftype)
+        new_state = LINK_TRANSITIONS.get(key)
+        if new_state is None:
+            raise error(
+                f"{who} may not send {name} on the {self.hop.value} hop as "
+                f"{sender.value} in state {self.state.value}"
+            )
+        if ftype in _OP_TYPES:
+            new_op = OP_TRANSITIONS.get((sender, self.op_state, ftype))
+            if new_op is None:
+                raise error(
+                    f"{who} may not send {name} while the operation state is "
+                    f"{self.op_state.value}"
+                )
+            self.op_state = new_op
+        self.state = new_state
+        self._after(message)
+
+    def _after(self, message: Message) -> None:
+        if isinstance(message, LinkHello):
+            self.hello = message
+        elif isinstance(message, LinkWelcome):
+            self.version = message.version
+            self.idle_timeout = message.idle_timeout
+        elif isinstance(message, ConnectRequest):
+            self.request = message
+        elif isinstance(message, ConnectResult):
+            if not message.ok:
+                self.state = LinkState.CLOSED
+            else:
+                self.version = message.version
+                self.idle_timeout = message.idle_timeout
+        elif isinstance(message, LinkRefused):
+            self.state = LinkState.CLOSED
+
+    def _check_welcome_we_send(self, message: Message) -> None:
+        if isinstance(message, LinkWelcome) and self.hello is not None:
+            lo, hi = self.versions
+            ok_range = max(lo, self.hello.min_version) <= message.version
+            if not (ok_range and message.version <= min(hi, self.hello.max_version)):
+                raise LocalProtocolError(
+                    f"welcome version {message.version} is not one both sides speak"
+                )
+            if message.idle_timeout > self.hello.idle_timeout:
+                raise LocalProtocolError("welcome idle timeout must not exceed the client's")
+
+    def _check_welcome_we_receive(self, message: Message) -> None:
+        if isinstance(message, LinkWelcome) and self.hello is not None:
+            lo, hi = self.versions
+            if not max(lo, self.hello.min_version) <= message.version <= min(
+                hi, self.hello.max_version
+            ):
+                raise RemoteProtocolError(
+                    f"pedserver chose link version {message.version}, outside the "
+                    f"{self.hello.min_version}-{self.hello.max_version} we offered; "
+                    "refusing to downgrade"
+                )
+            if message.idle_timeout > self.hello.idle_timeout:
+                raise RemoteProtocolError(
+                    f"pedserver chose idle timeout {message.idle_timeout} s, longer than "
+                    f"our {self.hello.idle_timeout} s (the shorter must win)"
+                )
+
+
+def _other(side: Side) -> Side:
+    return Side.RESPONDER if side is Side.INITIATOR else Side.INITIATOR

@@ -1,0 +1,77 @@
+"""A trio shell around `LinkConnection`: one byte stream, one link.
+
+`LinkStream` owns a ``trio.abc.Stream`` (TCP, Unix, or a ``trio.SSLStream`` for the
+peer-to-peer mode: the relay code never cares which) and a sans-IO `LinkConnection`.
+``send`` serialises writes under a lock; ``receive`` reads in bounded chunks until the
+connection yields an event.  Stream failures become `LinkClosed`; protocol errors from
+the peer stay `RemoteProtocolError`s, so the owner can answer them with a Close.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ped.link.connection import ConnectionLost, LinkConnection, LinkState
+from ped.link.errors import LinkClosed
+from ped.link.messages import Message
+
+RECEIVE_CHUNK = 16 * 1024
+
+
+class LinkStream:
+    def __init__(self, stream: trio.abc.Stream, connection: LinkConnection) -> None:
+        self.stream = stream
+        self.connection = connection
+        self._send_lock = trio.Lock()
+        self._closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @property
+    def state(self) -> LinkState:
+        return self.connection.state
+
+    async def send(self, message: Message) -> None:
+        """Send *message*; `LinkClosed` if the stream is gone."""
+        data = self.connection.send(message)
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                raise LinkClosed("the connection was lost while sending") from None
+        self.bytes_out += len(data)
+
+    async def receive(self) -> Message | ConnectionLost:
+        """The next event; raises `RemoteProtocolError` for garbage from the peer."""
+        while True:
+            event = self.connection.next_event()
+            if event is not None:
+                return event
+            try:
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            self.bytes_in += len(data)
+            self.connection.receive_data(data)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def send_close_quietly(self, message: Message, *, timeout: float = 2.0) -> None:
+        """Best-effort last frame (a Close or a refusal) then close; never raises."""
+        with trio.move_on_after(timeout) as scope:
+            scope.shield = True
+            try:
+                if self.connection.state is not LinkState.CLOSED:
+                    await self.send(message)
+            except Exception:  # noqa: S110 - the peer may be gone already; closing anyway
+                pass
+        await self.aclose()
