@@ -38,3 +38,21 @@ E2E_TYPES = frozenset(int(t) for t in E2EType)
 def is_end_to_end(frame_type: int) -> bool:
     """True for frames a relay must forward without looking inside."""
     return frame_type in E2E_RANGE
+
+
+class OpType(IntEnum):
+    """PED operation messages: the plaintext inside a SEALED frame is one of these frames."""
+
+    READ_SECRET = 0x50
+    READ_RESULT = 0x51
+    IMPRINT = 0x52
+    IMPRINT_RESULT = 0x53
+    SHOW_MESSAGE = 0x54
+    SHOW_DONE = 0x55
+    CANCEL = 0x56
+    NOTICE = 0x57
+    OP_ERROR = 0x58
+    GOODBYE = 0x5F
+
+
+OPS_TYPES = frozenset(int(t) for t in OpType)
