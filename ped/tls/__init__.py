@@ -1,0 +1,65 @@
+"""Peer-to-peer (PED-initiated) link: pinned, mutual TLS 1.3 (see docs/protocol/tls.md).
+
+`certs` makes and reads certificates, `pins` keeps the registry of pinned peers,
+`context` builds the `ssl` contexts and `stream` runs the handshakes over trio.
+"""
+
+from ped.tls.certs import (
+    Identity,
+    describe,
+    ensure_identity,
+    export_certificate,
+    fingerprint,
+    load_certificate,
+    load_certificate_pem,
+    load_identity,
+    regenerate_identity,
+)
+from ped.tls.errors import (
+    CertificateError,
+    HandshakeFailed,
+    HandshakeTimeout,
+    PeerRejected,
+    PeerUnreachable,
+    PinError,
+    RejectReason,
+    Side,
+    TlsError,
+)
+from ped.tls.pins import DEFAULT_PEER_PORT, Peer, PinStore
+from ped.tls.stream import (
+    ACCEPTED,
+    accept_pinned_tls,
+    open_pinned_tls_client,
+    peer_fingerprint,
+    start_pinned_tls_client,
+)
+
+__all__ = [
+    "ACCEPTED",
+    "DEFAULT_PEER_PORT",
+    "CertificateError",
+    "HandshakeFailed",
+    "HandshakeTimeout",
+    "Identity",
+    "Peer",
+    "PeerRejected",
+    "PeerUnreachable",
+    "PinError",
+    "PinStore",
+    "RejectReason",
+    "Side",
+    "TlsError",
+    "accept_pinned_tls",
+    "describe",
+    "ensure_identity",
+    "export_certificate",
+    "fingerprint",
+    "load_certificate",
+    "load_certificate_pem",
+    "load_identity",
+    "open_pinned_tls_client",
+    "peer_fingerprint",
+    "regenerate_identity",
+    "start_pinned_tls_client",
+]
