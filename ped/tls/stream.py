@@ -86,6 +86,8 @@ async def open_pinned_tls_client(
     `HandshakeTimeout`, `HandshakeFailed`, `PeerRejected` or `UnknownName`.
     """
     address = _format_address(host, port)
+    if peer_name is not None:
+        pins.get(peer_name)  # UnknownName before we dial anyone
     with trio.move_on_after(timeout) as scope:
         try:
             tcp = await trio.open_tcp_stream(host, port)
@@ -184,11 +186,13 @@ class _Handshake:
         self.server_side = server_side
         self.address = address
         self.capture = CertificateCapture()
+        self.expected_name: str | None = None
         ctx = make_context(identity, [p.certificate for p in self.trusted], server_side=server_side)
         self.capture.install(ctx)
         self.ssl_stream = trio.SSLStream(transport, ctx, server_side=server_side)
 
     async def run(self, timeout: float, *, expected_name: str | None) -> Peer:
+        self.expected_name = expected_name
         try:
             with trio.fail_after(timeout):
                 peer = await self._handshake(expected_name)
@@ -259,7 +263,7 @@ class _Handshake:
             or reason_name == "CERTIFICATE_VERIFY_FAILED"
         ):
             code = getattr(cause, "verify_code", None)
-            reason = self._classify(seen, code, None)
+            reason = self._classify(seen, code, self.expected_name)
             cert = _parse(self.capture.der)
             return self._reject(Side.THEIRS, reason, seen, cert=cert)
         if reason_name == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
