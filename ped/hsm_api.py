@@ -1,1 +1,410 @@
-"""HSM-side API: see ARCHITECTURE.md."""
+"""The trio API an HSM uses to talk to a PED: handshake, read secret, imprint, show, cancel.
+
+Theory of operation
+-------------------
+`open_ped_session` takes a `ped.transport.FrameTransport` (a local device session or a
+pedclient link; this module knows nothing about sockets), runs the RPV handshake and
+yields a `PedSession`.  Each operation is request/response on the sans-IO
+`ped.ops.HsmSideSession`:
+
+* ``transport.begin_operation(wait=busy_wait)`` before the handshake and before every
+  operation, ``end_operation()`` after (the PED serves one operation at a time);
+* *key_timeout* goes to the PED inside each request (the PED enforces the wait for a
+  key and answers `KeyTimeout`); *op_timeout* bounds each whole operation here and ends
+  it with `OperationTimeout`;
+* when an operation times out, or the caller's task is cancelled, a CANCEL goes to the
+  PED and the session waits up to *cancel_grace* seconds for the PED to end the
+  operation, so that the session stays usable; if it does not, the session is broken
+  (`SessionBroken`) and the caller opens a new one;
+* sealing and sending happen under one lock (the channel's nonces must go out in order),
+  and a send is shielded from cancellation so a frame is never half written.
+
+No nursery is used, so no ExceptionGroup reaches the caller.  Secrets in results are
+bytearrays; every result a session returned is wiped when the session closes (copy what
+must outlive it).  The RPV is not kept: the PSK is derived at once and wiped after the
+handshake.
+
+Errors: `RpvMismatch` (wrong orange key), `KeyTimeout`, `OperationCancelled`,
+`WrongColor`, `KeysetMismatch`, `NoBlankKey`, `DeviceError`, `BadRequest`,
+`Unsupported`, `OperationTimeout`, `PedBusy` and `TransportClosed` (both retriable
+`TransportError`s), `RemoteProtocolError` for a misbehaving peer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from keys.colors import Color
+from ped.channel.errors import HandshakeFailed, HandshakeRefused, RpvMismatch
+from ped.channel.handshake import PedInfo
+from ped.errors import LocalProtocolError, PedError
+from ped.ops import events as ev
+from ped.ops.errors import (
+    BadRequest,
+    Cancelled,
+    DeviceError,
+    KeysetMismatch,
+    KeyTimeout,
+    NoBlankKey,
+    OperationCancelled,
+    OperationError,
+    OperationTimeout,
+    Unsupported,
+    WrongColor,
+)
+from ped.ops.hsm_side import HsmSideSession, HsmState
+from ped.ops.messages import CloseReason, ImprintResult, Notice, ReadResult, ShowDone
+from ped.transport import FrameTransport, PedBusy, TransportClosed, TransportError
+from ped.wire.framing import Frame
+
+__all__ = [
+    "BadRequest",
+    "Cancelled",
+    "Color",
+    "DeviceError",
+    "HandshakeFailed",
+    "HandshakeRefused",
+    "ImprintResult",
+    "KeyTimeout",
+    "KeysetMismatch",
+    "NoBlankKey",
+    "OperationCancelled",
+    "OperationError",
+    "OperationTimeout",
+    "PedBusy",
+    "PedInfo",
+    "PedSession",
+    "ReadResult",
+    "RpvMismatch",
+    "SessionBroken",
+    "TransportClosed",
+    "TransportError",
+    "Unsupported",
+    "WrongColor",
+    "open_ped_session",
+]
+
+DEFAULT_KEY_TIMEOUT = 200.0
+DEFAULT_OP_TIMEOUT = 920.0
+DEFAULT_CANCEL_GRACE = 10.0
+
+
+class SessionBroken(TransportClosed):
+    """The session cannot go on (an operation could not be ended cleanly); open a new one."""
+
+
+def _timeout_ms(seconds: float) -> int:
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise LocalProtocolError(f"key timeout must be a positive number of seconds: {seconds}")
+    return max(1, min(round(seconds * 1000), 86_400_000))
+
+
+class PedSession:
+    """An established end-to-end session with a PED.  Made by `open_ped_session`."""
+
+    def __init__(
+        self,
+        transport: FrameTransport,
+        hsm: HsmSideSession,
+        *,
+        op_timeout: float,
+        busy_wait: float,
+        cancel_grace: float,
+        on_notice: Callable[[Notice], None] | None,
+    ) -> None:
+        self._transport = transport
+        self._hsm = hsm
+        self._op_timeout = op_timeout
+        self._busy_wait = busy_wait
+        self._cancel_grace = cancel_grace
+        self._on_notice = on_notice
+        self._op_lock = trio.Lock()
+        self._send_lock = trio.Lock()
+        self._results: list[ReadResult | ImprintResult] = []
+        self._broken: str | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PedSession(hsm_serial={self._hsm.hsm_serial!r}, state={self._hsm.state.value})"
+
+    @property
+    def ped_info(self) -> PedInfo | None:
+        return self._hsm.ped_info
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and self._broken is None and self._hsm.state is HsmState.READY
+
+    # ---- public operations ---------------------------------------------------------
+
+    async def read_secret(
+        self,
+        color: Color,
+        keyset_id: bytes | None = None,
+        *,
+        label: str = "",
+        key_timeout: float | None = None,
+        op_timeout: float | None = None,
+    ) -> ReadResult:
+        """Have the PED read a *color* keyset (M of N and PIN on the PED); its secret.
+
+        *keyset_id*, if given, is the keyset the HSM expects: the PED refuses others
+        with `KeysetMismatch` (the HSM must still check the secret itself).
+        """
+        timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
+        result = await self._run(
+            lambda: self._hsm.read_secret(
+                Color(color), keyset_id=keyset_id, label=label, key_timeout_ms=timeout_ms
+            ),
+            op_timeout,
+        )
+        assert isinstance(result, ReadResult)
+        return result
+
+    async def imprint(
+        self,
+        color: Color,
+        *,
+        new_secret: bytes | bytearray | None = None,
+        allow_reuse: bool = False,
+        label: str = "",
+        key_timeout: float | None = None,
+        op_timeout: float | None = None,
+    ) -> ImprintResult:
+        """Imprint *color* keys with *new_secret*, or (if *allow_reuse*) an existing keyset.
+
+        When the operator reuses a keyset, ``result.secret`` is that keyset's secret and
+        the HSM must adopt it; otherwise ``result.secret`` is None.
+        """
+        timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
+        result = await self._run(
+            lambda: self._hsm.imprint(
+                Color(color),
+                new_secret=new_secret,
+                allow_reuse=allow_reuse,
+                label=label,
+                key_timeout_ms=timeout_ms,
+            ),
+            op_timeout,
+        )
+        assert isinstance(result, ImprintResult)
+        return result
+
+    async def show_message(self, text: str, *, op_timeout: float | None = None) -> None:
+        """Show *text* on the PED screen."""
+        await self._run(lambda: self._hsm.show_message(text), op_timeout)
+
+    async def cancel(self) -> None:
+        """Cancel the operation in progress (from another task), if any.
+
+        The operation then ends with `OperationCancelled`, or with its result if the PED
+        finished first.
+        """
+        if self._closed or self._broken is not None:
+            return
+        async with self._send_lock:
+            frame = self._hsm.cancel()
+            if frame is not None:
+                await self._send_shielded(frame)
+
+    async def aclose(self) -> None:
+        """Say goodbye to the PED (best effort) and wipe every secret of this session."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with trio.CancelScope(shield=True), trio.move_on_after(self._cancel_grace):
+                if self._broken is None and self._hsm.state is HsmState.READY:
+                    async with self._send_lock:
+                        frame = self._hsm.close(CloseReason.NORMAL)
+                        if frame is not None:
+                            await self._transport.begin_operation(wait=0)
+                            try:
+                                await self._transport.send(frame)
+                            finally:
+                                await self._transport.end_operation()
+        except PedError:
+            pass  # the PED is gone or busy: nothing to say goodbye to
+        finally:
+            self._hsm.close()
+            for result in self._results:
+                result.wipe()
+            self._results.clear()
+
+    # ---- machinery -----------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise LocalProtocolError("this PED session is closed; open a new one")
+        if self._broken is not None:
+            raise SessionBroken(f"this PED session is unusable ({self._broken}); open a new one")
+        if self._hsm.state is HsmState.CLOSED:
+            raise TransportClosed("the PED closed this session; open a new one")
+        if self._hsm.state is not HsmState.READY:
+            raise SessionBroken(
+                f"this PED session is unusable (state {self._hsm.state.value}); open a new one"
+            )
+
+    async def _send_shielded(self, frame: Frame) -> None:
+        # A frame is either sent whole or the session is broken: never half a frame.
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._cancel_grace) as scope:
+                await self._transport.send(frame)
+        if scope.cancelled_caught:
+            self._broken = "a frame could not be sent in time"
+            raise SessionBroken("sending to the PED timed out; open a new session")
+
+    async def _seal_and_send(self, make_frame: Callable[[], Frame]) -> None:
+        async with self._send_lock:
+            await self._send_shielded(make_frame())
+
+    async def _run(
+        self, make_frame: Callable[[], Frame], op_timeout: float | None
+    ) -> ReadResult | ImprintResult | ShowDone:
+        async with self._op_lock:
+            self._check_usable()
+            await self._transport.begin_operation(wait=self._busy_wait)
+            try:
+                return await self._exchange(make_frame, op_timeout or self._op_timeout)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(self._cancel_grace):
+                    try:
+                        await self._transport.end_operation()
+                    except TransportError:
+                        self._broken = self._broken or "the PED could not be released"
+
+    async def _exchange(
+        self, make_frame: Callable[[], Frame], op_timeout: float
+    ) -> ReadResult | ImprintResult | ShowDone:
+        try:
+            with trio.move_on_after(op_timeout):
+                await self._seal_and_send(make_frame)
+                return await self._await_final()
+            await self._abandon()
+            raise OperationTimeout(
+                f"no answer within {op_timeout:g} s; the operation was cancelled"
+            )
+        except trio.Cancelled:
+            await self._abandon()
+            raise
+        except PedError:
+            if self._hsm.state in (HsmState.FAILED, HsmState.CLOSED):
+                self._broken = self._broken or "the channel failed"
+            raise
+
+    async def _await_final(self) -> ReadResult | ImprintResult | ShowDone:
+        while True:
+            try:
+                frame = await self._transport.receive()
+            except TransportError:
+                self._broken = "the path to the PED closed"
+                self._hsm.close()
+                raise
+            for event in self._hsm.receive_frame(frame):
+                if isinstance(event, ev.ProgressNotice):
+                    if self._on_notice is not None:
+                        self._on_notice(event.notice)
+                elif isinstance(event, ev.OperationSucceeded):
+                    if isinstance(event.result, ReadResult | ImprintResult):
+                        self._results.append(event.result)
+                    return event.result
+                elif isinstance(event, ev.OperationFailed):
+                    raise event.error
+                elif isinstance(event, ev.PedClosed):
+                    raise TransportClosed(
+                        f"the PED ended the session ({event.reason.name.lower()})"
+                        + (f": {event.text}" if event.text else "")
+                    )
+
+    async def _abandon(self) -> None:
+        """Cancel the outstanding operation and drain its answer, within the grace time."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._cancel_grace) as scope:
+                try:
+                    async with self._send_lock:
+                        frame = self._hsm.cancel()
+                        if frame is not None:
+                            await self._transport.send(frame)
+                    while self._hsm.state is HsmState.AWAITING:
+                        try:
+                            result = await self._await_final()
+                        except OperationError:
+                            continue
+                        if isinstance(result, ReadResult | ImprintResult):
+                            result.wipe()
+                except PedError:
+                    self._broken = self._broken or "the cancelled operation failed"
+            if scope.cancelled_caught:
+                self._broken = "the PED did not end a cancelled operation"
+                self._hsm.close()
+
+
+@asynccontextmanager
+async def open_ped_session(
+    transport: FrameTransport,
+    *,
+    rpv: bytes | bytearray,
+    hsm_serial: str,
+    key_timeout: float = DEFAULT_KEY_TIMEOUT,
+    op_timeout: float = DEFAULT_OP_TIMEOUT,
+    busy_wait: float = 0.0,
+    cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    on_notice: Callable[[Notice], None] | None = None,
+    ephemeral_private: bytes | None = None,
+) -> AsyncIterator[PedSession]:
+    """Run the RPV handshake over *transport*; yield a `PedSession`; close it on exit.
+
+    The caller keeps owning *transport* (this does not close it).  A handshake that
+    times out leaves the transport in an unknown state: close it.
+    """
+    hsm = HsmSideSession(
+        rpv=rpv,
+        hsm_serial=hsm_serial,
+        key_timeout_ms=_timeout_ms(key_timeout),
+        ephemeral_private=ephemeral_private,
+    )
+    session = PedSession(
+        transport,
+        hsm,
+        op_timeout=op_timeout,
+        busy_wait=busy_wait,
+        cancel_grace=cancel_grace,
+        on_notice=on_notice,
+    )
+    try:
+        await _handshake(session, transport, hsm, op_timeout, busy_wait, cancel_grace)
+        yield session
+    finally:
+        await session.aclose()
+
+
+async def _handshake(
+    session: PedSession,
+    transport: FrameTransport,
+    hsm: HsmSideSession,
+    op_timeout: float,
+    busy_wait: float,
+    cancel_grace: float,
+) -> None:
+    await transport.begin_operation(wait=busy_wait)
+    try:
+        with trio.move_on_after(op_timeout) as scope:
+            await session._seal_and_send(hsm.start_handshake)
+            events = hsm.receive_frame(await transport.receive())
+            assert events and isinstance(events[0], ev.ChannelReady)
+        if scope.cancelled_caught:
+            hsm.close()
+            raise OperationTimeout(
+                f"the PED did not answer the handshake within {op_timeout:g} s "
+                "(no orange key presented?)"
+            )
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(cancel_grace):
+            try:
+                await transport.end_operation()
+            except TransportError:
+                pass

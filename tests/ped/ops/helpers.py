@@ -13,9 +13,7 @@ KEYSET = bytes([0x11]) * 16
 SERIAL = "150001"
 
 
-def make_pair(
-    rpv_hsm: bytes = RPV, **hsm_kwargs: object
-) -> tuple[HsmSideSession, PedSideSession]:
+def make_pair(rpv_hsm: bytes = RPV, **hsm_kwargs: object) -> tuple[HsmSideSession, PedSideSession]:
     hsm = HsmSideSession(rpv=rpv_hsm, hsm_serial=SERIAL, **hsm_kwargs)  # type: ignore[arg-type]
     ped = PedSideSession(ped_info=PedInfo("pedemu", "E-1", "1.0"))
     return hsm, ped

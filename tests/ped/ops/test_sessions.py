@@ -32,9 +32,7 @@ def test_handshake_events_and_states() -> None:
     assert hsm.state is HsmState.HANDSHAKING and ped.state is PedState.AWAIT_RPV
     assert ped.supply_rpv(RPV) == ev.ChannelEstablished(SERIAL)
     assert ped.state is PedState.READY
-    assert deliver(hsm, ped.frames_to_send()) == [
-        ev.ChannelReady(PedInfo("pedemu", "E-1", "1.0"))
-    ]
+    assert deliver(hsm, ped.frames_to_send()) == [ev.ChannelReady(PedInfo("pedemu", "E-1", "1.0"))]
     assert hsm.state is HsmState.READY
     assert hsm.ped_info == PedInfo("pedemu", "E-1", "1.0")
 
