@@ -1,0 +1,357 @@
+"""Which PED the HSM uses, and the `PedPort` over ``ped.hsm_api``.
+
+Theory of operation
+-------------------
+The HSM has at most two PEDs:
+
+* a **local** PED, cabled to it (``pedhsm mode start --local-ped URI``), reached through a
+  ``ped.device`` driver.  There is no orange key on that path: the channel runs keyed by
+  ``ped.channel.LOCAL_RPV``, which the PED accepts only in its local mode;
+* a **remote** PED, reached by ``hsm ped connect --ip A --port P`` through pedclient's
+  socket (``--pedclient PATH``), with the end-to-end channel keyed by the HSM's RPV: the
+  remote PED asks for the orange key once, at connect.  The session is kept open until
+  ``hsm ped disconnect``, the idle timeout (``rped``), or the link dropping.
+
+`PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
+PED is ignored while remote is active), else the local PED, else `PedUnavailable` saying
+how to get one.  ``hsm ped vector init`` asks for ``local_only`` (an RPV is imprinted only
+through a cabled PED).  A local session is opened per operation: a local operation in
+progress holds the PED's lock, so a remote one waits (or is told the PED is busy).
+
+Errors from ``ped`` are mapped for the engine (see `hsm.pedport`): wrong colour ->
+`WrongKeyColor` (not counted), keyset mismatch -> `KeysetMismatch` (counted), everything
+else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from hsm.crypto import wipe
+from hsm.errors import PedUnavailable
+from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
+from keys.colors import Color
+from ped.errors import PedError
+from ped.transport import TransportError
+
+log = logging.getLogger("pedhsm.ped")
+
+#: Used only when ``ped.channel`` does not export its own (see the module docstring).
+_FALLBACK_LOCAL_RPV = bytes(32)
+
+
+def local_rpv() -> bytes:
+    try:
+        from ped.channel import LOCAL_RPV  # type: ignore[attr-defined]
+    except ImportError:
+        return _FALLBACK_LOCAL_RPV
+    return bytes(LOCAL_RPV)
+
+
+class PedLinkLost(PedUnavailable):
+    """The path to the PED failed (a transport error): retriable, never counted."""
+
+
+def _map_error(exc: BaseException, where: str) -> BaseException:
+    """Turn a ``ped`` error into what the engine understands (see the module docstring)."""
+    from ped.ops import errors as op_errors
+
+    if isinstance(exc, op_errors.WrongColor):
+        return WrongKeyColor(f"login refused, not counted: {exc}")
+    if isinstance(exc, op_errors.KeysetMismatch):
+        return KeysetMismatch(str(exc))
+    try:
+        from ped.channel.errors import RpvMismatch
+    except ImportError:  # pragma: no cover - ped.channel always has it
+        RpvMismatch = ()  # type: ignore[assignment]
+    if isinstance(exc, RpvMismatch):
+        return PedUnavailable(
+            f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "
+            "(RPV); present the right orange key, or run `hsm ped vector init`"
+        )
+    if isinstance(exc, TransportError):
+        return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
+    if isinstance(exc, PedError):
+        return PedUnavailable(f"the PED operation at {where} did not complete: {exc}")
+    return exc
+
+
+class HsmApiPort:
+    """`hsm.pedport.PedPort` over an open ``ped.hsm_api`` session."""
+
+    def __init__(self, session: Any, description: str, touch: Callable[[], None]) -> None:
+        self._session = session
+        self.description = description
+        self._touch = touch
+
+    async def read_secret(self, color: Color, keyset_id: bytes | None, label: str) -> PedSecret:
+        self._touch()
+        try:
+            result = await self._session.read_secret(color, keyset_id=keyset_id, label=label)
+        except PedError as exc:
+            raise _map_error(exc, self.description) from None
+        finally:
+            self._touch()
+        secret = bytearray(result.secret)
+        with contextlib.suppress(Exception):
+            result.wipe()
+        return PedSecret(secret, bytes(result.keyset_id))
+
+    async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
+        self._touch()
+        try:
+            result = await self._session.imprint(
+                color, new_secret=secret, allow_reuse=True, label=label
+            )
+        except PedError as exc:
+            raise _map_error(exc, self.description) from None
+        finally:
+            self._touch()
+        got = bytearray(result.secret)
+        with contextlib.suppress(Exception):
+            result.wipe()
+        return PedSecret(got, bytes(result.keyset_id))
+
+    async def show(self, text: str) -> None:
+        try:
+            await self._session.show_message(text)
+        except PedError as exc:
+            raise _map_error(exc, self.description) from None
+
+
+def _first(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+class PedRouter:
+    """Local and remote PED access for one HSM (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        local_uri: str | None,
+        pedclient_socket: str | None,
+        serial: str,
+        timeouts: Callable[[], dict[str, int]],
+        on_drop: Callable[[str], None],
+    ) -> None:
+        self.local_uri = local_uri
+        self.pedclient_socket = pedclient_socket
+        self.serial = serial
+        self._timeouts = timeouts
+        self._on_drop = on_drop
+        self._driver: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._remote: Any = None  # the open hsm_api session
+        self._remote_address: str | None = None
+        self._remote_stop: trio.Event | None = None
+        self._remote_done: trio.Event | None = None
+        self._remote_lock = trio.Lock()
+        self._last_use = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._idle_watch)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                with trio.CancelScope(shield=True):
+                    await self.disconnect()
+                    if self._driver is not None:
+                        with contextlib.suppress(Exception):
+                            await self._driver.aclose()
+                        self._driver = None
+
+    def _touch(self) -> None:
+        self._last_use = trio.current_time()
+
+    async def _idle_watch(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            if self._remote is None or self._remote_lock.locked():
+                continue
+            idle = trio.current_time() - self._last_use
+            if idle >= self._timeouts()["rped"]:
+                address = self._remote_address
+                if await self.disconnect():
+                    log.info("remote PED %s: idle timeout", address)
+                    self._on_drop(f"idle timeout ({self._timeouts()['rped']} s)")
+
+    def status(self) -> dict[str, Any]:
+        connected = self._remote is not None
+        idle_left = None
+        if connected:
+            left = self._timeouts()["rped"] - (trio.current_time() - self._last_use)
+            idle_left = max(0, math.ceil(left))
+        return {
+            "mode": "remote" if connected else ("local" if self.local_uri else "none"),
+            "local": self.local_uri,
+            "address": self._remote_address,
+            "connected": connected,
+            "pedclient": self.pedclient_socket,
+            "idle_left": idle_left,
+        }
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session_args(self) -> dict[str, Any]:
+        t = self._timeouts()
+        return {"hsm_serial": self.serial, "key_timeout": t["pedk"], "op_timeout": t["pedo"]}
+
+    @contextlib.asynccontextmanager
+    async def session(self, *, local_only: bool = False) -> AsyncIterator[HsmApiPort]:
+        if not local_only and self._remote is not None:
+            async with self._remote_lock:
+                if self._remote is None:
+                    raise PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
+                try:
+                    yield HsmApiPort(
+                        self._remote, f"remote PED {self._remote_address}", self._touch
+                    )
+                except PedLinkLost:
+                    await self._drop("link lost during an operation")
+                    raise
+            return
+        if not self.local_uri:
+            if local_only:
+                raise PedUnavailable(
+                    "this needs a PED cabled to the HSM: restart with "
+                    "`pedhsm mode start --local-ped URI`"
+                )
+            raise PedUnavailable(
+                "no PED: start pedhsm with --local-ped URI, or connect a remote PED with "
+                "`hsm ped connect --ip A --port 1503`"
+            )
+        async with self._local_session() as port:
+            yield port
+
+    @contextlib.asynccontextmanager
+    async def _local_session(self) -> AsyncIterator[HsmApiPort]:
+        from ped.device import open_driver
+        from ped.hsm_api import open_ped_session
+
+        where = f"local PED {self.local_uri}"
+        rpv = bytearray(local_rpv())
+        try:
+            if self._driver is None or not self._driver.is_open:
+                try:
+                    self._driver = open_driver(self.local_uri or "")
+                    await self._driver.open()
+                except PedError as exc:
+                    self._driver = None
+                    raise PedUnavailable(f"cannot open the {where}: {exc}") from None
+            try:
+                transport = await self._driver.open_session()
+            except PedError as exc:
+                with contextlib.suppress(Exception):
+                    await self._driver.aclose()
+                self._driver = None
+                raise PedUnavailable(f"cannot use the {where}: {exc}") from None
+            try:
+                async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
+                    yield HsmApiPort(ped, where, self._touch)
+            except BaseExceptionGroup as group:
+                raise _map_error(_first(group), where) from None
+            except PedError as exc:
+                if isinstance(exc, PedUnavailable | WrongKeyColor | KeysetMismatch):
+                    raise
+                raise _map_error(exc, where) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await transport.aclose()
+        finally:
+            wipe(rpv)
+
+    # ------------------------------------------------------------------ remote link
+
+    async def connect(
+        self, host: str, port: int, rpv: bytearray, notify: Callable[[str], None]
+    ) -> str:
+        if self._nursery is None:
+            raise PedUnavailable("the HSM is shutting down")
+        if not self.pedclient_socket:
+            raise PedUnavailable(
+                "no pedclient: restart pedhsm with --pedclient PATH (pedclient's socket)"
+            )
+        await self.disconnect()
+        address = f"{host}:{port}"
+        rpv_copy = bytearray(rpv)
+        try:
+            await self._nursery.start(self._hold_remote, host, port, rpv_copy)
+        except BaseExceptionGroup as group:
+            raise _map_error(_first(group), f"remote PED {address}") from None
+        except PedError as exc:
+            if isinstance(exc, PedUnavailable):
+                raise
+            raise _map_error(exc, f"remote PED {address}") from None
+        return address
+
+    async def _hold_remote(
+        self, host: str, port: int, rpv: bytearray, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        from ped.hsm_api import open_ped_session
+        from ped.link import connect_via_pedclient
+
+        address = f"{host}:{port}"
+        stop, done = trio.Event(), trio.Event()
+        try:
+            try:
+                transport = await connect_via_pedclient(
+                    self.pedclient_socket or "",
+                    host,
+                    port,
+                    idle_timeout=self._timeouts()["rped"],
+                    hsm_name=f"pedhsm {self.serial}",
+                )
+            except PedError as exc:
+                raise _map_error(exc, f"remote PED {address}") from None
+            started = False
+            try:
+                async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
+                    wipe(rpv)
+                    self._remote, self._remote_address = ped, address
+                    self._remote_stop, self._remote_done = stop, done
+                    self._touch()
+                    task_status.started()
+                    started = True
+                    await stop.wait()
+            except Exception as exc:
+                if not started:
+                    raise
+                # Closing a link that already died: the HSM carries on without it.
+                log.info("remote PED %s: closed with %s", address, type(exc).__name__)
+            finally:
+                self._remote = None
+                self._remote_address = None
+                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await transport.aclose()
+        finally:
+            wipe(rpv)
+            done.set()
+
+    async def _drop(self, reason: str) -> None:
+        if await self.disconnect():
+            self._on_drop(reason)
+
+    async def disconnect(self) -> bool:
+        stop, done = self._remote_stop, self._remote_done
+        if stop is None or done is None or self._remote is None:
+            return False
+        self._remote_stop = self._remote_done = None
+        stop.set()
+        with trio.move_on_after(10):
+            await done.wait()
+        return True
