@@ -1,0 +1,257 @@
+"""``pedemu``: an emulated PED as its own process.
+
+    pedemu --keyring DIR --socket PATH [--operator tty|auto|script:FILE] [--pin-file F]
+
+listens on a Unix socket; pedserver (or a local HSM) reaches it as ``socket:PATH``.  In
+a terminal with ``--operator tty`` it is a PED on your desk.  The ``emulated:DIR``
+driver starts it with ``--fd N`` instead: one end of a socket pair, served until the
+driver closes it, so the driver's process never holds a key.  Ctrl-C or SIGTERM ends
+it cleanly (status 0); a failed script ends it with status 1; bad arguments with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket as _socket
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import trio
+
+from keys import Keyring
+from keys import errors as kerr
+from ped.device.emulated.auto import AutoOperator, AutoOptions
+from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
+from ped.device.emulated.panel import Panel
+from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
+from ped.device.emulated.server import EmulatedPed
+from ped.device.frames import DeviceErrorMessage, ErrorCode, encode_message
+
+log = logging.getLogger("pedemu")
+
+
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("yes", "y", "true", "1", "on"):
+        return True
+    if word in ("no", "n", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pedemu",
+        description="An emulated PIN Entry Device (PED) reading key images from a directory.",
+        epilog="Example: pedemu --keyring ~/pedkeys --socket /tmp/ped.sock --operator tty",
+    )
+    parser.add_argument("--keyring", required=True, metavar="DIR",
+                        help="directory of key images (*.pedkey): the keys at hand")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH",
+                       help="listen on this Unix socket (pedserver uses socket:PATH)")
+    where.add_argument("--fd", type=int, metavar="N",
+                       help="serve an inherited socket (used by the emulated: driver)")
+    parser.add_argument("--operator", default="auto", metavar="tty|auto|script:FILE",
+                        help="who works the PED: tty (you, in this terminal), auto "
+                             "(answers from the keyring, default) or script:FILE (TOML steps)")
+    parser.add_argument("--pin-file", metavar="F",
+                        help="PED PINs for the auto operator: 'label = digits' lines")
+    parser.add_argument("--key-timeout", type=float, default=DEFAULT_KEY_TIMEOUT, metavar="S",
+                        help=f"seconds to wait for a key or answer (default {DEFAULT_KEY_TIMEOUT:g})")
+    parser.add_argument("--serial", default="EMU-0001", help="serial number the PED reports")
+    parser.add_argument("--mode", choices=("remote", "local"), default="remote",
+                        help="remote: always ask for the orange key (default); local: a "
+                             "cabled HSM may connect without one, after YES on the PED")
+    auto = parser.add_argument_group("auto operator answers for imprints")
+    auto.add_argument("--auto-m", type=int, default=1, metavar="M", help="M of N: M (default 1)")
+    auto.add_argument("--auto-n", type=int, default=1, metavar="N", help="M of N: N (default 1)")
+    auto.add_argument("--auto-pin", type=_yes_no, default=False, metavar="yes|no",
+                      help="set a PED PIN from --pin-file (default no)")
+    auto.add_argument("--auto-duplicates", type=int, default=0, metavar="D",
+                      help="copies of each new key (default 0)")
+    auto.add_argument("--auto-reuse", type=_yes_no, default=False, metavar="yes|no",
+                      help="answer 'reuse an existing keyset?' (default no)")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def make_operator(args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0,
+                  stdout: object = None):  # type: ignore[no-untyped-def]
+    spec = args.operator
+    if spec == "auto":
+        try:
+            options = AutoOptions(m=args.auto_m, n=args.auto_n, pin=args.auto_pin,
+                                  duplicates=args.auto_duplicates, reuse=args.auto_reuse)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return AutoOperator(panel, args.keyring, pin_file=args.pin_file, options=options)
+    if spec.startswith("script:"):
+        return ScriptOperator(panel, load_script(spec[len("script:"):], args.keyring))
+    if spec == "tty":
+        if args.fd is not None:
+            raise UsageError("--operator tty needs a terminal; use it with --socket")
+        from ped.device.emulated.tty import TtyOperator
+
+        return TtyOperator(panel, args.keyring, stdin_fd=stdin_fd, stdout=stdout)
+    raise UsageError(f"unknown operator {spec!r}; use tty, auto or script:FILE")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tty_mode = args.operator == "tty"
+    logging.basicConfig(
+        level=logging.WARNING if tty_mode else getattr(logging, args.log_level.upper()),
+        format="pedemu: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.fd is not None:
+        # The driver's process handles Ctrl-C; we end when it closes our socket.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        Keyring(args.keyring).paths()
+    except kerr.KeyImageError as exc:
+        return _startup_error(args, f"keyring: {exc}")
+    try:
+        return trio.run(_run, args)
+    except (UsageError, ScriptError, kerr.KeyImageError) as exc:
+        return _startup_error(args, str(exc))
+
+
+def _startup_error(args: argparse.Namespace, text: str) -> int:
+    print(f"pedemu: {text}", file=sys.stderr)
+    if args.fd is not None:
+        # Tell the driver why, so its open() can say more than "device gone".
+        with contextlib.suppress(OSError):
+            sock = _socket.socket(fileno=args.fd)
+            sock.sendall(encode_message(DeviceErrorMessage(ErrorCode.INTERNAL, text[:250])))
+            sock.close()
+    return 2
+
+
+async def _run(args: argparse.Namespace) -> int:
+    ped = EmulatedPed(args.keyring, serial=args.serial, mode=args.mode,
+                      key_timeout=args.key_timeout)
+    with _terminal(args.operator == "tty"):
+        operator = make_operator(args, ped.panel)
+        status = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_signals, nursery.cancel_scope)
+
+            async def run_operator() -> None:
+                nonlocal status
+                try:
+                    await operator.run()
+                except ScriptError as exc:
+                    log.error("%s", exc)
+                    status = 1
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_operator)
+            if args.fd is not None:
+                sock = trio.socket.from_stdlib_socket(_socket.socket(fileno=args.fd))
+                await ped.serve(trio.SocketStream(sock))
+                nursery.cancel_scope.cancel()
+            else:
+                await _listen(ped, args.socket, nursery)
+        return status
+
+
+async def _signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("stopping on %s", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _listen(ped: EmulatedPed, path: str, nursery: trio.Nursery) -> None:
+    sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    _remove_stale(path)
+    old_umask = os.umask(0o177)  # the socket reaches a PED full of keys: owner only
+    try:
+        await sock.bind(path)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    sock.listen(4)
+    listener = trio.SocketListener(sock)
+    log.info("emulated PED %s listening on %s", ped.info.serial, path)
+    try:
+        while True:
+            stream = await listener.accept()
+            if ped.connected:
+                nursery.start_soon(_refuse_busy, stream)
+            else:
+                nursery.start_soon(ped.serve, stream)
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+async def _refuse_busy(stream: trio.SocketStream) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(encode_message(
+            DeviceErrorMessage(ErrorCode.BUSY, "this PED already serves another host")))
+    await stream.aclose()
+
+
+def _remove_stale(path: str) -> None:
+    """Remove a socket file left by a pedemu that died, never a live one or another file."""
+    p = Path(path)
+    if not p.exists():
+        return
+    if not p.is_socket():
+        raise UsageError(f"{path} exists and is not a socket; choose another path")
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            p.unlink(missing_ok=True)
+            return
+        raise UsageError(f"cannot check {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise UsageError(f"another PED is already listening on {path}")
+
+
+@contextlib.contextmanager
+def _terminal(raw: bool) -> Iterator[None]:
+    """Put the terminal in cbreak mode for the tty operator; always restore it."""
+    if not raw or not os.isatty(0):
+        yield
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(0)
+    try:
+        tty.setcbreak(0)
+        new = termios.tcgetattr(0)
+        new[3] &= ~termios.ECHO
+        termios.tcsetattr(0, termios.TCSADRAIN, new)
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        sys.stdout.write("\x1b[?25h\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

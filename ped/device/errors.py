@@ -1,0 +1,42 @@
+"""Errors of PED device drivers.
+
+All are `ped.errors.PedError`s.  `DeviceGone` is a `ped.transport.TransportClosed`, so an
+HSM session that loses its PED sees the same retriable error whatever the cause; the
+driver can be `open()`ed again once the device is back.
+"""
+
+from __future__ import annotations
+
+from ped.errors import PedError
+from ped.transport import PedBusy, TransportClosed, TransportError
+
+__all__ = [
+    "DeviceAccessDenied",
+    "DeviceError",
+    "DeviceGone",
+    "DeviceNotFound",
+    "DeviceNotOpen",
+    "PedBusy",
+    "TransportClosed",
+    "TransportError",
+]
+
+
+class DeviceError(PedError):
+    """A PED device could not be used."""
+
+
+class DeviceNotFound(DeviceError):
+    """No PED answers at the place the device URI names."""
+
+
+class DeviceAccessDenied(DeviceError):
+    """A PED is there but this process may not open it (permissions)."""
+
+
+class DeviceNotOpen(DeviceError):
+    """The driver was used before `open()` (or after `aclose()`)."""
+
+
+class DeviceGone(TransportClosed):
+    """The PED went away (unplugged, process ended, connection lost); `open()` again."""

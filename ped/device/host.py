@@ -1,0 +1,407 @@
+"""Host side of the device transport over any byte stream: sessions, PED lock, events.
+
+Theory of operation
+-------------------
+`StreamPedDriver` turns a byte stream to a PED (a Unix socket, a socket pair to a child
+process, or two USB bulk endpoints wrapped as a stream) into a `PedDriver`.  The
+protocol itself is ``ped.device.frames.DeviceConnection`` (sans-IO); this module only
+moves bytes.
+
+No background task: the driver is *pumped on demand*.  Whichever task needs something
+from the device (a session's `receive`, opening a session, `ping`) takes the reader
+role, reads one chunk, and dispatches every complete frame to the session queues it
+belongs to; the other waiting tasks are woken and look at their queues again.  So the
+driver needs no nursery from its caller, and a cancelled receive loses nothing (trio
+streams do not consume bytes from a cancelled `receive_some`).
+
+The PED serves one operation at a time: `begin_operation` takes the driver-wide PED lock
+for the session (`PedBusy` after *wait* seconds), `end_operation` or closing the session
+gives it back.  When the stream ends or fails, the device is *gone*: every session and
+every call raises `DeviceGone` until `open()` reaches the device again.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import itertools
+import math
+import secrets
+import socket as _socket
+
+import trio
+
+from ped.device.base import DeviceInfo, PedDriver
+from ped.device.errors import (
+    DeviceGone,
+    DeviceNotFound,
+    DeviceNotOpen,
+    PedBusy,
+    TransportClosed,
+)
+from ped.device.frames import (
+    DEVICE_PROTOCOL_VERSION,
+    CloseReason,
+    DeviceConnection,
+    DeviceErrorMessage,
+    DeviceEvent,
+    DeviceMessage,
+    Hello,
+    Info,
+    Ping,
+    Pong,
+    Role,
+    SessionClose,
+    SessionData,
+    SessionOpen,
+    SessionOpened,
+)
+from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
+from ped.transport import FrameTransport
+from ped.wire.framing import Frame
+from ped.wire.types import E2E_RANGE
+
+#: How long the device has to answer HELLO, SESSION_OPEN or PING.
+DEVICE_REPLY_TIMEOUT = 10.0
+#: Frames a session may have waiting before the device is misbehaving.
+MAX_QUEUED_FRAMES = 64
+#: Device events kept for `recent_events` (older ones are dropped).
+EVENT_HISTORY = 256
+READ_CHUNK = 65536
+
+
+class StreamPedDriver(PedDriver):
+    """A `PedDriver` over a trio byte stream; subclasses say how to connect."""
+
+    def __init__(self, uri: str, *, host_name: str | None = None) -> None:
+        self.uri = uri
+        self.info: DeviceInfo | None = None
+        self.on_event = None
+        self._host_name = (host_name or _socket.gethostname())[:64]
+        self._stream: trio.abc.Stream | None = None
+        self._conn: DeviceConnection | None = None
+        self._generation = 0
+        self._gone_reason: str | None = None
+        self._send_lock = trio.Lock()
+        self._open_lock = trio.Lock()
+        self._reading = False
+        self._changed = trio.Event()
+        self._sessions: dict[int, DriverSession] = {}
+        self._ids = itertools.count(1)
+        self._op_owner: DriverSession | None = None
+        self._op_free = trio.Event()
+        self._op_free.set()
+        self._pongs: set[int] = set()
+        self.recent_events: collections.deque[DeviceEvent] = collections.deque(
+            maxlen=EVENT_HISTORY
+        )
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abc.abstractmethod
+    async def _connect(self) -> trio.abc.Stream:
+        """Reach the device and return a stream to it (raise DeviceNotFound & co.)."""
+
+    async def _disconnect(self) -> None:
+        """Release whatever `_connect` took beyond the stream (subclasses)."""
+
+    # ------------------------------------------------------------------ driver API
+    async def open(self) -> DeviceInfo:
+        async with self._open_lock:
+            if self._stream is not None and self._gone_reason is None and self.info:
+                return self.info
+            await self._drop_stream("reopening")
+            stream = await self._connect()
+            self._stream = stream
+            self._conn = DeviceConnection(Role.HOST)
+            self._gone_reason = None
+            self._generation += 1
+            try:
+                with trio.fail_after(DEVICE_REPLY_TIMEOUT):
+                    await self._send(Hello(host=self._host_name))
+                    info_msg = await self._pump_until(self._info_ready)
+            except DeviceGone as exc:
+                await self._drop_stream("open failed")
+                raise DeviceNotFound(f"{self.uri}: the device is not usable: {exc}") from None
+            except trio.TooSlowError:
+                await self._drop_stream("no answer")
+                raise DeviceNotFound(
+                    f"{self.uri}: the device did not answer HELLO within "
+                    f"{DEVICE_REPLY_TIMEOUT:g} s; is it a Remote PED?"
+                ) from None
+            except BaseException:
+                await self._drop_stream("open failed")
+                raise
+            assert isinstance(info_msg, Info)
+            self.info = DeviceInfo(info_msg.model, info_msg.firmware, info_msg.serial, info_msg.mode)
+            return self.info
+
+    async def open_session(self) -> FrameTransport:
+        self._check_usable()
+        session = DriverSession(self, next(self._ids), self._generation)
+        self._sessions[session.id] = session
+        try:
+            with trio.fail_after(DEVICE_REPLY_TIMEOUT):
+                await self._send(SessionOpen(session.id))
+                await self._pump_until(lambda: session.opened or session.closed_reason)
+        except trio.TooSlowError:
+            self._sessions.pop(session.id, None)
+            raise DeviceGone(f"{self.uri}: the device did not open a session in time") from None
+        except BaseException:
+            self._sessions.pop(session.id, None)
+            raise
+        if not session.opened:
+            self._sessions.pop(session.id, None)
+            raise TransportClosed(f"{self.uri}: the PED refused a session: {session.closed_reason}")
+        return session
+
+    async def ping(self) -> None:
+        """Round trip to the device; `DeviceGone` if it does not answer."""
+        self._check_usable()
+        nonce = secrets.randbits(64)
+        try:
+            with trio.fail_after(DEVICE_REPLY_TIMEOUT):
+                await self._send(Ping(nonce))
+                await self._pump_until(lambda: nonce in self._pongs)
+        except trio.TooSlowError:
+            await self._mark_gone("no answer to ping")
+            raise DeviceGone(f"{self.uri}: the device stopped answering") from None
+        self._pongs.discard(nonce)
+
+    async def aclose(self) -> None:
+        for session in list(self._sessions.values()):
+            if self._stream is not None and self._gone_reason is None and session.opened:
+                with trio.move_on_after(1), _quiet():
+                    await self._send(SessionClose(session.id, CloseReason.NORMAL, "host closing"))
+            session._mark_closed("driver closed")
+        self._sessions.clear()
+        await self._drop_stream("closed")
+        self.info = None
+
+    # ------------------------------------------------------------------ internals
+    def _info_ready(self) -> DeviceMessage | None:
+        if self._gone_reason is not None:
+            raise DeviceGone(f"{self.uri}: {self._gone_reason}")
+        return self._pending_info
+
+    _pending_info: DeviceMessage | None = None
+
+    def _check_usable(self) -> None:
+        if self._stream is None and self._gone_reason is None:
+            raise DeviceNotOpen(f"{self.uri}: call open() before using the driver")
+        if self._gone_reason is not None:
+            raise DeviceGone(f"{self.uri}: {self._gone_reason}; open() the driver again")
+
+    async def _send(self, message: DeviceMessage) -> None:
+        self._check_usable()
+        assert self._conn is not None and self._stream is not None
+        data = self._conn.send(message)
+        stream = self._stream
+        async with self._send_lock:
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await self._mark_gone(f"device connection lost ({type(exc).__name__})")
+                raise DeviceGone(f"{self.uri}: the device went away") from None
+
+    async def _pump_until(self, ready):  # type: ignore[no-untyped-def]
+        """Read and dispatch until ``ready()`` returns something truthy; return it."""
+        while True:
+            result = ready()
+            if result:
+                return result
+            if self._gone_reason is not None:
+                raise DeviceGone(f"{self.uri}: {self._gone_reason}")
+            if self._reading:
+                changed = self._changed
+                await changed.wait()
+                continue
+            self._reading = True
+            try:
+                await self._read_once()
+            finally:
+                self._reading = False
+                self._changed.set()
+                self._changed = trio.Event()
+
+    async def _read_once(self) -> None:
+        stream, conn = self._stream, self._conn
+        assert stream is not None and conn is not None
+        try:
+            data = await stream.receive_some(READ_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            await self._mark_gone(f"device connection lost ({type(exc).__name__})")
+            return
+        try:
+            if not data:
+                conn.receive_eof()
+                await self._mark_gone("the device closed the connection (unplugged or stopped)")
+                return
+            conn.receive_data(data)
+        except PedError as exc:
+            await self._mark_gone(f"the device broke the protocol: {exc}")
+            return
+        while (message := conn.next_event()) is not None:
+            self._dispatch(message)
+
+    def _dispatch(self, message: DeviceMessage) -> None:
+        if isinstance(message, Info):
+            self._pending_info = message
+        elif isinstance(message, SessionData):
+            session = self._sessions.get(message.session)
+            if session is not None and not session.closed_reason:
+                if len(session.queue) >= MAX_QUEUED_FRAMES:
+                    session._mark_closed("the device sent more frames than the host can hold")
+                else:
+                    session.queue.append(message.frame)
+        elif isinstance(message, SessionOpened):
+            session = self._sessions.get(message.session)
+            if session is not None:
+                session.opened = True
+        elif isinstance(message, SessionClose):
+            session = self._sessions.get(message.session)
+            if session is not None:
+                why = message.detail or message.reason.name.lower().replace("_", " ")
+                session._mark_closed(f"the PED closed the session: {why}")
+        elif isinstance(message, DeviceEvent):
+            self.recent_events.append(message)
+            if self.on_event is not None:
+                try:
+                    self.on_event(message)
+                except Exception:  # noqa: S110 - a logging callback must not break the PED
+                    pass
+        elif isinstance(message, Pong):
+            self._pongs.add(message.nonce)
+        elif isinstance(message, DeviceErrorMessage):
+            self._gone_reason = f"device error {message.code.name}: {message.detail}"
+            self._fail_sessions()
+            self.info = None
+
+    async def _mark_gone(self, reason: str) -> None:
+        if self._gone_reason is None:
+            self._gone_reason = reason
+        self._fail_sessions()
+        self.info = None
+
+    def _fail_sessions(self) -> None:
+        for session in self._sessions.values():
+            session._mark_closed(self._gone_reason or "device gone", gone=True)
+        self._release_op(None)
+
+    async def _drop_stream(self, reason: str) -> None:
+        stream, self._stream = self._stream, None
+        self._pending_info = None
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                with _quiet():
+                    await stream.aclose()
+                await self._disconnect()
+        if self._gone_reason is None:
+            self._gone_reason = None if reason == "reopening" else reason
+        self._fail_sessions()
+        self._sessions.clear()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # PED lock -------------------------------------------------------------------------
+    async def _acquire_op(self, session: DriverSession, wait: float) -> None:
+        if self._op_owner is session:
+            raise LocalProtocolError("this session already holds the PED; end_operation first")
+        deadline = trio.current_time() + max(wait, 0.0) if math.isfinite(wait) else math.inf
+        while self._op_owner is not None:
+            if trio.current_time() >= deadline:
+                raise PedBusy(
+                    f"{self.uri}: the PED is busy with another operation; try again when "
+                    "it is free"
+                )
+            free = self._op_free
+            with trio.move_on_at(deadline):
+                await free.wait()
+            session._check()
+        self._op_owner = session
+        self._op_free = trio.Event()
+
+    def _release_op(self, session: DriverSession | None) -> None:
+        if session is None or self._op_owner is session:
+            self._op_owner = None
+            self._op_free.set()
+
+
+class DriverSession(FrameTransport):
+    """One HSM session on a driver's PED (a `FrameTransport`)."""
+
+    def __init__(self, driver: StreamPedDriver, session_id: int, generation: int) -> None:
+        self._driver = driver
+        self.id = session_id
+        self._generation = generation
+        self.opened = False
+        self.closed_reason: str | None = None
+        self._gone = False
+        self.queue: collections.deque[Frame] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"<DriverSession {self.id} on {self._driver.uri}>"
+
+    def _mark_closed(self, reason: str, *, gone: bool = False) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self._gone = gone
+        self._driver._release_op(self)
+
+    def _check(self) -> None:
+        if self.closed_reason is not None:
+            error = DeviceGone if self._gone else TransportClosed
+            raise error(f"{self._driver.uri}: session closed: {self.closed_reason}")
+        if self._driver._generation != self._generation:
+            raise DeviceGone(f"{self._driver.uri}: the device was reopened; open a new session")
+
+    async def send(self, frame: Frame) -> None:
+        if frame.type not in E2E_RANGE:
+            raise LocalProtocolError(
+                f"only end-to-end frames (0x20-0x2F) go to the PED, not 0x{frame.type:02x}"
+            )
+        self._check()
+        await self._driver._send(SessionData(self.id, frame))
+
+    async def receive(self) -> Frame:
+        def ready() -> bool:
+            if self.queue:
+                return True
+            self._check()
+            return False
+
+        await self._driver._pump_until(ready)
+        return self.queue.popleft()
+
+    async def begin_operation(self, *, wait: float = 0.0) -> None:
+        self._check()
+        await self._driver._acquire_op(self, wait)
+
+    async def end_operation(self) -> None:
+        self._driver._release_op(self)
+
+    async def aclose(self) -> None:
+        if self.closed_reason is not None:
+            self._driver._sessions.pop(self.id, None)
+            return
+        self._mark_closed("closed by the host")
+        driver = self._driver
+        driver._sessions.pop(self.id, None)
+        if driver._generation == self._generation and driver._gone_reason is None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1), _quiet():
+                await driver._send(SessionClose(self.id, CloseReason.NORMAL, "host closed"))
+
+
+class _quiet:
+    """Swallow the errors of best-effort cleanup (the device may already be gone)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return isinstance(
+            exc,
+            (PedError, RemoteProtocolError, OSError, trio.BrokenResourceError, trio.ClosedResourceError),
+        )
+
+
+__all__ = ["DEVICE_PROTOCOL_VERSION", "DriverSession", "StreamPedDriver"]

@@ -1,0 +1,78 @@
+"""The emulated PED in-process with the auto operator, through a real driver and hsm_api."""
+
+from __future__ import annotations
+
+import hmac
+
+import trio
+
+from keys import Keyring, combine, load_image, secret_for_hsm
+from keys.colors import Color
+from ped.device.emulated.auto import AutoOperator, AutoOptions
+from ped.device.emulated.inprocess import InProcessPedDriver
+from ped.device.emulated.server import EmulatedPed
+from ped.device.frames import DeviceEvent, EventKind
+from ped.hsm_api import open_ped_session
+
+from .conftest import Ring
+
+
+async def start(ring: Ring, nursery: trio.Nursery, **options: object) -> InProcessPedDriver:
+    ped = EmulatedPed(ring.path, serial="T-1")
+    operator = AutoOperator(ped.panel, ring.path, pin_file=ring.pin_file,
+                            options=AutoOptions(**options))  # type: ignore[arg-type]
+    nursery.start_soon(operator.run)
+    driver = InProcessPedDriver(ped, nursery)
+    await driver.open()
+    return driver
+
+
+async def test_auto_reads_m_of_n_with_pin(ring: Ring, nursery: trio.Nursery) -> None:
+    driver = await start(ring, nursery)
+    assert driver.info is not None and driver.info.serial == "T-1"
+    events: list[DeviceEvent] = []
+    driver.on_event = events.append
+    transport = await driver.open_session()
+    async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-1") as ped:
+        result = await ped.read_secret(Color.BLUE, label="HSM SO")
+        assert result.keyset_id == ring.so_keyset
+        assert (result.m, result.n) == (2, 3)
+        assert hmac.compare_digest(bytes(result.secret), bytes(ring.so_expected()))
+    await driver.aclose()
+    kinds = [e.kind for e in events]
+    assert EventKind.HANDSHAKE in kinds
+    reads = [e for e in events if e.kind is EventKind.KEY_READ and e.color == Color.BLUE]
+    assert len(reads) == 2 and all(e.keyset == ring.so_keyset.hex() for e in reads)
+    assert any(e.kind is EventKind.PIN_ENTERED for e in events)
+    finished = [e for e in events if e.kind is EventKind.OP_FINISHED]
+    assert [e.outcome for e in finished] == ["ok", "ok"]
+    # No event carries anything secret.
+    secret_hexes = {ring.rpv.hex(), ring.so_secret.hex(), ring.so_pin}
+    for e in events:
+        text = repr(e) + e.describe()
+        assert not any(s in text for s in secret_hexes)
+
+
+async def test_auto_imprints_m_of_n_with_pin_and_duplicates(ring: Ring, nursery: trio.Nursery) -> None:
+    driver = await start(ring, nursery, m=2, n=3, pin=True, duplicates=1)
+    transport = await driver.open_session()
+    new_secret = bytearray(range(32))
+    async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-1") as ped:
+        result = await ped.imprint(Color.BLACK, new_secret=bytearray(new_secret),
+                                   allow_reuse=True, label="CO")
+        assert (result.m, result.n, result.pin, result.copies) == (2, 3, True, 6)
+        keyset = result.keyset_id
+        # The HSM could not compute the PIN-derived secret itself: the PED returned it.
+        assert result.secret is not None
+        assert hmac.compare_digest(
+            bytes(result.secret), bytes(secret_for_hsm(new_secret, keyset, "1357")))
+        # Read it back through the PED: 2 of the 6 keys, PIN from the PIN file.
+        read = await ped.read_secret(Color.BLACK, keyset, label="CO")
+        assert hmac.compare_digest(bytes(read.secret), bytes(result.secret))
+    await driver.aclose()
+    written = Keyring(ring.path).keys(Color.BLACK, keyset)
+    assert len(written) == 6
+    assert sorted(e.header.index for e in written) == [1, 1, 2, 2, 3, 3]  # type: ignore[union-attr]
+    by_index = {e.header.index: e.path for e in written}  # type: ignore[union-attr]
+    shares = [load_image(by_index[i]).share() for i in (1, 3)]
+    assert bytes(combine(shares)) == bytes(new_secret)
