@@ -40,7 +40,7 @@ from pathlib import Path
 
 import attrs
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -317,7 +317,13 @@ def check_self_signed(cert: x509.Certificate, *, source: str) -> None:
         cert.not_valid_after_utc  # noqa: B018
     except (UnsupportedCertificate, WrongKeyForCertificate):
         raise
-    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as e:
         raise UnsupportedCertificate(
             f"{source}: the certificate cannot be checked ({type(e).__name__}); {hint}"
         ) from None
