@@ -240,6 +240,12 @@ class KeyImage:
     def wipe(self) -> None:
         wipe(self._share)
 
+    def __del__(self) -> None:
+        # The image owns a private copy of its share: wipe it before the memory is reused.
+        share = getattr(self, "_share", None)
+        if share is not None:
+            wipe(share)
+
     def __repr__(self) -> str:
         where = f" at {self.path}" if self.path else ""
         keyset = f", keyset {self.header.keyset_hex}" if not self.header.blank else ""

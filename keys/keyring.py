@@ -19,8 +19,10 @@ a crash, ``.NAME.tmp-XXXX``, and other files are ignored.)
   with typed errors (nothing is added when it refuses), says how many more are needed,
   and finally hands out `secret_for_hsm(pin)`.
 
-Operations check before they write, so an error changes no file.  A multi-key imprint
-that fails half-way (a disk error) turns the keys it already wrote back into blanks.
+Operations check before they write, so an error changes no file; the check and the write
+happen under the directory's write lock (`keys.lock`), so a PED and ``pedkey`` working on
+one directory cannot both take the same blank.  A multi-key imprint that fails half-way
+(a disk error) turns the keys it already wrote back into blanks.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from keys.image import (
     validate_label,
     write_image,
 )
+from keys.lock import directory_lock
 from keys.pin import secret_for_hsm
 from keys.shamir import SECRET_SIZE, Share, check_split, combine, new_keyset_id, split, wipe
 
@@ -183,18 +186,19 @@ class Keyring:
             raise MissingImage(
                 f"cannot create the key directory ({exc.strerror})", self.directory
             ) from None
-        paths = self.new_paths(count)
         blank = KeyImage.blank(created)
-        written: list[Path] = []
-        try:
-            for path in paths:
-                write_image(path, blank)
-                written.append(path)
-        except KeyImageError:
-            for path in written:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            raise
+        with directory_lock(self.directory):
+            paths = self.new_paths(count)
+            written: list[Path] = []
+            try:
+                for path in paths:
+                    write_image(path, blank)
+                    written.append(path)
+            except KeyImageError:
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
         return paths
 
     def imprint(self, images: Sequence[KeyImage], *, create: bool = False) -> list[Path]:
@@ -204,26 +208,33 @@ class Keyring:
         in which case the missing keys are new files.  Returns the paths written, in the
         order of ``images``.
         """
-        blanks = self.blanks()
-        if len(blanks) < len(images):
-            if not create:
-                raise NoBlankKey(
-                    f"{len(blanks)} blank key(s) here, {len(images)} needed; add blanks with "
-                    f"'pedkey blank --count {len(images) - len(blanks)} --dir "
-                    f"{self.directory}'",
-                    self.directory,
-                )
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            blanks += self.new_paths(len(images) - len(blanks))
-        targets = blanks[: len(images)]
-        written: list[Path] = []
-        try:
-            for path, image in zip(targets, images, strict=True):
-                write_image(path, image)
-                written.append(path)
-        except KeyImageError:
-            _rollback(written)
-            raise
+        if create:
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MissingImage(
+                    f"cannot create the key directory ({exc.strerror})", self.directory
+                ) from None
+        with directory_lock(self.directory):
+            blanks = self.blanks()
+            if len(blanks) < len(images):
+                if not create:
+                    raise NoBlankKey(
+                        f"{len(blanks)} blank key(s) here, {len(images)} needed; add blanks "
+                        f"with 'pedkey blank --count {len(images) - len(blanks)} --dir "
+                        f"{self.directory}'",
+                        self.directory,
+                    )
+                blanks += self.new_paths(len(images) - len(blanks))
+            targets = blanks[: len(images)]
+            written: list[Path] = []
+            try:
+                for path, image in zip(targets, images, strict=True):
+                    write_image(path, image)
+                    written.append(path)
+            except KeyImageError:
+                _rollback(written)
+                raise
         return targets
 
 
@@ -293,13 +304,14 @@ def fingerprint_of(images: Sequence[KeyImage]) -> str:
 
 def imprint(path: str | os.PathLike[str], image: KeyImage) -> None:
     """Write ``image`` on the blank key at ``path``; `NotBlank` if it holds a key."""
-    current = load_image(path)
-    current.wipe()
-    if not current.is_blank:
-        raise NotBlank(
-            f"holds {current.header.describe()}; erase it first or use a blank key", path
-        )
-    write_image(path, image)
+    with directory_lock(_parent(path)):
+        current = load_image(path)
+        current.wipe()
+        if not current.is_blank:
+            raise NotBlank(
+                f"holds {current.header.describe()}; erase it first or use a blank key", path
+            )
+        write_image(path, image)
 
 
 def duplicate(src: str | os.PathLike[str], blank_dest: str | os.PathLike[str]) -> KeyHeader:
@@ -318,11 +330,20 @@ def duplicate(src: str | os.PathLike[str], blank_dest: str | os.PathLike[str]) -
 
 def erase(path: str | os.PathLike[str], *, created: int | None = None) -> KeyHeader:
     """Turn the (readable) key at ``path`` into a blank; returns the header it had."""
-    current = load_image(path)
-    current.wipe()
-    if not current.is_blank:
-        write_image(path, KeyImage.blank(created))
+    with directory_lock(_parent(path)):
+        current = load_image(path)
+        current.wipe()
+        if not current.is_blank:
+            write_image(path, KeyImage.blank(created))
     return current.header
+
+
+def _parent(path: str | os.PathLike[str]) -> Path:
+    """The directory to lock for ``path``; a missing one reads as a missing image."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise MissingImage("no such key image file (its directory does not exist)", path)
+    return parent
 
 
 # --- a login on the PED (sans-IO) ----------------------------------------------------------
@@ -461,6 +482,11 @@ class ShareCollector:
             s.wipe()
         self._shares.clear()
         self._first = None
+
+    def __del__(self) -> None:
+        # The collector owns copies of the shares: never leave them to the allocator.
+        if hasattr(self, "_shares"):
+            self.wipe()
 
 
 __all__ = [
