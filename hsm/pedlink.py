@@ -113,7 +113,10 @@ class HsmApiPort:
             raise _map_error(exc, self.description) from None
         finally:
             self._touch()
-        got = bytearray(result.secret)
+        # The PED returns a secret when the HSM must adopt another one than it sent: an
+        # existing keyset was reused, or a PED PIN was set (the PED then hands over the
+        # PIN-derived value, which is what later logins will read).
+        got = bytearray(result.secret if result.secret is not None else secret)
         with contextlib.suppress(Exception):
             result.wipe()
         return PedSecret(got, bytes(result.keyset_id))
