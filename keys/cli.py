@@ -32,7 +32,7 @@ from keys.errors import (
 )
 from keys.fingerprint import keyset_fingerprint
 from keys.image import IMAGE_SIZE, KeyHeader, KeyImage, load_image
-from keys.keyring import Keyring, duplicate, erase, new_keyset
+from keys.keyring import Keyring, duplicate, erase, fingerprint_of, new_keyset
 from keys.pin import pin_for_label, read_pin_file
 from keys.shamir import MAX_SHARES, combine, wipe
 
@@ -234,17 +234,7 @@ def _cmd_new(args: argparse.Namespace, out: TextIO) -> None:
         images = new_keyset(
             args.color, args.label, m, n, pin_protected, secret, keyset_id=keyset_id
         )
-        assert images[0].keyset_id is not None
-        shares = [img.share() for img in images[:m]]
-        try:
-            material = combine(shares)
-        finally:
-            for share in shares:
-                share.wipe()
-        try:
-            fingerprint = keyset_fingerprint(material, images[0].keyset_id)
-        finally:
-            wipe(material)
+        fingerprint = fingerprint_of(images[:m])
     finally:
         if secret is not None:
             wipe(secret)

@@ -125,7 +125,10 @@ class KeyHeader:
 
     @property
     def created_iso(self) -> str:
-        return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (ValueError, OverflowError, OSError):
+            return f"{self.created} (seconds since 1970; beyond the calendar)"
 
     def describe(self) -> str:
         """One line for people: 'black key 'CO', share 2 of 3 (2 needed), PED PIN'."""

@@ -9,6 +9,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keys.colors import Color
 from keys.errors import (
@@ -263,3 +265,68 @@ def test_a_share_from_split_makes_an_image() -> None:
     image = KeyImage.imprinted(share, Color.ORANGE, "RPV")
     assert image.header.describe() == "orange key 'RPV'"
     assert decode(encode(image.header, image.share().value)).same_share(image)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_arbitrary_bytes_only_ever_raise_key_image_errors(data: bytes) -> None:
+    try:
+        decode(data)
+    except KeyImageError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(min_size=IMAGE_SIZE - 32 - 8, max_size=IMAGE_SIZE - 32 - 8),
+)
+def test_any_body_with_a_valid_digest_decodes_or_is_corrupt(data: bytes) -> None:
+    """Even a forger who recomputes the digest only gets a valid image or CorruptImage."""
+    body = bytearray(MAGIC + b"\x01" + data[1:])
+    body += hashlib.sha256(body).digest()
+    try:
+        image = decode(body)
+    except CorruptImage:
+        return
+    assert decode(image.to_bytes()).header == image.header
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    color=st.sampled_from(list(Color)),
+    label=st.text(
+        st.characters(codec="utf-8", categories=["L", "N", "P", "S"]), min_size=1, max_size=16
+    ),
+    params=st.integers(1, 16).flatmap(
+        lambda n: st.tuples(st.integers(1, n), st.just(n), st.integers(1, n))
+    ),
+    pin=st.booleans(),
+    created=st.integers(0, 2**64 - 1),
+    value=st.binary(min_size=32, max_size=32),
+)
+def test_header_round_trip(
+    color: Color,
+    label: str,
+    params: tuple[int, int, int],
+    pin: bool,
+    created: int,
+    value: bytes,
+) -> None:
+    m, n, index = params
+    header = KeyHeader(
+        blank=False,
+        created=created,
+        color=color,
+        label=label,
+        keyset_id=bytes(range(16)),
+        split_id=bytes(8),
+        m=m,
+        n=n,
+        index=index,
+        pin_protected=pin,
+    )
+    image = decode(encode(header, bytearray(value)))
+    assert image.header == header
+    assert image.share().value == value
+    assert value.hex() not in repr(image)
+    assert isinstance(header.created_iso, str)
