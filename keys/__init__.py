@@ -14,7 +14,14 @@ The public API, re-exported here:
 from keys.colors import Color
 from keys.errors import KeyImageError
 from keys.fingerprint import keyset_fingerprint
-from keys.image import KeyHeader, KeyImage, load_image, read_header, write_image
+from keys.image import (
+    IMAGE_SUFFIX,
+    KeyHeader,
+    KeyImage,
+    load_image,
+    read_header,
+    write_image,
+)
 from keys.keyring import (
     KeyEntry,
     Keyring,
@@ -26,9 +33,12 @@ from keys.keyring import (
     new_keyset,
 )
 from keys.pin import derive_pin_secret, pin_for_label, read_pin_file, secret_for_hsm, validate_pin
-from keys.shamir import Share, combine, split, wipe
+from keys.shamir import KEYSET_ID_SIZE, SECRET_SIZE, Share, combine, split, wipe
 
 __all__ = [
+    "IMAGE_SUFFIX",
+    "KEYSET_ID_SIZE",
+    "SECRET_SIZE",
     "Color",
     "KeyEntry",
     "KeyHeader",
