@@ -274,7 +274,7 @@ def _peer(row: tuple[str, str, str, str | None, int | None, str]) -> Peer:
     name, fp, pem, ip, port, stamp = row
     try:
         cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         raise RegistryError(
             f"the registry entry {name!r} holds a damaged certificate; delete it and "
             f"register the certificate again"

@@ -421,7 +421,7 @@ def _parse(der: bytes | None) -> x509.Certificate | None:
         return None
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         return None
 
 

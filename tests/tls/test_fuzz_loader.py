@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ped.tls import certs
@@ -44,6 +44,8 @@ def test_random_bytes_inside_a_certificate_block(body: bytes) -> None:
 @given(
     st.lists(st.tuples(st.integers(0, len(_DER) - 1), st.integers(0, 255)), min_size=1, max_size=8)
 )
+@example(mutations=[(12, 1)])  # version field -> x509.InvalidVersion
+@example(mutations=[(128, 0)])  # curve OID -> UnsupportedAlgorithm
 def test_mutated_der(mutations: list[tuple[int, int]]) -> None:
     der = bytearray(_DER)
     for pos, value in mutations:
