@@ -210,8 +210,8 @@ class UsbStream(trio.abc.Stream):
         self._link = link
         self._closed = False
         self._broken = False
-        self._send_conflict = trio.lowlevel.ConflictDetector("another task is writing")
-        self._recv_conflict = trio.lowlevel.ConflictDetector("another task is reading")
+        self._sending = _Exclusive("another task is writing to the USB PED")
+        self._receiving = _Exclusive("another task is reading from the USB PED")
 
     def _fail(self, exc: usb.core.USBError) -> trio.BrokenResourceError:
         self._broken = True
@@ -225,7 +225,7 @@ class UsbStream(trio.abc.Stream):
             raise trio.BrokenResourceError("USB PED gone")
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        with self._send_conflict:
+        with self._sending:
             self._check()
             payload = bytes(data)
             if not payload:
@@ -248,7 +248,7 @@ class UsbStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        with self._recv_conflict:
+        with self._receiving:
             size = min(max_bytes or READ_SIZE, READ_SIZE)
             while True:
                 self._check()
@@ -270,3 +270,19 @@ class UsbStream(trio.abc.Stream):
             self._closed = True
             await trio.to_thread.run_sync(self._link.release)
         await trio.lowlevel.checkpoint()
+
+
+class _Exclusive:
+    """One task at a time (trio streams forbid concurrent sends or receives)."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._held = False
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+        self._held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held = False

@@ -1,7 +1,7 @@
 """An emulated PED in this process, reached through a driver (tests and demos only).
 
 `InProcessPedDriver` is a real `ped.device.host.StreamPedDriver` whose stream is one end
-of a socket pair; the other end is served by an `EmulatedPed` in the caller's nursery.
+of an in-memory stream pair; the other end is served by an `EmulatedPed` in the caller's nursery.
 Everything above the byte stream runs as in production.  Never use it in a relay: it
 puts the key images in the driver's process (the ``emulated:`` driver exists to avoid
 exactly that).
@@ -10,6 +10,7 @@ exactly that).
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from ped.device.emulated.server import EmulatedPed
 from ped.device.host import StreamPedDriver
@@ -22,6 +23,8 @@ class InProcessPedDriver(StreamPedDriver):
         self._nursery = nursery
 
     async def _connect(self) -> trio.abc.Stream:
-        ours, theirs = trio.socket.socketpair()
-        self._nursery.start_soon(self.ped.serve, trio.SocketStream(theirs))
-        return trio.SocketStream(ours)
+        # Memory streams, not a socket pair: no real I/O, so trio's MockClock can jump
+        # through PED-key timeouts in tests.
+        ours, theirs = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self.ped.serve, theirs)
+        return ours
