@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from ped.channel import PedInfo, RefuseReason
+from ped.errors import PedError
 from ped.ops import ErrorCode, PedSideSession
 from ped.ops import events as ev
 from ped.ops.messages import NoticeKind
@@ -104,6 +105,7 @@ class TinyPed:
         factory=lambda: PedSideSession(ped_info=PedInfo("tinyped", "T-1", "0.1"))
     )
     cancelled: trio.Event = attrs.field(factory=trio.Event)
+    transport_error: PedError | None = None
 
     async def run(self, transport: MemoryFrameTransport) -> None:
         async with trio.open_nursery() as nursery:
@@ -112,6 +114,11 @@ class TinyPed:
                     frame = await transport.receive()
                 except TransportClosed:
                     self.events.extend(self.session.receive_eof())
+                    nursery.cancel_scope.cancel()
+                    return
+                except PedError as exc:  # the frame layer refused the bytes
+                    self.transport_error = exc
+                    self.session.receive_eof()
                     nursery.cancel_scope.cancel()
                     return
                 for event in self.session.receive_frame(frame):
