@@ -193,15 +193,31 @@ async def _listen(ped: EmulatedPed, path: str, nursery: trio.Nursery) -> None:
     try:
         while True:
             stream = await listener.accept()
-            if ped.connected:
-                nursery.start_soon(_refuse_busy, stream)
-            else:
-                nursery.start_soon(ped.serve, stream)
+            nursery.start_soon(_serve_one, ped, stream)
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+#: A new host waits this long for the previous one's connection to wind down (a
+#: restarting pedserver reconnects at once) before it is refused as busy.
+TAKEOVER_WAIT = 2.0
+
+
+async def _serve_one(ped: EmulatedPed, stream: trio.SocketStream) -> None:
+    acquired = False
+    with trio.move_on_after(TAKEOVER_WAIT):
+        await ped.host_lock.acquire()
+        acquired = True
+    if not acquired:
+        await _refuse_busy(stream)
+        return
+    try:
+        await ped.serve(stream)
+    finally:
+        ped.host_lock.release()
 
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:

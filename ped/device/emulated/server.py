@@ -88,6 +88,8 @@ class EmulatedPed:
         self.engine = PedEngine(self.panel, key_timeout=key_timeout, keyring=keyring)
         self.info = Info(DEVICE_PROTOCOL_VERSION, MODEL, FIRMWARE, serial, mode, max_sessions)
         self.connected = False
+        #: Held by whoever serves a host: the PED has one host at a time.
+        self.host_lock = trio.Lock()
 
     @property
     def ped_info(self) -> PedInfo:

@@ -1,0 +1,148 @@
+"""pedemu as its own process: reached through socket:PATH; the tty front-end via a pty."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from keys import Keyring
+from keys.colors import Color
+from ped.device import DeviceNotFound, open_driver
+from ped.device.emulated.cli import main
+from ped.hsm_api import open_ped_session
+
+from .conftest import Ring
+
+PEDEMU = [sys.executable, "-m", "ped.device.emulated"]
+
+
+async def wait_for_socket(path: Path, process: trio.Process) -> None:
+    with trio.fail_after(20):
+        while not path.exists():
+            assert process.returncode is None, "pedemu exited early"
+            await trio.sleep(0.02)
+
+
+async def test_socket_pedemu_auto(ring: Ring, tmp_path: Path) -> None:
+    sock = tmp_path / "ped.sock"
+    process = await trio.lowlevel.open_process(
+        [*PEDEMU, "--keyring", str(ring.path), "--socket", str(sock),
+         "--pin-file", str(ring.pin_file), "--serial", "SOCK-1"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_for_socket(sock, process)
+        assert (sock.stat().st_mode & 0o777) == 0o600
+        driver = open_driver(f"socket:{sock}")
+        info = await driver.open()
+        assert info.serial == "SOCK-1"
+        # A second host is refused while the PED serves one.
+        other = open_driver(f"socket:{sock}")
+        with pytest.raises(DeviceNotFound, match="BUSY"):
+            await other.open()
+        transport = await driver.open_session()
+        async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-S") as ped:
+            result = await ped.read_secret(Color.BLUE, ring.so_keyset)
+            assert hmac.compare_digest(bytes(result.secret), bytes(ring.so_expected()))
+        await driver.aclose()
+        # Reconnect after the host went away (pedserver restart).
+        assert (await driver.open()).serial == "SOCK-1"
+        await driver.aclose()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            status = await process.wait()
+    assert status == 0
+    assert not sock.exists()  # removed on a clean stop
+    assert process.stderr is not None
+    log = (await process.stderr.receive_some(65536)).decode()
+    assert ring.so_pin not in log and ring.so_secret.hex() not in log
+
+
+async def test_socket_uri_without_pedemu_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(DeviceNotFound, match="pedemu --keyring DIR --socket"):
+        await open_driver(f"socket:{tmp_path / 'none.sock'}").open()
+
+
+def test_help_and_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--operator" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--keyring", str(tmp_path)])  # neither --socket nor --fd
+    assert exit_info.value.code == 2
+    assert main(["--keyring", str(tmp_path / "missing"), "--socket", str(tmp_path / "s")]) == 2
+    assert "no such key directory" in capsys.readouterr().err
+
+
+async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
+    sock = tmp_path / "tty.sock"
+    master, slave = os.openpty()
+    process = await trio.lowlevel.open_process(
+        [*PEDEMU, "--keyring", str(ring.path), "--socket", str(sock), "--operator", "tty"],
+        stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    terminal = trio.lowlevel.FdStream(master)
+    seen = bytearray()
+
+    async def expect(text: str) -> None:
+        with trio.fail_after(20):
+            while text.encode() not in seen:
+                chunk = await terminal.receive_some(65536)
+                assert chunk, "pedemu closed the terminal"
+                seen.extend(chunk)
+        del seen[: seen.index(text.encode()) + len(text)]
+
+    async def pick(path: Path) -> None:
+        number = Keyring(ring.path).paths().index(path) + 1
+        await terminal.send_all(b"i")
+        await expect("Key number")
+        await terminal.send_all(f"{number}\r".encode())
+        await expect("press Enter on the PED")
+        await terminal.send_all(b"\r")
+
+    try:
+        await expect("Awaiting command...")
+        await wait_for_socket(sock, process)
+        driver = open_driver(f"socket:{sock}")
+        await driver.open()
+        transport = await driver.open_session()
+        orange = Keyring(ring.path).keys(Color.ORANGE)[0].path
+        blue = sorted(e.path for e in Keyring(ring.path).keys(Color.BLUE))
+
+        async with trio.open_nursery() as nursery:
+            result: dict[str, bytes] = {}
+
+            async def hsm() -> None:
+                async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-T") as ped:
+                    r = await ped.read_secret(Color.BLUE, ring.so_keyset)
+                    result["secret"] = bytes(r.secret)
+
+            nursery.start_soon(hsm)
+            await expect("Insert a ORANGE PED key")
+            await pick(orange)
+            await expect("Insert a BLUE PED key")
+            await pick(blue[0])
+            await expect("Enter PED PIN")
+            await terminal.send_all(b"12\x7f\x7f")  # typed and erased with Backspace
+            await terminal.send_all(ring.so_pin.encode() + b"\r")
+            await expect("Key 2 of 2")
+            await pick(blue[1])
+        assert hmac.compare_digest(result["secret"], bytes(ring.so_expected()))
+        assert ring.so_pin.encode() not in seen  # the PIN shows as stars only
+        await driver.aclose()
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        with trio.fail_after(20):
+            status = await process.wait()
+        await terminal.aclose()
+    assert status == 0
