@@ -147,7 +147,9 @@ class Info:
     @classmethod
     def parse(cls, r: Reader) -> Info:
         version = r.u8("version", low=1)
-        texts = [r.text16(n, max_len=MAX_SHORT_TEXT) for n in ("model", "firmware", "serial", "mode")]
+        texts = [
+            r.text16(n, max_len=MAX_SHORT_TEXT) for n in ("model", "firmware", "serial", "mode")
+        ]
         return cls(version, *texts, max_sessions=r.u16("max sessions", low=1))
 
 

@@ -92,9 +92,7 @@ class StreamPedDriver(PedDriver):
         self._op_free = trio.Event()
         self._op_free.set()
         self._pongs: set[int] = set()
-        self.recent_events: collections.deque[DeviceEvent] = collections.deque(
-            maxlen=EVENT_HISTORY
-        )
+        self.recent_events: collections.deque[DeviceEvent] = collections.deque(maxlen=EVENT_HISTORY)
 
     # ------------------------------------------------------------------ subclass hooks
     @abc.abstractmethod
@@ -132,7 +130,9 @@ class StreamPedDriver(PedDriver):
                 await self._drop_stream("open failed")
                 raise
             assert isinstance(info_msg, Info)
-            self.info = DeviceInfo(info_msg.model, info_msg.firmware, info_msg.serial, info_msg.mode)
+            self.info = DeviceInfo(
+                info_msg.model, info_msg.firmware, info_msg.serial, info_msg.mode
+            )
             return self.info
 
     async def open_session(self) -> FrameTransport:
@@ -310,8 +310,7 @@ class StreamPedDriver(PedDriver):
         while self._op_owner is not None:
             if trio.current_time() >= deadline:
                 raise PedBusy(
-                    f"{self.uri}: the PED is busy with another operation; try again when "
-                    "it is free"
+                    f"{self.uri}: the PED is busy with another operation; try again when it is free"
                 )
             free = self._op_free
             with trio.move_on_at(deadline):
@@ -400,7 +399,13 @@ class _quiet:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
         return isinstance(
             exc,
-            (PedError, RemoteProtocolError, OSError, trio.BrokenResourceError, trio.ClosedResourceError),
+            (
+                PedError,
+                RemoteProtocolError,
+                OSError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ),
         )
 
 

@@ -31,4 +31,6 @@ class SocketPedDriver(StreamPedDriver):
                     f"{self.uri}: no PED is listening at {self.path}; start one with "
                     f"`pedemu --keyring DIR --socket {self.path}`"
                 ) from None
-            raise DeviceNotFound(f"{self.uri}: cannot connect to {self.path}: {exc.strerror}") from None
+            raise DeviceNotFound(
+                f"{self.uri}: cannot connect to {self.path}: {exc.strerror}"
+            ) from None

@@ -29,7 +29,9 @@ CHILD_EXIT_GRACE = 5.0
 class SubprocessPedDriver(StreamPedDriver):
     """Starts an emulated PED process per `open()` and stops it on `aclose()`."""
 
-    def __init__(self, keyring: str, options: Sequence[str] = (), *, uri: str | None = None) -> None:
+    def __init__(
+        self, keyring: str, options: Sequence[str] = (), *, uri: str | None = None
+    ) -> None:
         super().__init__(uri or f"emulated:{keyring}")
         self.keyring = keyring
         self.options = list(options)

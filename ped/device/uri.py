@@ -58,7 +58,9 @@ def parse_emulated(uri: str) -> tuple[str, list[str]]:
         raise _bad(uri, "name the keyring directory after 'emulated:'")
     options: list[str] = []
     if query:
-        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True):
+        for name, value in urllib.parse.parse_qsl(
+            query, keep_blank_values=True, strict_parsing=True
+        ):
             flag = EMULATED_OPTIONS.get(name)
             if flag is None:
                 known = ", ".join(EMULATED_OPTIONS)

@@ -122,8 +122,7 @@ class UsbPedDriver(StreamPedDriver):
                 return dev
             seen.append(serial or "?")
         raise DeviceNotFound(
-            f"{self.uri}: no PED with {where} has serial {self.serial!r} "
-            f"(found: {', '.join(seen)})"
+            f"{self.uri}: no PED with {where} has serial {self.serial!r} (found: {', '.join(seen)})"
         )
 
     def _open_blocking(self) -> UsbLink:
@@ -138,8 +137,10 @@ class UsbPedDriver(StreamPedDriver):
                 config = dev.get_active_configuration()
             intf = usb.util.find_descriptor(
                 config,
-                custom_match=lambda i: i.bInterfaceClass == INTERFACE_CLASS
-                and i.bInterfaceSubClass == INTERFACE_SUBCLASS,
+                custom_match=lambda i: (
+                    i.bInterfaceClass == INTERFACE_CLASS
+                    and i.bInterfaceSubClass == INTERFACE_SUBCLASS
+                ),
             )
             if intf is None:
                 raise DeviceNotFound(
@@ -154,15 +155,17 @@ class UsbPedDriver(StreamPedDriver):
             usb.util.claim_interface(dev, intf)
             ep_out = usb.util.find_descriptor(
                 intf,
-                custom_match=lambda e: usb.util.endpoint_direction(e.bEndpointAddress)
-                == usb.util.ENDPOINT_OUT
-                and usb.util.endpoint_type(e.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK,
+                custom_match=lambda e: (
+                    usb.util.endpoint_direction(e.bEndpointAddress) == usb.util.ENDPOINT_OUT
+                    and usb.util.endpoint_type(e.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK
+                ),
             )
             ep_in = usb.util.find_descriptor(
                 intf,
-                custom_match=lambda e: usb.util.endpoint_direction(e.bEndpointAddress)
-                == usb.util.ENDPOINT_IN
-                and usb.util.endpoint_type(e.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK,
+                custom_match=lambda e: (
+                    usb.util.endpoint_direction(e.bEndpointAddress) == usb.util.ENDPOINT_IN
+                    and usb.util.endpoint_type(e.bmAttributes) == usb.util.ENDPOINT_TYPE_BULK
+                ),
             )
             if ep_out is None or ep_in is None:
                 usb.util.dispose_resources(dev)
@@ -253,9 +256,7 @@ class UsbStream(trio.abc.Stream):
             while True:
                 self._check()
                 try:
-                    data = await trio.to_thread.run_sync(
-                        self._link.ep_in.read, size, USB_POLL_MS
-                    )
+                    data = await trio.to_thread.run_sync(self._link.ep_in.read, size, USB_POLL_MS)
                 except usb.core.USBTimeoutError:
                     await trio.lowlevel.checkpoint()  # lets a cancel in between reads
                     continue

@@ -77,7 +77,8 @@ class FakeUsbDevice:
         self.device_stream = FakeDeviceSide(self)
 
     def __repr__(self) -> str:
-        return f"<FakeUsbDevice {self.vid:04x}:{self.pid:04x} serial={self.serial} addr={self.address}>"
+        ids = f"{self.vid:04x}:{self.pid:04x}"
+        return f"<FakeUsbDevice {ids} serial={self.serial} addr={self.address}>"
 
     # device side (trio) --------------------------------------------------------------
     def _to_host_put(self, data: bytes) -> None:
@@ -121,7 +122,9 @@ class FakeUsbDevice:
                 try:
                     chunk = self._to_host.get(timeout=max(timeout, 1) / 1000)
                 except queue.Empty:
-                    raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT) from None
+                    raise usb.core.USBTimeoutError(
+                        "Operation timed out", -7, errno.ETIMEDOUT
+                    ) from None
                 if chunk is None or not self.attached:
                     raise _gone()
                 self._host_pending += chunk
@@ -278,10 +281,10 @@ class FakeUsbBackend(usb.backend.IBackend):
     def ctrl_transfer(
         self,
         dev_handle: FakeUsbDevice,
-        bmRequestType: int,  # noqa: N803 - pyusb's parameter names
-        bRequest: int,  # noqa: N803
-        wValue: int,  # noqa: N803
-        wIndex: int,  # noqa: N803
+        bmRequestType: int,
+        bRequest: int,
+        wValue: int,
+        wIndex: int,
         data: array.array,
         timeout: int,
     ) -> int:

@@ -35,7 +35,9 @@ log = logging.getLogger("pedemu.auto")
 
 def _check_mn(instance: AutoOptions, _a: object, _v: object) -> None:
     if not 1 <= instance.m <= instance.n <= 16:
-        raise ValueError(f"auto operator: need 1 <= M <= N <= 16 (got M={instance.m}, N={instance.n})")
+        raise ValueError(
+            f"auto operator: need 1 <= M <= N <= 16 (got M={instance.m}, N={instance.n})"
+        )
 
 
 @attrs.frozen
@@ -86,8 +88,11 @@ class AutoOperator:
         if p.kind is PromptKind.INSERT_KEY:
             path = self._pick_key(p.op, p.color, p.keyset_id)
             if path is None:
-                log.warning("auto operator: no unused %s key in %s; cancelling",
-                            p.color.label if p.color else "?", self.keyring.directory)
+                log.warning(
+                    "auto operator: no unused %s key in %s; cancelling",
+                    p.color.label if p.color else "?",
+                    self.keyring.directory,
+                )
                 await self.panel.press("CLR")
             else:
                 await self.panel.insert(path)

@@ -51,35 +51,74 @@ def build_parser() -> argparse.ArgumentParser:
         description="An emulated PIN Entry Device (PED) reading key images from a directory.",
         epilog="Example: pedemu --keyring ~/pedkeys --socket /tmp/ped.sock --operator tty",
     )
-    parser.add_argument("--keyring", required=True, metavar="DIR",
-                        help="directory of key images (*.pedkey): the keys at hand")
+    parser.add_argument(
+        "--keyring",
+        required=True,
+        metavar="DIR",
+        help="directory of key images (*.pedkey): the keys at hand",
+    )
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", metavar="PATH",
-                       help="listen on this Unix socket (pedserver uses socket:PATH)")
-    where.add_argument("--fd", type=int, metavar="N",
-                       help="serve an inherited socket (used by the emulated: driver)")
-    parser.add_argument("--operator", default="auto", metavar="tty|auto|script:FILE",
-                        help="who works the PED: tty (you, in this terminal), auto "
-                             "(answers from the keyring, default) or script:FILE (TOML steps)")
-    parser.add_argument("--pin-file", metavar="F",
-                        help="PED PINs for the auto operator: 'label = digits' lines")
-    parser.add_argument("--key-timeout", type=float, default=DEFAULT_KEY_TIMEOUT, metavar="S",
-                        help=f"seconds to wait for a key or answer (default {DEFAULT_KEY_TIMEOUT:g})")
+    where.add_argument(
+        "--socket", metavar="PATH", help="listen on this Unix socket (pedserver uses socket:PATH)"
+    )
+    where.add_argument(
+        "--fd",
+        type=int,
+        metavar="N",
+        help="serve an inherited socket (used by the emulated: driver)",
+    )
+    parser.add_argument(
+        "--operator",
+        default="auto",
+        metavar="tty|auto|script:FILE",
+        help="who works the PED: tty (you, in this terminal), auto "
+        "(answers from the keyring, default) or script:FILE (TOML steps)",
+    )
+    parser.add_argument(
+        "--pin-file", metavar="F", help="PED PINs for the auto operator: 'label = digits' lines"
+    )
+    parser.add_argument(
+        "--key-timeout",
+        type=float,
+        default=DEFAULT_KEY_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for a key or answer (default {DEFAULT_KEY_TIMEOUT:g})",
+    )
     parser.add_argument("--serial", default="EMU-0001", help="serial number the PED reports")
-    parser.add_argument("--mode", choices=("remote", "local"), default="remote",
-                        help="remote: always ask for the orange key (default); local: a "
-                             "cabled HSM may connect without one, after YES on the PED")
+    parser.add_argument(
+        "--mode",
+        choices=("remote", "local"),
+        default="remote",
+        help="remote: always ask for the orange key (default); local: a "
+        "cabled HSM may connect without one, after YES on the PED",
+    )
     auto = parser.add_argument_group("auto operator answers for imprints")
     auto.add_argument("--auto-m", type=int, default=1, metavar="M", help="M of N: M (default 1)")
     auto.add_argument("--auto-n", type=int, default=1, metavar="N", help="M of N: N (default 1)")
-    auto.add_argument("--auto-pin", type=_yes_no, default=False, metavar="yes|no",
-                      help="set a PED PIN from --pin-file (default no)")
-    auto.add_argument("--auto-duplicates", type=int, default=0, metavar="D",
-                      help="copies of each new key (default 0)")
-    auto.add_argument("--auto-reuse", type=_yes_no, default=False, metavar="yes|no",
-                      help="answer 'reuse an existing keyset?' (default no)")
-    parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"))
+    auto.add_argument(
+        "--auto-pin",
+        type=_yes_no,
+        default=False,
+        metavar="yes|no",
+        help="set a PED PIN from --pin-file (default no)",
+    )
+    auto.add_argument(
+        "--auto-duplicates",
+        type=int,
+        default=0,
+        metavar="D",
+        help="copies of each new key (default 0)",
+    )
+    auto.add_argument(
+        "--auto-reuse",
+        type=_yes_no,
+        default=False,
+        metavar="yes|no",
+        help="answer 'reuse an existing keyset?' (default no)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     return parser
 
 
@@ -87,18 +126,24 @@ class UsageError(Exception):
     pass
 
 
-def make_operator(args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0,
-                  stdout: object = None):  # type: ignore[no-untyped-def]
+def make_operator(
+    args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0, stdout: object = None
+):  # type: ignore[no-untyped-def]
     spec = args.operator
     if spec == "auto":
         try:
-            options = AutoOptions(m=args.auto_m, n=args.auto_n, pin=args.auto_pin,
-                                  duplicates=args.auto_duplicates, reuse=args.auto_reuse)
+            options = AutoOptions(
+                m=args.auto_m,
+                n=args.auto_n,
+                pin=args.auto_pin,
+                duplicates=args.auto_duplicates,
+                reuse=args.auto_reuse,
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return AutoOperator(panel, args.keyring, pin_file=args.pin_file, options=options)
     if spec.startswith("script:"):
-        return ScriptOperator(panel, load_script(spec[len("script:"):], args.keyring))
+        return ScriptOperator(panel, load_script(spec[len("script:") :], args.keyring))
     if spec == "tty":
         if args.fd is not None:
             raise UsageError("--operator tty needs a terminal; use it with --socket")
@@ -142,8 +187,9 @@ def _startup_error(args: argparse.Namespace, text: str) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    ped = EmulatedPed(args.keyring, serial=args.serial, mode=args.mode,
-                      key_timeout=args.key_timeout)
+    ped = EmulatedPed(
+        args.keyring, serial=args.serial, mode=args.mode, key_timeout=args.key_timeout
+    )
     with _terminal(args.operator == "tty"):
         operator = make_operator(args, ped.panel)
         status = 0
@@ -222,8 +268,11 @@ async def _serve_one(ped: EmulatedPed, stream: trio.SocketStream) -> None:
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        await stream.send_all(encode_message(
-            DeviceErrorMessage(ErrorCode.BUSY, "this PED already serves another host")))
+        await stream.send_all(
+            encode_message(
+                DeviceErrorMessage(ErrorCode.BUSY, "this PED already serves another host")
+            )
+        )
     await stream.aclose()
 
 

@@ -151,7 +151,11 @@ class PedEngine:
     # --------------------------------------------------------------------- machinery
     @contextlib.asynccontextmanager
     async def _operation(
-        self, session: int, emit: Emit, name: str, color: Color | None,
+        self,
+        session: int,
+        emit: Emit,
+        name: str,
+        color: Color | None,
         key_timeout: float | None,
     ) -> AsyncIterator[None]:
         if self.panel.unplugged.is_set():
@@ -177,8 +181,15 @@ class PedEngine:
                 outcome = "ok"
         finally:
             try:
-                emit(DeviceEvent(session, EventKind.OP_FINISHED, int(color or 0),
-                                 outcome=outcome, detail=name))
+                emit(
+                    DeviceEvent(
+                        session,
+                        EventKind.OP_FINISHED,
+                        int(color or 0),
+                        outcome=outcome,
+                        detail=name,
+                    )
+                )
                 if outcome != "unplugged" and name != "show":
                     self.panel.idle()
             finally:
@@ -189,10 +200,24 @@ class PedEngine:
     _emit: Emit = staticmethod(_no_emit)
     _session: int = 0
 
-    def _event(self, kind: EventKind, color: Color | None = None, keyset: bytes | None = None,
-               outcome: str = "", detail: str = "") -> None:
-        self._emit(DeviceEvent(self._session, kind, int(color or 0),
-                               keyset.hex() if keyset else "", outcome, detail))
+    def _event(
+        self,
+        kind: EventKind,
+        color: Color | None = None,
+        keyset: bytes | None = None,
+        outcome: str = "",
+        detail: str = "",
+    ) -> None:
+        self._emit(
+            DeviceEvent(
+                self._session,
+                kind,
+                int(color or 0),
+                keyset.hex() if keyset else "",
+                outcome,
+                detail,
+            )
+        )
 
     async def _wait(self, prompt: Prompt, lines: list[str]) -> Press | Insert:
         """Show a prompt and return the next key press or insertion (timeout, unplug)."""
@@ -283,8 +308,9 @@ class PedEngine:
             lines = [f"Out of range {prompt.low}-{prompt.high}.", *lines[-2:]]
 
     # ------------------------------------------------------------------------- read
-    async def _read(self, color: Color, keyset_id: bytes | None, label: str, session: int,
-                    emit: Emit) -> ReadOutcome:
+    async def _read(
+        self, color: Color, keyset_id: bytes | None, label: str, session: int, emit: Emit
+    ) -> ReadOutcome:
         collector = ShareCollector(color, keyset_id)
         images: list[KeyImage] = []
         try:
@@ -300,8 +326,9 @@ class PedEngine:
             for image in images:
                 image.wipe()
 
-    async def _collect(self, collector: ShareCollector, label: str,
-                       keep: list[KeyImage] | None = None) -> str | None:
+    async def _collect(
+        self, collector: ShareCollector, label: str, keep: list[KeyImage] | None = None
+    ) -> str | None:
         """Read keys until M shares are in; return the PIN typed (None without PIN)."""
         color = collector.color
         pin: str | None = None
@@ -343,8 +370,12 @@ class PedEngine:
                 raise operr.KeysetMismatch(
                     f"a {color.label} key of keyset {image.header.keyset_hex} was presented"
                 ) from None
-            except (kerr.BlankKey, kerr.WrongColor, kerr.RepeatedShare,
-                    kerr.InconsistentShares) as exc:
+            except (
+                kerr.BlankKey,
+                kerr.WrongColor,
+                kerr.RepeatedShare,
+                kerr.InconsistentShares,
+            ) as exc:
                 word, text = _refusal_of(exc, image)
                 self._event(EventKind.KEY_REFUSED, color, image.keyset_id, word)
                 image.wipe()
@@ -359,8 +390,9 @@ class PedEngine:
                 image.wipe()
             header = collector.header
             assert header is not None
-            self._event(EventKind.KEY_READ, color, header.keyset_id, "ok",
-                        f"key {index} of {header.m}")
+            self._event(
+                EventKind.KEY_READ, color, header.keyset_id, "ok", f"key {index} of {header.m}"
+            )
             if header.pin_protected and pin is None:
                 pin = await self._ask_pin(color, header.label, header.keyset_id)
             if not collector.complete:
@@ -368,8 +400,7 @@ class PedEngine:
         return pin
 
     async def _ask_pin(self, color: Color, label: str, keyset_id: bytes | None) -> str:
-        prompt = Prompt(PromptKind.PIN, color=color, label=label, keyset_id=keyset_id,
-                        op=self._op)
+        prompt = Prompt(PromptKind.PIN, color=color, label=label, keyset_id=keyset_id, op=self._op)
         while True:
             pin = await self._digits(["Enter PED PIN:"], prompt, allow_empty=False)
             try:
@@ -383,8 +414,15 @@ class PedEngine:
             return pin
 
     # ---------------------------------------------------------------------- imprint
-    async def _imprint(self, color: Color, label: str, new_secret: bytes | bytearray | None,
-                       allow_reuse: bool, session: int, emit: Emit) -> ImprintOutcome:
+    async def _imprint(
+        self,
+        color: Color,
+        label: str,
+        new_secret: bytes | bytearray | None,
+        allow_reuse: bool,
+        session: int,
+        emit: Emit,
+    ) -> ImprintOutcome:
         op = self._op
         reuse = False
         if allow_reuse:
@@ -397,13 +435,15 @@ class PedEngine:
         assert new_secret is not None
         m = await self._number(
             ["M value? (1-16)", "Keys needed to log in."],
-            Prompt(PromptKind.NUMBER, color=color, label=label, question="m", low=1, high=16,
-                   op=op),
+            Prompt(
+                PromptKind.NUMBER, color=color, label=label, question="m", low=1, high=16, op=op
+            ),
         )
         n = await self._number(
             [f"N value? ({m}-16)", "Keys to make."],
-            Prompt(PromptKind.NUMBER, color=color, label=label, question="n", low=m, high=16,
-                   op=op),
+            Prompt(
+                PromptKind.NUMBER, color=color, label=label, question="n", low=m, high=16, op=op
+            ),
         )
         pin = await self._new_pin(color, label)
         copies = await self._ask_copies(color, label)
@@ -419,8 +459,9 @@ class PedEngine:
                 derived = await trio.to_thread.run_sync(secret_for_hsm, secret, keyset_id, pin)
             del pin
             self.panel.show(["Imprint complete.", f"{written} key(s) written."])
-            return ImprintOutcome(color, keyset_id, m, n, derived is not None, written, False,
-                                  derived)
+            return ImprintOutcome(
+                color, keyset_id, m, n, derived is not None, written, False, derived
+            )
         finally:
             wipe(secret)
             for image in images:
@@ -436,12 +477,21 @@ class PedEngine:
             copies = await self._ask_copies(color, header.label)
             written = 0
             if copies:
-                written = await self._write_keys(images, copies, color, header.label,
-                                                 originals=False)
+                written = await self._write_keys(
+                    images, copies, color, header.label, originals=False
+                )
             secret = await trio.to_thread.run_sync(collector.secret_for_hsm, pin)
             del pin
-            return ImprintOutcome(color, header.keyset_id, header.m, header.n,
-                                  header.pin_protected, written, True, secret)
+            return ImprintOutcome(
+                color,
+                header.keyset_id,
+                header.m,
+                header.n,
+                header.pin_protected,
+                written,
+                True,
+                secret,
+            )
         finally:
             collector.wipe()
             for image in images:
@@ -471,19 +521,32 @@ class PedEngine:
     async def _ask_copies(self, color: Color, label: str) -> int:
         duplicating = await self._yes_no(
             ["Are you duplicating", "this PED Key?", "YES / NO"],
-            Prompt(PromptKind.YES_NO, color=color, label=label, question="duplicate",
-                   op=self._op),
+            Prompt(PromptKind.YES_NO, color=color, label=label, question="duplicate", op=self._op),
         )
         if not duplicating:
             return 0
         return await self._number(
             ["Copies of each key?", "(1-16)"],
-            Prompt(PromptKind.NUMBER, color=color, label=label, question="copies", low=1,
-                   high=16, op=self._op),
+            Prompt(
+                PromptKind.NUMBER,
+                color=color,
+                label=label,
+                question="copies",
+                low=1,
+                high=16,
+                op=self._op,
+            ),
         )
 
-    async def _write_keys(self, images: list[KeyImage], copies: int, color: Color, label: str,
-                          *, originals: bool = True) -> int:
+    async def _write_keys(
+        self,
+        images: list[KeyImage],
+        copies: int,
+        color: Color,
+        label: str,
+        *,
+        originals: bool = True,
+    ) -> int:
         """Write each image (unless not *originals*) and *copies* copies of it on blanks."""
         used: set[str] = {str(Path(i.path).resolve()) for i in images if i.path}
         written = 0
@@ -491,13 +554,20 @@ class PedEngine:
         for number, image in enumerate(images, start=1):
             rounds = ([0] if originals else []) + list(range(1, copies + 1))
             for copy in rounds:
-                what = f"key {number} of {total}" if not copy else (
-                    f"copy {copy} of key {number}")
-                prompt = Prompt(PromptKind.INSERT_BLANK, color=color, label=label,
-                                keyset_id=image.keyset_id, index=number, count=total,
-                                question="copy" if copy else "key", op=self._op)
-                path = await self._blank_target(prompt, [
-                    "Insert a blank key:", f"{color.label.upper()} {what}"], used)
+                what = f"key {number} of {total}" if not copy else (f"copy {copy} of key {number}")
+                prompt = Prompt(
+                    PromptKind.INSERT_BLANK,
+                    color=color,
+                    label=label,
+                    keyset_id=image.keyset_id,
+                    index=number,
+                    count=total,
+                    question="copy" if copy else "key",
+                    op=self._op,
+                )
+                path = await self._blank_target(
+                    prompt, ["Insert a blank key:", f"{color.label.upper()} {what}"], used
+                )
                 await trio.to_thread.run_sync(write_image, path, image)
                 used.add(str(path.resolve()))
                 written += 1

@@ -149,9 +149,7 @@ class Panel:
         echo: bool = False,
     ) -> Screen:
         self._seq += 1
-        self.screen = Screen(
-            self._seq, layout(lines), prompt or Prompt(PromptKind.MESSAGE), echo
-        )
+        self.screen = Screen(self._seq, layout(lines), prompt or Prompt(PromptKind.MESSAGE), echo)
         self.history.append(self.screen)
         del self.history[:-200]
         self._changed.set()

@@ -43,8 +43,18 @@ from ped.device.emulated.panel import KEYPAD, Panel, Press, Remove, Unplug
 
 DEFAULT_STEP_TIMEOUT = 30.0
 MAX_SCRIPT_BYTES = 1024 * 1024
-_KNOWN = {"expect", "timeout", "insert", "enter", "remove", "pin", "digits", "press", "wait",
-          "unplug"}
+_KNOWN = {
+    "expect",
+    "timeout",
+    "insert",
+    "enter",
+    "remove",
+    "pin",
+    "digits",
+    "press",
+    "wait",
+    "unplug",
+}
 
 
 class ScriptError(Exception):
@@ -89,11 +99,15 @@ def load_script(path: str | os.PathLike[str], keyring: str | os.PathLike[str]) -
 def parse_script(doc: dict[str, Any], path: Path, keyring: str | os.PathLike[str]) -> list[Step]:
     extra = set(doc) - {"settings", "step"}
     if extra:
-        raise _fail(path, "top level", f"unknown table(s) {sorted(extra)}; use [settings] and [[step]]")
+        raise _fail(
+            path, "top level", f"unknown table(s) {sorted(extra)}; use [settings] and [[step]]"
+        )
     settings = doc.get("settings", {})
     if not isinstance(settings, dict):
         raise _fail(path, "[settings]", "must be a table")
-    default_timeout = _number(settings.get("timeout", DEFAULT_STEP_TIMEOUT), path, "settings.timeout")
+    default_timeout = _number(
+        settings.get("timeout", DEFAULT_STEP_TIMEOUT), path, "settings.timeout"
+    )
     base = Path(keyring)
     if "keyring" in settings:
         base = path.parent / str(settings["keyring"])
@@ -121,23 +135,26 @@ def parse_script(doc: dict[str, Any], path: Path, keyring: str | os.PathLike[str
                 raise _fail(path, where, f"press {key!r} is not a PED key ({' '.join(KEYPAD)})")
         for field in ("pin", "digits"):
             value = raw.get(field)
-            if value is not None and not (isinstance(value, str) and value.isdigit()
-                                          or value == ""):
+            if value is not None and not (
+                (isinstance(value, str) and value.isdigit()) or value == ""
+            ):
                 raise _fail(path, where, f"{field} must be a string of digits")
         insert = raw.get("insert")
-        steps.append(Step(
-            number=number,
-            expect=expect,
-            timeout=_number(raw.get("timeout", default_timeout), path, f"{where} timeout"),
-            insert=None if insert is None else base / str(insert),
-            enter=bool(raw.get("enter", True)),
-            remove=bool(raw.get("remove", False)),
-            digits=str(raw.get("digits", "")),
-            pin=None if raw.get("pin") is None else str(raw["pin"]),
-            press=press,
-            wait=_number(raw.get("wait", 0), path, f"{where} wait"),
-            unplug=bool(raw.get("unplug", False)),
-        ))
+        steps.append(
+            Step(
+                number=number,
+                expect=expect,
+                timeout=_number(raw.get("timeout", default_timeout), path, f"{where} timeout"),
+                insert=None if insert is None else base / str(insert),
+                enter=bool(raw.get("enter", True)),
+                remove=bool(raw.get("remove", False)),
+                digits=str(raw.get("digits", "")),
+                pin=None if raw.get("pin") is None else str(raw["pin"]),
+                press=press,
+                wait=_number(raw.get("wait", 0), path, f"{where} wait"),
+                unplug=bool(raw.get("unplug", False)),
+            )
+        )
     return steps
 
 

@@ -183,17 +183,24 @@ class _Connection:
                 session.end()
             self.sessions.clear()
             if not message.min_version <= DEVICE_PROTOCOL_VERSION <= message.max_version:
-                self.send(DeviceErrorMessage(
-                    ErrorCode.UNSUPPORTED_VERSION,
-                    f"this PED speaks device protocol {DEVICE_PROTOCOL_VERSION}",
-                ))
+                self.send(
+                    DeviceErrorMessage(
+                        ErrorCode.UNSUPPORTED_VERSION,
+                        f"this PED speaks device protocol {DEVICE_PROTOCOL_VERSION}",
+                    )
+                )
                 return
             self.send(self.ped.info)
             log.info("host %r connected", message.host)
         elif isinstance(message, SessionOpen):
             if len(self.sessions) >= self.ped.info.max_sessions:
-                self.send(SessionClose(message.session, CloseReason.TOO_MANY_SESSIONS,
-                                       f"the PED serves at most {self.ped.info.max_sessions}"))
+                self.send(
+                    SessionClose(
+                        message.session,
+                        CloseReason.TOO_MANY_SESSIONS,
+                        f"the PED serves at most {self.ped.info.max_sessions}",
+                    )
+                )
                 return
             session = _Session(self, message.session)
             self.sessions[message.session] = session
@@ -206,8 +213,11 @@ class _Connection:
             try:
                 session.frames_send.send_nowait(message.frame)
             except trio.WouldBlock:
-                self.send(SessionClose(message.session, CloseReason.PROTOCOL_ERROR,
-                                       "too many frames queued"))
+                self.send(
+                    SessionClose(
+                        message.session, CloseReason.PROTOCOL_ERROR, "too many frames queued"
+                    )
+                )
                 session.end()
         elif isinstance(message, SessionClose):
             session = self.sessions.pop(message.session, None)
@@ -297,8 +307,12 @@ class _Session:
                 return
         try:
             outcome = await engine.read_secret(
-                Color.ORANGE, None, "Remote PED Vector", key_timeout=event.key_timeout,
-                session=self.id, emit=self.emit,
+                Color.ORANGE,
+                None,
+                "Remote PED Vector",
+                key_timeout=event.key_timeout,
+                session=self.id,
+                emit=self.emit,
             )
         except (operr.OperationError, PedBusy, Unplugged) as exc:
             self._refuse(exc)
@@ -311,9 +325,15 @@ class _Session:
         finally:
             rpv[:] = bytes(len(rpv))
         ok = isinstance(result, ev.ChannelEstablished)
-        self.emit(DeviceEvent(self.id, EventKind.HANDSHAKE, int(Color.ORANGE),
-                              outcome="ok" if ok else "rpv-mismatch",
-                              detail=f"hsm {self.side.hsm_serial or '?'}"[:200]))
+        self.emit(
+            DeviceEvent(
+                self.id,
+                EventKind.HANDSHAKE,
+                int(Color.ORANGE),
+                outcome="ok" if ok else "rpv-mismatch",
+                detail=f"hsm {self.side.hsm_serial or '?'}"[:200],
+            )
+        )
         self.flush()
 
     def _refuse(self, exc: BaseException) -> None:
@@ -324,8 +344,14 @@ class _Session:
         }.get(type(exc), RefuseReason.DEVICE_ERROR)
         if self.side.state.value == "await-rpv":
             self.side.refuse(reason, str(exc)[:200])
-        self.emit(DeviceEvent(self.id, EventKind.HANDSHAKE, int(Color.ORANGE),
-                              outcome=reason.name.lower().replace("_", "-")))
+        self.emit(
+            DeviceEvent(
+                self.id,
+                EventKind.HANDSHAKE,
+                int(Color.ORANGE),
+                outcome=reason.name.lower().replace("_", "-"),
+            )
+        )
         self.flush()
 
     async def _operation(self, event: ev.PedEvent, secret: bytearray | None) -> None:
@@ -339,14 +365,22 @@ class _Session:
                 try:
                     if isinstance(event, ev.ReadSecretRequested):
                         outcome = await engine.read_secret(
-                            event.color, event.keyset_id, event.label,
-                            key_timeout=event.key_timeout, session=self.id, emit=self.emit,
+                            event.color,
+                            event.keyset_id,
+                            event.label,
+                            key_timeout=event.key_timeout,
+                            session=self.id,
+                            emit=self.emit,
                         )
                     elif isinstance(event, ev.ImprintRequested):
                         outcome = await engine.imprint(
-                            event.color, event.label, new_secret=secret,
-                            allow_reuse=event.allow_reuse, key_timeout=event.key_timeout,
-                            session=self.id, emit=self.emit,
+                            event.color,
+                            event.label,
+                            new_secret=secret,
+                            allow_reuse=event.allow_reuse,
+                            key_timeout=event.key_timeout,
+                            session=self.id,
+                            emit=self.emit,
                         )
                     elif isinstance(event, ev.ShowRequested):
                         await engine.show(event.text, session=self.id, emit=self.emit)
@@ -378,7 +412,10 @@ class _Session:
             return
         if isinstance(event, ev.ReadSecretRequested):
             self.side.answer_read_secret(
-                outcome.secret, keyset_id=outcome.keyset_id, m=outcome.m, n=outcome.n  # type: ignore[attr-defined]
+                outcome.secret,
+                keyset_id=outcome.keyset_id,
+                m=outcome.m,
+                n=outcome.n,  # type: ignore[attr-defined]
             )
         elif isinstance(event, ev.ImprintRequested):
             o = outcome
@@ -395,7 +432,10 @@ class _Session:
                     )
                 secret = None
             self.side.answer_imprint(
-                keyset_id=o.keyset_id, m=o.m, n=o.n, pin=o.pin,  # type: ignore[attr-defined]
+                keyset_id=o.keyset_id,
+                m=o.m,
+                n=o.n,
+                pin=o.pin,  # type: ignore[attr-defined]
                 copies=min(o.copies, 255),  # type: ignore[attr-defined]
                 reused_secret=secret,
             )

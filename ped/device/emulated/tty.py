@@ -30,8 +30,21 @@ HELP = (
     " keys: 0-9  Enter=ENTER  y=YES  n=NO  Backspace=<  >  c/Esc=CLR",
     "       i=insert a key  r=remove the key  Ctrl-C=quit",
 )
-_MAP = {"\r": "ENTER", "\n": "ENTER", "y": "YES", "Y": "YES", "n": "NO", "N": "NO",
-        "\x7f": "<", "\x08": "<", "<": "<", ">": ">", "c": "CLR", "C": "CLR", "\x1b": "CLR"}
+_MAP = {
+    "\r": "ENTER",
+    "\n": "ENTER",
+    "y": "YES",
+    "Y": "YES",
+    "n": "NO",
+    "N": "NO",
+    "\x7f": "<",
+    "\x08": "<",
+    "<": "<",
+    ">": ">",
+    "c": "CLR",
+    "C": "CLR",
+    "\x1b": "CLR",
+}
 
 
 class TtyOperator:

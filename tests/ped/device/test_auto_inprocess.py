@@ -19,8 +19,9 @@ from .conftest import Ring
 
 async def start(ring: Ring, nursery: trio.Nursery, **options: object) -> InProcessPedDriver:
     ped = EmulatedPed(ring.path, serial="T-1")
-    operator = AutoOperator(ped.panel, ring.path, pin_file=ring.pin_file,
-                            options=AutoOptions(**options))  # type: ignore[arg-type]
+    operator = AutoOperator(
+        ped.panel, ring.path, pin_file=ring.pin_file, options=AutoOptions(**options)
+    )  # type: ignore[arg-type]
     nursery.start_soon(operator.run)
     driver = InProcessPedDriver(ped, nursery)
     await driver.open()
@@ -53,19 +54,23 @@ async def test_auto_reads_m_of_n_with_pin(ring: Ring, nursery: trio.Nursery) -> 
         assert not any(s in text for s in secret_hexes)
 
 
-async def test_auto_imprints_m_of_n_with_pin_and_duplicates(ring: Ring, nursery: trio.Nursery) -> None:
+async def test_auto_imprints_m_of_n_with_pin_and_duplicates(
+    ring: Ring, nursery: trio.Nursery
+) -> None:
     driver = await start(ring, nursery, m=2, n=3, pin=True, duplicates=1)
     transport = await driver.open_session()
     new_secret = bytearray(range(32))
     async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-1") as ped:
-        result = await ped.imprint(Color.BLACK, new_secret=bytearray(new_secret),
-                                   allow_reuse=True, label="CO")
+        result = await ped.imprint(
+            Color.BLACK, new_secret=bytearray(new_secret), allow_reuse=True, label="CO"
+        )
         assert (result.m, result.n, result.pin, result.copies) == (2, 3, True, 6)
         keyset = result.keyset_id
         # The HSM could not compute the PIN-derived secret itself: the PED returned it.
         assert result.secret is not None
         assert hmac.compare_digest(
-            bytes(result.secret), bytes(secret_for_hsm(new_secret, keyset, "1357")))
+            bytes(result.secret), bytes(secret_for_hsm(new_secret, keyset, "1357"))
+        )
         # Read it back through the PED: 2 of the 6 keys, PIN from the PIN file.
         read = await ped.read_secret(Color.BLACK, keyset, label="CO")
         assert hmac.compare_digest(bytes(read.secret), bytes(result.secret))

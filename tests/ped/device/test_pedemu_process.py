@@ -33,8 +33,17 @@ async def wait_for_socket(path: Path, process: trio.Process) -> None:
 async def test_socket_pedemu_auto(ring: Ring, tmp_path: Path) -> None:
     sock = tmp_path / "ped.sock"
     process = await trio.lowlevel.open_process(
-        [*PEDEMU, "--keyring", str(ring.path), "--socket", str(sock),
-         "--pin-file", str(ring.pin_file), "--serial", "SOCK-1"],
+        [
+            *PEDEMU,
+            "--keyring",
+            str(ring.path),
+            "--socket",
+            str(sock),
+            "--pin-file",
+            str(ring.pin_file),
+            "--serial",
+            "SOCK-1",
+        ],
         stderr=subprocess.PIPE,
     )
     try:
@@ -88,7 +97,9 @@ async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
     master, slave = os.openpty()
     process = await trio.lowlevel.open_process(
         [*PEDEMU, "--keyring", str(ring.path), "--socket", str(sock), "--operator", "tty"],
-        stdin=slave, stdout=slave, stderr=subprocess.DEVNULL,
+        stdin=slave,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
     )
     os.close(slave)
     terminal = trio.lowlevel.FdStream(master)

@@ -25,9 +25,9 @@ from .conftest import Ring, key_of
 BIG = 100_000.0  # HSM-side operation timeout far beyond the PED-key timeouts under test
 
 
-async def setup(ring: Ring, nursery: trio.Nursery, script: str,
-                **ped_options: object) -> tuple[InProcessPedDriver, ScriptOperator, EmulatedPed,
-                                                 list[DeviceEvent]]:
+async def setup(
+    ring: Ring, nursery: trio.Nursery, script: str, **ped_options: object
+) -> tuple[InProcessPedDriver, ScriptOperator, EmulatedPed, list[DeviceEvent]]:
     path = ring.path.parent / "script.toml"
     path.write_text(script)
     ped = EmulatedPed(ring.path, **ped_options)  # type: ignore[arg-type]
@@ -49,7 +49,9 @@ def orange_steps(ring: Ring) -> str:
 
 
 async def test_read_m_of_n_with_pin(ring: Ring, nursery: trio.Nursery) -> None:
-    script = orange_steps(ring) + f"""
+    script = (
+        orange_steps(ring)
+        + f"""
 [[step]]
 expect = "Insert a BLUE PED key"
 insert = "{name(ring, Color.BLUE, 3)}"
@@ -60,9 +62,9 @@ pin = "{ring.so_pin}"
 expect = "Key 2 of 2"
 insert = "{name(ring, Color.BLUE, 1)}"
 """
+    )
     driver, operator, _ped, events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
         result = await ped.read_secret(Color.BLUE, ring.so_keyset, label="HSM SO")
         assert hmac.compare_digest(bytes(result.secret), bytes(ring.so_expected()))
     assert operator.done.is_set()
@@ -72,7 +74,9 @@ insert = "{name(ring, Color.BLUE, 1)}"
 async def test_imprint_m_of_n_pin_duplicates(ring: Ring, nursery: trio.Nursery) -> None:
     blanks = [p.name for p in Keyring(ring.path).blanks()]
     blanks += [p.name for p in Keyring(ring.path).add_blanks(3)]
-    script = orange_steps(ring) + f"""
+    script = (
+        orange_steps(ring)
+        + """
 [[step]]
 expect = "Reuse an existing keyset"
 press = "NO"
@@ -94,14 +98,14 @@ press = "YES"
 [[step]]
 expect = "Copies of each key"
 pin = "1"
-""" + "".join(
-        f'[[step]]\nexpect = "Insert a blank key"\ninsert = "{b}"\n' for b in blanks[:4]
+"""
+        + "".join(f'[[step]]\nexpect = "Insert a blank key"\ninsert = "{b}"\n' for b in blanks[:4])
     )
-    driver, operator, _ped, events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
-        result = await ped.imprint(Color.WHITE, new_secret=bytearray(32), allow_reuse=True,
-                                   label="audit")
+    driver, _operator, _ped, events = await setup(ring, nursery, script)
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
+        result = await ped.imprint(
+            Color.WHITE, new_secret=bytearray(32), allow_reuse=True, label="audit"
+        )
         assert (result.m, result.n, result.pin, result.copies) == (2, 2, True, 4)
     written = Keyring(ring.path).keys(Color.WHITE, result.keyset_id)
     assert sorted(e.path.name for e in written) == sorted(blanks[:4])
@@ -112,7 +116,9 @@ pin = "1"
 async def test_wrong_colour_is_refused_on_the_ped_and_reprompted(
     ring: Ring, nursery: trio.Nursery
 ) -> None:
-    script = orange_steps(ring) + f"""
+    script = (
+        orange_steps(ring)
+        + f"""
 [[step]]
 expect = "Insert a RED"
 insert = "{name(ring, Color.BLUE)}"
@@ -120,9 +126,9 @@ insert = "{name(ring, Color.BLUE)}"
 expect = "Wrong colour: BLUE key"
 insert = "{name(ring, Color.RED)}"
 """
-    driver, operator, _ped, events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
+    )
+    driver, _operator, _ped, events = await setup(ring, nursery, script)
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
         result = await ped.read_secret(Color.RED)
         assert (result.m, result.n) == (1, 1)
     refused = [e for e in events if e.kind is EventKind.KEY_REFUSED]
@@ -131,7 +137,9 @@ insert = "{name(ring, Color.RED)}"
 
 async def test_blank_is_refused_on_the_ped(ring: Ring, nursery: trio.Nursery) -> None:
     blank = Keyring(ring.path).blanks()[0].name
-    script = orange_steps(ring) + f"""
+    script = (
+        orange_steps(ring)
+        + f"""
 [[step]]
 expect = "Insert a RED"
 insert = "{blank}"
@@ -139,37 +147,43 @@ insert = "{blank}"
 expect = "Key is blank"
 insert = "{name(ring, Color.RED)}"
 """
+    )
     driver, _operator, _ped, events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
         await ped.read_secret(Color.RED)
     assert [e.outcome for e in events if e.kind is EventKind.KEY_REFUSED] == ["blank"]
 
 
-async def test_key_of_another_keyset_is_a_keyset_mismatch(ring: Ring, nursery: trio.Nursery) -> None:
+async def test_key_of_another_keyset_is_a_keyset_mismatch(
+    ring: Ring, nursery: trio.Nursery
+) -> None:
     other = Keyring(ring.path).imprint(new_keyset(Color.BLUE, "other SO", 1, 1), create=True)
-    script = orange_steps(ring) + f"""
+    script = (
+        orange_steps(ring)
+        + f"""
 [[step]]
 expect = "Insert a BLUE"
 insert = "{other[0].name}"
 [[step]]
 expect = "Wrong keyset"
 """
+    )
     driver, operator, _ped, _events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
         with pytest.raises(KeysetMismatch):
             await ped.read_secret(Color.BLUE, ring.so_keyset)
         assert ped.usable
     await operator.done.wait()
 
 
-async def test_key_timeout(ring: Ring, nursery: trio.Nursery,
-                           autojump_clock: trio.testing.MockClock) -> None:
+async def test_key_timeout(
+    ring: Ring, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     script = orange_steps(ring) + '[[step]]\nexpect = "Insert a RED"\n'
     driver, _operator, ped_device, events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H",
-                                op_timeout=BIG) as ped:
+    async with open_ped_session(
+        await driver.open_session(), rpv=ring.rpv, hsm_serial="H", op_timeout=BIG
+    ) as ped:
         start = trio.current_time()
         with pytest.raises(KeyTimeout):
             await ped.read_secret(Color.RED)  # default PED-key timeout: 200 s
@@ -181,19 +195,20 @@ async def test_key_timeout(ring: Ring, nursery: trio.Nursery,
 async def test_clr_cancels_on_the_ped(ring: Ring, nursery: trio.Nursery) -> None:
     script = orange_steps(ring) + '[[step]]\nexpect = "Insert a RED"\npress = "CLR"\n'
     driver, _operator, _ped, _events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv,
-                                hsm_serial="H") as ped:
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
         with pytest.raises(OperationCancelled):
             await ped.read_secret(Color.RED)
         assert ped.usable
 
 
-async def test_hsm_cancel_returns_the_ped_to_idle(ring: Ring, nursery: trio.Nursery,
-                                                   autojump_clock: trio.testing.MockClock) -> None:
+async def test_hsm_cancel_returns_the_ped_to_idle(
+    ring: Ring, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     script = orange_steps(ring) + '[[step]]\nexpect = "Insert a RED"\n'
     driver, operator, ped_device, _events = await setup(ring, nursery, script)
-    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H",
-                                op_timeout=BIG) as ped:
+    async with open_ped_session(
+        await driver.open_session(), rpv=ring.rpv, hsm_serial="H", op_timeout=BIG
+    ) as ped:
         with trio.move_on_after(50):
             await ped.read_secret(Color.RED)
         await operator.done.wait()
@@ -215,8 +230,9 @@ async def test_unplug_is_device_gone(ring: Ring, nursery: trio.Nursery) -> None:
     assert driver.is_open
 
 
-async def test_expect_not_shown_fails_the_script(ring: Ring, nursery: trio.Nursery,
-                                                  autojump_clock: trio.testing.MockClock) -> None:
+async def test_expect_not_shown_fails_the_script(
+    ring: Ring, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     path = ring.path.parent / "bad.toml"
     path.write_text('[[step]]\nexpect = "Insert a GREEN"\ntimeout = 5\n')
     ped = EmulatedPed(ring.path)
@@ -229,9 +245,9 @@ async def test_expect_not_shown_fails_the_script(ring: Ring, nursery: trio.Nurse
     ("text", "message"),
     [
         ("[[step]]\nfrobnicate = 1\n", "unknown field"),
-        ("[[step]]\npress = \"MAYBE\"\n", "not a PED key"),
-        ("[[step]]\nexpect = \"(\"\n", "not a valid regex"),
-        ("[[step]]\npin = \"12a\"\n", "digits"),
+        ('[[step]]\npress = "MAYBE"\n', "not a PED key"),
+        ('[[step]]\nexpect = "("\n', "not a valid regex"),
+        ('[[step]]\npin = "12a"\n', "digits"),
         ("title = 1\n", "unknown table"),
         ("", "at least one"),
         ("[[step\n", "not valid TOML"),

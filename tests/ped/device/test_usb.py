@@ -18,8 +18,9 @@ from ped.hsm_api import open_ped_session
 from .conftest import Ring
 
 
-def plug_ped(backend: FakeUsbBackend, ped: EmulatedPed, nursery: trio.Nursery,
-             **device_options: object) -> FakeUsbDevice:
+def plug_ped(
+    backend: FakeUsbBackend, ped: EmulatedPed, nursery: trio.Nursery, **device_options: object
+) -> FakeUsbDevice:
     device = FakeUsbDevice(**device_options)  # type: ignore[arg-type]
     backend.plug(device)
     nursery.start_soon(ped.serve, device.device_stream)
