@@ -26,6 +26,7 @@ else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -42,8 +43,9 @@ from ped.transport import TransportError
 
 log = logging.getLogger("pedhsm.ped")
 
-#: Used only when ``ped.channel`` does not export its own (see the module docstring).
-_FALLBACK_LOCAL_RPV = bytes(32)
+#: The fixed, public "RPV" of a cabled PED (ARCHITECTURE.md, "A PED attached locally"),
+#: used only while ``ped.channel`` does not export ``LOCAL_RPV`` itself.
+_FALLBACK_LOCAL_RPV = hashlib.sha256(b"remote-ped/local-ped-channel/v1").digest()
 
 
 def local_rpv() -> bytes:
@@ -145,8 +147,10 @@ class PedRouter:
         serial: str,
         timeouts: Callable[[], dict[str, int]],
         on_drop: Callable[[str], None],
+        driver_factory: Callable[[str], Any] | None = None,
     ) -> None:
         self.local_uri = local_uri
+        self._driver_factory = driver_factory
         self.pedclient_socket = pedclient_socket
         self.serial = serial
         self._timeouts = timeouts
@@ -251,7 +255,8 @@ class PedRouter:
         try:
             if self._driver is None or not self._driver.is_open:
                 try:
-                    self._driver = open_driver(self.local_uri or "")
+                    factory = self._driver_factory or open_driver
+                    self._driver = factory(self.local_uri or "")
                     await self._driver.open()
                 except PedError as exc:
                     self._driver = None

@@ -1,0 +1,165 @@
+"""The HSM engine against the emulated PED (script operator), through ped.hsm_api.
+
+The PED runs in this process (`InProcessPedDriver`) in local mode: the HSM's channel is
+keyed by the local-PED RPV and the operator allows it on the PED.  Everything between the
+HSM's `PedRouter` and the PED's engine is the production code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import ped.channel
+from hsm.clock import ManualClock
+from hsm.crypto import MasterKey
+from hsm.engine import Hsm
+from hsm.errors import LockedOut, LoginFailed, PedUnavailable, Zeroized
+from hsm.pedlink import PedRouter, local_rpv
+from hsm.store import HSM_SCOPE, Store
+from keys.colors import Color
+from ped.device.emulated.inprocess import InProcessPedDriver
+from ped.device.emulated.script import ScriptOperator, load_script
+from ped.device.emulated.server import EmulatedPed
+from tests.hsm.emulated import Script, make_keyring
+
+SO_PIN = "4321"
+
+
+class Bench:
+    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+        self.tmp = tmp
+        self.nursery = nursery
+        self.keys = tmp / "keys"
+        self.blanks, self.extra = make_keyring(self.keys)
+        self.home = tmp / "home"
+        self.home.mkdir(mode=0o700)
+        self.notes: list[str] = []
+        self.clock = ManualClock()
+        self.store = Store(self.home)
+        self.master = MasterKey.load_or_create(self.home)
+        self.ped = EmulatedPed(self.keys, mode="local")
+        self.router = PedRouter(
+            local_uri="inprocess:",
+            pedclient_socket=None,
+            serial="150002",
+            timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
+            on_drop=lambda reason: None,
+            driver_factory=lambda uri: InProcessPedDriver(self.ped, nursery),
+        )
+        self.hsm = Hsm(self.home, self.store, self.master, self.clock, self.router, "150002")
+        self.hsm.power_on()
+        self.operator: ScriptOperator | None = None
+
+    def run_script(self, script: Script) -> ScriptOperator:
+        path = script.write(self.tmp / f"script{len(self.notes)}.toml")
+        operator = ScriptOperator(self.ped.panel, load_script(path, self.keys))
+        self.nursery.start_soon(operator.run)
+        self.operator = operator
+        return operator
+
+    def notify(self, text: str) -> None:
+        self.notes.append(text)
+
+
+@pytest.fixture
+async def bench(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Bench]:
+    if getattr(ped.channel, "LOCAL_RPV", None) is None:
+        # Until ped.channel exports it, the PED side uses the HSM's value (same constant).
+        monkeypatch.setattr(ped.channel, "LOCAL_RPV", local_rpv(), raising=False)
+    b = Bench(tmp_path, nursery)
+    yield b
+    b.store.close()
+
+
+async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
+    so, red, stranger = bench.blanks[0], bench.blanks[1], bench.extra["stranger"]
+    s = Script()
+    s.session().imprint(so, pin=SO_PIN).imprint(red)  # hsm init
+    s.session().read(Color.BLUE, so, SO_PIN)  # hsm login: right key and PIN
+    s.session().read(Color.BLUE, so, "9999")  # wrong PIN: counted
+    s.session().read(Color.BLUE, stranger)  # a blue key of another keyset: counted
+    # the red key offered for blue is refused on the PED (not counted), then the right one
+    s.session().read(Color.BLUE, red).read(Color.BLUE, so, SO_PIN)
+    s.session().read(Color.BLUE, so, "1111")
+    s.session().read(Color.BLUE, so, "2222")
+    s.session().read(Color.BLUE, so, "3333")
+    operator = bench.run_script(s)
+
+    await bench.hsm.hsm_init(bench.notify, "emulated")
+    assert "Please attend to the PED." in bench.notes
+    await bench.hsm.hsm_login(bench.notify)
+    bench.hsm.hsm_logout()
+    with pytest.raises(LoginFailed, match="1 consecutive failure"):
+        await bench.hsm.hsm_login(bench.notify)
+    with pytest.raises(LoginFailed, match="another keyset"):
+        await bench.hsm.hsm_login(bench.notify)
+    assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 2
+    await bench.hsm.hsm_login(bench.notify)  # wrong colour on the way did not count
+    assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 0
+    bench.hsm.hsm_logout()
+    for n in (1, 2):
+        with pytest.raises(LoginFailed, match=f"{n} consecutive"):
+            await bench.hsm.hsm_login(bench.notify)
+    with pytest.raises(Zeroized):
+        await bench.hsm.hsm_login(bench.notify)
+    assert not bench.hsm.initialised
+    with trio.fail_after(30):
+        await operator.done.wait()
+
+
+async def test_partition_roles_and_co_lockout_on_the_emulated_ped(bench: Bench) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init (no PINs: fast)
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2]).imprint(b[3])  # partition init: partition SO, domain
+    s.session().read(Color.BLUE, b[2])  # role login so
+    s.session().imprint(b[4])  # role init co (black)
+    s.session().read(Color.BLACK, b[4])  # role login co
+    s.session().read(Color.BLACK, b[4])  # role activate co (policy 22)
+    s.session().read(Color.BLACK, b[5])  # a blank black-slot key: refused on the PED...
+    operator = bench.run_script(s)
+    h, n = bench.hsm, bench.notify
+    await h.hsm_init(n, "emulated")
+    await h.hsm_login(n)
+    h.partition_create("p1")
+    await h.partition_init(n, "p1")
+    await h.role_login(n, "p1", "so", None)
+    h.partition_changepolicy("p1", 20, 2)
+    h.partition_changepolicy("p1", 22, 1)
+    await h.role_init(n, "p1", "co", b"app secret")
+    await h.role_login(n, "p1", "co", None)
+    h.object_create("p1", "k1", b"value")
+    await h.role_activate(n, "p1", "co")
+    # with the CO activated, an application logs in with the challenge alone: no PED
+    await h.role_login(n, "p1", "co", b"app secret")
+    assert [o["label"] for o in h.object_list("p1")] == ["k1"]
+    with pytest.raises(LoginFailed, match="wrong challenge"):
+        await h.role_login(n, "p1", "co", b"guess 1")
+    with pytest.raises(LockedOut, match="permanently"):
+        await h.role_login(n, "p1", "co", b"guess 2")  # policy 20 lowered the threshold to 2
+    # ...and the pending PED step is never reached: the role is locked before the PED
+    with pytest.raises(LockedOut):
+        await h.role_login(n, "p1", "co", None)
+    assert not operator.done.is_set()
+
+
+async def test_ped_key_timeout_is_not_counted(bench: Bench) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session()  # hsm login: the handshake is allowed, then nobody presents a key
+    operator = bench.run_script(s)
+    await bench.hsm.hsm_init(bench.notify, "emulated")
+    # A short PED-key timeout (below the shell's 200 s minimum, for the test only).
+    bench.router._timeouts = lambda: {"rped": 1800, "pedk": 1, "pedo": 920}
+    with pytest.raises(PedUnavailable, match=r"not counted|did not complete"):
+        await bench.hsm.hsm_login(bench.notify)
+    assert operator.done.is_set()
+    assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 0
