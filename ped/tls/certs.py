@@ -36,6 +36,7 @@ import hashlib
 import os
 import re
 import secrets
+import warnings
 from pathlib import Path
 
 import attrs
@@ -43,6 +44,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ped.tls.errors import (
@@ -284,6 +286,14 @@ def check_self_signed(cert: x509.Certificate, *, source: str) -> None:
     try:
         if cert.version is not x509.Version.v3:
             raise UnsupportedCertificate(f"{source}: an X.509 version 1 certificate; {hint}")
+        with warnings.catch_warnings():  # cryptography warns on a non-positive serial
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            serial = cert.serial_number
+        if not 0 < serial < 2**160:
+            raise UnsupportedCertificate(
+                f"{source}: the serial number is not a positive number of at most 20 "
+                f"octets (RFC 5280 4.1.2.2); {hint}"
+            )
         pub = cert.public_key()
         if isinstance(pub, rsa.RSAPublicKey) and pub.key_size < 2048:
             raise UnsupportedCertificate(
@@ -425,7 +435,10 @@ def _parse_single_certificate(data: bytes, *, source: str, allow_key: bool) -> x
         )
     start = data.index(b"-----BEGIN CERTIFICATE-----")
     try:
-        cert = x509.load_pem_x509_certificate(data[start:])
+        with warnings.catch_warnings():
+            # A non-positive serial only warns today; it is refused below.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_pem_x509_certificate(data[start:])
     except (ValueError, x509.InvalidVersion):
         raise NotACertificate(
             f"{source}: the CERTIFICATE block is damaged (not valid base64 DER X.509)"

@@ -222,3 +222,19 @@ def test_generate_rejects_bad_parameters() -> None:
         certs.generate_certificate("x" * 65)
     with pytest.raises(ValueError, match="days"):
         certs.generate_certificate("x", days=0)
+
+
+def test_negative_serial_is_refused(tmp_path) -> None:
+    import base64
+
+    _, cert = certs.generate_certificate("neg")
+    der = bytearray(cert.public_bytes(serialization.Encoding.DER))
+    assert der[13] == 0x02  # tbsCertificate: version [0] (5 bytes at 8..12), then serial
+    der[15] |= 0x80  # the serial's first octet: now a negative INTEGER
+    pem = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(UnsupportedCertificate, match="serial number is not a positive"):
+        certs.load_certificate_pem(pem)

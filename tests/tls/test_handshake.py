@@ -360,3 +360,118 @@ async def test_dialling_a_closed_port_is_unreachable(server: Daemon, client: Dae
     with pytest.raises(PeerUnreachable, match="pedclient mode start --peer-listen") as info:
         await open_pinned_tls_client("127.0.0.1", port, server.identity, server.pins, timeout=5)
     assert info.value.retriable
+
+
+async def test_listener_refuses_dialler_with_wrong_key_for_certificate(
+    server: Daemon, client: Daemon
+) -> None:
+    """An impostor shows the registered pedserver's certificate (public) but signs with
+    another key: refused, naming the certificate, and the impostor gets decrypt_error."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ped.tls import accept_pinned_tls
+
+    from .forge import ForgingPeer
+
+    register_each_other(server, client)
+    wrong_key = ec.generate_private_key(ec.SECP256R1())
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    seen: dict[str, object] = {}
+
+    async def listen() -> None:
+        tcp = await listeners[0].accept()
+        try:
+            seen["listener"] = await accept_pinned_tls(tcp, client.identity, client.pins, timeout=5)
+        except Exception as exc:
+            seen["listener"] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listen)
+        forger = ForgingPeer(
+            await trio.open_tcp_stream("127.0.0.1", port), server.identity.certificate, wrong_key
+        )
+        await forger.run_client()
+        seen["alert"] = await forger.read_alert()
+        await forger.stream.aclose()
+    await listeners[0].aclose()
+    assert_refused_theirs(
+        seen["listener"],
+        RejectReason.WRONG_KEY,
+        server.identity.fingerprint,
+        "without holding its private key",
+    )
+    assert seen["alert"] == 51  # decrypt_error: the impostor is told its signature failed
+
+
+async def test_dialler_refuses_listener_with_wrong_key_for_certificate(
+    server: Daemon, client: Daemon
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ped.tls import open_pinned_tls_client
+
+    from .forge import ForgingPeer
+
+    register_each_other(server, client)
+    wrong_key = ec.generate_private_key(ec.SECP256R1())
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    seen: dict[str, object] = {}
+
+    async def forge() -> None:
+        tcp = await listeners[0].accept()
+        forger = ForgingPeer(tcp, client.identity.certificate, wrong_key)
+        await forger.run_server()
+        seen["alert"] = await forger.read_alert()
+        await tcp.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(forge)
+        with pytest.raises(PeerRejected) as info:
+            await open_pinned_tls_client(
+                "127.0.0.1", port, server.identity, server.pins, timeout=5, peer_name="hsm1"
+            )
+    await listeners[0].aclose()
+    assert_refused_theirs(
+        info.value,
+        RejectReason.WRONG_KEY,
+        client.identity.fingerprint,
+        "without holding its private key",
+    )
+    assert seen["alert"] == 51
+
+
+async def test_forger_with_the_right_key_is_accepted(server: Daemon, client: Daemon) -> None:
+    """Control for the two tests above: the forger is a working TLS 1.3 client, so the
+    refusals come from the key and nothing else."""
+    from cryptography.hazmat.primitives import serialization
+
+    from ped.tls import ACCEPTED, accept_pinned_tls
+
+    from .forge import ForgingPeer
+
+    register_each_other(server, client)
+    right_key = serialization.load_pem_private_key(server.identity.path.read_bytes(), None)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    seen: dict[str, object] = {}
+
+    async def listen() -> None:
+        tcp = await listeners[0].accept()
+        stream, name, fp = await accept_pinned_tls(tcp, client.identity, client.pins, timeout=5)
+        seen["peer"] = (name, fp)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listen)
+        forger = ForgingPeer(
+            await trio.open_tcp_stream("127.0.0.1", port), server.identity.certificate, right_key
+        )
+        await forger.run_client()
+        kind, data = await forger._read_record()
+        seen["first"] = (kind, data)
+        await forger.stream.aclose()
+    await listeners[0].aclose()
+    assert seen["peer"] == ("ws1", server.identity.fingerprint)
+    assert seen["first"] == (23, ACCEPTED)  # decrypted with the forger's own key schedule
