@@ -21,7 +21,12 @@ from ped.link.connection import (
     shorter_idle,
 )
 from ped.link.errors import ConnectFailed, LinkClosed, describe_close
-from ped.link.hsm_side import PedclientTransport, connect_via_pedclient
+from ped.link.hsm_side import (
+    PEDCLIENT_SOCKET_NAME,
+    PedclientTransport,
+    connect_via_pedclient,
+    default_pedclient_socket,
+)
 from ped.link.messages import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -58,6 +63,7 @@ __all__ = [
     "LINK_VERSION_MAX",
     "LINK_VERSION_MIN",
     "OP_TRANSITIONS",
+    "PEDCLIENT_SOCKET_NAME",
     "Busy",
     "Close",
     "CloseCode",
@@ -89,6 +95,7 @@ __all__ = [
     "Side",
     "connect_via_pedclient",
     "decode",
+    "default_pedclient_socket",
     "describe_close",
     "encode",
     "negotiate_version",

@@ -178,6 +178,7 @@ class LinkConnection:
         self._decoder = FrameDecoder(accepted=accepted_types(hop), max_payload=max_payload)
         self._max_payload = max_payload
         self._eof = False
+        self._we_closed = False
         self._lost_reported = False
         self._failed: RemoteProtocolError | None = None
 
@@ -189,6 +190,23 @@ class LinkConnection:
             raise LocalProtocolError("this link failed; close its connection")
         self._check_welcome_we_send(message)
         self._transition(self.side, message, LocalProtocolError)
+        if isinstance(message, Close | LinkRefused) or (
+            isinstance(message, ConnectResult) and not message.ok
+        ):
+            self._we_closed = True
+        return encode_frame(encode(message), max_payload=self._max_payload)
+
+    def send_final(self, message: Close | LinkRefused | ConnectResult) -> bytes:
+        """Last words: a Close (or a refusal) even after the peer broke the protocol.
+
+        Allowed in any state; the link is CLOSED afterwards and nothing more may be sent.
+        """
+        if not isinstance(message, Close | LinkRefused | ConnectResult):
+            raise LocalProtocolError("only Close, LinkRefused or ConnectResult are last words")
+        if self._we_closed or (self.state is LinkState.CLOSED and self._failed is None):
+            raise LocalProtocolError("the link is already closed")
+        self.state = LinkState.CLOSED
+        self._we_closed = True
         return encode_frame(encode(message), max_payload=self._max_payload)
 
     # ---------------------------------------------------------------- receiving
@@ -209,19 +227,26 @@ class LinkConnection:
         if self._failed is not None:
             raise LocalProtocolError("this link failed; close its connection")
         try:
-            frame = self._decoder.next_frame()
-            if frame is None:
-                if self._eof and not self._lost_reported:
-                    self._decoder.check_eof()
-                    self._lost_reported = True
-                    clean = self.close_message is not None
-                    self.state = LinkState.CLOSED
-                    return ConnectionLost(clean)
-                return None
-            message = decode(frame)
-            self._check_welcome_we_receive(message)
-            self._transition(_other(self.side), message, RemoteProtocolError)
-            return message
+            while True:
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    if self._eof and not self._lost_reported:
+                        self._decoder.check_eof()
+                        self._lost_reported = True
+                        clean = self.close_message is not None
+                        self.state = LinkState.CLOSED
+                        return ConnectionLost(clean)
+                    return None
+                message = decode(frame)
+                if self._we_closed:
+                    # The peer may have sent this before it saw our Close: not an error,
+                    # but nothing to act on either.
+                    if isinstance(message, Close) and self.close_message is None:
+                        self.close_message = message
+                    continue
+                self._check_welcome_we_receive(message)
+                self._transition(_other(self.side), message, RemoteProtocolError)
+                return message
         except RemoteProtocolError as exc:
             self._failed = exc
             self.state = LinkState.CLOSED

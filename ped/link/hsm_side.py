@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from pathlib import Path
 
 import trio
 
@@ -49,6 +50,16 @@ from ped.wire.types import E2E_RANGE
 
 #: How long we wait for pedserver's answer to OpBegin beyond the wait we asked for.
 ANSWER_MARGIN = 30.0
+#: pedclient's local endpoint, in its home directory.
+PEDCLIENT_SOCKET_NAME = "pedclient.sock"
+
+
+def default_pedclient_socket(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where pedclient listens for HSMs: HOME/pedclient.sock, HOME being *home*, else
+    ``PEDCLIENT_HOME``, else pedclient's default home (see `ped.daemon.home`)."""
+    from ped.daemon.home import resolve_home
+
+    return resolve_home(home, "pedclient", create=False) / PEDCLIENT_SOCKET_NAME
 
 
 class PedclientTransport:

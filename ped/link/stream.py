@@ -13,7 +13,7 @@ import trio
 
 from ped.link.connection import ConnectionLost, LinkConnection, LinkState
 from ped.link.errors import LinkClosed
-from ped.link.messages import Message
+from ped.link.messages import Close, ConnectResult, LinkRefused, Message
 
 RECEIVE_CHUNK = 16 * 1024
 
@@ -24,6 +24,7 @@ class LinkStream:
         self.connection = connection
         self._send_lock = trio.Lock()
         self._closed = False
+        self._final_sent = False
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -65,13 +66,25 @@ class LinkStream:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
 
-    async def send_close_quietly(self, message: Message, *, timeout: float = 2.0) -> None:
-        """Best-effort last frame (a Close or a refusal) then close; never raises."""
+    async def send_close_quietly(
+        self, message: Close | LinkRefused | ConnectResult, *, timeout: float = 2.0
+    ) -> None:
+        """Best-effort last frame (a Close or a refusal), then close the stream; never
+        raises.  Sent even after the peer broke the protocol, so it learns why."""
+        if not self._final_sent and not self._closed:
+            self._final_sent = True
+            with trio.move_on_after(timeout) as scope:
+                scope.shield = True
+                try:
+                    data = self.connection.send_final(message)
+                    async with self._send_lock:
+                        await self.stream.send_all(data)
+                    self.bytes_out += len(data)
+                except Exception:  # noqa: S110 - the peer may be gone already; closing anyway
+                    pass
+        # Another task may be writing the last words right now: let it finish first.
         with trio.move_on_after(timeout) as scope:
             scope.shield = True
-            try:
-                if self.connection.state is not LinkState.CLOSED:
-                    await self.send(message)
-            except Exception:  # noqa: S110 - the peer may be gone already; closing anyway
+            async with self._send_lock:
                 pass
         await self.aclose()

@@ -1,0 +1,83 @@
+"""pedclient's settings: config keys, defaults and checks, and the home layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from ped.daemon.config import ConfigKey, ConfigSchema, in_range
+from ped.link.hsm_side import PEDCLIENT_SOCKET_NAME
+from ped.link.messages import DEFAULT_IDLE_TIMEOUT
+
+
+def _level_check(value: str) -> str | None:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        return "must be debug, info, warning or error"
+    return None
+
+
+SCHEMA = ConfigSchema(
+    [
+        ConfigKey("idle_timeout", int, DEFAULT_IDLE_TIMEOUT,
+                  "seconds a link may go without a PED operation (the shorter end wins)",
+                  in_range(1, 99999)),
+        ConfigKey("socket_read_rsp_timeout", int, 120,
+                  "seconds without hearing from pedserver (keepalives count) before the "
+                  "link is declared lost", in_range(10, 99999)),
+        ConfigKey("connect_timeout", int, 10,
+                  "longest an HSM's connect may take unless it asks for less",
+                  in_range(1, 600)),
+        ConfigKey("max_links", int, 16, "links (HSMs) served at once", in_range(1, 1024)),
+        ConfigKey("request_timeout", int, 10,
+                  "seconds a local HSM has to send its connect request", in_range(1, 300)),
+        ConfigKey("socket", str, "",
+                  f"local endpoint for HSMs (empty: HOME/{PEDCLIENT_SOCKET_NAME})"),
+        ConfigKey("log_level", str, "info", "debug, info, warning or error", _level_check),
+    ]
+)
+
+
+@attrs.frozen
+class Settings:
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    socket_read_rsp_timeout: int = 120
+    connect_timeout: int = 10
+    max_links: int = 16
+    request_timeout: int = 10
+    socket: str = ""
+    log_level: str = "info"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, object]) -> Settings:
+        return cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+
+
+@attrs.frozen
+class Layout:
+    """Files in pedclient's home."""
+
+    home: Path
+    socket_override: str = ""
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def control(self) -> Path:
+        return self.home / "control.sock"
+
+    @property
+    def endpoint(self) -> Path:
+        if self.socket_override:
+            return Path(self.socket_override).expanduser()
+        return self.home / PEDCLIENT_SOCKET_NAME
+
+    @property
+    def pid(self) -> Path:
+        return self.home / "pedclient.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "pedclient.log"

@@ -1,0 +1,340 @@
+"""``pedserver``: the workstation daemon's command line.
+
+    pedserver mode start [--ip ADDR] [--port 1503] --device URI [--home DIR]
+                         [--config FILE] [--foreground] [--idle-timeout S]
+                         [--socket-read-rsp-timeout S] [--log-level L]
+    pedserver mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
+
+Luna spellings work too (``pedserver -mode start -port 1503 -socketreadrsptimeout 300``).
+Settings: command line beats the config file (``--config`` or HOME/config.toml) beats
+built-in defaults.  HOME is ``--home``, else ``PEDSERVER_HOME``, else a per-user state
+directory.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from ped.cliutil import normalize_luna_argv
+from ped.daemon.cli import (
+    EXIT_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_command,
+    no_mode_message,
+    single_error,
+    stop_command,
+)
+from ped.daemon.config import ConfigError, load_config
+from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
+from ped.daemon.home import HomeError, resolve_home
+from ped.daemon.logs import setup_logging
+from ped.daemon.process import (
+    READY_FD_ENV,
+    DaemonStartError,
+    PidFile,
+    notify_failed,
+    notify_ready,
+    start_background,
+)
+from ped.daemon.signals import watch_stop_signals
+from ped.device import PedDriver
+from ped.errors import PedError
+from pedserver.server import PedServer, ServerStartError
+from pedserver.settings import SCHEMA, Layout, Settings
+
+PROG = "pedserver"
+MODES = ("start", "stop", "show", "config")
+COMMAND_WORDS = ("mode", "appliance")
+#: option dest -> config key, for the options that override the config file.
+OVERRIDES = {
+    "ip": "ip",
+    "port": "port",
+    "device": "device",
+    "idle_timeout": "idle_timeout",
+    "socket_read_rsp_timeout": "socket_read_rsp_timeout",
+    "log_level": "log_level",
+}
+
+DriverFactory = Callable[[str], PedDriver]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", metavar="DIR",
+                   help="pedserver's home (default: $PEDSERVER_HOME or a per-user directory)")
+    p.add_argument("--config", "--configfile", metavar="FILE",
+                   help="config file (default: HOME/config.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve a PED device to HSMs over the network (Remote PED).",
+        epilog="Luna spellings are accepted: pedserver -mode start -port 1503",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="mode")
+    mode = commands.add_parser("mode", help="start, stop, show or configure pedserver")
+    modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
+
+    start = modes.add_parser("start", help="start serving the PED")
+    _common(start)
+    start.add_argument("--ip", help="address to listen on (default 0.0.0.0: every interface)")
+    start.add_argument("--port", type=int, help="TCP port (default 1503)")
+    start.add_argument("--device", metavar="URI",
+                       help="PED device: usb, usb:VID:PID[:SERIAL], socket:PATH, "
+                       "emulated:DIR[?operator=auto]")
+    start.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
+                       metavar="S", help="link idle timeout in seconds (default 1800)")
+    start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
+                       dest="socket_read_rsp_timeout", type=int, metavar="S",
+                       help="seconds without hearing from a link before it is dropped "
+                       "(default 120)")
+    start.add_argument("--log-level", "--loglevel", dest="log_level",
+                       choices=["debug", "info", "warning", "error"])
+    start.add_argument("--foreground", "-f", action="store_true",
+                       help="stay in the foreground, logging to stderr")
+
+    stop = modes.add_parser("stop", help="stop the running pedserver (links get a reason)")
+    _common(stop)
+    show = modes.add_parser("show", help="show pedserver, its PED and its links")
+    _common(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    config = modes.add_parser("config", help="show, recreate or change the config file")
+    _common(config)
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--show", action="store_true", help="print the settings in effect")
+    what.add_argument("--create", action="store_true",
+                      help="write the default config (the old one is kept as .bak)")
+    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    driver_factory: DriverFactory | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the pedserver command line; returns the exit code.
+
+    *driver_factory* replaces ``ped.device.open_driver`` (for integrators' tests only;
+    it applies to ``--foreground`` runs in this process).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args_list = normalize_luna_argv(raw, COMMAND_WORDS)
+    parser = build_parser()
+    if not args_list or args_list == ["mode"]:
+        err.write(no_mode_message(PROG, MODES) + "\n")
+        return EXIT_USAGE
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.command != "mode" or args.mode is None:
+        err.write(no_mode_message(PROG, MODES) + "\n")
+        return EXIT_USAGE
+    try:
+        home = resolve_home(args.home, PROG)
+    except HomeError as exc:
+        err.write(f"{PROG}: {exc}\n")
+        return EXIT_ERROR
+    layout = Layout(home)
+    config_path = Path(args.config).expanduser() if args.config else layout.config
+    if args.mode == "config":
+        return config_command(schema=SCHEMA, path=config_path, show=args.show,
+                              create=args.create, set_pair=args.set, out=out, err=err,
+                              prog=PROG)
+    if args.mode == "stop":
+        return stop_command(control=layout.control, pid_path=layout.pid, prog=PROG,
+                            out=out, err=err)
+    if args.mode == "show":
+        return _show(layout, as_json=args.json, out=out, err=err)
+    return _start(args, layout, config_path, driver_factory, out, err)
+
+
+# ----------------------------------------------------------------------------- start
+
+
+def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
+    file_values = load_config(config_path, SCHEMA)
+    cli = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
+    values = SCHEMA.merge(file_values, cli)
+    return Settings.from_mapping(values)
+
+
+def _start(
+    args: argparse.Namespace,
+    layout: Layout,
+    config_path: Path,
+    driver_factory: DriverFactory | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    try:
+        settings = _settings(args, config_path)
+    except ConfigError as exc:
+        notify_failed(str(exc))
+        err.write(f"{PROG}: {exc}\n")
+        return EXIT_ERROR
+    if not settings.device:
+        message = "no PED device given: use --device URI (or set device in the config file)"
+        notify_failed(message)
+        err.write(f"{PROG}: {message}\n")
+        return EXIT_USAGE
+    running = PidFile(layout.pid).running_pid()
+    if running is not None:
+        message = f"pedserver is already running (pid {running}, home {layout.home})"
+        notify_failed(message)
+        err.write(f"{PROG}: {message}\n")
+        return EXIT_ERROR
+    if args.foreground:
+        return run_foreground(settings, layout, driver_factory=driver_factory, err=err)
+    child = [sys.executable, "-m", "pedserver", "mode", "start", "--foreground",
+             "--home", str(layout.home), "--config", str(config_path)]
+    for dest in OVERRIDES:
+        value = getattr(args, dest)
+        if value is not None:
+            child += [f"--{dest.replace('_', '-')}", str(value)]
+    try:
+        proc = start_background(child, log_path=layout.log, name=PROG)
+    except DaemonStartError as exc:
+        err.write(f"{PROG}: could not start: {exc}\n")
+        return EXIT_ERROR
+    try:
+        info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
+    except ControlError:
+        info = {}
+    out.write(f"pedserver started (pid {proc.pid}), listening on "
+              f"{info.get('ip', settings.ip)}:{info.get('port', settings.port)}\n")
+    if info:
+        out.write(f"  PED: {_device_line(info)}\n")
+    out.write(f"  home: {layout.home}  log: {layout.log}\n")
+    return EXIT_OK
+
+
+def run_foreground(
+    settings: Settings,
+    layout: Layout,
+    *,
+    driver_factory: DriverFactory | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
+    err = err or sys.stderr
+    background = READY_FD_ENV in os.environ
+    setup_logging(PROG, log_file=layout.log if background else None,
+                  level=settings.log_level)
+    pidfile = PidFile(layout.pid)
+    try:
+        pidfile.write()
+    except DaemonStartError as exc:
+        notify_failed(str(exc))
+        err.write(f"{PROG}: {exc}\n")
+        return EXIT_ERROR
+    try:
+        if driver_factory is None:
+            from ped.device import open_driver
+
+            driver_factory = open_driver
+        try:
+            driver = driver_factory(settings.device)
+        except (PedError, ValueError) as exc:
+            notify_failed(str(exc))
+            err.write(f"{PROG}: {exc}\n")
+            return EXIT_USAGE
+        server = PedServer(settings, driver, control_path=layout.control)
+        try:
+            trio.run(_serve, server)
+        except BaseException as exc:
+            error = single_error(exc)
+            if isinstance(error, KeyboardInterrupt):
+                return EXIT_OK
+            if isinstance(error, ServerStartError | PedError):
+                notify_failed(str(error))
+                err.write(f"{PROG}: {error}\n")
+                return EXIT_ERROR
+            raise
+        return EXIT_OK
+    finally:
+        pidfile.remove()
+
+
+async def _serve(server: PedServer) -> None:
+    async with trio.open_nursery() as nursery:
+
+        def on_signal(signum: int) -> None:
+            server.request_stop(f"signal {signal.Signals(signum).name}")
+
+        await nursery.start(watch_stop_signals, on_signal)
+
+        async def run(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+            await server.serve(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+        address = await nursery.start(run)
+        notify_ready(f"{address[0]}:{address[1]}")
+
+
+# ----------------------------------------------------------------------------- show
+
+
+def _device_line(info: dict[str, Any]) -> str:
+    if info.get("device_connected"):
+        return (f"{info.get('device')} connected ({info.get('model')}, firmware "
+                f"{info.get('firmware')}, serial {info.get('serial')}, "
+                f"mode {info.get('device_mode')})")
+    problem = info.get("device_problem") or "not connected"
+    return f"{info.get('device')} NOT connected ({problem})"
+
+
+def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+    try:
+        info = control_request_sync(layout.control, "show", timeout=10.0, what=PROG)
+    except ControlUnavailable:
+        if as_json:
+            out.write(json.dumps({"running": False, "home": str(layout.home)}) + "\n")
+        else:
+            out.write(f"pedserver is not running (home {layout.home}).\n")
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        err.write(f"{PROG}: {exc}\n")
+        return EXIT_ERROR
+    if as_json:
+        out.write(json.dumps({"running": True, "home": str(layout.home), **info}) + "\n")
+        return EXIT_OK
+    now = time.time()
+    lines = [
+        f"pedserver is running (pid {info.get('pid')}, home {layout.home})",
+        f"  Hostname:                 {info.get('hostname')}",
+        f"  IP address:               {info.get('ip')}",
+        f"  Port:                     {info.get('port')}",
+        f"  Device:                   {_device_line(info)}",
+        f"  PED firmware version:     {info.get('firmware') or '-'}",
+        f"  Idle timeout:             {info.get('idle_timeout')} s",
+        f"  Socket read-rsp timeout:  {info.get('socket_read_rsp_timeout')} s",
+        f"  Links open:               {len(info.get('links', []))}",
+    ]
+    for link in info.get("links", []):
+        up = max(0, int(now - float(link.get("since", now))))
+        lines.append(
+            f"    link {link['id']}: {link['peer']} ({link.get('client') or 'unnamed'}), "
+            f"up {up} s, {link['doing']}, {link['operations']} operation(s), "
+            f"idle timeout {link['idle_timeout']} s"
+        )
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK

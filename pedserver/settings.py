@@ -1,0 +1,106 @@
+"""pedserver's settings: the config keys, their defaults and checks, and the home layout."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import attrs
+
+from ped.daemon.config import ConfigKey, ConfigSchema, in_range
+from ped.link.messages import DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_PORT
+
+
+def _ip_check(value: str) -> str | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+            return None
+        except OSError:
+            continue
+    return "must be an IPv4 or IPv6 address (0.0.0.0 or :: for every interface)"
+
+
+def _level_check(value: str) -> str | None:
+    if value.lower() not in ("debug", "info", "warning", "error"):
+        return "must be debug, info, warning or error"
+    return None
+
+
+SCHEMA = ConfigSchema(
+    [
+        ConfigKey("ip", str, "0.0.0.0", "address to listen on (0.0.0.0 = every interface)",  # noqa: S104
+                  _ip_check),
+        ConfigKey("port", int, DEFAULT_PORT, "TCP port HSM hosts' pedclient dial",
+                  in_range(1, 65535)),
+        ConfigKey("device", str, "", "PED device URI: usb, usb:VID:PID[:SERIAL], socket:PATH, "
+                  "emulated:DIR[?operator=auto]"),
+        ConfigKey("idle_timeout", int, DEFAULT_IDLE_TIMEOUT,
+                  "seconds a link may go without a PED operation (the shorter end wins)",
+                  in_range(1, 99999)),
+        ConfigKey("socket_read_rsp_timeout", int, 120,
+                  "seconds without hearing from a link (keepalives count) before it is "
+                  "declared dead; keep it longer than the HSM's own timeouts' keepalive gaps",
+                  in_range(10, 99999)),
+        ConfigKey("keepalive_interval", int, DEFAULT_KEEPALIVE_INTERVAL,
+                  "seconds between keepalives on a quiet link", in_range(1, 3600)),
+        ConfigKey("max_links", int, 32, "links (HSM sessions) served at once",
+                  in_range(1, 1024)),
+        ConfigKey("max_handshakes", int, 128,
+                  "connections allowed to be in their link hello at once", in_range(1, 4096)),
+        ConfigKey("hello_timeout", int, 10, "seconds a new connection has to send its hello",
+                  in_range(1, 300)),
+        ConfigKey("max_op_wait", int, 60,
+                  "longest an HSM may wait for a busy PED before it is told 'busy'",
+                  in_range(0, 600)),
+        ConfigKey("name", str, "", "name shown to HSMs (empty: this host's name)"),
+        ConfigKey("log_level", str, "info", "debug, info, warning or error", _level_check),
+    ]
+)
+
+
+@attrs.frozen
+class Settings:
+    ip: str = "0.0.0.0"  # noqa: S104 (a relay for HSMs on other hosts; see docs)
+    port: int = DEFAULT_PORT
+    device: str = ""
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    socket_read_rsp_timeout: int = 120
+    keepalive_interval: int = DEFAULT_KEEPALIVE_INTERVAL
+    max_links: int = 32
+    max_handshakes: int = 128
+    hello_timeout: int = 10
+    max_op_wait: int = 60
+    name: str = ""
+    log_level: str = "info"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, object]) -> Settings:
+        return cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+
+    @property
+    def server_name(self) -> str:
+        return (self.name or socket.gethostname())[:64]
+
+
+@attrs.frozen
+class Layout:
+    """Files in pedserver's home."""
+
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def control(self) -> Path:
+        return self.home / "control.sock"
+
+    @property
+    def pid(self) -> Path:
+        return self.home / "pedserver.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "pedserver.log"
