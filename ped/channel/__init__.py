@@ -16,6 +16,7 @@ from ped.channel.errors import (
     UnsupportedSuite,
 )
 from ped.channel.handshake import (
+    LOCAL_RPV,
     PSK_LABEL,
     RPV_SIZE,
     SUITE_NNPSK0_V1,
@@ -31,6 +32,7 @@ from ped.channel.noise import PROTOCOL_NAME
 from ped.channel.secure import MAX_PLAINTEXT, SecureChannel
 
 __all__ = [
+    "LOCAL_RPV",
     "MAX_PLAINTEXT",
     "PROTOCOL_NAME",
     "PSK_LABEL",

@@ -26,6 +26,7 @@ Both objects are sans-IO and single-use: build one per session.
 from __future__ import annotations
 
 import enum
+import hashlib
 
 import attrs
 from cryptography.hazmat.primitives import hashes
@@ -54,6 +55,10 @@ PSK_LABEL = b"remote-ped v1 rpv psk"
 #: First bytes of the Noise prologue.
 PROLOGUE_LABEL = b"remote-ped e2e"
 RPV_SIZE = 32
+#: The fixed, public "RPV" of a PED cabled to the HSM (ARCHITECTURE.md, "A PED attached
+#: locally"): SHA-256("remote-ped/local-ped-channel/v1").  A PED accepts it only in its
+#: local mode, never in remote mode.  It gives no secrecy, only one code path.
+LOCAL_RPV = hashlib.sha256(b"remote-ped/local-ped-channel/v1").digest()
 HSM_SERIAL_MAX = 64
 #: Longest the PED may be told to wait for the orange key (1 day, in milliseconds).
 MAX_KEY_TIMEOUT_MS = 86_400_000

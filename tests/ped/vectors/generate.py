@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from keys.colors import Color
-from ped.channel import PedInfo, RefuseReason, derive_psk
+from ped.channel import LOCAL_RPV, PedInfo, RefuseReason, derive_psk
 from ped.channel.handshake import HandshakeInit, HandshakeRefusal
 from ped.ops import HsmSideSession, NoticeKind, PedSideSession
 from ped.ops.errors import ErrorCode
@@ -42,6 +42,7 @@ def compute() -> dict[str, str]:
         "e_hsm_private": E_HSM.hex(),
         "e_ped_private": E_PED.hex(),
         "psk": bytes(derive_psk(RPV)).hex(),
+        "local_rpv": LOCAL_RPV.hex(),
     }
     hsm = HsmSideSession(
         rpv=RPV, hsm_serial=SERIAL, key_timeout_ms=KEY_TIMEOUT_MS, ephemeral_private=E_HSM
