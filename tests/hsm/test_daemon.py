@@ -1,0 +1,208 @@
+"""The real pedhsm daemon and shell: kill -9, restarts with a fake clock, error messages.
+
+The HSM's local PED is the emulated PED (``emulated:KEYS?operator=script:FILE``), started
+by the daemon's driver as its own process.  Its device mode is the default ``remote``, so
+every session begins with the orange key, which here holds the local-PED RPV.  Each daemon
+start spawns a new PED process that runs the script file from its first step: the test
+rewrites the script before the first PED operation of each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hsm import cli
+from hsm.clock import TEST_CLOCK_ENV
+from hsm.pedlink import local_rpv
+from keys.colors import Color
+from tests.hsm.emulated import Script, make_keyring
+
+T0 = 1_800_000_000
+
+
+class Shell:
+    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.home = tmp / "home"
+        self.keys = tmp / "keys"
+        self.script = tmp / "ped-script.toml"
+        self.clock = tmp / "clock"
+        self.clock.write_text(str(T0))
+        self.blanks, self.extra = make_keyring(self.keys, blanks=8, rpv=local_rpv())
+        self.capsys = capsys
+        self.script.write_text("")
+
+    def new_script(self) -> Script:
+        return Script(orange=self.extra["orange"])
+
+    def run(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = cli.main(["--home", str(self.home), *argv])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def ok(self, *argv: str) -> str:
+        code, out, err = self.run(*argv)
+        assert code == 0, (argv, out, err)
+        return out
+
+    def start(self) -> None:
+        uri = f"emulated:{self.keys}?operator=script:{self.script}"
+        self.ok("mode", "start", "--serial", "777001", "--local-ped", uri)
+
+    def pid(self) -> int:
+        return int((self.home / "pedhsm.pid").read_text())
+
+    def kill9(self) -> None:
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(pid, 0)  # `mode start` ran in this process: the daemon is our child
+            return
+        except ChildProcessError:
+            pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.write_text(str(float(self.clock.read_text()) + seconds))
+
+
+@pytest.fixture
+def shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Shell]:
+    s = Shell(tmp_path, capsys)
+    monkeypatch.setenv(TEST_CLOCK_ENV, str(s.clock))
+    monkeypatch.delenv("PEDHSM_HOME", raising=False)
+    yield s
+    if (s.home / "pedhsm.pid").exists():
+        cli.main(["--home", str(s.home), "mode", "stop"])
+
+
+def test_failed_login_survives_kill_9(shell: Shell) -> None:
+    b = shell.blanks
+    s = shell.new_script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session().read(Color.BLUE, shell.extra["stranger"])  # hsm login: wrong keyset
+    s.write(shell.script)
+    shell.start()
+    out = shell.ok("hsm", "init", "--label", "killme")
+    assert "Please attend to the PED." in out
+    code, out, err = shell.run("hsm", "login")
+    assert code == 1
+    assert "Please attend to the PED." in out
+    assert "1 consecutive failure(s) of 3" in err and "ZEROIZED" in err
+    shell.kill9()  # at once: the failure was committed before the shell was answered
+
+    s = shell.new_script()
+    s.session().read(Color.BLUE, b[0])
+    s.write(shell.script)
+    shell.start()
+    assert "SO login attempts left: 2" in shell.ok("hsm", "show")
+    assert "HSM SO logged in." in shell.ok("hsm", "login")
+    assert "SO login attempts left: 3" in shell.ok("hsm", "show")
+    shell.ok("mode", "stop")
+
+
+def test_auto_activation_across_daemon_restarts_with_the_fake_clock(shell: Shell) -> None:
+    b = shell.blanks
+    chal = shell.home.parent / "challenge.txt"
+    chal.write_text("app challenge\n")
+    s = shell.new_script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2]).imprint(b[3])  # partition init
+    s.session().read(Color.BLUE, b[2])  # role login so
+    s.session().imprint(b[4])  # role init co
+    s.session().read(Color.BLACK, b[4])  # role activate co
+    s.write(shell.script)
+    shell.start()
+    assert "WARNING: test clock" in shell.ok("mode", "show")
+    shell.ok("hsm", "init", "--label", "auto")
+    shell.ok("hsm", "login")
+    shell.ok("partition", "create", "--name", "p1")
+    shell.ok("partition", "init", "--name", "p1")
+    shell.ok("role", "login", "--partition", "p1", "--name", "so")
+    shell.ok("partition", "changepolicy", "--name", "p1", "--policy", "22", "--value", "1")
+    shell.ok("partition", "changepolicy", "--name", "p1", "--policy", "23", "--value", "1")
+    shell.ok("role", "init", "--partition", "p1", "--name", "co", "--challenge-file", str(chal))
+    shell.ok("role", "activate", "--partition", "p1", "--name", "co")
+    login = ("role", "login", "--partition", "p1", "--name", "co", "--challenge-file", str(chal))
+    assert "Please attend" not in shell.ok(*login)
+    shell.ok("object", "create", "--partition", "p1", "--label", "k1")
+    shell.ok("mode", "stop")
+
+    shell.advance(2 * 3600)  # off for exactly two hours: still activated
+    shell.start()
+    out = shell.ok(*login)
+    assert "Please attend" not in out
+    assert "k1" in shell.ok("object", "list", "--partition", "p1")
+    shell.ok("mode", "stop")
+
+    shell.advance(2 * 3600 + 1)  # off for longer: the PED is needed again
+    s = shell.new_script()
+    s.session().read(Color.BLACK, b[4])
+    s.write(shell.script)
+    shell.start()
+    assert "Please attend to the PED." in shell.ok(*login)
+    shell.ok("mode", "stop")
+
+
+def test_shell_error_messages(shell: Shell, tmp_path: Path) -> None:
+    code, _, err = shell.run("hsm", "show")
+    assert code == 3 and "is not running" in err
+    code, _, err = shell.run("hsm", "ped", "timeout", "set", "--type", "pedk")
+    assert code == 2 and "--seconds" in err
+    code, _, err = shell.run("role", "login", "--partition", "p", "--name", "xx")
+    assert code == 2 and "invalid choice" in err
+    shell.start()
+    code, _, err = shell.run("mode", "start")
+    assert code == 1 and "already running" in err
+    code, _, err = shell.run("hsm", "login")
+    assert code == 1 and "zeroized; initialise it first with `hsm init`" in err
+    code, _, err = shell.run("hsm", "ped", "timeout", "set", "-type", "pedk", "-seconds", "100")
+    assert code == 1 and "takes 200-600 seconds (0 restores the default 200)" in err
+    assert "pedk timeout" in shell.ok(
+        "hsm", "ped", "timeout", "set", "-type", "pedk", "-seconds", "300"
+    )
+    assert "300" in shell.ok("hsm", "ped", "timeout", "show")
+    code, _, err = shell.run("hsm", "changepolicy", "--policy", "15", "--value", "1")
+    assert code == 1 and "initialise it first with `hsm init`" in err
+    code, _, err = shell.run("partition", "create", "--name", "bad/name")
+    assert code == 1 and "not valid: use 1-64 letters" in err
+    code, _, err = shell.run("partition", "show", "--name", "nope")
+    assert code == 1 and "no partition named 'nope'" in err
+    code, _, err = shell.run("hsm", "zeroize")
+    assert code == 1 and "confirm with --force" in err  # stdin is not a terminal
+    code, _, err = shell.run("hsm", "ped", "connect", "-ip", "127.0.0.1", "-port", "1503")
+    assert code == 1 and "vector init" in err
+    code, _, err = shell.run("audit", "log", "show")
+    assert code == 1 and "only the auditor" in err
+    out = shell.ok("hsm", "ped", "show")
+    assert "local" in out and "Connected:          no" in out
+    assert "chain intact" in shell.ok("audit", "log", "verify")
+    # edit one line of the audit log: verify names it and fails
+    log = shell.home / "audit.log"
+    lines = log.read_text().splitlines(keepends=True)
+    rec = json.loads(lines[0])
+    rec["event"] = "nothing to see"
+    lines[0] = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
+    log.write_text("".join(lines))
+    code, _, err = shell.run("audit", "log", "verify")
+    assert code == 1 and "FAILED" in err and "line 1" in err and "altered" in err
+    assert "stopping" in shell.ok("mode", "stop")
+    code, _, err = shell.run("mode", "show")
+    assert code == 3
+    assert oct((shell.home).stat().st_mode & 0o777) == "0o700"
