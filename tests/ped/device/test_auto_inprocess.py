@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
+import pytest
 import trio
 
-from keys import Keyring, combine, load_image, secret_for_hsm
+from keys import Keyring, combine, load_image, new_keyset, secret_for_hsm
 from keys.colors import Color
 from ped.device.emulated.auto import AutoOperator, AutoOptions
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
 from ped.device.frames import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
+from ped.ops.errors import OperationCancelled
+from ped.transport import PedBusy
 
 from .conftest import Ring
 
@@ -81,3 +85,67 @@ async def test_auto_imprints_m_of_n_with_pin_and_duplicates(
     by_index = {e.header.index: e.path for e in written}  # type: ignore[union-attr]
     shares = [load_image(by_index[i]).share() for i in (1, 3)]
     assert bytes(combine(shares)) == bytes(new_secret)
+
+
+async def test_auto_reuses_an_existing_keyset_and_duplicates_it(
+    ring: Ring, nursery: trio.Nursery
+) -> None:
+    driver = await start(ring, nursery, reuse=True, duplicates=1)
+    transport = await driver.open_session()
+    async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-2") as ped:
+        result = await ped.imprint(
+            Color.BLUE, new_secret=bytearray(32), allow_reuse=True, label="HSM SO"
+        )
+        assert result.reused and result.keyset_id == ring.so_keyset
+        assert (result.m, result.n, result.pin, result.copies) == (2, 3, True, 2)
+        assert result.secret is not None
+        assert hmac.compare_digest(bytes(result.secret), bytes(ring.so_expected()))
+    await driver.aclose()
+    assert len(Keyring(ring.path).keys(Color.BLUE, ring.so_keyset)) == 5  # 3 + 2 copies
+
+
+async def test_auto_without_the_key_cancels(ring: Ring, nursery: trio.Nursery) -> None:
+    driver = await start(ring, nursery)
+    transport = await driver.open_session()
+    async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-3") as ped:
+        with pytest.raises(OperationCancelled):
+            await ped.read_secret(Color.PURPLE)
+    await driver.aclose()
+
+
+async def test_a_bare_keyring_of_blanks_imprints_with_defaults(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    ring_dir = tmp_path / "bare"
+    Keyring(ring_dir).add_blanks(1)
+    rpv = bytes(range(32))
+    # The orange key is what this HSM imprints first, over a local cable in a demo; here we
+    # make one with keys directly, then let the auto operator imprint a black key on a blank.
+    Keyring(ring_dir).imprint(new_keyset(Color.ORANGE, "RPV", secret=rpv), create=True)
+    ped_device = EmulatedPed(ring_dir)
+    nursery.start_soon(AutoOperator(ped_device.panel, ring_dir).run)
+    driver = InProcessPedDriver(ped_device, nursery)
+    await driver.open()
+    async with open_ped_session(await driver.open_session(), rpv=rpv, hsm_serial="H") as ped:
+        result = await ped.imprint(Color.BLACK, new_secret=bytearray(b"s" * 32), label="CO")
+        assert (result.m, result.n, result.pin, result.copies) == (1, 1, False, 1)
+        assert result.secret is None  # the HSM knows the secret it sent
+        read = await ped.read_secret(Color.BLACK, result.keyset_id)
+        assert bytes(read.secret) == b"s" * 32
+    await driver.aclose()
+
+
+async def test_operations_of_two_sessions_do_not_interleave(
+    ring: Ring, nursery: trio.Nursery
+) -> None:
+    driver = await start(ring, nursery)
+    first, second = await driver.open_session(), await driver.open_session()
+    async with open_ped_session(first, rpv=ring.rpv, hsm_serial="A") as a:
+        async with open_ped_session(second, rpv=ring.rpv, hsm_serial="B") as b:
+            await first.begin_operation()  # A holds the PED (e.g. a long operation)
+            with pytest.raises(PedBusy):
+                await b.show_message("B wants the PED")
+            await first.end_operation()
+            await b.show_message("B got it")
+            await a.show_message("A again")
+    await driver.aclose()

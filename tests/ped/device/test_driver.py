@@ -103,6 +103,7 @@ def test_relay_side_modules_import_nothing_that_reads_keys() -> None:
         "'ped.channel', 'ped.ops', 'ped.hsm_api', 'ped.device.emulated'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,7 @@ import trio
 
 from keys import Keyring
 from keys.colors import Color
-from ped.device import DeviceNotFound, open_driver
+from ped.device import DeviceGone, DeviceNotFound, open_driver
 from ped.device.emulated.cli import main
 from ped.hsm_api import open_ped_session
 
@@ -150,6 +150,41 @@ async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
             await pick(blue[1])
         assert hmac.compare_digest(result["secret"], bytes(ring.so_expected()))
         assert ring.so_pin.encode() not in seen  # the PIN shows as stars only
+
+        # An imprint through the same terminal: the four questions, then two blanks.
+        blanks = Keyring(ring.path).blanks()
+        transport = await driver.open_session()
+        async with trio.open_nursery() as nursery:
+            imprinted: dict[str, object] = {}
+
+            async def hsm_imprint() -> None:
+                async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="HSM-T") as ped:
+                    r = await ped.imprint(
+                        Color.GRAY, new_secret=bytearray(32), allow_reuse=True, label="CU"
+                    )
+                    imprinted["result"] = (r.m, r.n, r.pin, r.copies, r.keyset_id)
+
+            nursery.start_soon(hsm_imprint)
+            await expect("Insert a ORANGE PED key")
+            await pick(orange)
+            await expect("Reuse an existing")
+            await terminal.send_all(b"n")
+            await expect("M value")
+            await terminal.send_all(b"2\r")
+            await expect("N value")
+            await terminal.send_all(b"2\r")
+            await expect("New PED PIN")
+            await terminal.send_all(b"4321\r")
+            await expect("Confirm new PED PIN")
+            await terminal.send_all(b"4321\r")
+            await expect("duplicating")
+            await terminal.send_all(b"n")
+            for blank in blanks[:2]:
+                await expect("Insert a blank key")
+                await pick(blank)
+        m, n, pin, copies, keyset = imprinted["result"]  # type: ignore[misc]
+        assert (m, n, pin, copies) == (2, 2, True, 2)
+        assert {e.path for e in Keyring(ring.path).keys(Color.GRAY, keyset)} == set(blanks[:2])
         await driver.aclose()
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
@@ -157,3 +192,42 @@ async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
             status = await process.wait()
         await terminal.aclose()
     assert status == 0
+
+
+async def test_script_unplug_through_socket_then_replug(ring: Ring, tmp_path: Path) -> None:
+    sock = tmp_path / "s.sock"
+    orange = Keyring(ring.path).keys(Color.ORANGE)[0].path.name
+    script = tmp_path / "unplug.toml"
+    script.write_text(
+        f'[[step]]\nexpect = "Insert a ORANGE"\ninsert = "{orange}"\n'
+        '[[step]]\nexpect = "Insert a RED"\nunplug = true\n'
+    )
+    process = await trio.lowlevel.open_process(
+        [
+            *PEDEMU,
+            "--keyring",
+            str(ring.path),
+            "--socket",
+            str(sock),
+            "--operator",
+            f"script:{script}",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for_socket(sock, process)
+        driver = open_driver(f"socket:{sock}")
+        await driver.open()
+        transport = await driver.open_session()
+        with pytest.raises(DeviceGone):
+            async with open_ped_session(transport, rpv=ring.rpv, hsm_serial="H") as ped:
+                await ped.read_secret(Color.RED)
+        assert not driver.is_open
+        info = await driver.open()  # plugged back in
+        assert info.model == "pedemu"
+        await driver.ping()
+        await driver.aclose()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
