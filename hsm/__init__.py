@@ -1,0 +1,28 @@
+"""The emulated PED-authenticated HSM (``pedhsm``): the other end of the trusted path.
+
+Modules, one job each:
+
+* `hsm.policy`: roles, key colours, failed-login thresholds and outcomes, policies and
+  PED timeouts, as data (REFERENCE.md's table).
+* `hsm.crypto`: HKDF key-encryption keys from PED secrets, AES-GCM wrapping, the device
+  master key that seals what must survive power-off (RPV, auto-activation cache).
+* `hsm.store`: durable state in SQLite (WAL, ``synchronous=FULL``, ``secure_delete``,
+  integrity check at start).
+* `hsm.audit`: the HMAC-chained audit log (``audit.log`` in the home).
+* `hsm.engine`: the HSM itself (logins, counters, partitions, activation, RPV).
+* `hsm.pedport` / `hsm.pedlink`: the PED as the engine sees it, and its implementation
+  over ``ped.hsm_api`` (local PED through ``ped.device``, remote PED through pedclient).
+* `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell.
+
+Files in the home (``--home`` or ``PEDHSM_HOME``; 0700): ``state.db`` (+ WAL),
+``device.key`` (stands for the battery-backed device key: deleting it is a factory
+reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
+
+Test hooks (documented, never needed in production):
+
+* ``PEDHSM_TEST_CLOCK=FILE``: the daemon's wall clock is the number in FILE (seconds
+  since the epoch), so tests can move time for the auditor lockout and the two-hour
+  auto-activation limit; ``mode show`` warns while it is in use.
+* ``pedhsm hsm tamper``: records a tamper event, which clears the activation cache
+  (memory and sealed disk copy), as a real HSM's tamper response does.
+"""

@@ -206,3 +206,16 @@ def test_shell_error_messages(shell: Shell, tmp_path: Path) -> None:
     code, _, err = shell.run("mode", "show")
     assert code == 3
     assert oct((shell.home).stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_corrupt_state_database_stops_the_start(shell: Shell) -> None:
+    shell.start()
+    shell.ok("mode", "stop")
+    db = shell.home / "state.db"
+    data = bytearray(db.read_bytes())
+    data[:16] = b"not a database!!"
+    db.write_bytes(bytes(data))
+    code, _, err = shell.run("mode", "start")
+    assert code == 1
+    assert "did not start" in err and "state database" in err
+    assert not (shell.home / "pedhsm.pid").exists()
