@@ -321,14 +321,15 @@ class _Handshake:
     ) -> PeerRejected:
         fix = fix_command(self.snap, side, reason, fp, server_side=self.server_side)
         if side is Side.THEIRS:
-            role = "dialler" if self.server_side else "listener"
+            role = _other(self.snap.program)
             what = f"certificate {fp}" if fp else "certificate"
-            msg = f"refused the {role} at {self.address}: its {what} is {reason.value}"
+            msg = f"refused {role} at {self.address}: its {what} is {reason.value}"
             if cert is not None and reason in (RejectReason.EXPIRED, RejectReason.NOT_YET_VALID):
                 start, end = _when(cert.not_valid_before_utc), _when(cert.not_valid_after_utc)
                 msg += f" (valid {start} to {end})"
         else:
-            msg = f"{self.address} refused our certificate {fp}: {reason.value} there"
+            other = _other(self.snap.program)
+            msg = f"{other} at {self.address} refused our certificate {fp}: {reason.value} there"
         return PeerRejected(
             f"{msg}; fix: {fix}",
             side=side,
@@ -398,7 +399,8 @@ def fix_command(
         name = reg.name if reg else "NAME"
         return (
             f"check both clocks; else the other side runs `{other} certificate regen` and "
-            f"you replace it: {me} {noun} delete --name {name}, then {register}"
+            f"you replace it: {me} {noun} delete --name {name}, then "
+            f"{register.replace('NAME', name)}"
         )
     if reason is RejectReason.NONE_PRESENTED:
         return f"the other end must be {other} in peer-to-peer mode, presenting its certificate"
@@ -414,6 +416,10 @@ def fix_command(
             f"that address answers as {noun} {name!r}: check the addresses with: {me} {noun} list"
         )
     return f"compare `{other} certificate show` there with `{me} {noun} list` here"
+
+
+def _other(program: Program) -> str:
+    return "pedclient" if program == "pedserver" else "pedserver"
 
 
 def _parse(der: bytes | None) -> x509.Certificate | None:
