@@ -177,8 +177,10 @@ class PedSession:
     ) -> ImprintResult:
         """Imprint *color* keys with *new_secret*, or (if *allow_reuse*) an existing keyset.
 
-        When the operator reuses a keyset, ``result.secret`` is that keyset's secret and
-        the HSM must adopt it; otherwise ``result.secret`` is None.
+        ``result.secret`` is the login secret (what reading this keyset will return)
+        whenever it differs from *new_secret*: when the operator reused a keyset
+        (``result.reused``) or set a PED PIN (``result.pin``).  The HSM must adopt it.
+        ``None`` means the login secret is *new_secret*.
         """
         timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
         result = await self._run(

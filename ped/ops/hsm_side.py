@@ -299,7 +299,7 @@ class HsmSideSession:
             if message.reused and not current.allow_reuse:
                 raise RemoteProtocolError("the PED reused a keyset; the HSM did not allow it")
             if not message.reused and current.new_secret is None:
-                raise RemoteProtocolError("the PED wrote no reused keyset and had no new secret")
+                raise RemoteProtocolError("the PED reused no keyset and had no new secret")
         self._finish()
         return [ev.OperationSucceeded(message.op_id, message)]
 

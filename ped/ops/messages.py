@@ -290,7 +290,14 @@ class ReadResult(_Message):
 
 @attrs.frozen
 class ImprintResult(_Message):
-    """Keys were imprinted.  ``secret`` is present only when an existing keyset was reused."""
+    """Keys were imprinted.
+
+    ``secret`` is the *login secret*: what a READ_SECRET of this keyset will return (after
+    M of N and the PED PIN).  It is present whenever the HSM cannot know it already:
+    always when an existing keyset was ``reused``, always when a PED ``pin`` was set (the
+    PIN is mixed into the secret).  Absent, the login secret is the new secret the HSM
+    sent.
+    """
 
     TYPE: ClassVar[OpType] = OpType.IMPRINT_RESULT
     op_id: int = attrs.field(validator=_OP_ID)
@@ -300,25 +307,31 @@ class ImprintResult(_Message):
     n: int = attrs.field(validator=_range(1, MAX_M_N, "N"))
     pin: bool = attrs.field(converter=bool)
     copies: int = attrs.field(validator=_range(0, 255, "copies written"))
+    reused: bool = attrs.field(default=False, converter=bool)
     secret: bytearray | None = attrs.field(
         default=None,
         converter=_opt_secret,
-        validator=_sized(SECRET_SIZE, "reused secret", optional=True),
+        validator=_sized(SECRET_SIZE, "login secret", optional=True),
         repr=False,
     )
-
-    @property
-    def reused(self) -> bool:
-        return self.secret is not None
 
     def __attrs_post_init__(self) -> None:
         if self.m > self.n:
             raise LocalProtocolError(f"M ({self.m}) cannot exceed N ({self.n})")
-        if self.secret is None and self.copies == 0:
+        if not self.reused and self.copies == 0:
             raise LocalProtocolError("a new keyset must have been written to at least one key")
+        if (self.reused or self.pin) and self.secret is None:
+            raise LocalProtocolError(
+                "a reused or PIN-protected keyset needs its login secret in the result: "
+                "the HSM cannot compute it"
+            )
 
     def payload(self) -> bytes:
-        flags = (1 if self.pin else 0) | (2 if self.secret is not None else 0)
+        flags = (
+            (1 if self.pin else 0)
+            | (2 if self.reused else 0)
+            | (4 if self.secret is not None else 0)
+        )
         w = Writer().u32(self.op_id).u8(self.color).raw(self.keyset_id)
         w.u8(self.m).u8(self.n).u8(flags).u8(self.copies)
         if self.secret is not None:
@@ -330,10 +343,10 @@ class ImprintResult(_Message):
         op_id, color = _read_op_id(r), _read_color(r)
         keyset = r.raw(KEYSET_ID_SIZE, "keyset id")
         m, n = r.u8("m", low=1, high=MAX_M_N), r.u8("n", low=1, high=MAX_M_N)
-        flags = r.u8("flags", high=3)
+        flags = r.u8("flags", high=7)
         copies = r.u8("copies")
-        secret = bytearray(r.raw(SECRET_SIZE, "reused secret")) if flags & 2 else None
-        return cls(op_id, color, keyset, m, n, bool(flags & 1), copies, secret)
+        secret = bytearray(r.raw(SECRET_SIZE, "login secret")) if flags & 4 else None
+        return cls(op_id, color, keyset, m, n, bool(flags & 1), copies, bool(flags & 2), secret)
 
     def wipe(self) -> None:
         _wipe(self.secret)

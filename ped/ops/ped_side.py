@@ -41,7 +41,8 @@ Usage (the emulated PED and any firmware drive it like this)::
                 session.answer_read_secret(secret, keyset_id=keyset_id, m=m, n=n)
                 # or session.answer_error(ErrorCode.WRONG_COLOR, "inserted a red key")
             elif isinstance(event, ev.ImprintRequested):
-                session.answer_imprint(keyset_id=..., m=2, n=3, pin=True, copies=3)
+                session.answer_imprint(keyset_id=kid, m=2, n=3, pin=True, copies=3,
+                                       secret=pin_derived_secret)
             elif isinstance(event, ev.ShowRequested):
                 display(event.text); session.answer_show()
             elif isinstance(event, ev.CancelRequested):
@@ -304,17 +305,29 @@ class PedSideSession:
         n: int,
         pin: bool,
         copies: int,
+        reused: bool = False,
+        secret: bytes | bytearray | None = None,
         reused_secret: bytes | bytearray | None = None,
     ) -> None:
-        """Report the imprint; *reused_secret* only if the operator reused a keyset."""
+        """Report the imprint of the current ImprintRequest.
+
+        *reused*: the operator reused an existing keyset (only if the HSM allowed it).
+        *secret*: the login secret (what reading this keyset will return); required when
+        *reused* or *pin*, optional otherwise.  ``reused_secret=X`` is shorthand for
+        ``reused=True, secret=X``.
+        """
         request = self._answer(ImprintRequest)
         assert isinstance(request, ImprintRequest)
-        if reused_secret is not None and not request.allow_reuse:
+        if reused_secret is not None:
+            if secret is not None:
+                raise LocalProtocolError("pass either secret= or reused_secret=, not both")
+            secret, reused = reused_secret, True
+        if reused and not request.allow_reuse:
             raise LocalProtocolError("the HSM did not allow reusing a keyset for this imprint")
-        if reused_secret is None and request.new_secret is None:
+        if not reused and request.new_secret is None:
             raise LocalProtocolError("the HSM sent no new secret: the imprint must reuse a keyset")
         result = ImprintResult(
-            request.op_id, request.color, keyset_id, m, n, pin, copies, reused_secret
+            request.op_id, request.color, keyset_id, m, n, pin, copies, reused, secret
         )
         try:
             self._done(result)

@@ -59,13 +59,14 @@ async def test_read_imprint_show_and_wipe_on_close() -> None:
             assert result.keyset_id == bytes([1]) * 16
             assert notices and notices[0].step == 1
             new = await session.imprint(Color.BLACK, new_secret=bytes(range(32)))
-            assert (new.m, new.n, new.pin, new.copies, new.secret) == (2, 3, True, 3, None)
+            assert (new.m, new.n, new.pin, new.copies, new.reused) == (2, 3, True, 3, False)
+            assert new.secret == bytearray([8]) * 32  # PIN-derived login secret
             reused = await session.imprint(Color.ORANGE, allow_reuse=True)
-            assert reused.secret == bytearray([9]) * 32
+            assert reused.reused and reused.secret == bytearray([9]) * 32
             await session.show_message("Hello")
         # Closing the session wiped every secret it handed out, and said goodbye.
         assert result.secret == bytearray(32)
-        assert reused.secret == bytearray(32)
+        assert reused.secret == new.secret == bytearray(32)
     assert isinstance(ped.events[-1], ev.SessionClosed)
     # handshake + 4 operations, each inside begin/end_operation, plus the goodbye
     assert hsm_t.operations == 6

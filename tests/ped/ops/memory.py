@@ -185,4 +185,6 @@ async def answer_imprint(ped: TinyPed, event: ev.ImprintRequested) -> None:
             keyset_id=bytes(16), m=1, n=1, pin=False, copies=0, reused_secret=bytes([9]) * 32
         )
     else:
-        ped.session.answer_imprint(keyset_id=bytes(16), m=2, n=3, pin=True, copies=3)
+        ped.session.answer_imprint(
+            keyset_id=bytes(16), m=2, n=3, pin=True, copies=3, secret=bytes([8]) * 32
+        )

@@ -44,16 +44,18 @@ timeouts = st.integers(1, 86_400_000)
 @st.composite
 def imprint_results(draw: st.DrawFn) -> ImprintResult:
     n = draw(st.integers(1, 16))
-    secret = draw(st.none() | secrets)
-    copies = draw(st.integers(0 if secret is not None else 1, 255))
+    reused, pin = draw(st.booleans()), draw(st.booleans())
+    secret = draw(secrets) if reused or pin else draw(st.none() | secrets)
+    copies = draw(st.integers(0 if reused else 1, 255))
     return ImprintResult(
         draw(op_ids),
         draw(colors),
         draw(keysets),
         draw(st.integers(1, n)),
         n,
-        draw(st.booleans()),
+        pin,
         copies,
+        reused,
         secret,
     )
 
@@ -102,7 +104,8 @@ EXAMPLES = [
     Cancel(6),
     ReadResult(7, Color.GRAY, KEYSET, 2, 3, SECRET),
     ImprintResult(8, Color.WHITE, KEYSET, 1, 1, False, 2),
-    ImprintResult(9, Color.PURPLE, KEYSET, 3, 5, True, 0, SECRET),
+    ImprintResult(9, Color.PURPLE, KEYSET, 3, 5, True, 0, True, SECRET),
+    ImprintResult(9, Color.PURPLE, KEYSET, 3, 5, True, 5, False, SECRET),
     ShowDone(10),
     Notice(11, NoticeKind.INSERT_KEY, 1, 3, "Insert key 1 of 3"),
     OpError(12, ErrorCode.WRONG_COLOR, "a red key was inserted"),
@@ -145,6 +148,8 @@ def test_exact_layout_of_read_secret_and_result() -> None:
         lambda: ReadResult(1, Color.BLUE, KEYSET, 3, 2, SECRET),
         lambda: ReadResult(1, Color.BLUE, KEYSET, 1, 17, SECRET),
         lambda: ImprintResult(1, Color.BLUE, KEYSET, 1, 1, False, 0),
+        lambda: ImprintResult(1, Color.BLUE, KEYSET, 1, 1, True, 1),  # PIN, no login secret
+        lambda: ImprintResult(1, Color.BLUE, KEYSET, 1, 1, False, 0, True),  # reused, none
         lambda: ShowMessage(1, "x" * 513),
         lambda: OpError(1, 99),
     ],
@@ -181,7 +186,7 @@ def test_decode_refuses(data: bytes, error: type[Exception]) -> None:
 def test_wipe_and_repr_hide_secrets() -> None:
     result = ReadResult(7, Color.GRAY, KEYSET, 2, 3, SECRET)
     request = ImprintRequest(3, Color.RED, SECRET)
-    reused = ImprintResult(9, Color.PURPLE, KEYSET, 3, 5, True, 0, SECRET)
+    reused = ImprintResult(9, Color.PURPLE, KEYSET, 3, 5, True, 0, True, SECRET)
     for message in (result, request, reused):
         assert SECRET.hex() not in repr(message) and repr(SECRET) not in repr(message)
         assert "secret=" not in repr(message)

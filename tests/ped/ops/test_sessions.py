@@ -86,11 +86,21 @@ def test_imprint_new_and_reused() -> None:
     hsm, ped = connected()
     (req,) = ped.receive_frame(hsm.imprint(Color.BLUE, new_secret=SECRET, label="SO"))
     assert isinstance(req, ev.ImprintRequested) and req.new_secret == bytearray(SECRET)
-    ped.answer_imprint(keyset_id=KEYSET, m=1, n=1, pin=True, copies=2)
+    with pytest.raises(LocalProtocolError):  # a PIN changes the login secret: must say it
+        ped.answer_imprint(keyset_id=KEYSET, m=1, n=1, pin=True, copies=2)
+    with pytest.raises(LocalProtocolError):  # reuse was not allowed
+        ped.answer_imprint(keyset_id=KEYSET, m=1, n=1, pin=False, copies=2, reused_secret=SECRET)
+    ped.answer_imprint(keyset_id=KEYSET, m=1, n=1, pin=True, copies=2, secret=bytes(32))
     assert req.new_secret == bytearray(32)  # wiped once answered
     (done,) = deliver(hsm, ped.frames_to_send())
     assert isinstance(done, ev.OperationSucceeded)
     assert done.result.copies == 2 and done.result.pin and not done.result.reused
+    assert done.result.secret == bytearray(32)
+
+    ped.receive_frame(hsm.imprint(Color.BLUE, new_secret=SECRET))
+    ped.answer_imprint(keyset_id=KEYSET, m=1, n=1, pin=False, copies=1)
+    (done,) = deliver(hsm, ped.frames_to_send())
+    assert done.result.secret is None and not done.result.reused
 
     (req,) = ped.receive_frame(hsm.imprint(Color.ORANGE, allow_reuse=True))
     assert isinstance(req, ev.ImprintRequested) and req.new_secret is None

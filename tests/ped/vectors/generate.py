@@ -83,8 +83,13 @@ def compute() -> dict[str, str]:
         "op_read_secret": ReadSecret(1, Color.BLUE, KEYSET, "HSM SO", KEY_TIMEOUT_MS),
         "op_read_result": ReadResult(1, Color.BLUE, KEYSET, 1, 1, SECRET),
         "op_imprint": ImprintRequest(2, Color.BLACK, SECRET, True, "CO", KEY_TIMEOUT_MS),
-        "op_imprint_result": ImprintResult(2, Color.BLACK, KEYSET, 2, 3, True, 3),
-        "op_imprint_result_reused": ImprintResult(2, Color.BLACK, KEYSET, 2, 3, True, 0, SECRET),
+        "op_imprint_result": ImprintResult(2, Color.BLACK, KEYSET, 2, 3, False, 3),
+        "op_imprint_result_pin": ImprintResult(
+            2, Color.BLACK, KEYSET, 2, 3, True, 3, False, SECRET
+        ),
+        "op_imprint_result_reused": ImprintResult(
+            2, Color.BLACK, KEYSET, 2, 3, True, 0, True, SECRET
+        ),
         "op_show_message": ShowMessage(3, "Hello"),
         "op_show_done": ShowDone(3),
         "op_cancel": Cancel(4),
