@@ -26,7 +26,6 @@ else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -38,21 +37,15 @@ from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
 from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
 from keys.colors import Color
+from ped.channel import LOCAL_RPV
 from ped.errors import PedError
 from ped.transport import TransportError
 
 log = logging.getLogger("pedhsm.ped")
 
-#: The fixed, public "RPV" of a cabled PED (ARCHITECTURE.md, "A PED attached locally"),
-#: used only while ``ped.channel`` does not export ``LOCAL_RPV`` itself.
-_FALLBACK_LOCAL_RPV = hashlib.sha256(b"remote-ped/local-ped-channel/v1").digest()
-
 
 def local_rpv() -> bytes:
-    try:
-        from ped.channel import LOCAL_RPV  # type: ignore[attr-defined]
-    except ImportError:
-        return _FALLBACK_LOCAL_RPV
+    """The fixed, public RPV of a cabled PED (accepted by a PED only in its local mode)."""
     return bytes(LOCAL_RPV)
 
 

@@ -1,10 +1,10 @@
 """The real pedhsm daemon and shell: kill -9, restarts with a fake clock, error messages.
 
-The HSM's local PED is the emulated PED (``emulated:KEYS?operator=script:FILE``), started
-by the daemon's driver as its own process.  Its device mode is the default ``remote``, so
-every session begins with the orange key, which here holds the local-PED RPV.  Each daemon
-start spawns a new PED process that runs the script file from its first step: the test
-rewrites the script before the first PED operation of each run.
+The HSM's local PED is the emulated PED (``emulated:KEYS?mode=local&operator=script:FILE``),
+started by the daemon's driver as its own process.  In local mode every session begins
+with the PED asking the operator to allow a cabled HSM without an orange key.  Each
+daemon start spawns a new PED process that runs the script file from its first step: the
+test rewrites the script before the first PED operation of each run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 
 from hsm import cli
 from hsm.clock import TEST_CLOCK_ENV
-from hsm.pedlink import local_rpv
 from keys.colors import Color
 from tests.hsm.emulated import Script, make_keyring
 
@@ -34,12 +33,12 @@ class Shell:
         self.script = tmp / "ped-script.toml"
         self.clock = tmp / "clock"
         self.clock.write_text(str(T0))
-        self.blanks, self.extra = make_keyring(self.keys, blanks=8, rpv=local_rpv())
+        self.blanks, self.extra = make_keyring(self.keys, blanks=8)
         self.capsys = capsys
         self.script.write_text("")
 
     def new_script(self) -> Script:
-        return Script(orange=self.extra["orange"])
+        return Script()
 
     def run(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -53,7 +52,7 @@ class Shell:
         return out
 
     def start(self) -> None:
-        uri = f"emulated:{self.keys}?operator=script:{self.script}"
+        uri = f"emulated:{self.keys}?mode=local&operator=script:{self.script}"
         self.ok("mode", "start", "--serial", "777001", "--local-ped", uri)
 
     def pid(self) -> int:

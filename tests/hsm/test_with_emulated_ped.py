@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 
-import ped.channel
 from hsm.clock import ManualClock
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
 from hsm.errors import LockedOut, LoginFailed, PedUnavailable, Zeroized
-from hsm.pedlink import PedRouter, local_rpv
+from hsm.pedlink import PedRouter
 from hsm.store import HSM_SCOPE, Store
 from keys.colors import Color
 from ped.device.emulated.inprocess import InProcessPedDriver
@@ -66,12 +65,7 @@ class Bench:
 
 
 @pytest.fixture
-async def bench(
-    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Bench]:
-    if getattr(ped.channel, "LOCAL_RPV", None) is None:
-        # Until ped.channel exports it, the PED side uses the HSM's value (same constant).
-        monkeypatch.setattr(ped.channel, "LOCAL_RPV", local_rpv(), raising=False)
+async def bench(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Bench]:
     b = Bench(tmp_path, nursery)
     yield b
     b.store.close()
@@ -163,3 +157,88 @@ async def test_ped_key_timeout_is_not_counted(bench: Bench) -> None:
         await bench.hsm.hsm_login(bench.notify)
     assert operator.done.is_set()
     assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 0
+
+
+async def test_rpv_init_imprints_an_orange_key_that_opens_a_remote_session(
+    bench: Bench, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2])  # hsm ped vector init: a new RPV on an orange key
+    local_operator = bench.run_script(s)
+    h, n = bench.hsm, bench.notify
+    await h.hsm_init(n, "emulated")
+    await h.hsm_login(n)
+    await h.ped_vector_init(n)
+    await local_operator.done.wait()
+
+    # A remote PED (remote mode: it always asks for the orange key) reached through a
+    # stand-in for pedclient; the router keeps the session open between operations.
+    remote_ped = EmulatedPed(bench.keys, mode="remote", serial="EMU-REMOTE")
+    remote_driver = InProcessPedDriver(remote_ped, nursery)
+    await remote_driver.open()
+
+    async def fake_connect(socket_path: str, host: str, port: int, **kw: object) -> object:
+        assert (socket_path, host, port) == ("/run/pedclient.sock", "ped.example", 1503)
+        return await remote_driver.open_session()
+
+    monkeypatch.setattr("ped.link.connect_via_pedclient", fake_connect)
+    bench.router.pedclient_socket = "/run/pedclient.sock"
+    r = Script(orange=b[2])
+    r.session()  # hsm ped connect: the orange key, once
+    r.read(Color.BLUE, b[0])  # hsm login through the remote PED, no orange key again
+    r.read(Color.BLUE, b[0])  # and again
+    remote_script = r.write(bench.tmp / "remote.toml")
+    remote_operator = ScriptOperator(remote_ped.panel, load_script(remote_script, bench.keys))
+    nursery.start_soon(remote_operator.run)
+
+    await nursery.start(bench.router.run)
+    out = await h.ped_connect(n, "ped.example", 1503)
+    assert "PED operation required to connect to Remote PED - use orange PED Key(s)." in (
+        bench.notes
+    )
+    assert "ped.example:1503" in out
+    status = bench.router.status()
+    assert status["mode"] == "remote" and status["connected"]
+    h.hsm_logout()
+    await h.hsm_login(n)  # served by the remote PED while it is connected
+    h.hsm_logout()
+    await h.hsm_login(n)
+    await remote_operator.done.wait()
+    assert "disconnected" in await h.ped_disconnect()
+    assert bench.router.status()["mode"] == "local"
+    events = [r["event"] for r in h.audit.records()]
+    assert "ped connected" in events and "ped disconnected" in events
+    assert h.audit_verify()["ok"]
+
+
+async def test_a_second_hsm_shares_the_rpv_by_reading_the_orange_key(bench: Bench) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0])  # vector init on the zeroized HSM (no SO needed)
+    s.session()  # second HSM: vector init, reusing the orange key
+    s.parts.append('[[step]]\nexpect = "Reuse an existing"\npress = "YES"\n')
+    s.read(Color.ORANGE, b[0])
+    s.parts.append('[[step]]\nexpect = "duplicating"\npress = "NO"\n')
+    operator = bench.run_script(s)
+    await bench.hsm.ped_vector_init(bench.notify)
+    first = bytes(bench.hsm._rpv())
+    other_home = bench.tmp / "home2"
+    other_home.mkdir(mode=0o700)
+    store = Store(other_home)
+    try:
+        other = Hsm(
+            other_home,
+            store,
+            MasterKey.load_or_create(other_home),
+            bench.clock,
+            bench.router,
+            "150003",
+        )
+        await other.ped_vector_init(bench.notify)
+        assert bytes(other._rpv()) == first
+    finally:
+        store.close()
+    await operator.done.wait()
