@@ -33,6 +33,7 @@ from cryptography import x509
 
 from ped.tls.certs import (
     certificate_pem,
+    check_self_signed,
     fingerprint,
     load_certificate_pem,
     normalize_fingerprint,
@@ -149,11 +150,12 @@ class PinStore:
         (a wrong clock on one side) with a `CertificateError`.
         """
         check_name(name)
-        cert = (
-            certificate
-            if isinstance(certificate, x509.Certificate)
-            else load_certificate_pem(certificate, source=f"certificate for {name!r}")
-        )
+        source = f"certificate for {name!r}"
+        if isinstance(certificate, x509.Certificate):
+            check_self_signed(certificate, source=source)
+            cert = certificate
+        else:
+            cert = load_certificate_pem(certificate, source=source)
         problem = validity_problem(cert, now)
         if problem:
             other = "pedclient" if self.program == "pedserver" else "pedserver"

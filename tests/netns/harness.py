@@ -26,6 +26,7 @@ it when ``PED_REQUIRE_NETNS=1`` (CI, where the test must run).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -77,10 +78,11 @@ _PROBE_LISTEN = textwrap.dedent(
 )
 
 
-class NetnsUnavailable(RuntimeError):
-    pass
+class NetnsError(RuntimeError):
+    """A namespace, link or command of the harness failed."""
 
 
+@functools.cache
 def netns_unavailable() -> str | None:
     """Why network namespaces cannot be used here, or None when they can."""
     if sys.platform != "linux":
@@ -182,7 +184,7 @@ class Host:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if line.strip() != b"listening":
-            raise NetnsUnavailable(f"probe listener on {self.netns} did not start")
+            raise NetnsError(f"probe listener on {self.netns} did not start")
         return proc
 
     def wait_for_port(self, port: int, *, ip: str | None = None, tries: int = 100) -> None:
@@ -192,7 +194,7 @@ class Host:
             if out.strip() and (ip is None or ip in out or "*" in out or "0.0.0.0" in out):
                 return
             time.sleep(0.1)
-        raise NetnsUnavailable(f"nothing listens on port {port} on {self.netns}")
+        raise NetnsError(f"nothing listens on port {port} on {self.netns}")
 
     def stop_processes(self) -> None:
         procs, self.processes = self.processes, []
@@ -314,5 +316,5 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise NetnsUnavailable(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
+        raise NetnsError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
     return result

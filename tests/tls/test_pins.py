@@ -140,3 +140,39 @@ def test_repr_is_short(peers: PinStore) -> None:
     pem, _ = _cert_pem()
     peer = peers.register("a", pem)
     assert "BEGIN" not in repr(peer) and "BEGIN" not in repr(peers)
+
+
+def test_concurrent_writers_from_threads(tmp_path) -> None:
+    """The CLI and a daemon (or two CLIs) may write at once: every change lands."""
+    import threading
+
+    pems = [_cert_pem()[0] for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def register(i: int) -> None:
+        try:
+            PinStore(tmp_path, program="pedclient").register(f"p{i}", pems[i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(p.name for p in PinStore(tmp_path, program="pedclient").list()) == [
+        f"p{i}" for i in range(8)
+    ]
+
+
+def test_register_checks_certificate_objects_too(peers: PinStore) -> None:
+    from cryptography import x509
+
+    from ped.tls.errors import WrongKeyForCertificate
+
+    from .test_certs import _other_signed
+
+    forged = x509.load_pem_x509_certificate(_other_signed(None, same_name=True))
+    with pytest.raises(WrongKeyForCertificate):
+        peers.register("a", forged)
