@@ -455,12 +455,13 @@ class PedServer:
                     await self._device_failed(record, exc)
                     return
             elif isinstance(event, Close):
-                record.end_reason = f"closed by the client: {event.code.name.lower()}" + (
-                    f" ({event.text})" if event.text else ""
+                record.end_reason = record.end_reason or (
+                    f"closed by the client: {event.code.name.lower()}"
+                    + (f" ({event.text})" if event.text else "")
                 )
                 return
             elif isinstance(event, ConnectionLost):
-                record.end_reason = "the client's connection was lost"
+                record.end_reason = record.end_reason or "the client's connection was lost"
                 return
 
     async def _send(self, record: LinkRecord, message: Any) -> None:

@@ -118,6 +118,11 @@ class ConfigSchema:
         for name, value in raw.items():
             if isinstance(value, dict):
                 raise ConfigError(f"{where}: [{name}] tables are not used; write flat keys")
+            if name.replace("-", "_") not in self.keys:
+                raise ConfigError(
+                    f"{where}: unknown config key {name!r}; known keys: "
+                    f"{', '.join(sorted(self.keys))}"
+                )
             out[self.key(name).name] = self.key(name).convert(value, where)
         return out
 
@@ -159,7 +164,7 @@ def _toml_value(value: Value) -> str:
     escaped = "".join(
         {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, ch)
         if ch.isprintable() or ch in "\n\t\r"
-        else f"\\u{ord(ch):04x}"
+        else (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
         for ch in str(value)
     )
     return f'"{escaped}"'

@@ -18,9 +18,17 @@ from typing import Any
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
+def _escape(text: str) -> str:
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return _escape(value)  # a peer's text cannot start a forged log line
+    if isinstance(value, BaseException):
+        return _escape(str(value))
     return value
 
 

@@ -108,6 +108,8 @@ LINK_TRANSITIONS: dict[tuple[Hop, Side, LinkState, int | str], LinkState] = {
     (Hop.REMOTE, INI, LinkState.START, LinkType.HELLO): LinkState.NEGOTIATING,
     (Hop.REMOTE, RSP, LinkState.NEGOTIATING, LinkType.WELCOME): LinkState.OPEN,
     (Hop.REMOTE, RSP, LinkState.NEGOTIATING, LinkType.REFUSED): LinkState.CLOSED,
+    # pedserver may refuse before reading a hello (too many connections, hello too late).
+    (Hop.REMOTE, RSP, LinkState.START, LinkType.REFUSED): LinkState.CLOSED,
     (Hop.REMOTE, INI, LinkState.OPEN, LinkType.KEEPALIVE): LinkState.OPEN,
     (Hop.REMOTE, RSP, LinkState.OPEN, LinkType.KEEPALIVE): LinkState.OPEN,
     (Hop.REMOTE, INI, LinkState.OPEN, LinkType.KEEPALIVE_ACK): LinkState.OPEN,

@@ -1,0 +1,95 @@
+"""Background start with a readiness pipe, pid files, signals: real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import trio
+
+from ped.daemon.process import DaemonStartError, PidFile, start_background
+from ped.daemon.signals import watch_stop_signals
+
+
+def script(home, body: str):
+    path = home / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def test_ready_daemon(home):
+    argv = script(home, """
+        import time
+        from ped.daemon.process import notify_ready
+        notify_ready("listening on 1.2.3.4:1503")
+        time.sleep(30)
+    """)
+    proc = start_background(argv, log_path=home / "d.log")
+    try:
+        assert proc.poll() is None  # returned because it is ready, and it runs on
+        assert os.getsid(proc.pid) == proc.pid  # its own session: survives the terminal
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_failing_daemon_reports_its_reason(home):
+    argv = script(home, """
+        import sys
+        from ped.daemon.process import notify_failed
+        notify_failed("cannot listen on 0.0.0.0:1503: Address already in use")
+        sys.exit(1)
+    """)
+    with pytest.raises(DaemonStartError, match="Address already in use"):
+        start_background(argv)
+
+
+def test_daemon_dying_silently_points_at_the_log(home):
+    argv = script(home, """
+        import sys
+        print("Traceback: something broke", file=sys.stderr)
+        sys.exit(7)
+    """)
+    with pytest.raises(DaemonStartError, match=r"exited \(code 7\).*d\.log"):
+        start_background(argv, log_path=home / "d.log")
+    assert "something broke" in (home / "d.log").read_text()
+
+
+def test_slow_daemon_is_stopped(home):
+    argv = script(home, "import time; time.sleep(60)\n")
+    with pytest.raises(DaemonStartError, match="did not report ready"):
+        start_background(argv, timeout=0.5)
+
+
+def test_pid_file(home):
+    pidfile = PidFile(home / "d.pid")
+    assert pidfile.running_pid() is None
+    pidfile.write()
+    assert pidfile.running_pid() == os.getpid()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(DaemonStartError, match="another instance"):
+            PidFile(home / "d.pid").write(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    pidfile.remove()
+    assert not (home / "d.pid").exists()
+    (home / "d.pid").write_text(f"{other.pid}\n")  # stale: that process is gone
+    assert pidfile.running_pid() is None
+
+
+async def test_sigterm_calls_the_stop_callback():
+    seen = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_stop_signals, seen.append)
+        os.kill(os.getpid(), signal.SIGTERM)
+        with trio.fail_after(10):
+            while not seen:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert seen == [signal.SIGTERM]
