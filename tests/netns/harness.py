@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 `make_two_hosts()` (a context manager; also the pytest fixture `two_hosts`) creates, with
-iproute2, two network namespaces ``ped-<run>-a`` and ``ped-<run>-b`` (``<run>`` is random
-per test, so parallel runs and leftovers of a killed run never collide), a veth pair
+iproute2, two network namespaces ``ped-<pid>-<run>-a`` and ``ped-<pid>-<run>-b`` (``<run>``
+is random per test, so parallel runs never collide; namespaces left by a run that was
+killed, whose ``<pid>`` is gone, are removed on the next start), a veth pair
 with one end in each, and the addresses ``10.200.N.1/30`` (host A) and ``10.200.N.2/30``
 (host B) *inside* the namespaces only.  Nothing is added to the machine's own network.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -218,10 +220,12 @@ class TwoHosts:
 @contextlib.contextmanager
 def make_two_hosts(prefix: str = "ped") -> Iterator[TwoHosts]:
     """Create two hosts; always tear them down (see the module docstring)."""
+    remove_stale_namespaces(prefix)
     run_id = secrets.token_hex(3)
     subnet = secrets.randbelow(256)
-    a = Host(f"{prefix}-{run_id}-a", f"pv{run_id}a", f"10.200.{subnet}.1")
-    b = Host(f"{prefix}-{run_id}-b", f"pv{run_id}b", f"10.200.{subnet}.2")
+    base = f"{prefix}-{os.getpid()}-{run_id}"
+    a = Host(f"{base}-a", f"pv{run_id}a", f"10.200.{subnet}.1")
+    b = Host(f"{base}-b", f"pv{run_id}b", f"10.200.{subnet}.2")
     pair = TwoHosts(run_id, a, b)
     created: list[str] = []
     try:
@@ -264,6 +268,20 @@ def two_hosts_fixture() -> Iterator[TwoHosts]:
     require_netns()
     with make_two_hosts() as pair:
         yield pair
+
+
+def remove_stale_namespaces(prefix: str = "ped") -> list[str]:
+    """Delete namespaces this harness made in a run whose process has died (a test run
+    killed with SIGKILL cannot tear down).  Names carry the creating pid for this."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)-[0-9a-f]{{6}}-[ab]")
+    listed = _run(["ip", "netns", "list"], check=False).stdout.split()
+    removed = []
+    for name in listed:
+        match = pattern.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            _run(["ip", "netns", "del", name], check=False)
+            removed.append(name)
+    return removed
 
 
 def _kill_namespace_processes(netns: str) -> None:

@@ -70,3 +70,17 @@ def test_skips_with_reason_or_fails_when_required(monkeypatch) -> None:
         harness.require_netns()
     monkeypatch.setattr(harness, "netns_unavailable", lambda: None)
     harness.require_netns()  # available: neither skips nor fails
+
+
+def test_namespaces_of_a_dead_run_are_removed() -> None:
+    from tests.netns.harness import _run, remove_stale_namespaces
+
+    require_netns()
+    # A pid that cannot be alive (above the kernel's pid_max) stands in for a killed run.
+    stale = "ped-999999999-abcdef-a"
+    _run(["ip", "netns", "add", stale])
+    try:
+        assert stale in remove_stale_namespaces()
+        assert stale not in _namespaces()
+    finally:
+        _run(["ip", "netns", "del", stale], check=False)
