@@ -100,13 +100,19 @@ def _check_timeout_ms(value: int) -> int:
     return value
 
 
+def _info_text(text: str) -> str:
+    # Shown by the HSM and logged: printable, one line, at most 64 UTF-8 bytes.
+    cleaned = "".join(c if c.isprintable() else "?" for c in str(text))
+    return cleaned.encode("utf-8")[:64].decode("utf-8", errors="ignore")
+
+
 @attrs.frozen
 class PedInfo:
     """What the PED says about itself inside handshake message 2 (encrypted, not secret)."""
 
-    model: str = "Remote PED"
-    serial: str = ""
-    firmware: str = ""
+    model: str = attrs.field(default="Remote PED", converter=_info_text)
+    serial: str = attrs.field(default="", converter=_info_text)
+    firmware: str = attrs.field(default="", converter=_info_text)
 
     def encode(self) -> bytes:
         return Writer().text16(self.model).text16(self.serial).text16(self.firmware).getvalue()
@@ -176,10 +182,11 @@ class HandshakeRefusal:
     """Payload of ``HANDSHAKE_REFUSED``: a reason code and a short non-secret text."""
 
     reason: RefuseReason = attrs.field(converter=RefuseReason)
-    detail: str = ""
+    detail: str = attrs.field(default="", converter=lambda text: _printable(str(text)))
 
     def to_frame(self) -> Frame:
-        payload = Writer().u8(self.reason).text16(self.detail[:DETAIL_MAX]).getvalue()
+        detail = self.detail.encode("utf-8")[: DETAIL_MAX * 4].decode("utf-8", errors="ignore")
+        payload = Writer().u8(self.reason).text16(detail).getvalue()
         return Frame(E2EType.HANDSHAKE_REFUSED, payload)
 
     @classmethod

@@ -12,6 +12,11 @@ carries the id of the request it answers.  Constructors validate ranges and rais
 `LocalProtocolError`; decoding raises only `RemoteProtocolError` subclasses
 (`FieldOutOfRange`, `TruncatedFrame`, `TrailingBytes`, `UnknownFrameType`...).
 
+Text fields never carry control characters: labels and the PED screen message have them
+replaced by '?' (newlines kept on the screen message), and informational texts (notice,
+error detail, goodbye) are also cut to 256 UTF-8 bytes, so a hostile peer cannot send
+terminal escapes to a PED screen or an HSM log.
+
 Secret fields (derived secrets) are ``bytearray``s, hidden from ``repr`` and wiped by
 ``wipe()``; the encoded bytes are necessarily an immutable copy that the caller seals
 and drops at once.
@@ -81,6 +86,34 @@ def _text(max_len: int, what: str):  # type: ignore[no-untyped-def]
     return check
 
 
+def clean_text(text: str, *, newlines: bool = False) -> str:
+    """Replace control characters (terminal escapes, NUL...) with '?'.
+
+    Text crosses a trust boundary in both directions and ends on a PED screen or in an
+    HSM log; neither should interpret it.  Newlines are kept only where asked (the PED
+    screen message).
+    """
+    return "".join(c if c.isprintable() or (newlines and c == "\n") else "?" for c in text)
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """*text* cleaned and cut to at most *max_bytes* UTF-8 bytes at a character boundary."""
+    data = clean_text(text).encode("utf-8")[:max_bytes]
+    return data.decode("utf-8", errors="ignore")
+
+
+def _clean(text: str) -> str:
+    return clean_text(str(text))
+
+
+def _clean_lines(text: str) -> str:
+    return clean_text(str(text), newlines=True)
+
+
+def _clip_detail(text: str) -> str:
+    return clip_text(str(text), DETAIL_MAX)
+
+
 def _sized(size: int, what: str, *, optional: bool = False):  # type: ignore[no-untyped-def]
     def check(_inst: object, _attr: object, value: bytes | None) -> None:
         if value is None and optional:
@@ -141,7 +174,7 @@ class ReadSecret(_Message):
         converter=_opt_bytes,
         validator=_sized(KEYSET_ID_SIZE, "keyset id", optional=True),
     )
-    label: str = attrs.field(default="", validator=_text(LABEL_MAX, "label"))
+    label: str = attrs.field(default="", converter=_clean, validator=_text(LABEL_MAX, "label"))
     key_timeout_ms: int = attrs.field(default=200_000, validator=_TIMEOUT)
 
     def payload(self) -> bytes:
@@ -179,7 +212,7 @@ class ImprintRequest(_Message):
         repr=False,
     )
     allow_reuse: bool = attrs.field(default=False, converter=bool)
-    label: str = attrs.field(default="", validator=_text(LABEL_MAX, "label"))
+    label: str = attrs.field(default="", converter=_clean, validator=_text(LABEL_MAX, "label"))
     key_timeout_ms: int = attrs.field(default=200_000, validator=_TIMEOUT)
 
     def __attrs_post_init__(self) -> None:
@@ -214,7 +247,7 @@ class ShowMessage(_Message):
 
     TYPE: ClassVar[OpType] = OpType.SHOW_MESSAGE
     op_id: int = attrs.field(validator=_OP_ID)
-    text: str = attrs.field(validator=_text(TEXT_MAX, "message text"))
+    text: str = attrs.field(converter=_clean_lines, validator=_text(TEXT_MAX, "message text"))
 
     def payload(self) -> bytes:
         return Writer().u32(self.op_id).text16(self.text).getvalue()
@@ -374,7 +407,7 @@ class Notice(_Message):
     kind: NoticeKind = attrs.field(converter=NoticeKind)
     step: int = attrs.field(default=0, validator=_range(0, 255, "step"))
     total: int = attrs.field(default=0, validator=_range(0, 255, "total"))
-    text: str = attrs.field(default="", validator=_text(DETAIL_MAX, "notice text"))
+    text: str = attrs.field(default="", converter=_clip_detail)
 
     def payload(self) -> bytes:
         w = Writer().u32(self.op_id).u8(self.kind).u8(self.step).u8(self.total)
@@ -394,7 +427,7 @@ class OpError(_Message):
     TYPE: ClassVar[OpType] = OpType.OP_ERROR
     op_id: int = attrs.field(validator=_OP_ID)
     code: ErrorCode = attrs.field(converter=ErrorCode)
-    detail: str = attrs.field(default="", validator=_text(DETAIL_MAX, "error detail"))
+    detail: str = attrs.field(default="", converter=_clip_detail)
 
     def payload(self) -> bytes:
         return Writer().u32(self.op_id).u16(self.code).text16(self.detail).getvalue()
@@ -412,7 +445,7 @@ class Goodbye(_Message):
 
     TYPE: ClassVar[OpType] = OpType.GOODBYE
     reason: CloseReason = attrs.field(default=CloseReason.NORMAL, converter=CloseReason)
-    text: str = attrs.field(default="", validator=_text(DETAIL_MAX, "goodbye text"))
+    text: str = attrs.field(default="", converter=_clip_detail)
 
     def payload(self) -> bytes:
         return Writer().u8(self.reason).text16(self.text).getvalue()

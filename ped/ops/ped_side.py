@@ -63,7 +63,7 @@ import enum
 import hmac
 
 from keys.colors import Color
-from ped.channel.errors import ChannelError, RpvMismatch
+from ped.channel.errors import ChannelClosed, ChannelError, RpvMismatch
 from ped.channel.handshake import ChannelResponder, PedInfo, RefuseReason
 from ped.channel.secure import SecureChannel
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
@@ -243,7 +243,15 @@ class PedSideSession:
     # ---- the PED's answers ------------------------------------------------------------
 
     def supply_rpv(self, rpv: bytes | bytearray) -> ev.ChannelEstablished | ev.SessionFailed:
-        """Give the RPV read from the orange key.  Queues RESPONSE or REFUSED."""
+        """Give the RPV read from the orange key.  Queues RESPONSE or REFUSED.
+
+        If the HSM went away while the orange key was being read, nothing is queued and
+        the answer is a `SessionFailed` (the PED simply drops the session).
+        """
+        if self.state in (PedState.CLOSED, PedState.FAILED):
+            return ev.SessionFailed(
+                ChannelClosed("the HSM session ended before the orange key was read")
+            )
         if self.state is not PedState.AWAIT_RPV:
             raise LocalProtocolError(f"supply_rpv() needs state await-rpv, not {self.state.value}")
         try:
@@ -264,7 +272,12 @@ class PedSideSession:
         return ev.ChannelEstablished(self.hsm_serial)
 
     def refuse(self, reason: RefuseReason, detail: str = "") -> None:
-        """Refuse the handshake (operator said no, no orange key in time, busy...)."""
+        """Refuse the handshake (operator said no, no orange key in time, busy...).
+
+        A no-op if the session already ended (the HSM went away meanwhile).
+        """
+        if self.state in (PedState.CLOSED, PedState.FAILED):
+            return
         self._advance("refuse", remote=False)
         self._outbox.append(self._responder.refuse(RefuseReason(reason), detail))
 

@@ -231,3 +231,13 @@ def test_mutated_messages_raise_only_remote_errors(message: object, data: st.Dat
             decode_message(candidate)
         except RemoteProtocolError:
             pass
+
+
+def test_text_fields_never_carry_control_characters() -> None:
+    assert ReadSecret(1, Color.BLUE, label="\x1b[2Jevil").label == "?[2Jevil"
+    assert ShowMessage(1, "line 1\nline 2\x07").text == "line 1\nline 2?"
+    assert OpError(1, ErrorCode.DEVICE_ERROR, "x" * 300 + "\r").detail == "x" * 256
+    assert Notice(1, NoticeKind.INFO, text="é" * 200).text == "é" * 128
+    # On the wire an escape is possible; decoding cleans it.
+    raw = frame_bytes(OpType.SHOW_MESSAGE, b"\x00\x00\x00\x01\x00\x04\x1b[2J")
+    assert decode_message(raw) == ShowMessage(1, "?[2J")

@@ -15,6 +15,7 @@ from ped.ops import (
     NoBlankKey,
     OperationCancelled,
     PedState,
+    Unsupported,
     WrongColor,
 )
 from ped.ops import events as ev
@@ -211,3 +212,79 @@ def test_garbage_fails_ped_session_and_raises_on_hsm() -> None:
     with pytest.raises(RemoteProtocolError):
         hsm.receive_frame(type(good)(good.type, good.payload[1:]))
     assert hsm.state is HsmState.FAILED
+
+
+def test_hsm_gone_while_the_orange_key_is_read() -> None:
+    hsm, ped = make_pair()
+    ped.receive_frame(hsm.start_handshake())
+    (closed,) = ped.receive_eof()
+    assert isinstance(closed, ev.SessionClosed)
+    late = ped.supply_rpv(RPV)
+    assert isinstance(late, ev.SessionFailed)
+    ped.refuse(RefuseReason.KEY_TIMEOUT)  # no-op
+    assert ped.frames_to_send() == []
+
+
+def test_malformed_init_is_refused_in_the_clear() -> None:
+    hsm, ped = make_pair()
+    frame = hsm.start_handshake()
+    (failed,) = ped.receive_frame(type(frame)(frame.type, b"\x07" + frame.payload[1:]))
+    assert isinstance(failed, ev.SessionFailed)
+    with pytest.raises(Unsupported):
+        deliver(hsm, ped.frames_to_send())
+
+
+def test_frames_before_the_channel_fail_the_ped_session() -> None:
+    hsm, _ = connected()
+    sealed = hsm.show_message("x")
+    _, fresh = make_pair()
+    (failed,) = fresh.receive_frame(sealed)
+    assert isinstance(failed, ev.SessionFailed)
+    hsm2, ped2 = make_pair()
+    ped2.receive_frame(hsm2.start_handshake())
+    (failed,) = ped2.receive_frame(sealed)  # still waiting for the RPV
+    assert isinstance(failed, ev.SessionFailed)
+
+
+def test_ped_refuses_responses_from_the_hsm() -> None:
+    from ped.ops.messages import ShowDone as Done
+
+    hsm, ped = connected()
+    assert hsm._channel is not None
+    (failed,) = ped.receive_frame(hsm._channel.seal(Done(1).encode()))
+    assert isinstance(failed, ev.SessionFailed)
+
+
+def test_hsm_refuses_mismatched_answers() -> None:
+    from ped.ops.messages import ReadResult as Result
+
+    hsm, ped = connected()
+    ped.receive_frame(hsm.read_secret(Color.BLUE))
+    assert ped._channel is not None
+    wrong_id = ped._channel.seal(Result(99, Color.BLUE, KEYSET, 1, 1, SECRET).encode())
+    with pytest.raises(RemoteProtocolError, match="operation 99"):
+        hsm.receive_frame(wrong_id)
+
+    hsm, ped = connected()
+    ped.receive_frame(hsm.read_secret(Color.BLUE))
+    assert ped._channel is not None
+    wrong_colour = ped._channel.seal(Result(1, Color.RED, KEYSET, 1, 1, SECRET).encode())
+    with pytest.raises(RemoteProtocolError, match="red"):
+        hsm.receive_frame(wrong_colour)
+
+    hsm, ped = connected()
+    ped.receive_frame(hsm.show_message("x"))
+    assert ped._channel is not None
+    wrong_kind = ped._channel.seal(Result(1, Color.BLUE, KEYSET, 1, 1, SECRET).encode())
+    with pytest.raises(RemoteProtocolError, match="answered ShowMessage"):
+        hsm.receive_frame(wrong_kind)
+
+
+def test_transition_tables_cover_every_state() -> None:
+    from ped.ops.hsm_side import TRANSITIONS as HSM_TRANSITIONS
+    from ped.ops.ped_side import TRANSITIONS as PED_TRANSITIONS
+
+    assert {s for s, _ in PED_TRANSITIONS} | set(PED_TRANSITIONS.values()) == set(PedState)
+    assert {s for s, _ in HSM_TRANSITIONS} | set(HSM_TRANSITIONS.values()) >= set(HsmState) - {
+        HsmState.FAILED
+    }
