@@ -88,7 +88,8 @@ async def open_pinned_tls_client(
     address = _format_address(host, port)
     if peer_name is not None:
         pins.get(peer_name)  # UnknownName before we dial anyone
-    with trio.move_on_after(timeout) as scope:
+    deadline = trio.current_time() + timeout
+    with trio.move_on_at(deadline) as scope:
         try:
             tcp = await trio.open_tcp_stream(host, port)
         except OSError as exc:
@@ -99,9 +100,12 @@ async def open_pinned_tls_client(
             ) from None
     if scope.cancelled_caught:
         raise HandshakeTimeout(f"no TCP connection to {address} within {timeout:g} s")
-    return await start_pinned_tls_client(
-        tcp, identity, pins, timeout=timeout, peer_name=peer_name, peer_address=address
+    # One budget for both: what the TCP connection used is gone for the handshake.
+    link = await _start_client(tcp, identity, pins, peer_name=peer_name, address=address)
+    await link.run(
+        max(deadline - trio.current_time(), 0.0), expected_name=peer_name, budget=timeout
     )
+    return link.ssl_stream
 
 
 async def start_pinned_tls_client(
@@ -115,6 +119,19 @@ async def start_pinned_tls_client(
 ) -> trio.SSLStream:  # type: ignore[type-arg]
     """`open_pinned_tls_client` over a stream you already have (closed on failure)."""
     address = peer_address or _peer_address(transport)
+    link = await _start_client(transport, identity, pins, peer_name=peer_name, address=address)
+    await link.run(timeout, expected_name=peer_name)
+    return link.ssl_stream
+
+
+async def _start_client(
+    transport: trio.abc.Stream,
+    identity: Identity,
+    pins: PinStore,
+    *,
+    peer_name: str | None,
+    address: str,
+) -> _Handshake:
     try:
         snap = pins.snapshot()
         if peer_name is not None:
@@ -126,12 +143,10 @@ async def start_pinned_tls_client(
             trusted: Sequence[Peer] = (expected,)
         else:
             trusted = snap.peers
-        link = _Handshake(transport, identity, snap, trusted, server_side=False, address=address)
+        return _Handshake(transport, identity, snap, trusted, server_side=False, address=address)
     except BaseException:
         await trio.aclose_forcefully(transport)
         raise
-    await link.run(timeout, expected_name=peer_name)
-    return link.ssl_stream
 
 
 async def accept_pinned_tls(
@@ -191,15 +206,18 @@ class _Handshake:
         self.capture.install(ctx)
         self.ssl_stream = trio.SSLStream(transport, ctx, server_side=server_side)
 
-    async def run(self, timeout: float, *, expected_name: str | None) -> Peer:
+    async def run(
+        self, timeout: float, *, expected_name: str | None, budget: float | None = None
+    ) -> Peer:
         self.expected_name = expected_name
+        budget = timeout if budget is None else budget
         try:
             with trio.fail_after(timeout):
                 peer = await self._handshake(expected_name)
         except trio.TooSlowError:
             await trio.aclose_forcefully(self.ssl_stream)
             raise HandshakeTimeout(
-                f"TLS handshake with {self.address} did not finish within {timeout:g} s"
+                f"TLS handshake with {self.address} did not finish within {budget:g} s"
             ) from None
         except BaseException:
             await trio.aclose_forcefully(self.ssl_stream)

@@ -475,3 +475,25 @@ async def test_forger_with_the_right_key_is_accepted(server: Daemon, client: Dae
     await listeners[0].aclose()
     assert seen["peer"] == ("ws1", server.identity.fingerprint)
     assert seen["first"] == (23, ACCEPTED)  # decrypted with the forger's own key schedule
+
+
+async def test_dialler_handshake_timeout_is_bounded(
+    server: Daemon, client: Daemon, autojump_clock
+) -> None:
+    from ped.tls import HandshakeTimeout, start_pinned_tls_client
+
+    register_each_other(server, client)
+    ours, silent_listener = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    with pytest.raises(HandshakeTimeout, match=r"10\.200\.0\.2:9697 did not finish within 4 s"):
+        await start_pinned_tls_client(
+            ours,
+            server.identity,
+            server.pins,
+            timeout=4,
+            peer_name="hsm1",
+            peer_address="10.200.0.2:9697",
+        )
+    assert trio.current_time() - start == pytest.approx(4)
+    hello = await silent_listener.receive_some()
+    assert hello[:1] == b"\x16"  # it did send its ClientHello, then gave up and closed
