@@ -19,6 +19,7 @@ from hsm.engine import Hsm
 from hsm.errors import LockedOut, LoginFailed, PedUnavailable, Zeroized
 from hsm.pedlink import PedRouter
 from hsm.store import HSM_SCOPE, Store
+from keys import Keyring, new_keyset
 from keys.colors import Color
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.script import ScriptOperator, load_script
@@ -46,12 +47,19 @@ class Bench:
             pedclient_socket=None,
             serial="150002",
             timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
-            on_drop=lambda reason: None,
+            on_drop=self._dropped,
             driver_factory=lambda uri: InProcessPedDriver(self.ped, nursery),
         )
         self.hsm = Hsm(self.home, self.store, self.master, self.clock, self.router, "150002")
         self.hsm.power_on()
         self.operator: ScriptOperator | None = None
+        self.drops: list[str] = []
+        self.dropped = trio.Event()
+
+    def _dropped(self, reason: str) -> None:
+        self.hsm.ped_link_dropped(reason)
+        self.drops.append(reason)
+        self.dropped.set()
 
     def run_script(self, script: Script) -> ScriptOperator:
         path = script.write(self.tmp / f"script{len(self.notes)}.toml")
@@ -174,26 +182,11 @@ async def test_rpv_init_imprints_an_orange_key_that_opens_a_remote_session(
     await h.ped_vector_init(n)
     await local_operator.done.wait()
 
-    # A remote PED (remote mode: it always asks for the orange key) reached through a
-    # stand-in for pedclient; the router keeps the session open between operations.
-    remote_ped = EmulatedPed(bench.keys, mode="remote", serial="EMU-REMOTE")
-    remote_driver = InProcessPedDriver(remote_ped, nursery)
-    await remote_driver.open()
-
-    async def fake_connect(socket_path: str, host: str, port: int, **kw: object) -> object:
-        assert (socket_path, host, port) == ("/run/pedclient.sock", "ped.example", 1503)
-        return await remote_driver.open_session()
-
-    monkeypatch.setattr("ped.link.connect_via_pedclient", fake_connect)
-    bench.router.pedclient_socket = "/run/pedclient.sock"
     r = Script(orange=b[2])
     r.session()  # hsm ped connect: the orange key, once
     r.read(Color.BLUE, b[0])  # hsm login through the remote PED, no orange key again
     r.read(Color.BLUE, b[0])  # and again
-    remote_script = r.write(bench.tmp / "remote.toml")
-    remote_operator = ScriptOperator(remote_ped.panel, load_script(remote_script, bench.keys))
-    nursery.start_soon(remote_operator.run)
-
+    remote_operator = await _remote_ped(bench, nursery, monkeypatch, r)
     await nursery.start(bench.router.run)
     out = await h.ped_connect(n, "ped.example", 1503)
     assert "PED operation required to connect to Remote PED - use orange PED Key(s)." in (
@@ -242,3 +235,56 @@ async def test_a_second_hsm_shares_the_rpv_by_reading_the_orange_key(bench: Benc
     finally:
         store.close()
     await operator.done.wait()
+
+
+async def _remote_ped(
+    bench: Bench, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, script: Script
+) -> ScriptOperator:
+    """A remote PED (remote mode: it asks for the orange key) behind a stand-in for
+    pedclient; the router keeps its session open between operations."""
+    remote_ped = EmulatedPed(bench.keys, mode="remote", serial="EMU-REMOTE")
+    remote_driver = InProcessPedDriver(remote_ped, nursery)
+    await remote_driver.open()
+
+    async def fake_connect(socket_path: str, host: str, port: int, **kw: object) -> object:
+        assert (socket_path, host, port) == ("/run/pedclient.sock", "ped.example", 1503)
+        assert kw["idle_timeout"] == bench.router._timeouts()["rped"]
+        return await remote_driver.open_session()
+
+    monkeypatch.setattr("ped.link.connect_via_pedclient", fake_connect)
+    bench.router.pedclient_socket = "/run/pedclient.sock"
+    path = script.write(bench.tmp / "remote.toml")
+    operator = ScriptOperator(remote_ped.panel, load_script(path, bench.keys))
+    nursery.start_soon(operator.run)
+    return operator
+
+
+async def test_remote_link_idle_timeout_and_wrong_orange_key(
+    bench: Bench, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0])  # vector init (zeroized HSM)
+    local_operator = bench.run_script(s)
+    await bench.hsm.ped_vector_init(bench.notify)
+    await local_operator.done.wait()
+    [wrong] = Keyring(bench.keys).imprint(
+        new_keyset(Color.ORANGE, "another HSM's RPV", 1, 1), create=True
+    )
+    r = Script(orange=wrong.name)
+    r.session()  # connect with another HSM's orange key: the handshake fails
+    r.orange = b[0]
+    r.session()  # second connect: this HSM's orange key
+    operator = await _remote_ped(bench, nursery, monkeypatch, r)
+    await nursery.start(bench.router.run)
+    with pytest.raises(PedUnavailable, match="does not hold this HSM's Remote PED Vector"):
+        await bench.hsm.ped_connect(bench.notify, "ped.example", 1503)
+    assert not bench.router.status()["connected"]
+    await bench.hsm.ped_connect(bench.notify, "ped.example", 1503)
+    await operator.done.wait()
+    bench.router._timeouts = lambda: {"rped": 1, "pedk": 200, "pedo": 920}
+    with trio.fail_after(30):
+        await bench.dropped.wait()
+    assert "idle timeout" in bench.drops[0]
+    assert bench.router.status()["mode"] == "local"
+    assert [r["event"] for r in bench.hsm.audit.records()][-1] == "ped disconnected"
