@@ -103,6 +103,12 @@ def _timeout_ms(seconds: float) -> int:
     return max(1, min(round(seconds * 1000), 86_400_000))
 
 
+def _check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise LocalProtocolError(f"{name} must be a finite number of seconds {bound}: {value!r}")
+
+
 class PedSession:
     """An established end-to-end session with a PED.  Made by `open_ped_session`."""
 
@@ -267,6 +273,8 @@ class PedSession:
     async def _run(
         self, make_frame: Callable[[], Frame], op_timeout: float | None
     ) -> ReadResult | ImprintResult | ShowDone:
+        if op_timeout is not None:
+            _check_seconds("op_timeout", op_timeout)
         async with self._op_lock:
             self._check_usable()
             await self._transport.begin_operation(wait=self._busy_wait)
@@ -363,6 +371,9 @@ async def open_ped_session(
     The caller keeps owning *transport* (this does not close it).  A handshake that
     times out leaves the transport in an unknown state: close it.
     """
+    _check_seconds("op_timeout", op_timeout)
+    _check_seconds("cancel_grace", cancel_grace)
+    _check_seconds("busy_wait", busy_wait, zero_ok=True)
     hsm = HsmSideSession(
         rpv=rpv,
         hsm_serial=hsm_serial,

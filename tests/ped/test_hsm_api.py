@@ -7,6 +7,7 @@ import trio
 
 from keys.colors import Color
 from ped.channel import RefuseReason
+from ped.errors import LocalProtocolError
 from ped.hsm_api import (
     KeyTimeout,
     OperationCancelled,
@@ -20,7 +21,7 @@ from ped.hsm_api import (
 )
 from ped.ops import ErrorCode
 from ped.ops import events as ev
-from ped.ops.messages import Notice
+from ped.ops.messages import CloseReason, Notice
 
 from .ops.memory import (
     PedLock,
@@ -204,3 +205,55 @@ async def test_transport_closed_mid_operation(autojump_clock: object) -> None:
             with pytest.raises(TransportClosed):
                 await session.read_secret(Color.BLUE)
             assert not session.usable
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"op_timeout": 0}, {"op_timeout": float("nan")}, {"busy_wait": -1}, {"key_timeout": 0}],
+)
+async def test_bad_timeouts_are_refused_before_anything_is_sent(kwargs: dict[str, float]) -> None:
+    hsm_t, _ped_t = transport_pair()
+    with pytest.raises(LocalProtocolError):
+        async with open_ped_session(hsm_t, rpv=RPV, hsm_serial="150001", **kwargs):
+            pytest.fail("the session must not open")
+    assert hsm_t.sent == [] and hsm_t.operations == 0
+
+
+async def test_ped_goodbye_is_reported_as_closed(autojump_clock: object) -> None:
+    hsm_t, ped_t = transport_pair()
+
+    async def say_goodbye(ped: TinyPed, _event: object) -> None:
+        ped.session.close(CloseReason.SHUTDOWN, "PED shutting down")
+
+    ped = TinyPed(RPV, {ev.ShowRequested: say_goodbye})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ped.run, ped_t)
+        async with open_ped_session(hsm_t, rpv=RPV, hsm_serial="150001") as session:
+            with pytest.raises(TransportClosed, match="shutdown"):
+                await session.show_message("x")
+            with pytest.raises(TransportClosed):
+                await session.show_message("y")
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_operation_at_a_time_per_session(autojump_clock: object) -> None:
+    hsm_t, ped_t = transport_pair()
+    order: list[str] = []
+
+    async def slow_show(ped: TinyPed, event: ev.ShowRequested) -> None:
+        order.append(f"start {event.text}")
+        await trio.sleep(5)
+        order.append(f"end {event.text}")
+        ped.session.answer_show()
+
+    ped = TinyPed(RPV, {ev.ShowRequested: slow_show})
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ped.run, ped_t)
+        async with open_ped_session(hsm_t, rpv=RPV, hsm_serial="150001") as session:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(session.show_message, "a")
+                inner.start_soon(session.show_message, "b")
+    assert order in (
+        ["start a", "end a", "start b", "end b"],
+        ["start b", "end b", "start a", "end a"],
+    )
