@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
+from hsm.clock import ManualClock
+from hsm.crypto import MasterKey
+from hsm.engine import Hsm
+from hsm.pedlink import PedRouter
+from hsm.store import Store
 from keys import Keyring, new_keyset
 from keys.colors import Color
+from ped.device.emulated.inprocess import InProcessPedDriver
+from ped.device.emulated.script import ScriptOperator, load_script
+from ped.device.emulated.server import EmulatedPed
 
 
 def step(expect: str | None = None, **actions: object) -> str:
@@ -73,14 +83,60 @@ class Script:
 def make_keyring(
     path: Path, blanks: int = 12, rpv: bytes | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """Blank keys, plus a stranger's blue key and (if *rpv*) an orange key holding it."""
+    """Blank keys, a stranger's blue, white and black keys, and (if *rpv*) an orange key
+    holding it."""
     path.mkdir(parents=True, exist_ok=True)
     ring = Keyring(path)
     extra = {}
-    [stranger] = ring.imprint(new_keyset(Color.BLUE, "someone else", 1, 1), create=True)
-    extra["stranger"] = stranger.name
+    for color in (Color.BLUE, Color.WHITE, Color.BLACK):
+        [stranger] = ring.imprint(new_keyset(color, "someone else", 1, 1), create=True)
+        extra[f"stranger-{color.label}"] = stranger.name
+    extra["stranger"] = extra["stranger-blue"]
     if rpv is not None:
         [orange] = ring.imprint(new_keyset(Color.ORANGE, "RPV", 1, 1, secret=rpv), create=True)
         extra["orange"] = orange.name
     names = [p.name for p in ring.add_blanks(blanks)]  # after: imprint() takes blanks first
     return names, extra
+
+
+class Bench:
+    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+        self.tmp = tmp
+        self.nursery = nursery
+        self.keys = tmp / "keys"
+        self.blanks, self.extra = make_keyring(self.keys)
+        self.home = tmp / "home"
+        self.home.mkdir(mode=0o700)
+        self.notes: list[str] = []
+        self.clock = ManualClock()
+        self.store = Store(self.home)
+        self.master = MasterKey.load_or_create(self.home)
+        self.ped = EmulatedPed(self.keys, mode="local")
+        self.router = PedRouter(
+            local_uri="inprocess:",
+            pedclient_socket=None,
+            serial="150002",
+            timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
+            on_drop=self._dropped,
+            driver_factory=lambda uri: InProcessPedDriver(self.ped, nursery),
+        )
+        self.hsm = Hsm(self.home, self.store, self.master, self.clock, self.router, "150002")
+        self.hsm.power_on()
+        self.operator: ScriptOperator | None = None
+        self.drops: list[str] = []
+        self.dropped = trio.Event()
+
+    def _dropped(self, reason: str) -> None:
+        self.hsm.ped_link_dropped(reason)
+        self.drops.append(reason)
+        self.dropped.set()
+
+    def run_script(self, script: Script) -> ScriptOperator:
+        path = script.write(self.tmp / f"script{len(self.notes)}.toml")
+        operator = ScriptOperator(self.ped.panel, load_script(path, self.keys))
+        self.nursery.start_soon(operator.run)
+        self.operator = operator
+        return operator
+
+    def notify(self, text: str) -> None:
+        self.notes.append(text)

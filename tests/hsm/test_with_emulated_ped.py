@@ -7,76 +7,21 @@ HSM's `PedRouter` and the PED's engine is the production code.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 import trio
 
-from hsm.clock import ManualClock
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
 from hsm.errors import LockedOut, LoginFailed, PedUnavailable, Zeroized
-from hsm.pedlink import PedRouter
 from hsm.store import HSM_SCOPE, Store
 from keys import Keyring, new_keyset
 from keys.colors import Color
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.script import ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
-from tests.hsm.emulated import Script, make_keyring
+from tests.hsm.emulated import Bench, Script
 
 SO_PIN = "4321"
-
-
-class Bench:
-    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
-        self.tmp = tmp
-        self.nursery = nursery
-        self.keys = tmp / "keys"
-        self.blanks, self.extra = make_keyring(self.keys)
-        self.home = tmp / "home"
-        self.home.mkdir(mode=0o700)
-        self.notes: list[str] = []
-        self.clock = ManualClock()
-        self.store = Store(self.home)
-        self.master = MasterKey.load_or_create(self.home)
-        self.ped = EmulatedPed(self.keys, mode="local")
-        self.router = PedRouter(
-            local_uri="inprocess:",
-            pedclient_socket=None,
-            serial="150002",
-            timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
-            on_drop=self._dropped,
-            driver_factory=lambda uri: InProcessPedDriver(self.ped, nursery),
-        )
-        self.hsm = Hsm(self.home, self.store, self.master, self.clock, self.router, "150002")
-        self.hsm.power_on()
-        self.operator: ScriptOperator | None = None
-        self.drops: list[str] = []
-        self.dropped = trio.Event()
-
-    def _dropped(self, reason: str) -> None:
-        self.hsm.ped_link_dropped(reason)
-        self.drops.append(reason)
-        self.dropped.set()
-
-    def run_script(self, script: Script) -> ScriptOperator:
-        path = script.write(self.tmp / f"script{len(self.notes)}.toml")
-        operator = ScriptOperator(self.ped.panel, load_script(path, self.keys))
-        self.nursery.start_soon(operator.run)
-        self.operator = operator
-        return operator
-
-    def notify(self, text: str) -> None:
-        self.notes.append(text)
-
-
-@pytest.fixture
-async def bench(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Bench]:
-    b = Bench(tmp_path, nursery)
-    yield b
-    b.store.close()
 
 
 async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
