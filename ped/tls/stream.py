@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import trio
 from cryptography import x509
 
-from ped.tls.certs import Identity, fingerprint, validity_problem
+from ped.tls.certs import Identity, fingerprint, load_identity, validity_problem
 from ped.tls.context import CertificateCapture, make_context
 from ped.tls.errors import (
     HandshakeFailed,
@@ -195,14 +195,18 @@ class _Handshake:
         address: str,
     ) -> None:
         self.transport = transport
-        self.identity = identity
+        # Re-read per connection, like the pins: `certificate regen` applies to the next
+        # handshake of a running daemon, and messages name the certificate really shown.
+        self.identity = load_identity(identity.path.parent)
         self.snap = snap
         self.trusted = tuple(trusted)
         self.server_side = server_side
         self.address = address
         self.capture = CertificateCapture()
         self.expected_name: str | None = None
-        ctx = make_context(identity, [p.certificate for p in self.trusted], server_side=server_side)
+        ctx = make_context(
+            self.identity, [p.certificate for p in self.trusted], server_side=server_side
+        )
         self.capture.install(ctx)
         self.ssl_stream = trio.SSLStream(transport, ctx, server_side=server_side)
 

@@ -497,3 +497,41 @@ async def test_dialler_handshake_timeout_is_bounded(
     assert trio.current_time() - start == pytest.approx(4)
     hello = await silent_listener.receive_some()
     assert hello[:1] == b"\x16"  # it did send its ClientHello, then gave up and closed
+
+
+async def test_without_the_message_hook_reasons_still_come_from_openssl(
+    tmp_path, server: Daemon, client: Daemon, monkeypatch
+) -> None:
+    """If a Python lacks SSLContext._msg_callback, refusals keep their reason (from the
+    verify code) and simply name no fingerprint for the refused certificate."""
+    from ped.tls.context import CertificateCapture
+
+    monkeypatch.setattr(CertificateCapture, "install", lambda self, ctx: False)
+    server.pins.register("hsm1", client.identity.certificate_pem, ip="127.0.0.1")
+    out = await handshake(server, client, peer_name="hsm1")
+    assert isinstance(out.listener, PeerRejected)
+    assert out.listener.reason is RejectReason.UNKNOWN and out.listener.fingerprint is None
+    assert "pedclient peer register" in str(out.listener)
+
+    old = make_daemon(tmp_path, "pedserver", "old2", days=30, now=past(100))
+    old.pins.register("hsm1", client.identity.certificate_pem, ip="127.0.0.1")
+    client.pins.register("ws-old", old.identity.certificate_pem, now=past(90))
+    out = await handshake(old, client, peer_name="hsm1")
+    assert out.listener.reason is RejectReason.EXPIRED and out.listener.fingerprint is None
+
+
+async def test_regenerated_identity_applies_to_the_next_connection(
+    server: Daemon, client: Daemon
+) -> None:
+    from ped.tls import regenerate_identity
+
+    register_each_other(server, client)
+    old_fp = server.identity.fingerprint
+    new = regenerate_identity(server.home, "workstation")  # while the daemon runs
+    out = await handshake(server, client, peer_name="hsm1")  # still holding the old object
+    assert_refused_theirs(out.listener, RejectReason.UNKNOWN, new.fingerprint, "register")
+    assert out.dialler.fingerprint == new.fingerprint != old_fp
+    client.pins.delete("ws1")
+    client.pins.register("ws1", new.certificate_pem)
+    out = await handshake(server, client, peer_name="hsm1")
+    assert out.listener[2] == new.fingerprint
