@@ -5,7 +5,8 @@ Grammar (PROTOCOL.md, docs/protocol/device.md)::
     uri       = emulated / socket / usb
     emulated  = "emulated:" KEYRING_DIR [ "?" option *( "&" option ) ]
     option    = name "=" value     ; operator=auto|script:FILE, pin-file=F, key-timeout=S,
-                                   ; serial=S, mode=remote|local, m=M, n=N, pin=yes|no, duplicates=D, reuse=yes|no
+                                   ; serial=S, mode=remote|local, m=M, n=N, pin=yes|no,
+                                   ; duplicates=D, reuse=yes|no
     socket    = "socket:" PATH
     usb       = "usb" [ ":" VID ":" PID [ ":" SERIAL ] ]   ; VID, PID: hex, 0x optional
 

@@ -226,14 +226,20 @@ async def _signals(scope: trio.CancelScope) -> None:
 async def _listen(ped: EmulatedPed, path: str, nursery: trio.Nursery) -> None:
     sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     _remove_stale(path)
+    # Bind under a temporary name and rename once listening: the path appears only when
+    # connections are accepted (whoever waits for it never sees "connection refused").
+    temp = f"{path}.{os.getpid()}.tmp"
     old_umask = os.umask(0o177)  # the socket reaches a PED full of keys: owner only
     try:
-        await sock.bind(path)
+        await sock.bind(temp)
+        sock.listen(4)
+        os.rename(temp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise UsageError(f"cannot listen on {path}: {exc.strerror}") from None
     finally:
         os.umask(old_umask)
-    sock.listen(4)
     listener = trio.SocketListener(sock)
     log.info("emulated PED %s listening on %s", ped.info.serial, path)
     try:

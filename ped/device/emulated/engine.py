@@ -318,7 +318,7 @@ class PedEngine:
             header = collector.header
             assert header is not None and header.keyset_id is not None
             self.panel.show(["Reading key...", "Please wait."])
-            secret = await trio.to_thread.run_sync(collector.secret_for_hsm, pin)
+            secret = await _for_hsm(collector, pin)
             del pin
             return ReadOutcome(color, header.keyset_id, header.label, header.m, header.n, secret)
         finally:
@@ -480,7 +480,7 @@ class PedEngine:
                 written = await self._write_keys(
                     images, copies, color, header.label, originals=False
                 )
-            secret = await trio.to_thread.run_sync(collector.secret_for_hsm, pin)
+            secret = await _for_hsm(collector, pin)
             del pin
             return ImprintOutcome(
                 color,
@@ -600,6 +600,13 @@ class PedEngine:
             if overwrite:
                 return path
             self._refuse("Not overwritten.")
+
+
+async def _for_hsm(collector: ShareCollector, pin: str | None) -> bytearray:
+    """The secret for the HSM; scrypt (PIN keys) runs in a thread, a plain copy does not."""
+    if pin is None:
+        return collector.secret_for_hsm(None)
+    return await trio.to_thread.run_sync(collector.secret_for_hsm, pin)
 
 
 _SECRET_PROMPTS = {PromptKind.PIN, PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN}

@@ -3,7 +3,7 @@
 Format (docs/protocol/device.md repeats it)::
 
     [settings]                 # optional
-    timeout = 30               # default seconds to wait for each step's `expect`
+    timeout = 30               # default seconds to wait for each step's `expect` (0: none)
     keyring = "keys"           # where `insert` paths are relative to (default: the PED's
                                # keyring directory; relative to the script's directory)
 
@@ -11,7 +11,7 @@ Format (docs/protocol/device.md repeats it)::
     expect = "Insert a BLUE"   # regex, case-insensitive, searched in the screen's lines
                                # joined by spaces; any screen shown since the last step
                                # counts.  Omitted: act at once.
-    timeout = 10               # this step's own wait for `expect`
+    timeout = 10               # this step's own wait for `expect` (0: no limit)
     insert = "so.pedkey"       # put this key image in the slot ...
     enter = true               # ... and press ENTER (default true)
     remove = true              # take the key out

@@ -111,7 +111,7 @@ def test_state_machine_refusals() -> None:
         device.receive_data(encode_message(Pong(1)))
     host = DeviceConnection(Role.HOST)
     host.send(Hello())
-    with pytest.raises(RemoteProtocolError, match="not a device frame|not accepted"):
+    with pytest.raises(RemoteProtocolError, match=r"not a device frame|not accepted"):
         host.receive_data(b"RP\x01\x23\x00\x00\x00\x00")  # an e2e frame outside SESSION_DATA
 
 
