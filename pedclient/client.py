@@ -39,7 +39,7 @@ import attrs
 import trio
 
 from ped.daemon.control import ControlError, Progress, serve_control
-from ped.errors import PedError, RemoteProtocolError
+from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, Side
 from ped.link.errors import LinkClosed, describe_close
 from ped.link.messages import (
@@ -452,6 +452,10 @@ class PedClient:
                     record.end_reason = "the HSM went away"
                     await server.send_close_quietly(Close(CloseCode.NORMAL, "HSM went away"))
                     return
+        except LocalProtocolError:
+            # pedserver closed the link while the HSM's frame was on its way: the other
+            # relay task forwards pedserver's Close to the HSM and ends the link.
+            await trio.sleep_forever()
         except LinkClosed:
             record.end_reason = record.end_reason or "lost the connection to pedserver"
             await hsm.send_close_quietly(Close(
@@ -512,7 +516,8 @@ class PedClient:
                         f"the connection to pedserver at {record.target} was lost "
                         "(pedserver stopped or the network failed); retry"))
                     return
-        except LinkClosed:
+        except (LinkClosed, LocalProtocolError):
+            # The HSM is gone (or its link already closed by the other relay task).
             record.end_reason = record.end_reason or "the HSM went away"
             await server.send_close_quietly(Close(CloseCode.NORMAL, "HSM went away"))
         finally:

@@ -46,7 +46,7 @@ import trio
 from ped.daemon.control import ControlError, Progress, serve_control
 from ped.device import DeviceEvent, DeviceGone, DeviceInfo, PedDriver
 from ped.device.errors import DeviceError
-from ped.errors import PedError, RemoteProtocolError
+from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import (
     ConnectionLost,
     Hop,
@@ -467,7 +467,8 @@ class PedServer:
     async def _send(self, record: LinkRecord, message: Any) -> None:
         try:
             await record.link.send(message)
-        except LinkClosed:
+        except (LinkClosed, LocalProtocolError):
+            # Lost, or already closed by another task of this link (its Close went out).
             record.end_reason = record.end_reason or "the client's connection was lost"
             if record.scope is not None:
                 record.scope.cancel()

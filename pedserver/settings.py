@@ -31,8 +31,9 @@ SCHEMA = ConfigSchema(
     [
         ConfigKey("ip", str, "0.0.0.0", "address to listen on (0.0.0.0 = every interface)",  # noqa: S104
                   _ip_check),
-        ConfigKey("port", int, DEFAULT_PORT, "TCP port HSM hosts' pedclient dial",
-                  in_range(1, 65535)),
+        ConfigKey("port", int, DEFAULT_PORT,
+                  "TCP port HSM hosts' pedclient dial (0: any free port, see mode show)",
+                  in_range(0, 65535)),
         ConfigKey("device", str, "", "PED device URI: usb, usb:VID:PID[:SERIAL], socket:PATH, "
                   "emulated:DIR[?operator=auto]"),
         ConfigKey("idle_timeout", int, DEFAULT_IDLE_TIMEOUT,

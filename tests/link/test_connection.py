@@ -86,7 +86,7 @@ def test_busy_returns_to_free_and_e2e_needs_the_ped():
 
 
 def test_peer_sending_e2e_without_the_ped_is_a_remote_error():
-    client, server = open_remote()
+    _client, server = open_remote()
     server.receive_data(frame_bytes(0x23, b"sneaky"))
     with pytest.raises(RemoteProtocolError, match="operation state is free"):
         server.next_event()

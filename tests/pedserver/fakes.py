@@ -55,7 +55,8 @@ class FakeSession:
         self.driver.device_out.append(encode_frame(reply))
         if self.driver.on_event is not None:
             self.driver.on_event(DeviceEvent(self.id, EventKind.KEY_READ, 1, "ks-test", "ok"))
-        if not self.driver.hold_replies:
+        # A payload starting HOLD plays a PED waiting for its operator: no answer yet.
+        if not self.driver.hold_replies and not frame.payload.startswith(b"HOLD"):
             self._send.send_nowait(reply)
         await trio.lowlevel.checkpoint()
 
