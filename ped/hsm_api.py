@@ -164,7 +164,7 @@ class PedSession:
         timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
         result = await self._run(
             lambda: self._hsm.read_secret(
-                Color(color), keyset_id=keyset_id, label=label, key_timeout_ms=timeout_ms
+                color, keyset_id=keyset_id, label=label, key_timeout_ms=timeout_ms
             ),
             op_timeout,
         )
@@ -191,7 +191,7 @@ class PedSession:
         timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
         result = await self._run(
             lambda: self._hsm.imprint(
-                Color(color),
+                color,
                 new_secret=new_secret,
                 allow_reuse=allow_reuse,
                 label=label,
@@ -220,7 +220,11 @@ class PedSession:
                 await self._send_shielded(frame)
 
     async def aclose(self) -> None:
-        """Say goodbye to the PED (best effort) and wipe every secret of this session."""
+        """Say goodbye to the PED (best effort) and wipe every secret of this session.
+
+        Call it once operations have finished: an operation still running in another
+        task then fails with a `LocalProtocolError`.
+        """
         if self._closed:
             return
         self._closed = True
