@@ -32,6 +32,7 @@ from ped.tls.stream import (
     accept_pinned_tls,
     open_pinned_tls_client,
     peer_fingerprint,
+    serve_pinned_tls,
     start_pinned_tls_client,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "open_pinned_tls_client",
     "peer_fingerprint",
     "regenerate_identity",
+    "serve_pinned_tls",
     "start_pinned_tls_client",
 ]

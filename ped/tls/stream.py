@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from cryptography import x509
@@ -40,9 +41,12 @@ from ped.tls.errors import (
     PeerUnreachable,
     RejectReason,
     Side,
+    TlsError,
     UnknownName,
 )
 from ped.tls.pins import Peer, PinSnapshot, PinStore, Program
+
+log = logging.getLogger("ped.tls")
 
 #: What the listener sends, inside TLS, once it has accepted the dialler's certificate.
 ACCEPTED = b"RPED-TLS-OK\n"
@@ -171,6 +175,48 @@ async def accept_pinned_tls(
         raise
     peer = await link.run(timeout, expected_name=None)
     return link.ssl_stream, peer.name, peer.fingerprint
+
+
+PeerHandler = Callable[[trio.SSLStream, str, str], Awaitable[None]]  # type: ignore[type-arg]
+
+
+async def serve_pinned_tls(
+    handler: PeerHandler,
+    port: int,
+    identity: Identity,
+    pins: PinStore,
+    *,
+    host: str | None = None,
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on *port* and run ``handler(stream, peer_name, fingerprint)`` per accepted
+    peer, each in its own task, until cancelled (pedclient ``--peer-listen``).
+
+    Every refused or failed handshake is logged as one line on the ``ped.tls`` logger
+    (WARNING for `PeerRejected`, INFO for the rest) and costs nothing else.  *handler*
+    owns the stream and handles its own errors.  ``nursery.start`` returns the
+    listeners (their ``socket.getsockname()`` gives the port when *port* is 0).
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def one(tcp: trio.SocketStream) -> None:
+        address = _peer_address(tcp)
+        try:
+            stream, name, fp = await accept_pinned_tls(
+                tcp, identity, pins, timeout=timeout, peer_address=address
+            )
+        except PeerRejected as exc:
+            log.warning("%s", exc)
+            return
+        except TlsError as exc:
+            log.info("%s", exc)
+            return
+        log.info("peer link from %s %r (%s) is up", address, name, fp)
+        await handler(stream, name, fp)
+
+    task_status.started(listeners)
+    await trio.serve_listeners(one, listeners)
 
 
 def peer_fingerprint(stream: trio.SSLStream) -> str:  # type: ignore[type-arg]

@@ -535,3 +535,44 @@ async def test_regenerated_identity_applies_to_the_next_connection(
     client.pins.register("ws1", new.certificate_pem)
     out = await handshake(server, client, peer_name="hsm1")
     assert out.listener[2] == new.fingerprint
+
+
+async def test_serve_pinned_tls_logs_one_line_per_refusal_and_serves_the_rest(
+    server: Daemon, client: Daemon, tmp_path, caplog
+) -> None:
+    import logging
+
+    from ped.tls import open_pinned_tls_client, serve_pinned_tls
+
+    caplog.set_level(logging.INFO, logger="ped.tls")
+    register_each_other(server, client)
+    stranger = make_daemon(tmp_path, "pedserver", "stranger")
+    stranger.pins.register("hsm1", client.identity.certificate_pem, ip="127.0.0.1")
+    served: list[tuple[str, str, bytes]] = []
+
+    async def handler(stream, name, fp) -> None:
+        data = await stream.receive_some(100)
+        served.append((name, fp, data))
+        await stream.send_all(b"ok")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(serve_pinned_tls, handler, 0, client.identity, client.pins)
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(PeerRejected):
+            await open_pinned_tls_client(
+                "127.0.0.1", port, stranger.identity, stranger.pins, timeout=5, peer_name="hsm1"
+            )
+        stream = await open_pinned_tls_client(
+            "127.0.0.1", port, server.identity, server.pins, timeout=5, peer_name="hsm1"
+        )
+        await stream.send_all(b"hello")
+        assert await stream.receive_some(10) == b"ok"
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert served == [("ws1", server.identity.fingerprint, b"hello")]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    line = warnings[0].getMessage()
+    assert "\n" not in line and stranger.identity.fingerprint in line and "unknown" in line
+    assert "pedclient peer register --name NAME --certificate FILE" in line
