@@ -92,6 +92,7 @@ class StreamPedDriver(PedDriver):
         self._op_free = trio.Event()
         self._op_free.set()
         self._pongs: set[int] = set()
+        self._pending_info: DeviceMessage | None = None
         self.recent_events: collections.deque[DeviceEvent] = collections.deque(maxlen=EVENT_HISTORY)
 
     # ------------------------------------------------------------------ subclass hooks
@@ -175,6 +176,7 @@ class StreamPedDriver(PedDriver):
             session._mark_closed("driver closed")
         self._sessions.clear()
         await self._drop_stream("closed")
+        self._gone_reason = None  # closed, not gone: using it now is DeviceNotOpen
         self.info = None
 
     # ------------------------------------------------------------------ internals
@@ -182,8 +184,6 @@ class StreamPedDriver(PedDriver):
         if self._gone_reason is not None:
             raise DeviceGone(f"{self.uri}: {self._gone_reason}")
         return self._pending_info
-
-    _pending_info: DeviceMessage | None = None
 
     def _check_usable(self) -> None:
         if self._stream is None and self._gone_reason is None:

@@ -99,6 +99,7 @@ class EmulatedPed:
         """Serve one host on *stream* until it closes or the PED is unplugged."""
         if self.panel.unplugged.is_set():
             self.panel.unplugged = trio.Event()  # plugged back in
+            self.panel.idle()
         self.connected = True
         try:
             await _Connection(self, stream).run()
@@ -250,6 +251,8 @@ class _Session:
         self.scope.cancel()
 
     def emit(self, event: DeviceEvent) -> None:
+        # Events are non-secret by construction; pedemu's own log shows the same line.
+        log.info("session %d: %s", self.id, event.describe())
         self.connection.send(event)
 
     def flush(self) -> None:

@@ -93,6 +93,10 @@ async def test_ped_lock_is_shared_by_the_sessions_of_a_driver(
     await driver.aclose()
     with pytest.raises(TransportClosed):
         await c.receive()
+    with pytest.raises(DeviceNotOpen):
+        await driver.open_session()
+    await driver.open()  # a closed driver opens again
+    await driver.aclose()
 
 
 def test_relay_side_modules_import_nothing_that_reads_keys() -> None:

@@ -72,7 +72,9 @@ async def test_socket_pedemu_auto(ring: Ring, tmp_path: Path) -> None:
     assert not sock.exists()  # removed on a clean stop
     assert process.stderr is not None
     log = (await process.stderr.receive_some(65536)).decode()
-    assert ring.so_pin not in log and ring.so_secret.hex() not in log
+    assert "key-read blue keyset " + ring.so_keyset.hex() in log  # one line per key read
+    for secret in (ring.so_pin, ring.so_secret.hex(), ring.rpv.hex()):
+        assert secret not in log
 
 
 async def test_socket_uri_without_pedemu_is_not_found(tmp_path: Path) -> None:
