@@ -16,12 +16,21 @@ from ped.link.errors import LinkClosed
 from ped.link.messages import Close, ConnectResult, LinkRefused, Message
 
 RECEIVE_CHUNK = 16 * 1024
+#: Longest a single frame may take to write before the peer counts as gone.
+SEND_TIMEOUT = 60.0
 
 
 class LinkStream:
-    def __init__(self, stream: trio.abc.Stream, connection: LinkConnection) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        connection: LinkConnection,
+        *,
+        send_timeout: float = SEND_TIMEOUT,
+    ) -> None:
         self.stream = stream
         self.connection = connection
+        self.send_timeout = send_timeout
         self._send_lock = trio.Lock()
         self._closed = False
         self._final_sent = False
@@ -37,9 +46,16 @@ class LinkStream:
         data = self.connection.send(message)
         async with self._send_lock:
             try:
-                await self.stream.send_all(data)
+                with trio.fail_after(self.send_timeout):
+                    await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 raise LinkClosed("the connection was lost while sending") from None
+            except trio.TooSlowError:
+                # A peer that does not read must not hold a task (or the PED) forever.
+                await self.aclose()
+                raise LinkClosed(
+                    f"the peer did not take our data within {self.send_timeout:g} s"
+                ) from None
         self.bytes_out += len(data)
 
     async def receive(self) -> Message | ConnectionLost:

@@ -242,3 +242,18 @@ async def test_stop_closes_links_with_a_reason(autojump_clock):
         assert close.code is CloseCode.SHUTTING_DOWN
         assert isinstance(await client.receive(), ConnectionLost)
     assert driver.closed
+
+
+async def test_a_client_that_stops_reading_is_dropped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        server, _ = await _server(nursery, keepalive_interval=30)
+        ours, theirs = trio.testing.lockstep_stream_pair()  # writes wait for the reader
+        nursery.start_soon(server.handle_connection, theirs, "stuck-peer")
+        client = Client(ours)
+        await client.send(LinkHello())
+        assert isinstance(await client.receive(), LinkWelcome)
+        await trio.testing.wait_all_tasks_blocked()
+        assert list(server.links) == [1]
+        await trio.sleep(30 + 60 + 5)  # first keepalive, then the send timeout
+        assert server.links == {}
+        nursery.cancel_scope.cancel()
