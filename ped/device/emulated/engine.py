@@ -140,13 +140,13 @@ class PedEngine:
         async with self._operation(session, emit, "show", None, None):
             self.panel.show(text.splitlines() or [""])
 
-    async def ask_local_rpv(self, *, session: int = 0, emit: Emit = _no_emit) -> None:
-        """Local mode: confirm on the PED that the HSM may connect without an orange key."""
+    async def ask_local_rpv(self, *, session: int = 0, emit: Emit = _no_emit) -> bool:
+        """Local mode: may this HSM connect without an orange key?  YES: use the public
+        local RPV; NO: read the orange key as in remote mode; CLR: refuse."""
         async with self._operation(session, emit, "local-connect", None, None):
-            lines = ["HSM connecting", "locally (no orange", "key).", "Allow? YES / NO"]
+            lines = ["HSM connecting locally.", "Without an orange key?", "YES / NO (orange key)"]
             prompt = Prompt(PromptKind.YES_NO, question="rpv-local", op=self._op)
-            if not await self._yes_no(lines, prompt):
-                raise operr.OperationCancelled("refused on the PED")
+            return await self._yes_no(lines, prompt)
 
     # --------------------------------------------------------------------- machinery
     @contextlib.asynccontextmanager

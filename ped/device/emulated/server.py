@@ -13,7 +13,7 @@ socket pair to the driver's process, or a fake USB device):
 * each HSM request starts an engine operation in its own cancel scope, so that the
   session keeps receiving (a CANCEL from the HSM cancels the scope, the session answers
   CANCELLED);  ``RpvRequired`` reads the orange key (or, in ``local`` mode only, takes
-  ``ped.channel.LOCAL_RPV`` after the operator allows it);
+  ``ped.channel.LOCAL_RPV`` when the operator answers YES to "without an orange key?");
 * the engine's non-secret events go out as DEVICE_EVENT frames.
 
 All output goes through one writer task, in order.  When the operator pulls the cable
@@ -302,12 +302,13 @@ class _Session:
             local_rpv = _local_rpv()
             if local_rpv is not None:
                 try:
-                    await engine.ask_local_rpv(session=self.id, emit=self.emit)
+                    without_key = await engine.ask_local_rpv(session=self.id, emit=self.emit)
                 except (operr.OperationError, PedBusy, Unplugged) as exc:
                     self._refuse(exc)
                     return
-                self._supply(bytearray(local_rpv))
-                return
+                if without_key:
+                    self._supply(bytearray(local_rpv))
+                    return
         try:
             outcome = await engine.read_secret(
                 Color.ORANGE,

@@ -149,3 +149,38 @@ async def test_operations_of_two_sessions_do_not_interleave(
             await b.show_message("B got it")
             await a.show_message("A again")
     await driver.aclose()
+
+
+async def test_local_mode_connects_without_an_orange_key_after_yes(
+    ring: Ring, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ARCHITECTURE.md: a PED in local mode accepts ped.channel.LOCAL_RPV (public) once the
+    # operator allows it on the PED; in remote mode it always reads the orange key.
+    import ped.channel
+
+    local_rpv = getattr(ped.channel, "LOCAL_RPV", None) or bytes(32)
+    monkeypatch.setattr(ped.channel, "LOCAL_RPV", local_rpv, raising=False)
+    ped_device = EmulatedPed(ring.path, mode="local")
+    nursery.start_soon(AutoOperator(ped_device.panel, ring.path).run)
+    driver = InProcessPedDriver(ped_device, nursery)
+    assert (await driver.open()).mode == "local"
+    events: list[DeviceEvent] = []
+    driver.on_event = events.append
+    async with open_ped_session(
+        await driver.open_session(), rpv=local_rpv, hsm_serial="L"
+    ) as session:
+        await session.show_message("local")
+    assert not any(e.kind is EventKind.KEY_READ for e in events)  # no orange key read
+    assert next(e.detail for e in events if e.kind is EventKind.OP_STARTED) == "local-connect"
+    await driver.aclose()
+
+    remote = EmulatedPed(ring.path, mode="remote")
+    nursery.start_soon(AutoOperator(remote.panel, ring.path).run)
+    driver = InProcessPedDriver(remote, nursery)
+    await driver.open()
+    from ped.channel import RpvMismatch
+
+    with pytest.raises(RpvMismatch):
+        async with open_ped_session(await driver.open_session(), rpv=local_rpv, hsm_serial="L"):
+            pass
+    await driver.aclose()

@@ -154,7 +154,9 @@ async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
         assert ring.so_pin.encode() not in seen  # the PIN shows as stars only
 
         # An imprint through the same terminal: the four questions, then two blanks.
+        Keyring(ring.path).add_blanks(1)
         blanks = Keyring(ring.path).blanks()
+        assert len(blanks) == 4
         transport = await driver.open_session()
         async with trio.open_nursery() as nursery:
             imprinted: dict[str, object] = {}
@@ -180,13 +182,15 @@ async def test_tty_operator_through_a_pty(ring: Ring, tmp_path: Path) -> None:
             await expect("Confirm new PED PIN")
             await terminal.send_all(b"4321\r")
             await expect("duplicating")
-            await terminal.send_all(b"n")
-            for blank in blanks[:2]:
+            await terminal.send_all(b"y")
+            await expect("Copies of each key")
+            await terminal.send_all(b"1\r")
+            for blank in blanks:
                 await expect("Insert a blank key")
                 await pick(blank)
         m, n, pin, copies, keyset = imprinted["result"]  # type: ignore[misc]
-        assert (m, n, pin, copies) == (2, 2, True, 2)
-        assert {e.path for e in Keyring(ring.path).keys(Color.GRAY, keyset)} == set(blanks[:2])
+        assert (m, n, pin, copies) == (2, 2, True, 4)
+        assert {e.path for e in Keyring(ring.path).keys(Color.GRAY, keyset)} == set(blanks)
         await driver.aclose()
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C

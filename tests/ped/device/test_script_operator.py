@@ -258,3 +258,19 @@ def test_bad_scripts_are_named(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ScriptError, match=message):
         load_script(path, tmp_path)
+
+
+async def test_local_mode_no_reads_the_orange_key(
+    ring: Ring, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ped.channel
+
+    monkeypatch.setattr(
+        ped.channel, "LOCAL_RPV", getattr(ped.channel, "LOCAL_RPV", bytes(32)), raising=False
+    )
+    script = '[[step]]\nexpect = "Without an orange key"\npress = "NO"\n' + orange_steps(ring)
+    driver, operator, _ped, events = await setup(ring, nursery, script, mode="local")
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as p:
+        await p.show_message("with the orange key")
+    assert operator.done.is_set()
+    assert any(e.kind is EventKind.KEY_READ and e.color == Color.ORANGE for e in events)
