@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
+    appliance = commands.add_parser(
+        "appliance", help="peer-to-peer mode registrations (not available in this version)"
+    )
+    appliance.add_argument("rest", nargs=argparse.REMAINDER)
+
     config = modes.add_parser("config", help="show, recreate or change the config file")
     _common(config)
     what = config.add_mutually_exclusive_group(required=True)
@@ -145,6 +150,13 @@ def main(
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.command == "appliance":
+        err.write(
+            f"{PROG}: peer-to-peer mode (appliance register/delete, mode connect/disconnect) "
+            "is not available in this version; HSM hosts' pedclient dial this pedserver "
+            "(standard mode)\n"
+        )
+        return EXIT_USAGE
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE

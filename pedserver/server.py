@@ -264,7 +264,7 @@ class PedServer:
             self.device_problem = problem
             return False
         self.device_problem = ""
-        log.info("PED connected: %s", self._device_text())
+        log.info("PED %s", self._device_text())
         return True
 
     def _mark_device_gone(self, why: str) -> None:
