@@ -100,7 +100,12 @@ class PedEngine:
         self.keyring = None if keyring is None else Path(keyring)
         self._lock = trio.Lock()
         self._ops = itertools.count(1)
+        # State of the running operation (one at a time, under _lock):
         self._op = 0
+        self._timeout = key_timeout
+        self._emit: Emit = _no_emit
+        self._session = 0
+        self._refusal = ""  # shown above the next prompt
 
     @property
     def busy(self) -> bool:
@@ -196,10 +201,6 @@ class PedEngine:
                 self._emit = _no_emit
                 self._lock.release()
 
-    _timeout: float = DEFAULT_KEY_TIMEOUT
-    _emit: Emit = staticmethod(_no_emit)
-    _session: int = 0
-
     def _event(
         self,
         kind: EventKind,
@@ -218,11 +219,6 @@ class PedEngine:
                 detail,
             )
         )
-
-    async def _wait(self, prompt: Prompt, lines: list[str]) -> Press | Insert:
-        """Show a prompt and return the next key press or insertion (timeout, unplug)."""
-        self.panel.show(lines, prompt)
-        return await self._next()
 
     async def _next(self) -> Press | Insert:
         while True:
@@ -252,8 +248,6 @@ class PedEngine:
     def _refuse(self, text: str) -> None:
         # The refusal is shown above the next prompt (see `_with_refusal`).
         self._refusal = text
-
-    _refusal: str = ""
 
     def _with_refusal(self, lines: list[str]) -> list[str]:
         if self._refusal:
