@@ -80,15 +80,29 @@ def _map_error(exc: BaseException, where: str) -> BaseException:
 class HsmApiPort:
     """`hsm.pedport.PedPort` over an open ``ped.hsm_api`` session."""
 
-    def __init__(self, session: Any, description: str, touch: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        description: str,
+        touch: Callable[[], None],
+        timeouts: Callable[[], dict[str, int]],
+    ) -> None:
         self._session = session
         self.description = description
         self._touch = touch
+        self._timeouts = timeouts
+
+    def _limits(self) -> dict[str, float]:
+        # Read per operation: `hsm ped timeout set` applies at once, even on an open link.
+        t = self._timeouts()
+        return {"key_timeout": float(t["pedk"]), "op_timeout": float(t["pedo"])}
 
     async def read_secret(self, color: Color, keyset_id: bytes | None, label: str) -> PedSecret:
         self._touch()
         try:
-            result = await self._session.read_secret(color, keyset_id=keyset_id, label=label)
+            result = await self._session.read_secret(
+                color, keyset_id=keyset_id, label=label, **self._limits()
+            )
         except PedError as exc:
             raise _map_error(exc, self.description) from None
         finally:
@@ -102,7 +116,7 @@ class HsmApiPort:
         self._touch()
         try:
             result = await self._session.imprint(
-                color, new_secret=secret, allow_reuse=True, label=label
+                color, new_secret=secret, allow_reuse=True, label=label, **self._limits()
             )
         except PedError as exc:
             raise _map_error(exc, self.description) from None
@@ -118,7 +132,7 @@ class HsmApiPort:
 
     async def show(self, text: str) -> None:
         try:
-            await self._session.show_message(text)
+            await self._session.show_message(text, op_timeout=self._limits()["op_timeout"])
         except PedError as exc:
             raise _map_error(exc, self.description) from None
 
@@ -218,9 +232,8 @@ class PedRouter:
                 if self._remote is None:
                     raise PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
                 try:
-                    yield HsmApiPort(
-                        self._remote, f"remote PED {self._remote_address}", self._touch
-                    )
+                    where = f"remote PED {self._remote_address}"
+                    yield HsmApiPort(self._remote, where, self._touch, self._timeouts)
                 except PedLinkLost:
                     await self._drop("link lost during an operation")
                     raise
@@ -263,7 +276,7 @@ class PedRouter:
                 raise PedUnavailable(f"cannot use the {where}: {exc}") from None
             try:
                 async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
-                    yield HsmApiPort(ped, where, self._touch)
+                    yield HsmApiPort(ped, where, self._touch, self._timeouts)
             except BaseExceptionGroup as group:
                 raise _map_error(_first(group), where) from None
             except PedError as exc:

@@ -39,6 +39,19 @@ SOCKET_NAME = "control.sock"
 PID_NAME = "pedhsm.pid"
 LOG_NAME = "pedhsm.log"
 HEARTBEAT = 60.0
+#: Commands that only read state: served at once, even while another command waits at the
+#: PED (the engine is synchronous between awaits, so a read sees a consistent state).
+READ_ONLY = frozenset(
+    {
+        "hsm.show",
+        "hsm.showpolicies",
+        "hsm.ped.show",
+        "hsm.ped.timeout.show",
+        "partition.show",
+        "partition.showpolicies",
+        "audit.log.verify",
+    }
+)
 MAX_CHALLENGE_HEX = 2 * 256
 MAX_VALUE_HEX = 2 * 64 * 1024
 
@@ -176,6 +189,9 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(forward)
                 try:
+                    if command in READ_ONLY:
+                        # Reads never wait behind a PED operation that waits for a person.
+                        return await handler(args, notify)
                     async with self._command_lock:
                         return await handler(args, notify)
                 finally:

@@ -1,7 +1,7 @@
 """Scripts for the emulated PED's `script:` operator, written the way a PED operator acts.
 
 Every HSM command that needs the PED opens one session: the handshake (local mode: the
-PED asks "Allow?"; remote mode: the orange key) and then the operation's prompts.
+PED asks to allow a cabled HSM without an orange key; remote mode: the orange key) and then the operation's prompts.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Script:
 
     def session(self) -> Script:
         if self.orange is None:
-            self.parts.append(step("Allow", press="YES"))
+            self.parts.append(step("connecting locally|locally", press="YES"))
         else:
             self.parts.append(step("Insert a ORANGE", insert=self.orange))
         return self
