@@ -1,7 +1,8 @@
 """Scripts for the emulated PED's `script:` operator, written the way a PED operator acts.
 
 Every HSM command that needs the PED opens one session: the handshake (local mode: the
-PED asks to allow a cabled HSM without an orange key; remote mode: the orange key) and then the operation's prompts.
+PED asks to allow a cabled HSM without an orange key; remote mode: the orange key) and
+then the operation's prompts.
 """
 
 from __future__ import annotations
