@@ -187,7 +187,6 @@ class PedClient:
         self.dialer = dialer
         self.name = (name or socket.gethostname())[:40]
         self.links: dict[int, ClientLink] = {}
-        self.pending = 0
         self.started = time.time()
         self._ids = itertools.count(1)
         self._stop = trio.Event()
@@ -298,7 +297,7 @@ class PedClient:
         refusal = None
         if self._stop.is_set():
             refusal = (ConnectCode.SHUTTING_DOWN, "pedclient is stopping; retry later")
-        elif len(self.links) + self.pending >= self.settings.max_links:
+        elif len(self.links) >= self.settings.max_links:
             refusal = (ConnectCode.TOO_MANY_LINKS,
                        f"pedclient serves {self.settings.max_links} links already; "
                        "disconnect one or raise max_links")
@@ -307,26 +306,24 @@ class PedClient:
                         record.target, refusal[1])
             await hsm.send_close_quietly(ConnectResult(refusal[0], refusal[1]))
             return
-        self.pending += 1
+        self.links[record.id] = record  # shown as "connecting" until the link is up
+        result = None
         try:
             result = await self._connect(record, request)
-        finally:
-            self.pending -= 1
-        if result is None:
-            return
-        self.links[record.id] = record
-        try:
-            await self._relay(record)
+            if result is not None:
+                await self._relay(record)
         finally:
             self.links.pop(record.id, None)
-            with trio.CancelScope(shield=True):
-                await hsm.send_close_quietly(Close(CloseCode.NORMAL, "link closed"))
-                if record.server is not None:
-                    await record.server.send_close_quietly(Close(CloseCode.NORMAL,
-                                                                 "HSM disconnected"))
-            log.info("link %d (HSM %s -> %s) closed: %s; %d operation(s)", record.id,
-                     record.hsm_name or "unnamed", record.target,
-                     record.end_reason or "ended", record.ops)
+            if result is not None:
+                with trio.CancelScope(shield=True):
+                    await hsm.send_close_quietly(Close(CloseCode.NORMAL, "link closed"))
+                    if record.server is not None:
+                        await record.server.send_close_quietly(
+                            Close(CloseCode.NORMAL, "HSM disconnected")
+                        )
+                log.info("link %d (HSM %s -> %s) closed: %s; %d operation(s)", record.id,
+                         record.hsm_name or "unnamed", record.target,
+                         record.end_reason or "ended", record.ops)
 
     async def _receive_request(self, record: ClientLink) -> ConnectRequest | None:
         hsm = record.hsm
@@ -404,14 +401,14 @@ class PedClient:
         record.idle_timeout = welcome.idle_timeout
         result = ConnectResult(ConnectCode.OK, f"connected to {record.target}", welcome.version,
                                welcome.idle_timeout, welcome.server_name, welcome.device)
+        record.doing = "idle"
+        record.last_heard = trio.current_time()
         try:
             await hsm.send(result)
         except LinkClosed:
             log.info("link %d: the HSM left before its link was up", record.id)
             await server.send_close_quietly(Close(CloseCode.NORMAL, "HSM left"))
             return None
-        record.doing = "idle"
-        record.last_heard = trio.current_time()
         log.info("link %d up: HSM %s -> pedserver %s at %s, link version %d, idle %d s, "
                  "PED %s", record.id, request.hsm_name or "unnamed", welcome.server_name,
                  record.target, welcome.version, welcome.idle_timeout,

@@ -76,6 +76,7 @@ from ped.link.messages import (
 )
 from ped.link.stream import LinkStream
 from ped.transport import FrameTransport, PedBusy, TransportClosed
+from ped.wire.framing import Frame
 from pedserver.settings import Settings
 
 log = logging.getLogger("pedserver")
@@ -327,7 +328,6 @@ class PedServer:
             return
         if not await self._welcome(record, hello):
             return
-        self.links[record.id] = record
         try:
             await self._run_link(record)
         finally:
@@ -396,15 +396,16 @@ class PedServer:
             self.settings.server_name,
             self.device_summary(),
         )
+        record.last_activity = record.last_heard = trio.current_time()
+        record.doing = "idle"
+        self.links[record.id] = record  # listed before the client can ask `mode show`
         try:
             await link.send(welcome)
         except LinkClosed:
+            self.links.pop(record.id, None)
             log.info("connection %d from %s lost during the welcome", record.id, record.peer)
             await link.aclose()
             return False
-        now = trio.current_time()
-        record.last_activity = record.last_heard = now
-        record.doing = "idle"
         log.info("link %d open: from %s (%s), link version %d, idle timeout %d s",
                  record.id, record.peer, hello.client_name or "unnamed", version,
                  record.idle_timeout)
@@ -447,12 +448,7 @@ class PedServer:
                 await self._op_end(record)
             elif isinstance(event, EndToEnd):
                 record.last_activity = trio.current_time()
-                session = record.session
-                assert session is not None  # the state machine only allows it while held
-                try:
-                    await session.send(event.frame)
-                except TransportClosed as exc:
-                    await self._device_failed(record, exc)
+                if not await self._to_ped(record, event.frame, nursery):
                     return
             elif isinstance(event, Close):
                 record.end_reason = record.end_reason or (
@@ -463,6 +459,37 @@ class PedServer:
             elif isinstance(event, ConnectionLost):
                 record.end_reason = record.end_reason or "the client's connection was lost"
                 return
+
+    async def _to_ped(self, record: LinkRecord, frame: Frame, nursery: trio.Nursery) -> bool:
+        """Give an end-to-end frame to the link's PED session; False if the link ended."""
+        for attempt in (1, 2):
+            session = record.session
+            if session is None:
+                # The PED ended the session while this link holds the operation: a new
+                # session takes the PED's lock before it is used.
+                session = await self._ensure_session(record, nursery)
+                if session is None:
+                    return False
+                try:
+                    await session.begin_operation(wait=float(self.settings.max_op_wait))
+                except PedBusy:
+                    await self._close_link(
+                        record, CloseCode.DEVICE_GONE,
+                        "the PED ended the session and is now busy; connect again",
+                    )
+                    return False
+                except TransportClosed as exc:
+                    await self._device_failed(record, exc)
+                    return False
+            try:
+                await session.send(frame)
+                return True
+            except TransportClosed as exc:
+                if isinstance(exc, DeviceGone) or attempt == 2:
+                    await self._device_failed(record, exc)
+                    return False
+                await self._drop_session(record, session)  # ended under us: once more
+        return False  # pragma: no cover - the loop always returns
 
     async def _send(self, record: LinkRecord, message: Any) -> None:
         try:
@@ -483,20 +510,13 @@ class PedServer:
                 f"({self.device_problem})",
             )
             return
-        if record.session is None:
-            try:
-                record.session = await self.driver.open_session()
-            except (TransportClosed, DeviceError) as exc:
-                await self._device_failed(record, exc)
-                return
-            session_id = getattr(record.session, "id", None)
-            if isinstance(session_id, int):
-                self._sessions[session_id] = record
-            nursery.start_soon(self._pump, record, record.session)
+        session = await self._ensure_session(record, nursery)
+        if session is None:
+            return
         wait = min(message.wait_ms / 1000, float(self.settings.max_op_wait))
         record.doing = "waiting for the PED"
         try:
-            await record.session.begin_operation(wait=wait)
+            await session.begin_operation(wait=wait)
         except PedBusy:
             holder = self.holder
             who = (
@@ -551,16 +571,54 @@ class PedServer:
                 except PedError:
                     pass
 
+    async def _ensure_session(
+        self, record: LinkRecord, nursery: trio.Nursery
+    ) -> FrameTransport | None:
+        """The link's PED session, opened (with its pump) if it has none; None if the
+        PED cannot give one (the link is then closed with the reason)."""
+        if record.session is not None:
+            return record.session
+        try:
+            session = await self.driver.open_session()
+        except (TransportClosed, DeviceError) as exc:
+            await self._device_failed(record, exc)
+            return None
+        record.session = session
+        session_id = getattr(session, "id", None)
+        if isinstance(session_id, int):
+            self._sessions[session_id] = record
+        nursery.start_soon(self._pump, record, session)
+        return session
+
     async def _pump(self, record: LinkRecord, session: FrameTransport) -> None:
         """PED -> link, untouched."""
         while True:
             try:
                 frame = await session.receive()
             except TransportClosed as exc:
-                await self._device_failed(record, exc)
+                if isinstance(exc, DeviceGone) or self.device_info is None:
+                    await self._device_failed(record, exc)
+                    return
+                # The PED ended this end-to-end session (after the HSM's goodbye, or a
+                # refused handshake): the link stays; the next operation gets a new one.
+                log.info("link %d: the PED ended its session; the next operation opens "
+                         "a new one", record.id)
+                await self._drop_session(record, session)
                 return
             record.last_activity = trio.current_time()
             await self._send(record, EndToEnd(frame))
+
+    async def _drop_session(self, record: LinkRecord, session: FrameTransport) -> None:
+        if record.session is session:
+            record.session = None
+        for key, value in list(self._sessions.items()):
+            if value is record and getattr(session, "id", None) == key:
+                del self._sessions[key]
+        with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
+            try:
+                await session.aclose()
+            except PedError:
+                pass
 
     async def _device_failed(self, record: LinkRecord, exc: Exception) -> None:
         if isinstance(exc, DeviceGone) or self.device_info is None:

@@ -58,12 +58,19 @@ class FakeSession:
         # A payload starting HOLD plays a PED waiting for its operator: no answer yet.
         if not self.driver.hold_replies and not frame.payload.startswith(b"HOLD"):
             self._send.send_nowait(reply)
+        # BYE plays the end of an end-to-end session: the PED answers, then ends the
+        # device session (as a real PED does after the HSM's goodbye).
+        if frame.payload.startswith(b"BYE"):
+            self.closed = True
+            self._send.close()
+            await self.end_operation()
         await trio.lowlevel.checkpoint()
 
     async def receive(self) -> Frame:
-        self._check()
+        if self.driver.gone:
+            raise DeviceGone(f"{self.driver.uri}: unplugged")
         try:
-            return await self._recv.receive()
+            return await self._recv.receive()  # frames queued before a close come first
         except (trio.EndOfChannel, trio.ClosedResourceError):
             self._check()
             raise TransportClosed("session closed") from None

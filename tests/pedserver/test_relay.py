@@ -149,7 +149,9 @@ async def test_connection_refused_says_what_to_check(home):
         assert f"is pedserver running on 127.0.0.1:{free_port}? is the port open?" in str(
             failed.value
         )
-        assert pair.client.links == {}
+        with trio.fail_after(10):
+            while pair.client.links:  # pedclient forgets the failed attempt
+                await trio.sleep(0.01)
 
 
 async def test_pedclient_not_running(home):
@@ -272,3 +274,37 @@ async def test_garbage_storm_does_not_disturb_a_real_session(home):
         assert len(pair.server.links) == 1
         assert pair.server.handshaking == 0
         await ped.aclose()
+
+
+async def test_a_ped_session_that_ends_does_not_end_the_link(home, caplog):
+    """The PED ends its device session after the HSM's goodbye (or a refused handshake):
+    the link stays up and the next operation gets a fresh PED session."""
+    caplog.set_level(logging.INFO)
+    async with running_pair(home) as pair:
+        ped = await connect_via_pedclient(pair.endpoint, "127.0.0.1", pair.port)
+        await ped.begin_operation()
+        await ped.send(Frame(0x23, b"BYE"))
+        assert (await ped.receive()).payload == b"EYB"
+        await ped.end_operation()
+        with trio.fail_after(10):
+            while pair.driver.sessions:  # pedserver closed the ended session
+                await trio.sleep(0.01)
+        await ped.begin_operation()
+        await ped.send(Frame(0x20, b"next session"))
+        assert (await ped.receive()).payload == b"noisses txen"
+        await ped.end_operation()
+        await ped.begin_operation()
+        await ped.send(Frame(0x23, b"BYE again"))
+        assert (await ped.receive()).payload == b"niaga EYB"
+        # The HSM sends once more while it still holds the operation: a new PED session
+        # takes the PED's lock before it is used.
+        await ped.send(Frame(0x20, b"init"))
+        assert (await ped.receive()).payload == b"tini"
+        assert pair.driver.owner is not None and pair.driver.owner.id == 3
+        await ped.end_operation()
+        with trio.fail_after(10):
+            while pair.driver.owner is not None:  # pedserver handles OpEnd
+                await trio.sleep(0.01)
+        assert len(pair.server.links) == 1
+        await ped.aclose()
+    assert "the PED ended its session" in caplog.text
