@@ -106,12 +106,40 @@ def test_failed_login_survives_kill_9(shell: Shell) -> None:
     shell.kill9()  # at once: the failure was committed before the shell was answered
 
     s = shell.new_script()
-    s.session().read(Color.BLUE, b[0])
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2])  # audit init (white key)
+    s.session().read(Color.WHITE, b[2])  # audit login
     s.write(shell.script)
     shell.start()
     assert "SO login attempts left: 2" in shell.ok("hsm", "show")
     assert "HSM SO logged in." in shell.ok("hsm", "login")
     assert "SO login attempts left: 3" in shell.ok("hsm", "show")
+    shell.ok("audit", "init")
+    shell.ok("audit", "login")
+    log = shell.ok("audit", "log", "show")
+    assert "login failed" in log and "reason=a key of the right colour but another keyset" in log
+    assert "power on" in log
+
+    # policy 15 is destructive: refused without confirmation, then the HSM is zeroized
+    code, _, err = shell.run("hsm", "changepolicy", "-policy", "15", "-value", "1")
+    assert code == 1 and "ZEROIZES the HSM" in err and "--force" in err
+    assert "HSM state:              initialised" in shell.ok("hsm", "show")
+    out = shell.ok("hsm", "changepolicy", "--policy", "15", "--value", "1", "--force")
+    assert "zeroized" in out
+    assert "HSM state:              zeroized" in shell.ok("hsm", "show")
+    assert "SO can reset partition PIN   On" in shell.ok("hsm", "showpolicies")
+    shell.ok("mode", "stop")
+
+
+def test_interactive_confirmation(shell: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    shell.start()
+    answers = iter(["no", "proceed"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    code, _, err = shell.run("hsm", "zeroize")
+    assert code == 1 and "zeroizing erases all partitions" in err
+    code, out, err = shell.run("hsm", "zeroize")
+    assert code == 0 and "HSM zeroized" in out and "WARNING" in err
     shell.ok("mode", "stop")
 
 
