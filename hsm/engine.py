@@ -1045,7 +1045,7 @@ class Hsm:
         return "Auditor initialised (white PED key imprinted). Log in with `audit login`."
 
     async def audit_login(self, notify: Notify) -> str:
-        self._require_initialised()
+        # No `_require_initialised`: the auditor survives zeroization (see Store.zeroize).
         key, _ = await self._login(HSM_SCOPE, Role.AUDITOR, notify)
         wipe(key)
         self._auditor = True

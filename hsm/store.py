@@ -257,8 +257,11 @@ class Store:
         self._db.execute("DELETE FROM partitions WHERE name=?", (name,))
 
     def zeroize(self) -> None:
-        for table in ("objects", "activation", "roles", "partitions"):
+        """Erase partitions, objects and roles; the auditor (and its log) stays, so that
+        what led to a zeroization can still be read."""
+        for table in ("objects", "activation", "partitions"):
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        self._db.execute("DELETE FROM roles WHERE NOT (scope=? AND role='auditor')", (HSM_SCOPE,))
 
     # --- objects --------------------------------------------------------------------
 

@@ -110,6 +110,10 @@ async def test_audit_log_is_for_the_auditor_and_survives_zeroize(rig: Rig) -> No
     assert len(rig.hsm.audit.records()) > n
     assert rig.hsm.audit_verify()["ok"]
     assert rig.hsm.audit.records()[-1]["event"] == "hsm zeroized"
+    with pytest.raises(NotLoggedIn):
+        rig.hsm.audit_show(None)  # zeroization logged everybody out...
+    await rig.hsm.audit_login(rig.notify)  # ...but the auditor can read what happened
+    assert rig.hsm.audit_show(1)[0]["event"] == "login"
 
 
 async def test_rpv_init_is_sealed_needs_so_and_survives_zeroize(rig: Rig) -> None:
