@@ -1,0 +1,155 @@
+"""The promise, checked on real processes: pedserver and pedclient never see a secret.
+
+A real end-to-end channel (ped.hsm_api, keyed by an orange key's RPV) runs through real
+pedclient and pedserver processes to the emulated PED (pedemu, auto operator).  Three
+taps record every byte the relays send and receive: HSM <-> pedclient (local endpoint),
+pedclient <-> pedserver (network) and pedserver <-> PED (device side).  The HSM reads a
+key of every colour (with PED PINs and an M of N split).  No RPV, PSK, key secret, key
+share, PIN-derived secret or PIN appears in any tapped byte or in either daemon's debug
+log.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from keys import load_image
+from keys.colors import Color
+from keys.keyring import ShareCollector
+from ped.channel.handshake import derive_psk
+from ped.daemon.control import control_request_sync
+from ped.hsm_api import open_ped_session
+from ped.link import connect_via_pedclient
+from tests.pedserver.fakes import tcp_tap, unix_tap
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+#: (colour, label, PIN or None, M, N)
+KEYS = [
+    (Color.BLUE, "HSM SO", "90817263", 1, 1),
+    (Color.RED, "Domain", None, 1, 1),
+    (Color.BLACK, "Crypto Officer", "56473829", 2, 3),
+    (Color.GRAY, "Crypto User", None, 1, 1),
+    (Color.WHITE, "Auditor", None, 1, 1),
+    (Color.PURPLE, "Recovery", None, 1, 1),
+]
+
+
+def _pedkey(*argv: str) -> None:
+    result = subprocess.run([str(BIN / "pedkey"), *argv], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def _make_keys(keyring: Path, pins: Path) -> tuple[bytearray, dict[Color, bytes], list[bytes]]:
+    pins.write_text("".join(f"{label} = {pin}\n" for _, label, pin, _, _ in KEYS if pin))
+    _pedkey("new", "--color", "orange", "--label", "RPV", "--create", "--dir", str(keyring))
+    for color, label, pin, m, n in KEYS:
+        extra = ["--pin-file", str(pins)] if pin else []
+        _pedkey("new", "--color", color.label, "--label", label, "--m", str(m), "--n", str(n),
+                *extra, "--create", "--dir", str(keyring))
+    collectors: dict[Color, ShareCollector] = {}
+    shares: list[bytes] = []
+    for path in sorted(keyring.glob("*.pedkey")):
+        image = load_image(path)
+        if image.is_blank:
+            continue
+        collector = collectors.setdefault(image.color, ShareCollector(image.color))
+        if collector.complete:
+            continue
+        collector.add(image)
+        shares.append(bytes(image.share().value))
+    rpv = collectors[Color.ORANGE].secret()
+    pin_of = {color: pin for color, _, pin, _, _ in KEYS}
+    expected = {color: bytes(collectors[color].secret_for_hsm(pin_of[color]))
+                for color, *_ in KEYS}
+    secrets = [bytes(collectors[color].secret()) for color, *_ in KEYS]
+    return rpv, expected, shares + secrets
+
+
+def _forbidden_forms(value: bytes) -> list[bytes]:
+    return [value, value.hex().encode(), value.hex().upper().encode()]
+
+
+async def _wait_for(path: Path) -> None:
+    with trio.fail_after(30):
+        while not path.exists():
+            await trio.sleep(0.05)
+
+
+async def test_no_secret_crosses_the_relays(home):
+    keyring, pins = home / "keys", home / "pins.txt"
+    keyring.mkdir()
+    rpv, expected, other_secrets = _make_keys(keyring, pins)
+    server_home, client_home = home / "s", home / "c"
+    server_home.mkdir(mode=0o700)
+    client_home.mkdir(mode=0o700)
+    pedemu = subprocess.Popen(
+        [str(BIN / "pedemu"), "--keyring", str(keyring), "--socket", str(home / "ped.sock"),
+         "--operator", "auto", "--pin-file", str(pins), "--log-level", "debug"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    got: dict[Color, bytes] = {}
+    try:
+        async with trio.open_nursery() as nursery:
+            await _wait_for(home / "ped.sock")
+            device_tap = await unix_tap(nursery, home / "tap-ped.sock", home / "ped.sock")
+            for argv in (
+                ["pedserver", "mode", "start", "--ip", "127.0.0.1", "--port", "0",
+                 "--device", f"socket:{home / 'tap-ped.sock'}", "--log-level", "debug",
+                 "--home", str(server_home)],
+                ["pedclient", "mode", "start", "--log-level", "debug", "--home",
+                 str(client_home)],
+            ):
+                started = await trio.to_thread.run_sync(lambda argv=argv: subprocess.run(
+                    [sys.executable, "-m", *argv], capture_output=True, text=True,
+                    timeout=60, cwd=ROOT))
+                assert started.returncode == 0, started.stderr
+            port = control_request_sync(server_home / "control.sock", "show")["port"]
+            net_tap, net_port = await tcp_tap(nursery, port)
+            local_tap = await unix_tap(nursery, home / "tap-client.sock",
+                                       client_home / "pedclient.sock")
+            transport = await connect_via_pedclient(home / "tap-client.sock", "127.0.0.1",
+                                                    net_port, hsm_name="tap-test")
+            with trio.fail_after(120):
+                async with open_ped_session(transport, rpv=bytes(rpv),
+                                            hsm_serial="150001") as ped:
+                    for color, label, *_ in KEYS:
+                        result = await ped.read_secret(color, label=label)
+                        got[color] = bytes(result.secret)
+            await transport.aclose()
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    finally:
+        for argv in (["pedclient", "mode", "stop", "--home", str(client_home)],
+                     ["pedserver", "mode", "stop", "--home", str(server_home)]):
+            subprocess.run([sys.executable, "-m", *argv], capture_output=True, timeout=60,
+                           cwd=ROOT)
+        pedemu.terminate()
+        pedemu.wait(timeout=30)
+    assert got == expected  # the HSM got every secret (through the relays, sealed)
+    psk = bytes(derive_psk(rpv))
+    forbidden = [bytes(rpv), psk, *expected.values(), *other_secrets]
+    pin_texts = [pin.encode() for _, _, pin, _, _ in KEYS if pin]
+    taps = {
+        "HSM -> pedclient": local_tap.up, "pedclient -> HSM": local_tap.down,
+        "pedclient -> pedserver": net_tap.up, "pedserver -> pedclient": net_tap.down,
+        "pedserver -> PED": device_tap.up, "PED -> pedserver": device_tap.down,
+    }
+    logs = {
+        "pedserver log": (server_home / "pedserver.log").read_bytes(),
+        "pedclient log": (client_home / "pedclient.log").read_bytes(),
+    }
+    assert all(len(data) > 200 for data in taps.values())  # the taps did see the session
+    assert b"key-read black" in logs["pedserver log"]  # operations were logged...
+    for where, data in {**taps, **logs}.items():
+        for value in forbidden:
+            for form in _forbidden_forms(value):
+                assert bytes(form) not in bytes(data), f"a secret appeared in {where}"
+        for pin in pin_texts:
+            assert pin not in bytes(data), f"a PIN appeared in {where}"
