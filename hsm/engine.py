@@ -296,6 +296,8 @@ class Hsm:
     ) -> tuple[bytearray, bytearray | None]:
         """Authenticate *role*; return its role key (and a copy of the PED secret if asked)."""
         row = self._check_lock(scope, role, self._role_row(scope, role))
+        if challenge is not None and row.wrapped_chal is None:
+            raise BadRequest(f"the {role.title} has no challenge secret; omit --challenge-file")
         cached = self._activation.get((scope, role.value)) if challenge is not None else None
         if cached is not None:
             secret = bytearray(cached)
@@ -315,8 +317,7 @@ class Hsm:
                     kek = derive_kek(secret, self._aad(scope, role.value, "ped"))
                     key = unwrap(kek, row.wrapped, self._aad(scope, role.value, "ped"))
                 else:
-                    if row.wrapped_chal is None:
-                        raise BadRequest(f"the {role.title} has no challenge secret")
+                    assert row.wrapped_chal is not None  # checked before the PED was asked
                     kek = derive_kek(secret, self._aad(scope, role.value, "chal"), challenge)
                     key = unwrap(kek, row.wrapped_chal, self._aad(scope, role.value, "chal"))
                 wipe(kek)
@@ -889,7 +890,11 @@ class Hsm:
         part = self._partition(name)
         if challenge is not None and role is Role.PARTITION_SO:
             raise BadRequest("the partition SO has no challenge secret; omit --challenge-file")
-        activation = self._partition_policies(part)[pol.POLICY_ACTIVATION] == 1
+        # Policy 22: the PED secret is cached the first time the role uses the PED.
+        activation = (
+            self._partition_policies(part)[pol.POLICY_ACTIVATION] == 1
+            and (name, role.value) not in self._activation
+        )
         key, secret = await self._login(
             name,
             role,
