@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ped.link import (
     Busy,
@@ -257,3 +259,30 @@ async def test_a_client_that_stops_reading_is_dropped(autojump_clock):
         await trio.sleep(30 + 60 + 5)  # first keepalive, then the send timeout
         assert server.links == {}
         nursery.cancel_scope.cancel()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=6), st.booleans())
+def test_any_bytes_after_a_good_hello_never_escape_the_handler(chunks, hello_first):
+    """Whatever a peer sends, handle_connection ends on its own and cleans up."""
+
+    async def main() -> None:
+        driver = FakeDriver()
+        server = PedServer(Settings(), driver)
+        await driver.open()
+        server.device_info = driver.info
+        ours, theirs = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, theirs, "fuzz")
+            if hello_first:
+                await ours.send_all(LinkConnection(Hop.REMOTE, Side.INITIATOR).send(LinkHello()))
+            for chunk in chunks:
+                try:
+                    await ours.send_all(chunk)
+                except trio.BrokenResourceError:
+                    break
+            await ours.aclose()
+        assert server.links == {} and server.handshaking == 0
+        assert driver.owner is None
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
