@@ -38,6 +38,7 @@ from typing import Any
 import attrs
 import trio
 
+from ped.daemon.cli import single_error
 from ped.daemon.control import ControlError, Progress, serve_control
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, Side
@@ -200,24 +201,18 @@ class PedClient:
 
     # ------------------------------------------------------------------ life cycle
 
-    async def serve(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve HSMs until `request_stop`; `ClientStartError` if it cannot start."""
         listener = await self._listen()
         try:
-            async with trio.open_nursery() as nursery:
-                if self.control_path is not None:
-                    try:
-                        await nursery.start(serve_control, self.control_path, self._control)
-                    except ControlError as exc:
-                        raise ClientStartError(str(exc)) from None
-                async with trio.open_nursery() as links:
-                    nursery.start_soon(self._accept, listener, links)
-                    log.info("listening for HSMs on %s", self.endpoint_path)
-                    task_status.started(self.endpoint_path)
-                    await self._stop.wait()
-                    await self._close_all()
-                    links.cancel_scope.cancel()
-                nursery.cancel_scope.cancel()
+            await self._serve_listening(listener, task_status)
+        except BaseExceptionGroup as group:
+            error = single_error(group)
+            if isinstance(error, ClientStartError):
+                raise error from None  # no ExceptionGroup at the public API
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
@@ -227,6 +222,24 @@ class PedClient:
             except OSError:
                 pass
             log.info("stopped")
+
+    async def _serve_listening(
+        self, listener: trio.SocketListener, task_status: trio.TaskStatus[Path]
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.control_path is not None:
+                try:
+                    await nursery.start(serve_control, self.control_path, self._control)
+                except ControlError as exc:
+                    raise ClientStartError(str(exc)) from None
+            async with trio.open_nursery() as links:
+                nursery.start_soon(self._accept, listener, links)
+                log.info("listening for HSMs on %s", self.endpoint_path)
+                task_status.started(self.endpoint_path)
+                await self._stop.wait()
+                await self._close_all()
+                links.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
     async def _listen(self) -> trio.SocketListener:
         path = self.endpoint_path

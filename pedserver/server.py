@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 import trio
 
+from ped.daemon.cli import single_error
 from ped.daemon.control import ControlError, Progress, serve_control
 from ped.device import DeviceEvent, DeviceGone, DeviceInfo, PedDriver
 from ped.device.errors import DeviceError
@@ -195,31 +196,45 @@ class PedServer:
         bound = listeners[0].socket.getsockname()
         self.address = (str(bound[0]), int(bound[1]))
         try:
-            async with trio.open_nursery() as nursery:
-                if self.control_path is not None:
-                    try:
-                        await nursery.start(serve_control, self.control_path, self._control)
-                    except ControlError as exc:
-                        raise ServerStartError(str(exc)) from None
-                async with trio.open_nursery() as links_nursery:
-                    nursery.start_soon(self._device_watch)
-                    nursery.start_soon(self._accept_loop, listeners, links_nursery)
-                    log.info(
-                        "listening on %s:%d, PED %s (%s), idle timeout %d s",
-                        self.address[0], self.address[1], s.device or "(none)",
-                        self._device_text(), s.idle_timeout,
-                    )
-                    task_status.started(self.address)
-                    await self._stop.wait()
-                    await self._close_all(CloseCode.SHUTTING_DOWN, "pedserver is stopping")
-                    links_nursery.cancel_scope.cancel()
-                nursery.cancel_scope.cancel()
+            await self._serve_listening(listeners, task_status)
+        except BaseExceptionGroup as group:
+            error = single_error(group)
+            if isinstance(error, ServerStartError):
+                raise error from None  # no ExceptionGroup at the public API
+            raise
         finally:
             for listener in listeners:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
             await self._close_driver()
             log.info("stopped")
+
+    async def _serve_listening(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[tuple[str, int]],
+    ) -> None:
+        s = self.settings
+        assert self.address is not None
+        async with trio.open_nursery() as nursery:
+            if self.control_path is not None:
+                try:
+                    await nursery.start(serve_control, self.control_path, self._control)
+                except ControlError as exc:
+                    raise ServerStartError(str(exc)) from None
+            async with trio.open_nursery() as links_nursery:
+                nursery.start_soon(self._device_watch)
+                nursery.start_soon(self._accept_loop, listeners, links_nursery)
+                log.info(
+                    "listening on %s:%d, PED %s (%s), idle timeout %d s",
+                    self.address[0], self.address[1], s.device or "(none)",
+                    self._device_text(), s.idle_timeout,
+                )
+                task_status.started(self.address)
+                await self._stop.wait()
+                await self._close_all(CloseCode.SHUTTING_DOWN, "pedserver is stopping")
+                links_nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
     async def _close_all(self, code: CloseCode, text: str) -> None:
         records = list(self.links.values())

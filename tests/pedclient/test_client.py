@@ -67,3 +67,19 @@ async def test_garbage_on_the_local_endpoint(home):
         # and the endpoint still serves
         ped = await connect_via_pedclient(pair.endpoint, "127.0.0.1", pair.port)
         await ped.aclose()
+
+
+async def test_start_errors_are_plain_exceptions(home):
+    from pedclient.client import ClientStartError, PedClient
+    from pedclient.settings import Settings
+
+    async with running_pair(home) as pair:
+        # A second pedclient on the same control socket: one clear error, no group.
+        second = PedClient(Settings(), endpoint_path=home / "other.sock",
+                           control_path=home / "client-control.sock")
+        with pytest.raises(ClientStartError, match="already answers"):
+            await second.serve()
+        # ...and on the same endpoint.
+        third = PedClient(Settings(), endpoint_path=pair.endpoint)
+        with pytest.raises(ClientStartError, match="already listens"):
+            await third.serve()

@@ -308,3 +308,17 @@ async def test_a_ped_session_that_ends_does_not_end_the_link(home, caplog):
         assert len(pair.server.links) == 1
         await ped.aclose()
     assert "the PED ended its session" in caplog.text
+
+
+async def test_server_start_errors_are_plain_exceptions(home):
+    from pedserver.server import PedServer, ServerStartError
+    from pedserver.settings import Settings
+
+    async with running_pair(home) as pair:
+        twin = PedServer(Settings(ip="127.0.0.1", port=0), FakeDriver(),
+                         control_path=home / "server.sock")
+        with pytest.raises(ServerStartError, match="already answers"):
+            await twin.serve()
+        clash = PedServer(Settings(ip="127.0.0.1", port=pair.port), FakeDriver())
+        with pytest.raises(ServerStartError, match=f"cannot listen on 127.0.0.1:{pair.port}"):
+            await clash.serve()
