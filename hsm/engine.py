@@ -85,7 +85,7 @@ class PedAccess(Protocol):
     """What the engine needs from the daemon's PED router (`hsm.pedlink.PedRouter`)."""
 
     def session(
-        self, *, local_only: bool = False
+        self, *, local_only: bool = False, notify: Notify | None = None
     ) -> contextlib.AbstractAsyncContextManager[PedPort]: ...
 
     async def connect(self, host: str, port: int, rpv: bytearray, notify: Notify) -> str: ...
@@ -254,7 +254,7 @@ class Hsm:
     @contextlib.asynccontextmanager
     async def _ped(self, notify: Notify, *, local_only: bool = False) -> AsyncIterator[PedPort]:
         notify(ATTEND)
-        async with self.ped.session(local_only=local_only) as port:
+        async with self.ped.session(local_only=local_only, notify=notify) as port:
             yield port
 
     # ------------------------------------------------------------------ login core

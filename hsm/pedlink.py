@@ -77,6 +77,28 @@ def _map_error(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
+def describe_notice(notice: Any) -> str:
+    """A PED progress notice as a line for the shell ("" for none worth showing)."""
+    from ped.ops.messages import NoticeKind
+
+    kind, step, total = notice.kind, notice.step, notice.total
+    of = f" {step} of {total}" if step and total else ""
+    if kind is NoticeKind.INSERT_KEY:
+        return f"PED: waiting for key{of}."
+    if kind is NoticeKind.ENTER_PIN:
+        return "PED: waiting for the PED PIN."
+    if kind is NoticeKind.KEY_ACCEPTED:
+        return f"PED: key{of} read."
+    if kind is NoticeKind.WRITING_KEY:
+        return f"PED: writing key{of}."
+    if kind is NoticeKind.QUESTION:
+        return "PED: answer the question on the PED screen."
+    if kind is NoticeKind.INFO and notice.text:
+        text = "".join(c for c in str(notice.text) if c.isprintable())[:120]
+        return f"PED: {text}"
+    return ""  # ATTEND: the shell already said "Please attend to the PED."
+
+
 class HsmApiPort:
     """`hsm.pedport.PedPort` over an open ``ped.hsm_api`` session."""
 
@@ -170,6 +192,7 @@ class PedRouter:
         self._remote_done: trio.Event | None = None
         self._remote_lock = trio.Lock()
         self._last_use = 0.0
+        self._notify: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -223,10 +246,34 @@ class PedRouter:
 
     def _session_args(self) -> dict[str, Any]:
         t = self._timeouts()
-        return {"hsm_serial": self.serial, "key_timeout": t["pedk"], "op_timeout": t["pedo"]}
+        return {
+            "hsm_serial": self.serial,
+            "key_timeout": t["pedk"],
+            "op_timeout": t["pedo"],
+            "on_notice": self._on_notice,
+        }
+
+    def _on_notice(self, notice: Any) -> None:
+        notify = self._notify
+        if notify is not None:
+            text = describe_notice(notice)
+            if text:
+                notify(text)
 
     @contextlib.asynccontextmanager
-    async def session(self, *, local_only: bool = False) -> AsyncIterator[HsmApiPort]:
+    async def session(
+        self, *, local_only: bool = False, notify: Callable[[str], None] | None = None
+    ) -> AsyncIterator[HsmApiPort]:
+        """The PED for one command; *notify* receives the PED's progress notices."""
+        self._notify = notify
+        try:
+            async with self._pick(local_only=local_only) as port:
+                yield port
+        finally:
+            self._notify = None
+
+    @contextlib.asynccontextmanager
+    async def _pick(self, *, local_only: bool) -> AsyncIterator[HsmApiPort]:
         if not local_only and self._remote is not None:
             async with self._remote_lock:
                 if self._remote is None:

@@ -86,7 +86,9 @@ class FakeRouter:
         self.local = True
 
     @contextlib.asynccontextmanager
-    async def session(self, *, local_only: bool = False) -> AsyncIterator[FakePed]:
+    async def session(
+        self, *, local_only: bool = False, notify: Any = None
+    ) -> AsyncIterator[FakePed]:
         if local_only and not self.local:
             raise PedUnavailable("no local PED")
         yield self.ped

@@ -1,0 +1,68 @@
+"""PedRouter's choices and messages that need no PED."""
+
+from __future__ import annotations
+
+import pytest
+
+from hsm.errors import PedUnavailable
+from hsm.pedlink import PedRouter, describe_notice
+from ped.ops.messages import Notice, NoticeKind
+
+
+def _router(local: str | None = None, pedclient: str | None = None) -> PedRouter:
+    return PedRouter(
+        local_uri=local,
+        pedclient_socket=pedclient,
+        serial="1",
+        timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
+        on_drop=lambda reason: None,
+    )
+
+
+def test_notices_become_shell_lines() -> None:
+    assert describe_notice(Notice(1, NoticeKind.INSERT_KEY, 2, 3)) == "PED: waiting for key 2 of 3."
+    assert describe_notice(Notice(1, NoticeKind.ENTER_PIN)) == "PED: waiting for the PED PIN."
+    info = describe_notice(Notice(1, NoticeKind.INFO, text="hello\x1b[2J"))
+    assert info.startswith("PED: hello") and "\x1b" not in info
+    assert describe_notice(Notice(1, NoticeKind.ATTEND)) == ""
+
+
+def test_notices_reach_the_command_that_uses_the_ped() -> None:
+    router = _router()
+    seen: list[str] = []
+    router._on_notice(Notice(1, NoticeKind.KEY_ACCEPTED, 1, 2))  # nobody listening: dropped
+    router._notify = seen.append
+    router._on_notice(Notice(1, NoticeKind.KEY_ACCEPTED, 1, 2))
+    assert seen == ["PED: key 1 of 2 read."]
+
+
+async def test_no_ped_configured_says_how_to_get_one() -> None:
+    router = _router()
+    assert router.status() == {
+        "mode": "none",
+        "local": None,
+        "address": None,
+        "connected": False,
+        "pedclient": None,
+        "idle_left": None,
+    }
+    with pytest.raises(PedUnavailable, match="--local-ped URI, or connect a remote PED"):
+        async with router.session():
+            pass
+    with pytest.raises(PedUnavailable, match="cabled to the HSM"):
+        async with router.session(local_only=True):
+            pass
+
+
+async def test_a_bad_device_uri_is_a_clear_error() -> None:
+    router = _router(local="floppy:/dev/fd0")
+    with pytest.raises(PedUnavailable, match="cannot open the local PED floppy:/dev/fd0"):
+        async with router.session():
+            pass
+
+
+async def test_connect_needs_pedclient() -> None:
+    router = _router(local="usb")
+    router._nursery = object()  # type: ignore[assignment]  # as if running
+    with pytest.raises(PedUnavailable, match="--pedclient PATH"):
+        await router.connect("127.0.0.1", 1503, bytearray(32), lambda text: None)
