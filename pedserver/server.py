@@ -130,6 +130,8 @@ class LinkRecord:
 
 
 def _peer_of(stream: trio.abc.Stream) -> str:
+    while isinstance(stream, trio.SSLStream):  # peer-to-peer mode: TLS over TCP
+        stream = stream.transport_stream
     sock = getattr(stream, "socket", None)
     try:
         host, port = sock.getpeername()[:2]  # type: ignore[union-attr]
