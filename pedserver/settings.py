@@ -40,8 +40,8 @@ SCHEMA = ConfigSchema(
                   "seconds a link may go without a PED operation (the shorter end wins)",
                   in_range(1, 99999)),
         ConfigKey("socket_read_rsp_timeout", int, 120,
-                  "seconds without hearing from a link (keepalives count) before it is "
-                  "declared dead; keep it longer than the HSM's own timeouts' keepalive gaps",
+                  "seconds without hearing anything from a link (keepalives count) before "
+                  "it is declared dead; keep it above twice the keepalive interval",
                   in_range(10, 99999)),
         ConfigKey("keepalive_interval", int, DEFAULT_KEEPALIVE_INTERVAL,
                   "seconds between keepalives on a quiet link", in_range(1, 3600)),
