@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +186,39 @@ def test_auto_activation_across_daemon_restarts_with_the_fake_clock(shell: Shell
     s.write(shell.script)
     shell.start()
     assert "Please attend to the PED." in shell.ok(*login)
+    shell.ok("mode", "stop")
+    # the challenge secret is nowhere in the HSM's files (state, log, audit, sealed cache)
+    for path in shell.home.iterdir():
+        if path.is_file():
+            assert b"app challenge" not in path.read_bytes(), path.name
+
+
+def test_kill_9_while_waiting_at_the_ped_loses_nothing(shell: Shell) -> None:
+    b = shell.blanks
+    s = shell.new_script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session()  # hsm login: allowed on the PED, then the operator walks away
+    s.write(shell.script)
+    shell.start()
+    shell.ok("hsm", "init", "--label", "waiting")
+    login = subprocess.Popen(
+        [sys.executable, "-m", "hsm.cli", "--home", str(shell.home), "hsm", "login"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert login.stdout is not None
+    assert login.stdout.readline().strip() == "Please attend to the PED."
+    shell.kill9()  # the HSM loses power while the PED waits for the blue key
+    _, err = login.communicate(timeout=30)
+    assert login.returncode != 0 and "closed the control connection" in err
+    s = shell.new_script()
+    s.session().read(Color.BLUE, b[0])
+    s.write(shell.script)
+    shell.start()
+    assert "SO login attempts left: 3" in shell.ok("hsm", "show")  # nothing was counted
+    assert "HSM SO logged in." in shell.ok("hsm", "login")
+    assert "chain intact" in shell.ok("audit", "log", "verify")
     shell.ok("mode", "stop")
 
 
