@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 
-from ped.daemon.config import ConfigKey, ConfigSchema, in_range
+from ped.daemon.config import ConfigError, ConfigKey, ConfigSchema, in_range
 from ped.link.messages import DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_PORT
 
 
@@ -77,7 +77,14 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> Settings:
-        return cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+        settings = cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+        if settings.socket_read_rsp_timeout < 2 * settings.keepalive_interval:
+            raise ConfigError(
+                f"socket_read_rsp_timeout ({settings.socket_read_rsp_timeout} s) must be at "
+                f"least twice keepalive_interval ({settings.keepalive_interval} s), or healthy "
+                "quiet links would be dropped"
+            )
+        return settings
 
     @property
     def server_name(self) -> str:

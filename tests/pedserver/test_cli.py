@@ -146,3 +146,10 @@ def test_bad_device_uri(home, uri):
     result = cli("mode", "start", "--ip", "127.0.0.1", "--port", "0", "--device", uri,
                  "--home", str(home))
     assert result.returncode != 0 and "device URI" in result.stderr
+
+
+def test_read_timeout_must_cover_keepalives(home):
+    (home / "config.toml").write_text("keepalive_interval = 60\n")
+    code, _, err = run("mode", "start", "--home", str(home), "--device", "usb",
+                       "--socket-read-rsp-timeout", "100")
+    assert code == 1 and "at least twice keepalive_interval" in err
