@@ -7,6 +7,7 @@ anything else escapes, and atheris reports it as a crash with its input saved.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,5 +29,8 @@ def load_targets():  # type: ignore[no-untyped-def]
 def run(test_one_input: Callable[[bytes], None]) -> None:
     import atheris
 
-    atheris.Setup(sys.argv, test_one_input)
+    # libFuzzer's -merge=1 re-runs argv[0] through the shell: make that this interpreter
+    # on this script, so the harness need not be executable or find the venv itself.
+    argv = [f"{shlex.quote(sys.executable)} {shlex.quote(sys.argv[0])}", *sys.argv[1:]]
+    atheris.Setup(argv, test_one_input)
     atheris.Fuzz()

@@ -1,5 +1,8 @@
 """Harness: the key-image parser (``keys.image.decode``, under ``keys.load_image``),
-on the raw input and on the input with its SHA-256 digest recomputed."""
+on the raw input and on the input with its SHA-256 digest recomputed.
+
+The input format is in ``fuzz.targets.one_key_image``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,5 @@ from _harness import load_targets, run
 
 targets = load_targets()
 
-
-def test_one_input(data: bytes) -> None:
-    targets.decode_key_image(data)
-
-
 if __name__ == "__main__":
-    run(test_one_input)
+    run(targets.HARNESSES["key_image"])

@@ -2,6 +2,8 @@
 
 Input: byte 0 picks a decoder from ``fuzz.targets.DECODERS`` (sorted by name, modulo
 their number); the rest is the payload it decodes.
+
+The input format is in ``fuzz.targets.one_message``.
 """
 
 from __future__ import annotations
@@ -9,18 +11,6 @@ from __future__ import annotations
 from _harness import load_targets, run
 
 targets = load_targets()
-NAMES = sorted(targets.DECODERS)
-
-
-def test_one_input(data: bytes) -> None:
-    if not data:
-        return
-    _type, decoder = targets.DECODERS[NAMES[data[0] % len(NAMES)]]
-    try:
-        decoder(data[1:])
-    except targets.EXPECTED:
-        pass
-
 
 if __name__ == "__main__":
-    run(test_one_input)
+    run(targets.HARNESSES["messages"])

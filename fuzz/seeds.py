@@ -99,6 +99,65 @@ def session_frames() -> list[bytes]:
     return frames
 
 
+def connection_streams() -> list[tuple[int, bytes]]:
+    """What each connection's genuine peer sends (index into ``targets.CONNECTIONS``)."""
+    device = link.DeviceSummary(True, "pedemu", "1.0", "E-1", "remote")
+    e2e = Frame(0x23, bytes(32))
+    peer_says: dict[str, list[Frame]] = {
+        "link.remote.initiator": [
+            link.encode(link.LinkWelcome(1, 1800, 30, "pedserver", device)),
+            link.encode(link.OpGranted()),  # the harness sent OpBegin on the welcome
+            e2e,
+            link.encode(link.Keepalive(1)),
+            link.encode(link.Close(link.CloseCode.IDLE_TIMEOUT, "idle")),
+        ],
+        "link.remote.responder": [
+            link.encode(link.LinkHello(1, 1, 1800, "pedclient")),
+            link.encode(link.OpBegin(1000)),
+            e2e,
+            link.encode(link.OpEnd()),
+            link.encode(link.KeepaliveAck(1)),
+            link.encode(link.Close()),
+        ],
+        "link.local.initiator": [
+            link.encode(link.ConnectResult(link.ConnectCode.OK, "", 1, 1800, "srv", device)),
+            link.encode(link.OpGranted()),
+            e2e,
+            link.encode(link.Close(link.CloseCode.SERVER_GONE, "gone")),
+        ],
+        "link.local.responder": [
+            link.encode(link.ConnectRequest(host="ped.example", port=1503)),
+            link.encode(link.OpBegin(0)),
+            e2e,
+            link.encode(link.OpEnd()),
+        ],
+        "device.host": [
+            Frame(dev.Info.TYPE, dev.Info(1, "pedemu", "1.0", "E-1", "remote").payload()),
+            Frame(dev.SessionOpened.TYPE, dev.SessionOpened(1).payload()),
+            Frame(dev.SessionData.TYPE, dev.SessionData(1, e2e).payload()),
+            Frame(
+                dev.DeviceEvent.TYPE,
+                dev.DeviceEvent(1, dev.EventKind.KEY_READ, 1, "ab", "ok").payload(),
+            ),
+            Frame(dev.SessionClose.TYPE, dev.SessionClose(1).payload()),
+        ],
+        "device.device": [
+            Frame(dev.Hello.TYPE, dev.Hello(1, 1, "pedserver").payload()),
+            Frame(dev.SessionOpen.TYPE, dev.SessionOpen(1).payload()),
+            Frame(dev.SessionData.TYPE, dev.SessionData(1, e2e).payload()),
+            Frame(dev.Ping.TYPE, dev.Ping(7).payload()),
+            Frame(dev.SessionClose.TYPE, dev.SessionClose(1).payload()),
+        ],
+    }
+    names = [name for name, _ in targets.CONNECTIONS]
+    streams: list[tuple[int, bytes]] = []
+    for name, frames in peer_says.items():
+        index = names.index(name)
+        for count in range(1, len(frames) + 1):
+            streams.append((index, b"".join(encode_frame(f) for f in frames[:count])))
+    return streams
+
+
 def seeds() -> dict[str, list[bytes]]:
     op_bytes = [m.encode() for m in op_examples()]
     link_frames = link_examples()
@@ -139,7 +198,9 @@ def seeds() -> dict[str, list[bytes]]:
         for message in op_examples():
             raw = message.encode()
             rogue.append(bytes([selector]) + len(raw).to_bytes(2, "big") + raw)
+    connections = [bytes([index]) + stream for index, stream in connection_streams()]
     return {
+        "connections": connections,
         "frames": frames,
         "messages": messages,
         "key_image": images,

@@ -18,6 +18,8 @@ so that the atheris harnesses in this directory and the hypothesis tests in
 * `decode_key_image(data)`: the key-image parser, raw and with the digest fixed up (the
   digest is a plain SHA-256, so a forger recomputes it; the fuzzer should too, to reach
   the field checks behind it).
+* `one_connection(data)`: the sans-IO link and device connections the daemons run, fed
+  whatever their peer sends (state machines, not just decoders).
 * `rogue_peer(data)`: a peer that holds the right RPV (a rogue HSM or a rogue PED) sends
   arbitrary operation plaintexts through a genuine channel; the other end's session
   logic must refuse them with typed errors.
@@ -46,6 +48,7 @@ from ped.channel import (
 from ped.channel.noise import CipherState
 from ped.device import frames as device_frames
 from ped.errors import PedError
+from ped.link import connection as link_connection
 from ped.link import messages as link_messages
 from ped.ops import HsmSideSession, PedSideSession
 from ped.ops import messages as op_messages
@@ -287,3 +290,149 @@ def rogue_peer(selector: int, plaintexts: list[bytes]) -> None:
             hsm.receive_frame(rogue.seal(plaintext[: 16 * 1024]))
     except EXPECTED:
         pass
+
+
+# ---- what each harness does with one fuzzer input ------------------------------------------
+
+
+def one_frames(data: bytes) -> None:
+    """Byte 0: how many piece sizes follow (0-7); then the sizes; then the stream."""
+    if not data:
+        return
+    count = data[0] & 7
+    sizes = list(data[1 : 1 + count]) or [len(data)]
+    stream = data[1 + count :]
+    decode_stream(stream, sizes * (len(stream) // max(1, sum(sizes)) + 1))
+
+
+_NAMES = sorted(DECODERS)
+
+
+def one_message(data: bytes) -> None:
+    """Byte 0 picks a decoder (sorted by name, modulo their number); the rest is its payload."""
+    if not data:
+        return
+    _type, decoder = DECODERS[_NAMES[data[0] % len(_NAMES)]]
+    try:
+        decoder(data[1:])
+    except EXPECTED:
+        pass
+
+
+def one_key_image(data: bytes) -> None:
+    decode_key_image(data)
+
+
+def one_rogue_peer(data: bytes) -> None:
+    """Byte 0: selector; then up to 8 plaintexts, each a u16 length and its bytes."""
+    if not data:
+        return
+    plaintexts: list[bytes] = []
+    offset = 1
+    while offset + 2 <= len(data) and len(plaintexts) < 8:
+        size = int.from_bytes(data[offset : offset + 2], "big")
+        plaintexts.append(data[offset + 2 : offset + 2 + size])
+        offset += 2 + size
+    rogue_peer(data[0], plaintexts)
+
+
+def _link_receiver(hop: link_connection.Hop, side: link_connection.Side) -> Callable[[], object]:
+    def make() -> object:
+        connection = link_connection.LinkConnection(hop, side)
+        if side is link_connection.Side.INITIATOR:  # we spoke first; the fuzzer answers
+            first = (
+                link_messages.LinkHello()
+                if hop is link_connection.Hop.REMOTE
+                else link_messages.ConnectRequest(host="pedserver.example")
+            )
+            connection.send(first)
+        return connection
+
+    return make
+
+
+def _device_receiver(role: device_frames.Role) -> Callable[[], object]:
+    def make() -> object:
+        connection = device_frames.DeviceConnection(role)
+        if role is device_frames.Role.HOST:
+            connection.send(device_frames.Hello(host="pedserver"))
+        return connection
+
+    return make
+
+
+#: The sans-IO connections the daemons run, each fresh and waiting for its peer.
+CONNECTIONS: list[tuple[str, Callable[[], object]]] = [
+    (f"link.{hop.value}.{side.value}", _link_receiver(hop, side))
+    for hop in link_connection.Hop
+    for side in link_connection.Side
+] + [(f"device.{role.value}", _device_receiver(role)) for role in device_frames.Role]
+
+
+def _respond(connection: object, event: object) -> None:
+    """Answer like the daemon would, so the fuzzer's peer can reach the deeper states."""
+    lm, dev = link_messages, device_frames
+    if isinstance(connection, link_connection.LinkConnection):
+        if isinstance(event, lm.LinkHello):
+            version = link_connection.negotiate_version(event)
+            if version is None:
+                connection.send(lm.LinkRefused(lm.RefuseCode.UNSUPPORTED_VERSION))
+            else:
+                connection.send(lm.LinkWelcome(version, min(event.idle_timeout, 1800)))
+        elif isinstance(event, lm.ConnectRequest):
+            connection.send(lm.ConnectResult(lm.ConnectCode.OK, "", 1, event.idle_timeout))
+        elif isinstance(event, lm.OpBegin):
+            connection.send(lm.OpGranted())
+        elif isinstance(event, lm.Keepalive):
+            connection.send(lm.KeepaliveAck(event.nonce))
+        elif isinstance(event, lm.LinkWelcome | lm.ConnectResult | lm.OpGranted):
+            if connection.state is link_connection.LinkState.OPEN:
+                if connection.op_state is link_connection.OpState.FREE:
+                    connection.send(lm.OpBegin(0))
+                elif connection.op_state is link_connection.OpState.HELD:
+                    connection.send(lm.EndToEnd(Frame(E2EType.SEALED, bytes(16))))
+    elif isinstance(connection, dev.DeviceConnection):
+        if isinstance(event, dev.Hello):
+            connection.send(dev.Info(1, "fuzz", "0", "F-1", "remote"))
+        elif isinstance(event, dev.SessionOpen):
+            connection.send(dev.SessionOpened(event.session))
+        elif isinstance(event, dev.Info):
+            connection.send(dev.SessionOpen(1))
+        elif isinstance(event, dev.Ping):
+            connection.send(dev.Pong(event.nonce))
+
+
+def one_connection(data: bytes) -> None:
+    """Byte 0 picks a connection (link hop and side, device role); the rest is what its
+    peer sends, then end of stream.  The connection answers as its daemon would
+    (welcome, grant, session opened...).  A device connection handles every complete
+    frame of a read at once, so it is fed byte by byte to answer after each frame."""
+    if not data:
+        return
+    _name, make = CONNECTIONS[data[0] % len(CONNECTIONS)]
+    connection = make()
+    stream = data[1:]
+    piece = 200 if isinstance(connection, link_connection.LinkConnection) else 1
+    try:
+        for start in range(0, len(stream), piece):
+            connection.receive_data(stream[start : start + piece])  # type: ignore[attr-defined]
+            while (event := connection.next_event()) is not None:  # type: ignore[attr-defined]
+                _respond(connection, event)
+        if isinstance(connection, link_connection.LinkConnection):
+            connection.receive_data(b"")
+            while connection.next_event() is not None:
+                pass
+        else:
+            connection.receive_eof()  # type: ignore[attr-defined]
+    except EXPECTED:
+        pass
+
+
+#: Harness name -> what it does with one input (the ``fuzz_<name>.py`` files run these).
+HARNESSES: dict[str, Callable[[bytes], None]] = {
+    "frames": one_frames,
+    "messages": one_message,
+    "key_image": one_key_image,
+    "rogue_peer": one_rogue_peer,
+    "connections": one_connection,
+}
