@@ -77,6 +77,11 @@ class PedclientTransport:
         return f"PedclientTransport(target={self.target!r}, state={self._link.state.value})"
 
     @property
+    def closed_reason(self) -> str | None:
+        """Why the link ended, once this transport knows it did (else None)."""
+        return None if self._closed is None else str(self._closed)
+
+    @property
     def operation_held(self) -> bool:
         return self._link.connection.op_state is OpState.HELD
 

@@ -93,6 +93,7 @@ async def test_request_result_busy_and_close(home):
             await ped.receive()
         assert closed.value.code is CloseCode.IDLE_TIMEOUT and closed.value.retriable
         assert "idle too long" in str(closed.value)
+        assert "idle too long" in (ped.closed_reason or "")
         await ped.end_operation()  # harmless on a closed link
         await ped.aclose()
     assert seen[0] == ConnectRequest(
