@@ -185,18 +185,48 @@ class Daemon:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
 
+        client = getattr(progress, "_stream", None)  # to notice a shell that went away
+        watch_scope, command_scope = trio.CancelScope(), trio.CancelScope()
+        gone = trio.Event()
+
+        async def watch_client() -> None:
+            # The shell sends nothing after its request: end of stream means it is gone
+            # (Ctrl-C), and whatever it asked for is cancelled (the PED gets a CANCEL).
+            with watch_scope:
+                try:
+                    data = await client.receive_some(1)  # type: ignore[union-attr]
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    gone.set()
+                    command_scope.cancel()
+
+        result: dict[str, Any] | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(forward)
+                if client is not None and hasattr(client, "receive_some"):
+                    nursery.start_soon(watch_client)
                 try:
-                    if command in READ_ONLY:
-                        # Reads never wait behind a PED operation that waits for a person.
-                        return await handler(args, notify)
-                    async with self._command_lock:
-                        return await handler(args, notify)
+                    with command_scope:
+                        if command in READ_ONLY:
+                            # Reads never wait behind a PED operation waiting for a person.
+                            result = await handler(args, notify)
+                        else:
+                            async with self._command_lock:
+                                result = await handler(args, notify)
                 finally:
                     send.close()
+                    watch_scope.cancel()
+            if result is None:
+                log.info("%s: cancelled, the shell went away", command)
+                # Nobody reads the answer; an error answer to a closed socket would only
+                # make the control server fail, so this is an (unread) plain result.
+                return _text("cancelled: the shell went away")
+            return result
         except HsmError as exc:
+            if gone.is_set():
+                return _text(f"the shell went away; the command ended with: {exc.message}")
             raise ControlError(exc.message, exc.code) from None
         except BaseExceptionGroup as group:  # never leak a group out of the handler
             first = group.exceptions[0]

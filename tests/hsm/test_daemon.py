@@ -281,3 +281,28 @@ def test_a_corrupt_state_database_stops_the_start(shell: Shell) -> None:
     assert code == 1
     assert "did not start" in err and "state database" in err
     assert not (shell.home / "pedhsm.pid").exists()
+
+
+def test_a_shell_that_goes_away_cancels_its_ped_operation(shell: Shell) -> None:
+    b = shell.blanks
+    s = shell.new_script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session()  # hsm login: allowed on the PED, then nobody presents a key
+    s.session().read(Color.BLUE, b[0])  # the next login goes through
+    s.write(shell.script)
+    shell.start()
+    shell.ok("hsm", "init", "--label", "cancel")
+    login = subprocess.Popen(
+        [sys.executable, "-m", "hsm.cli", "--home", str(shell.home), "hsm", "login"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert login.stdout is not None
+    assert login.stdout.readline().strip() == "Please attend to the PED."
+    login.kill()  # the administrator gives up (the shell dies)
+    login.communicate(timeout=30)
+    # The HSM is free again at once (the PED wait of 200 s was cancelled), nothing counted.
+    assert "HSM SO logged in." in shell.ok("hsm", "login")
+    assert "SO login attempts left: 3" in shell.ok("hsm", "show")
+    shell.ok("mode", "stop")
