@@ -45,6 +45,16 @@ def _yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not yes or no")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError("a key timeout is 1 to 86400 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedemu",
@@ -79,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--key-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_KEY_TIMEOUT,
         metavar="S",
         help=f"seconds to wait for a key or answer (default {DEFAULT_KEY_TIMEOUT:g})",
@@ -192,6 +202,8 @@ async def _run(args: argparse.Namespace) -> int:
     )
     with _terminal(args.operator == "tty"):
         operator = make_operator(args, ped.panel)
+        # Everything that can fail at start-up fails here, before any task runs.
+        listener = await _open_listener(args.socket) if args.socket is not None else None
         status = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_signals, nursery.cancel_scope)
@@ -211,7 +223,8 @@ async def _run(args: argparse.Namespace) -> int:
                 await ped.serve(trio.SocketStream(sock))
                 nursery.cancel_scope.cancel()
             else:
-                await _listen(ped, args.socket, nursery)
+                assert listener is not None
+                await _listen(ped, listener, args.socket, nursery)
         return status
 
 
@@ -223,7 +236,7 @@ async def _signals(scope: trio.CancelScope) -> None:
             return
 
 
-async def _listen(ped: EmulatedPed, path: str, nursery: trio.Nursery) -> None:
+async def _open_listener(path: str) -> trio.SocketListener:
     sock = trio.socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     _remove_stale(path)
     # Bind under a temporary name and rename once listening: the path appears only when
@@ -235,12 +248,18 @@ async def _listen(ped: EmulatedPed, path: str, nursery: trio.Nursery) -> None:
         sock.listen(4)
         os.rename(temp, path)
     except OSError as exc:
+        sock.close()
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise UsageError(f"cannot listen on {path}: {exc.strerror}") from None
     finally:
         os.umask(old_umask)
-    listener = trio.SocketListener(sock)
+    return trio.SocketListener(sock)
+
+
+async def _listen(
+    ped: EmulatedPed, listener: trio.SocketListener, path: str, nursery: trio.Nursery
+) -> None:
     log.info("emulated PED %s listening on %s", ped.info.serial, path)
     try:
         while True:

@@ -237,3 +237,22 @@ async def test_script_unplug_through_socket_then_replug(ring: Ring, tmp_path: Pa
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await process.wait() == 0
+
+
+def test_startup_errors_name_the_problem(
+    capsys: pytest.CaptureFixture[str], ring: Ring, tmp_path: Path
+) -> None:
+    bad_pins = tmp_path / "pins.txt"
+    bad_pins.write_text("SO = 12\n")
+    sock = str(tmp_path / "x.sock")
+    assert main(["--keyring", str(ring.path), "--socket", sock, "--pin-file", str(bad_pins)]) == 2
+    err = capsys.readouterr().err
+    assert "pins.txt" in err and "line 1" in err and "12" not in err.replace("line 1", "")
+    assert main(["--keyring", str(ring.path), "--socket", sock, "--auto-m", "3"]) == 2
+    assert "M <= N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--keyring", str(ring.path), "--socket", sock, "--key-timeout", "0"])
+    assert "1 to 86400" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["--keyring", str(ring.path), "--socket", str(tmp_path / "file")]) == 2
+    assert "is not a socket" in capsys.readouterr().err
