@@ -42,6 +42,7 @@ from ped.errors import PedError
 from ped.transport import TransportError
 
 log = logging.getLogger("pedhsm.ped")
+BUSY_WAIT = 15.0
 
 
 def local_rpv() -> bytes:
@@ -251,6 +252,9 @@ class PedRouter:
             "key_timeout": t["pedk"],
             "op_timeout": t["pedo"],
             "on_notice": self._on_notice,
+            # A PED still finishing another operation (or a cancelled one) is waited for a
+            # little before the command says the PED is busy.
+            "busy_wait": BUSY_WAIT,
         }
 
     def _on_notice(self, notice: Any) -> None:

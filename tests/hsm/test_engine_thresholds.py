@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hsm import engine as engine_mod
+from hsm import core as engine_mod
 from hsm.errors import (
     ConfirmationRequired,
     LockedOut,
