@@ -66,6 +66,7 @@ log = logging.getLogger("pedemu")
 MODEL = "pedemu"
 FIRMWARE = "1.0.0"
 SESSION_QUEUE = 32
+WRITER_DRAIN = 2.0
 READ_CHUNK = 65536
 
 
@@ -115,6 +116,7 @@ class _Connection:
         self.out_send, self.out_recv = trio.open_memory_channel[bytes](math.inf)
         self.sessions: dict[int, _Session] = {}
         self.nursery: trio.Nursery | None = None
+        self._writer_done = trio.Event()
 
     def send(self, message: DeviceMessage) -> None:
         """Queue a message for the writer task (dropped if its session is gone)."""
@@ -123,10 +125,9 @@ class _Connection:
                 return
         try:
             data = self.conn.send(message)
-        except PedError as exc:
+            self.out_send.send_nowait(data)
+        except (PedError, trio.ClosedResourceError) as exc:
             log.debug("not sent: %s", exc)
-            return
-        self.out_send.send_nowait(data)
 
     async def run(self) -> None:
         try:
@@ -135,6 +136,11 @@ class _Connection:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._watch_unplug, nursery.cancel_scope)
                 await self._reader()
+                # Let the writer send what is queued (a DEVICE_ERROR saying why we hang
+                # up), briefly: the host may be gone.
+                self.out_send.close()
+                with trio.move_on_after(WRITER_DRAIN):
+                    await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             for session in self.sessions.values():
@@ -151,13 +157,16 @@ class _Connection:
         scope.cancel()
 
     async def _writer(self) -> None:
-        async for data in self.out_recv:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                assert self.nursery is not None
-                self.nursery.cancel_scope.cancel()
-                return
+        try:
+            async for data in self.out_recv:
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    assert self.nursery is not None
+                    self.nursery.cancel_scope.cancel()
+                    return
+        finally:
+            self._writer_done.set()
 
     async def _reader(self) -> None:
         while True:
@@ -172,7 +181,6 @@ class _Connection:
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
                 self.out_send.send_nowait(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
-                await trio.sleep(0)  # let the writer send it before closing
                 return
             while (message := self.conn.next_event()) is not None:
                 self._handle(message)
