@@ -43,7 +43,7 @@ async def test_garbage_instead_of_info(nursery: trio.Nursery) -> None:
         await stream.receive_some(1000)
         await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
-    with pytest.raises(DeviceNotFound, match="broke the protocol.*magic"):
+    with pytest.raises(DeviceNotFound, match=r"broke the protocol.*magic"):
         await ScriptedDevice(nursery, device).open()
 
 
