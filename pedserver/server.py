@@ -36,7 +36,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from ped.link.errors import LinkClosed
 from ped.link.messages import (
     LINK_VERSION_MAX,
     LINK_VERSION_MIN,
+    MAX_IDLE_TIMEOUT,
     Busy,
     Close,
     CloseCode,
@@ -111,6 +112,7 @@ class LinkRecord:
     last_heard: float = 0.0  # trio clock
     scope: trio.CancelScope | None = None
     end_reason: str = ""
+    idle_applies: bool = True  # False on peer-to-peer links (pedserver/peer.py)
 
     @property
     def holds_ped(self) -> bool:
@@ -123,6 +125,7 @@ class LinkRecord:
             "client": self.client_name,
             "version": self.version,
             "idle_timeout": self.idle_timeout,
+            "mode": "standard" if self.idle_applies else "peer-to-peer",
             "since": round(self.opened, 3),
             "doing": self.doing,
             "operations": self.ops,
@@ -167,6 +170,11 @@ class PedServer:
         self._device_lost = trio.Event()
         self._on_stop_requested = on_stop_requested
         self._sessions: dict[int, LinkRecord] = {}  # device session id -> link
+        #: Control commands and ``show`` entries added by pedserver/peer.py.
+        self.extra_commands: dict[
+            str, Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
+        ] = {}
+        self.show_extras: list[Callable[[], dict[str, Any]]] = []
         driver.on_event = self._on_device_event
 
     # ------------------------------------------------------------------ life cycle
@@ -323,12 +331,15 @@ class PedServer:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
-    async def handle_connection(self, stream: trio.abc.Stream, peer: str | None = None) -> None:
+    async def handle_connection(
+        self, stream: trio.abc.Stream, peer: str | None = None, *, idle_timeout: bool = True
+    ) -> None:
         """Serve one connection from hello to close (public so tests can feed memory
-        streams and the later peer-to-peer mode can feed dialled TLS streams)."""
+        streams and the peer-to-peer mode feeds dialled TLS streams, with
+        ``idle_timeout=False``: a peer link is never closed for being idle)."""
         peer = peer or _peer_of(stream)
         link = LinkStream(stream, LinkConnection(Hop.REMOTE, Side.RESPONDER))
-        record = LinkRecord(next(self._ids), peer, link)
+        record = LinkRecord(next(self._ids), peer, link, idle_applies=idle_timeout)
         if self.handshaking >= self.settings.max_handshakes:
             log.warning("connection %d from %s refused: too many connections in hello",
                         record.id, peer)
@@ -405,7 +416,11 @@ class PedServer:
         assert version is not None
         record.client_name = hello.client_name
         record.version = version
-        record.idle_timeout = min(hello.idle_timeout, self.settings.idle_timeout)
+        record.idle_timeout = (
+            min(hello.idle_timeout, self.settings.idle_timeout)
+            if record.idle_applies
+            else MAX_IDLE_TIMEOUT  # the most the welcome can say: no idle timeout
+        )
         welcome = LinkWelcome(
             version,
             record.idle_timeout,
@@ -653,7 +668,9 @@ class PedServer:
         while True:
             now = trio.current_time()
             idle_at = (
-                math.inf if record.holds_ped or record.doing == "waiting for the PED"
+                math.inf
+                if record.holds_ped or record.doing == "waiting for the PED"
+                or not record.idle_applies
                 else record.last_activity + record.idle_timeout
             )
             dead_at = record.last_heard + s.socket_read_rsp_timeout
@@ -702,7 +719,7 @@ class PedServer:
             "max_links": s.max_links,
             "link_versions": [LINK_VERSION_MIN, LINK_VERSION_MAX],
             "links": [r.describe() for r in sorted(self.links.values(), key=lambda r: r.id)],
-        }
+        } | {k: v for extra in self.show_extras for k, v in extra().items()}
 
     async def _control(
         self, command: str, args: dict[str, Any], progress: Progress
@@ -714,7 +731,10 @@ class PedServer:
             if self._on_stop_requested is not None:
                 self._on_stop_requested("mode stop")
             return {"stopping": True, "links": len(self.links)}
-        raise ControlError(f"unknown command {command!r}; pedserver knows show and stop",
+        if command in self.extra_commands:
+            return await self.extra_commands[command](args, progress)
+        known = ", ".join(["show", "stop", *self.extra_commands])
+        raise ControlError(f"unknown command {command!r}; pedserver knows {known}",
                            "bad-request")
 
 
