@@ -51,6 +51,7 @@ from ped.daemon.process import (
 from ped.daemon.signals import watch_stop_signals
 from ped.device import PedDriver
 from ped.errors import PedError
+from pedserver.pool import PedPool
 from pedserver.server import PedServer, ServerStartError
 from pedserver.settings import SCHEMA, Layout, Settings
 
@@ -91,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(start)
     start.add_argument("--ip", help="address to listen on (default 0.0.0.0: every interface)")
     start.add_argument("--port", type=int, help="TCP port (default 1503)")
-    start.add_argument("--device", metavar="URI",
+    start.add_argument("--device", metavar="URI", action="append",
                        help="PED device: usb, usb:VID:PID[:SERIAL], socket:PATH, "
-                       "emulated:DIR[?operator=auto]")
+                       "emulated:DIR[?operator=auto]; give it again for a pool of PEDs "
+                       "(each link gets the least busy one)")
     start.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
                        metavar="S", help="link idle timeout in seconds (default 1800)")
     start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
@@ -185,6 +187,8 @@ def main(
 def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
     file_values = load_config(config_path, SCHEMA)
     cli = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
+    if isinstance(cli.get("device"), list):  # --device repeated: a pool, one URI a line
+        cli["device"] = "\n".join(cli["device"])
     values = SCHEMA.merge(file_values, cli)
     return Settings.from_mapping(values)
 
@@ -203,7 +207,7 @@ def _start(
         notify_failed(str(exc))
         err.write(f"{PROG}: {exc}\n")
         return EXIT_ERROR
-    if not settings.device:
+    if not settings.devices:
         message = "no PED device given: use --device URI (or set device in the config file)"
         notify_failed(message)
         err.write(f"{PROG}: {message}\n")
@@ -220,8 +224,9 @@ def _start(
              "--home", str(layout.home), "--config", str(config_path)]
     for dest in OVERRIDES:
         value = getattr(args, dest)
-        if value is not None:
-            child += [f"--{dest.replace('_', '-')}", str(value)]
+        for one in value if isinstance(value, list) else [value]:
+            if one is not None:
+                child += [f"--{dest.replace('_', '-')}", str(one)]
     try:
         proc = start_background(child, log_path=layout.log, name=PROG)
     except DaemonStartError as exc:
@@ -264,7 +269,9 @@ def run_foreground(
 
             driver_factory = open_driver
         try:
-            driver = driver_factory(settings.device)
+            uris = settings.devices
+            driver = (driver_factory(uris[0]) if len(uris) == 1
+                      else PedPool([driver_factory(uri) for uri in uris]))
         except (PedError, ValueError) as exc:
             notify_failed(str(exc))
             err.write(f"{PROG}: {exc}\n")

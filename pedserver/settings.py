@@ -35,7 +35,7 @@ SCHEMA = ConfigSchema(
                   "TCP port HSM hosts' pedclient dial (0: any free port, see mode show)",
                   in_range(0, 65535)),
         ConfigKey("device", str, "", "PED device URI: usb, usb:VID:PID[:SERIAL], socket:PATH, "
-                  "emulated:DIR[?operator=auto]"),
+                  "emulated:DIR[?operator=auto]; several (a pool), one a line"),
         ConfigKey("idle_timeout", int, DEFAULT_IDLE_TIMEOUT,
                   "seconds a link may go without a PED operation (the shorter end wins)",
                   in_range(1, 99999)),
@@ -85,6 +85,11 @@ class Settings:
                 "quiet links would be dropped"
             )
         return settings
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The PED URIs: one, or a pool (``device`` holds one URI a line)."""
+        return tuple(line.strip() for line in self.device.splitlines() if line.strip())
 
     @property
     def server_name(self) -> str:
