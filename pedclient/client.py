@@ -192,6 +192,8 @@ class PedClient:
         self._ids = itertools.count(1)
         self._stop = trio.Event()
         self.stop_reason = ""
+        #: ``show`` entries added by the peer-to-peer side (pedclient/peer.py).
+        self.show_extras: list[Callable[[], dict[str, Any]]] = []
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -557,7 +559,7 @@ class PedClient:
             "connect_timeout": s.connect_timeout,
             "max_links": s.max_links,
             "links": [r.describe() for r in sorted(self.links.values(), key=lambda r: r.id)],
-        }
+        } | {k: v for extra in self.show_extras for k, v in extra().items()}
 
     async def _control(self, command: str, args: dict[str, Any], progress: Progress
                        ) -> dict[str, Any]:

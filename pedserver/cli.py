@@ -4,8 +4,13 @@
                          [--config FILE] [--foreground] [--idle-timeout S]
                          [--socket-read-rsp-timeout S] [--log-level L]
     pedserver mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
+    pedserver mode connect --name N | disconnect --name N       (peer-to-peer links)
+    pedserver appliance register --name N --certificate FILE --ip A [--port 9697]
+    pedserver appliance delete --name N | list
+    pedserver certificate regen | show | export FILE
 
-Luna spellings work too (``pedserver -mode start -port 1503 -socketreadrsptimeout 300``).
+Luna spellings work too (``pedserver -mode start -port 1503 -socketreadrsptimeout 300``,
+``pedserver -appliance register -name N -certificate F -ip A``).
 Settings: command line beats the config file (``--config`` or HOME/config.toml) beats
 built-in defaults.  HOME is ``--home``, else ``PEDSERVER_HOME``, else a per-user state
 directory.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
@@ -51,12 +56,21 @@ from ped.daemon.process import (
 from ped.daemon.signals import watch_stop_signals
 from ped.device import PedDriver
 from ped.errors import PedError
+from pedserver.peer import PeerManager
 from pedserver.pool import PedPool
 from pedserver.server import PedServer, ServerStartError
 from pedserver.settings import SCHEMA, Layout, Settings
+from pedserver.tlscli import (
+    add_certificate_parser,
+    add_registry_parser,
+    certificate_command,
+    connect_command,
+    peer_link_lines,
+    registry_command,
+)
 
 PROG = "pedserver"
-MODES = ("start", "stop", "show", "config")
+MODES = ("start", "stop", "show", "config", "connect", "disconnect")
 COMMAND_WORDS = ("mode", "appliance")
 #: option dest -> config key, for the options that override the config file.
 OVERRIDES = {
@@ -113,10 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
-    appliance = commands.add_parser(
-        "appliance", help="peer-to-peer mode registrations (not available in this version)"
-    )
-    appliance.add_argument("rest", nargs=argparse.REMAINDER)
+    for verb, text in (("connect", "keep a peer-to-peer link to a registered appliance "
+                        "(pedserver dials it; reconnects when it drops)"),
+                       ("disconnect", "end the peer-to-peer link to an appliance")):
+        p2p = modes.add_parser(verb, help=text)
+        _common(p2p)
+        p2p.add_argument("--name", required=True,
+                         help="the appliance's name (see pedserver appliance list)")
+    add_registry_parser(commands, PROG, _common)
+    add_certificate_parser(commands, PROG, _common)
 
     config = modes.add_parser("config", help="show, recreate or change the config file")
     _common(config)
@@ -152,13 +171,14 @@ def main(
         args = parser.parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.command == "appliance":
-        err.write(
-            f"{PROG}: peer-to-peer mode (appliance register/delete, mode connect/disconnect) "
-            "is not available in this version; HSM hosts' pedclient dial this pedserver "
-            "(standard mode)\n"
-        )
-        return EXIT_USAGE
+    if args.command in ("appliance", "certificate"):
+        try:
+            home = resolve_home(args.home, PROG)
+        except HomeError as exc:
+            err.write(f"{PROG}: {exc}\n")
+            return EXIT_ERROR
+        command = registry_command if args.command == "appliance" else certificate_command
+        return command(PROG, home, args, out, err)
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE
@@ -178,6 +198,8 @@ def main(
                             out=out, err=err)
     if args.mode == "show":
         return _show(layout, as_json=args.json, out=out, err=err)
+    if args.mode in ("connect", "disconnect"):
+        return connect_command(layout.control, args.mode, args.name, out, err)
     return _start(args, layout, config_path, driver_factory, out, err)
 
 
@@ -278,7 +300,7 @@ def run_foreground(
             return EXIT_USAGE
         server = PedServer(settings, driver, control_path=layout.control)
         try:
-            trio.run(_serve, server)
+            trio.run(_serve, server, layout.home)
         except BaseException as exc:
             error = single_error(exc)
             if isinstance(error, KeyboardInterrupt):
@@ -293,8 +315,11 @@ def run_foreground(
         pidfile.remove()
 
 
-async def _serve(server: PedServer) -> None:
+async def _serve(server: PedServer, home: Path) -> None:
+    peers = PeerManager(server, home)
+    peers.install()
     async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
 
         def on_signal(signum: int) -> None:
             server.request_stop(f"signal {signal.Signals(signum).name}")
@@ -353,7 +378,9 @@ def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
         lines.append(
             f"    link {link['id']}: {link['peer']} ({link.get('client') or 'unnamed'}), "
             f"up {up} s, {link['doing']}, {link['operations']} operation(s), "
-            f"idle timeout {link['idle_timeout']} s"
+            + (f"idle timeout {link['idle_timeout']} s" if link.get("mode") != "peer-to-peer"
+               else "peer-to-peer (no idle timeout)")
         )
+    lines += peer_link_lines(info, PROG)
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
