@@ -1,0 +1,29 @@
+"""The Remote PED benchmark (``make bench`` -> ``python -m ped.bench``).
+
+Every figure stands beside a baseline measured in the same run, on the same process
+topology, so a noisy machine slows both alike.  Every actor is its own process on
+loopback: the HSM side (`ped.bench.client`, using `ped.hsm_api` through pedclient like
+any HSM), pedclient, pedserver with emulated PEDs (``emulated:DIR?operator=auto``, the
+auto operator; no PED PIN), and for the baselines the echo device (`ped.bench.echo_ped`,
+reached by a second pedserver as ``socket:PATH``) and the TLS fronts (`ped.bench.p2p`).
+
+Figures (``bench-results.json``):
+
+* ``login_p50_ms``/``login_p99_ms``: ``read_secret(BLUE)`` on an open session: OpBegin
+  to pedserver, the sealed request to the PED, its sealed answer, OpEnd.
+  ``relay_p50_ms``: the same link messages with end-to-end frames of the same sizes
+  (the sizes are recorded from a real login), bounced by the echo device through the
+  same kinds of processes and hops: no channel crypto, no operation logic, no PED.
+  Samples alternate login/relay.  ``login_ratio`` = login p50 / relay p50.
+* ``connect_p50_ms``: HSM -> pedclient connect request, pedclient's TCP connect and link
+  hello to pedserver, the welcome, then the RPV handshake with the orange key (OpBegin,
+  handshake init/response, OpEnd).  ``connect_baseline_p50_ms``: the same connect, then
+  one round trip of the handshake's frame sizes through the echo device.
+* ``p2p_connect_p50_ms``/``tls_baseline_p50_ms``: see `ped.bench.p2p`.
+* ``throughput``: K links through one pedserver with a pool of K emulated PEDs, logging
+  in as fast as they can: logins per second and p50/p99 latency for each K.
+* ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
+  1,000 links opened through pedclient and left idle.
+* ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.
+* ``machine``: CPU count and model, Python, trio and cryptography versions, load.
+"""

@@ -1,0 +1,282 @@
+"""The HSM side of the bench: its own process, talking to pedclient like any HSM.
+
+    python -m ped.bench.client JOB.json
+
+reads a job (what to measure, where pedclient and the two pedservers are), runs it and
+prints one JSON object on stdout: the samples in milliseconds and what was counted.
+Jobs:
+
+* ``login``: one link to the PED pedserver and one to the echo pedserver; after a
+  warm-up, a login (``read_secret(BLUE)`` on an open session) and its baseline (the
+  same link messages with frames of the same sizes, bounced by the echo device) are
+  timed alternately, so that a busy machine slows both alike;
+* ``connect``: alternately, a new link + RPV handshake with the orange key, and a new
+  link + one round trip of the handshake's sizes through the echo device;
+* ``throughput``: K links (each with an open session on its own PED of the pool) log in
+  as fast as they can for a while; latencies and the count;
+* ``idle``: open N links and hold them (prints ``ready``) until stdin closes;
+* ``p2p``: see `ped.bench.p2p`.
+
+The keys are the bench's own throwaway keyring: the RPV is read from its orange key
+the way a test HSM would, and is never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from keys import load_image
+from keys.colors import Color
+from keys.keyring import Keyring, ShareCollector
+from ped.bench.echo_ped import echo_request
+from ped.bench.limits import raise_fd_limit
+from ped.hsm_api import open_ped_session
+from ped.link import PedclientTransport, connect_via_pedclient
+from ped.wire.framing import Frame
+from ped.wire.types import E2E_RANGE
+
+HSM_SERIAL = "150001"
+SEALED = 0x23
+
+
+def read_rpv(keyring: str) -> bytearray:
+    collector = ShareCollector(Color.ORANGE)
+    for path in Keyring(keyring).paths():
+        image = load_image(path)
+        if not image.is_blank and image.color is Color.ORANGE:
+            collector.add(image)
+            if collector.complete:
+                return collector.secret()
+    raise SystemExit("the bench keyring has no orange key")
+
+
+class Recorder:
+    """A FrameTransport wrapper noting the payload size of each end-to-end frame."""
+
+    def __init__(self, inner: PedclientTransport) -> None:
+        self.inner = inner
+        self.sent: list[int] = []
+        self.received: list[int] = []
+
+    async def send(self, frame: Frame) -> None:
+        self.sent.append(len(frame.payload))
+        await self.inner.send(frame)
+
+    async def receive(self) -> Frame:
+        frame = await self.inner.receive()
+        self.received.append(len(frame.payload))
+        return frame
+
+    async def begin_operation(self, *, wait: float = 0.0) -> None:
+        await self.inner.begin_operation(wait=wait)
+
+    async def end_operation(self) -> None:
+        await self.inner.end_operation()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def bounce(transport: PedclientTransport, request: bytes, replies: int) -> None:
+    """The baseline of one PED operation: the same link messages, no crypto, no PED."""
+    await transport.begin_operation(wait=5.0)
+    try:
+        await transport.send(Frame(SEALED, request))
+        for _ in range(replies):
+            frame = await transport.receive()
+            assert frame.type in E2E_RANGE
+    finally:
+        await transport.end_operation()
+
+
+class Bench:
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.socket = job["pedclient_socket"]
+        self.rpv = read_rpv(job["keyring"])
+
+    async def connect(self, port: int, name: str = "bench") -> PedclientTransport:
+        return await connect_via_pedclient(self.socket, "127.0.0.1", port, hsm_name=name,
+                                           timeout=60.0)
+
+    # ------------------------------------------------------------------ login
+    async def login(self) -> dict[str, Any]:
+        count, warmup = self.job["count"], self.job["warmup"]
+        ped = await self.connect(self.job["ped_port"])
+        echo = await self.connect(self.job["echo_port"])
+        recorder = Recorder(ped)
+        logins: list[float] = []
+        relays: list[float] = []
+        try:
+            async with open_ped_session(recorder, rpv=self.rpv, hsm_serial=HSM_SERIAL) as s:
+                before = (len(recorder.sent), len(recorder.received))
+                (await s.read_secret(Color.BLUE, label="HSM SO")).wipe()
+                sent = recorder.sent[before[0]:]
+                got = recorder.received[before[1]:]
+                request = echo_request(got, sent[0])
+                for i in range(warmup + count):
+                    t0 = time.perf_counter()
+                    result = await s.read_secret(Color.BLUE, label="HSM SO")
+                    t1 = time.perf_counter()
+                    result.wipe()
+                    await bounce(echo, request, len(got))
+                    t2 = time.perf_counter()
+                    if i >= warmup:
+                        logins.append((t1 - t0) * 1000)
+                        relays.append((t2 - t1) * 1000)
+        finally:
+            await ped.aclose()
+            await echo.aclose()
+        return {"login_ms": logins, "relay_ms": relays,
+                "frames": {"request": sent, "replies": got}}
+
+    # ------------------------------------------------------------------ connect
+    async def connect_job(self) -> dict[str, Any]:
+        count, warmup = self.job["count"], self.job["warmup"]
+        # Learn the handshake's frame sizes once.
+        transport = await self.connect(self.job["ped_port"])
+        recorder = Recorder(transport)
+        async with open_ped_session(recorder, rpv=self.rpv, hsm_serial=HSM_SERIAL):
+            sizes = (list(recorder.sent), list(recorder.received))
+        await transport.aclose()
+        request = echo_request(sizes[1][:1], sizes[0][0])
+        connects: list[float] = []
+        baselines: list[float] = []
+        for i in range(warmup + count):
+            t0 = time.perf_counter()
+            transport = await self.connect(self.job["ped_port"])
+            async with open_ped_session(transport, rpv=self.rpv, hsm_serial=HSM_SERIAL):
+                t1 = time.perf_counter()
+            await transport.aclose()
+            t2 = time.perf_counter()
+            echo = await self.connect(self.job["echo_port"])
+            await bounce(echo, request, 1)
+            t3 = time.perf_counter()
+            await echo.aclose()
+            if i >= warmup:
+                connects.append((t1 - t0) * 1000)
+                baselines.append((t3 - t2) * 1000)
+        return {"connect_ms": connects, "baseline_ms": baselines,
+                "frames": {"request": sizes[0], "replies": sizes[1]}}
+
+    # ------------------------------------------------------------------ throughput
+    async def throughput(self) -> dict[str, Any]:
+        k, seconds, warmup = self.job["k"], self.job["seconds"], self.job["warmup"]
+        port = self.job["ped_port"]
+        latencies: list[float] = []
+        ready = 0
+        all_ready = trio.Event()
+        go = trio.Event()
+        stop_at = [0.0]
+        counts = [0]
+        errors: list[str] = []
+
+        async def one(index: int) -> None:
+            nonlocal ready
+            try:
+                transport = await self.connect(port, f"bench-{index}")
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                all_ready.set()
+                return
+            try:
+                async with open_ped_session(transport, rpv=self.rpv, hsm_serial=HSM_SERIAL,
+                                            busy_wait=30.0) as s:
+                    for _ in range(warmup):
+                        (await s.read_secret(Color.BLUE, label="HSM SO")).wipe()
+                    ready += 1
+                    if ready == k:
+                        all_ready.set()
+                    await go.wait()
+                    while time.perf_counter() < stop_at[0]:
+                        t0 = time.perf_counter()
+                        result = await s.read_secret(Color.BLUE, label="HSM SO")
+                        t1 = time.perf_counter()
+                        result.wipe()
+                        if t1 <= stop_at[0]:
+                            latencies.append((t1 - t0) * 1000)
+                            counts[0] += 1
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                if ready < k:
+                    all_ready.set()
+            finally:
+                await transport.aclose()
+
+        async with trio.open_nursery() as nursery:
+            limiter = trio.CapacityLimiter(32)  # connect in waves, not a thundering herd
+
+            async def start(index: int) -> None:
+                async with limiter:
+                    await trio.sleep(0)
+                await one(index)
+
+            for index in range(k):
+                nursery.start_soon(start, index)
+            await all_ready.wait()
+            t0 = time.perf_counter()
+            stop_at[0] = t0 + seconds
+            go.set()
+        wall = min(time.perf_counter(), stop_at[0]) - t0
+        return {"k": k, "latency_ms": latencies, "logins": counts[0], "seconds": wall,
+                "errors": errors[:5], "error_count": len(errors)}
+
+    # ------------------------------------------------------------------ idle
+    async def idle(self) -> dict[str, Any]:
+        n = self.job["n"]
+        links: list[PedclientTransport] = []
+        limiter = trio.CapacityLimiter(64)
+
+        async def open_one(index: int) -> None:
+            async with limiter:
+                links.append(await self.connect(self.job["ped_port"], f"idle-{index}"))
+
+        async with trio.open_nursery() as nursery:
+            for index in range(n):
+                nursery.start_soon(open_one, index)
+        print(json.dumps({"ready": len(links)}), flush=True)
+        await trio.to_thread.run_sync(sys.stdin.readline)
+        async with trio.open_nursery() as nursery:
+            for link in links:
+                nursery.start_soon(link.aclose)
+        return {"links": len(links)}
+
+
+    # ------------------------------------------------------------------ p2p
+    async def p2p(self) -> dict[str, Any]:
+        from ped.bench.p2p import run_client_job
+
+        return await run_client_job(self.job, self.rpv)
+
+
+JOBS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
+    "p2p": Bench.p2p,
+    "login": Bench.login,
+    "connect": Bench.connect_job,
+    "throughput": Bench.throughput,
+    "idle": Bench.idle,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    raise_fd_limit(job.get("fds", 4096))
+    bench = Bench(job)
+    try:
+        result = trio.run(JOBS[job["kind"]], bench)
+    finally:
+        bench.rpv[:] = bytes(len(bench.rpv))
+    print(json.dumps({"result": result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The results as a markdown table (printed by the bench, pasted into the README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGETS = {
+    "login_ratio": 1.5,
+    "connect_ratio": 2.0,
+    "p2p_connect_ratio": 1.5,
+    "idle_link_kib": 64.0,
+}
+
+
+def _ok(value: float, limit: float) -> str:
+    return "yes" if value == value and value <= limit else "**no**"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"Machine: {m['cpu_count']} CPUs ({m.get('cpu_model') or 'unknown model'}), "
+        f"{m['platform']}, Python {m['python']}, trio {m['trio']}, cryptography "
+        f"{m['cryptography']}; load average at start {m.get('load_average_at_start')}"
+        + (" (quick run: tiny counts, not figures)" if r.get("quick") else ""),
+        "",
+        "| figure | measured | baseline (same run) | ratio | target | holds |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| login (read a blue key, p50) | {r['login_p50_ms']} ms | relay {r['relay_p50_ms']} ms "
+        f"| {r['login_ratio']} | <= 1.5 | {_ok(r['login_ratio'], 1.5)} |",
+        f"| login p99 | {r['login_p99_ms']} ms | relay {r.get('relay_p99_ms')} ms | | | |",
+        f"| connect (TCP + link hello + RPV handshake, p50) | {r['connect_p50_ms']} ms "
+        f"| {r['connect_baseline_p50_ms']} ms | {r['connect_ratio']} | <= 2.0 "
+        f"| {_ok(r['connect_ratio'], 2.0)} |",
+        f"| p2p connect (mutual TLS 1.3 + the above, p50) | {r['p2p_connect_p50_ms']} ms "
+        f"| bare TLS {r['tls_baseline_p50_ms']} ms | {r['p2p_connect_ratio']} | <= 1.5 "
+        f"| {_ok(r['p2p_connect_ratio'], 1.5)} |",
+        f"| pedserver memory per idle link ({r['idle_links']} links) | "
+        f"{r['idle_link_kib']} KiB | | | <= 64 KiB | {_ok(r['idle_link_kib'], 64.0)} |",
+        f"| PED PIN derivation (scrypt, alone) | {r['pin_kdf_ms']} ms | | | slow on purpose | |",
+        "",
+        "| K links (K PEDs, one pedserver) | logins/s | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in r["throughput"]:
+        lines.append(f"| {t['k']} | {t['logins_per_s']} | {t['p50_ms']} | {t['p99_ms']} "
+                     f"| {t['errors']} |")
+    big = [t for t in r["throughput"] if t["k"] == 256]
+    if big:
+        t = big[0]
+        holds = t["p99_ms"] < 100 and t["logins_per_s"] >= 500
+        lines += ["", f"K=256 target (p99 < 100 ms and >= 500 logins/s): "
+                      f"{'holds' if holds else '**does not hold**'}"]
+    return "\n".join(lines) + "\n"

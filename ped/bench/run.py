@@ -1,0 +1,296 @@
+"""The bench run: set up keys and processes, run every job, compute the figures.
+
+See `ped.bench` for what is measured and why each baseline is fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from keys import Keyring, derive_pin_secret, new_keyset
+from keys.colors import Color
+from ped.bench import report
+from ped.bench.limits import raise_fd_limit
+from ped.bench.procs import FD_LIMIT, Daemon, rss_kib, run_client, spawn, stop, wait_for
+
+
+@attrs.frozen
+class Plan:
+    login_count: int
+    connect_count: int
+    p2p_count: int
+    warmup: int
+    ks: tuple[int, ...]
+    seconds: float
+    idle_links: int
+    pin_rounds: int
+
+
+FULL = Plan(login_count=1000, connect_count=200, p2p_count=200, warmup=50,
+            ks=(1, 16, 64, 256), seconds=10.0, idle_links=1000, pin_rounds=5)
+QUICK = Plan(login_count=20, connect_count=5, p2p_count=5, warmup=2, ks=(1, 2),
+             seconds=1.0, idle_links=20, pin_rounds=1)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The *q*-th percentile (nearest rank) of *samples*, rounded to 0.001."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return round(ordered[rank - 1], 3)
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def make_keys(directory: Path) -> None:
+    keyring = Keyring(directory)
+    keyring.imprint(new_keyset(Color.ORANGE, "Remote PED Vector"), create=True)
+    keyring.imprint(new_keyset(Color.BLUE, "HSM SO"), create=True)
+
+
+def machine() -> dict[str, Any]:
+    import cryptography
+    import trio
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "trio": trio.__version__,
+        "cryptography": cryptography.__version__,
+        "load_average_at_start": load,
+        "fd_soft_limit": raise_fd_limit(FD_LIMIT),
+    }
+
+
+def pin_kdf_ms(rounds: int) -> float:
+    secret = bytearray(32)
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        derived = derive_pin_secret(secret, bytes(16), "12345678")
+        samples.append((time.perf_counter() - t0) * 1000)
+        derived[:] = bytes(len(derived))
+    return round(statistics.median(samples), 3)
+
+
+class Rig:
+    """The processes of one bench run."""
+
+    def __init__(self, work: Path, plan: Plan) -> None:
+        self.work = work
+        self.plan = plan
+        self.keyring = work / "keys"
+        self.keyring.mkdir()
+        make_keys(self.keyring)
+        self.daemons: list[Daemon] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        server_config = {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60}
+        self.ped_uri = f"emulated:{self.keyring}?operator=auto"
+        echo_sock = work / "echo.sock"
+        echo = spawn(["-m", "ped.bench.echo_ped", "--socket", str(echo_sock)],
+                     work / "echo.out")
+        self.procs.append(echo)
+        self.client = self._daemon("pedclient", "client", {"max_links": 1024}, [])
+        self.ped_server = self._daemon("pedserver", "server-ped", server_config,
+                                       ["--ip", "127.0.0.1", "--port", "0",
+                                        "--device", self.ped_uri])
+        wait_for(echo_sock, echo, "the echo device")
+        self.echo_server = self._daemon("pedserver", "server-echo", server_config,
+                                        ["--ip", "127.0.0.1", "--port", "0",
+                                         "--device", f"socket:{echo_sock}"])
+        self.client.wait_ready()
+        self.ped_port = int(self.ped_server.wait_ready()["port"])
+        self.echo_port = int(self.echo_server.wait_ready()["port"])
+
+    def _daemon(self, program: str, name: str, config: dict[str, Any],
+                extra: list[str]) -> Daemon:
+        daemon = Daemon(program, self.work / name, config, extra)
+        self.daemons.append(daemon)
+        return daemon
+
+    def pool_server(self, k: int) -> tuple[Daemon, int]:
+        devices: list[str] = []
+        for _ in range(k):
+            devices += ["--device", self.ped_uri]
+        daemon = self._daemon("pedserver", f"server-pool-{k}",
+                              {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60},
+                              ["--ip", "127.0.0.1", "--port", "0", *devices])
+        return daemon, int(daemon.wait_ready()["port"])
+
+    def job(self, kind: str, **extra: Any) -> dict[str, Any]:
+        return {"kind": kind, "pedclient_socket": str(self.client.home / "pedclient.sock"),
+                "keyring": str(self.keyring), "ped_port": self.ped_port,
+                "echo_port": self.echo_port, "fds": FD_LIMIT, **extra}
+
+    def close(self) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        for proc in self.procs:
+            stop(proc)
+
+
+def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "quick": plan is QUICK}
+    log(f"machine: {results['machine']['cpu_count']} CPUs, Python "
+        f"{results['machine']['python']}")
+    results["pin_kdf_ms"] = pin_kdf_ms(plan.pin_rounds)
+    log(f"pin_kdf_ms {results['pin_kdf_ms']}")
+    rig = Rig(work, plan)
+    try:
+        log("login vs relay ...")
+        got = run_client(rig.job("login", count=plan.login_count, warmup=plan.warmup),
+                         work, "login")
+        results["login_p50_ms"] = percentile(got["login_ms"], 50)
+        results["login_p99_ms"] = percentile(got["login_ms"], 99)
+        results["relay_p50_ms"] = percentile(got["relay_ms"], 50)
+        results["relay_p99_ms"] = percentile(got["relay_ms"], 99)
+        results["login_ratio"] = ratio(results["login_p50_ms"], results["relay_p50_ms"])
+        results["login_frames"] = got["frames"]
+        results["login_samples"] = len(got["login_ms"])
+        log("connect vs baseline ...")
+        got = run_client(rig.job("connect", count=plan.connect_count, warmup=plan.warmup),
+                         work, "connect")
+        results["connect_p50_ms"] = percentile(got["connect_ms"], 50)
+        results["connect_baseline_p50_ms"] = percentile(got["baseline_ms"], 50)
+        results["connect_ratio"] = ratio(results["connect_p50_ms"],
+                                         results["connect_baseline_p50_ms"])
+        log("p2p connect vs bare TLS ...")
+        results.update(run_p2p(rig, plan))
+        log("idle links ...")
+        results.update(idle_links(rig, plan))
+        results["throughput"] = []
+        for k in plan.ks:
+            log(f"throughput K={k} ...")
+            results["throughput"].append(throughput(rig, plan, k))
+    finally:
+        rig.close()
+    return results
+
+
+def throughput(rig: Rig, plan: Plan, k: int) -> dict[str, Any]:
+    daemon, port = rig.pool_server(k)
+    try:
+        job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10))
+        job["ped_port"] = port
+        got = run_client(job, rig.work, f"throughput-{k}")
+    finally:
+        daemon.stop()
+    return {
+        "k": k,
+        "logins": got["logins"],
+        "seconds": round(got["seconds"], 3),
+        "logins_per_s": round(got["logins"] / got["seconds"], 1) if got["seconds"] else 0.0,
+        "p50_ms": percentile(got["latency_ms"], 50),
+        "p99_ms": percentile(got["latency_ms"], 99),
+        "errors": got["error_count"],
+    }
+
+
+def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
+    path = rig.work / "job-idle.json"
+    path.write_text(json.dumps(rig.job("idle", n=plan.idle_links)))
+    pid = rig.ped_server.pid
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    client_before = rss_kib(rig.client.pid)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ped.bench.client", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        raise RuntimeError("the idle-links client failed")
+    opened = json.loads(line)["ready"]
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    client_after = rss_kib(rig.client.pid)
+    proc.stdin.close()
+    proc.wait(timeout=300)
+    return {
+        "idle_links": opened,
+        "idle_link_kib": round((after - before) / max(1, opened), 2),
+        "pedserver_rss_kib": {"before": before, "after": after},
+        "pedclient_idle_link_kib": round((client_after - client_before) / max(1, opened), 2),
+    }
+
+
+def run_p2p(rig: Rig, plan: Plan) -> dict[str, Any]:
+    from ped.bench.p2p import run_p2p_jobs
+
+    return run_p2p_jobs(rig, plan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ped.bench",
+        description="Remote PED benchmark: latency, setup cost, scale and memory, each "
+        "beside a baseline measured in the same run on the same process topology.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny counts: checks the harness and the JSON (CI smoke)")
+    parser.add_argument("--out", default="bench-results.json", metavar="FILE",
+                        help="where to write the JSON results (default bench-results.json)")
+    parser.add_argument("--markdown", metavar="FILE",
+                        help="also write the results table as markdown")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (logs of every process)")
+    parser.add_argument("--k", type=int, action="append", metavar="K",
+                        help="throughput with K links (repeatable; default 1 16 64 256)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.k:
+        plan = attrs.evolve(plan, ks=tuple(args.k))
+    raise_fd_limit(FD_LIMIT)
+    work = Path(tempfile.mkdtemp(prefix="ped-bench-"))
+
+    def log(text: str) -> None:
+        print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    try:
+        results = run(plan, Path(args.out), work, log)
+    finally:
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["bench_seconds"] = round(time.monotonic() - started, 1)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    table = report.markdown(results)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    log(f"results written to {args.out}")
+    return 0
