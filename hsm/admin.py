@@ -224,6 +224,11 @@ class AdminCommands(HsmCore):
     async def audit_init(self, notify: Notify, force: bool) -> str:
         self._require_initialised()
         if self.store.get_role(HSM_SCOPE, Role.AUDITOR.value) is not None:
+            if not self._auditor and self._so_key is None:
+                raise NotLoggedIn(
+                    "the auditor is initialised: re-initialising it needs the auditor "
+                    "(`audit login`) or the HSM SO (`hsm login`) logged in"
+                )
             self._confirm(
                 force, "the auditor is already initialised; re-initialising replaces its white key"
             )

@@ -20,6 +20,7 @@ from hsm.errors import (
     AlreadyExists,
     BadRequest,
     NotInitialised,
+    NotLoggedIn,
     PolicyError,
 )
 from hsm.policy import Role
@@ -53,6 +54,12 @@ class PartitionCommands(HsmCore):
     async def partition_init(self, notify: Notify, name: str, force: bool = False) -> str:
         part = self._partition(name, initialised=False)
         if part.initialised:
+            logged = self._partition_login.get(name)
+            if self._so_key is None and not (logged and logged[0] is Role.PARTITION_SO):
+                raise NotLoggedIn(
+                    f"partition {name!r} is initialised: re-initialising it needs its partition "
+                    f"SO (`role login --partition {name} --name so`) or the HSM SO logged in"
+                )
             self._confirm(force, f"re-initialising partition {name!r} erases its objects and roles")
         async with self._ped(notify) as port:
             blue = await self._imprint(port, Role.PARTITION_SO, f"Partition SO {name}")

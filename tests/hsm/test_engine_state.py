@@ -198,3 +198,21 @@ def test_no_secret_in_reprs(rig: Rig) -> None:
     assert "hidden" in repr(rig.master)
     row = rig.store.get_role(HSM_SCOPE, "hsm-so")
     assert row is None or "wrapped" not in repr(row)
+
+
+async def test_reinitialising_needs_the_owner_and_a_confirmation(rig: Rig) -> None:
+    await rig.init_partition("p1")
+    rig.ped.plan.append("white")
+    await rig.hsm.audit_init(rig.notify, force=False)
+    rig.hsm.hsm_logout()
+    rig.hsm.role_logout(None)
+    with pytest.raises(NotLoggedIn, match="partition SO"):
+        await rig.hsm.partition_init(rig.notify, "p1", force=True)
+    with pytest.raises(NotLoggedIn, match="audit login"):
+        await rig.hsm.audit_init(rig.notify, force=True)
+    await rig.hsm.role_login(rig.notify, "p1", "so", None)
+    with pytest.raises(ConfirmationRequired):
+        await rig.hsm.partition_init(rig.notify, "p1", force=False)
+    rig.ped.plan.extend(["p1-so-2", "p1-dom-2"])
+    await rig.hsm.partition_init(rig.notify, "p1", force=True)
+    assert rig.hsm.partition_show("p1")["roles"]["co"]["state"] == "not initialised"
