@@ -2,7 +2,10 @@
 
     pedclient mode start [--home DIR] [--config FILE] [--foreground] [--idle-timeout S]
                          [--socket-read-rsp-timeout S] [--socket PATH] [--log-level L]
+                         [--peer-listen [--port 9697] [--peer-ip ADDR]]
     pedclient mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
+    pedclient peer register --name N --certificate FILE | delete --name N | list
+    pedclient certificate regen | show | export FILE
 
 Called with no mode it says "You must specify a mode." and lists them.  Luna spellings
 work (``pedclient -mode start``).  HSMs on this host reach it on a Unix socket in its
@@ -13,7 +16,9 @@ defaults.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -49,17 +54,30 @@ from ped.daemon.process import (
 )
 from ped.daemon.signals import watch_stop_signals
 from ped.errors import PedError
+from ped.tls import PinStore, TlsError, ensure_identity
 from pedclient.client import ClientStartError, PedClient
+from pedclient.peer import PeerPool, peer_dialer, serve_peers
 from pedclient.settings import SCHEMA, Layout, Settings
+from pedserver.tlscli import (
+    add_certificate_parser,
+    add_registry_parser,
+    certificate_command,
+    common_name,
+    peer_link_lines,
+    registry_command,
+)
 
 PROG = "pedclient"
 MODES = ("start", "stop", "show", "config")
-COMMAND_WORDS = ("mode",)
+COMMAND_WORDS = ("mode", "peer")
 OVERRIDES = {
     "idle_timeout": "idle_timeout",
     "socket_read_rsp_timeout": "socket_read_rsp_timeout",
     "socket": "socket",
     "log_level": "log_level",
+    "peer_listen": "peer_listen",
+    "port": "peer_port",
+    "peer_ip": "peer_ip",
 }
 
 
@@ -94,12 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
     start.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground, logging to stderr")
+    start.add_argument("--peer-listen", "--peerlisten", dest="peer_listen",
+                       action="store_true", default=None,
+                       help="peer-to-peer mode: also accept registered pedservers dialling "
+                       "in over pinned mutual TLS (for hosts that may not dial out)")
+    start.add_argument("--port", type=int,
+                       help="TCP port for --peer-listen (default 9697)")
+    start.add_argument("--peer-ip", "--peerip", dest="peer_ip", metavar="ADDR",
+                       help="address for --peer-listen (default 0.0.0.0: every interface)")
 
     stop = modes.add_parser("stop", help="stop pedclient (open links get a reason)")
     _common(stop)
     show = modes.add_parser("show", help="show pedclient and its links")
     _common(show)
     show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    add_registry_parser(commands, PROG, _common)
+    add_certificate_parser(commands, PROG, _common)
 
     config = modes.add_parser("config", help="show, recreate or change the config file")
     _common(config)
@@ -126,6 +155,14 @@ def main(
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.command in ("peer", "certificate"):
+        try:
+            home = resolve_home(args.home, PROG)
+        except HomeError as exc:
+            err.write(f"{PROG}: {exc}\n")
+            return EXIT_ERROR
+        command = registry_command if args.command == "peer" else certificate_command
+        return command(PROG, home, args, out, err)
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE
@@ -173,7 +210,9 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
              "--home", str(home), "--config", str(config_path)]
     for dest in OVERRIDES:
         value = getattr(args, dest)
-        if value is not None:
+        if value is True:
+            child.append(f"--{dest.replace('_', '-')}")
+        elif value is not None:
             child += [f"--{dest.replace('_', '-')}", str(value)]
     try:
         proc = start_background(child, log_path=layout.log, name=PROG)
@@ -182,6 +221,13 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
         return EXIT_ERROR
     out.write(f"pedclient started (pid {proc.pid}); HSMs on this host connect through "
               f"{layout.endpoint}\n  home: {layout.home}  log: {layout.log}\n")
+    if settings.peer_listen:
+        try:
+            info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
+        except ControlError:
+            info = {}
+        out.write(f"  peer-to-peer: listening for registered pedservers on "
+                  f"{info.get('peer_listen') or f'{settings.peer_ip}:{settings.peer_port}'}\n")
     return EXIT_OK
 
 
@@ -197,9 +243,11 @@ def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = N
         notify_failed(str(exc))
         err.write(f"{PROG}: {exc}\n")
         return EXIT_ERROR
-    client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control)
+    pool = PeerPool(PinStore(layout.home, program="pedclient"))
+    client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control,
+                       dialer=peer_dialer(pool if settings.peer_listen else None))
     try:
-        trio.run(_serve, client)
+        trio.run(_serve, client, pool, layout.home)
     except BaseException as exc:
         error = single_error(exc)
         if isinstance(error, KeyboardInterrupt):
@@ -214,8 +262,36 @@ def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = N
     return EXIT_OK
 
 
-async def _serve(client: PedClient) -> None:
+async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
+    s = client.settings
+    listening: list[str] = []
+    client.show_extras.append(
+        lambda: {"peer_listen": ", ".join(listening), "peer_links": pool.show()}
+    )
+    try:
+        identity = ensure_identity(home, common_name())  # made on first start
+    except TlsError as exc:
+        if s.peer_listen:
+            raise ClientStartError(str(exc)) from None
+        logging.getLogger(PROG).warning("no usable peer-to-peer identity: %s", exc)
     async with trio.open_nursery() as nursery:
+        if s.peer_listen:
+            try:
+                listeners = await nursery.start(
+                    functools.partial(serve_peers, pool, identity, port=s.peer_port,
+                                      host=s.peer_ip))
+            except OSError as exc:
+                raise ClientStartError(
+                    f"cannot listen for pedservers on {s.peer_ip}:{s.peer_port}: "
+                    f"{exc.strerror or exc}; pick another --port") from None
+            except TlsError as exc:
+                raise ClientStartError(str(exc)) from None
+            for listener in listeners:
+                host, port = listener.socket.getsockname()[:2]
+                listening.append(f"{host}:{port}")
+            logging.getLogger(PROG).info(
+                "peer-to-peer: listening for registered pedservers on %s (certificate %s)",
+                ", ".join(listening), identity.fingerprint)
 
         def on_signal(signum: int) -> None:
             client.request_stop(f"signal {signal.Signals(signum).name}")
@@ -257,6 +333,7 @@ def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
     for link in info.get("links", []):
         up = max(0, int(now - float(link.get("since", now))))
         lines.append(_link_line(link, up))
+    lines += peer_link_lines(info, PROG)
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
 

@@ -9,6 +9,7 @@ import attrs
 from ped.daemon.config import ConfigKey, ConfigSchema, in_range
 from ped.link.hsm_side import PEDCLIENT_SOCKET_NAME
 from ped.link.messages import DEFAULT_IDLE_TIMEOUT
+from ped.tls.pins import DEFAULT_PEER_PORT
 
 
 def _level_check(value: str) -> str | None:
@@ -34,6 +35,13 @@ SCHEMA = ConfigSchema(
         ConfigKey("socket", str, "",
                   f"local endpoint for HSMs (empty: HOME/{PEDCLIENT_SOCKET_NAME})"),
         ConfigKey("log_level", str, "info", "debug, info, warning or error", _level_check),
+        ConfigKey("peer_listen", bool, False,
+                  "peer-to-peer mode: accept registered pedservers dialling in (pinned TLS)"),
+        ConfigKey("peer_port", int, DEFAULT_PEER_PORT,
+                  "TCP port for pedservers in peer-to-peer mode (0: any free port)",
+                  in_range(0, 65535)),
+        ConfigKey("peer_ip", str, "0.0.0.0",  # noqa: S104 (pedservers on other hosts dial in)
+                  "address to listen on for pedservers (0.0.0.0 = every interface)"),
     ]
 )
 
@@ -47,6 +55,9 @@ class Settings:
     request_timeout: int = 10
     socket: str = ""
     log_level: str = "info"
+    peer_listen: bool = False
+    peer_port: int = DEFAULT_PEER_PORT
+    peer_ip: str = "0.0.0.0"  # noqa: S104 (pedservers on other hosts dial in)
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> Settings:

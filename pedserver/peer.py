@@ -23,8 +23,9 @@ Failures: an unreachable host, a timeout or a failed handshake is retried with
 exponential backoff (1 s doubling to 60 s, reset once a connection is used or has been
 parked for a while); a certificate refusal (`PeerRejected`, either end) is retried every
 `REJECT_RETRY` s, because the registries are re-read for every connection and someone
-may run the fix meanwhile.  Every failure is one log line (with the fix for refusals);
-the state, the fingerprint and the last error are in ``pedserver mode show``.
+may run the fix meanwhile (``mode connect --name N`` again retries at once).  Every
+failure is one log line (with the fix for refusals); the state, the fingerprint and the
+last error are in ``pedserver mode show``.
 
 Links on a peer connection are exempt from the idle timeout (``handle_connection(...,
 idle_timeout=False)``); keepalives and the read-response timeout still apply.
@@ -91,6 +92,7 @@ class ApplianceLink:
     links_scope: trio.CancelScope | None = None
     first_outcome: trio.Event = attrs.field(factory=trio.Event)
     outcome_error: str = ""
+    kick: trio.Event = attrs.field(factory=trio.Event)  # `mode connect` again: retry now
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -161,6 +163,12 @@ class PeerManager:
         peer = self.pins.get(name)  # InvalidPeerName / UnknownName, with the fix
         existing = self.appliances.get(name)
         if existing is not None:
+            if existing.state != "connected":
+                # The operator fixed something (registration, address) and asks again:
+                # try now instead of at the next backoff, and report that attempt.
+                existing.first_outcome = trio.Event()
+                existing.outcome_error = ""
+                existing.kick.set()
             return existing
         record = ApplianceLink(name, _address(peer.ip or "", peer.port or 0), peer.fingerprint)
         self.appliances[name] = record
@@ -303,7 +311,9 @@ class PeerManager:
 
     async def _wait(self, record: ApplianceLink, seconds: float) -> None:
         record.next_try = time.time() + seconds
-        await trio.sleep(seconds)
+        with trio.move_on_after(seconds):
+            await record.kick.wait()
+        record.kick = trio.Event()
         record.next_try = None
 
     @staticmethod
