@@ -140,4 +140,7 @@ class AuditLog:
             return "does not follow the record before it (record removed or moved)"
         if not isinstance(mac, str) or not hmac.compare_digest(self._mac(prev, rec), mac):
             return "record was altered (MAC does not match)"
+        canonical = json.dumps({**rec, "mac": mac}, sort_keys=True, separators=(",", ":"))
+        if raw != canonical.encode() + b"\n":
+            return "record was altered (not as the HSM wrote it)"
         return ""
