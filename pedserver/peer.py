@@ -266,7 +266,12 @@ class PeerManager:
                          identity.fingerprint)
             if not record.first_outcome.is_set():
                 record.first_outcome.set()
-            first = await self._park(stream)
+            try:
+                first = await self._park(stream)
+            except BaseException:  # mode disconnect, or pedserver stopping: hang up
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+                raise
             record.spare = False
             if first:
                 delay = self.backoff[0]

@@ -28,7 +28,9 @@ APPLIANCE = "hsm1"  # the HSM host, as pedserver registered it
 PEER = "ws1"  # the PED workstation's pedserver, as pedclient registered it
 
 
-def cli(*argv: str, timeout: float = 60.0, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+def cli(
+    *argv: str, timeout: float = 60.0, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pedserver|pedclient ...`` to completion (optionally on a netns host)."""
     return subprocess.run([*prefix, sys.executable, "-m", *argv], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
