@@ -60,7 +60,6 @@ from ped.link.errors import LinkClosed
 from ped.link.messages import (
     LINK_VERSION_MAX,
     LINK_VERSION_MIN,
-    MAX_IDLE_TIMEOUT,
     Busy,
     Close,
     CloseCode,
@@ -419,7 +418,7 @@ class PedServer:
         record.idle_timeout = (
             min(hello.idle_timeout, self.settings.idle_timeout)
             if record.idle_applies
-            else MAX_IDLE_TIMEOUT  # the most the welcome can say: no idle timeout
+            else hello.idle_timeout  # the most the welcome may say; never enforced here
         )
         welcome = LinkWelcome(
             version,
