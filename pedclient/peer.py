@@ -57,6 +57,7 @@ class Spare:
     since: float = attrs.field(factory=time.time)
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     handed: trio.Event = attrs.field(factory=trio.Event)
+    released: trio.Event = attrs.field(factory=trio.Event)  # the HSM link closed it
     taken: bool = False
     dead: bool = False
 
@@ -117,6 +118,9 @@ class PeerPool:
                 pass
         if spare.taken:
             spare.handed.set()
+            # trio's serve_listeners closes the connection when this handler returns:
+            # stay until the HSM's link is done with it.
+            await spare.released.wait()
             return
         spare.dead = True
         if spare in peer.spares:
@@ -143,8 +147,9 @@ class PeerPool:
                     continue
                 peer.in_use += 1
 
-                def done(peer: PeerState = peer) -> None:
+                def done(peer: PeerState = peer, spare: Spare = spare) -> None:
                     peer.in_use -= 1
+                    spare.released.set()
 
                 return HandoffStream(spare.stream, on_close=done)
             if peer is None or not peer.in_use:
