@@ -120,7 +120,8 @@ class Rig:
         echo = spawn(["-m", "ped.bench.echo_ped", "--socket", str(echo_sock)],
                      work / "echo.out")
         self.procs.append(echo)
-        self.client = self._daemon("pedclient", "client", {"max_links": 1024}, [])
+        self.client = self._daemon("pedclient", "client",
+                                   {"max_links": 1024, "connect_timeout": 600}, [])
         self.ped_server = self._daemon("pedserver", "server-ped", server_config,
                                        ["--ip", "127.0.0.1", "--port", "0",
                                         "--device", self.ped_uri])
@@ -189,22 +190,24 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
         log("idle links ...")
         results.update(idle_links(rig, plan))
         results["throughput"] = []
-        for k in plan.ks:
-            log(f"throughput K={k} ...")
-            results["throughput"].append(throughput(rig, plan, k))
+        # One pedserver with a pool of max(K) PEDs serves every K: the pool gives each
+        # link the least busy PED, so K links use K PEDs (the others stay idle).
+        pool, port = rig.pool_server(max(plan.ks))
+        try:
+            for k in plan.ks:
+                log(f"throughput K={k} ...")
+                results["throughput"].append(throughput(rig, plan, k, port))
+        finally:
+            pool.stop()
     finally:
         rig.close()
     return results
 
 
-def throughput(rig: Rig, plan: Plan, k: int) -> dict[str, Any]:
-    daemon, port = rig.pool_server(k)
-    try:
-        job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10))
-        job["ped_port"] = port
-        got = run_client(job, rig.work, f"throughput-{k}")
-    finally:
-        daemon.stop()
+def throughput(rig: Rig, plan: Plan, k: int, port: int) -> dict[str, Any]:
+    job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10))
+    job["ped_port"] = port
+    got = run_client(job, rig.work, f"throughput-{k}")
     return {
         "k": k,
         "logins": got["logins"],
@@ -213,6 +216,7 @@ def throughput(rig: Rig, plan: Plan, k: int) -> dict[str, Any]:
         "p50_ms": percentile(got["latency_ms"], 50),
         "p99_ms": percentile(got["latency_ms"], 99),
         "errors": got["error_count"],
+        "error_samples": got["errors"],
     }
 
 
