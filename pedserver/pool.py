@@ -9,14 +9,15 @@ PED it lives on.  The pool gives each new session to the open member with the fe
 sessions (ties: the first in ``--device`` order), so K links on K PEDs each get their own
 PED and never wait for one another.
 
-* `open()` opens every member that is not open, concurrently; members that cannot be
-  reached are left for the next `open()` (pedserver's device watcher retries), and the
-  pool is open while at least one member is (`DeviceNotFound` naming each problem when
-  none is).  The pool's `DeviceInfo` is its first open member's.
+* `open()` opens the first member that can be opened (a pool of hundreds of emulated
+  PEDs would not start within pedserver's open timeout); the others are opened when a
+  session first needs them.  The pool is open while at least one member is
+  (`DeviceNotFound` naming each problem when none can be).  Its `DeviceInfo` is the
+  first open member's.
 * Sessions are wrapped so that their ids are unique across the pool, and device events
   are forwarded with the pool's session id, so pedserver's log names the right link.
 * A member that goes away (`DeviceGone` from one of its sessions) fails only the links
-  on it; pedserver then calls `open()`, which reopens what can be reopened.
+  on it; the next session that picks it opens it again, or takes another member.
 """
 
 from __future__ import annotations
@@ -59,39 +60,50 @@ class PedPool(PedDriver):
         return f"PedPool({len(self.members)} PEDs)"
 
     async def open(self) -> DeviceInfo:
-        problems: dict[int, str] = {}
-
-        async def open_one(index: int, member: PedDriver) -> None:
+        problems: list[str] = []
+        for member in self.members:
+            if member.is_open:
+                assert member.info is not None
+                self.info = member.info
+                return self.info
+        for member in self.members:
             try:
-                with trio.fail_after(30):
-                    await member.open()
-            except (DeviceError, TransportClosed, OSError, trio.TooSlowError) as exc:
-                problems[index] = str(exc) or type(exc).__name__
-
-        async with trio.open_nursery() as nursery:
-            for index, member in enumerate(self.members):
-                if not member.is_open:
-                    nursery.start_soon(open_one, index, member)
-        opened = [m.info for m in self.members if m.info is not None]
-        if not opened:
-            detail = "; ".join(problems[i] for i in sorted(problems))
-            raise DeviceNotFound(f"no PED of the pool could be opened: {detail}")
-        self.info = opened[0]
-        return self.info
+                await member.open()
+            except (DeviceError, TransportClosed, OSError) as exc:
+                problems.append(str(exc) or type(exc).__name__)
+                continue
+            assert member.info is not None
+            self.info = member.info
+            return self.info
+        raise DeviceNotFound(f"no PED of the pool could be opened: {'; '.join(problems)}")
 
     async def open_session(self) -> FrameTransport:
-        candidates = [i for i, m in enumerate(self.members) if m.is_open]
-        if not candidates:
+        # Least loaded first; among equals an open PED before one still to be opened.
+        order = sorted(range(len(self.members)),
+                       key=lambda i: (self._load[i], not self.members[i].is_open, i))
+        problems: list[str] = []
+        for index in order:
+            member = self.members[index]
+            self._load[index] += 1  # reserved while it opens, so others pick another
+            try:
+                if not member.is_open:
+                    await member.open()
+                inner = await member.open_session()
+            except (DeviceError, TransportClosed, OSError) as exc:
+                self._load[index] -= 1
+                problems.append(str(exc) or type(exc).__name__)
+                continue
+            except BaseException:
+                self._load[index] -= 1
+                raise
+            session = PoolSession(self, index, inner, next(self._ids))
+            inner_id = getattr(inner, "id", None)
+            if isinstance(inner_id, int):
+                self._pool_ids[(index, inner_id)] = session.id
+            return session
+        if not self.is_open:
             self.info = None
-            raise DeviceNotFound("no PED of the pool is open")
-        index = min(candidates, key=lambda i: self._load[i])
-        inner = await self.members[index].open_session()
-        session = PoolSession(self, index, inner, next(self._ids))
-        self._load[index] += 1
-        inner_id = getattr(inner, "id", None)
-        if isinstance(inner_id, int):
-            self._pool_ids[(index, inner_id)] = session.id
-        return session
+        raise DeviceNotFound(f"no PED of the pool could open a session: {'; '.join(problems)}")
 
     async def aclose(self) -> None:
         async with trio.open_nursery() as nursery:
