@@ -138,6 +138,8 @@ class PeerPool:
         deadline = trio.current_time() + timeout
         while True:
             peer = self.peers.get(name)
+            if peer is not None and peer.spares:
+                await self._drop_if_unpinned(peer)
             while peer is not None and peer.spares:
                 spare = peer.spares.pop(0)
                 spare.taken = True
@@ -163,6 +165,22 @@ class PeerPool:
                 f"peer {name!r} is connected but sent no spare connection within "
                 f"{timeout:g} s; see `pedserver mode show` on the PED workstation",
             )
+
+    async def _drop_if_unpinned(self, peer: PeerState) -> None:
+        """Spares were accepted under the registry of their handshake: one whose
+        certificate was deleted (or replaced) since is hung up, never handed out."""
+        try:
+            registered = self.pins.snapshot().by_name(peer.name)
+        except PinError as exc:
+            raise DialError(ConnectCode.PEER_UNAVAILABLE, str(exc)) from None
+        stale = [s for s in peer.spares
+                 if registered is None or registered.fingerprint != s.fingerprint]
+        for spare in stale:
+            peer.spares.remove(spare)
+            log.warning("peer %r (%s): its certificate %s is no longer registered under "
+                        "this name; hung up its spare connection", peer.name, spare.address,
+                        spare.fingerprint)
+            spare.scope.cancel()  # its park task closes it
 
     def _unavailable(self, name: str) -> str:
         if self.pins.snapshot().by_name(name) is None:

@@ -273,6 +273,11 @@ class PeerManager:
                     await trio.aclose_forcefully(stream)
                 raise
             record.spare = False
+            if first and not self._still_pinned(record):
+                log.warning("peer link to appliance %r: its certificate %s is no longer "
+                            "registered under this name; hung up (see: pedserver appliance "
+                            "list)", record.name, record.fingerprint)
+                first = b""
             if first:
                 delay = self.backoff[0]
                 links.start_soon(self._serve_link, record, stream, first)
@@ -304,6 +309,14 @@ class PeerManager:
         record.fingerprint = peer_fingerprint(stream)
         enable_tcp_keepalive(stream)
         return stream, identity
+
+    def _still_pinned(self, record: ApplianceLink) -> bool:
+        """Is the certificate this spare was accepted with still registered as *name*?"""
+        try:
+            peer = self.pins.snapshot().by_name(record.name)
+        except PinError:
+            return False
+        return peer is not None and peer.fingerprint == record.fingerprint
 
     def _failed(self, record: ApplianceLink, text: str) -> None:
         record.last_error = text

@@ -16,7 +16,7 @@ import pytest
 from ped.link import ConnectCode, ConnectFailed, connect_via_pedclient
 from ped.tls import PinStore, load_identity, regenerate_identity
 from ped.tls.certs import utcnow
-from tests.p2p.rig import APPLIANCE, P2P, PEER, ok, peer_state
+from tests.p2p.rig import APPLIANCE, P2P, PEER, await_until, ok, peer_state
 
 
 def _lines(log: str, needle: str) -> list[str]:
@@ -108,3 +108,18 @@ async def test_not_yet_valid_certificate(rig: P2P) -> None:
     assert len(lines) == 1 and "check both clocks" in lines[0]
     assert len(_lines(rig.server_log(), f"refused our certificate {ws}")) == 1
     await _no_peer_link(rig)
+
+
+async def test_deleted_while_its_spare_is_parked(rig: P2P) -> None:
+    """A registration deleted while the link is up: the parked connection (accepted
+    under the old registry) is hung up instead of being handed to an HSM."""
+    _start(rig)
+    ok(rig.server("mode", "connect", "--name", APPLIANCE))
+    assert peer_state(rig) == "connected spare"
+    ok(rig.client("peer", "delete", "--name", PEER))
+    await _no_peer_link(rig)
+    ws = load_identity(rig.server_home).fingerprint
+    assert len(_lines(rig.client_log(), f"certificate {ws} is no longer registered")) == 1
+    # pedserver notices the hang-up, dials again and is refused as deleted.
+    await await_until(lambda: bool(_lines(rig.client_log(), f"certificate {ws} is deleted")),
+                      "pedserver's next attempt, refused")
