@@ -185,7 +185,6 @@ class Daemon:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
 
-        client = getattr(progress, "_stream", None)  # to notice a shell that went away
         watch_scope, command_scope = trio.CancelScope(), trio.CancelScope()
         gone = trio.Event()
 
@@ -193,20 +192,15 @@ class Daemon:
             # The shell sends nothing after its request: end of stream means it is gone
             # (Ctrl-C), and whatever it asked for is cancelled (the PED gets a CANCEL).
             with watch_scope:
-                try:
-                    data = await client.receive_some(1)  # type: ignore[union-attr]
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
-                    gone.set()
-                    command_scope.cancel()
+                await progress.wait_client_gone()
+                gone.set()
+                command_scope.cancel()
 
         result: dict[str, Any] | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(forward)
-                if client is not None and hasattr(client, "receive_some"):
-                    nursery.start_soon(watch_client)
+                nursery.start_soon(watch_client)
                 try:
                     with command_scope:
                         if command in READ_ONLY:

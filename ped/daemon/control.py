@@ -59,7 +59,7 @@ class ControlUnavailable(ControlError):
 class Progress:
     """Given to handlers: `await progress.send(...)` streams a line before the answer."""
 
-    def __init__(self, stream: trio.abc.SendStream | None) -> None:
+    def __init__(self, stream: trio.abc.Stream | trio.abc.SendStream | None) -> None:
         self._stream = stream
 
     async def send(self, message: str | dict[str, Any]) -> None:
@@ -67,6 +67,25 @@ class Progress:
             return
         item = {"progress": message}
         await self._stream.send_all(_dump(item))
+
+    async def wait_client_gone(self) -> None:
+        """Return when the client hangs up (it sends nothing after its request).
+
+        Handlers of long commands race this against their work, so that a shell the
+        user interrupted (Ctrl-C) cancels the operation it asked for.  With no stream
+        (an in-process call) it never returns.
+        """
+        stream = self._stream
+        if stream is None or not isinstance(stream, trio.abc.ReceiveStream):
+            await trio.sleep_forever()
+            return
+        while True:
+            try:
+                data = await stream.receive_some(1)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
 
 
 Handler = Callable[[str, dict[str, Any], Progress], Awaitable[dict[str, Any] | None]]
@@ -171,8 +190,11 @@ class ControlServer:
                 answer = {"ok": False, "error": exc.message, "code": exc.code}
                 if exc.retriable:
                     answer["retriable"] = True
-                with trio.move_on_after(REQUEST_TIMEOUT):
-                    await stream.send_all(_dump(answer))
+                try:
+                    with trio.move_on_after(REQUEST_TIMEOUT):
+                        await stream.send_all(_dump(answer))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client left before its error answer; the daemon carries on
             except trio.TooSlowError:
                 log.info("control: a client sent no request within %.0f s", REQUEST_TIMEOUT)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -433,23 +433,15 @@ class _Session:
             o = outcome
             # The HSM needs the secret it will receive at login whenever it cannot compute
             # it from the secret it sent: for a reused keyset, and for a new PIN keyset
-            # (the PED PIN is mixed in by scrypt).  See the report on ImprintResult.
-            secret = o.secret  # type: ignore[attr-defined]
-            request = self.side.current
-            if not o.reused and not getattr(request, "allow_reuse", False):  # type: ignore[attr-defined]
-                if secret is not None:
-                    log.warning(
-                        "imprint with a PED PIN: ImprintResult cannot carry the derived "
-                        "secret unless the HSM allowed reuse; the HSM cannot verify it"
-                    )
-                secret = None
+            # (the PED PIN is mixed in by scrypt).  PROTOCOL.md, IMPRINT_RESULT.
             self.side.answer_imprint(
                 keyset_id=o.keyset_id,
                 m=o.m,
                 n=o.n,
                 pin=o.pin,  # type: ignore[attr-defined]
                 copies=min(o.copies, 255),  # type: ignore[attr-defined]
-                reused_secret=secret,
+                reused=o.reused,  # type: ignore[attr-defined]
+                secret=o.secret,  # type: ignore[attr-defined]
             )
         elif isinstance(event, ev.ShowRequested):
             self.side.answer_show()
