@@ -1,0 +1,101 @@
+"""pedserver's peer keeper on a fake clock: backoff, slow retries after a refusal, the
+retry-now of ``mode connect``, and disconnect.  The dialler is replaced by a recorder
+(the real handshakes are tested through the daemons in test_refusals/test_peer_link)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import pedserver.peer as peer_module
+from ped.daemon.control import Progress
+from ped.tls import PeerRejected, PeerUnreachable, PinStore, RejectReason, Side, regenerate_identity
+from pedserver.peer import PeerManager
+from pedserver.server import PedServer
+from pedserver.settings import Settings
+from tests.pedserver.fakes import FakeDriver
+
+
+class Dialler:
+    """Stands in for open_pinned_tls_client: fails as told, records when it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+        self.error: Exception = PeerUnreachable("cannot connect to 192.0.2.1:9697: refused")
+
+    async def __call__(self, *args: object, **kwargs: object) -> trio.SSLStream:  # type: ignore[type-arg]
+        self.calls.append(trio.current_time())
+        await trio.lowlevel.checkpoint()
+        raise self.error
+
+
+@pytest.fixture
+def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[PeerManager, Dialler]:
+    hsm = regenerate_identity(tmp_path / "hsm", "hsm")
+    PinStore(tmp_path / "ws", program="pedserver").register(
+        "hsm1", hsm.certificate_pem, ip="192.0.2.1")
+    dialler = Dialler()
+    monkeypatch.setattr(peer_module, "open_pinned_tls_client", dialler)
+    server = PedServer(Settings(ip="127.0.0.1", port=0, device="fake:ped"), FakeDriver())
+    peers = PeerManager(server, tmp_path / "ws")
+    peers.install()
+    return peers, dialler
+
+
+def _gaps(calls: list[float]) -> list[float]:
+    return [round(b - a) for a, b in itertools.pairwise(calls)]
+
+
+async def test_unreachable_backs_off_to_a_minute(autojump_clock, manager) -> None:
+    peers, dialler = manager
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        record = await peers.connect("hsm1")
+        await trio.sleep(300)
+        assert _gaps(dialler.calls)[:9] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+        assert record.state == "retrying" and "refused" in record.last_error
+        shown = peers.server.show()["peer_links"]
+        assert shown[0]["name"] == "hsm1" and shown[0]["state"] == "retrying"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refusal_retries_slowly_and_connect_again_retries_now(
+    autojump_clock, manager
+) -> None:
+    peers, dialler = manager
+    dialler.error = PeerRejected(
+        "pedclient at 192.0.2.1:9697 refused our certificate AB: unknown there; fix: ...",
+        side=Side.OURS, reason=RejectReason.UNKNOWN, fingerprint="AB", peer="192.0.2.1:9697",
+        fix="...")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        record = await peers.connect("hsm1")
+        await trio.sleep(150)
+        assert _gaps(dialler.calls) == [60, 60]
+        assert record.state == "refused" and "refused our certificate" in record.last_error
+        before = len(dialler.calls)
+        at = trio.current_time()
+        again = await peers.connect("hsm1")  # the operator fixed it and asks again
+        assert again is record
+        await record.first_outcome.wait()
+        assert len(dialler.calls) == before + 1 and dialler.calls[-1] == pytest.approx(at)
+        assert await peers.disconnect("hsm1") == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert record.state == "disconnected" and peers.show() == []
+        calls = len(dialler.calls)
+        await trio.sleep(600)
+        assert len(dialler.calls) == calls  # the keeper is gone
+        nursery.cancel_scope.cancel()
+
+
+async def test_connect_answers_with_the_first_outcome(autojump_clock, manager) -> None:
+    peers, _ = manager
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        answer = await peers.server.extra_commands["connect"]({"name": "hsm1"}, Progress(None))
+        assert answer["state"] == "retrying" and "refused" in answer["error"]
+        nursery.cancel_scope.cancel()
