@@ -121,6 +121,7 @@ class Bench:
                 sent = recorder.sent[before[0]:]
                 got = recorder.received[before[1]:]
                 request = echo_request(got, sent[0])
+                cpu0 = time.process_time()
                 for i in range(warmup + count):
                     t0 = time.perf_counter()
                     result = await s.read_secret(Color.BLUE, label="HSM SO")
@@ -131,10 +132,11 @@ class Bench:
                     if i >= warmup:
                         logins.append((t1 - t0) * 1000)
                         relays.append((t2 - t1) * 1000)
+                cpu_ms = (time.process_time() - cpu0) * 1000 / (warmup + count)
         finally:
             await ped.aclose()
             await echo.aclose()
-        return {"login_ms": logins, "relay_ms": relays,
+        return {"login_ms": logins, "relay_ms": relays, "cpu_ms_per_pair": cpu_ms,
                 "frames": {"request": sent, "replies": got}}
 
     # ------------------------------------------------------------------ connect

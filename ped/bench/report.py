@@ -45,6 +45,12 @@ def markdown(r: dict[str, Any]) -> str:
     for t in r["throughput"]:
         lines.append(f"| {t['k']} | {t['logins_per_s']} | {t['p50_ms']} | {t['p99_ms']} "
                      f"| {t['errors']} |")
+    cpu = r.get("cpu_ms_per_login_and_relay")
+    if cpu:
+        lines += ["", "CPU per login+relay pair (ms; pedserver (PED) and the emulated PED serve "
+                  "only the login, pedserver (echo) and the echo device only the relay):", "",
+                  "| process | CPU ms |", "| --- | --- |"]
+        lines += [f"| {name} | {ms} |" for name, ms in cpu.items()]
     big = [t for t in r["throughput"] if t["k"] == 256]
     if big:
         t = big[0]

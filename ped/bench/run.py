@@ -24,7 +24,17 @@ from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
 from ped.bench import report
 from ped.bench.limits import raise_fd_limit
-from ped.bench.procs import FD_LIMIT, Daemon, rss_kib, run_client, spawn, stop, wait_for
+from ped.bench.procs import (
+    FD_LIMIT,
+    Daemon,
+    children_of,
+    cpu_seconds,
+    rss_kib,
+    run_client,
+    spawn,
+    stop,
+    wait_for,
+)
 
 
 @attrs.frozen
@@ -169,8 +179,20 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
     rig = Rig(work, plan)
     try:
         log("login vs relay ...")
+        # The PED process exists once the first session is open: open one first.
+        run_client(rig.job("login", count=1, warmup=0), work, "login-warm")
+        pids = {"pedclient": rig.client.pid, "pedserver (PED)": rig.ped_server.pid,
+                "pedserver (echo)": rig.echo_server.pid, "echo device": rig.procs[0].pid}
+        for child in children_of(rig.ped_server.pid):
+            pids["emulated PED"] = child
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         got = run_client(rig.job("login", count=plan.login_count, warmup=plan.warmup),
                          work, "login")
+        n = plan.login_count + plan.warmup + 1
+        cpu = {name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / n, 3)
+               for name, pid in pids.items()}
+        cpu["HSM side (bench client)"] = round(got["cpu_ms_per_pair"], 3)
+        results["cpu_ms_per_login_and_relay"] = cpu
         results["login_p50_ms"] = percentile(got["login_ms"], 50)
         results["login_p99_ms"] = percentile(got["login_ms"], 99)
         results["relay_p50_ms"] = percentile(got["relay_ms"], 50)
