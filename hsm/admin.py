@@ -172,15 +172,22 @@ class AdminCommands(HsmCore):
         self._event("rpv erased")
         return "Remote PED Vector erased; remote PED use needs a new `hsm ped vector init`."
 
-    async def ped_connect(self, notify: Notify, host: str, port: int) -> str:
-        if not 1 <= port <= 65535:
+    async def ped_connect(
+        self, notify: Notify, host: str, port: int, *, peer: str | None = None
+    ) -> str:
+        """Open the remote PED link: to pedserver *host*:*port*, or over the peer link
+        that the pedserver registered in pedclient as *peer* dialled in (peer-to-peer)."""
+        if peer is None and not 1 <= port <= 65535:
             raise BadRequest(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
+        if peer is not None and not peer.strip():
+            raise BadRequest("--peer needs the name the pedserver is registered under in pedclient")
         rpv = self._rpv()
         notify("PED operation required to connect to Remote PED - use orange PED Key(s).")
         try:
-            where = await self.ped.connect(host, port, rpv, notify)
+            where = await self.ped.connect(host, port, rpv, notify, peer=peer)
         except PedUnavailable as exc:
-            self._event("ped connect failed", address=f"{host}:{port}", reason=exc.message)
+            target = f"peer {peer}" if peer is not None else f"{host}:{port}"
+            self._event("ped connect failed", address=target, reason=exc.message)
             raise
         finally:
             wipe(rpv)

@@ -120,8 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(vector, "init", "hsm.ped.vector.init", "create an RPV (or read an orange key's)")
     leaf(vector, "erase", "hsm.ped.vector.erase", "erase the HSM's RPV")
     p = leaf(ped, "connect", "hsm.ped.connect", "connect to a Remote PED through pedclient")
-    p.add_argument("--ip", required=True, help="pedserver's host name or address")
-    p.add_argument("--port", type=int, default=1503)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--ip", help="pedserver's host name or address (standard mode)")
+    where.add_argument(
+        "--peer",
+        metavar="NAME",
+        help="peer-to-peer mode: the pedserver registered under NAME with "
+        "`pedclient peer register`, which dials pedclient over pinned mutual TLS",
+    )
+    p.add_argument("--port", type=int, default=1503, help="pedserver's port (standard mode)")
     leaf(ped, "disconnect", "hsm.ped.disconnect", "drop the Remote PED link")
     leaf(ped, "show", "hsm.ped.show", "local or remote PED, address, connected")
     timeout = level(ped, "timeout", "PED timeouts")

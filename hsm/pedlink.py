@@ -193,6 +193,7 @@ class PedRouter:
         self._remote_done: trio.Event | None = None
         self._remote_lock = trio.Lock()
         self._last_use = 0.0
+        self._remote_peer = False
         self._notify: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -221,6 +222,8 @@ class PedRouter:
             await trio.sleep(1.0)
             if self._remote is None or self._remote_lock.locked():
                 continue
+            if self._remote_peer:
+                continue  # REFERENCE: the idle timeout does not apply to PED-initiated links
             idle = trio.current_time() - self._last_use
             if idle >= self._timeouts()["rped"]:
                 address = self._remote_address
@@ -231,7 +234,7 @@ class PedRouter:
     def status(self) -> dict[str, Any]:
         connected = self._remote is not None
         idle_left = None
-        if connected:
+        if connected and not self._remote_peer:
             left = self._timeouts()["rped"] - (trio.current_time() - self._last_use)
             idle_left = max(0, math.ceil(left))
         return {
@@ -343,7 +346,13 @@ class PedRouter:
     # ------------------------------------------------------------------ remote link
 
     async def connect(
-        self, host: str, port: int, rpv: bytearray, notify: Callable[[str], None]
+        self,
+        host: str,
+        port: int,
+        rpv: bytearray,
+        notify: Callable[[str], None],
+        *,
+        peer: str | None = None,
     ) -> str:
         if self._nursery is None:
             raise PedUnavailable("the HSM is shutting down")
@@ -352,10 +361,10 @@ class PedRouter:
                 "no pedclient: restart pedhsm with --pedclient PATH (pedclient's socket)"
             )
         await self.disconnect()
-        address = f"{host}:{port}"
+        address = f"peer {peer}" if peer is not None else f"{host}:{port}"
         rpv_copy = bytearray(rpv)
         try:
-            await self._nursery.start(self._hold_remote, host, port, rpv_copy)
+            await self._nursery.start(self._hold_remote, host, port, rpv_copy, peer)
         except BaseExceptionGroup as group:
             raise _map_error(_first(group), f"remote PED {address}") from None
         except PedError as exc:
@@ -365,19 +374,26 @@ class PedRouter:
         return address
 
     async def _hold_remote(
-        self, host: str, port: int, rpv: bytearray, *, task_status: trio.TaskStatus[None]
+        self,
+        host: str,
+        port: int,
+        rpv: bytearray,
+        peer: str | None,
+        *,
+        task_status: trio.TaskStatus[None],
     ) -> None:
         from ped.hsm_api import open_ped_session
         from ped.link import connect_via_pedclient
 
-        address = f"{host}:{port}"
+        address = f"peer {peer}" if peer is not None else f"{host}:{port}"
         stop, done = trio.Event(), trio.Event()
         try:
             try:
                 transport = await connect_via_pedclient(
                     self.pedclient_socket or "",
-                    host,
-                    port,
+                    host if peer is None else None,
+                    port if peer is None else 1503,  # unused for a peer; must be valid
+                    peer=peer,
                     idle_timeout=self._timeouts()["rped"],
                     hsm_name=f"pedhsm {self.serial}",
                 )
@@ -388,6 +404,7 @@ class PedRouter:
                 async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
                     wipe(rpv)
                     self._remote, self._remote_address = ped, address
+                    self._remote_peer = peer is not None
                     self._remote_stop, self._remote_done = stop, done
                     self._touch()
                     task_status.started()

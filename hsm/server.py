@@ -287,6 +287,9 @@ class Daemon:
             return _text(await h.ped_vector_erase())
 
         async def ped_connect(a: dict[str, Any], n: Callable[[str], None]) -> dict[str, Any]:
+            peer = a.get("peer")
+            if peer is not None:
+                return _text(await h.ped_connect(n, "", 0, peer=_str(a, "peer")))
             return _text(await h.ped_connect(n, _str(a, "ip"), _int(a, "port")))
 
         async def ped_disconnect(a: dict[str, Any], n: Callable[[str], None]) -> dict[str, Any]:

@@ -93,8 +93,10 @@ class FakeRouter:
             raise PedUnavailable("no local PED")
         yield self.ped
 
-    async def connect(self, host: str, port: int, rpv: bytearray, notify: Any) -> str:
-        self.remote = f"{host}:{port}"
+    async def connect(
+        self, host: str, port: int, rpv: bytearray, notify: Any, *, peer: str | None = None
+    ) -> str:
+        self.remote = f"peer {peer}" if peer is not None else f"{host}:{port}"
         return self.remote
 
     async def disconnect(self) -> bool:

@@ -156,6 +156,17 @@ async def test_ped_connect_prints_the_orange_key_prompt(rig: Rig) -> None:
     assert "ped connected" in events and "ped disconnected" in events
 
 
+async def test_ped_connect_over_a_named_peer_link(rig: Rig) -> None:
+    await rig.hsm.ped_vector_init(rig.notify)
+    out = await rig.hsm.ped_connect(rig.notify, "", 0, peer="workstation-1")
+    assert "peer workstation-1" in out
+    assert "disconnected" in await rig.hsm.ped_disconnect()
+    with pytest.raises(BadRequest, match="--peer needs the name"):
+        await rig.hsm.ped_connect(rig.notify, "", 0, peer="  ")
+    with pytest.raises(BadRequest, match="not a TCP port"):
+        await rig.hsm.ped_connect(rig.notify, "ped.example", 0)
+
+
 def test_ped_timeouts_defaults_ranges_and_zero(rig: Rig) -> None:
     assert rig.hsm.ped_timeouts() == {"rped": 1800, "pedk": 200, "pedo": 920}
     rig.hsm.ped_timeout_set("pedk", 600)
