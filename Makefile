@@ -30,5 +30,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m ped.bench
 
+# Coverage-guided fuzzing of the frame and key-image decoders (not part of `make test`).
+# FUZZ_SECONDS sets the time per harness (default 60); the corpus lives in fuzz/corpus/.
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python fuzz/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
