@@ -225,8 +225,15 @@ class PeerManager:
                 record.links_scope = links.cancel_scope
                 try:
                     await self._keep(record, links)
+                except Exception as exc:  # a bug here must not take pedserver down
+                    log.error("peer link to appliance %r stopped: %s: %s", record.name,
+                              type(exc).__name__, exc)
+                    self._failed(record, f"internal error ({type(exc).__name__}); run "
+                                 f"`pedserver mode connect --name {record.name}` again")
                 finally:
                     record.spare = False
+        if self.appliances.get(record.name) is record:  # stopped by an internal error
+            del self.appliances[record.name]  # `mode connect` starts a new keeper
         record.state = "disconnected"
 
     async def _keep(self, record: ApplianceLink, links: trio.Nursery) -> None:
