@@ -110,13 +110,15 @@ class PeerPool:
         peer.spares.append(spare)
         peer.arrived.set()
         peer.arrived = trio.Event()
+        ended = False
         with spare.scope:
             try:
                 # Nothing may arrive while parked: data or EOF both end the spare.
                 await stream.receive_some(1)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-        if spare.taken:
+            ended = True  # (not reached when take() cancelled the read)
+        if spare.taken and not ended:
             spare.handed.set()
             # trio's serve_listeners closes the connection when this handler returns:
             # stay until the HSM's link is done with it.
