@@ -4,12 +4,12 @@ Theory of operation
 -------------------
 HSMs on this host connect to the *local endpoint*, a Unix socket in pedclient's home
 (0600, in a 0700 directory), and ask with a `ConnectRequest` for a link to pedserver
-``A:P``.  pedclient dials (the `Dialer` seam: TCP today; the peer-to-peer mode will hand
-in a mutual-TLS ``trio.SSLStream`` dialled by pedserver instead), sends its `LinkHello`
-(idle timeout: the shorter of the HSM's and ours), and answers the HSM with a
-`ConnectResult`: OK with what pedserver said, or a code and a sentence saying what to
-check.  Several HSMs may hold links at once (up to ``max_links``), each on its own TCP
-connection to pedserver.
+``A:P`` (or for a registered peer).  pedclient dials (the `Dialer` seam: TCP; for a
+peer, pedclient/peer.py hands in a pinned mutual-TLS connection that pedserver dialled),
+sends its `LinkHello` (idle timeout: the shorter of the HSM's and ours), and answers the
+HSM with a `ConnectResult`: OK with what pedserver said, or a code and a sentence saying
+what to check.  Several HSMs may hold links at once (up to ``max_links``), each on its
+own connection to pedserver.
 
 Once up, a link is two one-way relays and a keepalive:
 
