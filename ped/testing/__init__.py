@@ -1,0 +1,80 @@
+"""pytest fixtures for testing an HSM integration against a real Remote PED.
+
+Use it as a plugin, in a ``conftest.py``::
+
+    pytest_plugins = ["ped.testing"]
+
+    async def test_my_hsm_reads_the_so_key(remote_ped):
+        async with remote_ped.session(hsm_serial="123456") as ped:
+            result = await ped.read_secret(Color.BLUE)
+
+Fixtures:
+
+* ``remote_ped``: pedserver (on 127.0.0.1, a free port) with an emulated PED worked by
+  the auto operator, and pedclient, all real processes in a scratch directory under
+  ``$TMPDIR``; a
+  `RemotePed` (pedclient's socket, host/port, keyring, ``rpv()``, ``connect()``,
+  ``session()``).  Stopped, and checked gone, after the test.
+* ``remote_ped_options``: override it to change the emulated PED's options (a dict of
+  ``emulated:`` URI options, e.g. ``{"m": "2", "n": "3"}``).
+* ``remote_ped_pin_file``: override it to give the auto operator a PIN file (a `Path`).
+
+`ped.testing.procs.Site` runs any of the programs (``pedserver``, ``pedclient``,
+``pedhsm``, ``pedkey``) as processes in a scratch directory and cleans up after them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ped.testing.procs import Result, Site, SiteError, free_port, processes_naming, program
+from ped.testing.remote import ORANGE_LABEL, RemotePed, make_keyring, start_remote_ped
+
+__all__ = [
+    "ORANGE_LABEL",
+    "RemotePed",
+    "Result",
+    "Site",
+    "SiteError",
+    "free_port",
+    "make_keyring",
+    "processes_naming",
+    "program",
+    "remote_ped",
+    "remote_ped_options",
+    "remote_ped_pin_file",
+    "start_remote_ped",
+]
+
+
+@pytest.fixture
+def remote_ped_options() -> dict[str, str]:
+    """Options of the emulated PED's ``emulated:`` URI (override to change them)."""
+    return {}
+
+
+@pytest.fixture
+def remote_ped_pin_file() -> Path | None:
+    """A PIN file for the auto operator (override to give one)."""
+    return None
+
+
+@pytest.fixture
+def remote_ped(
+    remote_ped_options: dict[str, str], remote_ped_pin_file: Path | None
+) -> Iterator[RemotePed]:
+    """A running remote PED: pedserver + emulated PED (auto operator) + pedclient."""
+    # Not under tmp_path: a Unix socket path is at most 107 bytes, pytest's are long.
+    site = Site(prefix="rped-")
+    try:
+        ped = start_remote_ped(
+            site, pin_file=remote_ped_pin_file, device_options=remote_ped_options
+        )
+        yield ped
+    finally:
+        site.close()
+    left = processes_naming(str(site.root))
+    assert not left, f"processes of the remote PED still running: {left}"
