@@ -35,6 +35,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| p2p connect (mutual TLS 1.3 + the above, p50) | {r['p2p_connect_p50_ms']} ms "
         f"| bare TLS {r['tls_baseline_p50_ms']} ms | {r['p2p_connect_ratio']} | <= 1.5 "
         f"| {_ok(r['p2p_connect_ratio'], 1.5)} |",
+        f"| p2p connect, daemons' mode (spare TLS connection ready; hello + RPV, p50) | "
+        f"{r.get('p2p_spare_connect_p50_ms')} ms | bare TLS {r['tls_baseline_p50_ms']} ms "
+        f"| {r.get('p2p_spare_connect_ratio')} | (<= 1.5) | "
+        f"{_ok(r.get('p2p_spare_connect_ratio', float('nan')), 1.5)} |",
         f"| pedserver memory per idle link ({r['idle_links']} links) | "
         f"{r['idle_link_kib']} KiB | | | <= 64 KiB | {_ok(r['idle_link_kib'], 64.0)} |",
         f"| PED PIN derivation (scrypt, alone) | {r['pin_kdf_ms']} ms | | | slow on purpose | |",

@@ -15,7 +15,7 @@ NUMBERS = [
     "login_p50_ms", "login_p99_ms", "relay_p50_ms", "login_ratio",
     "connect_p50_ms", "connect_baseline_p50_ms", "connect_ratio",
     "p2p_connect_p50_ms", "tls_baseline_p50_ms", "p2p_connect_ratio",
-    "idle_link_kib", "pin_kdf_ms",
+    "idle_link_kib", "pin_kdf_ms", "p2p_spare_connect_p50_ms",
 ]
 
 
@@ -36,6 +36,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
     for key in NUMBERS:
         assert _positive(results[key]), (key, results[key])
     assert results["idle_links"] > 0
+    cpu = results["cpu_ms_per_login_and_relay"]
+    assert {"pedclient", "pedserver (PED)", "emulated PED", "echo device"} <= set(cpu)
     machine = results["machine"]
     assert isinstance(machine["cpu_count"], int) and machine["cpu_count"] >= 1
     for key in ("python", "trio", "cryptography"):
