@@ -1,0 +1,5 @@
+import sys
+
+from ped.demo.flow import main
+
+sys.exit(main())

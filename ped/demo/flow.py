@@ -1,0 +1,442 @@
+"""The demo's steps, printed as a person at a terminal would see them.
+
+Every step is one real command (``pedkey``, ``pedserver``, ``pedclient``, ``pedhsm``) run
+as a process by `ped.testing.procs.Site`; the demo only prints what it typed, what came
+back (indented) and how long it took, and stops at the first step whose exit status is
+not the expected one.  The PINs and the challenge secret are random for each run, written
+to owner-only files, and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+import attrs
+
+from ped.testing.procs import Result, Site, SiteError, free_port
+
+HSM_SERIAL = "150001"
+HSM_LABEL = "demo-hsm"
+PARTITION = "demo"
+#: The labels pedhsm gives the keys it imprints (what the auto operator's PIN file keys on).
+LABELS = (
+    "HSM SO",
+    "HSM cloning domain",
+    f"Partition SO {PARTITION}",
+    f"Partition domain {PARTITION}",
+    f"Crypto Officer {PARTITION}",
+)
+#: Blank keys in the keyring at the start: orange 1 + five 2-of-3 keysets.
+BLANKS = 16
+#: Every imprint on the remote PED: M of N and a PED PIN (the auto operator's answers).
+REMOTE_OPTIONS = {"m": "2", "n": "3", "pin": "yes"}
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class DemoFailed(Exception):
+    """A step did not end as it should; the message names it."""
+
+
+@attrs.frozen
+class Step:
+    number: int
+    title: str
+    result: Result
+
+
+def _random_pin() -> str:
+    return f"{secrets.randbelow(10**8):08d}"
+
+
+def _write_private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+class Demo:
+    """Runs and prints the steps; `steps` keeps each one for the summary."""
+
+    def __init__(self, site: Site, out: TextIO, *, log_level: str = "info") -> None:
+        self.site = site
+        self.out = out
+        self.log_level = log_level
+        self.steps: list[Step] = []
+        self.root = site.root
+
+    # -- printing ------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def _short(self, text: str) -> str:
+        return text.replace(str(self.root), "$DEMO")
+
+    def section(self, title: str) -> None:
+        self.say()
+        self.say(f"== {title}")
+
+    def run(self, title: str, prog: str, *args: str, expect: int = 0) -> Result:
+        """Run one command, print it, fail the demo if its status is not *expect*."""
+        self.say(f"$ {self._short(' '.join([prog, *args]))}")
+        try:
+            result = self.site.run(prog, *args)
+        except SiteError as exc:
+            raise DemoFailed(f"{title}: {exc}") from None
+        self._print_result(result)
+        self.steps.append(Step(len(self.steps) + 1, title, result))
+        if result.code != expect:
+            raise DemoFailed(
+                f"{title}: `{self._short(' '.join(result.argv))}` exited with status "
+                f"{result.code} (expected {expect})"
+            )
+        return result
+
+    def start(self, title: str, prog: str, home: Path, *args: str) -> Result:
+        self.say(f"$ {self._short(' '.join([prog, 'mode', 'start', '--home', str(home), *args]))}")
+        try:
+            result = self.site.start(prog, home, *args)
+        except SiteError as exc:
+            raise DemoFailed(f"{title}: {self._short(str(exc))}") from None
+        self._print_result(result)
+        self.steps.append(Step(len(self.steps) + 1, title, result))
+        return result
+
+    def _print_result(self, result: Result) -> None:
+        for line in self._short(result.output).rstrip("\n").splitlines():
+            self.say(f"    {line}")
+        status = "" if result.code == 0 else f", exit status {result.code}"
+        self.say(f"    ({result.seconds:.2f} s{status})")
+
+    def expect(self, result: Result, *needles: str) -> None:
+        for needle in needles:
+            if needle not in result.output:
+                raise DemoFailed(f"`{self._short(' '.join(result.argv))}` did not say {needle!r}")
+
+    # -- the flow ------------------------------------------------------------------------
+    def flow(self) -> None:
+        site = self.site
+        keyring = self.root / "keyring"
+        pins = self.root / "pins.txt"
+        wrong_pins = self.root / "wrong-pins.txt"
+        challenge = self.root / "challenge.txt"
+        server_home = site.home("pedserver")
+        client_home = site.home("pedclient")
+        hsm_home = site.home("pedhsm")
+        site.env.update(
+            PEDSERVER_HOME=str(server_home),
+            PEDCLIENT_HOME=str(client_home),
+            PEDHSM_HOME=str(hsm_home),
+        )
+
+        self.section("1. The PED keys: a keyring of blank keys, and the operators' PED PINs")
+        self.run("blank keys", "pedkey", "blank", "--count", str(BLANKS), "--dir", str(keyring))
+        pin_of = {label: _random_pin() for label in LABELS}
+        _write_private(pins, "".join(f"{label} = {pin}\n" for label, pin in pin_of.items()))
+        wrong = _random_pin()
+        while wrong == pin_of["HSM SO"]:
+            wrong = _random_pin()
+        _write_private(
+            wrong_pins,
+            "".join(
+                f"{label} = {wrong if label == 'HSM SO' else pin}\n"
+                for label, pin in pin_of.items()
+            ),
+        )
+        _write_private(challenge, secrets.token_urlsafe(18) + "\n")
+        self.say(f"(random PED PINs for {len(LABELS)} key labels in $DEMO/pins.txt, owner-only;")
+        self.say(" a second operator's copy with a mistyped HSM SO PIN in $DEMO/wrong-pins.txt;")
+        self.say(" a random challenge secret in $DEMO/challenge.txt. None is ever printed.)")
+
+        self.section("2. The PED workstation: pedserver with an emulated PED (auto operator)")
+        port = free_port()
+        options = "&".join(f"{k}={v}" for k, v in REMOTE_OPTIONS.items())
+        remote = f"emulated:{keyring}?operator=auto&pin-file={pins}&{options}"
+        log = ("--log-level", self.log_level)
+        self.start(
+            "pedserver start",
+            "pedserver",
+            server_home,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            remote,
+            *log,
+        )
+
+        self.section("3. The HSM host: pedclient, and the HSM with a PED cabled to it")
+        self.start("pedclient start", "pedclient", client_home, *log)
+        local = f"emulated:{keyring}?mode=local&operator=auto"
+        self.start(
+            "pedhsm start",
+            "pedhsm",
+            hsm_home,
+            "--serial",
+            HSM_SERIAL,
+            "--local-ped",
+            local,
+            "--pedclient",
+            str(client_home / "pedclient.sock"),
+        )
+
+        self.section("4. The Remote PED Vector: an orange key imprinted on the local PED")
+        r = self.run("RPV init", "pedhsm", "hsm", "ped", "vector", "init")
+        self.expect(r, "Remote PED Vector set")
+
+        self.section("5. Across the network: the HSM connects to the remote PED (orange key)")
+        r = self.run(
+            "ped connect",
+            "pedhsm",
+            "hsm",
+            "ped",
+            "connect",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        )
+        self.expect(r, "Remote PED connected")
+        self.run("ped show", "pedhsm", "hsm", "ped", "show")
+        self.run("pedserver show", "pedserver", "mode", "show")
+
+        self.section("6. HSM initialisation on the remote PED: blue 2 of 3 with a PIN, red")
+        r = self.run("hsm init", "pedhsm", "hsm", "init", "--label", HSM_LABEL)
+        self.expect(r, "initialised")
+        r = self.run("hsm login", "pedhsm", "hsm", "login")
+        self.expect(r, "HSM SO logged in")
+
+        self.section("7. A partition, its SO, a Crypto Officer with a black key and a challenge")
+        self.run("partition create", "pedhsm", "partition", "create", "--name", PARTITION)
+        self.run("partition init", "pedhsm", "partition", "init", "--name", PARTITION)
+        self.run(
+            "partition SO login",
+            "pedhsm",
+            "role",
+            "login",
+            "--partition",
+            PARTITION,
+            "--name",
+            "so",
+        )
+        self.run(
+            "allow activation",
+            "pedhsm",
+            "partition",
+            "changepolicy",
+            "--name",
+            PARTITION,
+            "--policy",
+            "22",
+            "--value",
+            "1",
+        )
+        self.run(
+            "CO init",
+            "pedhsm",
+            "role",
+            "init",
+            "--partition",
+            PARTITION,
+            "--name",
+            "co",
+            "--challenge-file",
+            str(challenge),
+        )
+        self.run("partition SO logout", "pedhsm", "role", "logout", "--partition", PARTITION)
+
+        self.section("8. The Crypto Officer: PED login, activation, then logins with no PED")
+        co_login = (
+            "role",
+            "login",
+            "--partition",
+            PARTITION,
+            "--name",
+            "co",
+            "--challenge-file",
+            str(challenge),
+        )
+        r = self.run("CO login (black key)", "pedhsm", *co_login)
+        self.expect(r, "Please attend to the PED", "logged in")
+        self.run(
+            "CO activate", "pedhsm", "role", "activate", "--partition", PARTITION, "--name", "co"
+        )
+        self.run(
+            "object create",
+            "pedhsm",
+            "object",
+            "create",
+            "--partition",
+            PARTITION,
+            "--label",
+            "demo-key",
+        )
+        self.run("CO logout", "pedhsm", "role", "logout", "--partition", PARTITION)
+        r = self.run("CO login (activated)", "pedhsm", *co_login)
+        if "Please attend to the PED" in r.output:
+            raise DemoFailed("an activated Crypto Officer should log in without the PED")
+        self.run("object list", "pedhsm", "object", "list", "--partition", PARTITION)
+
+        self.section("9. A wrong PED PIN: a second PED whose operator mistypes the SO's PIN")
+        second_home = site.home("pedserver-2")
+        port2 = free_port()
+        wrong_uri = f"emulated:{keyring}?operator=auto&pin-file={wrong_pins}&{options}"
+        self.run("HSM SO logout", "pedhsm", "hsm", "logout")
+        self.start(
+            "second pedserver start",
+            "pedserver",
+            second_home,
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port2),
+            "--device",
+            wrong_uri,
+            *log,
+        )
+        self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
+        self.run(
+            "ped connect (second PED)",
+            "pedhsm",
+            "hsm",
+            "ped",
+            "connect",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port2),
+        )
+        r = self.run("hsm login, wrong PIN", "pedhsm", "hsm", "login", expect=1)
+        self.expect(r, "1 consecutive failure(s) of 3")
+        r = self.run("hsm show", "pedhsm", "hsm", "show")
+        self.expect(r, "SO login attempts left: 2")
+        self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
+        self.run("second pedserver stop", "pedserver", "mode", "stop", "--home", str(second_home))
+        site.stop("pedserver", second_home)
+
+        self.section("10. Back at the first PED: the right PIN resets the counter; disconnect")
+        self.run(
+            "ped connect",
+            "pedhsm",
+            "hsm",
+            "ped",
+            "connect",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        )
+        self.run("hsm login", "pedhsm", "hsm", "login")
+        r = self.run("hsm show", "pedhsm", "hsm", "show")
+        self.expect(r, "SO login attempts left: 3")
+        self.run("audit log verify", "pedhsm", "audit", "log", "verify")
+        r = self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
+        self.expect(r, "Remote PED disconnected")
+        self.run("the keys", "pedkey", "list", str(keyring))
+
+        self.section("11. Shutting down")
+        self.run("pedhsm stop", "pedhsm", "mode", "stop")
+        self.run("pedclient stop", "pedclient", "mode", "stop")
+        self.run("pedserver stop", "pedserver", "mode", "stop")
+        for prog, home in (
+            ("pedhsm", hsm_home),
+            ("pedclient", client_home),
+            ("pedserver", server_home),
+        ):
+            site.stop(prog, home)  # already stopped: this waits until the process is gone
+
+    def summary(self, started: float) -> None:
+        self.section("Summary")
+        width = max(len(s.title) for s in self.steps)
+        for s in self.steps:
+            mark = "ok" if s.result.code == 0 else f"exit {s.result.code} (expected)"
+            self.say(f"  {s.number:2d}. {s.title:<{width}}  {s.result.seconds:6.2f} s  {mark}")
+        ped_steps = [
+            s
+            for s in self.steps
+            if "Please attend to the PED" in s.result.output or "orange PED Key" in s.result.output
+        ]
+        self.say()
+        self.say(
+            f"{len(self.steps)} commands in {time.monotonic() - started:.1f} s; "
+            f"{len(ped_steps)} of them used a PED: the orange key's imprint on the PED cabled "
+            "to the HSM, every other one on a PED across the network."
+        )
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(out: TextIO, *, directory: Path | None = None, log_level: str = "info") -> int:
+    """Run the demo, printing to *out*; the exit status.  With *directory*, the scratch
+    directory is kept there (daemons are still stopped); otherwise a temporary one is
+    removed."""
+    started = time.monotonic()
+    site = Site(directory, prefix="ped-demo-")
+    demo = Demo(site, out, log_level=log_level)
+    demo.say("Remote PED demo: an HSM logs its administrators in with PED keys read on a PED")
+    demo.say("across the network (pedhsm -> pedclient -> TCP -> pedserver -> PED).")
+    kept = "kept" if directory is not None else "removed at the end"
+    demo.say(f"Scratch directory: DEMO={site.root} ({kept})")
+    try:
+        demo.flow()
+    except DemoFailed as exc:
+        demo.say()
+        demo.say(f"DEMO FAILED: {exc}")
+        _print_logs(demo)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        demo.say()
+        demo.say("Interrupted: stopping the daemons and removing the scratch directory.")
+        return EXIT_INTERRUPTED
+    finally:
+        site.close()
+    demo.summary(started)
+    left = "kept in " + str(site.root) if directory is not None else "removed"
+    demo.say(f"Every daemon stopped; scratch directory {left}. Demo OK.")
+    return 0
+
+
+def _print_logs(demo: Demo) -> None:
+    """The last lines of each daemon's log (they never hold a secret) to help find why."""
+    for log in sorted(demo.root.glob("home-*/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-15:]
+        demo.say(f"--- last lines of {demo._short(str(log))}")
+        for line in lines:
+            demo.say(f"    {demo._short(line)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ped.demo",
+        description="The Remote PED demo (what `make demo` runs). Leaves nothing behind.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="use (and keep) this scratch directory instead of a temporary one"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="pedserver's and pedclient's log level (default info)",
+    )
+    args = parser.parse_args(argv)
+    if args.dir is not None and len(str(args.dir.absolute())) > 60:
+        parser.error("--dir: keep the path short (Unix socket paths are at most 107 bytes)")
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return run_demo(sys.stdout, directory=args.dir, log_level=args.log_level)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
