@@ -221,12 +221,30 @@ class Bench:
             for index in range(k):
                 nursery.start_soon(one, index)
             await all_ready.wait()
+            cpu_before = self._cpu_snapshot()
             t0 = time.perf_counter()
             stop_at[0] = t0 + seconds
             go.set()
+            await trio.sleep_until(trio.current_time() + seconds)
+            cpu_after = self._cpu_snapshot()
         wall = min(time.perf_counter(), stop_at[0]) - t0
+        cpu = {name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000
+                           / max(1, counts[0]), 3) for name in cpu_after}
         return {"k": k, "latency_ms": latencies, "logins": counts[0], "seconds": wall,
-                "errors": errors[:5], "error_count": len(errors)}
+                "errors": errors[:5], "error_count": len(errors), "cpu_ms_per_login": cpu}
+
+    def _cpu_snapshot(self) -> dict[str, float]:
+        """CPU seconds used so far by each process of the path (the PEDs summed)."""
+        from ped.bench.procs import children_of, cpu_seconds
+
+        out = {"HSM side (bench client)": time.process_time()}
+        watch = self.job.get("watch_pids", {})
+        for name, pid in watch.items():
+            out[name] = cpu_seconds(pid)
+        if "pedserver" in watch:
+            out["emulated PEDs"] = sum(cpu_seconds(child)
+                                       for child in children_of(watch["pedserver"]))
+        return out
 
     # ------------------------------------------------------------------ idle
     async def idle(self) -> dict[str, Any]:

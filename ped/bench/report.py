@@ -49,6 +49,16 @@ def markdown(r: dict[str, Any]) -> str:
     for t in r["throughput"]:
         lines.append(f"| {t['k']} | {t['logins_per_s']} | {t['p50_ms']} | {t['p99_ms']} "
                      f"| {t['errors']} |")
+    rows = [t for t in r["throughput"] if t.get("cpu_ms_per_login")]
+    if rows:
+        names = list(rows[0]["cpu_ms_per_login"])
+        lines += ["", "CPU ms per login during the throughput runs (all PEDs summed):", "",
+                  "| K | " + " | ".join(names) + " | total |",
+                  "| --- |" + " --- |" * (len(names) + 1)]
+        for t in rows:
+            c = t["cpu_ms_per_login"]
+            lines.append(f"| {t['k']} | " + " | ".join(str(c.get(n, "")) for n in names)
+                         + f" | {round(sum(c.values()), 3)} |")
     cpu = r.get("cpu_ms_per_login_and_relay")
     if cpu:
         lines += ["", "CPU per login+relay pair (ms; pedserver (PED) and the emulated PED serve "

@@ -218,7 +218,7 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
         try:
             for k in plan.ks:
                 log(f"throughput K={k} ...")
-                results["throughput"].append(throughput(rig, plan, k, port))
+                results["throughput"].append(throughput(rig, plan, k, port, pool.pid))
         finally:
             pool.stop()
     finally:
@@ -226,9 +226,10 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
     return results
 
 
-def throughput(rig: Rig, plan: Plan, k: int, port: int) -> dict[str, Any]:
+def throughput(rig: Rig, plan: Plan, k: int, port: int, pool_pid: int) -> dict[str, Any]:
     job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10))
     job["ped_port"] = port
+    job["watch_pids"] = {"pedclient": rig.client.pid, "pedserver": pool_pid}
     got = run_client(job, rig.work, f"throughput-{k}")
     return {
         "k": k,
@@ -239,6 +240,7 @@ def throughput(rig: Rig, plan: Plan, k: int, port: int) -> dict[str, Any]:
         "p99_ms": percentile(got["latency_ms"], 99),
         "errors": got["error_count"],
         "error_samples": got["errors"],
+        "cpu_ms_per_login": got["cpu_ms_per_login"],
     }
 
 
