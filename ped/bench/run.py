@@ -47,12 +47,15 @@ class Plan:
     seconds: float
     idle_links: int
     pin_rounds: int
+    ped_nice: int = 19
+    offered_rate: float = 500.0
+    only_throughput: bool = False
 
 
 FULL = Plan(login_count=1000, connect_count=200, p2p_count=200, warmup=50,
             ks=(1, 16, 64, 256), seconds=10.0, idle_links=1000, pin_rounds=5)
 QUICK = Plan(login_count=20, connect_count=5, p2p_count=5, warmup=2, ks=(1, 2),
-             seconds=1.0, idle_links=20, pin_rounds=1)
+             seconds=1.0, idle_links=20, pin_rounds=1, offered_rate=20.0)
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -171,46 +174,16 @@ class Rig:
 
 
 def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": machine(), "quick": plan is QUICK}
+    results: dict[str, Any] = {"machine": machine(), "quick": plan.login_count < 100,
+                               "ped_nice_during_throughput": plan.ped_nice}
     log(f"machine: {results['machine']['cpu_count']} CPUs, Python "
         f"{results['machine']['python']}")
     results["pin_kdf_ms"] = pin_kdf_ms(plan.pin_rounds)
     log(f"pin_kdf_ms {results['pin_kdf_ms']}")
     rig = Rig(work, plan)
     try:
-        log("login vs relay ...")
-        # The PED process exists once the first session is open: open one first.
-        run_client(rig.job("login", count=1, warmup=0), work, "login-warm")
-        pids = {"pedclient": rig.client.pid, "pedserver (PED)": rig.ped_server.pid,
-                "pedserver (echo)": rig.echo_server.pid, "echo device": rig.procs[0].pid}
-        for child in children_of(rig.ped_server.pid):
-            pids["emulated PED"] = child
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        got = run_client(rig.job("login", count=plan.login_count, warmup=plan.warmup),
-                         work, "login")
-        n = plan.login_count + plan.warmup + 1
-        cpu = {name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / n, 3)
-               for name, pid in pids.items()}
-        cpu["HSM side (bench client)"] = round(got["cpu_ms_per_pair"], 3)
-        results["cpu_ms_per_login_and_relay"] = cpu
-        results["login_p50_ms"] = percentile(got["login_ms"], 50)
-        results["login_p99_ms"] = percentile(got["login_ms"], 99)
-        results["relay_p50_ms"] = percentile(got["relay_ms"], 50)
-        results["relay_p99_ms"] = percentile(got["relay_ms"], 99)
-        results["login_ratio"] = ratio(results["login_p50_ms"], results["relay_p50_ms"])
-        results["login_frames"] = got["frames"]
-        results["login_samples"] = len(got["login_ms"])
-        log("connect vs baseline ...")
-        got = run_client(rig.job("connect", count=plan.connect_count, warmup=plan.warmup),
-                         work, "connect")
-        results["connect_p50_ms"] = percentile(got["connect_ms"], 50)
-        results["connect_baseline_p50_ms"] = percentile(got["baseline_ms"], 50)
-        results["connect_ratio"] = ratio(results["connect_p50_ms"],
-                                         results["connect_baseline_p50_ms"])
-        log("p2p connect vs bare TLS ...")
-        results.update(run_p2p(rig, plan))
-        log("idle links ...")
-        results.update(idle_links(rig, plan))
+        if not plan.only_throughput:
+            measure_latencies(rig, plan, results, log)
         results["throughput"] = []
         # One pedserver with a pool of max(K) PEDs serves every K: the pool gives each
         # link the least busy PED, so K links use K PEDs (the others stay idle).
@@ -219,6 +192,11 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
             for k in plan.ks:
                 log(f"throughput K={k} ...")
                 results["throughput"].append(throughput(rig, plan, k, port, pool.pid))
+            # The target for K=256 is a rate: offer it (open loop) and see what holds.
+            k = max(plan.ks)
+            log(f"K={k} at {plan.offered_rate:g} logins/s offered ...")
+            results["offered"] = throughput(rig, plan, k, port, pool.pid,
+                                            rate=plan.offered_rate)
         finally:
             pool.stop()
     finally:
@@ -226,13 +204,54 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
     return results
 
 
-def throughput(rig: Rig, plan: Plan, k: int, port: int, pool_pid: int) -> dict[str, Any]:
-    job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10))
+def measure_latencies(rig: Rig, plan: Plan, results: dict[str, Any], log: Any) -> None:
+    work = rig.work
+    log("login vs relay ...")
+    # The PED process exists once the first session is open: open one first.
+    run_client(rig.job("login", count=1, warmup=0), work, "login-warm")
+    pids = {"pedclient": rig.client.pid, "pedserver (PED)": rig.ped_server.pid,
+            "pedserver (echo)": rig.echo_server.pid, "echo device": rig.procs[0].pid}
+    for child in children_of(rig.ped_server.pid):
+        pids["emulated PED"] = child
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    got = run_client(rig.job("login", count=plan.login_count, warmup=plan.warmup),
+                     work, "login")
+    n = plan.login_count + plan.warmup + 1
+    cpu = {name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / n, 3)
+           for name, pid in pids.items()}
+    cpu["HSM side (bench client)"] = round(got["cpu_ms_per_pair"], 3)
+    results["cpu_ms_per_login_and_relay"] = cpu
+    results["login_p50_ms"] = percentile(got["login_ms"], 50)
+    results["login_p99_ms"] = percentile(got["login_ms"], 99)
+    results["relay_p50_ms"] = percentile(got["relay_ms"], 50)
+    results["relay_p99_ms"] = percentile(got["relay_ms"], 99)
+    results["login_ratio"] = ratio(results["login_p50_ms"], results["relay_p50_ms"])
+    results["login_frames"] = got["frames"]
+    results["login_samples"] = len(got["login_ms"])
+    log("connect vs baseline ...")
+    got = run_client(rig.job("connect", count=plan.connect_count, warmup=plan.warmup),
+                     work, "connect")
+    results["connect_p50_ms"] = percentile(got["connect_ms"], 50)
+    results["connect_baseline_p50_ms"] = percentile(got["baseline_ms"], 50)
+    results["connect_ratio"] = ratio(results["connect_p50_ms"],
+                                     results["connect_baseline_p50_ms"])
+    log("p2p connect vs bare TLS ...")
+    results.update(run_p2p(rig, plan))
+    log("idle links ...")
+    results.update(idle_links(rig, plan))
+
+
+def throughput(rig: Rig, plan: Plan, k: int, port: int, pool_pid: int,
+               rate: float = 0.0) -> dict[str, Any]:
+    job = rig.job("throughput", k=k, seconds=plan.seconds, warmup=max(2, plan.warmup // 10),
+                  rate=rate)
     job["ped_port"] = port
     job["watch_pids"] = {"pedclient": rig.client.pid, "pedserver": pool_pid}
+    job["ped_nice"] = plan.ped_nice
     got = run_client(job, rig.work, f"throughput-{k}")
     return {
         "k": k,
+        "offered_per_s": rate or None,
         "logins": got["logins"],
         "seconds": round(got["seconds"], 3),
         "logins_per_s": round(got["logins"] / got["seconds"], 1) if got["seconds"] else 0.0,
@@ -296,10 +315,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work directory (logs of every process)")
     parser.add_argument("--k", type=int, action="append", metavar="K",
                         help="throughput with K links (repeatable; default 1 16 64 256)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the K-link throughput runs (the JSON then lacks the "
+                        "latency figures)")
+    parser.add_argument("--ped-nice", type=int, default=19, metavar="N",
+                        help="niceness of the emulated PEDs during throughput runs "
+                        "(default 19; 0 to leave them at the relays' priority)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.k:
         plan = attrs.evolve(plan, ks=tuple(args.k))
+    plan = attrs.evolve(plan, ped_nice=args.ped_nice, only_throughput=args.throughput_only)
     raise_fd_limit(FD_LIMIT)
     work = Path(tempfile.mkdtemp(prefix="ped-bench-"))
 

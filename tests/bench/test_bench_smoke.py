@@ -48,6 +48,9 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert row["errors"] == 0
         assert row["logins"] > 0
         assert _positive(row["logins_per_s"]) and _positive(row["p99_ms"])
+    offered = results["offered"]
+    assert offered["k"] == 2 and offered["offered_per_s"] > 0 and offered["errors"] == 0
+    assert offered["logins"] > 0 and _positive(offered["p99_ms"])
     # The markdown table is what goes into the README: every figure is in it.
     table = md.read_text()
     assert "| login (read a blue key, p50) |" in table and "| 2 |" in table
