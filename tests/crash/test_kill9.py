@@ -1,0 +1,45 @@
+"""Crash consistency of pedhsm: SIGKILL at random points of failed and successful logins.
+
+See `tests.crash.harness` for what is checked after every kill: the failure counter
+never loses an attempt, zeroization is never undone, the state database passes its
+integrity check, and the daemon starts again.  The normal suite kills a handful of
+times; the slow test at least 200 times.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from keys import Keyring
+from tests.crash.harness import Crasher
+from tests.hsm.test_daemon import Shell
+
+
+def _crasher(shell: Shell, seed: int, blanks: int) -> Crasher:
+    shell.blanks += [p.name for p in Keyring(shell.keys).add_blanks(blanks)]
+    crasher = Crasher(shell, random.Random(seed))
+    shell.start()
+    return crasher
+
+
+def _run(crasher: Crasher, kills: int) -> None:
+    while crasher.kills < kills:
+        crasher.epoch()
+    crasher.check()  # the last restart, checked too
+
+
+def test_a_handful_of_kills_lose_nothing(shell: Shell) -> None:
+    crasher = _crasher(shell, seed=9, blanks=20)
+    _run(crasher, kills=6)
+    assert crasher.logins["good"] + crasher.logins["bad"] > 0 and crasher.interrupted > 0
+
+
+@pytest.mark.slow
+def test_two_hundred_kills_lose_nothing(shell: Shell) -> None:
+    crasher = _crasher(shell, seed=20261123, blanks=400)
+    _run(crasher, kills=200)
+    # the run really exercised both kinds of login, and zeroization
+    assert crasher.logins["good"] > 10 and crasher.logins["bad"] > 10
+    assert crasher.interrupted > 50 and crasher.zeroizations > 2
