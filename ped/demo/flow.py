@@ -10,12 +10,14 @@ to owner-only files, and never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -379,6 +381,19 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be changed from the main thread
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(out: TextIO, *, directory: Path | None = None, log_level: str = "info") -> int:
     """Run the demo, printing to *out*; the exit status.  With *directory*, the scratch
     directory is kept there (daemons are still stopped); otherwise a temporary one is
@@ -402,7 +417,8 @@ def run_demo(out: TextIO, *, directory: Path | None = None, log_level: str = "in
         demo.say("Interrupted: stopping the daemons and removing the scratch directory.")
         return EXIT_INTERRUPTED
     finally:
-        site.close()
+        with _interrupts_ignored():  # a second Ctrl-C must not leave daemons behind
+            site.close()
     demo.summary(started)
     left = "kept in " + str(site.root) if directory is not None else "removed"
     demo.say(f"Every daemon stopped; scratch directory {left}. Demo OK.")

@@ -115,3 +115,29 @@ def test_usable_as_a_pytest_plugin(tmp_path: Path) -> None:
     root = (tmp_path / "root.txt").read_text()
     assert not processes_naming(root)
     assert not Path(root).exists()
+
+
+class TestOverriddenOptions:
+    """An integrator overrides the option fixtures: 2 of 3 keys with a PED PIN."""
+
+    @pytest.fixture
+    def remote_ped_options(self) -> dict[str, str]:
+        return {"m": "2", "n": "3", "pin": "yes"}
+
+    @pytest.fixture
+    def remote_ped_pin_file(self, tmp_path: Path) -> Path:
+        path = tmp_path / "pins.txt"
+        path.write_text("Integration SO = 31415926\n")
+        return path
+
+    async def test_two_of_three_with_a_pin(self, remote_ped: RemotePed) -> None:
+        secret = bytearray(secrets.token_bytes(32))
+        async with remote_ped.session(hsm_serial="700003") as ped:
+            made = await ped.imprint(Color.BLUE, new_secret=secret, label="Integration SO")
+            assert (made.m, made.n, made.pin) == (2, 3, True)
+            assert made.secret is not None  # the PIN is mixed in: the HSM adopts this
+            assert not hmac.compare_digest(bytes(made.secret), bytes(secret))
+            got = await ped.read_secret(Color.BLUE, made.keyset_id)
+            assert hmac.compare_digest(bytes(got.secret), bytes(made.secret))
+        assert len(Keyring(remote_ped.keyring).keys(color=Color.BLUE)) == 3
+        wipe(secret)
