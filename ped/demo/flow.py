@@ -114,6 +114,32 @@ class Demo:
         self.steps.append(Step(len(self.steps) + 1, title, result))
         return result
 
+    def start_pedserver(self, title: str, home: Path, device: str) -> int:
+        """pedserver on 127.0.0.1 and a free port; another port if that one was taken
+        meanwhile (the kernel chose it free, someone may have bound it since)."""
+        for attempt in range(3):
+            port = free_port()
+            try:
+                self.start(
+                    title,
+                    "pedserver",
+                    home,
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--device",
+                    device,
+                    "--log-level",
+                    self.log_level,
+                )
+                return port
+            except DemoFailed as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.say("    (port taken meanwhile: trying another)")
+        raise AssertionError("unreachable")
+
     def _print_result(self, result: Result) -> None:
         for line in self._short(result.output).rstrip("\n").splitlines():
             self.say(f"    {line}")
@@ -161,22 +187,10 @@ class Demo:
         self.say(" a random challenge secret in $DEMO/challenge.txt. None is ever printed.)")
 
         self.section("2. The PED workstation: pedserver with an emulated PED (auto operator)")
-        port = free_port()
         options = "&".join(f"{k}={v}" for k, v in REMOTE_OPTIONS.items())
         remote = f"emulated:{keyring}?operator=auto&pin-file={pins}&{options}"
         log = ("--log-level", self.log_level)
-        self.start(
-            "pedserver start",
-            "pedserver",
-            server_home,
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            remote,
-            *log,
-        )
+        port = self.start_pedserver("pedserver start", server_home, remote)
 
         self.section("3. The HSM host: pedclient, and the HSM with a PED cabled to it")
         self.start("pedclient start", "pedclient", client_home, *log)
@@ -292,21 +306,9 @@ class Demo:
 
         self.section("9. A wrong PED PIN: a second PED whose operator mistypes the SO's PIN")
         second_home = site.home("pedserver-2")
-        port2 = free_port()
         wrong_uri = f"emulated:{keyring}?operator=auto&pin-file={wrong_pins}&{options}"
         self.run("HSM SO logout", "pedhsm", "hsm", "logout")
-        self.start(
-            "second pedserver start",
-            "pedserver",
-            second_home,
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port2),
-            "--device",
-            wrong_uri,
-            *log,
-        )
+        port2 = self.start_pedserver("second pedserver start", second_home, wrong_uri)
         self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
         self.run(
             "ped connect (second PED)",
