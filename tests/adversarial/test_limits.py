@@ -123,9 +123,9 @@ async def test_transport_stops_reading_at_a_huge_header(length: int) -> None:
             await transport.receive()
         await transport.aclose()
         nursery.cancel_scope.cancel()
-    # The reader refused with the header; at most the one read that carried it was taken.
+    # The reader refused with the header: it took at most the read that completed it,
+    # however much the peer had queued behind (``sent``).
     assert counting.taken <= 8 + len(CHUNK)
-    assert sent < 64 * len(CHUNK)
 
 
 def test_sealed_message_over_the_channel_maximum_is_refused_before_decryption() -> None:
