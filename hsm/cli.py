@@ -264,7 +264,9 @@ def _mode_start(ns: argparse.Namespace) -> int:
         return EXIT_FAIL
     if ns.foreground:
         return _run_foreground(ns, home)
-    argv = [sys.executable, "-m", "hsm.cli", "mode", "start", "--home", str(home), "--foreground"]
+    # -P: never import from the working directory (see ped.device.subprocess_driver).
+    argv = [sys.executable, "-P", "-m", "hsm.cli", "mode", "start"]
+    argv += ["--home", str(home), "--foreground"]
     for flag, value in (
         ("--serial", ns.serial),
         ("--local-ped", ns.local_ped),

@@ -206,7 +206,7 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
         return EXIT_ERROR
     if args.foreground:
         return run_foreground(settings, layout, err=err)
-    child = [sys.executable, "-m", "pedclient", "mode", "start", "--foreground",
+    child = [sys.executable, "-P", "-m", "pedclient", "mode", "start", "--foreground",
              "--home", str(home), "--config", str(config_path)]
     for dest in OVERRIDES:
         value = getattr(args, dest)

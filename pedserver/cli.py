@@ -242,7 +242,7 @@ def _start(
         return EXIT_ERROR
     if args.foreground:
         return run_foreground(settings, layout, driver_factory=driver_factory, err=err)
-    child = [sys.executable, "-m", "pedserver", "mode", "start", "--foreground",
+    child = [sys.executable, "-P", "-m", "pedserver", "mode", "start", "--foreground",
              "--home", str(layout.home), "--config", str(config_path)]
     for dest in OVERRIDES:
         value = getattr(args, dest)

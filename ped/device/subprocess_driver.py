@@ -38,8 +38,11 @@ class SubprocessPedDriver(StreamPedDriver):
         self._process: trio.Process | None = None
 
     def command(self, fd: int) -> list[str]:
+        # -P: never import from the working directory (a folder named `keys` there
+        # would shadow the real package in the PED's process).
         return [
             sys.executable,
+            "-P",
             "-m",
             EMULATOR_MODULE,
             "--keyring",

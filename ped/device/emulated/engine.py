@@ -39,6 +39,7 @@ import trio
 from keys import KeyImage, ShareCollector, load_image, new_keyset, read_header, write_image
 from keys import errors as kerr
 from keys.colors import Color
+from keys.image import LABEL_MAX_BYTES
 from keys.pin import secret_for_hsm, validate_pin
 from keys.shamir import wipe
 from ped.device.emulated.panel import Insert, Panel, Press, Prompt, PromptKind, Remove, Unplug
@@ -56,6 +57,19 @@ Emit = Callable[[DeviceEvent], None]
 def _no_emit(_event: DeviceEvent) -> None:
     return None
 
+
+
+def key_label(requested: str, color: Color) -> str:
+    """The label written on new keys: the HSM's text made fit for a key image.
+
+    The HSM's label is only a prompt text, so the PED does not refuse an imprint over
+    it: an empty label becomes the role's name, and a long one is cut (on a character
+    boundary) to what a key image holds.
+    """
+    text = " ".join(requested.split()) or color.role
+    while len(text.encode("utf-8")) > LABEL_MAX_BYTES:
+        text = text[:-1].rstrip()
+    return text
 
 class Unplugged(Exception):
     """The operator pulled the PED's cable (raised out of any operation)."""
@@ -138,6 +152,7 @@ class PedEngine:
     ) -> ImprintOutcome:
         if new_secret is None and not allow_reuse:
             raise operr.BadRequest("an imprint needs a new secret or reuse allowed")
+        label = key_label(label, color)
         async with self._operation(session, emit, "imprint", color, key_timeout):
             return await self._imprint(color, label, new_secret, allow_reuse, session, emit)
 

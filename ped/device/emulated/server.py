@@ -30,6 +30,7 @@ import os
 import trio
 
 from keys.colors import Color
+from keys.errors import KeyImageError
 from ped.channel.handshake import PedInfo, RefuseReason
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT, PedEngine, Unplugged
 from ped.device.emulated.panel import Panel
@@ -396,7 +397,7 @@ class _Session:
                         )
                     elif isinstance(event, ev.ShowRequested):
                         await engine.show(event.text, session=self.id, emit=self.emit)
-                except (operr.OperationError, PedBusy, Unplugged) as exc:
+                except (operr.OperationError, PedBusy, Unplugged, KeyImageError) as exc:
                     error = exc
             self.op_scope = None
             if scope.cancelled_caught:
@@ -417,6 +418,10 @@ class _Session:
                 code, detail = OpCode.BUSY, "the PED is busy with another operation"
             elif isinstance(error, Unplugged):
                 code, detail = OpCode.DEVICE_ERROR, "the PED was unplugged"
+            elif isinstance(error, KeyImageError):
+                # A key the PED could not read or write: the PED's problem, never the
+                # HSM's secret; the message names the file and the fault, no content.
+                code, detail = OpCode.DEVICE_ERROR, f"PED key error: {error}"
             else:
                 assert isinstance(error, operr.OperationError) and error.code is not None
                 code, detail = error.code, error.detail

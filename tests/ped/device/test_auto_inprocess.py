@@ -184,3 +184,30 @@ async def test_local_mode_connects_without_an_orange_key_after_yes(
         async with open_ped_session(await driver.open_session(), rpv=local_rpv, hsm_serial="L"):
             pass
     await driver.aclose()
+
+
+async def test_imprint_label_is_made_fit_for_a_key_image(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # The HSM's label is only prompt text: an empty one becomes the role's name and a
+    # long one is cut to what a key image holds, instead of failing the imprint.
+    ring_dir = tmp_path / "labels"
+    Keyring(ring_dir).add_blanks(2)
+    rpv = bytes(range(32))
+    Keyring(ring_dir).imprint(new_keyset(Color.ORANGE, "RPV", secret=rpv), create=True)
+    ped_device = EmulatedPed(ring_dir)
+    nursery.start_soon(AutoOperator(ped_device.panel, ring_dir).run)
+    driver = InProcessPedDriver(ped_device, nursery)
+    await driver.open()
+    async with open_ped_session(await driver.open_session(), rpv=rpv, hsm_serial="H") as ped:
+        empty = await ped.imprint(Color.RED, new_secret=bytearray(b"r" * 32))
+        long = await ped.imprint(Color.GRAY, new_secret=bytearray(b"g" * 32), label="é" * 60)
+    await driver.aclose()
+    labels = {
+        h.color: h.label
+        for h in (e.header for e in Keyring(ring_dir).entries())
+        if h is not None and not h.blank
+    }
+    assert labels[Color.RED] == Color.RED.role
+    assert labels[Color.GRAY] == "é" * 32  # 64 bytes of UTF-8, cut on a character boundary
+    assert empty.keyset_id != long.keyset_id
