@@ -405,6 +405,8 @@ class DeviceConnection:
         self._pending_open: set[int] = set()
         self._decoder = FrameDecoder(accepted=DEVICE_TYPES)
         self._events: list[DeviceMessage] = []
+        #: The versions our (host) or the peer's (device) HELLO offered: INFO must pick one.
+        self._offered: tuple[int, int] | None = None
 
     # -- outgoing
     def send(self, message: DeviceMessage) -> bytes:
@@ -439,6 +441,14 @@ class DeviceConnection:
             raise error(f"{type(message).__name__} may only be sent by the {message.SENDER.value}")
         key = (self.role, self.state, direction, message.TYPE)
         if key in _STATE_TABLE:
+            if isinstance(message, Info) and self._offered is not None:
+                low, high = self._offered
+                if not low <= message.version <= high:
+                    # No downgrade, no surprise upgrade: the same rule as the link layer.
+                    raise error(
+                        f"INFO chose device protocol version {message.version}, outside the "
+                        f"{low}-{high} the HELLO offered; refusing to downgrade"
+                    )
             return
         if self.state is not ConnState.READY:
             raise error(
@@ -468,6 +478,7 @@ class DeviceConnection:
             if isinstance(message, Hello):
                 self.sessions.clear()
                 self._pending_open.clear()
+                self._offered = (message.min_version, message.max_version)
             return
         if isinstance(message, SessionOpen):
             self._pending_open.add(message.session)

@@ -133,3 +133,14 @@ def test_any_device_payload_decodes_or_raises_remote(type_: int, payload: bytes)
         decode_message(Frame(type_, payload))
     except RemoteProtocolError:
         pass
+
+
+def test_host_refuses_an_info_outside_the_versions_its_hello_offered() -> None:
+    from ped.device.frames import DeviceConnection, Hello, Info, Role, encode_message
+    from ped.errors import RemoteProtocolError
+
+    host = DeviceConnection(Role.HOST)
+    host.send(Hello(1, 1, "host"))
+    answer = Info(2, "pedemu", "1.0.0", "EMU-1", "remote", max_sessions=4)
+    with pytest.raises(RemoteProtocolError, match="refusing to downgrade"):
+        host.receive_data(encode_message(answer))
