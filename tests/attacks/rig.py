@@ -60,9 +60,9 @@ def _keep(_index: int, frame: bytes) -> bytes:
 
 @attrs.define
 class Direction:
-    """One direction of one relayed connection: what came in, what went out."""
+    """One direction of one relayed connection: what came in, and its frames."""
 
-    mutator: Mutator = _keep
+    name: str  # "up" or "down": the relay's mutator of that name applies
     received: bytearray = attrs.field(factory=bytearray)
     frames: list[bytes] = attrs.field(factory=list)
 
@@ -97,7 +97,9 @@ class EvilRelay:
                     frame = bytes(buffer[:size])
                     del buffer[:size]
                     way.frames.append(frame)
-                    out = way.mutator(len(way.frames) - 1, frame)
+                    # Looked up per frame: a test may re-arm the relay mid-connection.
+                    mutator = getattr(self, f"{way.name}_mutator")
+                    out = mutator(len(way.frames) - 1, frame)
                     if isinstance(out, Cut):
                         await dst.send_all(out.partial)
                         out = CUT
@@ -112,7 +114,7 @@ class EvilRelay:
         cancel.cancel()
 
     async def _handle(self, client: trio.SocketStream) -> None:
-        up, down = Direction(self.up_mutator), Direction(self.down_mutator)
+        up, down = Direction("up"), Direction("down")
         self.connections.append((up, down))
         try:
             server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
