@@ -23,9 +23,13 @@ def split_frames(data: bytes) -> list[Frame]:
     return frames
 
 
-async def exchange(where: int | Path, *chunks: bytes, wait: float = 20) -> list[object]:
+async def exchange(
+    where: int | Path, *chunks: bytes, after: bytes = b"", wait: float = 20
+) -> list[object]:
     """Connect (TCP port on 127.0.0.1, or a Unix socket path), send *chunks*, read until
-    the daemon closes; return the link messages it answered (decoded)."""
+    the daemon closes; return the link messages it answered (decoded).  *after* is sent
+    once the daemon closed (the rest of an oversize frame: sent earlier, bytes the daemon
+    never read could make the kernel reset the connection before we read its answer)."""
     with trio.fail_after(wait):
         if isinstance(where, int):
             stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", where)
@@ -43,4 +47,9 @@ async def exchange(where: int | Path, *chunks: bytes, wait: float = 20) -> list[
                     answer += data
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+            if after:
+                try:
+                    await stream.send_all(after)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the daemon is gone from this connection: as it should be
     return [decode(frame) for frame in split_frames(bytes(answer))]

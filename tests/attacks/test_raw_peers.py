@@ -47,9 +47,10 @@ from tests.attacks.rig import HSM_SERIAL, RPV, EvilRelay, Stack, running_stack
 from tests.pedserver.fakes import short_tmp
 
 HELLO = encode_frame(encode(LinkHello(client_name="raw-peer")))
+#: (the bytes, then the rest of the frame sent once the daemon has answered)
 HUGE = {
-    "4 GiB promised": [header(0x23, 0xFFFFFFFF)],
-    "one byte over, sent": [header(0x23, MAX_PAYLOAD + 1), bytes(MAX_PAYLOAD + 1)],
+    "4 GiB promised": ([header(0x23, 0xFFFFFFFF)], b""),
+    "one byte over, sent": ([header(0x23, MAX_PAYLOAD + 1)], bytes(MAX_PAYLOAD + 1)),
 }
 
 
@@ -74,7 +75,8 @@ def _restamp(data: bytes, version: int) -> bytes:
 @pytest.mark.parametrize("when", ["instead of the hello", "after the hello"])
 async def test_oversize_to_pedserver(stack: Stack, what: str, when: str) -> None:
     before = [HELLO] if when == "after the hello" else []
-    answer = await exchange(stack.port, *before, *HUGE[what])
+    chunks, rest = HUGE[what]
+    answer = await exchange(stack.port, *before, *chunks, after=rest)
     *first, last = answer
     if before:
         assert len(first) == 1 and isinstance(first[0], LinkWelcome)
@@ -90,11 +92,12 @@ async def test_oversize_to_pedserver(stack: Stack, what: str, when: str) -> None
 @pytest.mark.parametrize("what", sorted(HUGE))
 @pytest.mark.parametrize("when", ["instead of the connect request", "on an open link"])
 async def test_oversize_to_pedclient(stack: Stack, what: str, when: str) -> None:
-    chunks = [header(0x40, 0xFFFFFFFF)] if what.startswith("4") else [
-        header(0x40, MAX_PAYLOAD + 1), bytes(MAX_PAYLOAD + 1)]
+    chunks, rest = HUGE[what]
     if when == "on an open link":
-        chunks = [_connect_request(stack.port), *HUGE[what]]
-    answer = await exchange(stack.endpoint, *chunks)
+        chunks = [_connect_request(stack.port), *chunks]
+    else:
+        chunks = [chunks[0][:3] + bytes([0x40]) + chunks[0][4:]]  # a huge connect request
+    answer = await exchange(stack.endpoint, *chunks, after=rest)
     if when == "on an open link":
         assert len(answer) == 2 and isinstance(answer[0], ConnectResult) and answer[0].ok
         closed = answer[1]

@@ -121,9 +121,10 @@ async def test_a_thousand_half_open_connections(stack: Stack) -> None:
         for message in (decode(f) for f in split_frames(data)):
             assert isinstance(message, LinkRefused)
             reasons[message.text] = reasons.get(message.text, 0) + 1
-    assert set(reasons) <= {"no link hello in time", "too many connections; retry later"}
-    assert reasons.get("too many connections; retry later", 0) >= FLOOD - 128
-    assert 0 < reasons.get("no link hello in time", 0) <= 128
+    # Every connection was answered with its reason: at most max_handshakes (128) wait
+    # for a hello at once, so most are refused at once; the waiting ones time out.
+    assert set(reasons) == {"no link hello in time", "too many connections; retry later"}
+    assert sum(reasons.values()) == FLOOD
     log = stack.server_log()
     assert "refused: too many connections in hello" in log and "no hello within 2 s" in log
     # and afterwards, at once
