@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
-import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,30 +26,31 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.cliutil import normalize_luna_argv
 from ped.daemon.cli import (
     EXIT_ERROR,
-    EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_USAGE,
-    config_command,
+    add_config_parser,
+    add_home_options,
+    add_stop_show_parsers,
+    begin_foreground,
+    child_command,
+    cli_overrides,
+    common_mode,
+    home_options,
+    home_or_none,
     no_mode_message,
-    single_error,
-    stop_command,
+    parse_command_line,
+    refuse_if_running,
+    run_until_stopped,
+    show_command,
+    start_child,
+    start_failed,
+    start_service,
 )
 from ped.daemon.config import ConfigError, load_config
-from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
-from ped.daemon.home import HomeError, resolve_home
-from ped.daemon.logs import setup_logging
-from ped.daemon.process import (
-    READY_FD_ENV,
-    DaemonStartError,
-    PidFile,
-    notify_failed,
-    notify_ready,
-    start_background,
-)
-from ped.daemon.signals import watch_stop_signals
+from ped.daemon.control import ControlError, control_request_sync
+from ped.daemon.process import notify_ready
 from ped.errors import PedError
 from ped.tls import PinStore, TlsError, ensure_identity
 from pedclient.client import ClientStartError, PedClient
@@ -79,13 +77,7 @@ OVERRIDES = {
     "port": "peer_port",
     "peer_ip": "peer_ip",
 }
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", metavar="DIR",
-                   help="pedclient's home (default: $PEDCLIENT_HOME or a per-user directory)")
-    p.add_argument("--config", "--configfile", metavar="FILE",
-                   help="config file (default: HOME/config.toml)")
+_common = home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start relaying for HSMs on this host")
-    _common(start)
+    add_home_options(start, PROG)
     start.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
                        metavar="S", help="link idle timeout in seconds (default 1800)")
     start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
@@ -121,22 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--peer-ip", "--peerip", dest="peer_ip", metavar="ADDR",
                        help="address for --peer-listen (default 0.0.0.0: every interface)")
 
-    stop = modes.add_parser("stop", help="stop pedclient (open links get a reason)")
-    _common(stop)
-    show = modes.add_parser("show", help="show pedclient and its links")
-    _common(show)
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-
+    add_stop_show_parsers(modes, PROG, stop_help="stop pedclient (open links get a reason)",
+                          show_help="show pedclient and its links")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-
-    config = modes.add_parser("config", help="show, recreate or change the config file")
-    _common(config)
-    what = config.add_mutually_exclusive_group(required=True)
-    what.add_argument("--show", action="store_true", help="print the settings in effect")
-    what.add_argument("--create", action="store_true",
-                      help="write the default config (the old one is kept as .bak)")
-    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+    add_config_parser(modes, PROG)
     return parser
 
 
@@ -146,78 +127,52 @@ def main(
     """Run the pedclient command line; returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args_list = normalize_luna_argv(raw, COMMAND_WORDS)
-    if not args_list or args_list == ["mode"]:
-        err.write(no_mode_message(PROG, MODES) + "\n")
-        return EXIT_USAGE
-    try:
-        args = build_parser().parse_args(args_list)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_command_line(argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS,
+                              parser=build_parser(), err=err)
+    if isinstance(args, int):
+        return args
     if args.command in ("peer", "certificate"):
-        try:
-            home = resolve_home(args.home, PROG)
-        except HomeError as exc:
-            err.write(f"{PROG}: {exc}\n")
+        home = home_or_none(args.home, PROG, err)
+        if home is None:
             return EXIT_ERROR
         command = registry_command if args.command == "peer" else certificate_command
         return command(PROG, home, args, out, err)
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE
-    try:
-        home = resolve_home(args.home, PROG)
-    except HomeError as exc:
-        err.write(f"{PROG}: {exc}\n")
+    home = home_or_none(args.home, PROG, err)
+    if home is None:
         return EXIT_ERROR
-    config_path = Path(args.config).expanduser() if args.config else home / "config.toml"
-    if args.mode == "config":
-        return config_command(schema=SCHEMA, path=config_path, show=args.show,
-                              create=args.create, set_pair=args.set, out=out, err=err,
-                              prog=PROG)
     layout = Layout(home)
-    if args.mode == "stop":
-        return stop_command(control=layout.control, pid_path=layout.pid, prog=PROG,
-                            out=out, err=err)
-    if args.mode == "show":
-        return _show(layout, as_json=args.json, out=out, err=err)
+    config_path = Path(args.config).expanduser() if args.config else layout.config
+    done = common_mode(
+        args, prog=PROG, schema=SCHEMA, config_path=config_path, control=layout.control,
+        pid_path=layout.pid, out=out, err=err,
+        show=lambda as_json: show_command(control=layout.control, home=layout.home, prog=PROG,
+                                          as_json=as_json, describe=_describe, out=out,
+                                          err=err),
+    )
+    if done is not None:
+        return done
     return _start(args, home, config_path, out, err)
 
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
            err: TextIO) -> int:
     try:
-        values = SCHEMA.merge(
-            load_config(config_path, SCHEMA),
-            {key: getattr(args, dest) for dest, key in OVERRIDES.items()},
-        )
+        values = SCHEMA.merge(load_config(config_path, SCHEMA), cli_overrides(args, OVERRIDES))
     except ConfigError as exc:
-        notify_failed(str(exc))
-        err.write(f"{PROG}: {exc}\n")
+        start_failed(PROG, str(exc), err)
         return EXIT_ERROR
     settings = Settings.from_mapping(values)
     layout = Layout(home, settings.socket)
-    running = PidFile(layout.pid).running_pid()
-    if running is not None:
-        message = f"pedclient is already running (pid {running}, home {layout.home})"
-        notify_failed(message)
-        err.write(f"{PROG}: {message}\n")
+    if refuse_if_running(layout.pid, layout.home, PROG, err):
         return EXIT_ERROR
     if args.foreground:
         return run_foreground(settings, layout, err=err)
-    child = [sys.executable, "-P", "-m", "pedclient", "mode", "start", "--foreground",
-             "--home", str(home), "--config", str(config_path)]
-    for dest in OVERRIDES:
-        value = getattr(args, dest)
-        if value is True:
-            child.append(f"--{dest.replace('_', '-')}")
-        elif value is not None:
-            child += [f"--{dest.replace('_', '-')}", str(value)]
-    try:
-        proc = start_background(child, log_path=layout.log, name=PROG)
-    except DaemonStartError as exc:
-        err.write(f"{PROG}: could not start: {exc}\n")
+    child = child_command(PROG, home, config_path, args, list(OVERRIDES))
+    proc = start_child(child, log_path=layout.log, prog=PROG, err=err)
+    if proc is None:
         return EXIT_ERROR
     out.write(f"pedclient started (pid {proc.pid}); HSMs on this host connect through "
               f"{layout.endpoint}\n  home: {layout.home}  log: {layout.log}\n")
@@ -234,32 +189,18 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
 def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = None) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    background = READY_FD_ENV in os.environ
-    setup_logging(PROG, log_file=layout.log if background else None, level=settings.log_level)
-    pidfile = PidFile(layout.pid)
-    try:
-        pidfile.write()
-    except DaemonStartError as exc:
-        notify_failed(str(exc))
-        err.write(f"{PROG}: {exc}\n")
+    pidfile = begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+                               log_level=settings.log_level, err=err)
+    if pidfile is None:
         return EXIT_ERROR
-    pool = PeerPool(PinStore(layout.home, program="pedclient"))
-    client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control,
-                       dialer=peer_dialer(pool if settings.peer_listen else None))
     try:
-        trio.run(_serve, client, pool, layout.home)
-    except BaseException as exc:
-        error = single_error(exc)
-        if isinstance(error, KeyboardInterrupt):
-            return EXIT_OK
-        if isinstance(error, ClientStartError | PedError):
-            notify_failed(str(error))
-            err.write(f"{PROG}: {error}\n")
-            return EXIT_ERROR
-        raise
+        pool = PeerPool(PinStore(layout.home, program="pedclient"))
+        client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control,
+                           dialer=peer_dialer(pool if settings.peer_listen else None))
+        return run_until_stopped(PROG, _serve, client, pool, layout.home,
+                                 start_errors=(ClientStartError, PedError), err=err)
     finally:
         pidfile.remove()
-    return EXIT_OK
 
 
 async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
@@ -292,38 +233,13 @@ async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
             logging.getLogger(PROG).info(
                 "peer-to-peer: listening for registered pedservers on %s (certificate %s)",
                 ", ".join(listening), identity.fingerprint)
-
-        def on_signal(signum: int) -> None:
-            client.request_stop(f"signal {signal.Signals(signum).name}")
-
-        await nursery.start(watch_stop_signals, on_signal)
-
-        async def run(task_status: trio.TaskStatus[Path]) -> None:
-            await client.serve(task_status=task_status)
-            nursery.cancel_scope.cancel()
-
-        path = await nursery.start(run)
+        path = await start_service(nursery, client)
         notify_ready(str(path))
 
 
-def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
-    try:
-        info = control_request_sync(layout.control, "show", timeout=10.0, what=PROG)
-    except ControlUnavailable:
-        if as_json:
-            out.write(json.dumps({"running": False, "home": str(layout.home)}) + "\n")
-        else:
-            out.write(f"pedclient is not running (home {layout.home}).\n")
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        err.write(f"{PROG}: {exc}\n")
-        return EXIT_ERROR
-    if as_json:
-        out.write(json.dumps({"running": True, "home": str(layout.home), **info}) + "\n")
-        return EXIT_OK
+def _describe(info: dict[str, Any]) -> list[str]:
     now = time.time()
     lines = [
-        f"pedclient is running (pid {info.get('pid')}, home {layout.home})",
         f"  Hostname:                 {info.get('hostname')}",
         f"  Local endpoint for HSMs:  {info.get('socket')}",
         f"  Idle timeout:             {info.get('idle_timeout')} s",
@@ -333,9 +249,7 @@ def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
     for link in info.get("links", []):
         up = max(0, int(now - float(link.get("since", now))))
         lines.append(_link_line(link, up))
-    lines += peer_link_lines(info, PROG)
-    out.write("\n".join(lines) + "\n")
-    return EXIT_OK
+    return lines + peer_link_lines(info, PROG)
 
 
 def _link_line(link: dict[str, Any], up: int) -> str:

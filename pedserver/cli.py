@@ -19,9 +19,6 @@ directory.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,30 +27,31 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.cliutil import normalize_luna_argv
 from ped.daemon.cli import (
     EXIT_ERROR,
-    EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_USAGE,
-    config_command,
+    add_config_parser,
+    add_home_options,
+    add_stop_show_parsers,
+    begin_foreground,
+    child_command,
+    cli_overrides,
+    common_mode,
+    home_options,
+    home_or_none,
     no_mode_message,
-    single_error,
-    stop_command,
+    parse_command_line,
+    refuse_if_running,
+    run_until_stopped,
+    show_command,
+    start_child,
+    start_failed,
+    start_service,
 )
 from ped.daemon.config import ConfigError, load_config
-from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
-from ped.daemon.home import HomeError, resolve_home
-from ped.daemon.logs import setup_logging
-from ped.daemon.process import (
-    READY_FD_ENV,
-    DaemonStartError,
-    PidFile,
-    notify_failed,
-    notify_ready,
-    start_background,
-)
-from ped.daemon.signals import watch_stop_signals
+from ped.daemon.control import ControlError, control_request_sync
+from ped.daemon.process import notify_ready
 from ped.device import PedDriver
 from ped.errors import PedError
 from pedserver.peer import PeerManager
@@ -83,13 +81,7 @@ OVERRIDES = {
 }
 
 DriverFactory = Callable[[str], PedDriver]
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", metavar="DIR",
-                   help="pedserver's home (default: $PEDSERVER_HOME or a per-user directory)")
-    p.add_argument("--config", "--configfile", metavar="FILE",
-                   help="config file (default: HOME/config.toml)")
+_common = home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start serving the PED")
-    _common(start)
+    add_home_options(start, PROG)
     start.add_argument("--ip", help="address to listen on (default 0.0.0.0: every interface)")
     start.add_argument("--port", type=int, help="TCP port (default 1503)")
     start.add_argument("--device", metavar="URI", action="append",
@@ -121,29 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground, logging to stderr")
 
-    stop = modes.add_parser("stop", help="stop the running pedserver (links get a reason)")
-    _common(stop)
-    show = modes.add_parser("show", help="show pedserver, its PED and its links")
-    _common(show)
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-
+    add_stop_show_parsers(modes, PROG, stop_help="stop the running pedserver (links get a reason)",
+                          show_help="show pedserver, its PED and its links")
     for verb, text in (("connect", "keep a peer-to-peer link to a registered appliance "
                         "(pedserver dials it; reconnects when it drops)"),
                        ("disconnect", "end the peer-to-peer link to an appliance")):
         p2p = modes.add_parser(verb, help=text)
-        _common(p2p)
+        add_home_options(p2p, PROG)
         p2p.add_argument("--name", required=True,
                          help="the appliance's name (see pedserver appliance list)")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-
-    config = modes.add_parser("config", help="show, recreate or change the config file")
-    _common(config)
-    what = config.add_mutually_exclusive_group(required=True)
-    what.add_argument("--show", action="store_true", help="print the settings in effect")
-    what.add_argument("--create", action="store_true",
-                      help="write the default config (the old one is kept as .bak)")
-    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+    add_config_parser(modes, PROG)
     return parser
 
 
@@ -161,43 +142,33 @@ def main(
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args_list = normalize_luna_argv(raw, COMMAND_WORDS)
-    parser = build_parser()
-    if not args_list or args_list == ["mode"]:
-        err.write(no_mode_message(PROG, MODES) + "\n")
-        return EXIT_USAGE
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = parse_command_line(argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS,
+                              parser=build_parser(), err=err)
+    if isinstance(args, int):
+        return args
     if args.command in ("appliance", "certificate"):
-        try:
-            home = resolve_home(args.home, PROG)
-        except HomeError as exc:
-            err.write(f"{PROG}: {exc}\n")
+        home = home_or_none(args.home, PROG, err)
+        if home is None:
             return EXIT_ERROR
         command = registry_command if args.command == "appliance" else certificate_command
         return command(PROG, home, args, out, err)
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE
-    try:
-        home = resolve_home(args.home, PROG)
-    except HomeError as exc:
-        err.write(f"{PROG}: {exc}\n")
+    home = home_or_none(args.home, PROG, err)
+    if home is None:
         return EXIT_ERROR
     layout = Layout(home)
     config_path = Path(args.config).expanduser() if args.config else layout.config
-    if args.mode == "config":
-        return config_command(schema=SCHEMA, path=config_path, show=args.show,
-                              create=args.create, set_pair=args.set, out=out, err=err,
-                              prog=PROG)
-    if args.mode == "stop":
-        return stop_command(control=layout.control, pid_path=layout.pid, prog=PROG,
-                            out=out, err=err)
-    if args.mode == "show":
-        return _show(layout, as_json=args.json, out=out, err=err)
+    done = common_mode(
+        args, prog=PROG, schema=SCHEMA, config_path=config_path, control=layout.control,
+        pid_path=layout.pid, out=out, err=err,
+        show=lambda as_json: show_command(control=layout.control, home=layout.home, prog=PROG,
+                                          as_json=as_json, describe=_describe, out=out,
+                                          err=err),
+    )
+    if done is not None:
+        return done
     if args.mode in ("connect", "disconnect"):
         return connect_command(layout.control, args.mode, args.name, out, err)
     return _start(args, layout, config_path, driver_factory, out, err)
@@ -208,7 +179,7 @@ def main(
 
 def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
     file_values = load_config(config_path, SCHEMA)
-    cli = {key: getattr(args, dest) for dest, key in OVERRIDES.items()}
+    cli = cli_overrides(args, OVERRIDES)
     if isinstance(cli.get("device"), list):  # --device repeated: a pool, one URI a line
         cli["device"] = "\n".join(cli["device"])
     values = SCHEMA.merge(file_values, cli)
@@ -226,33 +197,19 @@ def _start(
     try:
         settings = _settings(args, config_path)
     except ConfigError as exc:
-        notify_failed(str(exc))
-        err.write(f"{PROG}: {exc}\n")
+        start_failed(PROG, str(exc), err)
         return EXIT_ERROR
     if not settings.devices:
-        message = "no PED device given: use --device URI (or set device in the config file)"
-        notify_failed(message)
-        err.write(f"{PROG}: {message}\n")
+        start_failed(PROG, "no PED device given: use --device URI (or set device in the "
+                     "config file)", err)
         return EXIT_USAGE
-    running = PidFile(layout.pid).running_pid()
-    if running is not None:
-        message = f"pedserver is already running (pid {running}, home {layout.home})"
-        notify_failed(message)
-        err.write(f"{PROG}: {message}\n")
+    if refuse_if_running(layout.pid, layout.home, PROG, err):
         return EXIT_ERROR
     if args.foreground:
         return run_foreground(settings, layout, driver_factory=driver_factory, err=err)
-    child = [sys.executable, "-P", "-m", "pedserver", "mode", "start", "--foreground",
-             "--home", str(layout.home), "--config", str(config_path)]
-    for dest in OVERRIDES:
-        value = getattr(args, dest)
-        for one in value if isinstance(value, list) else [value]:
-            if one is not None:
-                child += [f"--{dest.replace('_', '-')}", str(one)]
-    try:
-        proc = start_background(child, log_path=layout.log, name=PROG)
-    except DaemonStartError as exc:
-        err.write(f"{PROG}: could not start: {exc}\n")
+    child = child_command(PROG, layout.home, config_path, args, list(OVERRIDES))
+    proc = start_child(child, log_path=layout.log, prog=PROG, err=err)
+    if proc is None:
         return EXIT_ERROR
     try:
         info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
@@ -275,15 +232,9 @@ def run_foreground(
 ) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    background = READY_FD_ENV in os.environ
-    setup_logging(PROG, log_file=layout.log if background else None,
-                  level=settings.log_level)
-    pidfile = PidFile(layout.pid)
-    try:
-        pidfile.write()
-    except DaemonStartError as exc:
-        notify_failed(str(exc))
-        err.write(f"{PROG}: {exc}\n")
+    pidfile = begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+                               log_level=settings.log_level, err=err)
+    if pidfile is None:
         return EXIT_ERROR
     try:
         if driver_factory is None:
@@ -295,22 +246,11 @@ def run_foreground(
             driver = (driver_factory(uris[0]) if len(uris) == 1
                       else PedPool([driver_factory(uri) for uri in uris]))
         except (PedError, ValueError) as exc:
-            notify_failed(str(exc))
-            err.write(f"{PROG}: {exc}\n")
+            start_failed(PROG, str(exc), err)
             return EXIT_USAGE
         server = PedServer(settings, driver, control_path=layout.control)
-        try:
-            trio.run(_serve, server, layout.home)
-        except BaseException as exc:
-            error = single_error(exc)
-            if isinstance(error, KeyboardInterrupt):
-                return EXIT_OK
-            if isinstance(error, ServerStartError | PedError):
-                notify_failed(str(error))
-                err.write(f"{PROG}: {error}\n")
-                return EXIT_ERROR
-            raise
-        return EXIT_OK
+        return run_until_stopped(PROG, _serve, server, layout.home,
+                                 start_errors=(ServerStartError, PedError), err=err)
     finally:
         pidfile.remove()
 
@@ -320,17 +260,7 @@ async def _serve(server: PedServer, home: Path) -> None:
     peers.install()
     async with trio.open_nursery() as nursery:
         await nursery.start(peers.run)
-
-        def on_signal(signum: int) -> None:
-            server.request_stop(f"signal {signal.Signals(signum).name}")
-
-        await nursery.start(watch_stop_signals, on_signal)
-
-        async def run(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-            await server.serve(task_status=task_status)
-            nursery.cancel_scope.cancel()
-
-        address = await nursery.start(run)
+        address = await start_service(nursery, server)
         notify_ready(f"{address[0]}:{address[1]}")
 
 
@@ -346,24 +276,9 @@ def _device_line(info: dict[str, Any]) -> str:
     return f"{info.get('device')} NOT connected ({problem})"
 
 
-def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
-    try:
-        info = control_request_sync(layout.control, "show", timeout=10.0, what=PROG)
-    except ControlUnavailable:
-        if as_json:
-            out.write(json.dumps({"running": False, "home": str(layout.home)}) + "\n")
-        else:
-            out.write(f"pedserver is not running (home {layout.home}).\n")
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        err.write(f"{PROG}: {exc}\n")
-        return EXIT_ERROR
-    if as_json:
-        out.write(json.dumps({"running": True, "home": str(layout.home), **info}) + "\n")
-        return EXIT_OK
+def _describe(info: dict[str, Any]) -> list[str]:
     now = time.time()
     lines = [
-        f"pedserver is running (pid {info.get('pid')}, home {layout.home})",
         f"  Hostname:                 {info.get('hostname')}",
         f"  IP address:               {info.get('ip')}",
         f"  Port:                     {info.get('port')}",
@@ -381,6 +296,4 @@ def _show(layout: Layout, *, as_json: bool, out: TextIO, err: TextIO) -> int:
             + (f"idle timeout {link['idle_timeout']} s" if link.get("mode") != "peer-to-peer"
                else "peer-to-peer (no idle timeout)")
         )
-    lines += peer_link_lines(info, PROG)
-    out.write("\n".join(lines) + "\n")
-    return EXIT_OK
+    return lines + peer_link_lines(info, PROG)

@@ -1,21 +1,43 @@
-"""Command-line pieces every daemon shares: ``mode config``, ``mode stop``, no-mode help,
-going to the background, and turning trio ExceptionGroups back into one error."""
+"""Command-line pieces every daemon shares (pedserver, pedclient).
+
+Each daemon keeps only what differs (its options, how it builds its service, what
+``mode show`` prints); the plumbing lives here: parsing with Luna spellings and the
+no-mode help, ``--home``/``--config``, ``mode config``, ``mode stop``, the frame of
+``mode show``, starting in the background (refusing a second copy), the foreground run
+(pid file, logging, signals, readiness), and turning trio ExceptionGroups back into one
+error.  Messages and exit codes are part of the interface: tests pin them.
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO
 
 import trio
 
+from ped.cliutil import normalize_luna_argv
 from ped.daemon.config import ConfigError, ConfigSchema, load_config, write_config
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
-from ped.daemon.process import PidFile
+from ped.daemon.home import HomeError, resolve_home
+from ped.daemon.logs import setup_logging
+from ped.daemon.process import (
+    READY_FD_ENV,
+    DaemonStartError,
+    PidFile,
+    notify_failed,
+    start_background,
+)
+from ped.daemon.signals import watch_stop_signals
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -124,4 +146,248 @@ def stop_command(
             return EXIT_ERROR
         time.sleep(0.05)
     out.write(f"{prog} stopped.\n")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def add_home_options(p: argparse.ArgumentParser, prog: str) -> None:
+    """``--home`` and ``--config``/``--configfile``, on every sub-command."""
+    p.add_argument("--home", metavar="DIR",
+                   help=f"{prog}'s home (default: ${prog.upper()}_HOME or a per-user directory)")
+    p.add_argument("--config", "--configfile", metavar="FILE",
+                   help="config file (default: HOME/config.toml)")
+
+
+def home_options(prog: str) -> Callable[[argparse.ArgumentParser], None]:
+    """`add_home_options` for *prog*, in the one-argument form sub-parser builders take."""
+    return functools.partial(add_home_options, prog=prog)
+
+
+def add_stop_show_parsers(
+    modes: Any, prog: str, *, stop_help: str, show_help: str
+) -> None:
+    """``mode stop`` and ``mode show [--json]``."""
+    stop = modes.add_parser("stop", help=stop_help)
+    add_home_options(stop, prog)
+    show = modes.add_parser("show", help=show_help)
+    add_home_options(show, prog)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_config_parser(modes: Any, prog: str) -> None:
+    """``mode config (--show | --create | --set KEY VALUE)``."""
+    config = modes.add_parser("config", help="show, recreate or change the config file")
+    add_home_options(config, prog)
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--show", action="store_true", help="print the settings in effect")
+    what.add_argument("--create", action="store_true",
+                      help="write the default config (the old one is kept as .bak)")
+    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+
+
+def parse_command_line(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    modes: Sequence[str],
+    command_words: Sequence[str],
+    parser: argparse.ArgumentParser,
+    err: TextIO,
+) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code when there is nothing to run (usage/help)."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args_list = normalize_luna_argv(raw, tuple(command_words))
+    if not args_list or args_list == ["mode"]:
+        err.write(no_mode_message(prog, modes) + "\n")
+        return EXIT_USAGE
+    try:
+        return parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def home_or_none(home: str | None, prog: str, err: TextIO) -> Path | None:
+    """The daemon's home directory, or None after saying why it is unusable."""
+    try:
+        return resolve_home(home, prog)
+    except HomeError as exc:
+        err.write(f"{prog}: {exc}\n")
+        return None
+
+
+def common_mode(
+    args: argparse.Namespace,
+    *,
+    prog: str,
+    schema: ConfigSchema,
+    config_path: Path,
+    control: Path,
+    pid_path: Path,
+    show: Callable[[bool], int],
+    out: TextIO,
+    err: TextIO,
+) -> int | None:
+    """Run ``mode config``, ``stop`` or ``show`` (``show(as_json)``); None for other modes."""
+    if args.mode == "config":
+        return config_command(schema=schema, path=config_path, show=args.show,
+                              create=args.create, set_pair=args.set, out=out, err=err,
+                              prog=prog)
+    if args.mode == "stop":
+        return stop_command(control=control, pid_path=pid_path, prog=prog, out=out, err=err)
+    if args.mode == "show":
+        return show(args.json)
+    return None
+
+
+def cli_overrides(args: argparse.Namespace, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Config key -> the value given on the command line (None where it was not given)."""
+    return {key: getattr(args, dest) for dest, key in overrides.items()}
+
+
+# ----------------------------------------------------------------------------- start
+
+
+def start_failed(prog: str, message: str, err: TextIO) -> None:
+    """Tell a waiting parent (readiness pipe) and the user why the daemon cannot start."""
+    notify_failed(message)
+    err.write(f"{prog}: {message}\n")
+
+
+def refuse_if_running(pid_path: Path, home: Path, prog: str, err: TextIO) -> bool:
+    """True (after saying so) when a copy of the daemon already runs from this home."""
+    running = PidFile(pid_path).running_pid()
+    if running is None:
+        return False
+    start_failed(prog, f"{prog} is already running (pid {running}, home {home})", err)
+    return True
+
+
+def child_command(
+    prog: str, home: Path, config_path: Path, args: argparse.Namespace, dests: Sequence[str]
+) -> list[str]:
+    """The ``mode start --foreground`` command line a background start runs, passing on
+    the options given (a flag for True, the option again for each item of a list)."""
+    child = [sys.executable, "-P", "-m", prog, "mode", "start", "--foreground",
+             "--home", str(home), "--config", str(config_path)]
+    for dest in dests:
+        value = getattr(args, dest)
+        option = f"--{dest.replace('_', '-')}"
+        if value is True:
+            child.append(option)
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            if one is not None:
+                child += [option, str(one)]
+    return child
+
+
+def start_child(
+    child: Sequence[str], *, log_path: Path, prog: str, err: TextIO
+) -> subprocess.Popen[bytes] | None:
+    """Start the background daemon and wait until it is ready; None after saying why not."""
+    try:
+        return start_background(list(child), log_path=log_path, name=prog)
+    except DaemonStartError as exc:
+        err.write(f"{prog}: could not start: {exc}\n")
+        return None
+
+
+# ----------------------------------------------------------------------------- foreground
+
+
+class Service(Protocol):
+    """What `start_service` runs: a daemon's server object."""
+
+    async def serve(self, *, task_status: Any = ...) -> None: ...
+
+    def request_stop(self, reason: str) -> None: ...
+
+
+def begin_foreground(
+    prog: str, *, pid_path: Path, log_path: Path, log_level: str, err: TextIO
+) -> PidFile | None:
+    """Set up logging (to the log file when started in the background) and take the pid
+    file; None after saying why not.  The caller removes the pid file when done."""
+    background = READY_FD_ENV in os.environ
+    setup_logging(prog, log_file=log_path if background else None, level=log_level)
+    pidfile = PidFile(pid_path)
+    try:
+        pidfile.write()
+    except DaemonStartError as exc:
+        start_failed(prog, str(exc), err)
+        return None
+    return pidfile
+
+
+def run_until_stopped(
+    prog: str,
+    async_fn: Callable[..., Any],
+    *args: Any,
+    start_errors: tuple[type[BaseException], ...],
+    err: TextIO,
+) -> int:
+    """``trio.run(async_fn, *args)``: 0 when it ends or on Ctrl-C, 1 after saying why for
+    one of *start_errors*; anything else propagates."""
+    try:
+        trio.run(async_fn, *args)
+    except BaseException as exc:
+        error = single_error(exc)
+        if isinstance(error, KeyboardInterrupt):
+            return EXIT_OK
+        if isinstance(error, start_errors):
+            start_failed(prog, str(error), err)
+            return EXIT_ERROR
+        raise
+    return EXIT_OK
+
+
+async def start_service(nursery: trio.Nursery, service: Service) -> Any:
+    """Stop *service* on SIGTERM/SIGINT, start it, and give what its ``serve`` reports as
+    started (its address); the nursery is cancelled when it ends."""
+
+    def on_signal(signum: int) -> None:
+        service.request_stop(f"signal {signal.Signals(signum).name}")
+
+    await nursery.start(watch_stop_signals, on_signal)
+
+    async def run(task_status: trio.TaskStatus[Any]) -> None:
+        await service.serve(task_status=task_status)
+        nursery.cancel_scope.cancel()
+
+    return await nursery.start(run)
+
+
+# ----------------------------------------------------------------------------- show
+
+
+def show_command(
+    *,
+    control: Path,
+    home: Path,
+    prog: str,
+    as_json: bool,
+    describe: Callable[[dict[str, Any]], list[str]],
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """``mode show [--json]``: ask the running daemon; *describe* gives the lines after
+    the first for the human-readable form."""
+    try:
+        info = control_request_sync(control, "show", timeout=10.0, what=prog)
+    except ControlUnavailable:
+        if as_json:
+            out.write(json.dumps({"running": False, "home": str(home)}) + "\n")
+        else:
+            out.write(f"{prog} is not running (home {home}).\n")
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        err.write(f"{prog}: {exc}\n")
+        return EXIT_ERROR
+    if as_json:
+        out.write(json.dumps({"running": True, "home": str(home), **info}) + "\n")
+        return EXIT_OK
+    lines = [f"{prog} is running (pid {info.get('pid')}, home {home})", *describe(info)]
+    out.write("\n".join(lines) + "\n")
     return EXIT_OK
