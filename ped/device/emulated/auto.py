@@ -16,17 +16,24 @@ For demos and CI.  It watches the panel and, for each new prompt:
 
 The defaults (1 of 1, no PIN, no duplicate, reuse no) make a bare keyring of blank keys
 work.  The operator reads key *headers* only; secrets stay in the engine.
+
+A long-running pedemu answers thousands of prompts, so the operator keeps the keyring's
+headers between prompts and re-reads them only when the directory's listing changes
+(names or inode numbers, from one ``scandir``: every key write is an atomic replace, a new
+inode) or after it hands out a blank key (an imprint follows).  It remembers the keys
+presented for the current operation only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
-from keys import Keyring, pin_for_label, read_pin_file
+from keys import KeyEntry, Keyring, pin_for_label, read_pin_file
 from keys import errors as kerr
 from ped.device.emulated.panel import Panel, PromptKind, Screen
 
@@ -65,8 +72,12 @@ class AutoOperator:
         self.pin_file = pin_file
         self.pins = read_pin_file(pin_file) if pin_file is not None else {}
         self.options = options or AutoOptions()
-        self._presented: dict[int, set[Path]] = {}
-        self._indices: dict[int, set[tuple[bytes | None, int]]] = {}
+        # What was presented in the current operation (one at a time on a PED).
+        self._op: int | None = None
+        self._presented: set[Path] = set()
+        self._indices: set[tuple[bytes | None, int]] = set()
+        self._listing: frozenset[tuple[str, int]] | None = None
+        self._entries: Sequence[KeyEntry] = ()
 
     async def run(self) -> None:
         seq = 0
@@ -124,12 +135,33 @@ class AutoOperator:
             value = {"m": o.m, "n": o.n, "copies": max(o.duplicates, 1)}.get(p.question, p.low)
             await self.panel.type_digits(str(value))
 
+    def _for_op(self, op: int) -> tuple[set[Path], set[tuple[bytes | None, int]]]:
+        if op != self._op:
+            self._op = op
+            self._presented = set()
+            self._indices = set()
+        return self._presented, self._indices
+
+    def _scan(self) -> Sequence[KeyEntry]:
+        """The keyring's entries, re-read only when its listing changed."""
+        try:
+            with os.scandir(self.keyring.directory) as it:
+                listing = frozenset((e.name, e.inode()) for e in it)
+        except OSError:
+            listing = None  # let Keyring report the problem its own way
+        if listing is None or listing != self._listing:
+            self._entries = self.keyring.entries()
+            self._listing = listing
+        return self._entries
+
     def _pick_key(self, op: int, color: object, keyset_id: bytes | None) -> Path | None:
-        presented = self._presented.setdefault(op, set())
-        indices = self._indices.setdefault(op, set())
-        for entry in self.keyring.keys(color=color, keyset_id=keyset_id):  # type: ignore[arg-type]
+        presented, indices = self._for_op(op)
+        for entry in self._scan():
             h = entry.header
-            assert h is not None
+            if h is None or h.blank or (color is not None and h.color != color):
+                continue
+            if keyset_id is not None and h.keyset_id != keyset_id:
+                continue
             if entry.path in presented or (h.keyset_id, h.index) in indices:
                 continue
             presented.add(entry.path)
@@ -138,11 +170,15 @@ class AutoOperator:
         return None
 
     def _pick_blank(self, op: int) -> Path:
-        presented = self._presented.setdefault(op, set())
-        for path in self.keyring.blanks():
-            if path not in presented:
-                presented.add(path)
-                return path
+        presented, _ = self._for_op(op)
+        # The blank handed out is about to be imprinted: read the keyring afresh next time.
+        self._listing = None
+        for entry in self._scan():
+            if entry.ok and entry.blank and entry.path not in presented:
+                presented.add(entry.path)
+                self._listing = None
+                return entry.path
         path = self.keyring.add_blanks(1)[0]
         presented.add(path)
+        self._listing = None
         return path
