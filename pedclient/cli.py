@@ -31,7 +31,10 @@ from ped.daemon.cli import (
     EXIT_OK,
     EXIT_USAGE,
     add_config_parser,
+    add_foreground_option,
     add_home_options,
+    add_idle_timeout_option,
+    add_log_level_option,
     add_stop_show_parsers,
     begin_foreground,
     child_command,
@@ -42,6 +45,7 @@ from ped.daemon.cli import (
     no_mode_message,
     parse_command_line,
     refuse_if_running,
+    run_home_command,
     run_until_stopped,
     show_command,
     start_child,
@@ -92,18 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = modes.add_parser("start", help="start relaying for HSMs on this host")
     add_home_options(start, PROG)
-    start.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
-                       metavar="S", help="link idle timeout in seconds (default 1800)")
+    add_idle_timeout_option(start)
     start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
                        dest="socket_read_rsp_timeout", type=int, metavar="S",
                        help="seconds without hearing from pedserver before a link is "
                        "declared lost (default 120)")
     start.add_argument("--socket", metavar="PATH",
                        help="local endpoint for HSMs (default HOME/pedclient.sock)")
-    start.add_argument("--log-level", "--loglevel", dest="log_level",
-                       choices=["debug", "info", "warning", "error"])
-    start.add_argument("--foreground", "-f", action="store_true",
-                       help="stay in the foreground, logging to stderr")
+    add_log_level_option(start)
+    add_foreground_option(start)
     start.add_argument("--peer-listen", "--peerlisten", dest="peer_listen",
                        action="store_true", default=None,
                        help="peer-to-peer mode: also accept registered pedservers dialling "
@@ -131,12 +132,12 @@ def main(
                               parser=build_parser(), err=err)
     if isinstance(args, int):
         return args
-    if args.command in ("peer", "certificate"):
-        home = home_or_none(args.home, PROG, err)
-        if home is None:
-            return EXIT_ERROR
-        command = registry_command if args.command == "peer" else certificate_command
-        return command(PROG, home, args, out, err)
+    done = run_home_command(
+        args, prog=PROG, out=out, err=err,
+        commands={"peer": registry_command, "certificate": certificate_command},
+    )
+    if done is not None:
+        return done
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(PROG, MODES) + "\n")
         return EXIT_USAGE

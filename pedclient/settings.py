@@ -6,17 +6,11 @@ from pathlib import Path
 
 import attrs
 
-from ped.daemon.config import ConfigKey, ConfigSchema, in_range
+from ped.daemon.config import ConfigKey, ConfigSchema, in_range, log_level_key, settings_fields
+from ped.daemon.home import DaemonLayout
 from ped.link.hsm_side import PEDCLIENT_SOCKET_NAME
 from ped.link.messages import DEFAULT_IDLE_TIMEOUT
 from ped.tls.pins import DEFAULT_PEER_PORT
-
-
-def _level_check(value: str) -> str | None:
-    if value.lower() not in ("debug", "info", "warning", "error"):
-        return "must be debug, info, warning or error"
-    return None
-
 
 SCHEMA = ConfigSchema(
     [
@@ -34,7 +28,7 @@ SCHEMA = ConfigSchema(
                   "seconds a local HSM has to send its connect request", in_range(1, 300)),
         ConfigKey("socket", str, "",
                   f"local endpoint for HSMs (empty: HOME/{PEDCLIENT_SOCKET_NAME})"),
-        ConfigKey("log_level", str, "info", "debug, info, warning or error", _level_check),
+        log_level_key(),
         ConfigKey("peer_listen", bool, False,
                   "peer-to-peer mode: accept registered pedservers dialling in (pinned TLS)"),
         ConfigKey("peer_port", int, DEFAULT_PEER_PORT,
@@ -61,34 +55,18 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> Settings:
-        return cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+        return cls(**settings_fields(cls, values))
 
 
 @attrs.frozen
-class Layout:
-    """Files in pedclient's home."""
+class Layout(DaemonLayout):
+    """Files in pedclient's home; *socket_override* moves the HSMs' endpoint."""
 
-    home: Path
+    PROG = "pedclient"
     socket_override: str = ""
-
-    @property
-    def config(self) -> Path:
-        return self.home / "config.toml"
-
-    @property
-    def control(self) -> Path:
-        return self.home / "control.sock"
 
     @property
     def endpoint(self) -> Path:
         if self.socket_override:
             return Path(self.socket_override).expanduser()
         return self.home / PEDCLIENT_SOCKET_NAME
-
-    @property
-    def pid(self) -> Path:
-        return self.home / "pedclient.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "pedclient.log"

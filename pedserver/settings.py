@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import attrs
 
-from ped.daemon.config import ConfigError, ConfigKey, ConfigSchema, in_range
+from ped.daemon.config import (
+    ConfigError,
+    ConfigKey,
+    ConfigSchema,
+    in_range,
+    log_level_key,
+    settings_fields,
+)
+from ped.daemon.home import DaemonLayout
 from ped.link.messages import DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_PORT
 
 
@@ -19,12 +26,6 @@ def _ip_check(value: str) -> str | None:
         except OSError:
             continue
     return "must be an IPv4 or IPv6 address (0.0.0.0 or :: for every interface)"
-
-
-def _level_check(value: str) -> str | None:
-    if value.lower() not in ("debug", "info", "warning", "error"):
-        return "must be debug, info, warning or error"
-    return None
 
 
 SCHEMA = ConfigSchema(
@@ -55,7 +56,7 @@ SCHEMA = ConfigSchema(
                   "longest an HSM may wait for a busy PED before it is told 'busy'",
                   in_range(0, 600)),
         ConfigKey("name", str, "", "name shown to HSMs (empty: this host's name)"),
-        ConfigKey("log_level", str, "info", "debug, info, warning or error", _level_check),
+        log_level_key(),
     ]
 )
 
@@ -77,7 +78,7 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> Settings:
-        settings = cls(**{f.name: values[f.name] for f in attrs.fields(cls) if f.name in values})
+        settings = cls(**settings_fields(cls, values))
         if settings.socket_read_rsp_timeout < 2 * settings.keepalive_interval:
             raise ConfigError(
                 f"socket_read_rsp_timeout ({settings.socket_read_rsp_timeout} s) must be at "
@@ -97,23 +98,7 @@ class Settings:
 
 
 @attrs.frozen
-class Layout:
+class Layout(DaemonLayout):
     """Files in pedserver's home."""
 
-    home: Path
-
-    @property
-    def config(self) -> Path:
-        return self.home / "config.toml"
-
-    @property
-    def control(self) -> Path:
-        return self.home / "control.sock"
-
-    @property
-    def pid(self) -> Path:
-        return self.home / "pedserver.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "pedserver.log"
+    PROG = "pedserver"

@@ -26,7 +26,13 @@ from typing import Any, Protocol, TextIO
 import trio
 
 from ped.cliutil import normalize_luna_argv
-from ped.daemon.config import ConfigError, ConfigSchema, load_config, write_config
+from ped.daemon.config import (
+    LOG_LEVELS,
+    ConfigError,
+    ConfigSchema,
+    load_config,
+    write_config,
+)
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
 from ped.daemon.home import HomeError, resolve_home
 from ped.daemon.logs import setup_logging
@@ -165,6 +171,23 @@ def home_options(prog: str) -> Callable[[argparse.ArgumentParser], None]:
     return functools.partial(add_home_options, prog=prog)
 
 
+def add_idle_timeout_option(p: argparse.ArgumentParser) -> None:
+    """``--idle-timeout S`` (Luna ``-idletimeout``)."""
+    p.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
+                   metavar="S", help="link idle timeout in seconds (default 1800)")
+
+
+def add_log_level_option(p: argparse.ArgumentParser) -> None:
+    """``--log-level L`` (Luna ``-loglevel``)."""
+    p.add_argument("--log-level", "--loglevel", dest="log_level", choices=list(LOG_LEVELS))
+
+
+def add_foreground_option(p: argparse.ArgumentParser) -> None:
+    """``--foreground``/``-f``: serve in this process instead of going to the background."""
+    p.add_argument("--foreground", "-f", action="store_true",
+                   help="stay in the foreground, logging to stderr")
+
+
 def add_stop_show_parsers(
     modes: Any, prog: str, *, stop_help: str, show_help: str
 ) -> None:
@@ -215,6 +238,32 @@ def home_or_none(home: str | None, prog: str, err: TextIO) -> Path | None:
     except HomeError as exc:
         err.write(f"{prog}: {exc}\n")
         return None
+
+
+HomeCommand = Callable[[str, Path, argparse.Namespace, TextIO, TextIO], int]
+
+
+def run_home_command(
+    args: argparse.Namespace,
+    *,
+    prog: str,
+    commands: Mapping[str, HomeCommand],
+    out: TextIO,
+    err: TextIO,
+) -> int | None:
+    """Run a non-``mode`` command (``appliance``/``peer``, ``certificate``) as
+    ``command(prog, home, args, out, err)``; None when *args* names none of *commands*."""
+    command = commands.get(args.command)
+    if command is None:
+        return None
+    if getattr(args, "action", None) is None:
+        err.write(f"{prog}: '{prog} {args.command}' needs an action; "
+                  f"see '{prog} {args.command} --help'\n")
+        return EXIT_USAGE
+    home = home_or_none(args.home, prog, err)
+    if home is None:
+        return EXIT_ERROR
+    return command(prog, home, args, out, err)
 
 
 def common_mode(

@@ -95,6 +95,28 @@ def in_range(low: float, high: float) -> Callable[[Any], str | None]:
     return check
 
 
+#: The ``log_level`` values every daemon accepts (config key and ``--log-level``).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_level_check(value: str) -> str | None:
+    """A `ConfigKey.check` for a log level."""
+    if value.lower() not in LOG_LEVELS:
+        return "must be debug, info, warning or error"
+    return None
+
+
+def log_level_key() -> ConfigKey:
+    """The ``log_level`` setting, the same in every daemon."""
+    return ConfigKey("log_level", str, "info", "debug, info, warning or error", log_level_check)
+
+
+def settings_fields(cls: type, values: Mapping[str, object]) -> dict[str, Any]:
+    """The entries of *values* that are fields of the attrs class *cls* (its keyword
+    arguments): how a daemon's ``Settings.from_mapping`` picks its settings."""
+    return {f.name: values[f.name] for f in attrs.fields(cls) if f.name in values}
+
+
 class ConfigSchema:
     """The keys one daemon understands."""
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import ClassVar
+
+import attrs
 
 from ped.errors import PedError
 
@@ -71,3 +74,27 @@ def resolve_home(
                 "use your own with --home"
             )
     return home
+
+
+@attrs.frozen
+class DaemonLayout:
+    """The files in a daemon's home; a subclass names the daemon in ``PROG``."""
+
+    PROG: ClassVar[str] = ""
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def control(self) -> Path:
+        return self.home / "control.sock"
+
+    @property
+    def pid(self) -> Path:
+        return self.home / f"{self.PROG}.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.home / f"{self.PROG}.log"
