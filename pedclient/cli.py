@@ -26,32 +26,7 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.daemon.cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_USAGE,
-    add_config_parser,
-    add_foreground_option,
-    add_home_options,
-    add_idle_timeout_option,
-    add_log_level_option,
-    add_stop_show_parsers,
-    begin_foreground,
-    child_command,
-    cli_overrides,
-    common_mode,
-    home_options,
-    home_or_none,
-    no_mode_message,
-    parse_command_line,
-    refuse_if_running,
-    run_home_command,
-    run_until_stopped,
-    show_command,
-    start_child,
-    start_failed,
-    start_service,
-)
+from ped.daemon import cli as daemon
 from ped.daemon.config import ConfigError, load_config
 from ped.daemon.control import ControlError, control_request_sync
 from ped.daemon.process import notify_ready
@@ -81,7 +56,7 @@ OVERRIDES = {
     "port": "peer_port",
     "peer_ip": "peer_ip",
 }
-_common = home_options(PROG)
+_common = daemon.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,16 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start relaying for HSMs on this host")
-    add_home_options(start, PROG)
-    add_idle_timeout_option(start)
+    daemon.add_home_options(start, PROG)
+    daemon.add_idle_timeout_option(start)
     start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
                        dest="socket_read_rsp_timeout", type=int, metavar="S",
                        help="seconds without hearing from pedserver before a link is "
                        "declared lost (default 120)")
     start.add_argument("--socket", metavar="PATH",
                        help="local endpoint for HSMs (default HOME/pedclient.sock)")
-    add_log_level_option(start)
-    add_foreground_option(start)
+    daemon.add_log_level_option(start)
+    daemon.add_foreground_option(start)
     start.add_argument("--peer-listen", "--peerlisten", dest="peer_listen",
                        action="store_true", default=None,
                        help="peer-to-peer mode: also accept registered pedservers dialling "
@@ -114,11 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--peer-ip", "--peerip", dest="peer_ip", metavar="ADDR",
                        help="address for --peer-listen (default 0.0.0.0: every interface)")
 
-    add_stop_show_parsers(modes, PROG, stop_help="stop pedclient (open links get a reason)",
-                          show_help="show pedclient and its links")
+    daemon.add_stop_show_parsers(modes, PROG,
+                                 stop_help="stop pedclient (open links get a reason)",
+                                 show_help="show pedclient and its links")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-    add_config_parser(modes, PROG)
+    daemon.add_config_parser(modes, PROG)
     return parser
 
 
@@ -128,78 +104,58 @@ def main(
     """Run the pedclient command line; returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = parse_command_line(argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS,
-                              parser=build_parser(), err=err)
-    if isinstance(args, int):
-        return args
-    done = run_home_command(
-        args, prog=PROG, out=out, err=err,
-        commands={"peer": registry_command, "certificate": certificate_command},
+    return daemon.daemon_main(
+        argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
+        home_commands={"peer": registry_command, "certificate": certificate_command},
+        schema=SCHEMA, layout=Layout, describe=_describe,
+        other_mode=lambda args, layout, config_path: _start(args, layout.home, config_path,
+                                                            out, err),
+        out=out, err=err,
     )
-    if done is not None:
-        return done
-    if args.command != "mode" or args.mode is None:
-        err.write(no_mode_message(PROG, MODES) + "\n")
-        return EXIT_USAGE
-    home = home_or_none(args.home, PROG, err)
-    if home is None:
-        return EXIT_ERROR
-    layout = Layout(home)
-    config_path = Path(args.config).expanduser() if args.config else layout.config
-    done = common_mode(
-        args, prog=PROG, schema=SCHEMA, config_path=config_path, control=layout.control,
-        pid_path=layout.pid, out=out, err=err,
-        show=lambda as_json: show_command(control=layout.control, home=layout.home, prog=PROG,
-                                          as_json=as_json, describe=_describe, out=out,
-                                          err=err),
-    )
-    if done is not None:
-        return done
-    return _start(args, home, config_path, out, err)
 
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
            err: TextIO) -> int:
     try:
-        values = SCHEMA.merge(load_config(config_path, SCHEMA), cli_overrides(args, OVERRIDES))
+        values = SCHEMA.merge(load_config(config_path, SCHEMA),
+                              daemon.cli_overrides(args, OVERRIDES))
     except ConfigError as exc:
-        start_failed(PROG, str(exc), err)
-        return EXIT_ERROR
+        daemon.start_failed(PROG, str(exc), err)
+        return daemon.EXIT_ERROR
     settings = Settings.from_mapping(values)
     layout = Layout(home, settings.socket)
-    if refuse_if_running(layout.pid, layout.home, PROG, err):
-        return EXIT_ERROR
-    if args.foreground:
-        return run_foreground(settings, layout, err=err)
-    child = child_command(PROG, home, config_path, args, list(OVERRIDES))
-    proc = start_child(child, log_path=layout.log, prog=PROG, err=err)
-    if proc is None:
-        return EXIT_ERROR
-    out.write(f"pedclient started (pid {proc.pid}); HSMs on this host connect through "
-              f"{layout.endpoint}\n  home: {layout.home}  log: {layout.log}\n")
-    if settings.peer_listen:
-        try:
-            info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
-        except ControlError:
-            info = {}
-        out.write(f"  peer-to-peer: listening for registered pedservers on "
-                  f"{info.get('peer_listen') or f'{settings.peer_ip}:{settings.peer_port}'}\n")
-    return EXIT_OK
+
+    def started(pid: int) -> None:
+        out.write(f"pedclient started (pid {pid}); HSMs on this host connect through "
+                  f"{layout.endpoint}\n  home: {layout.home}  log: {layout.log}\n")
+        if settings.peer_listen:
+            try:
+                info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
+            except ControlError:
+                info = {}
+            out.write(f"  peer-to-peer: listening for registered pedservers on "
+                      f"{info.get('peer_listen') or f'{settings.peer_ip}:{settings.peer_port}'}"
+                      "\n")
+
+    return daemon.start_command(
+        prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
+        foreground=lambda: run_foreground(settings, layout, err=err), started=started, err=err,
+    )
 
 
 def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = None) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    pidfile = begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
-                               log_level=settings.log_level, err=err)
+    pidfile = daemon.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+                                      log_level=settings.log_level, err=err)
     if pidfile is None:
-        return EXIT_ERROR
+        return daemon.EXIT_ERROR
     try:
         pool = PeerPool(PinStore(layout.home, program="pedclient"))
         client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control,
                            dialer=peer_dialer(pool if settings.peer_listen else None))
-        return run_until_stopped(PROG, _serve, client, pool, layout.home,
-                                 start_errors=(ClientStartError, PedError), err=err)
+        return daemon.run_until_stopped(PROG, _serve, client, pool, layout.home,
+                                        start_errors=(ClientStartError, PedError), err=err)
     finally:
         pidfile.remove()
 
@@ -234,7 +190,7 @@ async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
             logging.getLogger(PROG).info(
                 "peer-to-peer: listening for registered pedservers on %s (certificate %s)",
                 ", ".join(listening), identity.fingerprint)
-        path = await start_service(nursery, client)
+        path = await daemon.start_service(nursery, client)
         notify_ready(str(path))
 
 

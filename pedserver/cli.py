@@ -27,32 +27,7 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.daemon.cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_USAGE,
-    add_config_parser,
-    add_foreground_option,
-    add_home_options,
-    add_idle_timeout_option,
-    add_log_level_option,
-    add_stop_show_parsers,
-    begin_foreground,
-    child_command,
-    cli_overrides,
-    common_mode,
-    home_options,
-    home_or_none,
-    no_mode_message,
-    parse_command_line,
-    refuse_if_running,
-    run_home_command,
-    run_until_stopped,
-    show_command,
-    start_child,
-    start_failed,
-    start_service,
-)
+from ped.daemon import cli as daemon
 from ped.daemon.config import ConfigError, load_config
 from ped.daemon.control import ControlError, control_request_sync
 from ped.daemon.process import notify_ready
@@ -85,7 +60,7 @@ OVERRIDES = {
 }
 
 DriverFactory = Callable[[str], PedDriver]
-_common = home_options(PROG)
+_common = daemon.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,33 +74,34 @@ def build_parser() -> argparse.ArgumentParser:
     modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start serving the PED")
-    add_home_options(start, PROG)
+    daemon.add_home_options(start, PROG)
     start.add_argument("--ip", help="address to listen on (default 0.0.0.0: every interface)")
     start.add_argument("--port", type=int, help="TCP port (default 1503)")
     start.add_argument("--device", metavar="URI", action="append",
                        help="PED device: usb, usb:VID:PID[:SERIAL], socket:PATH, "
                        "emulated:DIR[?operator=auto]; give it again for a pool of PEDs "
                        "(each link gets the least busy one)")
-    add_idle_timeout_option(start)
+    daemon.add_idle_timeout_option(start)
     start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
                        dest="socket_read_rsp_timeout", type=int, metavar="S",
                        help="seconds without hearing from a link before it is dropped "
                        "(default 120)")
-    add_log_level_option(start)
-    add_foreground_option(start)
+    daemon.add_log_level_option(start)
+    daemon.add_foreground_option(start)
 
-    add_stop_show_parsers(modes, PROG, stop_help="stop the running pedserver (links get a reason)",
-                          show_help="show pedserver, its PED and its links")
+    daemon.add_stop_show_parsers(modes, PROG,
+                                 stop_help="stop the running pedserver (links get a reason)",
+                                 show_help="show pedserver, its PED and its links")
     for verb, text in (("connect", "keep a peer-to-peer link to a registered appliance "
                         "(pedserver dials it; reconnects when it drops)"),
                        ("disconnect", "end the peer-to-peer link to an appliance")):
         p2p = modes.add_parser(verb, help=text)
-        add_home_options(p2p, PROG)
+        daemon.add_home_options(p2p, PROG)
         p2p.add_argument("--name", required=True,
                          help="the appliance's name (see pedserver appliance list)")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-    add_config_parser(modes, PROG)
+    daemon.add_config_parser(modes, PROG)
     return parser
 
 
@@ -143,36 +119,18 @@ def main(
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    args = parse_command_line(argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS,
-                              parser=build_parser(), err=err)
-    if isinstance(args, int):
-        return args
-    done = run_home_command(
-        args, prog=PROG, out=out, err=err,
-        commands={"appliance": registry_command, "certificate": certificate_command},
+
+    def other_mode(args: argparse.Namespace, layout: Layout, config_path: Path) -> int:
+        if args.mode in ("connect", "disconnect"):
+            return connect_command(layout.control, args.mode, args.name, out, err)
+        return _start(args, layout, config_path, driver_factory, out, err)
+
+    return daemon.daemon_main(
+        argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
+        home_commands={"appliance": registry_command, "certificate": certificate_command},
+        schema=SCHEMA, layout=Layout, describe=_describe, other_mode=other_mode,
+        out=out, err=err,
     )
-    if done is not None:
-        return done
-    if args.command != "mode" or args.mode is None:
-        err.write(no_mode_message(PROG, MODES) + "\n")
-        return EXIT_USAGE
-    home = home_or_none(args.home, PROG, err)
-    if home is None:
-        return EXIT_ERROR
-    layout = Layout(home)
-    config_path = Path(args.config).expanduser() if args.config else layout.config
-    done = common_mode(
-        args, prog=PROG, schema=SCHEMA, config_path=config_path, control=layout.control,
-        pid_path=layout.pid, out=out, err=err,
-        show=lambda as_json: show_command(control=layout.control, home=layout.home, prog=PROG,
-                                          as_json=as_json, describe=_describe, out=out,
-                                          err=err),
-    )
-    if done is not None:
-        return done
-    if args.mode in ("connect", "disconnect"):
-        return connect_command(layout.control, args.mode, args.name, out, err)
-    return _start(args, layout, config_path, driver_factory, out, err)
 
 
 # ----------------------------------------------------------------------------- start
@@ -180,7 +138,7 @@ def main(
 
 def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
     file_values = load_config(config_path, SCHEMA)
-    cli = cli_overrides(args, OVERRIDES)
+    cli = daemon.cli_overrides(args, OVERRIDES)
     if isinstance(cli.get("device"), list):  # --device repeated: a pool, one URI a line
         cli["device"] = "\n".join(cli["device"])
     values = SCHEMA.merge(file_values, cli)
@@ -198,30 +156,30 @@ def _start(
     try:
         settings = _settings(args, config_path)
     except ConfigError as exc:
-        start_failed(PROG, str(exc), err)
-        return EXIT_ERROR
+        daemon.start_failed(PROG, str(exc), err)
+        return daemon.EXIT_ERROR
     if not settings.devices:
-        start_failed(PROG, "no PED device given: use --device URI (or set device in the "
-                     "config file)", err)
-        return EXIT_USAGE
-    if refuse_if_running(layout.pid, layout.home, PROG, err):
-        return EXIT_ERROR
-    if args.foreground:
-        return run_foreground(settings, layout, driver_factory=driver_factory, err=err)
-    child = child_command(PROG, layout.home, config_path, args, list(OVERRIDES))
-    proc = start_child(child, log_path=layout.log, prog=PROG, err=err)
-    if proc is None:
-        return EXIT_ERROR
-    try:
-        info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
-    except ControlError:
-        info = {}
-    out.write(f"pedserver started (pid {proc.pid}), listening on "
-              f"{info.get('ip', settings.ip)}:{info.get('port', settings.port)}\n")
-    if info:
-        out.write(f"  PED: {_device_line(info)}\n")
-    out.write(f"  home: {layout.home}  log: {layout.log}\n")
-    return EXIT_OK
+        daemon.start_failed(PROG, "no PED device given: use --device URI (or set device in "
+                            "the config file)", err)
+        return daemon.EXIT_USAGE
+
+    def started(pid: int) -> None:
+        try:
+            info = control_request_sync(layout.control, "show", timeout=5.0, what=PROG)
+        except ControlError:
+            info = {}
+        out.write(f"pedserver started (pid {pid}), listening on "
+                  f"{info.get('ip', settings.ip)}:{info.get('port', settings.port)}\n")
+        if info:
+            out.write(f"  PED: {_device_line(info)}\n")
+        out.write(f"  home: {layout.home}  log: {layout.log}\n")
+
+    return daemon.start_command(
+        prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
+        foreground=lambda: run_foreground(settings, layout, driver_factory=driver_factory,
+                                          err=err),
+        started=started, err=err,
+    )
 
 
 def run_foreground(
@@ -233,10 +191,10 @@ def run_foreground(
 ) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    pidfile = begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
-                               log_level=settings.log_level, err=err)
+    pidfile = daemon.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+                                      log_level=settings.log_level, err=err)
     if pidfile is None:
-        return EXIT_ERROR
+        return daemon.EXIT_ERROR
     try:
         if driver_factory is None:
             from ped.device import open_driver
@@ -247,11 +205,11 @@ def run_foreground(
             driver = (driver_factory(uris[0]) if len(uris) == 1
                       else PedPool([driver_factory(uri) for uri in uris]))
         except (PedError, ValueError) as exc:
-            start_failed(PROG, str(exc), err)
-            return EXIT_USAGE
+            daemon.start_failed(PROG, str(exc), err)
+            return daemon.EXIT_USAGE
         server = PedServer(settings, driver, control_path=layout.control)
-        return run_until_stopped(PROG, _serve, server, layout.home,
-                                 start_errors=(ServerStartError, PedError), err=err)
+        return daemon.run_until_stopped(PROG, _serve, server, layout.home,
+                                        start_errors=(ServerStartError, PedError), err=err)
     finally:
         pidfile.remove()
 
@@ -261,7 +219,7 @@ async def _serve(server: PedServer, home: Path) -> None:
     peers.install()
     async with trio.open_nursery() as nursery:
         await nursery.start(peers.run)
-        address = await start_service(nursery, server)
+        address = await daemon.start_service(nursery, server)
         notify_ready(f"{address[0]}:{address[1]}")
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 import trio
 
@@ -34,7 +34,7 @@ from ped.daemon.config import (
     write_config,
 )
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
-from ped.daemon.home import HomeError, resolve_home
+from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
 from ped.daemon.process import (
     READY_FD_ENV,
@@ -266,28 +266,53 @@ def run_home_command(
     return command(prog, home, args, out, err)
 
 
-def common_mode(
-    args: argparse.Namespace,
+L = TypeVar("L", bound=DaemonLayout)
+
+
+def daemon_main(
+    argv: Sequence[str] | None,
     *,
     prog: str,
+    modes: Sequence[str],
+    command_words: Sequence[str],
+    parser: argparse.ArgumentParser,
+    home_commands: Mapping[str, HomeCommand],
     schema: ConfigSchema,
-    config_path: Path,
-    control: Path,
-    pid_path: Path,
-    show: Callable[[bool], int],
+    layout: Callable[[Path], L],
+    describe: Callable[[dict[str, Any]], list[str]],
+    other_mode: Callable[[argparse.Namespace, L, Path], int],
     out: TextIO,
     err: TextIO,
-) -> int | None:
-    """Run ``mode config``, ``stop`` or ``show`` (``show(as_json)``); None for other modes."""
+) -> int:
+    """A daemon's command line: parse, run a *home_commands* entry or ``mode config``,
+    ``stop``, ``show`` (*describe* gives its lines), else ``other_mode(args, layout,
+    config_path)`` (``start`` and the daemon's own modes); returns the exit code."""
+    args = parse_command_line(argv, prog=prog, modes=modes, command_words=command_words,
+                              parser=parser, err=err)
+    if isinstance(args, int):
+        return args
+    done = run_home_command(args, prog=prog, commands=home_commands, out=out, err=err)
+    if done is not None:
+        return done
+    if args.command != "mode" or args.mode is None:
+        err.write(no_mode_message(prog, modes) + "\n")
+        return EXIT_USAGE
+    home = home_or_none(args.home, prog, err)
+    if home is None:
+        return EXIT_ERROR
+    where = layout(home)
+    config_path = Path(args.config).expanduser() if args.config else where.config
     if args.mode == "config":
         return config_command(schema=schema, path=config_path, show=args.show,
                               create=args.create, set_pair=args.set, out=out, err=err,
                               prog=prog)
     if args.mode == "stop":
-        return stop_command(control=control, pid_path=pid_path, prog=prog, out=out, err=err)
+        return stop_command(control=where.control, pid_path=where.pid, prog=prog, out=out,
+                            err=err)
     if args.mode == "show":
-        return show(args.json)
-    return None
+        return show_command(control=where.control, home=where.home, prog=prog,
+                            as_json=args.json, describe=describe, out=out, err=err)
+    return other_mode(args, where, config_path)
 
 
 def cli_overrides(args: argparse.Namespace, overrides: Mapping[str, str]) -> dict[str, Any]:
@@ -330,6 +355,32 @@ def child_command(
             if one is not None:
                 child += [option, str(one)]
     return child
+
+
+def start_command(
+    *,
+    prog: str,
+    layout: DaemonLayout,
+    config_path: Path,
+    args: argparse.Namespace,
+    dests: Sequence[str],
+    foreground: Callable[[], int],
+    started: Callable[[int], None],
+    err: TextIO,
+) -> int:
+    """``mode start`` once the settings are good: refuse a second copy, then run
+    ``foreground()`` (``--foreground``) or start a background child passing on the
+    options in *dests* and report it with ``started(pid)``."""
+    if refuse_if_running(layout.pid, layout.home, prog, err):
+        return EXIT_ERROR
+    if args.foreground:
+        return foreground()
+    child = child_command(prog, layout.home, config_path, args, dests)
+    proc = start_child(child, log_path=layout.log, prog=prog, err=err)
+    if proc is None:
+        return EXIT_ERROR
+    started(proc.pid)
+    return EXIT_OK
 
 
 def start_child(
