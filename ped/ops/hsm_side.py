@@ -53,6 +53,7 @@ from ped.ops.messages import (
     ShowMessage,
     decode_message,
 )
+from ped.ops.session import SessionBase, printable
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
 
@@ -91,7 +92,7 @@ _REFUSAL_ERRORS: dict[RefuseReason, type[PedError]] = {
 }
 
 
-class HsmSideSession:
+class HsmSideSession(SessionBase):
     """The HSM's end of one session with a PED.  See the module docstring.
 
     *ephemeral_private* fixes the X25519 ephemeral key (test vectors only);
@@ -113,7 +114,7 @@ class HsmSideSession:
             key_timeout_ms=key_timeout_ms,
             ephemeral_private=ephemeral_private,
         )
-        self.hsm_serial = hsm_serial
+        self.hsm_serial: str | None = hsm_serial
         self.key_timeout_ms = key_timeout_ms
         self._channel: SecureChannel | None = None
         self._next_op_id = first_op_id
@@ -122,28 +123,12 @@ class HsmSideSession:
         self.current: ReadSecret | ImprintRequest | ShowMessage | None = None
         self.cancel_sent = False
 
-    def __repr__(self) -> str:
-        op = self.current.op_id if self.current is not None else None
-        return f"HsmSideSession(state={self.state.value}, hsm_serial={self.hsm_serial!r}, op={op})"
-
-    @property
-    def current_op_id(self) -> int | None:
-        return self.current.op_id if self.current is not None else None
-
-    def _advance(self, what: str, *, remote: bool) -> None:
-        nxt = TRANSITIONS.get((self.state, what))
-        if nxt is None:
-            cls = RemoteProtocolError if remote else LocalProtocolError
-            raise cls(f"{what!r} is not allowed in HSM session state {self.state.value!r}")
-        self.state = nxt
+    TRANSITIONS = TRANSITIONS
+    SIDE = "HSM"
 
     def _teardown(self, state: HsmState) -> None:
         self.state = state
-        if self._channel is not None:
-            self._channel.close()
-        if isinstance(self.current, ImprintRequest):
-            self.current.wipe()
-        self.current = None
+        self._wipe()
         self._initiator = None
 
     # ---- handshake -------------------------------------------------------------------
@@ -282,7 +267,7 @@ class HsmSideSession:
             return [
                 ev.OperationFailed(
                     message.op_id,
-                    error_for(message.code, _printable(message.detail), op_id=message.op_id),
+                    error_for(message.code, printable(message.detail), op_id=message.op_id),
                 )
             ]
         expected = _RESPONSE_FOR[type(current)]
@@ -305,9 +290,7 @@ class HsmSideSession:
 
     def _finish(self) -> None:
         self._advance("result", remote=True)
-        if isinstance(self.current, ImprintRequest):
-            self.current.wipe()
-        self.current = None
+        self._drop_current()
         self.cancel_sent = False
 
 
@@ -320,7 +303,3 @@ def _refusal_error(exc: HandshakeRefused) -> PedError:
         return exc
     detail = "while connecting (orange key)" + (f": {exc.detail}" if exc.detail else "")
     return cls(detail)
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)

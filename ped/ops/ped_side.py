@@ -86,6 +86,7 @@ from ped.ops.messages import (
     ShowMessage,
     decode_message,
 )
+from ped.ops.session import SessionBase, printable
 from ped.wire.framing import Frame
 from ped.wire.types import E2EType
 
@@ -120,8 +121,11 @@ TRANSITIONS: dict[tuple[PedState, str], PedState] = {
 _OPEN = {_S.AWAIT_INIT, _S.AWAIT_RPV, _S.READY, _S.IN_OPERATION}
 
 
-class PedSideSession:
+class PedSideSession(SessionBase):
     """The PED's end of one HSM session.  See the module docstring."""
+
+    TRANSITIONS = TRANSITIONS
+    SIDE = "PED"
 
     def __init__(
         self,
@@ -138,18 +142,7 @@ class PedSideSession:
         self.current: ReadSecret | ImprintRequest | ShowMessage | None = None
         self.cancel_requested = False
 
-    def __repr__(self) -> str:
-        op = self.current.op_id if self.current is not None else None
-        return f"PedSideSession(state={self.state.value}, hsm_serial={self.hsm_serial!r}, op={op})"
-
     # ---- plumbing -------------------------------------------------------------------
-
-    def _advance(self, what: str, *, remote: bool) -> None:
-        nxt = TRANSITIONS.get((self.state, what))
-        if nxt is None:
-            cls = RemoteProtocolError if remote else LocalProtocolError
-            raise cls(f"{what!r} is not allowed in PED session state {self.state.value!r}")
-        self.state = nxt
 
     def _seal(self, message: OpMessage) -> None:
         assert self._channel is not None
@@ -161,11 +154,7 @@ class PedSideSession:
         return [ev.SessionFailed(error)]
 
     def _teardown(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        if isinstance(self.current, ImprintRequest):
-            self.current.wipe()
-        self.current = None
+        self._wipe()
 
     def frames_to_send(self) -> list[Frame]:
         """Frames queued by the last calls, oldest first (the queue is emptied)."""
@@ -227,7 +216,7 @@ class PedSideSession:
         if isinstance(message, Goodbye):
             self._advance("goodbye", remote=True)
             self._teardown()
-            return [ev.SessionClosed(message.reason, _printable(message.text))]
+            return [ev.SessionClosed(message.reason, printable(message.text))]
         raise RemoteProtocolError(
             f"the HSM sent {type(message).__name__}, which only a PED may send"
         )
@@ -293,9 +282,7 @@ class PedSideSession:
     def _done(self, message: OpMessage) -> None:
         self._advance("answer", remote=False)
         self._seal(message)
-        if isinstance(self.current, ImprintRequest):
-            self.current.wipe()
-        self.current = None
+        self._drop_current()
         self.cancel_requested = False
 
     def answer_read_secret(
@@ -400,7 +387,3 @@ def _request_event(message: ReadSecret | ImprintRequest | ShowMessage) -> ev.Ped
             message.new_secret,
         )
     return ev.ShowRequested(message.op_id, message.text)
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
