@@ -25,7 +25,7 @@ and drops at once.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Self, TypeAlias
 
 import attrs
 
@@ -159,6 +159,46 @@ class _Message:
         return encode_frame(Frame(self.TYPE, self.payload()))
 
 
+@attrs.frozen
+class _OpIdOnly(_Message):
+    """A message that is nothing but an operation id (CANCEL, SHOW_DONE)."""
+
+    op_id: int = attrs.field(validator=_OP_ID)
+
+    def payload(self) -> bytes:
+        return Writer().u32(self.op_id).getvalue()
+
+    @classmethod
+    def read(cls, r: Reader) -> Self:
+        return cls(_read_op_id(r))
+
+
+@attrs.frozen
+class _KeysetResult(_Message):
+    """The head READ_RESULT and IMPRINT_RESULT share: the operation, the colour, the
+    keyset and its M of N."""
+
+    op_id: int = attrs.field(validator=_OP_ID)
+    color: Color = attrs.field(converter=_to_color)
+    keyset_id: bytes = attrs.field(converter=bytes, validator=_sized(KEYSET_ID_SIZE, "keyset id"))
+    m: int = attrs.field(validator=_range(1, MAX_M_N, "M"))
+    n: int = attrs.field(validator=_range(1, MAX_M_N, "N"))
+
+    def __attrs_post_init__(self) -> None:
+        if self.m > self.n:
+            raise LocalProtocolError(f"M ({self.m}) cannot exceed N ({self.n})")
+
+    def _head(self) -> Writer:
+        w = Writer().u32(self.op_id).u8(self.color).raw(self.keyset_id)
+        return w.u8(self.m).u8(self.n)
+
+    @staticmethod
+    def _read_head(r: Reader) -> tuple[int, Color, bytes, int, int]:
+        op_id, color = _read_op_id(r), _read_color(r)
+        keyset = r.raw(KEYSET_ID_SIZE, "keyset id")
+        return op_id, color, keyset, r.u8("m", low=1, high=MAX_M_N), r.u8("n", low=1, high=MAX_M_N)
+
+
 # ---- requests (HSM -> PED) -----------------------------------------------------------
 
 
@@ -258,71 +298,38 @@ class ShowMessage(_Message):
 
 
 @attrs.frozen
-class Cancel(_Message):
+class Cancel(_OpIdOnly):
     """Cancel operation *op_id*.  Never answered by itself: the operation ends with
     OP_ERROR(CANCELLED), or with its result if it finished first."""
 
     TYPE: ClassVar[OpType] = OpType.CANCEL
-    op_id: int = attrs.field(validator=_OP_ID)
-
-    def payload(self) -> bytes:
-        return Writer().u32(self.op_id).getvalue()
-
-    @classmethod
-    def read(cls, r: Reader) -> Cancel:
-        return cls(_read_op_id(r))
 
 
 # ---- responses (PED -> HSM) ----------------------------------------------------------
 
 
 @attrs.frozen
-class ReadResult(_Message):
+class ReadResult(_KeysetResult):
     """The derived secret of a keyset (after M of N and PIN), with non-secret metadata."""
 
     TYPE: ClassVar[OpType] = OpType.READ_RESULT
-    op_id: int = attrs.field(validator=_OP_ID)
-    color: Color = attrs.field(converter=_to_color)
-    keyset_id: bytes = attrs.field(converter=bytes, validator=_sized(KEYSET_ID_SIZE, "keyset id"))
-    m: int = attrs.field(validator=_range(1, MAX_M_N, "M"))
-    n: int = attrs.field(validator=_range(1, MAX_M_N, "N"))
     secret: bytearray = attrs.field(
         converter=bytearray, validator=_sized(SECRET_SIZE, "secret"), repr=False
     )
 
-    def __attrs_post_init__(self) -> None:
-        if self.m > self.n:
-            raise LocalProtocolError(f"M ({self.m}) cannot exceed N ({self.n})")
-
     def payload(self) -> bytes:
-        return (
-            Writer()
-            .u32(self.op_id)
-            .u8(self.color)
-            .raw(self.keyset_id)
-            .u8(self.m)
-            .u8(self.n)
-            .raw(self.secret)
-            .getvalue()
-        )
+        return self._head().raw(self.secret).getvalue()
 
     @classmethod
     def read(cls, r: Reader) -> ReadResult:
-        return cls(
-            _read_op_id(r),
-            _read_color(r),
-            r.raw(KEYSET_ID_SIZE, "keyset id"),
-            r.u8("m", low=1, high=MAX_M_N),
-            r.u8("n", low=1, high=MAX_M_N),
-            bytearray(r.raw(SECRET_SIZE, "secret")),
-        )
+        return cls(*cls._read_head(r), bytearray(r.raw(SECRET_SIZE, "secret")))
 
     def wipe(self) -> None:
         _wipe(self.secret)
 
 
 @attrs.frozen
-class ImprintResult(_Message):
+class ImprintResult(_KeysetResult):
     """Keys were imprinted.
 
     ``secret`` is the *login secret*: what a READ_SECRET of this keyset will return (after
@@ -333,11 +340,6 @@ class ImprintResult(_Message):
     """
 
     TYPE: ClassVar[OpType] = OpType.IMPRINT_RESULT
-    op_id: int = attrs.field(validator=_OP_ID)
-    color: Color = attrs.field(converter=_to_color)
-    keyset_id: bytes = attrs.field(converter=bytes, validator=_sized(KEYSET_ID_SIZE, "keyset id"))
-    m: int = attrs.field(validator=_range(1, MAX_M_N, "M"))
-    n: int = attrs.field(validator=_range(1, MAX_M_N, "N"))
     pin: bool = attrs.field(converter=bool)
     copies: int = attrs.field(validator=_range(0, 255, "copies written"))
     reused: bool = attrs.field(default=False, converter=bool)
@@ -349,8 +351,7 @@ class ImprintResult(_Message):
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.m > self.n:
-            raise LocalProtocolError(f"M ({self.m}) cannot exceed N ({self.n})")
+        super().__attrs_post_init__()
         if not self.reused and self.copies == 0:
             raise LocalProtocolError("a new keyset must have been written to at least one key")
         if (self.reused or self.pin) and self.secret is None:
@@ -365,37 +366,28 @@ class ImprintResult(_Message):
             | (2 if self.reused else 0)
             | (4 if self.secret is not None else 0)
         )
-        w = Writer().u32(self.op_id).u8(self.color).raw(self.keyset_id)
-        w.u8(self.m).u8(self.n).u8(flags).u8(self.copies)
+        w = self._head().u8(flags).u8(self.copies)
         if self.secret is not None:
             w.raw(self.secret)
         return w.getvalue()
 
     @classmethod
     def read(cls, r: Reader) -> ImprintResult:
-        op_id, color = _read_op_id(r), _read_color(r)
-        keyset = r.raw(KEYSET_ID_SIZE, "keyset id")
-        m, n = r.u8("m", low=1, high=MAX_M_N), r.u8("n", low=1, high=MAX_M_N)
+        head = cls._read_head(r)
         flags = r.u8("flags", high=7)
         copies = r.u8("copies")
         secret = bytearray(r.raw(SECRET_SIZE, "login secret")) if flags & 4 else None
-        return cls(op_id, color, keyset, m, n, bool(flags & 1), copies, bool(flags & 2), secret)
+        return cls(*head, bool(flags & 1), copies, bool(flags & 2), secret)
 
     def wipe(self) -> None:
         _wipe(self.secret)
 
 
 @attrs.frozen
-class ShowDone(_Message):
+class ShowDone(_OpIdOnly):
+    """The message of operation *op_id* is on the PED screen."""
+
     TYPE: ClassVar[OpType] = OpType.SHOW_DONE
-    op_id: int = attrs.field(validator=_OP_ID)
-
-    def payload(self) -> bytes:
-        return Writer().u32(self.op_id).getvalue()
-
-    @classmethod
-    def read(cls, r: Reader) -> ShowDone:
-        return cls(_read_op_id(r))
 
 
 @attrs.frozen
