@@ -2,9 +2,15 @@
 
 Theory of operation
 -------------------
-One context is made per connection from a fresh snapshot of the pin registry, so a
-registration or deletion applies to the next handshake while the daemon runs, and no
-TLS session is ever resumed (a resumed session would skip the certificate check).
+Every handshake starts from a fresh snapshot of the pin registry and a fresh reading of
+our identity, so a registration, a deletion or a `certificate regen` applies to the next
+handshake while the daemon runs.  Building an ``SSLContext`` (OpenSSL 3 context, key and
+trust anchors) costs about as much CPU as the handshake itself, so `ContextCache` keeps
+the few most recent contexts, keyed by everything they are built from: our identity's
+file and fingerprint, the side and the exact set of trusted fingerprints.  Any change in
+the registry or the identity is a different key, hence a new context.  No TLS session is
+ever resumed (a resumed session would skip the certificate check): the server issues no
+tickets and the client never offers a session, shared context or not.
 
 Both ends:
 
@@ -28,12 +34,16 @@ The standard library has no verify callback, so when OpenSSL refuses a certifica
 would not learn which one it was.  `CertificateCapture` uses the context's TLS message
 hook (``SSLContext._msg_callback``, present since Python 3.8; private, so used for
 diagnostics only and skipped when absent) to keep a copy of the peer's Certificate
-message and name its fingerprint in the error.  It never decides anything.
+message and name its fingerprint in the error.  It never decides anything.  On a shared
+context the hook is a `CaptureRouter`, which hands each connection's messages to that
+connection's capture (the hook is called with the connection's ``SSLObject``).
 """
 
 from __future__ import annotations
 
 import ssl
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,10 +93,15 @@ class CertificateCapture:
         self.presented_none = False
 
     def install(self, ctx: ssl.SSLContext) -> bool:
-        """Hook into *ctx*; False when this Python has no message hook."""
+        """Hook into *ctx*; False when this Python has no message hook.
+
+        On a shared context (whose hook is a `CaptureRouter`) the hook stays; the caller
+        then registers this capture for its connection with `CaptureRouter.register`.
+        """
         if not hasattr(ctx, "_msg_callback"):
             return False
-        ctx._msg_callback = self._on_message  # type: ignore[attr-defined]
+        if not isinstance(ctx._msg_callback, CaptureRouter):  # type: ignore[attr-defined]
+            ctx._msg_callback = self._on_message  # type: ignore[attr-defined]
         return True
 
     def _on_message(
@@ -111,6 +126,83 @@ class CertificateCapture:
                 self.der = der
         except Exception:  # noqa: S110 - a diagnostic hook must not break the handshake
             pass
+
+
+class CaptureRouter:
+    """The message hook of a shared context: each connection's messages go to its capture.
+
+    Connections are held weakly: a finished handshake leaves nothing behind.
+    """
+
+    def __init__(self) -> None:
+        self._captures: weakref.WeakKeyDictionary[Any, CertificateCapture] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def register(self, conn: Any, capture: CertificateCapture) -> None:
+        self._captures[conn] = capture
+
+    def __call__(
+        self,
+        conn: Any,
+        direction: str,
+        version: Any,
+        content_type: Any,
+        msg_type: Any,
+        data: bytes,
+    ) -> None:
+        try:
+            capture = self._captures.get(conn)
+        except TypeError:  # not weak-referenceable: not one of ours
+            return
+        if capture is not None:
+            capture._on_message(conn, direction, version, content_type, msg_type, data)
+
+
+class ContextCache:
+    """The *size* most recently used contexts, keyed by what they are built from.
+
+    ``get`` returns ``(context, router)``; *router* is None when this Python has no
+    message hook.  The key holds the identity's path and fingerprint (a regenerated
+    identity is a new key), the side, and the sorted trusted fingerprints (a registry
+    change is a new key); equal keys make contexts that behave identically.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[object, ...], tuple[ssl.SSLContext, CaptureRouter | None]]
+        self._items = OrderedDict()
+
+    def get(
+        self,
+        identity: Identity,
+        trusted: Iterable[tuple[str, x509.Certificate]],
+        *,
+        server_side: bool,
+    ) -> tuple[ssl.SSLContext, CaptureRouter | None]:
+        pairs = sorted(trusted, key=lambda pair: pair[0])
+        key = (
+            str(identity.path),
+            identity.fingerprint,
+            server_side,
+            tuple(fp for fp, _ in pairs),
+        )
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+            return hit
+        ctx = make_context(identity, [cert for _, cert in pairs], server_side=server_side)
+        router: CaptureRouter | None = None
+        if hasattr(ctx, "_msg_callback"):
+            router = CaptureRouter()
+            ctx._msg_callback = router  # type: ignore[attr-defined]
+        self._items[key] = (ctx, router)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return ctx, router
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def parse_certificate_message(msg: bytes) -> bytes | None:

@@ -4,9 +4,11 @@ Theory of operation
 -------------------
 In peer-to-peer mode pedserver *dials* (TLS client, `open_pinned_tls_client`) and
 pedclient *listens* (TLS server, `accept_pinned_tls`).  Each call takes a fresh snapshot
-of the pin registry, makes a one-use `ssl` context from it (`ped.tls.context`), runs the
-handshake under a deadline, then checks that the peer's leaf certificate is exactly a
-pinned one (SHA-256 fingerprint, ``hmac.compare_digest``) and is valid now.
+of the pin registry and re-reads our identity (both cached while their files are
+unchanged), gets the `ssl` context built from exactly those (`ped.tls.context.ContextCache`:
+a new one whenever either changed), runs the handshake under a deadline, then checks that
+the peer's leaf certificate is exactly a pinned one (SHA-256 fingerprint,
+``hmac.compare_digest``) and is valid now.
 
 In TLS 1.3 the client finishes its handshake *before* the server has looked at the
 client's certificate, so a client cannot tell from the handshake alone that it was
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -33,7 +36,7 @@ import trio
 from cryptography import x509
 
 from ped.tls.certs import Identity, fingerprint, load_identity, validity_problem
-from ped.tls.context import CertificateCapture, make_context
+from ped.tls.context import CertificateCapture, ContextCache
 from ped.tls.errors import (
     HandshakeFailed,
     HandshakeTimeout,
@@ -51,6 +54,10 @@ log = logging.getLogger("ped.tls")
 #: What the listener sends, inside TLS, once it has accepted the dialler's certificate.
 ACCEPTED = b"RPED-TLS-OK\n"
 DEFAULT_HANDSHAKE_TIMEOUT = 15.0
+#: Contexts shared by handshakes that would build identical ones (see ped.tls.context).
+_CONTEXTS = ContextCache()
+#: identity file -> (its stat key, the Identity read from it).
+_IDENTITIES: dict[str, tuple[tuple[int, ...], Identity]] = {}
 _ALERT_FLUSH_TIMEOUT = 1.0
 
 # Alerts the peer sends when it refuses *our* certificate (OpenSSL's reason names).
@@ -219,6 +226,28 @@ async def serve_pinned_tls(
     await trio.serve_listeners(one, listeners)
 
 
+def _current_identity(path: os.PathLike[str] | str) -> Identity:
+    """`load_identity` of *path*'s folder, re-read only when the file changed.
+
+    The key is the file's inode, size, times, mode and owner: an atomic replace
+    (`certificate regen`), an edit or a chmod re-reads it, and with it re-runs every check
+    `load_identity` makes (key matches certificate, not readable by others).
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        _IDENTITIES.pop(path, None)
+        return load_identity(os.path.dirname(path))  # raises the clear error
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
+    hit = _IDENTITIES.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    identity = load_identity(os.path.dirname(path))
+    _IDENTITIES[path] = (key, identity)
+    return identity
+
+
 def peer_fingerprint(stream: trio.SSLStream) -> str:  # type: ignore[type-arg]
     """SHA-256 fingerprint of the certificate the peer presented on *stream*."""
     der = stream.getpeercert(binary_form=True)
@@ -243,18 +272,24 @@ class _Handshake:
         self.transport = transport
         # Re-read per connection, like the pins: `certificate regen` applies to the next
         # handshake of a running daemon, and messages name the certificate really shown.
-        self.identity = load_identity(identity.path.parent)
+        self.identity = _current_identity(identity.path)
         self.snap = snap
         self.trusted = tuple(trusted)
         self.server_side = server_side
         self.address = address
         self.capture = CertificateCapture()
         self.expected_name: str | None = None
-        ctx = make_context(
-            self.identity, [p.certificate for p in self.trusted], server_side=server_side
+        ctx, router = _CONTEXTS.get(
+            self.identity,
+            [(p.fingerprint, p.certificate) for p in self.trusted],
+            server_side=server_side,
         )
-        self.capture.install(ctx)
         self.ssl_stream = trio.SSLStream(transport, ctx, server_side=server_side)
+        if self.capture.install(ctx) and router is not None:
+            # trio keeps its SSLObject private; without it we only lose the diagnostic.
+            conn = getattr(self.ssl_stream, "_ssl_object", None)
+            if conn is not None:
+                router.register(conn, self.capture)
 
     async def run(
         self, timeout: float, *, expected_name: str | None, budget: float | None = None
