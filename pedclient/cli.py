@@ -60,22 +60,21 @@ _common = daemon.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
+    parser, commands, modes = daemon.mode_parser(
+        PROG,
         description="Relay between HSMs on this host and a Remote PED's pedserver.",
         epilog="Luna spellings are accepted: pedclient -mode start",
+        modes=MODES,
     )
-    commands = parser.add_subparsers(dest="command", metavar="mode")
-    mode = commands.add_parser("mode", help="start, stop, show or configure pedclient")
-    modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start relaying for HSMs on this host")
     daemon.add_home_options(start, PROG)
     daemon.add_idle_timeout_option(start)
-    start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
-                       dest="socket_read_rsp_timeout", type=int, metavar="S",
-                       help="seconds without hearing from pedserver before a link is "
-                       "declared lost (default 120)")
+    daemon.add_socket_read_rsp_timeout_option(
+        start,
+        "seconds without hearing from pedserver before a link is "
+        "declared lost (default 120)",
+    )
     start.add_argument("--socket", metavar="PATH",
                        help="local endpoint for HSMs (default HOME/pedclient.sock)")
     daemon.add_log_level_option(start)

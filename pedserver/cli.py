@@ -64,14 +64,12 @@ _common = daemon.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
+    parser, commands, modes = daemon.mode_parser(
+        PROG,
         description="Serve a PED device to HSMs over the network (Remote PED).",
         epilog="Luna spellings are accepted: pedserver -mode start -port 1503",
+        modes=MODES,
     )
-    commands = parser.add_subparsers(dest="command", metavar="mode")
-    mode = commands.add_parser("mode", help="start, stop, show or configure pedserver")
-    modes = mode.add_subparsers(dest="mode", metavar="{" + ",".join(MODES) + "}")
 
     start = modes.add_parser("start", help="start serving the PED")
     daemon.add_home_options(start, PROG)
@@ -82,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "emulated:DIR[?operator=auto]; give it again for a pool of PEDs "
                        "(each link gets the least busy one)")
     daemon.add_idle_timeout_option(start)
-    start.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
-                       dest="socket_read_rsp_timeout", type=int, metavar="S",
-                       help="seconds without hearing from a link before it is dropped "
-                       "(default 120)")
+    daemon.add_socket_read_rsp_timeout_option(
+        start,
+        "seconds without hearing from a link before it is dropped "
+        "(default 120)",
+    )
     daemon.add_log_level_option(start)
     daemon.add_foreground_option(start)
 

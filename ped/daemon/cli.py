@@ -158,6 +158,18 @@ def stop_command(
 # ----------------------------------------------------------------------------- parsing
 
 
+def mode_parser(
+    prog: str, *, description: str, epilog: str, modes: Sequence[str]
+) -> tuple[argparse.ArgumentParser, Any, Any]:
+    """The daemon's parser, its command sub-parsers (``mode``, then the daemon's own
+    nouns) and the ``mode`` sub-parsers (``start``, ``stop``...)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    commands = parser.add_subparsers(dest="command", metavar="mode")
+    mode = commands.add_parser("mode", help=f"start, stop, show or configure {prog}")
+    mode_commands = mode.add_subparsers(dest="mode", metavar="{" + ",".join(modes) + "}")
+    return parser, commands, mode_commands
+
+
 def add_home_options(p: argparse.ArgumentParser, prog: str) -> None:
     """``--home`` and ``--config``/``--configfile``, on every sub-command."""
     p.add_argument("--home", metavar="DIR",
@@ -175,6 +187,12 @@ def add_idle_timeout_option(p: argparse.ArgumentParser) -> None:
     """``--idle-timeout S`` (Luna ``-idletimeout``)."""
     p.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
                    metavar="S", help="link idle timeout in seconds (default 1800)")
+
+
+def add_socket_read_rsp_timeout_option(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--socket-read-rsp-timeout S`` (Luna ``-socketreadrsptimeout``)."""
+    p.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
+                   dest="socket_read_rsp_timeout", type=int, metavar="S", help=help_text)
 
 
 def add_log_level_option(p: argparse.ArgumentParser) -> None:

@@ -277,6 +277,26 @@ def _final(answer: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _closed(what: str) -> ControlError:
+    return ControlError(f"{what} closed the control connection", "closed", retriable=True)
+
+
+def _too_slow(what: str, timeout: float) -> ControlError:
+    return ControlError(f"{what} did not answer within {timeout:g} s", "timeout", retriable=True)
+
+
+def _progress_or_final(
+    line: bytes, on_progress: Callable[[Any], None] | None
+) -> dict[str, Any] | None:
+    """The result of a final answer line; None (after *on_progress*) for a progress line."""
+    answer = _parse_answer(line)
+    if "progress" in answer:
+        if on_progress is not None:
+            on_progress(answer["progress"])
+        return None
+    return _final(answer)
+
+
 def _unavailable(path: Path, what: str) -> ControlUnavailable:
     return ControlUnavailable(
         f"{what} is not running (nothing answers on {path}); start it, or check --home"
@@ -306,23 +326,14 @@ async def control_request(
                 while True:
                     line = await reader.line()
                     if line is None:
-                        raise ControlError(
-                            f"{what} closed the control connection", "closed", retriable=True
-                        )
-                    answer = _parse_answer(line)
-                    if "progress" in answer:
-                        if on_progress is not None:
-                            on_progress(answer["progress"])
-                        continue
-                    return _final(answer)
+                        raise _closed(what)
+                    result = _progress_or_final(line, on_progress)
+                    if result is not None:
+                        return result
         except trio.TooSlowError:
-            raise ControlError(
-                f"{what} did not answer within {timeout:g} s", "timeout", retriable=True
-            ) from None
+            raise _too_slow(what, timeout) from None
         except trio.BrokenResourceError:
-            raise ControlError(
-                f"{what} closed the control connection", "closed", retriable=True
-            ) from None
+            raise _closed(what) from None
 
 
 def control_request_sync(
@@ -350,22 +361,18 @@ def control_request_sync(
             if index >= 0:
                 line = bytes(buffer[:index])
                 del buffer[: index + 1]
-                answer = _parse_answer(line)
-                if "progress" in answer:
-                    if on_progress is not None:
-                        on_progress(answer["progress"])
-                    continue
-                return _final(answer)
+                result = _progress_or_final(line, on_progress)
+                if result is not None:
+                    return result
+                continue
             if len(buffer) > MAX_LINE:
                 raise ControlError("control answer line too long", "bad-answer")
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
-                raise ControlError(f"{what} did not answer within {timeout:g} s", "timeout",
-                                   retriable=True) from None
+                raise _too_slow(what, timeout) from None
             if not chunk:
-                raise ControlError(f"{what} closed the control connection", "closed",
-                                   retriable=True)
+                raise _closed(what)
             buffer += chunk
     finally:
         sock.close()
