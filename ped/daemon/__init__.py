@@ -2,7 +2,8 @@
 
 One module per job:
 
-* `ped.daemon.home`: which directory a daemon lives in (``--home``, ``*_HOME``, default).
+* `ped.daemon.home`: which directory a daemon lives in (``--home``, ``*_HOME``, default),
+  and `DaemonLayout`, the files in it.
 * `ped.daemon.config`: TOML config files, a typed key schema, and the precedence rule
   "command line beats config file beats built-in defaults".
 * `ped.daemon.control`: the owner-only Unix control socket (JSON lines, streamed
@@ -11,6 +12,8 @@ One module per job:
   stopping a daemon.
 * `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
 * `ped.daemon.logs`: logging set-up that never writes payload bytes.
+* `ped.daemon.cli`: the command-line plumbing pedserver and pedclient share
+  (`daemon_main`, ``mode config/stop/show``, `start_command`, the foreground run).
 """
 
 from ped.daemon.config import (
