@@ -45,7 +45,7 @@ import trio
 
 from ped.daemon.cli import single_error
 from ped.daemon.control import ControlError, Progress, serve_control
-from ped.device import DeviceEvent, DeviceGone, DeviceInfo, PedDriver
+from ped.device import DeviceEvent, DeviceGone, DeviceInfo, EventKind, PedDriver
 from ped.device.errors import DeviceError
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import (
@@ -313,7 +313,19 @@ class PedServer:
             return
         record = self._sessions.get(event.session) if event.session else None
         where = f"link {record.id}" if record is not None else "PED"
-        log.info("%s: PED %s", where, event.describe())
+        if event.kind is EventKind.OP_STARTED:
+            # The finish line names the operation, its colour and result: one info line
+            # per operation (plus one per key presented), not three.
+            log.debug("%s: PED %s", where, event.describe())
+        elif event.kind is EventKind.OP_FINISHED and record is not None:
+            took = (
+                f", {trio.current_time() - record.op_started:.1f} s"
+                if record.op_started is not None
+                else ""
+            )
+            log.info("%s: PED %s (operation %d%s)", where, event.describe(), record.ops, took)
+        else:
+            log.info("%s: PED %s", where, event.describe())
 
     # ------------------------------------------------------------------ connections
 
@@ -566,7 +578,8 @@ class PedServer:
         record.ops += 1
         record.op_started = trio.current_time()
         record.doing = "PED operation in progress"
-        log.info("link %d: PED operation %d started", record.id, record.ops)
+        # Debug only: the PED's own events say the same at info (see _on_device_event).
+        log.debug("link %d: PED operation %d started", record.id, record.ops)
         await self._send(record, OpGranted())
 
     async def _op_end(self, record: LinkRecord) -> None:
@@ -577,7 +590,7 @@ class PedServer:
     async def _end_operation(self, record: LinkRecord) -> None:
         if record.op_started is not None:
             took = trio.current_time() - record.op_started
-            log.info("link %d: PED operation %d ended after %.1f s", record.id, record.ops, took)
+            log.debug("link %d: PED operation %d ended after %.1f s", record.id, record.ops, took)
             record.op_started = None
         if self.holder is record:
             self.holder = None
