@@ -50,6 +50,7 @@ class Plan:
     ped_nice: int = 19
     offered_rate: float = 500.0
     only_throughput: bool = False
+    only_latency: bool = False
 
 
 FULL = Plan(login_count=1000, connect_count=200, p2p_count=200, warmup=50,
@@ -185,6 +186,8 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
         if not plan.only_throughput:
             measure_latencies(rig, plan, results, log)
         results["throughput"] = []
+        if plan.only_latency:
+            return results
         # One pedserver with a pool of max(K) PEDs serves every K: the pool gives each
         # link the least busy PED, so K links use K PEDs (the others stay idle).
         pool, port = rig.pool_server(max(plan.ks))
@@ -315,9 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work directory (logs of every process)")
     parser.add_argument("--k", type=int, action="append", metavar="K",
                         help="throughput with K links (repeatable; default 1 16 64 256)")
-    parser.add_argument("--throughput-only", action="store_true",
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--throughput-only", action="store_true",
                         help="only the K-link throughput runs (the JSON then lacks the "
                         "latency figures)")
+    only.add_argument("--latency-only", action="store_true",
+                        help="skip the K-link throughput runs (quick A/B of login, connect, "
+                        "p2p and idle-link figures)")
     parser.add_argument("--ped-nice", type=int, default=19, metavar="N",
                         help="niceness of the emulated PEDs during throughput runs "
                         "(default 19; 0 to leave them at the relays' priority)")
@@ -325,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.k:
         plan = attrs.evolve(plan, ks=tuple(args.k))
-    plan = attrs.evolve(plan, ped_nice=args.ped_nice, only_throughput=args.throughput_only)
+    plan = attrs.evolve(plan, ped_nice=args.ped_nice, only_throughput=args.throughput_only,
+                        only_latency=args.latency_only)
     raise_fd_limit(FD_LIMIT)
     work = Path(tempfile.mkdtemp(prefix="ped-bench-"))
 
