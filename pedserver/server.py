@@ -86,6 +86,10 @@ log = logging.getLogger("pedserver")
 DEVICE_RETRY_INTERVAL = 5.0
 #: How long stopping waits for the Close frames to go out.
 STOP_GRACE = 2.0
+#: After the PED ends an end-to-end session while the link still holds the PED, how long
+#: the HSM gets to release it (it does at once after its goodbye) before we conclude the
+#: PED dropped the session mid-operation (e.g. it could not open a tampered frame).
+ORPHANED_OP_GRACE = 2.0
 
 
 class ServerStartError(PedError):
@@ -648,9 +652,32 @@ class PedServer:
                 log.info("link %d: the PED ended its session; the next operation opens "
                          "a new one", record.id)
                 await self._drop_session(record, session)
+                await self._close_if_op_orphaned(record)
                 return
             record.last_activity = trio.current_time()
             await self._send(record, EndToEnd(frame))
+
+    async def _close_if_op_orphaned(self, record: LinkRecord) -> None:
+        """Tell the HSM when the PED dropped its session in the middle of an operation.
+
+        Without this the HSM would wait for an answer that never comes until its own
+        operation timeout (pedo, 920 s by default).  A goodbye also ends the session, but
+        the HSM then releases the PED at once, so only an operation still held after a
+        grace period with no new session is orphaned.  The close is retriable for the HSM
+        (a transport error), never a counted failed login.
+        """
+        await trio.sleep(ORPHANED_OP_GRACE)
+        if record.holds_ped and record.session is None:
+            log.warning(
+                "link %d: the PED ended the session during an operation; closing the link",
+                record.id,
+            )
+            await self._close_link(
+                record,
+                CloseCode.PROTOCOL_ERROR,
+                "the PED ended the end-to-end session in the middle of an operation "
+                "(it refused a frame it could not open); connect again",
+            )
 
     async def _drop_session(self, record: LinkRecord, session: FrameTransport) -> None:
         if record.session is session:

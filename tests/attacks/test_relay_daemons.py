@@ -174,8 +174,9 @@ async def test_one_bit_flipped_at_sampled_positions(
         blue_reads = stack.server_log().count("key-read blue")
         try:
             # A PED that cannot open a request ends its session without a word (the
-            # channel is broken, so it cannot say so sealed) and pedserver does not tell
-            # the link: the HSM learns it at its operation timeout, kept short here.
+            # channel is broken, so it cannot say so sealed); pedserver closes the link
+            # after a grace period (see the test below), or the HSM's short operation
+            # timeout here fires first: either way a typed, uncounted error.
             secret = await stack.login(relay.port, **_login_kwargs())  # type: ignore[arg-type]
         except PedError as error:
             assert str(error)
@@ -328,4 +329,32 @@ async def test_cut_before_anything_is_relayed(stack: Stack, nursery: trio.Nurser
     with pytest.raises(PedError) as caught:
         await stack.login(relay.port)
     assert "pedserver" in str(caught.value)
+    await _still_served(stack)
+
+
+async def test_a_request_the_ped_cannot_open_closes_the_link_for_the_hsm(
+    stack: Stack, nursery: trio.Nursery
+) -> None:
+    # The PED cannot answer a tampered sealed request (its channel is broken, so it cannot
+    # even say so sealed) and ends the session. pedserver sees the link still holding the
+    # PED and tells the HSM with a Close, a retriable transport error, instead of leaving
+    # it to wait for its operation timeout (kept long here: 50 s, under fail_after(60)).
+    up_frames, _, _, _ = await _record(stack, nursery)
+    request = _index_of(up_frames, SEALED)  # the read request, the first sealed frame up
+    relay = EvilRelay(stack.port)
+    await relay.start(nursery)
+
+    def flip_request(index: int, frame: bytes) -> bytes:
+        if index != request:
+            return frame
+        out = bytearray(frame)
+        out[HEADER_SIZE + (len(frame) - HEADER_SIZE) // 2] ^= 0x10
+        return bytes(out)
+
+    relay.up_mutator = flip_request  # type: ignore[assignment]
+    error = await _attacked_login(stack, relay, op_timeout=50, cancel_grace=1)
+    assert isinstance(error, TransportError), repr(error)
+    assert not isinstance(error, OperationTimeout)
+    assert "PED ended the end-to-end session" in str(error), str(error)
+    assert "PED ended the session during an operation" in stack.server_log()
     await _still_served(stack)
