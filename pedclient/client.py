@@ -41,7 +41,7 @@ import trio
 from ped.daemon.cli import single_error
 from ped.daemon.control import ControlError, Progress, serve_control
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
-from ped.link.connection import ConnectionLost, Hop, LinkConnection, Side
+from ped.link.connection import ConnectionLost, Hop, LinkConnection, LinkState, Side
 from ped.link.errors import LinkClosed, describe_close
 from ped.link.messages import (
     Busy,
@@ -507,13 +507,28 @@ class PedClient:
                     await server.send(KeepaliveAck(event.nonce))
                 elif isinstance(event, KeepaliveAck):
                     pass
-                elif isinstance(event, OpGranted):
-                    record.ops += 1
-                    record.doing = "PED operation in progress"
-                    await hsm.send(event)
-                elif isinstance(event, Busy):
-                    record.doing = "idle"
-                    await hsm.send(event)
+                elif isinstance(event, OpGranted | Busy):
+                    if isinstance(event, OpGranted):
+                        record.ops += 1
+                        record.doing = "PED operation in progress"
+                    else:
+                        record.doing = "idle"
+                    try:
+                        await hsm.send(event)
+                    except LocalProtocolError:
+                        if hsm.state is LinkState.CLOSED:
+                            raise  # the HSM's link is gone: handled below
+                        # pedserver answered an OP_BEGIN nobody sent: its fault, not the
+                        # HSM's, and the link's PED lock can no longer be trusted.
+                        record.end_reason = (
+                            f"pedserver sent {type(event).__name__} with no operation asked")
+                        await server.send_close_quietly(Close(
+                            CloseCode.PROTOCOL_ERROR, record.end_reason))
+                        await hsm.send_close_quietly(Close(
+                            CloseCode.PROTOCOL_ERROR,
+                            f"pedserver at {record.target} broke the link protocol "
+                            f"({record.end_reason}); retry"))
+                        return
                 elif isinstance(event, EndToEnd):
                     await hsm.send(event)
                 elif isinstance(event, Close):

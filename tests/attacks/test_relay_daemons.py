@@ -358,3 +358,49 @@ async def test_a_request_the_ped_cannot_open_closes_the_link_for_the_hsm(
     assert "PED ended the end-to-end session" in str(error), str(error)
     assert "PED ended the session during an operation" in stack.server_log()
     await _still_served(stack)
+
+
+async def test_an_unasked_op_granted_from_pedserver_is_blamed_on_pedserver(
+    stack: Stack, nursery: trio.Nursery
+) -> None:
+    # A "pedserver" that grants the PED to nobody: pedclient must close the link naming
+    # pedserver's protocol error, not report that the HSM went away.
+    from ped.link import connect_via_pedclient
+    from ped.link.connection import Hop, LinkConnection, Side
+    from ped.link.messages import LinkHello, LinkWelcome, OpGranted
+
+    async def rogue_pedserver(conn: trio.SocketStream) -> None:
+        link = LinkConnection(Hop.REMOTE, Side.RESPONDER)
+        with trio.move_on_after(30):
+            hello = None
+            while hello is None:
+                link.receive_data(await conn.receive_some(65536))
+                hello = link.next_event()
+            assert isinstance(hello, LinkHello)
+            await conn.send_all(link.send(LinkWelcome(1, hello.idle_timeout)))
+            # Bypass the state machine: exactly what a broken pedserver would put on the wire.
+            from ped.link.messages import encode
+            from ped.wire.framing import encode_frame
+
+            await conn.send_all(encode_frame(encode(OpGranted())))
+            while await conn.receive_some(65536):
+                pass
+
+    [listener] = await nursery.start(
+        lambda task_status: trio.serve_tcp(rogue_pedserver, 0, host="127.0.0.1",
+                                           task_status=task_status))
+    port = listener.socket.getsockname()[1]
+    transport = await connect_via_pedclient(stack.endpoint, "127.0.0.1", port)
+    try:
+        with trio.fail_after(30), pytest.raises(TransportError) as caught:
+            await transport.receive()
+    finally:
+        await transport.aclose()
+    message = str(caught.value)
+    assert "protocol error" in message and f"pedserver at 127.0.0.1:{port}" in message, message
+    with trio.fail_after(30):
+        while stack.client_log().count(f"127.0.0.1:{port}") < 2:  # opened, then closed
+            await trio.sleep(0.05)
+    lines = [line for line in stack.client_log().splitlines() if f"127.0.0.1:{port}" in line]
+    assert not any("the HSM went away" in line for line in lines), lines
+    await _still_served(stack)
