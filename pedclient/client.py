@@ -457,11 +457,12 @@ class PedClient:
                 elif isinstance(event, EndToEnd):
                     await server.send(event)
                 elif isinstance(event, Close):
-                    record.end_reason = "closed by the HSM"
+                    record.end_reason = record.end_reason or "closed by the HSM"
                     await server.send_close_quietly(Close(CloseCode.NORMAL, event.text))
                     return
                 elif isinstance(event, ConnectionLost):
-                    record.end_reason = "the HSM went away"
+                    # The HSM hangs up after pedserver's close too: keep the first reason.
+                    record.end_reason = record.end_reason or "the HSM went away"
                     await server.send_close_quietly(Close(CloseCode.NORMAL, "HSM went away"))
                     return
         except LocalProtocolError:
