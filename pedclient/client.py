@@ -60,6 +60,7 @@ from ped.link.messages import (
     OpEnd,
     OpGranted,
     RefuseCode,
+    fit_text,
 )
 from ped.link.stream import LinkStream
 from pedclient.settings import Settings
@@ -348,7 +349,7 @@ class PedClient:
         except RemoteProtocolError as exc:
             log.warning("local connection %d: bad connect request (%s)", record.id, exc)
             await hsm.send_close_quietly(
-                ConnectResult(ConnectCode.BAD_REQUEST, _short(f"bad connect request: {exc}"))
+                ConnectResult(ConnectCode.BAD_REQUEST, fit_text(f"bad connect request: {exc}"))
             )
             return None
         if scope.cancelled_caught:
@@ -371,7 +372,7 @@ class PedClient:
             stream = await self.dialer(request, timeout)
         except DialError as exc:
             log.warning("link %d: %s", record.id, exc.text)
-            await hsm.send_close_quietly(ConnectResult(exc.code, _short(exc.text)))
+            await hsm.send_close_quietly(ConnectResult(exc.code, fit_text(exc.text)))
             return None
         server = LinkStream(stream, LinkConnection(Hop.REMOTE, Side.INITIATOR))
         record.server = server
@@ -410,7 +411,7 @@ class PedClient:
             assert failure is not None
             log.warning("link %d: %s", record.id, failure[1])
             await server.send_close_quietly(Close(CloseCode.PROTOCOL_ERROR, "hello failed"))
-            await hsm.send_close_quietly(ConnectResult(failure[0], _short(failure[1])))
+            await hsm.send_close_quietly(ConnectResult(failure[0], fit_text(failure[1])))
             return None
         record.server_name = welcome.server_name
         record.idle_timeout = welcome.idle_timeout
@@ -446,7 +447,8 @@ class PedClient:
                     event = await hsm.receive()
                 except RemoteProtocolError as exc:
                     record.end_reason = f"the HSM broke the protocol ({exc})"
-                    await hsm.send_close_quietly(Close(CloseCode.PROTOCOL_ERROR, _short(str(exc))))
+                    await hsm.send_close_quietly(
+                        Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
                     return
                 if isinstance(event, OpBegin):
                     record.doing = "waiting for the PED"
@@ -489,7 +491,7 @@ class PedClient:
                 except RemoteProtocolError as exc:
                     record.end_reason = f"pedserver broke the protocol ({exc})"
                     await server.send_close_quietly(
-                        Close(CloseCode.PROTOCOL_ERROR, _short(str(exc))))
+                        Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
                     await hsm.send_close_quietly(Close(
                         CloseCode.PROTOCOL_ERROR,
                         f"pedserver at {record.target} sent an invalid frame; retry"))
@@ -587,7 +589,3 @@ class PedClient:
         raise ControlError(f"unknown command {command!r}; pedclient knows show and stop",
                            "bad-request")
 
-
-def _short(text: str, limit: int = 200) -> str:
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

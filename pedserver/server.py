@@ -74,6 +74,7 @@ from ped.link.messages import (
     OpEnd,
     OpGranted,
     RefuseCode,
+    fit_text,
 )
 from ped.link.stream import LinkStream
 from ped.transport import FrameTransport, PedBusy, TransportClosed
@@ -389,7 +390,7 @@ class PedServer:
             log.warning("connection %d from %s dropped: not a Remote PED link hello (%s)",
                         record.id, record.peer, type(exc).__name__)
             await link.send_close_quietly(
-                LinkRefused(RefuseCode.PROTOCOL_ERROR, _short(f"bad hello: {exc}"))
+                LinkRefused(RefuseCode.PROTOCOL_ERROR, fit_text(f"bad hello: {exc}"))
             )
             return None
         if scope.cancelled_caught:
@@ -471,7 +472,7 @@ class PedServer:
         if not record.end_reason:
             record.end_reason = f"{code.name.lower().replace('_', ' ')}: {text}"
         record.doing = "closing"
-        await record.link.send_close_quietly(Close(code, _short(text)))
+        await record.link.send_close_quietly(Close(code, fit_text(text)))
         if record.scope is not None:
             record.scope.cancel()
 
@@ -573,7 +574,7 @@ class PedServer:
             )
             record.doing = "idle"
             log.info("link %d: PED busy (held by %s); told the client to retry", record.id, who)
-            await self._send(record, Busy(_short(who)))
+            await self._send(record, Busy(fit_text(who)))
             return
         except TransportClosed as exc:
             await self._device_failed(record, exc)
@@ -776,7 +777,3 @@ class PedServer:
         raise ControlError(f"unknown command {command!r}; pedserver knows {known}",
                            "bad-request")
 
-
-def _short(text: str, limit: int = 200) -> str:
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -100,6 +100,12 @@ RETRIABLE_CONNECT_CODES = frozenset(
 )
 
 
+def fit_text(text: str, limit: int = 200) -> str:
+    """*text* made fit for a Close/refusal text field: printable, at most *limit* chars."""
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _text(value: str, field: str, limit: int) -> str:
     if len(value.encode("utf-8")) > limit:
         raise LocalProtocolError(f"link field {field} is over {limit} bytes")
