@@ -88,6 +88,11 @@ class Demo:
         self.say()
         self.say(f"== {title}")
 
+    def ped_connect(self, title: str, port: int) -> Result:
+        """`hsm ped connect` to a pedserver of this demo on loopback."""
+        return self.run(title, "pedhsm", "hsm", "ped", "connect", "--ip", "127.0.0.1",
+                        "--port", str(port))
+
     def run(self, title: str, prog: str, *args: str, expect: int = 0) -> Result:
         """Run one command, print it, fail the demo if its status is not *expect*."""
         self.say(f"$ {self._short(' '.join([prog, *args]))}")
@@ -212,17 +217,7 @@ class Demo:
         self.expect(r, "Remote PED Vector set")
 
         self.section("5. Across the network: the HSM connects to the remote PED (orange key)")
-        r = self.run(
-            "ped connect",
-            "pedhsm",
-            "hsm",
-            "ped",
-            "connect",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
+        r = self.ped_connect("ped connect", port)
         self.expect(r, "Remote PED connected")
         self.run("ped show", "pedhsm", "hsm", "ped", "show")
         self.run("pedserver show", "pedserver", "mode", "show")
@@ -310,17 +305,7 @@ class Demo:
         self.run("HSM SO logout", "pedhsm", "hsm", "logout")
         port2 = self.start_pedserver("second pedserver start", second_home, wrong_uri)
         self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
-        self.run(
-            "ped connect (second PED)",
-            "pedhsm",
-            "hsm",
-            "ped",
-            "connect",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port2),
-        )
+        self.ped_connect("ped connect (second PED)", port2)
         r = self.run("hsm login, wrong PIN", "pedhsm", "hsm", "login", expect=1)
         self.expect(r, "1 consecutive failure(s) of 3")
         r = self.run("hsm show", "pedhsm", "hsm", "show")
@@ -330,17 +315,7 @@ class Demo:
         site.stop("pedserver", second_home)
 
         self.section("10. Back at the first PED: the right PIN resets the counter; disconnect")
-        self.run(
-            "ped connect",
-            "pedhsm",
-            "hsm",
-            "ped",
-            "connect",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
+        self.ped_connect("ped connect", port)
         self.run("hsm login", "pedhsm", "hsm", "login")
         r = self.run("hsm show", "pedhsm", "hsm", "show")
         self.expect(r, "SO login attempts left: 3")
