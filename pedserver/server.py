@@ -316,6 +316,8 @@ class PedServer:
     def _on_device_event(self, event: object) -> None:
         if not isinstance(event, DeviceEvent):
             return
+        if event.kind is EventKind.OP_STARTED and not log.isEnabledFor(logging.DEBUG):
+            return  # the common case at info level: nothing to log, nothing to format
         record = self._sessions.get(event.session) if event.session else None
         where = f"link {record.id}" if record is not None else "PED"
         if event.kind is EventKind.OP_STARTED:
