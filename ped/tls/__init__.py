@@ -30,6 +30,7 @@ from ped.tls.pins import DEFAULT_PEER_PORT, Peer, PinStore
 from ped.tls.stream import (
     ACCEPTED,
     accept_pinned_tls,
+    current_identity,
     open_pinned_tls_client,
     peer_fingerprint,
     serve_pinned_tls,
@@ -52,6 +53,7 @@ __all__ = [
     "Side",
     "TlsError",
     "accept_pinned_tls",
+    "current_identity",
     "describe",
     "ensure_identity",
     "export_certificate",

@@ -37,6 +37,14 @@ diagnostics only and skipped when absent) to keep a copy of the peer's Certifica
 message and name its fingerprint in the error.  It never decides anything.  On a shared
 context the hook is a `CaptureRouter`, which hands each connection's messages to that
 connection's capture (the hook is called with the connection's ``SSLObject``).
+
+OpenSSL calls the hook for every record of the connection's whole life (two calls per
+record after the handshake), not only during the handshake.  The hook is therefore set
+on the C-level context (`_set_hook`), with plain integers, instead of through
+``ssl.SSLContext._msg_callback``, whose Python wrapper turns three integers into enum
+members per call: that cost about 15% of the CPU of a handshake plus a short link, in
+both daemons.  The router drops everything but a handshake message read from the peer
+before looking anything up.
 """
 
 from __future__ import annotations
@@ -56,6 +64,20 @@ from ped.tls.errors import IdentityError
 _HANDSHAKE = 22  # TLS content type
 _CERTIFICATE = 11  # TLS handshake message type
 _MAX_CAPTURE = 64 * 1024
+#: The C-level message hook of `ssl` contexts (None on a Python without it).
+_HOOK: Any = getattr(getattr(ssl, "_SSLContext", None), "_msg_callback", None)
+
+
+def _get_hook(ctx: ssl.SSLContext) -> Any:
+    return _HOOK.__get__(ctx) if _HOOK is not None else None
+
+
+def _set_hook(ctx: ssl.SSLContext, hook: Any) -> bool:
+    """Set *hook* as *ctx*'s raw message hook (called with integers); False if none."""
+    if _HOOK is None:
+        return False
+    _HOOK.__set__(ctx, hook)
+    return True
 
 
 def make_context(
@@ -98,10 +120,10 @@ class CertificateCapture:
         On a shared context (whose hook is a `CaptureRouter`) the hook stays; the caller
         then registers this capture for its connection with `CaptureRouter.register`.
         """
-        if not hasattr(ctx, "_msg_callback"):
+        if _HOOK is None:
             return False
-        if not isinstance(ctx._msg_callback, CaptureRouter):  # type: ignore[attr-defined]
-            ctx._msg_callback = self._on_message  # type: ignore[attr-defined]
+        if not isinstance(_get_hook(ctx), CaptureRouter):
+            _set_hook(ctx, self._on_message)
         return True
 
     def _on_message(
@@ -151,6 +173,10 @@ class CaptureRouter:
         msg_type: Any,
         data: bytes,
     ) -> None:
+        # Called for every record of every connection on the context: leave at once
+        # unless it is a handshake message from the peer (what a capture looks at).
+        if content_type != _HANDSHAKE or direction != "read":
+            return
         try:
             capture = self._captures.get(conn)
         except TypeError:  # not weak-referenceable: not one of ours
@@ -192,10 +218,9 @@ class ContextCache:
             self._items.move_to_end(key)
             return hit
         ctx = make_context(identity, [cert for _, cert in pairs], server_side=server_side)
-        router: CaptureRouter | None = None
-        if hasattr(ctx, "_msg_callback"):
-            router = CaptureRouter()
-            ctx._msg_callback = router  # type: ignore[attr-defined]
+        router: CaptureRouter | None = CaptureRouter()
+        if not _set_hook(ctx, router):
+            router = None
         self._items[key] = (ctx, router)
         while len(self._items) > self.size:
             self._items.popitem(last=False)

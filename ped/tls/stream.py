@@ -35,7 +35,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 from cryptography import x509
 
-from ped.tls.certs import Identity, fingerprint, load_identity, validity_problem
+from ped.tls.certs import (
+    IDENTITY_FILE,
+    Identity,
+    ensure_identity,
+    fingerprint,
+    load_identity,
+    validity_problem,
+)
 from ped.tls.context import CertificateCapture, ContextCache
 from ped.tls.errors import (
     HandshakeFailed,
@@ -224,6 +231,19 @@ async def serve_pinned_tls(
 
     task_status.started(listeners)
     await trio.serve_listeners(one, listeners)
+
+
+def current_identity(home_dir: os.PathLike[str] | str, common_name: str) -> Identity:
+    """`ensure_identity`, but read again only when the file changed (`_current_identity`).
+
+    For a daemon that needs its identity per connection (pedserver dials a new spare
+    for every peer link): parsing the key and checking it against the certificate each
+    time costs more CPU than the rest of the dial around the TLS handshake.
+    """
+    path = os.path.join(os.fspath(home_dir), IDENTITY_FILE)
+    if not os.path.exists(path):
+        return ensure_identity(home_dir, common_name)
+    return _current_identity(path)
 
 
 def _current_identity(path: os.PathLike[str] | str) -> Identity:

@@ -4,6 +4,7 @@ trust: every change to the registry or the identity applies to the very next han
 from __future__ import annotations
 
 import os
+import ssl
 
 from ped.tls import PeerRejected, RejectReason, certs
 from ped.tls.context import CaptureRouter, ContextCache
@@ -93,3 +94,42 @@ async def test_identity_made_readable_by_others_is_refused_at_once(
     out = await handshake(server, client, peer_name="hsm1")
     assert isinstance(out.dialler, Exception)
     assert "readable by others" in str(out.dialler)
+
+
+def test_the_hook_is_the_raw_router_and_ignores_all_but_handshake_messages_read(
+    server: Daemon, client: Daemon
+) -> None:
+    """The router is set on the C-level context (no enum conversion per record: it runs
+    for every record of every link) and looks nothing up for application records."""
+    from ped.tls.context import CertificateCapture, _get_hook
+
+    cache = ContextCache()
+    trust = [(client.identity.fingerprint, client.identity.certificate)]
+    ctx, router = cache.get(server.identity, trust, server_side=False)
+    assert router is not None and _get_hook(ctx) is router
+    conn = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+    capture = CertificateCapture()
+    router.register(conn, capture)
+    message = b"\x0b" + len(b"\x00\x00\x00\x00").to_bytes(3, "big") + b"\x00\x00\x00\x00"
+    for content_type, direction in ((23, "read"), (256, "read"), (22, "write")):
+        router(conn, direction, 0x0304, content_type, 11, message)
+    assert not capture.presented_none  # none of these reached the capture
+    router(conn, "read", 0x0304, 22, 11, message)
+    assert capture.presented_none  # a Certificate message read: an empty list
+
+
+def test_current_identity_is_cached_until_the_file_changes(tmp_path) -> None:
+    import pytest
+
+    from ped.tls import current_identity, regenerate_identity
+    from ped.tls.errors import IdentityError
+
+    home = tmp_path / "home"
+    made = current_identity(home, "workstation")  # made on first use, like ensure_identity
+    assert current_identity(home, "workstation") is current_identity(home, "workstation")
+    new = regenerate_identity(home, "workstation")
+    assert current_identity(home, "workstation").fingerprint == new.fingerprint
+    assert new.fingerprint != made.fingerprint
+    os.chmod(new.path, 0o644)  # every check of load_identity runs again
+    with pytest.raises(IdentityError, match="readable by others"):
+        current_identity(home, "workstation")
