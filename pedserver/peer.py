@@ -19,6 +19,14 @@ sees the first bytes, hands the connection with those bytes to ``handle_connecti
 and dials the next spare.  So each HSM link has its own TLS connection (no multiplexing,
 no new framing), and there is always one ready for the next HSM.
 
+The next spare is dialled once the new link has settled: when it has been quiet for
+`REPLACE_QUIET` s (its hello and the HSM's opening RPV handshake are done) or has closed,
+and at the latest `REPLACE_MAX` s after it was taken.  Dialled at once, the replacement's
+TLS handshake (CPU in both daemons, on the same event loops) ran exactly when the HSM's
+hello and RPV handshake did, and made a connect on a ready spare about 1.7 times slower
+than a standard-mode connect.  An HSM that asks for a link in that short window waits
+for the spare (pedclient waits while links are in use); it never fails for it.
+
 Failures: an unreachable host, a timeout or a failed handshake is retried with
 exponential backoff (1 s doubling to 60 s, reset once a connection is used or has been
 parked for a while); a certificate refusal (`PeerRejected`, either end) is retried every
@@ -52,6 +60,7 @@ from ped.tls import (
     PinError,
     PinStore,
     TlsError,
+    current_identity,
     ensure_identity,
     open_pinned_tls_client,
     peer_fingerprint,
@@ -69,6 +78,10 @@ BACKOFF_MAX = 60.0
 REJECT_RETRY = 60.0
 #: A spare that stayed parked this long counts as healthy (the backoff starts over).
 HEALTHY_AFTER = 30.0
+#: The next spare is dialled once the link that took the last one was quiet this long...
+REPLACE_QUIET = 0.02
+#: ...or this long after it was taken, whichever comes first.
+REPLACE_MAX = 0.25
 #: How long ``mode connect`` waits for the first outcome before answering.
 CONNECT_ANSWER_WAIT = 20.0
 RECEIVE_CHUNK = 65536
@@ -129,6 +142,8 @@ class PeerManager:
         self.handshake_timeout = handshake_timeout
         self.reject_retry = reject_retry
         self.backoff = backoff
+        self.replace_quiet = REPLACE_QUIET
+        self.replace_max = REPLACE_MAX
         self.appliances: dict[str, ApplianceLink] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -287,7 +302,9 @@ class PeerManager:
                 first = b""
             if first:
                 delay = self.backoff[0]
-                links.start_soon(self._serve_link, record, stream, first)
+                link = _WatchedStream(stream, prefix=first)
+                links.start_soon(self._serve_link, record, link)
+                await self._settle(link)
                 continue
             await trio.aclose_forcefully(stream)
             healthy = trio.current_time() - parked_at >= HEALTHY_AFTER
@@ -308,7 +325,7 @@ class PeerManager:
         record.address = _address(peer.ip or "", peer.port or 0)
         record.fingerprint = peer.fingerprint
         record.state = "connecting"
-        identity = ensure_identity(self.home, self.server.settings.server_name)
+        identity = current_identity(self.home, self.server.settings.server_name)
         stream = await open_pinned_tls_client(
             peer.ip or "", peer.port or 0, identity, self.pins,
             timeout=self.handshake_timeout, peer_name=record.name,
@@ -341,6 +358,16 @@ class PeerManager:
         record.kick = trio.Event()
         record.next_try = None
 
+    async def _settle(self, link: _WatchedStream) -> None:
+        """Return once *link* (just taken) is quiet or closed, or after `replace_max`."""
+        with trio.move_on_after(self.replace_max):
+            while not link.closed:
+                quiet_at = link.last + self.replace_quiet
+                if trio.current_time() >= quiet_at:
+                    return
+                with trio.move_on_at(quiet_at):
+                    await link.closing.wait()
+
     @staticmethod
     async def _park(stream: trio.SSLStream) -> bytes:  # type: ignore[type-arg]
         """Wait, silent, until pedclient speaks (b"" when the connection ends first)."""
@@ -349,11 +376,8 @@ class PeerManager:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
 
-    async def _serve_link(
-        self, record: ApplianceLink, stream: trio.SSLStream, first: bytes  # type: ignore[type-arg]
-    ) -> None:
+    async def _serve_link(self, record: ApplianceLink, wrapped: _WatchedStream) -> None:
         record.in_use += 1
-        wrapped = HandoffStream(stream, prefix=first)
         try:
             await self.server.handle_connection(wrapped, _link_peer(record), idle_timeout=False)
         except Exception as exc:  # one link never takes the keeper down
@@ -363,6 +387,39 @@ class PeerManager:
             record.in_use -= 1
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(wrapped)
+
+
+class _WatchedStream(HandoffStream):
+    """A taken spare as its link uses it: when it last moved bytes, and whether it closed
+    (what `PeerManager._settle` waits on before dialling the next spare)."""
+
+    def __init__(self, stream: trio.abc.Stream, *, prefix: bytes) -> None:
+        super().__init__(stream, prefix=prefix)
+        self.last = trio.current_time()
+        self.closing = trio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self.closing.is_set()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.last = trio.current_time()
+        await super().send_all(data)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            data = await super().receive_some(max_bytes)
+        except BaseException:
+            self.closing.set()
+            raise
+        self.last = trio.current_time()
+        if not data:
+            self.closing.set()
+        return data
+
+    async def aclose(self) -> None:
+        self.closing.set()
+        await super().aclose()
 
 
 def _link_peer(record: ApplianceLink) -> str:

@@ -1,6 +1,7 @@
 """pedserver's peer keeper on a fake clock: backoff, slow retries after a refusal, the
-retry-now of ``mode connect``, and disconnect.  The dialler is replaced by a recorder
-(the real handshakes are tested through the daemons in test_refusals/test_peer_link)."""
+retry-now of ``mode connect``, disconnect, and when the next spare is dialled.  The
+dialler is replaced by a recorder (the real handshakes are tested through the daemons in
+test_refusals/test_peer_link)."""
 
 from __future__ import annotations
 
@@ -98,4 +99,121 @@ async def test_connect_answers_with_the_first_outcome(autojump_clock, manager) -
         await nursery.start(peers.run)
         answer = await peers.server.extra_commands["connect"]({"name": "hsm1"}, Progress(None))
         assert answer["state"] == "retrying" and "refused" in answer["error"]
+        nursery.cancel_scope.cancel()
+
+
+class Spares:
+    """Stands in for `PeerManager._dial`: each dial gives a connected memory stream pair
+    (pedserver's end to the keeper, pedclient's end kept here) and notes the event."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.far: list[trio.abc.Stream] = []
+        self.dialled = trio.Event()
+
+    async def __call__(self, record: object) -> tuple[trio.abc.Stream, object]:
+        ours, theirs = trio.testing.memory_stream_pair()
+        self.far.append(theirs)
+        self.events.append("dial")
+        self.dialled.set()
+        self.dialled = trio.Event()
+        return ours, _FakeIdentity()
+
+
+class _FakeIdentity:
+    fingerprint = "AB:CD"
+
+
+def _fake_link(events: list[str], replies: int) -> object:
+    """A `handle_connection` that answers the first bytes with *replies* messages (an
+    opening exchange), -1 for a link that never stops talking."""
+
+    async def handle(stream: trio.abc.Stream, peer: str, *, idle_timeout: bool) -> None:
+        await stream.receive_some(100)
+        n = 0
+        while replies < 0 or n < replies:
+            await trio.sleep(0.005)
+            await stream.send_all(b"reply")
+            events.append("link")
+            n += 1
+        await trio.sleep_forever()
+
+    return handle
+
+
+async def _take_first_spare(
+    peers: PeerManager, spares: Spares, monkeypatch: pytest.MonkeyPatch, replies: int,
+    events: list[str],
+) -> None:
+    monkeypatch.setattr(peers, "_dial", spares)
+    monkeypatch.setattr(peers.server, "handle_connection", _fake_link(events, replies))
+    await peers.connect("hsm1")
+    while not spares.far:
+        await spares.dialled.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    events.append("taken")
+    await spares.far[0].send_all(b"hello")  # pedclient speaks: the spare is taken
+
+
+async def test_the_next_spare_waits_for_the_new_links_opening_exchange(
+    autojump_clock, manager, monkeypatch
+) -> None:
+    """The replacement's TLS handshake must not compete with the HSM's hello and RPV
+    handshake: it is dialled after the link's opening exchange, not when it starts."""
+    peers, _ = manager
+    events: list[str] = []
+    spares = Spares(events)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        await _take_first_spare(peers, spares, monkeypatch, 8, events)
+        await spares.dialled.wait()
+        assert events == ["dial", "taken", *["link"] * 8, "dial"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_link_that_keeps_talking_does_not_hold_back_the_next_spare(
+    autojump_clock, manager, monkeypatch
+) -> None:
+    peers, _ = manager
+    events: list[str] = []
+    spares = Spares(events)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        await _take_first_spare(peers, spares, monkeypatch, -1, events)
+        await spares.dialled.wait()
+        assert events[:2] == ["dial", "taken"] and events[-1] == "dial"
+        talking = len(events)
+        while len(events) == talking:  # and the link goes on
+            await trio.sleep(0.01)
+        assert events[-1] == "link"
+        assert peers.show()[0]["spare"] and peers.show()[0]["links"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_link_closed_at_once_gets_its_replacement_at_once(
+    autojump_clock, manager, monkeypatch
+) -> None:
+    peers, _ = manager
+    events: list[str] = []
+    spares = Spares(events)
+
+    async def handle(stream: trio.abc.Stream, peer: str, *, idle_timeout: bool) -> None:
+        await stream.receive_some(100)
+        events.append("closed")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peers.run)
+        monkeypatch.setattr(peers, "_dial", spares)
+        monkeypatch.setattr(peers.server, "handle_connection", handle)
+        peers.replace_quiet = peers.replace_max = 3600.0  # the settling timers never end
+        await peers.connect("hsm1")
+        while not spares.far:
+            await spares.dialled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        await spares.far[0].send_all(b"hello")
+        with trio.move_on_after(60) as waited:
+            await spares.dialled.wait()
+        assert not waited.cancelled_caught  # a link already gone needs no settling
+        assert events == ["dial", "closed", "dial"]
         nursery.cancel_scope.cancel()
