@@ -1,27 +1,40 @@
-"""Peer-to-peer connect cost: pinned mutual TLS 1.3 + link hello + RPV handshake, beside a
-bare trio mutual TLS 1.3 handshake + one round trip.
+"""Peer-to-peer connect cost, each figure beside a baseline on the same hops and processes.
 
-The daemons' peer-to-peer mode was not ready when this bench was written, so the TLS hop
-is made by the bench's own TLS front process (``python -m ped.bench.p2p serve``):
+Four connects are timed alternately in each round (so that a busy machine slows all alike):
 
-* ``--mode pinned-relay``: accepts with ``ped.tls.accept_pinned_tls`` (the registry of
-  pins, the ACCEPTED message: exactly what pedclient's peer listener runs) and relays
-  the bytes to pedserver's TCP port.  The HSM-side process dials it with
-  ``ped.tls.open_pinned_tls_client`` (as pedserver dials in peer-to-peer mode), sends
-  the link hello over TLS, takes the welcome and runs the RPV handshake through
-  pedserver to the emulated PED: HSM --TLS--> front --TCP--> pedserver --> PED, three
-  hops like the standard path.
-* ``--mode bare-echo``: a plain ``ssl`` server context (TLS 1.3, client certificate
-  required, the peer's certificate as the only trust anchor, no pin registry, no
-  ACCEPTED message), echoing what it reads: the baseline.
+* ``p2p_connect``: a *cold* pinned mutual TLS 1.3 handshake + TCP connect + link hello +
+  RPV handshake with the orange key.  The TLS hop is made by the bench's TLS front
+  (``python -m ped.bench.p2p serve --mode pinned-relay``), which accepts with
+  ``ped.tls.accept_pinned_tls`` (the registry of pins, the ACCEPTED message: exactly what
+  pedclient's peer listener runs) and relays to pedserver's TCP port; the HSM-side
+  process dials it with ``ped.tls.open_pinned_tls_client`` (what pedserver runs when it
+  dials a spare).  Path: HSM --TLS--> front --TCP--> pedserver --> emulated PED.  The
+  daemons' own mode cannot be timed cold from the HSM: pedserver dials its spares
+  before any HSM asks, so no TLS handshake is ever on an HSM's path when a spare is
+  ready; this front puts one there, with the same ped.tls code.
+* ``tls_baseline``: a bare trio mutual TLS 1.3 handshake (plain ``ssl`` contexts: TLS
+  1.3, client certificate required, the peer's certificate as the only trust anchor; no
+  pin registry, no ACCEPTED message) + link hello + one round trip of the RPV
+  handshake's frame sizes bounced by the echo device, over the *same hops*: HSM --TLS-->
+  a bare TLS front (``--mode bare-relay``) --TCP--> a second pedserver --> the echo
+  device.  This is the standard connect's baseline with TLS in front of it.
+* ``tls_direct`` (extra, the figure this bench used to call the baseline): a bare TLS
+  handshake + one 32-byte round trip directly with an echoing TLS server
+  (``--mode bare-echo``): one hop, no pedserver, no device.
+* ``p2p_spare_connect``: the daemons' real peer-to-peer mode as an HSM sees it in
+  steady use: pedclient (``--peer-listen``) hands the HSM a spare TLS connection
+  pedserver dialled beforehand; then link hello + RPV handshake.  Its baseline,
+  ``p2p_spare_baseline``, is the same on a spare from a second peer-to-peer pedserver
+  whose device is the echo device: link hello + one bounce of the handshake's sizes.
 
-Both ends use the same identities (the certificates ``ped.tls`` makes).
+All TLS ends use identities made by ``ped.tls``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ssl
+import subprocess
 import sys
 import time
 from collections import deque
@@ -42,7 +55,13 @@ from ped.link.messages import (
     OpGranted,
 )
 from ped.link.stream import LinkStream
-from ped.tls import PinStore, accept_pinned_tls, ensure_identity, open_pinned_tls_client
+from ped.tls import (
+    PinStore,
+    accept_pinned_tls,
+    current_identity,
+    ensure_identity,
+    open_pinned_tls_client,
+)
 from ped.transport import TransportClosed
 from ped.wire.framing import Frame
 
@@ -105,12 +124,30 @@ class LinkTransport:
 
 
 async def p2p_connect(front_port: int, home: Path, pins: PinStore) -> LinkTransport:
-    identity = ensure_identity(home, "bench-dialler")
+    """Pinned TLS to the front (as pedserver dials a spare), then the link hello."""
+    identity = current_identity(home, "bench-dialler")  # cached, as pedserver's dial
     stream = await open_pinned_tls_client("127.0.0.1", front_port, identity, pins)
+    return await link_hello(stream)
+
+
+async def bare_connect(port: int, ctx: ssl.SSLContext) -> LinkTransport:
+    """Bare TLS to the bare relay front, then the link hello (the baseline's connect)."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = trio.SSLStream(tcp, ctx, server_hostname=None)
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return await link_hello(stream)
+
+
+async def link_hello(stream: trio.abc.Stream) -> LinkTransport:
     link = LinkStream(stream, LinkConnection(Hop.REMOTE, Side.INITIATOR))
     await link.send(LinkHello(client_name="bench-p2p"))
     event = await link.receive()
     if not isinstance(event, LinkWelcome):
+        await link.aclose()
         raise TransportClosed(f"no link welcome over TLS: {event!r}")
     return LinkTransport(link)
 
@@ -132,47 +169,72 @@ async def bare_tls_round_trip(port: int, ctx: ssl.SSLContext) -> None:
 
 
 async def run_client_job(job: dict[str, Any], rpv: bytearray) -> dict[str, Any]:
+    from ped.bench.client import HSM_SERIAL, Recorder, bounce
+    from ped.bench.echo_ped import echo_request
     from ped.hsm_api import open_ped_session
+    from ped.link import connect_via_pedclient
 
     home, peer_home = Path(job["tls_client_home"]), Path(job["tls_server_home"])
     pins = PinStore(home, program="pedserver")
     ctx = bare_context(home, peer_home, server=False)
-    from ped.link import connect_via_pedclient
+    socket, peer, echo_peer = job["p2p_socket"], job["p2p_peer"], job["p2p_echo_peer"]
 
-    connects: list[float] = []
-    daemon_connects: list[float] = []
-    baselines: list[float] = []
+    async def spare(name: str) -> Any:
+        return await connect_via_pedclient(socket, None, peer=name, hsm_name="bench-p2p",
+                                           timeout=60.0)
+
+    # Learn the RPV handshake's frame sizes once: the baselines bounce the same sizes.
+    transport = await p2p_connect(job["front_port"], home, pins)
+    recorder = Recorder(transport)  # type: ignore[arg-type]
+    async with open_ped_session(recorder, rpv=rpv, hsm_serial=HSM_SERIAL):
+        sizes = (list(recorder.sent), list(recorder.received))
+    await transport.aclose()
+    request = echo_request(sizes[1][:1], sizes[0][0])
+
+    samples: dict[str, list[float]] = {
+        "p2p_connect_ms": [], "tls_baseline_ms": [], "tls_direct_ms": [],
+        "p2p_daemon_connect_ms": [], "p2p_spare_baseline_ms": [],
+    }
     for i in range(job["warmup"] + job["count"]):
+        times: dict[str, float] = {}
+        # Both spares parked again (pedserver dials a replacement once the link that took
+        # the last one settled or closed): no such dial runs while anything is timed.
+        await wait_for_spares(socket, peer, echo_peer)
         t0 = time.perf_counter()
         transport = await p2p_connect(job["front_port"], home, pins)
-        async with open_ped_session(transport, rpv=rpv, hsm_serial="150001"):
-            t1 = time.perf_counter()
+        async with open_ped_session(transport, rpv=rpv, hsm_serial=HSM_SERIAL):
+            times["p2p_connect_ms"] = time.perf_counter() - t0
         await transport.aclose()
-        t2 = time.perf_counter()
+        t0 = time.perf_counter()
+        transport = await bare_connect(job["bare_relay_port"], ctx)
+        await bounce(transport, request, 1)  # type: ignore[arg-type]
+        times["tls_baseline_ms"] = time.perf_counter() - t0
+        await transport.aclose()
+        t0 = time.perf_counter()
         await bare_tls_round_trip(job["echo_tls_port"], ctx)
-        t3 = time.perf_counter()
-        if job.get("p2p_socket"):
-            # The daemons' peer-to-peer mode: pedclient hands the HSM a spare TLS
-            # connection pedserver dialled beforehand; then link hello + RPV handshake.
-            await wait_for_spare(job["p2p_socket"])
-            t4 = time.perf_counter()
-            link = await connect_via_pedclient(job["p2p_socket"], None, peer=job["p2p_peer"],
-                                               hsm_name="bench-p2p", timeout=60.0)
-            async with open_ped_session(link, rpv=rpv, hsm_serial="150001"):
-                t5 = time.perf_counter()
-            await link.aclose()
-            if i >= job["warmup"]:
-                daemon_connects.append((t5 - t4) * 1000)
+        times["tls_direct_ms"] = time.perf_counter() - t0
+        # The daemons' mode, each from a spare parked beforehand (steady use).
+        t0 = time.perf_counter()
+        link = await spare(peer)
+        async with open_ped_session(link, rpv=rpv, hsm_serial=HSM_SERIAL):
+            times["p2p_daemon_connect_ms"] = time.perf_counter() - t0
+        await link.aclose()
+        await wait_for_spares(socket, peer, echo_peer)
+        t0 = time.perf_counter()
+        link = await spare(echo_peer)
+        await bounce(link, request, 1)
+        times["p2p_spare_baseline_ms"] = time.perf_counter() - t0
+        await link.aclose()
         if i >= job["warmup"]:
-            connects.append((t1 - t0) * 1000)
-            baselines.append((t3 - t2) * 1000)
-    return {"p2p_connect_ms": connects, "tls_baseline_ms": baselines,
-            "p2p_daemon_connect_ms": daemon_connects}
+            for key, seconds in times.items():
+                samples[key].append(seconds * 1000)
+    return {**samples, "frames": {"request": sizes[0], "replies": sizes[1]}}
 
 
-async def wait_for_spare(socket_path: str) -> None:
-    """Wait (untimed) until pedclient has a spare from the bench's pedserver parked, so
-    that each sample measures a connect with its spare ready, as in steady use."""
+async def wait_for_spares(socket_path: str, *peers: str) -> None:
+    """Wait (untimed) until pedclient has a spare from each of *peers* parked, so that
+    each sample measures a connect with its spare ready, as in steady use, and no
+    replacement is being dialled meanwhile."""
     from ped.daemon.control import control_request_sync
 
     control = str(Path(socket_path).parent / "control.sock")
@@ -180,7 +242,8 @@ async def wait_for_spare(socket_path: str) -> None:
         while True:
             info = await trio.to_thread.run_sync(
                 lambda: control_request_sync(control, "show", timeout=30.0))
-            if any(p.get("spares") for p in info.get("peer_links", [])):
+            ready = {p.get("name") for p in info.get("peer_links", []) if p.get("spares")}
+            if ready.issuperset(peers):
                 return
             await trio.sleep(0.005)
 
@@ -216,6 +279,18 @@ async def serve(mode: str, home: Path, peer_home: Path, target: int, ready: Path
             except Exception:
                 return
             await _relay(stream, upstream)
+    elif mode == "bare-relay":
+        ctx = bare_context(home, peer_home, server=True)
+
+        async def handle(tcp: trio.SocketStream) -> None:
+            stream = trio.SSLStream(tcp, ctx, server_side=True)
+            try:
+                await stream.do_handshake()
+                upstream = await trio.open_tcp_stream("127.0.0.1", target)
+            except Exception:
+                await trio.aclose_forcefully(stream)
+                return
+            await _relay(stream, upstream)
     else:
         ctx = bare_context(home, peer_home, server=True)
 
@@ -248,7 +323,8 @@ def setup_pins(client_home: Path, front_home: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ped.bench.p2p")
     parser.add_argument("command", choices=["serve"])
-    parser.add_argument("--mode", choices=["pinned-relay", "bare-echo"], required=True)
+    parser.add_argument("--mode", choices=["pinned-relay", "bare-relay", "bare-echo"],
+                        required=True)
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("--peer-home", required=True, type=Path)
     parser.add_argument("--target", type=int, default=0)
@@ -262,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_p2p_jobs(rig: Any, plan: Any) -> dict[str, Any]:
-    """Start the TLS fronts and a peer-to-peer pedserver/pedclient pair, run the p2p job,
-    stop them (called by `ped.bench.run`)."""
+    """Start the TLS fronts and the peer-to-peer pedclient and pedservers, run the p2p
+    job, stop them (called by `ped.bench.run`)."""
     from ped.bench.procs import run_client, spawn, stop, wait_for
     from ped.bench.run import percentile, ratio
 
@@ -272,54 +348,72 @@ def run_p2p_jobs(rig: Any, plan: Any) -> dict[str, Any]:
     client_home.mkdir(mode=0o700)
     front_home.mkdir(mode=0o700)
     setup_pins(client_home, front_home)
-    relay_ready, echo_ready = work / "front-relay.port", work / "front-echo.port"
-    relay = spawn(["-m", "ped.bench.p2p", "serve", "--mode", "pinned-relay", "--home",
-                   str(front_home), "--peer-home", str(client_home), "--target",
-                   str(rig.ped_port), "--ready", str(relay_ready)], work / "front-relay.out")
-    echo = spawn(["-m", "ped.bench.p2p", "serve", "--mode", "bare-echo", "--home",
-                  str(front_home), "--peer-home", str(client_home), "--ready",
-                  str(echo_ready)], work / "front-echo.out")
+    fronts: list[subprocess.Popen[bytes]] = []
+
+    def front(mode: str, target: int = 0) -> Path:
+        ready = work / f"front-{mode}.port"
+        fronts.append(spawn(["-m", "ped.bench.p2p", "serve", "--mode", mode, "--home",
+                             str(front_home), "--peer-home", str(client_home), "--target",
+                             str(target), "--ready", str(ready)], work / f"front-{mode}.out"))
+        return ready
+
     daemons: list[Any] = []
     try:
-        wait_for(relay_ready, relay, "the TLS front")
-        wait_for(echo_ready, echo, "the TLS echo")
+        readies = [front("pinned-relay", rig.ped_port), front("bare-relay", rig.echo_port),
+                   front("bare-echo")]
+        for ready, proc in zip(readies, fronts, strict=True):
+            wait_for(ready, proc, f"the TLS front ({ready.stem})")
         p2p_socket = start_p2p_daemons(rig, daemons)
         job = rig.job("p2p", count=plan.p2p_count, warmup=plan.warmup,
-                      front_port=int(relay_ready.read_text()),
-                      echo_tls_port=int(echo_ready.read_text()),
+                      front_port=int(readies[0].read_text()),
+                      bare_relay_port=int(readies[1].read_text()),
+                      echo_tls_port=int(readies[2].read_text()),
                       tls_client_home=str(client_home), tls_server_home=str(front_home),
-                      p2p_socket=p2p_socket, p2p_peer="workstation")
+                      p2p_socket=p2p_socket, p2p_peer="workstation",
+                      p2p_echo_peer="workstation-echo")
         got = run_client(job, work, "p2p")
     finally:
         for daemon in daemons:
             daemon.stop()
-        stop(relay)
-        stop(echo)
-    p50 = percentile(got["p2p_connect_ms"], 50)
-    base = percentile(got["tls_baseline_ms"], 50)
-    daemon_p50 = percentile(got["p2p_daemon_connect_ms"], 50)
+        for proc in fronts:
+            stop(proc)
+    p50 = {key: percentile(got[key], 50) for key in (
+        "p2p_connect_ms", "tls_baseline_ms", "tls_direct_ms", "p2p_daemon_connect_ms",
+        "p2p_spare_baseline_ms")}
     return {
-        "p2p_connect_p50_ms": p50,
-        "tls_baseline_p50_ms": base,
-        "p2p_connect_ratio": ratio(p50, base),
-        "p2p_spare_connect_p50_ms": daemon_p50,
-        "p2p_spare_connect_ratio": ratio(daemon_p50, base),
-        "p2p_note": "p2p_connect: a cold pinned TLS 1.3 handshake (ped.tls, through the "
-                    "bench's TLS front relaying to pedserver) + link hello + RPV handshake. "
-                    "p2p_spare_connect: the daemons' peer-to-peer mode as an HSM sees it: "
-                    "pedclient hands over a spare TLS connection pedserver dialled "
-                    "beforehand, then link hello + RPV handshake",
+        "p2p_connect_p50_ms": p50["p2p_connect_ms"],
+        "tls_baseline_p50_ms": p50["tls_baseline_ms"],
+        "p2p_connect_ratio": ratio(p50["p2p_connect_ms"], p50["tls_baseline_ms"]),
+        "tls_direct_p50_ms": p50["tls_direct_ms"],
+        "p2p_connect_direct_ratio": ratio(p50["p2p_connect_ms"], p50["tls_direct_ms"]),
+        "p2p_spare_connect_p50_ms": p50["p2p_daemon_connect_ms"],
+        "p2p_spare_baseline_p50_ms": p50["p2p_spare_baseline_ms"],
+        "p2p_spare_connect_ratio": ratio(p50["p2p_daemon_connect_ms"],
+                                         p50["p2p_spare_baseline_ms"]),
+        "p2p_note": (
+            "p2p_connect: a cold pinned mutual TLS 1.3 handshake (ped.tls, through the "
+            "bench's TLS front relaying to pedserver) + TCP connect + link hello + RPV "
+            "handshake. tls_baseline: a bare mutual TLS 1.3 handshake (plain ssl "
+            "contexts, no pins) + link hello + one round trip of the RPV handshake's "
+            "sizes through the echo device, over the same hops (HSM side -> bare TLS "
+            "front -> pedserver -> device). tls_direct: a bare TLS handshake + one round "
+            "trip directly with an echoing TLS server (one hop; the old baseline), with "
+            "p2p_connect_direct_ratio. p2p_spare_connect: the daemons' peer-to-peer mode "
+            "as an HSM sees it: pedclient hands over a spare TLS connection pedserver "
+            "dialled beforehand, then link hello + RPV handshake; p2p_spare_baseline: the "
+            "same on a spare from a pedserver whose device is the echo device (link hello "
+            "+ one round trip of the same sizes)"
+        ),
     }
 
 
 def start_p2p_daemons(rig: Any, daemons: list[Any]) -> str:
-    """A pedclient listening for peers and a pedserver dialling it (the daemons' own
-    peer-to-peer mode, certificates exchanged through their CLIs); pedclient's socket."""
-    import subprocess
-
+    """A pedclient listening for peers and two pedservers dialling it (the daemons' own
+    peer-to-peer mode, certificates exchanged through their CLIs): ``workstation`` with
+    the emulated PED, ``workstation-echo`` with the echo device; pedclient's socket."""
     from ped.bench.procs import Daemon
 
-    server_home, client_home = rig.work / "p2p-server", rig.work / "p2p-client"
+    client_home = rig.work / "p2p-client"
 
     def cli(program: str, home: Path, *argv: str) -> str:
         done = subprocess.run(
@@ -333,21 +427,27 @@ def start_p2p_daemons(rig: Any, daemons: list[Any]) -> str:
     client = Daemon("pedclient", client_home, {"max_links": 1024, "connect_timeout": 600},
                     ["--peer-listen", "--port", "0", "--peer-ip", "127.0.0.1"])
     daemons.append(client)
-    server = Daemon("pedserver", server_home,
-                    {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60},
-                    ["--ip", "127.0.0.1", "--port", "0", "--device", rig.ped_uri])
-    daemons.insert(0, server)
+    servers: dict[str, Any] = {}
+    for name, device in (("workstation", rig.ped_uri),
+                         ("workstation-echo", f"socket:{rig.work / 'echo.sock'}")):
+        servers[name] = Daemon(
+            "pedserver", rig.work / f"p2p-{name}",
+            {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60},
+            ["--ip", "127.0.0.1", "--port", "0", "--device", device])
+        daemons.insert(0, servers[name])
     listen = str(client.wait_ready()["peer_listen"])
-    server.wait_ready()
     port = listen.split(",")[0].rsplit(":", 1)[1]
-    server_pem, client_pem = rig.work / "p2p-server.pem", rig.work / "p2p-client.pem"
-    cli("pedserver", server_home, "certificate", "export", str(server_pem))
+    client_pem = rig.work / "p2p-client.pem"
     cli("pedclient", client_home, "certificate", "export", str(client_pem))
-    cli("pedclient", client_home, "peer", "register", "--name", "workstation",
-        "--certificate", str(server_pem))
-    cli("pedserver", server_home, "appliance", "register", "--name", "hsmhost",
-        "--certificate", str(client_pem), "--ip", "127.0.0.1", "--port", port)
-    cli("pedserver", server_home, "mode", "connect", "--name", "hsmhost")
+    for name, server in servers.items():
+        server.wait_ready()
+        server_pem = rig.work / f"p2p-{name}.pem"
+        cli("pedserver", server.home, "certificate", "export", str(server_pem))
+        cli("pedclient", client_home, "peer", "register", "--name", name,
+            "--certificate", str(server_pem))
+        cli("pedserver", server.home, "appliance", "register", "--name", "hsmhost",
+            "--certificate", str(client_pem), "--ip", "127.0.0.1", "--port", port)
+        cli("pedserver", server.home, "mode", "connect", "--name", "hsmhost")
     return str(client_home / "pedclient.sock")
 
 

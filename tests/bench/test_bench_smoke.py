@@ -16,6 +16,10 @@ NUMBERS = [
     "connect_p50_ms", "connect_baseline_p50_ms", "connect_ratio",
     "p2p_connect_p50_ms", "tls_baseline_p50_ms", "p2p_connect_ratio",
     "idle_link_kib", "pin_kdf_ms", "p2p_spare_connect_p50_ms",
+    # p2p: tls_baseline is on the same hops; the one-hop figure and the spare's own
+    # baseline are kept beside it.
+    "tls_direct_p50_ms", "p2p_connect_direct_ratio", "p2p_spare_baseline_p50_ms",
+    "p2p_spare_connect_ratio",
 ]
 
 
@@ -54,4 +58,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
     # The markdown table is what goes into the README: every figure is in it.
     table = md.read_text()
     assert "| login (read a blue key, p50) |" in table and "| 2 |" in table
+    assert f"hops {results['tls_baseline_p50_ms']} ms |" in table
+    assert f"| {results['tls_direct_p50_ms']} ms |" in table
+    assert f"1 bounce {results['p2p_spare_baseline_p50_ms']} ms |" in table
+    assert "tls_direct" in results["p2p_note"]
     assert done.stdout.strip().startswith("Machine:")
