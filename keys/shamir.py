@@ -94,9 +94,11 @@ class Share:
 
 
 def wipe(buffer: bytearray) -> None:
-    """Overwrite a secret buffer with zeros (as far as Python lets us)."""
-    for i in range(len(buffer)):
-        buffer[i] = 0
+    """Overwrite a secret buffer with zeros (as far as Python lets us).
+
+    A slice assignment of the same length writes in place (one memmove, no reallocation).
+    """
+    buffer[:] = bytes(len(buffer))
 
 
 def check_split(m: int, n: int) -> None:
@@ -161,6 +163,10 @@ def _lagrange_weights(xs: Sequence[int], at: int) -> list[int]:
 
 
 def _interpolate(shares: Sequence[Share], at: int) -> bytearray:
+    if len(shares) == 1:
+        # One share (M = 1): the polynomials are constants, their value anywhere is the
+        # share's value.  A plain copy, as constant-time as the general case.
+        return bytearray(shares[0].value)
     weights = _lagrange_weights([s.index for s in shares], at)
     out = bytearray(SECRET_SIZE)
     for pos in range(SECRET_SIZE):

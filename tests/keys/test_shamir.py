@@ -254,3 +254,24 @@ def test_wipe_zeroes_a_share() -> None:
     (share,) = split(bytearray(b"\x01" * 32), 1, 1)
     share.wipe()
     assert share.value == bytearray(32)
+
+
+def test_wipe_writes_in_place() -> None:
+    buffer = bytearray(b"\xaa" * 176)
+    view = memoryview(buffer)  # an export: the buffer cannot be reallocated, only written
+    shamir.wipe(buffer)
+    assert bytes(view) == bytes(176) and len(buffer) == 176
+    view.release()
+
+
+def test_one_of_n_is_each_share_itself_and_extras_are_checked() -> None:
+    secret = bytearray(secrets.token_bytes(32))
+    shares = split(secret, 1, 3)
+    for share in shares:
+        assert share.value == secret  # a 1-of-N "split" is the secret, on every key
+        got = combine([share])
+        assert got == secret and got is not share.value  # a copy the caller wipes
+    assert combine(shares) == secret
+    shares[2].value[0] ^= 1
+    with pytest.raises(InconsistentShares):
+        combine(shares)

@@ -172,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="pedemu: %(message)s",
         stream=sys.stderr,
     )
+    # The format uses none of these: spare each record the look-ups (a getpid per line).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if args.fd is not None:
         # The driver's process handles Ctrl-C; we end when it closes our socket.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

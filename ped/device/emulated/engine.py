@@ -23,12 +23,17 @@ entry cancels (`OperationCancelled`); the HSM cancels by cancelling the calling 
 One operation at a time (`busy`).  Secrets exist only in bytearrays that are wiped;
 the PIN is a str because ``keys`` takes one, and is dropped at once.  Every step emits
 a non-secret `ped.device.frames.DeviceEvent` through ``emit`` for the host's log.
+The engine logs the OP_STARTED line ("session 2: op-started blue read-secret") when
+the operation first asks for input: at info level when it has to wait for the operator
+(whoever watches pedemu's own log learns that the PED waits for them), at debug level
+when the answer is already queued (the ``auto`` operator: no log line per login).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -53,10 +58,11 @@ MAX_REFUSALS = 100  # a stuck operator cannot spin the PED forever
 
 Emit = Callable[[DeviceEvent], None]
 
+log = logging.getLogger("pedemu")
+
 
 def _no_emit(_event: DeviceEvent) -> None:
     return None
-
 
 
 def key_label(requested: str, color: Color) -> str:
@@ -70,6 +76,7 @@ def key_label(requested: str, color: Color) -> str:
     while len(text.encode("utf-8")) > LABEL_MAX_BYTES:
         text = text[:-1].rstrip()
     return text
+
 
 class Unplugged(Exception):
     """The operator pulled the PED's cable (raised out of any operation)."""
@@ -120,6 +127,7 @@ class PedEngine:
         self._emit: Emit = _no_emit
         self._session = 0
         self._refusal = ""  # shown above the next prompt
+        self._started: DeviceEvent | None = None  # until logged (see the docstring)
 
     @property
     def busy(self) -> bool:
@@ -184,14 +192,18 @@ class PedEngine:
             # Another session's operation holds the PED (the host's PED lock should have
             # prevented this): answer BUSY rather than queue behind it.
             raise PedBusy("the PED is busy with another operation")
-        await self._lock.acquire()
+        # Free (just checked): take it without a schedule point, honouring a cancellation.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._lock.acquire_nowait()
         outcome = "error"
         try:
             self._op = next(self._ops)
             self._timeout = self.key_timeout if key_timeout is None else key_timeout
             self._emit, self._session, self._refusal = emit, session, ""
             self.panel.drain()
-            emit(DeviceEvent(session, EventKind.OP_STARTED, int(color or 0), detail=name))
+            started = DeviceEvent(session, EventKind.OP_STARTED, int(color or 0), detail=name)
+            self._started = started
+            emit(started)
             try:
                 yield
             except BaseException as exc:
@@ -201,6 +213,8 @@ class PedEngine:
                 outcome = "ok"
         finally:
             try:
+                if self._started is not None:  # it never asked for input
+                    self._log_started(waiting=False)
                 emit(
                     DeviceEvent(
                         session,
@@ -214,6 +228,7 @@ class PedEngine:
                     self.panel.idle()
             finally:
                 self._emit = _no_emit
+                self._started = None
                 self._lock.release()
 
     def _event(
@@ -235,10 +250,19 @@ class PedEngine:
             )
         )
 
+    def _log_started(self, *, waiting: bool) -> None:
+        started, self._started = self._started, None
+        assert started is not None
+        level = logging.INFO if waiting else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "session %d: %s", started.session, started.describe())
+
     async def _next(self) -> Press | Insert:
         while True:
             if self.panel.unplugged.is_set():
                 raise Unplugged()
+            if self._started is not None:
+                self._log_started(waiting=not self.panel.has_input)
             item = await self.panel.next_input(self._timeout)
             if item is None:
                 raise operr.KeyTimeout(f"nothing on the PED for {self._timeout:g} s")

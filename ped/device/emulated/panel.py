@@ -13,6 +13,9 @@ buttons are on a real PED:
   matches the text; the tty operator draws it.  Each new screen has a new ``seq``.
 * Operators send `Input`s (`Press`, `Insert`, `Remove`, `Unplug`) into a bounded queue
   that the engine reads with a timeout (the PED-key timeout).
+* An operator that answers without waiting for anything (``auto``) may `observe` the
+  panel instead of watching it from a task: its callback runs inside `show` and queues
+  its answer with `send_nowait`, so the engine finds it there without a task switch.
 
 A key in the slot stays there until removed; pressing ENTER asks the engine to read it.
 Nothing on the panel holds a secret: an inserted key is a *path*; the engine reads it.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -139,6 +143,7 @@ class Panel:
         self.slot: Path | None = None  # the key currently inserted
         self.unplugged = trio.Event()
         self.history: list[Screen] = []  # every screen shown (tests, the tty's log)
+        self._observers: list[Callable[[Screen], None]] = []
 
     # engine side ---------------------------------------------------------------------
     def show(
@@ -154,7 +159,10 @@ class Panel:
         del self.history[:-200]
         self._changed.set()
         self._changed = trio.Event()
-        return self.screen
+        screen = self.screen
+        for observer in self._observers:
+            observer(screen)
+        return screen
 
     def idle(self) -> None:
         self.show([IDLE_TEXT], Prompt(PromptKind.IDLE))
@@ -168,13 +176,26 @@ class Panel:
                 return
             self._track(item)
 
+    @property
+    def has_input(self) -> bool:
+        """An input is queued (the engine will not wait for the next one)."""
+        return self._in_recv.statistics().current_buffer_used > 0
+
     async def next_input(self, timeout: float = math.inf) -> Input | None:
         """The next input, or None after *timeout* seconds."""
-        with trio.move_on_after(timeout):
-            item = await self._in_recv.receive()
-            self._track(item)
-            return item
-        return None
+        # An input already queued (the auto operator answers inside `show`) is taken
+        # without a schedule point; the engine yields when it has to wait.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = self._in_recv.receive_nowait()
+        except trio.WouldBlock:
+            with trio.move_on_after(timeout):
+                item = await self._in_recv.receive()
+                self._track(item)
+                return item
+            return None
+        self._track(item)
+        return item
 
     def _track(self, item: Input) -> None:
         if isinstance(item, Insert):
@@ -185,6 +206,20 @@ class Panel:
             self.unplugged.set()
 
     # operator side -------------------------------------------------------------------
+    def observe(self, callback: Callable[[Screen], None]) -> Callable[[], None]:
+        """Call *callback* with each new screen, inside `show`; returns the unsubscriber.
+
+        The callback must not block or raise: it runs in the engine's task.
+        """
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback)
+
+    def send_nowait(self, item: Input) -> None:
+        """Queue an input without waiting; `trio.WouldBlock` when the queue is full."""
+        if isinstance(item, Unplug):
+            self.unplugged.set()
+        self._in_send.send_nowait(item)
+
     async def wait_screen(self, after_seq: int) -> Screen:
         """The first screen newer than *after_seq* (returns at once if there is one)."""
         while self.screen.seq <= after_seq:

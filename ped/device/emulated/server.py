@@ -8,17 +8,24 @@ device side of ``ped.device.frames`` on one byte stream (a Unix socket connectio
 socket pair to the driver's process, or a fake USB device):
 
 * HELLO -> INFO (a HELLO drops every session, as after a host restart);
-* SESSION_OPEN -> one `ped.ops.PedSideSession` and a task serving it;
-  SESSION_DATA frames go to that task, its answers go back as SESSION_DATA;
-* each HSM request starts an engine operation in its own cancel scope, so that the
-  session keeps receiving (a CANCEL from the HSM cancels the scope, the session answers
-  CANCELLED);  ``RpvRequired`` reads the orange key (or, in ``local`` mode only, takes
-  ``ped.channel.LOCAL_RPV`` when the operator answers YES to "without an orange key?");
+* SESSION_OPEN -> one `ped.ops.PedSideSession`; it is sans-IO, so each SESSION_DATA
+  frame is fed to it at once by the reader and its answers go back as SESSION_DATA;
+* each HSM request starts an engine operation as its own task in its own cancel scope,
+  so that the session keeps receiving (a CANCEL from the HSM cancels the scope, the
+  session answers CANCELLED);  ``RpvRequired`` reads the orange key (or, in ``local``
+  mode only, takes ``ped.channel.LOCAL_RPV`` when the operator answers YES to "without
+  an orange key?");
 * the engine's non-secret events go out as DEVICE_EVENT frames.
 
-All output goes through one writer task, in order.  When the operator pulls the cable
-(`Unplug`) the stream is closed at once, as a real unplug would; the panel is ready for
-the next connection ("re-plug").
+All output goes through one writer task, in order, and what is queued together goes
+out in one write.  DEVICE_EVENTs (informational only) are held for at most
+`EVENT_HOLD` seconds so that they ride with the next frame (a login's events go out
+with its answer); a lone event (the PED waiting for a key) still goes out promptly.
+A session ends when the HSM closes it (or the host does): its running operation is
+cancelled and the session is finished once that task is done, so that the operation's
+last event precedes the SESSION_CLOSE.  When the operator pulls the cable (`Unplug`)
+the stream is closed at once, as a real unplug would; the panel is ready for the next
+connection ("re-plug").
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -61,13 +69,16 @@ from ped.ops import errors as operr
 from ped.ops import events as ev
 from ped.ops.messages import CloseReason as OpClose
 from ped.transport import PedBusy
+from ped.wire.framing import Frame
 
 log = logging.getLogger("pedemu")
 
 MODEL = "pedemu"
 FIRMWARE = "1.0.0"
-SESSION_QUEUE = 32
 WRITER_DRAIN = 2.0
+#: How long a DEVICE_EVENT may wait for a frame to ride with (one write instead of
+#: several); short enough that a host's log still shows "waiting for a key" at once.
+EVENT_HOLD = 0.03
 READ_CHUNK = 65536
 
 
@@ -118,6 +129,10 @@ class _Connection:
         self.sessions: dict[int, _Session] = {}
         self.nursery: trio.Nursery | None = None
         self._writer_done = trio.Event()
+        # Encoded DEVICE_EVENTs waiting to ride with the next frame (see EVENT_HOLD).
+        self._held: list[bytes] = []
+        self._hold_deadline = math.inf
+        self._writer_wait: trio.CancelScope | None = None
 
     def send(self, message: DeviceMessage) -> None:
         """Queue a message for the writer task (dropped if its session is gone)."""
@@ -126,9 +141,34 @@ class _Connection:
                 return
         try:
             data = self.conn.send(message)
-            self.out_send.send_nowait(data)
-        except (PedError, trio.ClosedResourceError) as exc:
+        except PedError as exc:
             log.debug("not sent: %s", exc)
+            return
+        if isinstance(message, DeviceEvent):
+            self._held.append(data)
+            if self._hold_deadline == math.inf:
+                self._hold_deadline = trio.current_time() + EVENT_HOLD
+                if self._writer_wait is not None:
+                    self._writer_wait.deadline = self._hold_deadline
+            return
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        """Queue encoded bytes after the events held so far (the order is the wire's)."""
+        self._release_held()
+        try:
+            self.out_send.send_nowait(data)
+        except trio.ClosedResourceError as exc:
+            log.debug("not sent: %s", exc)
+
+    def _release_held(self) -> None:
+        if self._held:
+            held, self._held = b"".join(self._held), []
+            self._hold_deadline = math.inf
+            try:
+                self.out_send.send_nowait(held)
+            except trio.ClosedResourceError as exc:  # the connection is winding down
+                log.debug("not sent: %s", exc)
 
     async def run(self) -> None:
         try:
@@ -139,12 +179,13 @@ class _Connection:
                 await self._reader()
                 # Let the writer send what is queued (a DEVICE_ERROR saying why we hang
                 # up), briefly: the host may be gone.
+                self._release_held()
                 self.out_send.close()
                 with trio.move_on_after(WRITER_DRAIN):
                     await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            for session in self.sessions.values():
+            for session in list(self.sessions.values()):
                 session.end()
             with trio.CancelScope(shield=True):
                 try:
@@ -159,9 +200,29 @@ class _Connection:
 
     async def _writer(self) -> None:
         try:
-            async for data in self.out_recv:
+            while True:
+                chunks: list[bytes] = []
+                # Wait for output; held events wait at most until their deadline.
+                with trio.CancelScope(deadline=self._hold_deadline) as wait:
+                    self._writer_wait = wait
+                    try:
+                        chunks.append(await self.out_recv.receive())
+                    except trio.EndOfChannel:
+                        return
+                    finally:
+                        self._writer_wait = None
+                if not chunks:
+                    self._release_held()  # nothing to ride with: the events go alone
+                # Everything queued meanwhile goes out in the same write.
+                while True:
+                    try:
+                        chunks.append(self.out_recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if not chunks:
+                    continue
                 try:
-                    await self.stream.send_all(data)
+                    await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     assert self.nursery is not None
                     self.nursery.cancel_scope.cancel()
@@ -181,7 +242,7 @@ class _Connection:
                 self.conn.receive_data(data)
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
-                self.out_send.send_nowait(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
+                self._queue(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
                 return
             while (message := self.conn.next_event()) is not None:
                 self._handle(message)
@@ -189,9 +250,10 @@ class _Connection:
     def _handle(self, message: DeviceMessage) -> None:
         assert self.nursery is not None
         if isinstance(message, Hello):
-            for session in self.sessions.values():
-                session.end()
+            dropped = list(self.sessions.values())
             self.sessions.clear()
+            for session in dropped:
+                session.end()
             if not message.min_version <= DEVICE_PROTOCOL_VERSION <= message.max_version:
                 self.send(
                     DeviceErrorMessage(
@@ -212,23 +274,13 @@ class _Connection:
                     )
                 )
                 return
-            session = _Session(self, message.session)
-            self.sessions[message.session] = session
-            self.nursery.start_soon(session.run)
+            self.sessions[message.session] = _Session(self, message.session)
             self.send(SessionOpened(message.session))
         elif isinstance(message, SessionData):
             session = self.sessions.get(message.session)
             if session is None:
                 return  # closed already; the close crossed this frame
-            try:
-                session.frames_send.send_nowait(message.frame)
-            except trio.WouldBlock:
-                self.send(
-                    SessionClose(
-                        message.session, CloseReason.PROTOCOL_ERROR, "too many frames queued"
-                    )
-                )
-                session.end()
+            session.receive(message.frame)
         elif isinstance(message, SessionClose):
             session = self.sessions.pop(message.session, None)
             if session is not None:
@@ -244,58 +296,102 @@ def _error_bytes(code: ErrorCode, detail: str) -> bytes:
 
 
 class _Session:
-    """One HSM session: a PedSideSession, its frames, and at most one running operation."""
+    """One HSM session: a PedSideSession, fed by the reader, and at most one running
+    operation (a task of the connection's nursery, in a cancel scope of this session)."""
 
     def __init__(self, connection: _Connection, session_id: int) -> None:
         self.connection = connection
         self.ped = connection.ped
         self.id = session_id
-        self.frames_send, self.frames_recv = trio.open_memory_channel(SESSION_QUEUE)
         self.side = PedSideSession(ped_info=self.ped.ped_info)
-        self.scope = trio.CancelScope()
+        self.tasks: set[trio.CancelScope] = set()
         self.op_scope: trio.CancelScope | None = None
         self.cancelled_by_hsm = False
+        self.ending = False
+        self.finished = False
+
+    @property
+    def live(self) -> bool:
+        """Still the connection's session of this id (not dropped by the host)."""
+        return self.connection.sessions.get(self.id) is self
+
+    def receive(self, frame: Frame) -> None:
+        """One frame from the HSM, served at once (the session is sans-IO)."""
+        if self.ending:
+            return
+        for event in self.side.receive_frame(frame):
+            self._on_event(event)
+        self.flush()
+        if not self.side.is_open:
+            self.end()
 
     def end(self) -> None:
-        self.scope.cancel()
+        """Cancel what runs; the session finishes when its last task has."""
+        if self.ending:
+            return
+        self.ending = True
+        for scope in self.tasks:
+            scope.cancel()
+        if not self.tasks:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        live = self.live
+        self.side.close(OpClose.NORMAL, "session closed")
+        self.flush()
+        if live:
+            del self.connection.sessions[self.id]
+            if self.id in self.connection.conn.sessions:
+                self.connection.send(SessionClose(self.id, CloseReason.NORMAL, "PED session ended"))
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        # The scope exists before the task starts, so that `end` cancels it either way.
+        scope = trio.CancelScope()
+        self.tasks.add(scope)
+        assert self.connection.nursery is not None
+        self.connection.nursery.start_soon(self._task, scope, fn, *args)
+
+    async def _task(
+        self, scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        try:
+            with scope:
+                await fn(*args)
+        finally:
+            self.tasks.discard(scope)
+            if self.ending and not self.tasks:
+                self._finish()
 
     def emit(self, event: DeviceEvent) -> None:
-        # Events are non-secret by construction; pedemu's own log shows the same line.
-        log.info("session %d: %s", self.id, event.describe())
-        self.connection.send(event)
+        # Events are non-secret by construction.  The host logs them too (pedserver), so
+        # pedemu logs at info only what someone watching it needs: the RPV handshake,
+        # refusals and failures (and the engine logs an operation that waits for the
+        # operator); the rest, every login's, is debug.
+        level = _event_level(event)
+        if level and log.isEnabledFor(level):
+            log.log(level, "session %d: %s", self.id, event.describe())
+        if self.live:
+            self.connection.send(event)
 
     def flush(self) -> None:
-        for frame in self.side.frames_to_send():
-            self.connection.send(SessionData(self.id, frame))
+        frames = self.side.frames_to_send()
+        if self.live:
+            for frame in frames:
+                self.connection.send(SessionData(self.id, frame))
 
-    async def run(self) -> None:
-        with self.scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    async for frame in self.frames_recv:
-                        for event in self.side.receive_frame(frame):
-                            self._on_event(event, nursery)
-                        self.flush()
-                        if not self.side.is_open:
-                            break
-                    nursery.cancel_scope.cancel()
-            finally:
-                self.side.close(OpClose.NORMAL, "session closed")
-                self.flush()
-                self.connection.sessions.pop(self.id, None)
-        if self.id in self.connection.conn.sessions:
-            self.connection.send(SessionClose(self.id, CloseReason.NORMAL, "PED session ended"))
-
-    def _on_event(self, event: ev.PedEvent, nursery: trio.Nursery) -> None:
+    def _on_event(self, event: ev.PedEvent) -> None:
         if isinstance(event, ev.RpvRequired):
-            nursery.start_soon(self._handshake, event)
+            self._spawn(self._handshake, event)
         elif isinstance(event, ev.ReadSecretRequested | ev.ImprintRequested | ev.ShowRequested):
             if isinstance(event, ev.ImprintRequested) and event.new_secret is not None:
                 # The session wipes its copy when the operation is answered: take our own.
                 secret = bytearray(event.new_secret)
             else:
                 secret = None
-            nursery.start_soon(self._operation, event, secret)
+            self._spawn(self._operation, event, secret)
         elif isinstance(event, ev.CancelRequested):
             if self.op_scope is not None:
                 self.cancelled_by_hsm = True
@@ -450,6 +546,18 @@ class _Session:
             )
         elif isinstance(event, ev.ShowRequested):
             self.side.answer_show()
+
+
+def _event_level(event: DeviceEvent) -> int:
+    """Log level of an event's line; 0: none (the engine logs OP_STARTED itself)."""
+    kind = event.kind
+    if kind is EventKind.OP_STARTED:
+        return 0
+    if kind is EventKind.HANDSHAKE or kind is EventKind.KEY_REFUSED:
+        return logging.INFO
+    if kind is EventKind.OP_FINISHED and event.outcome != "ok":
+        return logging.INFO
+    return logging.DEBUG
 
 
 def _local_rpv() -> bytes | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from keys import Keyring, combine, load_image, new_keyset, secret_for_hsm
 from keys.colors import Color
@@ -211,3 +213,49 @@ async def test_imprint_label_is_made_fit_for_a_key_image(
     assert labels[Color.RED] == Color.RED.role
     assert labels[Color.GRAY] == "é" * 32  # 64 bytes of UTF-8, cut on a character boundary
     assert empty.keyset_id != long.keyset_id
+
+
+class CountingDriver(InProcessPedDriver):
+    """Counts the PED's writes (each `send_all` on its end of the stream)."""
+
+    writes = 0
+
+    async def _connect(self) -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        original = theirs.send_stream.send_all
+
+        async def send_all(data: bytes | bytearray | memoryview) -> None:
+            self.writes += 1
+            await original(data)
+
+        theirs.send_stream.send_all = send_all  # type: ignore[method-assign]
+        self._nursery.start_soon(self.ped.serve, theirs)
+        return ours
+
+
+async def test_a_login_is_one_write_with_its_events_in_order(
+    ring: Ring, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pedemu")
+    ped_device = EmulatedPed(ring.path)
+    nursery.start_soon(AutoOperator(ped_device.panel, ring.path).run)
+    driver = CountingDriver(ped_device, nursery)
+    await driver.open()
+    events: list[DeviceEvent] = []
+    driver.on_event = events.append
+    async with open_ped_session(await driver.open_session(), rpv=ring.rpv, hsm_serial="H") as ped:
+        for _ in range(3):
+            del events[:]
+            before = driver.writes
+            result = await ped.read_secret(Color.RED)  # 1 of 1, no PIN: nobody waits
+            assert (result.m, result.n) == (1, 1)
+            # The operation's events and the answer left the PED in one write, in the
+            # order they happened, so the host had the events before the answer.
+            assert driver.writes == before + 1
+            kinds = [e.kind for e in events]
+            assert kinds == [EventKind.OP_STARTED, EventKind.KEY_READ, EventKind.OP_FINISHED]
+            assert events[-1].outcome == "ok"
+    await driver.aclose()
+    # The host logs every event; pedemu logs a login nobody waited for only at debug level.
+    assert "op-started" not in caplog.text and "key-read" not in caplog.text
+    assert "handshake orange" in caplog.text

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,37 @@ async def test_local_mode_no_reads_the_orange_key(
         await p.show_message("with the orange key")
     assert operator.done.is_set()
     assert any(e.kind is EventKind.KEY_READ and e.color == Color.ORANGE for e in events)
+
+
+async def test_a_waiting_ped_says_so_at_once(
+    ring: Ring,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pedemu")
+    script = (
+        orange_steps(ring)
+        + '[[step]]\nexpect = "Insert a RED"\nwait = 60\n[[step]]\npress = "CLR"\n'
+    )
+    driver, operator, _ped, events = await setup(ring, nursery, script)
+    async with open_ped_session(
+        await driver.open_session(), rpv=ring.rpv, hsm_serial="H", op_timeout=BIG
+    ) as ped:
+        outcome: list[str] = []
+
+        async def read() -> None:
+            with pytest.raises(OperationCancelled):
+                await ped.read_secret(Color.RED)
+            outcome.append("cancelled")
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(read)
+            # DEVICE_EVENTs ride with the next frame, but one that has none to ride with
+            # (the PED waits for its operator) still reaches the host while it waits.
+            while not any(e.kind is EventKind.OP_STARTED and e.color == Color.RED for e in events):
+                await trio.sleep(0.001)
+            assert not outcome and not operator.done.is_set()
+        assert outcome == ["cancelled"]
+    # pedemu's own log says that the PED waits for its operator.
+    assert re.search(r"session \d+: op-started red read-secret", caplog.text), caplog.text
