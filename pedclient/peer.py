@@ -18,7 +18,9 @@ keepalive failure) removes it from the pool at once.  Taking a spare cancels tha
 (safe for a TLS 1.3 stream after its handshake) and gives the stream to
 `PedClient._connect`, which sends the `LinkHello` exactly as over TCP: pedclient stays
 the link initiator and the HSM's end-to-end channel runs inside, unchanged.  pedserver
-then dials the next spare, so every HSM link has its own TLS connection.
+then dials the next spare (once the new link has settled, so that its TLS handshake does
+not compete with the HSM's hello and RPV handshake; see `pedserver.peer`), so every HSM
+link has its own TLS connection.
 
 An HSM asking for a peer that has no spare gets PEER_UNAVAILABLE at once when that
 pedserver has nothing connected (the sentence says what to run on the workstation); when

@@ -23,8 +23,8 @@ The next spare is dialled once the new link has settled: when it has been quiet 
 `REPLACE_QUIET` s (its hello and the HSM's opening RPV handshake are done) or has closed,
 and at the latest `REPLACE_MAX` s after it was taken.  Dialled at once, the replacement's
 TLS handshake (CPU in both daemons, on the same event loops) ran exactly when the HSM's
-hello and RPV handshake did, and made a connect on a ready spare about 1.7 times slower
-than a standard-mode connect.  An HSM that asks for a link in that short window waits
+hello and RPV handshake did, and made a connect on a ready spare nearly twice as slow
+as a standard-mode connect.  An HSM that asks for a link in that short window waits
 for the spare (pedclient waits while links are in use); it never fails for it.
 
 Failures: an unreachable host, a timeout or a failed handshake is retried with
