@@ -48,9 +48,11 @@ import trio
 
 from keys import KeyEntry, Keyring, pin_for_label, read_pin_file
 from keys import errors as kerr
-from ped.device.emulated.panel import Input, Insert, Panel, Press, PromptKind, Screen
+from ped.device.emulated.panel import KEYPAD, Input, Insert, Panel, Press, PromptKind, Screen
 
 log = logging.getLogger("pedemu.auto")
+
+_PRESS = {key: Press(key) for key in KEYPAD}  # frozen: one of each is enough
 
 #: Seconds after the keyring directory's last change from which its mtime is trusted to
 #: show the next change (more than the coarsest filesystem timestamp, FAT's 2 s).
@@ -166,21 +168,21 @@ class AutoOperator:
                     p.color.label if p.color else "?",
                     self.keyring.directory,
                 )
-                return [Press("CLR")]
-            return [Insert(path), Press("ENTER")]
+                return [_PRESS["CLR"]]
+            return [Insert(path), _PRESS["ENTER"]]
         if p.kind is PromptKind.INSERT_BLANK:
-            return [Insert(self._pick_blank(p.op)), Press("ENTER")]
+            return [Insert(self._pick_blank(p.op)), _PRESS["ENTER"]]
         if p.kind is PromptKind.PIN:
             pin = self._pin(p.label)
             if pin is None:
                 log.warning("auto operator: no PIN for %r in the PIN file; cancelling", p.label)
-                return [Press("CLR")]
+                return [_PRESS["CLR"]]
             return _digits(pin)
         if p.kind in (PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN):
             pin = self._pin(p.label) if o.pin else None
             if o.pin and pin is None:
                 log.warning("auto operator: pin=yes but no PIN for %r; cancelling", p.label)
-                return [Press("CLR")]
+                return [_PRESS["CLR"]]
             return _digits(pin or "")
         if p.kind is PromptKind.YES_NO:
             yes = {
@@ -189,7 +191,7 @@ class AutoOperator:
                 "overwrite": False,
                 "rpv-local": o.allow_local,
             }.get(p.question, False)
-            return [Press("YES" if yes else "NO")]
+            return [_PRESS["YES" if yes else "NO"]]
         if p.kind is PromptKind.NUMBER:
             value = {"m": o.m, "n": o.n, "copies": max(o.duplicates, 1)}.get(p.question, p.low)
             return _digits(str(value))
@@ -257,4 +259,4 @@ class AutoOperator:
 
 def _digits(text: str) -> list[Input]:
     """Type *text* then ENTER."""
-    return [*(Press(ch) for ch in text), Press("ENTER")]
+    return [*(_PRESS.get(ch) or Press(ch) for ch in text), _PRESS["ENTER"]]

@@ -24,6 +24,7 @@ Nothing on the panel holds a secret: an inserted key is a *path*; the engine rea
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,13 @@ def layout(lines: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out[:SCREEN_LINES])
 
 
+#: The same few screens come back for every login: lay each out once.  (Screen text is
+#: never secret: a PIN shows as stars.)
+_layout_cached = functools.lru_cache(maxsize=256)(layout)
+
+_MESSAGE = Prompt(PromptKind.MESSAGE)
+
+
 class Panel:
     """Screen out, inputs in (see the module docstring)."""
 
@@ -154,12 +162,15 @@ class Panel:
         echo: bool = False,
     ) -> Screen:
         self._seq += 1
-        self.screen = Screen(self._seq, layout(lines), prompt or Prompt(PromptKind.MESSAGE), echo)
-        self.history.append(self.screen)
-        del self.history[:-200]
-        self._changed.set()
-        self._changed = trio.Event()
-        screen = self.screen
+        screen = Screen(self._seq, _layout_cached(tuple(lines)), prompt or _MESSAGE, echo)
+        self.screen = screen
+        self.history.append(screen)
+        if len(self.history) > 200:
+            del self.history[0]
+        if self._changed.statistics().tasks_waiting:
+            # (Nobody waiting: a later `wait_screen` compares seq before it waits.)
+            self._changed.set()
+            self._changed = trio.Event()
         for observer in self._observers:
             observer(screen)
         return screen
