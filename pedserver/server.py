@@ -30,6 +30,7 @@ metadata: operation, colour, keyset id, result), never a payload byte.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -91,6 +92,8 @@ STOP_GRACE = 2.0
 #: the HSM gets to release it (it does at once after its goodbye) before we conclude the
 #: PED dropped the session mid-operation (e.g. it could not open a tampered frame).
 ORPHANED_OP_GRACE = 2.0
+#: PED event log lines that may wait for the logger task before they are written at once.
+EVENT_LINES_MAX = 1024
 
 
 class ServerStartError(PedError):
@@ -179,6 +182,13 @@ class PedServer:
             str, Callable[[dict[str, Any], Progress], Awaitable[dict[str, Any]]]
         ] = {}
         self.show_extras: list[Callable[[], dict[str, Any]]] = []
+        # The PED's events are logged by a task of their own, just after the frames that
+        # came with them are relayed (see _on_device_event).
+        self._event_lines: collections.deque[tuple[int, str, tuple[object, ...]]] = (
+            collections.deque()
+        )
+        self._event_lines_ready = trio.Event()
+        self._event_logger_running = False
         driver.on_event = self._on_device_event
 
     # ------------------------------------------------------------------ life cycle
@@ -237,6 +247,7 @@ class PedServer:
                 except ControlError as exc:
                     raise ServerStartError(str(exc)) from None
             async with trio.open_nursery() as links_nursery:
+                nursery.start_soon(self._log_device_events)
                 nursery.start_soon(self._device_watch)
                 nursery.start_soon(self._accept_loop, listeners, links_nursery)
                 log.info(
@@ -314,25 +325,57 @@ class PedServer:
                 self._device_lost = trio.Event()
 
     def _on_device_event(self, event: object) -> None:
+        """Queue the log line of a PED event (non-secret by construction).
+
+        The driver calls this while it dispatches what the PED sent in one write, which
+        usually holds the operation's answer too: the line is written by
+        `_log_device_events` on its next turn, just after the answer was relayed,
+        rather than on the HSM's critical path.  Lines keep their order; none is dropped
+        (past `EVENT_LINES_MAX` queued, or when no logger task runs, they are written at
+        once).
+        """
         if not isinstance(event, DeviceEvent):
             return
         if event.kind is EventKind.OP_STARTED and not log.isEnabledFor(logging.DEBUG):
             return  # the common case at info level: nothing to log, nothing to format
         record = self._sessions.get(event.session) if event.session else None
         where = f"link {record.id}" if record is not None else "PED"
+        line: tuple[int, str, tuple[object, ...]]
         if event.kind is EventKind.OP_STARTED:
             # The finish line names the operation, its colour and result: one info line
             # per operation (plus one per key presented), not three.
-            log.debug("%s: PED %s", where, event.describe())
+            line = (logging.DEBUG, "%s: PED %s", (where, event))
         elif event.kind is EventKind.OP_FINISHED and record is not None:
             took = (
                 f", {trio.current_time() - record.op_started:.1f} s"
                 if record.op_started is not None
                 else ""
             )
-            log.info("%s: PED %s (operation %d%s)", where, event.describe(), record.ops, took)
+            line = (logging.INFO, "%s: PED %s (operation %d%s)", (where, event, record.ops, took))
         else:
-            log.info("%s: PED %s", where, event.describe())
+            line = (logging.INFO, "%s: PED %s", (where, event))
+        self._event_lines.append(line)
+        if not self._event_logger_running or len(self._event_lines) > EVENT_LINES_MAX:
+            self._write_event_lines()
+        else:
+            self._event_lines_ready.set()
+
+    def _write_event_lines(self) -> None:
+        while self._event_lines:
+            level, text, args = self._event_lines.popleft()
+            log.log(level, text, *(a.describe() if isinstance(a, DeviceEvent) else a
+                                   for a in args))
+
+    async def _log_device_events(self) -> None:
+        self._event_logger_running = True
+        try:
+            while True:
+                await self._event_lines_ready.wait()
+                self._event_lines_ready = trio.Event()
+                self._write_event_lines()
+        finally:
+            self._event_logger_running = False
+            self._write_event_lines()
 
     # ------------------------------------------------------------------ connections
 

@@ -100,7 +100,7 @@ def _printable(text: str, field: str, limit: int) -> str:
     # Events and errors are logged by the host: keep them one short printable line.
     if len(text.encode("utf-8")) > limit:
         raise LocalProtocolError(f"device {field} is over {limit} bytes")
-    if any(not ch.isprintable() for ch in text):
+    if not text.isprintable():  # every character printable ("" is too)
         raise LocalProtocolError(f"device {field} has control characters")
     return text
 
@@ -256,7 +256,7 @@ class DeviceEvent:
         outcome = r.text16("event outcome", max_len=MAX_SHORT_TEXT)
         detail = r.text16("event detail", max_len=MAX_TEXT)
         for name, text in (("keyset", keyset), ("outcome", outcome), ("detail", detail)):
-            if any(not ch.isprintable() for ch in text):
+            if not text.isprintable():
                 raise FieldOutOfRange(f"device event: field {name!r} has control characters")
         return cls(session, kind, color, keyset, outcome, detail)
 

@@ -109,14 +109,14 @@ def fit_text(text: str, limit: int = 200) -> str:
 def _text(value: str, field: str, limit: int) -> str:
     if len(value.encode("utf-8")) > limit:
         raise LocalProtocolError(f"link field {field} is over {limit} bytes")
-    if any(not ch.isprintable() for ch in value):
+    if not value.isprintable():
         raise LocalProtocolError(f"link field {field} has control characters")
     return value
 
 
 def _read_text(r: Reader, field: str, limit: int) -> str:
     value = r.text16(field, max_len=limit)
-    if any(not ch.isprintable() for ch in value):
+    if not value.isprintable():
         raise FieldOutOfRange(f"link field {field!r} has control characters")
     return value
 

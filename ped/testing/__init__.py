@@ -19,12 +19,16 @@ Fixtures:
   ``emulated:`` URI options, e.g. ``{"m": "2", "n": "3"}``).
 * ``remote_ped_pin_file``: override it to give the auto operator a PIN file (a `Path`).
 
+`ped.testing.wait_for_log` waits for a daemon's log line (pedserver writes a PED
+event's line just after relaying the answer that came with it).
+
 `ped.testing.procs.Site` runs any of the programs (``pedserver``, ``pedclient``,
 ``pedhsm``, ``pedkey``) as processes in a scratch directory and cleans up after them.
 """
 
 from __future__ import annotations
 
+from ped.testing.logs import wait_for_log
 from ped.testing.procs import Result, Site, SiteError, free_port, processes_naming, program
 from ped.testing.remote import ORANGE_LABEL, RemotePed, make_keyring, start_remote_ped
 
@@ -49,4 +53,5 @@ __all__ = [
     "remote_ped_options",
     "remote_ped_pin_file",
     "start_remote_ped",
+    "wait_for_log",
 ]

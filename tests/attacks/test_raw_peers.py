@@ -39,6 +39,7 @@ from ped.link.messages import (
 )
 from ped.ops import Unsupported
 from ped.ops.hsm_side import HsmSideSession
+from ped.testing import wait_for_log
 from ped.wire.codec import Writer
 from ped.wire.framing import MAX_PAYLOAD, Frame, encode_frame
 from ped.wire.types import E2EType, OpType
@@ -206,7 +207,8 @@ async def test_operation_frames_before_any_handshake_serve_nothing(
                 assert bytes(result.secret) == stack.expected
     finally:
         await transport.aclose()
-    assert stack.server_log().count("key-read blue") == blue_reads + 1  # the genuine read
+    log = wait_for_log(stack.server_home / "pedserver.log", "key-read blue", count=blue_reads + 1)
+    assert log.count("key-read blue") == blue_reads + 1  # the genuine read
 
 
 @pytest.mark.parametrize("op", [OpType.READ_SECRET, OpType.IMPRINT, OpType.SHOW_MESSAGE])

@@ -20,6 +20,7 @@ from keys.colors import Color
 from ped.channel.handshake import derive_psk
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
+from ped.testing import wait_for_log
 from tests.p2p.rig import APPLIANCE, BIN, P2P, PEER, ok
 from tests.pedserver.fakes import tcp_tap, unix_tap
 from tests.pedserver.test_secrets_tap import KEYS, _forbidden_forms, _make_keys, _wait_for
@@ -94,6 +95,7 @@ async def test_no_secret_crosses_the_relays_in_peer_to_peer_mode(rig: P2P) -> No
         "pedserver -> pedclient": net_tap.up, "pedclient -> pedserver": net_tap.down,
         "pedserver -> PED": device_tap.up, "PED -> pedserver": device_tap.down,
     }
+    wait_for_log(rig.server_home / "pedserver.log", "key-read black")  # written just after
     logs = {"pedserver log": rig.server_log().encode(), "pedclient log": rig.client_log().encode()}
     assert all(len(data) > 200 for data in taps.values())
     assert b"key-read black" in logs["pedserver log"]

@@ -24,6 +24,7 @@ from ped.channel.handshake import derive_psk
 from ped.daemon.control import control_request_sync
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
+from ped.testing import wait_for_log
 from tests.pedserver.fakes import tcp_tap, unix_tap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +142,7 @@ async def test_no_secret_crosses_the_relays(home):
         "pedclient -> pedserver": net_tap.up, "pedserver -> pedclient": net_tap.down,
         "pedserver -> PED": device_tap.up, "PED -> pedserver": device_tap.down,
     }
+    wait_for_log(server_home / "pedserver.log", "key-read black")  # written just after
     logs = {
         "pedserver log": (server_home / "pedserver.log").read_bytes(),
         "pedclient log": (client_home / "pedclient.log").read_bytes(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from keys import Color, Keyring
-from ped.testing import RemotePed
+from ped.testing import RemotePed, wait_for_log
 
 REFUSED = "does not hold this HSM's Remote PED Vector (RPV)"
 
@@ -45,8 +45,8 @@ def test_wrong_orange_key_is_refused_on_both_ends_and_not_counted(remote_ped: Re
     shown = hsm("hsm", "ped", "show")[1]
     assert "PED mode:           local" in shown and "Connected:          no" in shown
     # the PED refused too: its handshake event, relayed into pedserver's log
-    server_log = remote_ped.pedserver_log().read_text()
-    assert "PED handshake orange hsm 150009 result rpv-mismatch" in server_log
+    server_log = wait_for_log(remote_ped.pedserver_log(),
+                              "PED handshake orange hsm 150009 result rpv-mismatch")
     assert "pedemu: session 1: handshake orange hsm 150009 result rpv-mismatch" in server_log
     # nothing counted: SO attempts intact, no failed login in the audit trail
     assert "SO login attempts left: 3" in hsm("hsm", "show")[1]
@@ -67,7 +67,7 @@ def test_wrong_orange_key_is_refused_on_both_ends_and_not_counted(remote_ped: Re
         "hsm", "ped", "connect", "--ip", remote_ped.host, "--port", str(remote_ped.port)
     )
     assert code == 0 and "Remote PED connected" in out, out
-    assert "PED handshake orange hsm 150009 result ok" in remote_ped.pedserver_log().read_text()
+    wait_for_log(remote_ped.pedserver_log(), "PED handshake orange hsm 150009 result ok")
     assert "SO login attempts left: 3" in hsm("hsm", "show")[1]
     assert hsm("hsm", "ped", "disconnect")[0] == 0
     site.stop("pedhsm", home)
