@@ -94,6 +94,7 @@ def _rest(r: dict[str, Any], lines: list[str]) -> str:
         closed = t["p99_ms"] < 100 and t["logins_per_s"] >= 500
         opened = bool(o) and o["k"] == 256 and o["p99_ms"] < 100 and o["logins_per_s"] >= 500
         lines += ["", f"K=256 target (p99 < 100 ms with >= 500 logins/s): closed loop "
-                      f"{'holds' if closed else '**does not hold**'}, open loop at 500/s "
+                      f"{'holds' if closed else '**does not hold**'}, open loop at "
+                      f"{o['offered_per_s'] if o else 0:g}/s offered "
                       f"{'holds' if opened else '**does not hold**'}"]
     return "\n".join(lines) + "\n"
