@@ -82,6 +82,10 @@ IMAGE_SUFFIX = ".pedkey"
 
 _FIXED = struct.Struct(">8sBBBBBBBBQ16s8s64s32s")
 _BODY_SIZE = _FIXED.size  # 144
+#: The fields before the share: what `decode` unpacks, in place (the share is never
+#: copied into an immutable bytes).
+_HEAD = struct.Struct(">8sBBBBBBBBQ16s8s64s")
+_SHARE_OFFSET = _HEAD.size  # 112
 DIGEST_SIZE = 32
 IMAGE_SIZE = _BODY_SIZE + DIGEST_SIZE  # 176
 
@@ -282,7 +286,8 @@ def _validate_header(h: KeyHeader) -> None:
         return
     if h.color is None or h.keyset_id is None or h.split_id is None:
         raise InvalidSplit("an imprinted key needs a colour, a keyset id and a split id")
-    Color(h.color)
+    if type(h.color) is not Color:
+        Color(h.color)  # (a Color is one already: skip the enum lookup)
     validate_label(h.label)
     if len(h.keyset_id) != KEYSET_ID_SIZE or len(h.split_id) != SPLIT_ID_SIZE:
         raise InvalidSplit(f"a keyset id is {KEYSET_ID_SIZE} bytes, a split id {SPLIT_ID_SIZE}")
@@ -337,7 +342,7 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
                 path,
             )
         raise CorruptImage("not a PED key image (wrong magic bytes)", path)
-    if bytes(view[: len(MAGIC)]) != MAGIC:
+    if view[: len(MAGIC)] != MAGIC:
         raise CorruptImage("not a PED key image (wrong magic bytes)", path)
     version = view[len(MAGIC)]
     if version != FORMAT_VERSION:
@@ -377,9 +382,8 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
         keyset_id,
         split_id,
         label_raw,
-        _share_placeholder,
-    ) = _FIXED.unpack_from(bytes(view[: _BODY_SIZE - SECRET_SIZE]) + bytes(SECRET_SIZE))
-    share = bytearray(view[_BODY_SIZE - SECRET_SIZE : _BODY_SIZE])
+    ) = _HEAD.unpack_from(view)
+    share = bytearray(view[_SHARE_OFFSET:_BODY_SIZE])
     try:
         if flags & ~FLAG_PIN:
             raise CorruptImage(f"unknown flag bits 0x{flags:02x}", path)
@@ -405,7 +409,7 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
             header = KeyHeader(
                 blank=False,
                 created=created,
-                color=Color(color),
+                color=_COLORS.get(color) or Color(color),
                 label=label_raw[:label_len].decode("utf-8"),
                 keyset_id=keyset_id,
                 split_id=split_id,
@@ -422,6 +426,9 @@ def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) 
         wipe(share)
 
 
+_COLORS = {int(c): c for c in Color}
+
+
 # --- files --------------------------------------------------------------------------------
 
 
@@ -429,13 +436,18 @@ def load_image(path: str | os.PathLike[str]) -> KeyImage:
     """Read and verify a key image file.  Raises a `KeyImageError` naming the file."""
     buf = bytearray(IMAGE_SIZE + 1)  # one byte more than an image, to see trailing data
     try:
-        with open(path, "rb", buffering=0) as f:
-            size = 0
-            while size < len(buf):
-                got = f.readinto(memoryview(buf)[size:])
+        # os-level: no file object, and readv fills our (wipeable) bytearray.  A directory
+        # opens read-only and fails at the read (IsADirectoryError), as with open().
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.readv(fd, [buf])
+            while 0 < size < len(buf):  # short read: read on until the end of the file
+                got = os.readv(fd, [memoryview(buf)[size:]])
                 if not got:
                     break
                 size += got
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise MissingImage("no such key image file", path) from None
     except IsADirectoryError:

@@ -7,6 +7,7 @@ import os
 import stat
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -238,11 +239,15 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "k.pedkey"
     write_image(path, a_key())
 
-    def denied(*args: object, **kwargs: object) -> None:
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
+
+    def denied(file: str | os.PathLike[str], *args: Any, **kwargs: Any) -> int:
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
 
     # root reads any file whatever its mode, so simulate the refusal at open()
-    monkeypatch.setattr("keys.image.open", denied, raising=False)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ImageAccessError, match="permission denied") as info:
         load_image(path)
     assert info.value.path == str(path)
