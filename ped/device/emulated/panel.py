@@ -97,9 +97,14 @@ class Press:
             raise ValueError(f"{value!r} is not a PED key; keys: {' '.join(KEYPAD)}")
 
 
+def _as_path(value: str | Path) -> Path:
+    # A Path already (the auto operator's, every login): no re-parse.
+    return value if isinstance(value, Path) else Path(value)
+
+
 @attrs.frozen
 class Insert:
-    path: Path = attrs.field(converter=Path)
+    path: Path = attrs.field(converter=_as_path)
 
 
 @attrs.frozen
@@ -147,6 +152,7 @@ class Panel:
         self._seq = 0
         self.screen = Screen(0, layout([IDLE_TEXT]), Prompt(PromptKind.IDLE))
         self._changed = trio.Event()
+        self._watchers = 0  # tasks in `wait_screen`
         self._in_send, self._in_recv = trio.open_memory_channel[Input](INPUT_QUEUE)
         self.slot: Path | None = None  # the key currently inserted
         self.unplugged = trio.Event()
@@ -167,7 +173,7 @@ class Panel:
         self.history.append(screen)
         if len(self.history) > 200:
             del self.history[0]
-        if self._changed.statistics().tasks_waiting:
+        if self._watchers:
             # (Nobody waiting: a later `wait_screen` compares seq before it waits.)
             self._changed.set()
             self._changed = trio.Event()
@@ -234,7 +240,11 @@ class Panel:
     async def wait_screen(self, after_seq: int) -> Screen:
         """The first screen newer than *after_seq* (returns at once if there is one)."""
         while self.screen.seq <= after_seq:
-            await self._changed.wait()
+            self._watchers += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self._watchers -= 1
         return self.screen
 
     async def send(self, item: Input) -> None:
