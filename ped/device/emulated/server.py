@@ -17,10 +17,15 @@ socket pair to the driver's process, or a fake USB device):
   an orange key?");
 * the engine's non-secret events go out as DEVICE_EVENT frames.
 
-All output goes through one writer task, in order, and what is queued together goes
-out in one write.  DEVICE_EVENTs (informational only) are held for at most
-`EVENT_HOLD` seconds so that they ride with the next frame (a login's events go out
-with its answer); a lone event (the PED waiting for a key) still goes out promptly.
+Output is queued in order and what is queued together goes out in one write, by one
+writer task, except for an operation's answer: the task that queued it sends the queue
+itself when nothing is being written (one scheduler pass less per login), shielded from
+its session's cancellation (a half-written frame would break the stream), bounded by
+`SEND_TIMEOUT` and cut short when the connection goes down; a send that fails or times
+out closes the connection, as the writer does.  DEVICE_EVENTs (informational only) are
+held for at most `EVENT_HOLD` seconds so that they ride with the next frame (a login's
+events go out with its answer); a lone event (the PED waiting for a key) still goes out
+promptly.
 A session ends when the HSM closes it (or the host does): its running operation is
 cancelled and the session is finished once that task is done, so that the operation's
 last event precedes the SESSION_CLOSE.  When the operator pulls the cable (`Unplug`)
@@ -30,10 +35,11 @@ connection ("re-plug").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -80,6 +86,9 @@ WRITER_DRAIN = 2.0
 #: several); short enough that a host's log still shows "waiting for a key" at once.
 EVENT_HOLD = 0.03
 READ_CHUNK = 65536
+#: Longest an operation's task may spend writing its answer itself (a host that stops
+#: reading); past it the stream is unusable and the connection is closed.
+SEND_TIMEOUT = 10.0
 
 
 class EmulatedPed:
@@ -125,7 +134,14 @@ class _Connection:
         self.ped = ped
         self.stream = stream
         self.conn = DeviceConnection(Role.DEVICE, max_sessions=ped.info.max_sessions)
-        self.out_send, self.out_recv = trio.open_memory_channel[bytes](math.inf)
+        # Encoded output in wire order, written by whoever holds `_send_lock`: the writer
+        # task, or an operation's task sending its answer (`push`).
+        self._pending: list[bytes] = []
+        self._closed = False  # no more output is queued (the connection winds down)
+        self._wake = trio.Event()  # the writer has something to do
+        self._deferring = False  # output is queued by a task that will `push` it itself
+        self._send_lock = trio.Lock()
+        self._send_scope: trio.CancelScope | None = None  # around a `push`'s write
         self.sessions: dict[int, _Session] = {}
         self.nursery: trio.Nursery | None = None
         self._writer_done = trio.Event()
@@ -156,34 +172,89 @@ class _Connection:
     def _queue(self, data: bytes) -> None:
         """Queue encoded bytes after the events held so far (the order is the wire's)."""
         self._release_held()
-        try:
-            self.out_send.send_nowait(data)
-        except trio.ClosedResourceError as exc:
-            log.debug("not sent: %s", exc)
+        if self._closed:
+            log.debug("not sent: the connection is winding down")
+            return
+        self._pending.append(data)
+        if not self._deferring:
+            self._wake.set()
 
     def _release_held(self) -> None:
         if self._held:
             held, self._held = b"".join(self._held), []
             self._hold_deadline = math.inf
-            try:
-                self.out_send.send_nowait(held)
-            except trio.ClosedResourceError as exc:  # the connection is winding down
-                log.debug("not sent: %s", exc)
+            if self._writer_wait is not None:
+                self._writer_wait.deadline = math.inf  # (a `push` may send them: no wake-up)
+            if self._closed:
+                log.debug("not sent: the connection is winding down")
+                return
+            self._pending.append(held)
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Queue without waking the writer: the caller `push`es right after."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+
+    async def push(self) -> None:
+        """Write what is queued from this task when nothing is being written, else leave
+        it to the writer (which is then behind the write in progress, so order holds)."""
+        if not self._pending:
+            return
+        if self._send_lock.locked() or self._closed:
+            self._wake.set()
+            return
+        assert self.nursery is not None
+        if self.nursery.cancel_scope.cancel_called or self.ped.panel.unplugged.is_set():
+            # Going down, or unplugged (the operation saw it before `_watch_unplug`
+            # hangs up): nothing more is written, as with a real cable pulled.
+            return
+        self._send_lock.acquire_nowait()
+        try:
+            data = self._take()
+            with trio.CancelScope(
+                deadline=trio.current_time() + SEND_TIMEOUT, shield=True
+            ) as scope:
+                self._send_scope = scope
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self._hang_up()
+                finally:
+                    self._send_scope = None
+            if scope.cancelled_caught:
+                self._hang_up()  # timed out or cut short: the stream is unusable
+        finally:
+            self._send_lock.release()
+
+    def _take(self) -> bytes:
+        pending, self._pending = self._pending, []
+        return pending[0] if len(pending) == 1 else b"".join(pending)
+
+    def _hang_up(self) -> None:
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+        assert self.nursery is not None
+        self.nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._watch_unplug, nursery.cancel_scope)
+                nursery.start_soon(self._watch_unplug)
                 await self._reader()
                 # Let the writer send what is queued (a DEVICE_ERROR saying why we hang
                 # up), briefly: the host may be gone.
                 self._release_held()
-                self.out_send.close()
+                self._closed = True
+                self._wake.set()
                 with trio.move_on_after(WRITER_DRAIN):
                     await self._writer_done.wait()
-                nursery.cancel_scope.cancel()
+                self._hang_up()
         finally:
             for session in list(self.sessions.values()):
                 session.end()
@@ -193,40 +264,41 @@ class _Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
 
-    async def _watch_unplug(self, scope: trio.CancelScope) -> None:
-        await self.ped.panel.unplugged.wait()
-        log.info("PED unplugged")
-        scope.cancel()
+    async def _watch_unplug(self) -> None:
+        try:
+            await self.ped.panel.unplugged.wait()
+            log.info("PED unplugged")
+        finally:
+            # Unplugged, or the connection is going down however (this task is
+            # cancelled then): a `push` still writing stops at once.
+            self._hang_up()
 
     async def _writer(self) -> None:
         try:
             while True:
-                chunks: list[bytes] = []
-                # Wait for output; held events wait at most until their deadline.
-                with trio.CancelScope(deadline=self._hold_deadline) as wait:
-                    self._writer_wait = wait
-                    try:
-                        chunks.append(await self.out_recv.receive())
-                    except trio.EndOfChannel:
+                if not self._pending:
+                    if self._closed:
                         return
-                    finally:
-                        self._writer_wait = None
-                if not chunks:
-                    self._release_held()  # nothing to ride with: the events go alone
-                # Everything queued meanwhile goes out in the same write.
-                while True:
-                    try:
-                        chunks.append(self.out_recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                if not chunks:
+                    # Wait for output; held events wait at most until their deadline.
+                    with trio.CancelScope(deadline=self._hold_deadline) as wait:
+                        self._writer_wait = wait
+                        try:
+                            await self._wake.wait()
+                        finally:
+                            self._writer_wait = None
+                    self._wake = trio.Event()
+                    if not self._pending:
+                        self._release_held()  # nothing to ride with: the events go alone
                     continue
-                try:
-                    await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    assert self.nursery is not None
-                    self.nursery.cancel_scope.cancel()
-                    return
+                async with self._send_lock:
+                    if not self._pending:
+                        continue  # a `push` wrote it meanwhile
+                    # Everything queued so far goes out in the same write.
+                    try:
+                        await self.stream.send_all(self._take())
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        self._hang_up()
+                        return
         finally:
             self._writer_done.set()
 
@@ -504,7 +576,9 @@ class _Session:
                 secret[:] = bytes(len(secret))
             if outcome is not None and getattr(outcome, "secret", None) is not None:
                 outcome.secret[:] = bytes(len(outcome.secret))
-            self.flush()
+            with self.connection.deferring():
+                self.flush()
+            await self.connection.push()  # the answer leaves from here (module docstring)
 
     def _answer(self, event: ev.PedEvent, outcome: object, error: BaseException | None) -> None:
         if not self.side.is_open or self.side.current is None:

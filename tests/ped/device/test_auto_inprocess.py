@@ -12,9 +12,10 @@ import trio.testing
 
 from keys import Keyring, combine, load_image, new_keyset, secret_for_hsm
 from keys.colors import Color
+from ped.device import DeviceGone
 from ped.device.emulated.auto import AutoOperator, AutoOptions
 from ped.device.emulated.inprocess import InProcessPedDriver
-from ped.device.emulated.server import EmulatedPed
+from ped.device.emulated.server import SEND_TIMEOUT, EmulatedPed
 from ped.device.frames import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
 from ped.ops.errors import OperationCancelled
@@ -259,3 +260,42 @@ async def test_a_login_is_one_write_with_its_events_in_order(
     # The host logs every event; pedemu logs a login nobody waited for only at debug level.
     assert "op-started" not in caplog.text and "key-read" not in caplog.text
     assert "handshake orange" in caplog.text
+
+
+class StallingDriver(InProcessPedDriver):
+    """The PED's writes block for good once `stall` is set (a host that stops reading)."""
+
+    stall = False
+
+    async def _connect(self) -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        original = theirs.send_stream.send_all
+
+        async def send_all(data: bytes | bytearray | memoryview) -> None:
+            if self.stall:
+                await trio.sleep_forever()
+            await original(data)
+
+        theirs.send_stream.send_all = send_all  # type: ignore[method-assign]
+        self._nursery.start_soon(self.ped.serve, theirs)
+        return ours
+
+
+async def test_an_answer_that_cannot_be_written_closes_the_connection(
+    ring: Ring, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    ped_device = EmulatedPed(ring.path)
+    nursery.start_soon(AutoOperator(ped_device.panel, ring.path).run)
+    driver = StallingDriver(ped_device, nursery)
+    await driver.open()
+    with pytest.raises(DeviceGone):
+        async with open_ped_session(
+            await driver.open_session(), rpv=ring.rpv, hsm_serial="H"
+        ) as ped:
+            driver.stall = True
+            await ped.read_secret(Color.RED)
+    # The operation's task gave up writing its answer (SEND_TIMEOUT) and hung up.
+    with trio.fail_after(SEND_TIMEOUT * 2):
+        while ped_device.connected:
+            await trio.sleep(1)
+    assert not ped_device.engine.busy
