@@ -19,9 +19,17 @@ Figures (``bench-results.json``):
   hello to pedserver, the welcome, then the RPV handshake with the orange key (OpBegin,
   handshake init/response, OpEnd).  ``connect_baseline_p50_ms``: the same connect, then
   one round trip of the handshake's frame sizes through the echo device.
-* ``p2p_connect_p50_ms``/``tls_baseline_p50_ms``: see `ped.bench.p2p`.
+* ``p2p_connect_p50_ms``/``tls_baseline_p50_ms``/``p2p_connect_ratio``: a cold pinned
+  mutual TLS 1.3 handshake + link hello + RPV handshake, beside a bare TLS handshake +
+  hello + one bounce over the same hops; ``tls_direct_p50_ms`` and
+  ``p2p_connect_direct_ratio``: beside a one-hop bare TLS handshake + one round trip;
+  ``p2p_spare_connect_p50_ms``/``p2p_spare_baseline_p50_ms``/``p2p_spare_connect_ratio``:
+  the daemons' peer-to-peer mode (a spare TLS connection ready); ``p2p_note`` says all
+  this in the JSON.  See `ped.bench.p2p`.
 * ``throughput``: K links through one pedserver with a pool of K emulated PEDs, logging
   in as fast as they can: logins per second and p50/p99 latency for each K.
+  ``offered``: the largest K offered a fixed rate in all (open loop, ``--rate``, default
+  550/s), latency from each login's scheduled time.
 * ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
   1,000 links opened through pedclient and left idle.
 * ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.
