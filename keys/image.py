@@ -436,6 +436,14 @@ def load_image(path: str | os.PathLike[str]) -> KeyImage:
     """Read and verify a key image file.  Raises a `KeyImageError` naming the file."""
     buf = bytearray(IMAGE_SIZE + 1)  # one byte more than an image, to see trailing data
     try:
+        return decode(memoryview(buf)[: _read_into(path, buf)], path)
+    finally:
+        wipe(buf)  # on every path: a read that failed half-way may hold part of a share
+
+
+def _read_into(path: str | os.PathLike[str], buf: bytearray) -> int:
+    """Fill *buf* from the file at *path*; the number of bytes read."""
+    try:
         # os-level: no file object, and readv fills our (wipeable) bytearray.  A directory
         # opens read-only and fails at the read (IsADirectoryError), as with open().
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -456,10 +464,7 @@ def load_image(path: str | os.PathLike[str]) -> KeyImage:
         raise ImageAccessError("permission denied reading the key image", path) from None
     except OSError as exc:
         raise ImageAccessError(f"cannot read the key image ({exc.strerror})", path) from None
-    try:
-        return decode(memoryview(buf)[:size], path)
-    finally:
-        wipe(buf)
+    return size
 
 
 def read_header(path: str | os.PathLike[str]) -> KeyHeader:
