@@ -23,6 +23,7 @@ import pytest
 from hsm import cli
 from hsm.clock import TEST_CLOCK_ENV
 from keys.colors import Color
+from ped.testing import wait_for_log
 from tests.hsm.emulated import Script, make_keyring
 
 T0 = 1_800_000_000
@@ -300,19 +301,11 @@ def test_a_shell_that_goes_away_cancels_its_ped_operation(shell: Shell) -> None:
     )
     assert login.stdout is not None
     assert login.stdout.readline().strip() == "Please attend to the PED."
-    _wait_for_log(shell, "session 2: op-started blue")  # the PED now waits for the key
+    # the PED now waits for the key (the emulated PED's events go to the daemon's log)
+    wait_for_log(shell.home / "pedhsm.log", "session 2: op-started blue")
     login.kill()  # the administrator gives up (the shell dies)
     login.communicate(timeout=30)
     # The HSM is free again at once (the PED wait of 200 s was cancelled), nothing counted.
     assert "HSM SO logged in." in shell.ok("hsm", "login")
     assert "SO login attempts left: 3" in shell.ok("hsm", "show")
     shell.ok("mode", "stop")
-
-
-def _wait_for_log(shell: Shell, text: str) -> None:
-    """Wait until the daemon's log (where the emulated PED's events go) shows *text*."""
-    log = shell.home / "pedhsm.log"
-    deadline = time.monotonic() + 30
-    while text not in log.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in {log}"
-        time.sleep(0.02)
