@@ -18,10 +18,11 @@ from typing import Any
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-def _escape(text: str) -> str:
+def _escape(text: str, keep: str = "") -> str:
+    """*text* with every unprintable character (but those in *keep*) as ``\\xNN``."""
     if text.isprintable():  # the common case, checked in C: nothing to escape
         return text
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return "".join(ch if ch.isprintable() or ch in keep else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def _scrub(value: Any) -> Any:
@@ -45,12 +46,7 @@ class SafeFormatter(logging.Formatter):
         if isinstance(record.msg, bytes | bytearray | memoryview):
             record.msg = _scrub(record.msg)
         record.exc_text = None
-        text = super().format(record)
-        if text.isprintable():  # the common case (a traceback line has "\n": slow path)
-            return text
-        return "".join(
-            ch if ch.isprintable() or ch == "\n" else f"\\x{ord(ch):02x}" for ch in text
-        )
+        return _escape(super().format(record), keep="\n")  # (a traceback has lines)
 
     def formatException(self, ei: Any) -> str:
         # Tracebacks can show local values in some hooks; keep type and message only.
