@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import re
+import statistics
 import sqlite3
 import subprocess
 import sys
@@ -73,6 +74,7 @@ class Crasher:
         self.logins = {"good": 0, "bad": 0}
         self.interrupted = 0  # operations the kill cut short
         self.zeroizations = 0  # times the test saw the HSM zeroized by failures
+        self.durations: list[float] = []  # seconds of the operations not killed
 
     # ---------------------------------------------------------------- observation
     def state(self) -> tuple[str, int]:
@@ -140,6 +142,7 @@ class Crasher:
     def run_op(self, op: Op, kill_after: float | None) -> Outcome:
         argv = [sys.executable, "-m", "hsm.cli", "--home", str(self.shell.home), "hsm"]
         argv += ["init", "--label", "crash"] if op.kind == "init" else ["login"]
+        started = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if kill_after is not None:
             time.sleep(kill_after)
@@ -149,6 +152,7 @@ class Crasher:
         _, err = proc.communicate(timeout=60)
         if kill_after is None:
             finished = True
+            self.durations = [*self.durations[-19:], time.monotonic() - started]
         elif not finished:
             # It may have got its answer in the instant before the kill.
             finished = proc.returncode == 0 or "failure(s) of" in err
@@ -188,13 +192,21 @@ class Crasher:
                 assert int(found.group(1)) >= self.floor, (outcome.err, self.floor)
                 assert self.floor < SO_THRESHOLD, "the third failure did not zeroize"
 
+    def kill_window(self) -> float:
+        """Kills fall in 0..1.5 times the usual length of an operation (a whole `pedhsm`
+        process): most of them cut one short at a random point, some land just after,
+        on a fast machine as on a slow one."""
+        if not self.durations:
+            return 1.2
+        return 1.5 * statistics.median(self.durations)
+
     def epoch(self, *, kill: bool = True) -> None:
         state = self.check()
         ops = self.plan(state)
         self.script_for(ops)  # the PED reads its script at its first operation
         victim = self.rng.randrange(len(ops)) if kill else None
         for i, op in enumerate(ops):
-            kill_after = self.rng.uniform(0.0, 1.2) if i == victim else None
+            kill_after = self.rng.uniform(0.0, self.kill_window()) if i == victim else None
             outcome = self.run_op(op, kill_after)
             self.account(outcome)
             if kill_after is not None:
