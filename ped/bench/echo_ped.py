@@ -31,7 +31,6 @@ from ped.device.frames import (
     Ping,
     Pong,
     Role,
-    SessionClose,
     SessionData,
     SessionOpen,
     SessionOpened,
@@ -73,29 +72,33 @@ async def serve_host(stream: trio.abc.Stream) -> None:
                 return
             try:
                 conn.receive_data(data)
+                out = _answers(conn, info)
             except PedError:
                 return
-            out = bytearray()
-            while (message := conn.next_event()) is not None:
-                if isinstance(message, Hello):
-                    out += conn.send(info)
-                elif isinstance(message, SessionOpen):
-                    out += conn.send(SessionOpened(message.session))
-                elif isinstance(message, SessionData):
-                    for payload in replies_for(message.frame.payload):
-                        reply = Frame(message.frame.type, payload)
-                        out += conn.send(SessionData(message.session, reply))
-                elif isinstance(message, Ping):
-                    out += conn.send(Pong(message.nonce))
-                elif isinstance(message, SessionClose):
-                    pass
             if out:
-                await stream.send_all(bytes(out))
+                await stream.send_all(out)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         return
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+def _answers(conn: DeviceConnection, info: Info) -> bytes:
+    """The bytes that answer every message buffered in *conn* (PedError if malformed)."""
+    out = bytearray()
+    while (message := conn.next_event()) is not None:
+        if isinstance(message, Hello):
+            out += conn.send(info)
+        elif isinstance(message, SessionOpen):
+            out += conn.send(SessionOpened(message.session))
+        elif isinstance(message, SessionData):
+            for payload in replies_for(message.frame.payload):
+                reply = Frame(message.frame.type, payload)
+                out += conn.send(SessionData(message.session, reply))
+        elif isinstance(message, Ping):
+            out += conn.send(Pong(message.nonce))
+    return bytes(out)
 
 
 async def serve(path: str) -> None:

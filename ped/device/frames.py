@@ -27,14 +27,16 @@ colour, keyset id (a public identifier), and an outcome word.  Never a secret, P
 RPV or key share: the fields are short, printable and built by the PED from enums.
 
 `DeviceConnection` is the sans-IO state machine for either role: `send(message)` gives
-the bytes to write, `receive_data(bytes)` takes bytes read, `next_event()` gives
-messages, and both check direction, state and session ids.  Whatever the peer got wrong
-is a `RemoteProtocolError`; whatever we got wrong a `LocalProtocolError`.
+the bytes to write, `receive_data(bytes)` takes bytes read, `next_event()` parses and
+gives messages one at a time, and both check direction, state and session ids.  Whatever
+the peer got wrong is a `RemoteProtocolError` (from `next_event`, or `receive_eof` for a
+truncated frame); whatever we got wrong a `LocalProtocolError`.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from typing import ClassVar
 
 import attrs
@@ -94,6 +96,12 @@ class ErrorCode(enum.IntEnum):
 class Role(enum.Enum):
     HOST = "host"
     DEVICE = "device"
+
+
+_EVENT_KIND_LOW, _EVENT_KIND_HIGH = min(EventKind), max(EventKind)
+_EVENT_HEAD = struct.Struct(">IBB")  # session, kind, colour
+_U16 = struct.Struct(">H")
+_FRAME_WHAT = {int(t): f"device frame {t.name}" for t in DeviceType}
 
 
 def _printable(text: str, field: str, limit: int) -> str:
@@ -236,21 +244,25 @@ class DeviceEvent:
     detail: str = ""
 
     def payload(self) -> bytes:
-        return (
-            Writer()
-            .u32(self.session)
-            .u8(self.kind)
-            .u8(self.color)
-            .text16(_printable(self.keyset, "event keyset", MAX_SHORT_TEXT))
-            .text16(_printable(self.outcome, "event outcome", MAX_SHORT_TEXT))
-            .text16(_printable(self.detail, "event detail", MAX_TEXT))
-            .getvalue()
+        # Three events go with every login's answer: one pack, not a Writer per field.
+        texts = (
+            _printable(self.keyset, "event keyset", MAX_SHORT_TEXT).encode("utf-8"),
+            _printable(self.outcome, "event outcome", MAX_SHORT_TEXT).encode("utf-8"),
+            _printable(self.detail, "event detail", MAX_TEXT).encode("utf-8"),
         )
+        try:
+            head = _EVENT_HEAD.pack(self.session, self.kind, self.color)
+        except struct.error:
+            raise LocalProtocolError(
+                f"device event: session {self.session}, kind {int(self.kind)} or colour "
+                f"{self.color} does not fit its field"
+            ) from None
+        return head + b"".join(_U16.pack(len(t)) + t for t in texts)
 
     @classmethod
     def parse(cls, r: Reader) -> DeviceEvent:
         session = r.u32("session id")
-        kind = EventKind(r.u8("event kind", low=min(EventKind), high=max(EventKind)))
+        kind = EventKind(r.u8("event kind", low=_EVENT_KIND_LOW, high=_EVENT_KIND_HIGH))
         color = r.u8("colour", high=16)
         keyset = r.text16("event keyset", max_len=MAX_SHORT_TEXT)
         outcome = r.text16("event outcome", max_len=MAX_SHORT_TEXT)
@@ -358,7 +370,7 @@ def decode_message(frame: Frame) -> DeviceMessage:
     cls = MESSAGE_CLASSES.get(frame.type)
     if cls is None or frame.type not in DEVICE_RANGE:
         raise RemoteProtocolError(f"frame type 0x{frame.type:02x} is not a device frame")
-    reader = Reader(frame.payload, what=f"device frame {DeviceType(frame.type).name}")
+    reader = Reader(frame.payload, what=_FRAME_WHAT[frame.type])
     try:
         message = cls.parse(reader)
     except ValueError as exc:
@@ -416,23 +428,41 @@ class DeviceConnection:
 
     # -- incoming
     def receive_data(self, data: bytes) -> None:
+        """Take bytes read; `next_event` parses them.  Call it until it returns None
+        before feeding more (what is buffered is one read plus one frame at most)."""
         if self.state is ConnState.CLOSED:
             raise LocalProtocolError("device connection is closed")
         self._decoder.feed(data)
-        while (frame := self._decoder.next_frame()) is not None:
-            message = decode_message(frame)
-            self._check(message, "recv", RemoteProtocolError)
-            self._apply(message, "recv")
-            self._events.append(message)
 
     def receive_eof(self) -> None:
+        # The complete frames before the end are still the peer's: parse them now, so
+        # that `next_event` gives them, then the end itself is checked.
+        while (message := self._parse_next()) is not None:
+            self._events.append(message)
         self._decoder.check_eof()
         self.state = ConnState.CLOSED
         self.sessions.clear()
         self._pending_open.clear()
 
     def next_event(self) -> DeviceMessage | None:
-        return self._events.pop(0) if self._events else None
+        """The next message received, or None until more bytes arrive.
+
+        Frames are parsed here, one per call, not in `receive_data`: a host that relays
+        a session's frame as soon as it has it does not first parse the device events
+        that arrived behind it.  A malformed frame raises `RemoteProtocolError` here.
+        """
+        if self._events:
+            return self._events.pop(0)
+        return self._parse_next()
+
+    def _parse_next(self) -> DeviceMessage | None:
+        frame = self._decoder.next_frame()
+        if frame is None:
+            return None
+        message = decode_message(frame)
+        self._check(message, "recv", RemoteProtocolError)
+        self._apply(message, "recv")
+        return message
 
     # -- rules
     def _check(self, message: DeviceMessage, direction: str, error: type[Exception]) -> None:

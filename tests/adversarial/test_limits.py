@@ -52,7 +52,12 @@ def _device(role: Role) -> Receiver:
     connection = DeviceConnection(role)
     if role is Role.HOST:
         connection.send(Hello(host="pedserver"))
-    return connection.receive_data, lambda: connection._decoder.buffered
+
+    def feed(data: bytes) -> None:
+        connection.receive_data(data)
+        connection.next_event()  # frames are parsed here
+
+    return feed, lambda: connection._decoder.buffered
 
 
 RECEIVERS: dict[str, tuple[Callable[[], Receiver], int]] = {

@@ -104,15 +104,18 @@ def test_state_machine_refusals() -> None:
     with pytest.raises(LocalProtocolError, match="only be sent by the device"):
         host.send(Info(1, "m", "f", "s", "remote"))
     device = DeviceConnection(Role.DEVICE)
+    device.receive_data(encode_message(SessionOpen(1)))
     with pytest.raises(RemoteProtocolError, match="awaiting-hello"):
-        device.receive_data(encode_message(SessionOpen(1)))
+        device.next_event()
     device = DeviceConnection(Role.DEVICE)
+    device.receive_data(encode_message(Pong(1)))
     with pytest.raises(RemoteProtocolError, match="only be sent by the device"):
-        device.receive_data(encode_message(Pong(1)))
+        device.next_event()
     host = DeviceConnection(Role.HOST)
     host.send(Hello())
+    host.receive_data(b"RP\x01\x23\x00\x00\x00\x00")  # an e2e frame outside SESSION_DATA
     with pytest.raises(RemoteProtocolError, match=r"not a device frame|not accepted"):
-        host.receive_data(b"RP\x01\x23\x00\x00\x00\x00")  # an e2e frame outside SESSION_DATA
+        host.next_event()
 
 
 @settings(max_examples=200, deadline=None)
@@ -121,7 +124,11 @@ def test_garbage_only_raises_remote_errors(data: bytes) -> None:
     conn = DeviceConnection(Role.DEVICE)
     try:
         conn.receive_data(data)
+        while conn.next_event() is not None:
+            pass
         conn.receive_data(encode_message(Hello()) + data)
+        while conn.next_event() is not None:
+            pass
     except RemoteProtocolError:
         pass
 
@@ -142,5 +149,42 @@ def test_host_refuses_an_info_outside_the_versions_its_hello_offered() -> None:
     host = DeviceConnection(Role.HOST)
     host.send(Hello(1, 1, "host"))
     answer = Info(2, "pedemu", "1.0.0", "EMU-1", "remote", max_sessions=4)
+    host.receive_data(encode_message(answer))
     with pytest.raises(RemoteProtocolError, match="refusing to downgrade"):
-        host.receive_data(encode_message(answer))
+        host.next_event()
+
+
+def _ready_host() -> DeviceConnection:
+    host = DeviceConnection(Role.HOST)
+    host.send(Hello())
+    host.receive_data(encode_message(Info(1, "m", "f", "s", "remote")))
+    host.next_event()
+    host.send(SessionOpen(1))
+    host.receive_data(encode_message(SessionOpened(1)))
+    host.next_event()
+    return host
+
+
+def test_frames_are_parsed_one_per_next_event() -> None:
+    # A host relays a session's frame before it parses what came behind it: a broken
+    # frame behind a good one is reported only when it is reached.
+    host = _ready_host()
+    data = SessionData(1, Frame(0x20, b"answer"))
+    host.receive_data(encode_message(data) + b"RP\x01\x36\x00\x00\x00\x01\xff")
+    assert host.next_event() == data
+    with pytest.raises(RemoteProtocolError):
+        host.next_event()
+
+
+def test_eof_gives_the_complete_frames_before_it_then_checks_the_end() -> None:
+    host = _ready_host()
+    event = DeviceEvent(1, EventKind.OP_FINISHED, outcome="ok")
+    host.receive_data(encode_message(event) + encode_message(SessionClose(1)))
+    host.receive_eof()
+    assert host.next_event() == event
+    assert host.next_event() == SessionClose(1)
+    assert host.next_event() is None and host.state is ConnState.CLOSED
+    truncated = _ready_host()
+    truncated.receive_data(encode_message(event) + encode_message(SessionClose(1))[:-1])
+    with pytest.raises(RemoteProtocolError, match="unfinished frame"):
+        truncated.receive_eof()
