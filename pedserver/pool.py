@@ -59,6 +59,15 @@ class PedPool(PedDriver):
     def __repr__(self) -> str:
         return f"PedPool({len(self.members)} PEDs)"
 
+    @property  # type: ignore[override]
+    def frames_first(self) -> bool:
+        return all(m.frames_first for m in self.members)
+
+    @frames_first.setter
+    def frames_first(self, value: bool) -> None:
+        for member in self.members:
+            member.frames_first = value
+
     async def open(self) -> DeviceInfo:
         problems: list[str] = []
         for member in self.members:
@@ -156,7 +165,10 @@ class PoolSession(FrameTransport):
         await self.inner.end_operation()
 
     async def aclose(self) -> None:
-        if not self._released:
-            self._released = True
-            self.pool._released(self)
-        await self.inner.aclose()
+        try:
+            # First: closing hands over the PED's last events, still under this id.
+            await self.inner.aclose()
+        finally:
+            if not self._released:
+                self._released = True
+                self.pool._released(self)

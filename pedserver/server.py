@@ -190,6 +190,9 @@ class PedServer:
         self._event_lines_ready = trio.Event()
         self._event_logger_running = False
         driver.on_event = self._on_device_event
+        # Every session has its pump (_pump) receiving: the PED's answer is relayed
+        # before the events behind it are parsed (ped.device.base.PedDriver.frames_first).
+        driver.frames_first = True
 
     # ------------------------------------------------------------------ life cycle
 

@@ -35,6 +35,12 @@ class PedDriver(abc.ABC):
     #: Called (synchronously) with every ``ped.device.frames.DeviceEvent`` the PED reports:
     #: non-secret operation metadata for the host's log.
     on_event: Callable[[object], None] | None = None
+    #: Set by a host that keeps a receive waiting on every open session (pedserver's
+    #: pumps): a session's frame is then handed over before the device events that came
+    #: behind it in the same read are parsed; those follow on the next receive, or when a
+    #: session or the driver closes.  Off, every frame of a read is parsed and dispatched
+    #: (`on_event` called) before `receive` returns.
+    frames_first: bool = False
 
     @abc.abstractmethod
     async def open(self) -> DeviceInfo:

@@ -14,6 +14,12 @@ belongs to; the other waiting tasks are woken and look at their queues again.  S
 driver needs no nursery from its caller, and a cancelled receive loses nothing (trio
 streams do not consume bytes from a cancelled `receive_some`).
 
+With `frames_first` (pedserver) the dispatch stops after a session's frame: it reaches
+its session (and the HSM) before the device events behind it are parsed; the next pump
+dispatches those before it reads again, and closing a session or the driver dispatches
+what is left, so no event is lost.  The emulated PED writes an answer first and the
+operation's events after it, in the same write.
+
 The PED serves one operation at a time: `begin_operation` takes the driver-wide PED lock
 for the session (`PedBusy` after *wait* seconds), `end_operation` or closing the session
 gives it back.  When the stream ends or fails, the device is *gone*: every session and
@@ -93,6 +99,7 @@ class StreamPedDriver(PedDriver):
         self._op_free.set()
         self._pongs: set[int] = set()
         self._pending_info: DeviceMessage | None = None
+        self._more_buffered = False  # frames of the last read not dispatched yet
         self.recent_events: collections.deque[DeviceEvent] = collections.deque(maxlen=EVENT_HISTORY)
 
     # ------------------------------------------------------------------ subclass hooks
@@ -112,6 +119,7 @@ class StreamPedDriver(PedDriver):
             stream = await self._connect()
             self._stream = stream
             self._conn = DeviceConnection(Role.HOST)
+            self._more_buffered = False
             self._gone_reason = None
             self._generation += 1
             try:
@@ -164,11 +172,12 @@ class StreamPedDriver(PedDriver):
                 await self._send(Ping(nonce))
                 await self._pump_until(lambda: nonce in self._pongs)
         except trio.TooSlowError:
-            await self._mark_gone("no answer to ping")
+            self._mark_gone("no answer to ping")
             raise DeviceGone(f"{self.uri}: the device stopped answering") from None
         self._pongs.discard(nonce)
 
     async def aclose(self) -> None:
+        self._drain()
         for session in list(self._sessions.values()):
             if self._stream is not None and self._gone_reason is None and session.opened:
                 with trio.move_on_after(1), _quiet():
@@ -200,7 +209,7 @@ class StreamPedDriver(PedDriver):
             try:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                await self._mark_gone(f"device connection lost ({type(exc).__name__})")
+                self._mark_gone(f"device connection lost ({type(exc).__name__})")
                 raise DeviceGone(f"{self.uri}: the device went away") from None
 
     async def _pump_until(self, ready):  # type: ignore[no-untyped-def]
@@ -224,24 +233,57 @@ class StreamPedDriver(PedDriver):
                 self._changed = trio.Event()
 
     async def _read_once(self) -> None:
+        if self._more_buffered:
+            # Frames of the last read are still waiting: hand them over before reading
+            # (nobody may sit in a read while a frame waits behind it).
+            self._dispatch_buffered()
+            return
         stream, conn = self._stream, self._conn
         assert stream is not None and conn is not None
         try:
             data = await stream.receive_some(READ_CHUNK)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            await self._mark_gone(f"device connection lost ({type(exc).__name__})")
+            self._mark_gone(f"device connection lost ({type(exc).__name__})")
             return
         try:
             if not data:
-                conn.receive_eof()
-                await self._mark_gone("the device closed the connection (unplugged or stopped)")
+                try:
+                    conn.receive_eof()
+                finally:
+                    self._dispatch_buffered(stop_at_frame=False)  # the frames before the end
+                self._mark_gone("the device closed the connection (unplugged or stopped)")
                 return
             conn.receive_data(data)
         except PedError as exc:
-            await self._mark_gone(f"the device broke the protocol: {exc}")
+            self._mark_gone(f"the device broke the protocol: {exc}")
             return
-        while (message := conn.next_event()) is not None:
-            self._dispatch(message)
+        self._dispatch_buffered()
+
+    def _dispatch_buffered(self, *, stop_at_frame: bool | None = None) -> None:
+        """Parse and dispatch what the last read brought.  With `frames_first` this stops
+        after a session's frame, so that it is handed over before the device events
+        behind it are even parsed; the rest waits for the next pump (`_more_buffered`)."""
+        conn = self._conn
+        self._more_buffered = False
+        if conn is None:
+            return
+        stop = self.frames_first if stop_at_frame is None else stop_at_frame
+        try:
+            while (message := conn.next_event()) is not None:
+                self._dispatch(message)
+                if stop and isinstance(message, SessionData):
+                    self._more_buffered = True
+                    return
+        except PedError as exc:
+            self._mark_gone(f"the device broke the protocol: {exc}")
+
+    def _drain(self) -> None:
+        """Hand over every frame already read (device events included), at once: a
+        session closing, or the driver, must not leave the PED's last events unlogged."""
+        if self._more_buffered and not self._reading:
+            self._dispatch_buffered(stop_at_frame=False)
+            self._changed.set()
+            self._changed = trio.Event()
 
     def _dispatch(self, message: DeviceMessage) -> None:
         if isinstance(message, Info):
@@ -276,7 +318,7 @@ class StreamPedDriver(PedDriver):
             self._fail_sessions()
             self.info = None
 
-    async def _mark_gone(self, reason: str) -> None:
+    def _mark_gone(self, reason: str) -> None:
         if self._gone_reason is None:
             self._gone_reason = reason
         self._fail_sessions()
@@ -382,8 +424,10 @@ class DriverSession(FrameTransport):
         if self.closed_reason is not None:
             self._driver._sessions.pop(self.id, None)
             return
-        self._mark_closed("closed by the host")
         driver = self._driver
+        if driver._generation == self._generation:
+            driver._drain()
+        self._mark_closed("closed by the host")
         driver._sessions.pop(self.id, None)
         if driver._generation == self._generation and driver._gone_reason is None:
             with trio.CancelScope(shield=True), trio.move_on_after(1), _quiet():

@@ -67,6 +67,29 @@ async def test_device_events_carry_the_pool_session_id():
     await pool.aclose()
 
 
+async def test_frames_first_reaches_every_ped_and_events_at_close_keep_the_session_id():
+    # pedserver sets frames_first on its driver: a pool passes it to each PED's driver,
+    # and the events a PED's session hands over while closing still name the session.
+    pool, members = _pool(2)
+    pool.frames_first = True
+    assert pool.frames_first and all(m.frames_first for m in members)
+    seen: list[object] = []
+    pool.on_event = seen.append
+    await pool.open()
+    session = await pool.open_session()
+    inner = session.inner
+    close_inner = inner.aclose
+
+    async def close_handing_over_the_last_event() -> None:
+        members[session.member].on_event(DeviceEvent(inner.id, EventKind.OP_FINISHED))
+        await close_inner()
+
+    inner.aclose = close_handing_over_the_last_event  # type: ignore[method-assign]
+    await session.aclose()
+    assert seen == [DeviceEvent(session.id, EventKind.OP_FINISHED)]
+    await pool.aclose()
+
+
 async def test_absent_peds_are_skipped_and_named_when_none_is_there():
     pool, _ = _pool(3, present=(False, True, False))
     await pool.open()

@@ -24,8 +24,8 @@ its session's cancellation (a half-written frame would break the stream), bounde
 `SEND_TIMEOUT` and cut short when the connection goes down; a send that fails or times
 out closes the connection, as the writer does.  DEVICE_EVENTs (informational only) are
 held for at most `EVENT_HOLD` seconds so that they ride with the next frame (a login's
-events go out with its answer); a lone event (the PED waiting for a key) still goes out
-promptly.
+events go out with its answer, right behind it); a lone event (the PED waiting for a
+key) still goes out promptly.
 A session ends when the HSM closes it (or the host does): its running operation is
 cancelled and the session is finished once that task is done, so that the operation's
 last event precedes the SESSION_CLOSE.  When the operator pulls the cable (`Unplug`)
@@ -170,13 +170,19 @@ class _Connection:
         self._queue(data)
 
     def _queue(self, data: bytes) -> None:
-        """Queue encoded bytes after the events held so far (the order is the wire's)."""
-        self._release_held()
+        """Queue encoded bytes after the events held so far (the order is the wire's),
+        except an operation's answer (`deferring`): it goes first and the operation's
+        events right behind it, in the same write, so that the host can relay the
+        answer before it parses them (``ped.device.host``, `frames_first`)."""
+        if not self._deferring:
+            self._release_held()
         if self._closed:
             log.debug("not sent: the connection is winding down")
             return
         self._pending.append(data)
-        if not self._deferring:
+        if self._deferring:
+            self._release_held()
+        else:
             self._wake.set()
 
     def _release_held(self) -> None:
@@ -312,12 +318,15 @@ class _Connection:
                 return
             try:
                 self.conn.receive_data(data)
+                while (message := self.conn.next_event()) is not None:
+                    self._handle(message)
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
                 self._queue(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
                 return
-            while (message := self.conn.next_event()) is not None:
-                self._handle(message)
+            # Let an operation just started run (and write its answer) before this task
+            # tries the next read, which usually finds nothing and re-arms the poller.
+            await trio.lowlevel.checkpoint()
 
     def _handle(self, message: DeviceMessage) -> None:
         assert self.nursery is not None
