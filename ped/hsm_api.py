@@ -103,6 +103,12 @@ def _timeout_ms(seconds: float) -> int:
     return max(1, min(round(seconds * 1000), 86_400_000))
 
 
+def _shielded_for(seconds: float) -> trio.CancelScope:
+    """A scope shielded from outer cancellation that gives up after *seconds* (one
+    scope: a login passes through several, and each costs a few microseconds)."""
+    return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
+
+
 def _check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
@@ -229,7 +235,7 @@ class PedSession:
             return
         self._closed = True
         try:
-            with trio.CancelScope(shield=True), trio.move_on_after(self._cancel_grace):
+            with _shielded_for(self._cancel_grace):
                 if self._broken is None and self._hsm.state is HsmState.READY:
                     async with self._send_lock:
                         frame = self._hsm.close(CloseReason.NORMAL)
@@ -263,9 +269,8 @@ class PedSession:
 
     async def _send_shielded(self, frame: Frame) -> None:
         # A frame is either sent whole or the session is broken: never half a frame.
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self._cancel_grace) as scope:
-                await self._transport.send(frame)
+        with _shielded_for(self._cancel_grace) as scope:
+            await self._transport.send(frame)
         if scope.cancelled_caught:
             self._broken = "a frame could not be sent in time"
             raise SessionBroken("sending to the PED timed out; open a new session")
@@ -285,7 +290,7 @@ class PedSession:
             try:
                 return await self._exchange(make_frame, op_timeout or self._op_timeout)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(self._cancel_grace):
+                with _shielded_for(self._cancel_grace):
                     try:
                         await self._transport.end_operation()
                     except TransportError:
@@ -420,7 +425,7 @@ async def _handshake(
                 "(no orange key presented?)"
             )
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(cancel_grace):
+        with _shielded_for(cancel_grace):
             try:
                 await transport.end_operation()
             except TransportError:

@@ -93,6 +93,8 @@ def clean_text(text: str, *, newlines: bool = False) -> str:
     HSM log; neither should interpret it.  Newlines are kept only where asked (the PED
     screen message).
     """
+    if text.isprintable():  # the usual case: nothing to replace
+        return text
     return "".join(c if c.isprintable() or (newlines and c == "\n") else "?" for c in text)
 
 
@@ -485,12 +487,18 @@ def _read_op_id(r: Reader) -> int:
     return r.u32("op id", low=1)
 
 
+_COLOR_LOW, _COLOR_HIGH = min(Color), max(Color)
+
+
 def _read_color(r: Reader) -> Color:
-    return Color(r.u8("colour", low=min(Color), high=max(Color)))
+    return Color(r.u8("colour", low=_COLOR_LOW, high=_COLOR_HIGH))
 
 
 def _read_timeout(r: Reader) -> int:
     return r.u32("key timeout ms", low=1, high=MAX_KEY_TIMEOUT_MS)
+
+
+_OP_NAMES = {int(t): t.name for t in OpType}
 
 
 def encode_message(message: OpMessage) -> bytes:
@@ -502,7 +510,7 @@ def decode_message(data: bytes) -> OpMessage:
     """Decode one operation message; only `RemoteProtocolError` subclasses escape."""
     frame = decode_frame(data, accepted=OPS_TYPES, max_payload=MAX_OP_PAYLOAD)
     cls = MESSAGE_CLASSES[frame.type]
-    reader = Reader(frame.payload, what=OpType(frame.type).name)
+    reader = Reader(frame.payload, what=_OP_NAMES[frame.type])
     try:
         message = cls.read(reader)  # type: ignore[attr-defined]
     except LocalProtocolError as exc:
