@@ -93,3 +93,34 @@ async def test_sigterm_calls_the_stop_callback():
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert seen == [signal.SIGTERM]
+
+
+def test_started_daemon_keeps_its_start_up_objects_out_of_collections(home):
+    # start_service freezes what the daemon built to start (gc.freeze): a full
+    # collection under load then walks only what came later.  In a child process, so
+    # that the test process's own collector is left alone.
+    argv = script(home, """
+        import gc
+        import trio
+        from ped.daemon.cli import start_service
+
+        class Service:
+            async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED):
+                task_status.started("ready")
+                await trio.sleep_forever()
+
+            def request_stop(self, reason):
+                pass
+
+        async def main():
+            async with trio.open_nursery() as nursery:
+                before = gc.get_freeze_count()
+                assert await start_service(nursery, Service()) == "ready"
+                print(before, gc.get_freeze_count())
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+    """)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    before, after = map(int, out.stdout.split())
+    assert before == 0 and after > 1000  # the modules, the service, the nursery...
