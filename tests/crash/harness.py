@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import random
 import re
-import statistics
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
