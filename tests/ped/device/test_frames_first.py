@@ -31,6 +31,7 @@ from ped.device.frames import (
     encode_message,
 )
 from ped.hsm_api import open_ped_session
+from ped.transport import FrameTransport
 from ped.wire.framing import Frame
 
 from .conftest import Ring
@@ -47,9 +48,11 @@ def _finished(session: int) -> DeviceEvent:
     return DeviceEvent(session, EventKind.OP_FINISHED, int(Color.BLUE), "ab", "ok")
 
 
-def scripted(reply: bytes | None = None, *, answer_to: int = 1):  # type: ignore[no-untyped-def]
+def scripted(  # type: ignore[no-untyped-def]
+    reply: bytes | None = None, *, answer_to: int = 1, then_close: bool = False
+):
     """A device that opens sessions and, on the first SESSION_DATA of session
-    *answer_to*, writes *reply* (one write), then keeps the stream open."""
+    *answer_to*, writes *reply* (one write), then keeps the stream open (or closes it)."""
 
     async def device(stream: trio.abc.Stream) -> None:
         conn = DeviceConnection(Role.DEVICE)
@@ -63,6 +66,9 @@ def scripted(reply: bytes | None = None, *, answer_to: int = 1):  # type: ignore
                 elif isinstance(message, SessionData) and message.session == answer_to:
                     assert reply is not None
                     await stream.send_all(reply)
+                    if then_close:
+                        await stream.aclose()
+                        return
         await trio.sleep_forever()
 
     return device
@@ -72,11 +78,12 @@ def _bytes(*messages: DeviceMessage) -> bytes:
     return b"".join(encode_message(m) for m in messages)
 
 
-async def test_the_frame_is_handed_over_before_the_events_behind_it(
-    nursery: trio.Nursery, autojump_clock: object
-) -> None:
-    reply = _bytes(SessionData(1, ANSWER), _key_read(1), _finished(1))
-    driver = ScriptedDevice(nursery, scripted(reply))
+async def answered(
+    nursery: trio.Nursery, reply: bytes, *, then_close: bool = False
+) -> tuple[ScriptedDevice, FrameTransport, list[object]]:
+    """A frames_first driver whose device wrote *reply* to the first request; the
+    session's receive has returned the answer."""
+    driver = ScriptedDevice(nursery, scripted(reply, then_close=then_close))
     driver.frames_first = True
     events: list[object] = []
     driver.on_event = events.append
@@ -85,6 +92,14 @@ async def test_the_frame_is_handed_over_before_the_events_behind_it(
     await session.send(Frame(0x20, b"ask"))
     with trio.fail_after(5):
         assert await session.receive() == ANSWER
+    return driver, session, events
+
+
+async def test_the_frame_is_handed_over_before_the_events_behind_it(
+    nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    reply = _bytes(SessionData(1, ANSWER), _key_read(1), _finished(1))
+    driver, session, events = await answered(nursery, reply)
     assert events == []  # not parsed yet: the answer went first
     # The next receive (pedserver's pump is always in one) dispatches them, in order,
     # without waiting for the device to write anything more.
@@ -100,15 +115,7 @@ async def test_closing_the_session_hands_over_the_events_left(
     nursery: trio.Nursery, autojump_clock: object
 ) -> None:
     reply = _bytes(SessionData(1, ANSWER), _key_read(1), _finished(1))
-    driver = ScriptedDevice(nursery, scripted(reply))
-    driver.frames_first = True
-    events: list[object] = []
-    driver.on_event = events.append
-    await driver.open()
-    session = await driver.open_session()
-    await session.send(Frame(0x20, b"ask"))
-    with trio.fail_after(5):
-        assert await session.receive() == ANSWER
+    driver, session, events = await answered(nursery, reply)
     await session.aclose()  # the HSM hung up right after its answer
     assert events == [_key_read(1), _finished(1)]
     await driver.aclose()
@@ -118,15 +125,7 @@ async def test_closing_the_driver_hands_over_the_events_left(
     nursery: trio.Nursery, autojump_clock: object
 ) -> None:
     reply = _bytes(SessionData(1, ANSWER), _finished(1))
-    driver = ScriptedDevice(nursery, scripted(reply))
-    driver.frames_first = True
-    events: list[object] = []
-    driver.on_event = events.append
-    await driver.open()
-    session = await driver.open_session()
-    await session.send(Frame(0x20, b"ask"))
-    with trio.fail_after(5):
-        assert await session.receive() == ANSWER
+    driver, _session, events = await answered(nursery, reply)
     await driver.aclose()
     assert events == [_finished(1)]
 
@@ -229,31 +228,10 @@ async def test_events_before_a_truncated_end_are_still_handed_over(
     nursery: trio.Nursery, autojump_clock: object
 ) -> None:
     # The PED dies in the middle of a frame: what it sent whole before still counts.
-    async def device(stream: trio.abc.Stream) -> None:
-        conn = DeviceConnection(Role.DEVICE)
-        while data := await stream.receive_some(65536):
-            conn.receive_data(data)
-            while (message := conn.next_event()) is not None:
-                if isinstance(message, Hello):
-                    await stream.send_all(conn.send(Info(1, "m", "f", "s", "remote")))
-                elif isinstance(message, SessionOpen):
-                    await stream.send_all(conn.send(SessionOpened(message.session)))
-                elif isinstance(message, SessionData):
-                    whole = _bytes(SessionData(1, ANSWER), _finished(1))
-                    await stream.send_all(whole + encode_message(_key_read(1))[:-2])
-                    await stream.aclose()
-                    return
-
-    driver = ScriptedDevice(nursery, device)
-    driver.frames_first = True
-    events: list[object] = []
-    driver.on_event = events.append
-    await driver.open()
-    session = await driver.open_session()
-    await session.send(Frame(0x20, b"ask"))
-    with trio.fail_after(5):
-        assert await session.receive() == ANSWER
-        with pytest.raises(DeviceGone, match="unfinished frame"):
-            await session.receive()
+    whole = _bytes(SessionData(1, ANSWER), _finished(1))
+    reply = whole + encode_message(_key_read(1))[:-2]
+    driver, session, events = await answered(nursery, reply, then_close=True)
+    with trio.fail_after(5), pytest.raises(DeviceGone, match="unfinished frame"):
+        await session.receive()
     assert events == [_finished(1)]
     await driver.aclose()
