@@ -79,12 +79,12 @@ def _bytes(*messages: DeviceMessage) -> bytes:
 
 
 async def answered(
-    nursery: trio.Nursery, reply: bytes, *, then_close: bool = False
+    nursery: trio.Nursery, reply: bytes, *, then_close: bool = False, frames_first: bool = True
 ) -> tuple[ScriptedDevice, FrameTransport, list[object]]:
-    """A frames_first driver whose device wrote *reply* to the first request; the
-    session's receive has returned the answer."""
+    """A driver (frames_first unless told) whose device wrote *reply* to the first
+    request; the session's receive has returned the answer."""
     driver = ScriptedDevice(nursery, scripted(reply, then_close=then_close))
-    driver.frames_first = True
+    driver.frames_first = frames_first
     events: list[object] = []
     driver.on_event = events.append
     await driver.open()
@@ -176,22 +176,13 @@ async def test_a_broken_frame_behind_the_answer_fails_the_device_after_it(
     await driver.aclose()
 
 
-async def test_frames_first_off_dispatches_the_whole_read() -> None:
+async def test_frames_first_off_dispatches_the_whole_read(nursery: trio.Nursery) -> None:
     # Without frames_first (a local HSM's driver, no pump of its own), the events of the
     # read are logged by the time the frame is returned, as before.
     reply = _bytes(SessionData(1, ANSWER), _key_read(1), _finished(1), SessionClose(2))
-    async with trio.open_nursery() as nursery:
-        driver = ScriptedDevice(nursery, scripted(reply))
-        events: list[object] = []
-        driver.on_event = events.append
-        await driver.open()
-        session = await driver.open_session()
-        await session.send(Frame(0x20, b"ask"))
-        with trio.fail_after(5):
-            assert await session.receive() == ANSWER
-        assert events == [_key_read(1), _finished(1)]
-        await driver.aclose()
-        nursery.cancel_scope.cancel()
+    driver, _session, events = await answered(nursery, reply, frames_first=False)
+    assert events == [_key_read(1), _finished(1)]
+    await driver.aclose()
 
 
 async def test_the_emulated_ped_writes_its_answer_before_the_operations_events(
