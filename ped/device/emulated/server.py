@@ -318,12 +318,13 @@ class _Connection:
                 return
             try:
                 self.conn.receive_data(data)
-                while (message := self.conn.next_event()) is not None:
-                    self._handle(message)
+                messages = list(iter(self.conn.next_event, None))
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
                 self._queue(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
                 return
+            for message in messages:  # (outside the `try`: our faults are not the host's)
+                self._handle(message)
             # Let an operation just started run (and write its answer) before this task
             # tries the next read, which usually finds nothing and re-arms the poller.
             await trio.lowlevel.checkpoint()
