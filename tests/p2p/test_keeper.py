@@ -142,17 +142,22 @@ def _fake_link(events: list[str], replies: int) -> object:
 
 
 async def _take_first_spare(
-    peers: PeerManager, spares: Spares, monkeypatch: pytest.MonkeyPatch, replies: int,
-    events: list[str],
-) -> None:
+    nursery: trio.Nursery, peers: PeerManager, monkeypatch: pytest.MonkeyPatch,
+    handle: object, events: list[str],
+) -> Spares:
+    """Run *peers* with `Spares` as its dialler and *handle* as pedserver's link
+    handler; pedclient takes the first spare (speaks on it).  The spares, once it did."""
+    spares = Spares(events)
+    await nursery.start(peers.run)
     monkeypatch.setattr(peers, "_dial", spares)
-    monkeypatch.setattr(peers.server, "handle_connection", _fake_link(events, replies))
+    monkeypatch.setattr(peers.server, "handle_connection", handle)
     await peers.connect("hsm1")
     while not spares.far:
         await spares.dialled.wait()
     await trio.testing.wait_all_tasks_blocked()
     events.append("taken")
     await spares.far[0].send_all(b"hello")  # pedclient speaks: the spare is taken
+    return spares
 
 
 async def test_the_next_spare_waits_for_the_new_links_opening_exchange(
@@ -162,10 +167,9 @@ async def test_the_next_spare_waits_for_the_new_links_opening_exchange(
     handshake: it is dialled after the link's opening exchange, not when it starts."""
     peers, _ = manager
     events: list[str] = []
-    spares = Spares(events)
     async with trio.open_nursery() as nursery:
-        await nursery.start(peers.run)
-        await _take_first_spare(peers, spares, monkeypatch, 8, events)
+        spares = await _take_first_spare(
+            nursery, peers, monkeypatch, _fake_link(events, 8), events)
         await spares.dialled.wait()
         assert events == ["dial", "taken", *["link"] * 8, "dial"]
         nursery.cancel_scope.cancel()
@@ -176,10 +180,9 @@ async def test_a_link_that_keeps_talking_does_not_hold_back_the_next_spare(
 ) -> None:
     peers, _ = manager
     events: list[str] = []
-    spares = Spares(events)
     async with trio.open_nursery() as nursery:
-        await nursery.start(peers.run)
-        await _take_first_spare(peers, spares, monkeypatch, -1, events)
+        spares = await _take_first_spare(
+            nursery, peers, monkeypatch, _fake_link(events, -1), events)
         await spares.dialled.wait()
         assert events[:2] == ["dial", "taken"] and events[-1] == "dial"
         talking = len(events)
@@ -195,25 +198,17 @@ async def test_a_link_closed_at_once_gets_its_replacement_at_once(
 ) -> None:
     peers, _ = manager
     events: list[str] = []
-    spares = Spares(events)
 
     async def handle(stream: trio.abc.Stream, peer: str, *, idle_timeout: bool) -> None:
         await stream.receive_some(100)
         events.append("closed")
         await stream.aclose()
 
+    peers.replace_quiet = peers.replace_max = 3600.0  # the settling timers never end
     async with trio.open_nursery() as nursery:
-        await nursery.start(peers.run)
-        monkeypatch.setattr(peers, "_dial", spares)
-        monkeypatch.setattr(peers.server, "handle_connection", handle)
-        peers.replace_quiet = peers.replace_max = 3600.0  # the settling timers never end
-        await peers.connect("hsm1")
-        while not spares.far:
-            await spares.dialled.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        await spares.far[0].send_all(b"hello")
+        spares = await _take_first_spare(nursery, peers, monkeypatch, handle, events)
         with trio.move_on_after(60) as waited:
             await spares.dialled.wait()
         assert not waited.cancelled_caught  # a link already gone needs no settling
-        assert events == ["dial", "closed", "dial"]
+        assert events == ["dial", "taken", "closed", "dial"]
         nursery.cancel_scope.cancel()
