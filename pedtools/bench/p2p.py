@@ -4,7 +4,7 @@ Four connects are timed alternately in each round (so that a busy machine slows 
 
 * ``p2p_connect``: a *cold* pinned mutual TLS 1.3 handshake + TCP connect + link hello +
   RPV handshake with the orange key.  The TLS hop is made by the bench's TLS front
-  (``python -m ped.bench.p2p serve --mode pinned-relay``), which accepts with
+  (``python -m pedtools.bench.p2p serve --mode pinned-relay``), which accepts with
   ``ped.tls.accept_pinned_tls`` (the registry of pins, the ACCEPTED message: exactly what
   pedclient's peer listener runs) and relays to pedserver's TCP port; the HSM-side
   process dials it with ``ped.tls.open_pinned_tls_client`` (what pedserver runs when it
@@ -169,10 +169,10 @@ async def bare_tls_round_trip(port: int, ctx: ssl.SSLContext) -> None:
 
 
 async def run_client_job(job: dict[str, Any], rpv: bytearray) -> dict[str, Any]:
-    from ped.bench.client import HSM_SERIAL, Recorder, bounce
-    from ped.bench.echo_ped import echo_request
     from ped.hsm_api import open_ped_session
     from ped.link import connect_via_pedclient
+    from pedtools.bench.client import HSM_SERIAL, Recorder, bounce
+    from pedtools.bench.echo_ped import echo_request
 
     home, peer_home = Path(job["tls_client_home"]), Path(job["tls_server_home"])
     pins = PinStore(home, program="pedserver")
@@ -321,7 +321,7 @@ def setup_pins(client_home: Path, front_home: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ped.bench.p2p")
+    parser = argparse.ArgumentParser(prog="python -m pedtools.bench.p2p")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--mode", choices=["pinned-relay", "bare-relay", "bare-echo"],
                         required=True)
@@ -339,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_p2p_jobs(rig: Any, plan: Any) -> dict[str, Any]:
     """Start the TLS fronts and the peer-to-peer pedclient and pedservers, run the p2p
-    job, stop them (called by `ped.bench.run`)."""
-    from ped.bench.procs import run_client, spawn, stop, wait_for
-    from ped.bench.run import percentile, ratio
+    job, stop them (called by `pedtools.bench.run`)."""
+    from pedtools.bench.procs import run_client, spawn, stop, wait_for
+    from pedtools.bench.run import percentile, ratio
 
     work: Path = rig.work
     client_home, front_home = work / "tls-dialler", work / "tls-front"
@@ -352,7 +352,7 @@ def run_p2p_jobs(rig: Any, plan: Any) -> dict[str, Any]:
 
     def front(mode: str, target: int = 0) -> Path:
         ready = work / f"front-{mode}.port"
-        fronts.append(spawn(["-m", "ped.bench.p2p", "serve", "--mode", mode, "--home",
+        fronts.append(spawn(["-m", "pedtools.bench.p2p", "serve", "--mode", mode, "--home",
                              str(front_home), "--peer-home", str(client_home), "--target",
                              str(target), "--ready", str(ready)], work / f"front-{mode}.out"))
         return ready
@@ -411,7 +411,7 @@ def start_p2p_daemons(rig: Any, daemons: list[Any]) -> str:
     """A pedclient listening for peers and two pedservers dialling it (the daemons' own
     peer-to-peer mode, certificates exchanged through their CLIs): ``workstation`` with
     the emulated PED, ``workstation-echo`` with the echo device; pedclient's socket."""
-    from ped.bench.procs import Daemon
+    from pedtools.bench.procs import Daemon
 
     client_home = rig.work / "p2p-client"
 

@@ -1,6 +1,6 @@
 """The bench run: set up keys and processes, run every job, compute the figures.
 
-See `ped.bench` for what is measured and why each baseline is fair.
+See `pedtools.bench` for what is measured and why each baseline is fair.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import attrs
 
 from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
-from ped.bench import report
-from ped.bench.limits import raise_fd_limit
-from ped.bench.procs import (
+from pedtools.bench import report
+from pedtools.bench.limits import raise_fd_limit
+from pedtools.bench.procs import (
     FD_LIMIT,
     Daemon,
     children_of,
@@ -134,7 +134,7 @@ class Rig:
         server_config = {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60}
         self.ped_uri = f"emulated:{self.keyring}?operator=auto"
         echo_sock = work / "echo.sock"
-        echo = spawn(["-m", "ped.bench.echo_ped", "--socket", str(echo_sock)],
+        echo = spawn(["-m", "pedtools.bench.echo_ped", "--socket", str(echo_sock)],
                      work / "echo.out")
         self.procs.append(echo)
         self.client = self._daemon("pedclient", "client",
@@ -277,7 +277,7 @@ def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
     before = rss_kib(pid)
     client_before = rss_kib(rig.client.pid)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ped.bench.client", str(path)],
+        [sys.executable, "-m", "pedtools.bench.client", str(path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
@@ -300,14 +300,14 @@ def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
 
 
 def run_p2p(rig: Rig, plan: Plan) -> dict[str, Any]:
-    from ped.bench.p2p import run_p2p_jobs
+    from pedtools.bench.p2p import run_p2p_jobs
 
     return run_p2p_jobs(rig, plan)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ped.bench",
+        prog="python -m pedtools.bench",
         description="Remote PED benchmark: latency, setup cost, scale and memory, each "
         "beside a baseline measured in the same run on the same process topology.",
     )

@@ -1,6 +1,6 @@
 """The HSM side of the bench: its own process, talking to pedclient like any HSM.
 
-    python -m ped.bench.client JOB.json
+    python -m pedtools.bench.client JOB.json
 
 reads a job (what to measure, where pedclient and the two pedservers are), runs it and
 prints one JSON object on stdout: the samples in milliseconds and what was counted.
@@ -15,7 +15,7 @@ Jobs:
 * ``throughput``: K links (each with an open session on its own PED of the pool) log in
   as fast as they can for a while; latencies and the count;
 * ``idle``: open N links and hold them (prints ``ready``) until stdin closes;
-* ``p2p``: see `ped.bench.p2p`.
+* ``p2p``: see `pedtools.bench.p2p`.
 
 The keys are the bench's own throwaway keyring: the RPV is read from its orange key
 the way a test HSM would, and is never printed.
@@ -36,12 +36,12 @@ import trio
 from keys import load_image
 from keys.colors import Color
 from keys.keyring import Keyring, ShareCollector
-from ped.bench.echo_ped import echo_request
-from ped.bench.limits import raise_fd_limit
 from ped.hsm_api import open_ped_session
 from ped.link import PedclientTransport, connect_via_pedclient
 from ped.wire.framing import Frame
 from ped.wire.types import E2E_RANGE
+from pedtools.bench.echo_ped import echo_request
+from pedtools.bench.limits import raise_fd_limit
 
 HSM_SERIAL = "150001"
 SEALED = 0x23
@@ -264,7 +264,7 @@ class Bench:
             return
         import os
 
-        from ped.bench.procs import children_of
+        from pedtools.bench.procs import children_of
 
         for child in children_of(pid):
             try:
@@ -274,7 +274,7 @@ class Bench:
 
     def _cpu_snapshot(self) -> dict[str, float]:
         """CPU seconds used so far by each process of the path (the PEDs summed)."""
-        from ped.bench.procs import children_of, cpu_seconds
+        from pedtools.bench.procs import children_of, cpu_seconds
 
         out = {"HSM side (bench client)": time.process_time()}
         watch = self.job.get("watch_pids", {})
@@ -308,7 +308,7 @@ class Bench:
 
     # ------------------------------------------------------------------ p2p
     async def p2p(self) -> dict[str, Any]:
-        from ped.bench.p2p import run_client_job
+        from pedtools.bench.p2p import run_client_job
 
         return await run_client_job(self.job, self.rpv)
 
