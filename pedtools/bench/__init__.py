@@ -4,8 +4,9 @@ Every figure stands beside a baseline measured in the same run, on the same proc
 topology, so a noisy machine slows both alike.  Every actor is its own process on
 loopback: the HSM side (`pedtools.bench.client`, using `ped.hsm_api` through pedclient like
 any HSM), pedclient, pedserver with emulated PEDs (``emulated:DIR?operator=auto``, the
-auto operator; no PED PIN), and for the baselines the echo device (`pedtools.bench.echo_ped`,
-reached by a second pedserver as ``socket:PATH``) and the TLS fronts (`pedtools.bench.p2p`).
+auto operator; no PED PIN), and for the baselines the echo device
+(`pedtools.bench.echo_ped`, reached by a second pedserver as ``socket:PATH``) and the TLS
+fronts (`pedtools.bench.p2p_front`).
 
 Figures (``bench-results.json``):
 

@@ -24,6 +24,7 @@ from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
 from pedtools.bench import report
 from pedtools.bench.limits import raise_fd_limit
+from pedtools.bench.p2p import run_p2p_jobs
 from pedtools.bench.procs import (
     FD_LIMIT,
     Daemon,
@@ -35,6 +36,7 @@ from pedtools.bench.procs import (
     stop,
     wait_for,
 )
+from pedtools.bench.stats import percentile, ratio
 
 
 @attrs.frozen
@@ -60,19 +62,6 @@ FULL = Plan(login_count=1000, connect_count=200, p2p_count=200, warmup=50,
             ks=(1, 16, 64, 256), seconds=10.0, idle_links=1000, pin_rounds=5)
 QUICK = Plan(login_count=20, connect_count=5, p2p_count=5, warmup=2, ks=(1, 2),
              seconds=1.0, idle_links=20, pin_rounds=1, offered_rate=20.0)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The *q*-th percentile (nearest rank) of *samples*, rounded to 0.001."""
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return round(ordered[rank - 1], 3)
-
-
-def ratio(a: float, b: float) -> float:
-    return round(a / b, 3) if b else float("nan")
 
 
 def make_keys(directory: Path) -> None:
@@ -242,7 +231,7 @@ def measure_latencies(rig: Rig, plan: Plan, results: dict[str, Any], log: Any) -
     results["connect_ratio"] = ratio(results["connect_p50_ms"],
                                      results["connect_baseline_p50_ms"])
     log("p2p connect vs bare TLS ...")
-    results.update(run_p2p(rig, plan))
+    results.update(run_p2p_jobs(rig, plan))
     log("idle links ...")
     results.update(idle_links(rig, plan))
 
@@ -297,12 +286,6 @@ def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
         "pedserver_rss_kib": {"before": before, "after": after},
         "pedclient_idle_link_kib": round((client_after - client_before) / max(1, opened), 2),
     }
-
-
-def run_p2p(rig: Rig, plan: Plan) -> dict[str, Any]:
-    from pedtools.bench.p2p import run_p2p_jobs
-
-    return run_p2p_jobs(rig, plan)
 
 
 def main(argv: list[str] | None = None) -> int:
