@@ -71,7 +71,7 @@ async def serve_host(stream: trio.abc.Stream) -> None:
             if not data:
                 return
             try:
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))  # a socket's bytes already: no copy
                 out = _answers(conn, info)
             except PedError:
                 return

@@ -133,4 +133,5 @@ def run_client(job: dict[str, Any], work: Path, name: str,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench client ({name}) failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["result"]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])["result"]
+    return result
