@@ -35,7 +35,6 @@ def bare_context(home: Path, peer_home: Path, *, server: bool) -> ssl.SSLContext
     return ctx
 
 
-
 async def _relay(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     async def pipe(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
         try:
@@ -121,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
 
 
 if __name__ == "__main__":
