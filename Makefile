@@ -29,10 +29,10 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m ped.demo
+	$(BIN)/python -m pedtools.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m ped.bench
+	$(BIN)/python -m pedtools.bench
 
 # Coverage-guided fuzzing of the frame and key-image decoders (not part of `make test`).
 # FUZZ_SECONDS sets the time per harness (default 60); the corpus lives in fuzz/corpus/.

@@ -39,10 +39,10 @@ from ped.link.messages import (
 )
 from ped.ops import Unsupported
 from ped.ops.hsm_side import HsmSideSession
-from ped.testing import wait_for_log
 from ped.wire.codec import Writer
 from ped.wire.framing import MAX_PAYLOAD, Frame, encode_frame
 from ped.wire.types import E2EType, OpType
+from pedtools.testing import wait_for_log
 from tests.attacks.raw import exchange, header
 from tests.attacks.rig import HSM_SERIAL, RPV, EvilRelay, Stack, running_stack
 from tests.pedserver.fakes import short_tmp

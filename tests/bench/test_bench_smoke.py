@@ -1,4 +1,4 @@
-"""``python -m ped.bench --quick`` runs end to end and writes every figure (no timing
+"""``python -m pedtools.bench --quick`` runs end to end and writes every figure (no timing
 is asserted: only that the harness works and the JSON is complete and well typed)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _positive(value: object) -> bool:
 def test_quick_bench_writes_every_figure(tmp_path):
     out, md = tmp_path / "bench-results.json", tmp_path / "bench.md"
     done = subprocess.run(
-        [sys.executable, "-m", "ped.bench", "--quick", "--out", str(out), "--markdown",
+        [sys.executable, "-m", "pedtools.bench", "--quick", "--out", str(out), "--markdown",
          str(md)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},

@@ -18,9 +18,9 @@ from hsm.pedlink import PedRouter
 from hsm.store import Store
 from keys import Keyring, new_keyset
 from keys.colors import Color
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.script import ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
+from pedtools.fakes.inprocess import InProcessPedDriver
 
 
 def step(expect: str | None = None, **actions: object) -> str:

@@ -23,7 +23,7 @@ import pytest
 from hsm import cli
 from hsm.clock import TEST_CLOCK_ENV
 from keys.colors import Color
-from ped.testing import wait_for_log
+from pedtools.testing import wait_for_log
 from tests.hsm.emulated import Script, make_keyring
 
 T0 = 1_800_000_000

@@ -16,9 +16,9 @@ from hsm.errors import LockedOut, LoginFailed, PedUnavailable, Zeroized
 from hsm.store import HSM_SCOPE, Store
 from keys import Keyring, new_keyset
 from keys.colors import Color
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.script import ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
+from pedtools.fakes.inprocess import InProcessPedDriver
 from tests.hsm.emulated import Bench, Script
 
 SO_PIN = "4321"

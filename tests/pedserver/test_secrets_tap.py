@@ -24,7 +24,7 @@ from ped.channel.handshake import derive_psk
 from ped.daemon.control import control_request_sync
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
-from ped.testing import wait_for_log
+from pedtools.testing import wait_for_log
 from tests.pedserver.fakes import tcp_tap, unix_tap
 
 ROOT = Path(__file__).resolve().parents[2]

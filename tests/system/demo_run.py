@@ -1,4 +1,4 @@
-"""Run `python -m ped.demo` as a process, as `make demo` does."""
+"""Run `python -m pedtools.demo` as a process, as `make demo` does."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class DemoRun:
 def run_demo(*args: str, cwd: Path | None = None, timeout: float = 300) -> DemoRun:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PED", "PYTEST"))}
     done = subprocess.run(
-        [sys.executable, "-m", "ped.demo", *args],
+        [sys.executable, "-m", "pedtools.demo", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import ped.demo.flow as flow
-from ped.testing import processes_naming
+import pedtools.demo.flow as flow
+from pedtools.testing import processes_naming
 from tests.system.demo_run import run_demo
 
 KEY_LINES = [
@@ -77,7 +77,7 @@ def test_a_failing_step_prints_its_output_and_still_cleans_up(
 
 def test_sigterm_mid_run_stops_everything() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ped.demo"],
+        [sys.executable, "-m", "pedtools.demo"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

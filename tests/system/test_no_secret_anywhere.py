@@ -19,7 +19,7 @@ from pathlib import Path
 
 from keys import Color, Keyring, ShareCollector, load_image, read_pin_file, secret_for_hsm, wipe
 from keys.pin import pin_for_label
-from ped.testing import processes_naming
+from pedtools.testing import processes_naming
 from tests.system.demo_run import run_demo
 
 SECRET_FILES = {"pins.txt", "wrong-pins.txt", "challenge.txt"}

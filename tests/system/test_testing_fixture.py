@@ -15,7 +15,7 @@ import pytest
 from keys import Color, Keyring, ShareCollector, load_image, wipe
 from ped.channel.errors import RpvMismatch
 from ped.hsm_api import open_ped_session
-from ped.testing import RemotePed, processes_naming
+from pedtools.testing import RemotePed, processes_naming
 
 
 async def test_imprint_then_read_through_the_real_daemons(remote_ped: RemotePed) -> None:

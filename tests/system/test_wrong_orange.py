@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from keys import Color, Keyring
-from ped.testing import RemotePed, wait_for_log
+from pedtools.testing import RemotePed, wait_for_log
 
 REFUSED = "does not hold this HSM's Remote PED Vector (RPV)"
 

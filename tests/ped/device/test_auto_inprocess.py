@@ -14,12 +14,12 @@ from keys import Keyring, combine, load_image, new_keyset, secret_for_hsm
 from keys.colors import Color
 from ped.device import DeviceGone
 from ped.device.emulated.auto import AutoOperator, AutoOptions
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import SEND_TIMEOUT, EmulatedPed
 from ped.device.frames import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
 from ped.ops.errors import OperationCancelled
 from ped.transport import PedBusy
+from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
 

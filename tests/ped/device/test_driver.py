@@ -10,7 +10,6 @@ import trio
 import trio.testing
 
 from ped.device import BadDeviceUri, DeviceNotOpen, PedBusy, open_driver
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
 from ped.device.socket_driver import SocketPedDriver
 from ped.device.subprocess_driver import SubprocessPedDriver
@@ -18,6 +17,7 @@ from ped.device.uri import parse_emulated, parse_usb
 from ped.errors import LocalProtocolError
 from ped.transport import FrameTransport, TransportClosed
 from ped.wire.framing import Frame
+from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
 

@@ -14,7 +14,6 @@ from keys.colors import Color
 from ped.device import DeviceGone
 from ped.device.emulated import server
 from ped.device.emulated.auto import AutoOperator
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
 from ped.device.frames import (
     DeviceConnection,
@@ -33,6 +32,7 @@ from ped.device.frames import (
 from ped.hsm_api import open_ped_session
 from ped.transport import FrameTransport
 from ped.wire.framing import Frame
+from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
 from .test_robustness import ScriptedDevice

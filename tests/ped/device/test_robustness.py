@@ -7,7 +7,6 @@ import trio
 import trio.testing
 
 from ped.device import DeviceGone, DeviceNotFound
-from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
 from ped.device.frames import (
     DeviceConnection,
@@ -20,6 +19,7 @@ from ped.device.frames import (
     encode_message,
 )
 from ped.device.host import StreamPedDriver
+from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
 

@@ -12,8 +12,8 @@ from ped.device import DeviceAccessDenied, DeviceGone, DeviceNotFound, open_driv
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.server import EmulatedPed
 from ped.device.usb import UsbPedDriver
-from ped.device.usb_fake import MAX_PACKET, FakeUsbBackend, FakeUsbDevice
 from ped.hsm_api import open_ped_session
+from pedtools.fakes.usb import MAX_PACKET, FakeUsbBackend, FakeUsbDevice
 
 from .conftest import Ring
 

@@ -1,6 +1,7 @@
-"""pytest fixtures for testing an HSM integration against a real Remote PED.
+"""Test kit: a real Remote PED (pedserver + emulated PED + pedclient) for HSM tests.
 
-Use it as a plugin, in a ``conftest.py``::
+The pytest fixtures live in `pedtools.testing.plugin`; integrators load them through the
+stable entry ``ped.testing``, in a root ``conftest.py``::
 
     pytest_plugins = ["ped.testing"]
 
@@ -19,25 +20,18 @@ Fixtures:
   ``emulated:`` URI options, e.g. ``{"m": "2", "n": "3"}``).
 * ``remote_ped_pin_file``: override it to give the auto operator a PIN file (a `Path`).
 
-`ped.testing.wait_for_log` waits for a daemon's log line (pedserver writes a PED
-event's line just after relaying the answer that came with it).
-
-`ped.testing.procs.Site` runs any of the programs (``pedserver``, ``pedclient``,
+Here, importable without pytest (the demo uses them): `RemotePed` and
+`start_remote_ped`; `wait_for_log` waits for a daemon's log line (pedserver writes a PED
+event's line just after relaying the answer that came with it); `Site`
+(`pedtools.testing.procs`) runs any of the programs (``pedserver``, ``pedclient``,
 ``pedhsm``, ``pedkey``) as processes in a scratch directory and cleans up after them.
 """
 
 from __future__ import annotations
 
-from ped.testing.logs import wait_for_log
-from ped.testing.procs import Result, Site, SiteError, free_port, processes_naming, program
-from ped.testing.remote import ORANGE_LABEL, RemotePed, make_keyring, start_remote_ped
-
-try:
-    import pytest  # noqa: F401 - only to know whether the fixtures can exist
-except ImportError:  # Site and start_remote_ped (the demo uses them) work without pytest
-    pass
-else:
-    from ped.testing.plugin import remote_ped, remote_ped_options, remote_ped_pin_file
+from pedtools.testing.logs import wait_for_log
+from pedtools.testing.procs import Result, Site, SiteError, free_port, processes_naming, program
+from pedtools.testing.remote import ORANGE_LABEL, RemotePed, make_keyring, start_remote_ped
 
 __all__ = [
     "ORANGE_LABEL",
@@ -49,9 +43,6 @@ __all__ = [
     "make_keyring",
     "processes_naming",
     "program",
-    "remote_ped",
-    "remote_ped_options",
-    "remote_ped_pin_file",
     "start_remote_ped",
     "wait_for_log",
 ]

@@ -1,5 +1,5 @@
-"""The pytest fixtures of `ped.testing` (see its docstring); pytest loads them through
-``pytest_plugins = ["ped.testing"]``."""
+"""The pytest fixtures of `pedtools.testing` (see its docstring); integrators load them
+through their stable entry, ``pytest_plugins = ["ped.testing"]``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ped.testing.procs import Site, processes_naming
-from ped.testing.remote import RemotePed, start_remote_ped
+from pedtools.testing.procs import Site, processes_naming
+from pedtools.testing.remote import RemotePed, start_remote_ped
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Starting and stopping the bench's processes: pedserver, pedclient, echo device, HSM side.
 
-Every actor is its own process, started by module name (``ped`` never imports a daemon),
+Every actor is its own process, started by module name (as in production, never imported),
 with its soft file-descriptor limit raised first (1,000 links and 256 PEDs need more
 than the usual 1,024).
 """
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ped.bench.limits import raise_fd_limit
 from ped.daemon.control import control_request_sync
+from pedtools.bench.limits import raise_fd_limit
 
 #: The soft fd limit the bench asks for, for itself and every process it starts.
 FD_LIMIT = 8192
@@ -123,14 +123,15 @@ def children_of(pid: int) -> list[int]:
 
 def run_client(job: dict[str, Any], work: Path, name: str,
                timeout: float = 1800.0) -> dict[str, Any]:
-    """Run one HSM-side job (`ped.bench.client`) to the end; its result."""
+    """Run one HSM-side job (`pedtools.bench.client`) to the end; its result."""
     path = work / f"job-{name}.json"
     path.write_text(json.dumps(job))
     done = subprocess.run(
-        [sys.executable, "-m", "ped.bench.client", str(path)],
+        [sys.executable, "-m", "pedtools.bench.client", str(path)],
         capture_output=True, text=True, timeout=timeout, preexec_fn=_raise_limit,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench client ({name}) failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["result"]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])["result"]
+    return result

@@ -1,6 +1,6 @@
 """The relay baseline's device: speaks the device transport, bounces end-to-end frames.
 
-    python -m ped.bench.echo_ped --socket PATH
+    python -m pedtools.bench.echo_ped --socket PATH
 
 pedserver reaches it as ``socket:PATH`` exactly as it reaches ``pedemu``; it answers
 HELLO, opens sessions and answers pings like a PED, but holds no key and runs no
@@ -71,7 +71,7 @@ async def serve_host(stream: trio.abc.Stream) -> None:
             if not data:
                 return
             try:
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))  # a socket's bytes already: no copy
                 out = _answers(conn, info)
             except PedError:
                 return
@@ -112,7 +112,7 @@ async def serve(path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ped.bench.echo_ped",
+    parser = argparse.ArgumentParser(prog="python -m pedtools.bench.echo_ped",
                                      description="Echo device for the relay baseline.")
     parser.add_argument("--socket", required=True, metavar="PATH")
     args = parser.parse_args(argv)

@@ -12,10 +12,10 @@ removes the root if the site made it.  `Site` is a context manager, so a failure
 Ctrl-C in the middle still ends in a clean machine.
 
 The programs are run by module (``python -m pedserver``) or by their console script next
-to this interpreter (``pedhsm``, ``pedkey``), never imported: ``ped`` must not depend on
-the HSM or the daemons.  Every child runs with the root as its working directory, whose
-entries are named so that none shadows a package (``python -m`` puts the working
-directory first on ``sys.path``).
+to this interpreter (``pedhsm``, ``pedkey``), never imported: each runs as the process it
+is in production, with its own signals, sockets and logs.  Every child runs with the root
+as its working directory, whose entries are named so that none shadows a package
+(``python -m`` puts the working directory first on ``sys.path``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The HSM side of the bench: its own process, talking to pedclient like any HSM.
 
-    python -m ped.bench.client JOB.json
+    python -m pedtools.bench.client JOB.json
 
 reads a job (what to measure, where pedclient and the two pedservers are), runs it and
 prints one JSON object on stdout: the samples in milliseconds and what was counted.
@@ -15,7 +15,7 @@ Jobs:
 * ``throughput``: K links (each with an open session on its own PED of the pool) log in
   as fast as they can for a while; latencies and the count;
 * ``idle``: open N links and hold them (prints ``ready``) until stdin closes;
-* ``p2p``: see `ped.bench.p2p`.
+* ``p2p``: see `pedtools.bench.p2p` (the job itself is `pedtools.bench.p2p_client`).
 
 The keys are the bench's own throwaway keyring: the RPV is read from its orange key
 the way a test HSM would, and is never printed.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -36,15 +37,13 @@ import trio
 from keys import load_image
 from keys.colors import Color
 from keys.keyring import Keyring, ShareCollector
-from ped.bench.echo_ped import echo_request
-from ped.bench.limits import raise_fd_limit
 from ped.hsm_api import open_ped_session
 from ped.link import PedclientTransport, connect_via_pedclient
-from ped.wire.framing import Frame
-from ped.wire.types import E2E_RANGE
-
-HSM_SERIAL = "150001"
-SEALED = 0x23
+from pedtools.bench.echo_ped import echo_request
+from pedtools.bench.limits import raise_fd_limit
+from pedtools.bench.p2p_client import run_client_job
+from pedtools.bench.probe import HSM_SERIAL, Recorder, bounce
+from pedtools.bench.procs import children_of, cpu_seconds
 
 
 def read_rpv(keyring: str) -> bytearray:
@@ -56,45 +55,6 @@ def read_rpv(keyring: str) -> bytearray:
             if collector.complete:
                 return collector.secret()
     raise SystemExit("the bench keyring has no orange key")
-
-
-class Recorder:
-    """A FrameTransport wrapper noting the payload size of each end-to-end frame."""
-
-    def __init__(self, inner: PedclientTransport) -> None:
-        self.inner = inner
-        self.sent: list[int] = []
-        self.received: list[int] = []
-
-    async def send(self, frame: Frame) -> None:
-        self.sent.append(len(frame.payload))
-        await self.inner.send(frame)
-
-    async def receive(self) -> Frame:
-        frame = await self.inner.receive()
-        self.received.append(len(frame.payload))
-        return frame
-
-    async def begin_operation(self, *, wait: float = 0.0) -> None:
-        await self.inner.begin_operation(wait=wait)
-
-    async def end_operation(self) -> None:
-        await self.inner.end_operation()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def bounce(transport: PedclientTransport, request: bytes, replies: int) -> None:
-    """The baseline of one PED operation: the same link messages, no crypto, no PED."""
-    await transport.begin_operation(wait=5.0)
-    try:
-        await transport.send(Frame(SEALED, request))
-        for _ in range(replies):
-            frame = await transport.receive()
-            assert frame.type in E2E_RANGE
-    finally:
-        await transport.end_operation()
 
 
 class Bench:
@@ -262,10 +222,6 @@ class Bench:
         pid = self.job.get("watch_pids", {}).get("pedserver")
         if not nice or pid is None:
             return
-        import os
-
-        from ped.bench.procs import children_of
-
         for child in children_of(pid):
             try:
                 os.setpriority(os.PRIO_PROCESS, child, nice)
@@ -274,8 +230,6 @@ class Bench:
 
     def _cpu_snapshot(self) -> dict[str, float]:
         """CPU seconds used so far by each process of the path (the PEDs summed)."""
-        from ped.bench.procs import children_of, cpu_seconds
-
         out = {"HSM side (bench client)": time.process_time()}
         watch = self.job.get("watch_pids", {})
         for name, pid in watch.items():
@@ -308,8 +262,6 @@ class Bench:
 
     # ------------------------------------------------------------------ p2p
     async def p2p(self) -> dict[str, Any]:
-        from ped.bench.p2p import run_client_job
-
         return await run_client_job(self.job, self.rpv)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from keys import Color, Keyring, ShareCollector, load_image, new_keyset, wipe
-from ped.testing.procs import Site, SiteError, free_port
+from pedtools.testing.procs import Site, SiteError, free_port
 
 #: The label of the orange key the fixture makes.
 ORANGE_LABEL = "Remote PED Vector"

@@ -1,7 +1,7 @@
 """The demo's steps, printed as a person at a terminal would see them.
 
 Every step is one real command (``pedkey``, ``pedserver``, ``pedclient``, ``pedhsm``) run
-as a process by `ped.testing.procs.Site`; the demo only prints what it typed, what came
+as a process by `pedtools.testing.procs.Site`; the demo only prints what it typed, what came
 back (indented) and how long it took, and stops at the first step whose exit status is
 not the expected one.  The PINs and the challenge secret are random for each run, written
 to owner-only files, and never printed.
@@ -24,7 +24,7 @@ from typing import TextIO
 
 import attrs
 
-from ped.testing.procs import Result, Site, SiteError, free_port
+from pedtools.testing.procs import Result, Site, SiteError, free_port
 
 HSM_SERIAL = "150001"
 HSM_LABEL = "demo-hsm"
@@ -413,7 +413,7 @@ def _print_logs(demo: Demo) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ped.demo",
+        prog="python -m pedtools.demo",
         description="The Remote PED demo (what `make demo` runs). Leaves nothing behind.",
     )
     parser.add_argument(

@@ -100,7 +100,7 @@ class FakeUsbDevice:
         if not self.attached:
             raise _gone()
 
-    def host_write(self, data: array.array) -> int:
+    def host_write(self, data: array.array[int]) -> int:
         self._check()
         payload = bytes(data)
         self.out_transfers.append(len(payload))
@@ -115,7 +115,7 @@ class FakeUsbDevice:
         if self.attached:
             self._to_device_send.send_nowait(packet)
 
-    def host_read(self, buff: array.array, timeout: int) -> int:
+    def host_read(self, buff: array.array[int], timeout: int) -> int:
         self._check()
         with self._lock:
             if not self._host_pending:
@@ -159,7 +159,8 @@ class FakeDeviceSide(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
 
-class FakeUsbBackend(usb.backend.IBackend):
+# pyusb ships no type hints: its IBackend is Any to mypy.
+class FakeUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
     """pyusb backend over a set of fake devices (``usb.core.find(backend=...)``)."""
 
     def __init__(self, *devices: FakeUsbDevice) -> None:
@@ -265,14 +266,14 @@ class FakeUsbBackend(usb.backend.IBackend):
 
     # transfers -----------------------------------------------------------------------
     def bulk_write(
-        self, dev_handle: FakeUsbDevice, ep: int, intf: int, data: array.array, timeout: int
+        self, dev_handle: FakeUsbDevice, ep: int, intf: int, data: array.array[int], timeout: int
     ) -> int:
         if ep != EP_OUT:
             raise usb.core.USBError("Pipe error", -9, errno.EPIPE)
         return dev_handle.host_write(data)
 
     def bulk_read(
-        self, dev_handle: FakeUsbDevice, ep: int, intf: int, buff: array.array, timeout: int
+        self, dev_handle: FakeUsbDevice, ep: int, intf: int, buff: array.array[int], timeout: int
     ) -> int:
         if ep != EP_IN:
             raise usb.core.USBError("Pipe error", -9, errno.EPIPE)
@@ -285,7 +286,7 @@ class FakeUsbBackend(usb.backend.IBackend):
         bRequest: int,
         wValue: int,
         wIndex: int,
-        data: array.array,
+        data: array.array[int],
         timeout: int,
     ) -> int:
         dev_handle._check()

@@ -95,7 +95,7 @@ def _rest(r: dict[str, Any], lines: list[str]) -> str:
     if big:
         t = big[0]
         closed = t["p99_ms"] < 100 and t["logins_per_s"] >= 500
-        opened = bool(o) and o["k"] == 256 and o["p99_ms"] < 100 and o["logins_per_s"] >= 500
+        opened = bool(o and o["k"] == 256 and o["p99_ms"] < 100 and o["logins_per_s"] >= 500)
         lines += ["", f"K=256 target (p99 < 100 ms with >= 500 logins/s): closed loop "
                       f"{'holds' if closed else '**does not hold**'} (there p99 is about "
                       "K / throughput by construction: under 100 ms would need over 2,560 "

@@ -1,6 +1,6 @@
 """The bench run: set up keys and processes, run every job, compute the figures.
 
-See `ped.bench` for what is measured and why each baseline is fair.
+See `pedtools.bench` for what is measured and why each baseline is fair.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import attrs
 
 from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
-from ped.bench import report
-from ped.bench.limits import raise_fd_limit
-from ped.bench.procs import (
+from pedtools.bench import report
+from pedtools.bench.limits import raise_fd_limit
+from pedtools.bench.p2p import run_p2p_jobs
+from pedtools.bench.procs import (
     FD_LIMIT,
     Daemon,
     children_of,
@@ -35,6 +36,7 @@ from ped.bench.procs import (
     stop,
     wait_for,
 )
+from pedtools.bench.stats import percentile, ratio
 
 
 @attrs.frozen
@@ -60,19 +62,6 @@ FULL = Plan(login_count=1000, connect_count=200, p2p_count=200, warmup=50,
             ks=(1, 16, 64, 256), seconds=10.0, idle_links=1000, pin_rounds=5)
 QUICK = Plan(login_count=20, connect_count=5, p2p_count=5, warmup=2, ks=(1, 2),
              seconds=1.0, idle_links=20, pin_rounds=1, offered_rate=20.0)
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The *q*-th percentile (nearest rank) of *samples*, rounded to 0.001."""
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return round(ordered[rank - 1], 3)
-
-
-def ratio(a: float, b: float) -> float:
-    return round(a / b, 3) if b else float("nan")
 
 
 def make_keys(directory: Path) -> None:
@@ -134,7 +123,7 @@ class Rig:
         server_config = {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60}
         self.ped_uri = f"emulated:{self.keyring}?operator=auto"
         echo_sock = work / "echo.sock"
-        echo = spawn(["-m", "ped.bench.echo_ped", "--socket", str(echo_sock)],
+        echo = spawn(["-m", "pedtools.bench.echo_ped", "--socket", str(echo_sock)],
                      work / "echo.out")
         self.procs.append(echo)
         self.client = self._daemon("pedclient", "client",
@@ -242,7 +231,7 @@ def measure_latencies(rig: Rig, plan: Plan, results: dict[str, Any], log: Any) -
     results["connect_ratio"] = ratio(results["connect_p50_ms"],
                                      results["connect_baseline_p50_ms"])
     log("p2p connect vs bare TLS ...")
-    results.update(run_p2p(rig, plan))
+    results.update(run_p2p_jobs(rig, plan))
     log("idle links ...")
     results.update(idle_links(rig, plan))
 
@@ -277,7 +266,7 @@ def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
     before = rss_kib(pid)
     client_before = rss_kib(rig.client.pid)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ped.bench.client", str(path)],
+        [sys.executable, "-m", "pedtools.bench.client", str(path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
@@ -299,15 +288,9 @@ def idle_links(rig: Rig, plan: Plan) -> dict[str, Any]:
     }
 
 
-def run_p2p(rig: Rig, plan: Plan) -> dict[str, Any]:
-    from ped.bench.p2p import run_p2p_jobs
-
-    return run_p2p_jobs(rig, plan)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ped.bench",
+        prog="python -m pedtools.bench",
         description="Remote PED benchmark: latency, setup cost, scale and memory, each "
         "beside a baseline measured in the same run on the same process topology.",
     )

@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m ped.demo``): the Remote PED's main job, start to finish.
+"""``make demo`` (``python -m pedtools.demo``): the Remote PED's main job, start to finish.
 
 In a scratch directory it makes a keyring of blank PED keys and PIN files, starts
 pedserver (an emulated PED worked by the auto operator) on 127.0.0.1, pedclient and pedhsm
@@ -13,6 +13,6 @@ scratch directory removed at the end, on failure and on Ctrl-C too.
 Exit status: 0 the whole flow worked; 1 a step failed (its output is printed); 130 Ctrl-C.
 """
 
-from ped.demo.flow import DemoFailed, main, run_demo
+from pedtools.demo.flow import DemoFailed, main, run_demo
 
 __all__ = ["DemoFailed", "main", "run_demo"]

@@ -1,11 +1,12 @@
-"""The Remote PED benchmark (``make bench`` -> ``python -m ped.bench``).
+"""The Remote PED benchmark (``make bench`` -> ``python -m pedtools.bench``).
 
 Every figure stands beside a baseline measured in the same run, on the same process
 topology, so a noisy machine slows both alike.  Every actor is its own process on
-loopback: the HSM side (`ped.bench.client`, using `ped.hsm_api` through pedclient like
+loopback: the HSM side (`pedtools.bench.client`, using `ped.hsm_api` through pedclient like
 any HSM), pedclient, pedserver with emulated PEDs (``emulated:DIR?operator=auto``, the
-auto operator; no PED PIN), and for the baselines the echo device (`ped.bench.echo_ped`,
-reached by a second pedserver as ``socket:PATH``) and the TLS fronts (`ped.bench.p2p`).
+auto operator; no PED PIN), and for the baselines the echo device
+(`pedtools.bench.echo_ped`, reached by a second pedserver as ``socket:PATH``) and the TLS
+fronts (`pedtools.bench.p2p_front`).
 
 Figures (``bench-results.json``):
 
@@ -25,7 +26,7 @@ Figures (``bench-results.json``):
   ``p2p_connect_direct_ratio``: beside a one-hop bare TLS handshake + one round trip;
   ``p2p_spare_connect_p50_ms``/``p2p_spare_baseline_p50_ms``/``p2p_spare_connect_ratio``:
   the daemons' peer-to-peer mode (a spare TLS connection ready); ``p2p_note`` says all
-  this in the JSON.  See `ped.bench.p2p`.
+  this in the JSON.  See `pedtools.bench.p2p`.
 * ``throughput``: K links through one pedserver with a pool of K emulated PEDs, logging
   in as fast as they can: logins per second and p50/p99 latency for each K.
   ``offered``: the largest K offered a fixed rate in all (open loop, ``--rate``, default

@@ -1,5 +1,0 @@
-import sys
-
-from ped.demo.flow import main
-
-sys.exit(main())

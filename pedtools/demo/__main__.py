@@ -1,0 +1,5 @@
+import sys
+
+from pedtools.demo.flow import main
+
+sys.exit(main())
