@@ -32,8 +32,8 @@ What is here (``__all__``):
     `DeviceError`, `BadRequest`, `Unsupported`, `OperationTimeout`;
   - the path: `TransportError` (retriable, never a counted failed login) and its kinds
     `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectFailed`, `LinkClosed` (``code``
-    a `ConnectCode` / `CloseCode`), `DeviceGone`; opening a cabled PED: `BadDeviceUri`,
-    `DeviceNotFound`, `DeviceAccessDenied`;
+    a `ConnectCode` / `CloseCode`), `DeviceGone`; a cabled PED's driver: `BadDeviceUri`,
+    `DeviceNotFound`, `DeviceAccessDenied`, `DeviceNotOpen`;
   - misuse and misbehaviour: `LocalProtocolError` (a bad argument or call: a bug on the
     HSM side), `RemoteProtocolError` (the peer sent something invalid; the session is
     finished), of which `DecryptFailed` (a sealed frame did not authenticate).
@@ -51,6 +51,7 @@ from ped.device import (
     DeviceGone,
     DeviceInfo,
     DeviceNotFound,
+    DeviceNotOpen,
     PedDriver,
     open_driver,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "DeviceGone",
     "DeviceInfo",
     "DeviceNotFound",
+    "DeviceNotOpen",
     "ErrorCode",
     "Frame",
     "FrameTransport",
