@@ -37,6 +37,15 @@ class PedBusy(TransportError):
 
 @runtime_checkable
 class FrameTransport(Protocol):
+    """What `ped.hsm_api.open_ped_session` needs from the path to a PED.
+
+    Ready-made: ``ped.link.connect_via_pedclient`` (a remote PED) and
+    ``ped.device.open_driver(uri)`` then ``driver.open_session()`` (a cabled PED).  An
+    HSM with its own way to its PED implements these five methods; the session calls
+    them from one task at a time, except `send`, which a `PedSession.cancel` may call
+    while another task waits in `receive`.  Failures are `TransportError`s.
+    """
+
     async def send(self, frame: Frame) -> None:
         """Send one end-to-end frame toward the PED."""
 

@@ -32,7 +32,6 @@ Quick PED-side example (the emulated PED does this in its own I/O loop)::
 from ped.ops import events
 from ped.ops.errors import (
     BadRequest,
-    Cancelled,
     DeviceError,
     ErrorCode,
     KeysetMismatch,
@@ -50,7 +49,6 @@ from ped.ops.ped_side import PedSideSession, PedState
 
 __all__ = [
     "BadRequest",
-    "Cancelled",
     "CloseReason",
     "DeviceError",
     "ErrorCode",

@@ -64,10 +64,6 @@ class OperationCancelled(OperationError):
     default_text = "the PED operation was cancelled"
 
 
-#: The name the issue uses; `OperationCancelled` avoids a clash with ``trio.Cancelled``.
-Cancelled = OperationCancelled
-
-
 class NoBlankKey(OperationError):
     code = ErrorCode.NO_BLANK_KEY
     default_text = "no blank PED key was presented to imprint; insert a blank key"

@@ -1,4 +1,4 @@
-"""The trio API an HSM uses to talk to a PED: handshake, read secret, imprint, show, cancel.
+"""`open_ped_session` and `PedSession`: the trio shell around the HSM's end of ``ped.ops``.
 
 Theory of operation
 -------------------
@@ -22,85 +22,43 @@ yields a `PedSession`.  Each operation is request/response on the sans-IO
 No nursery is used, so no ExceptionGroup reaches the caller.  Secrets in results are
 bytearrays; every result a session returned is wiped when the session closes (copy what
 must outlive it).  The RPV is not kept: the PSK is derived at once and wiped after the
-handshake.
+handshake.  The ephemeral X25519 key is always fresh (forward secrecy): fixing it is
+possible only on the sans-IO `ped.ops.HsmSideSession`, for test vectors.
 
-Errors: `RpvMismatch` (wrong orange key), `KeyTimeout`, `OperationCancelled`,
-`WrongColor`, `KeysetMismatch`, `NoBlankKey`, `DeviceError`, `BadRequest`,
-`Unsupported`, `OperationTimeout`, `PedBusy` and `TransportClosed` (both retriable
-`TransportError`s), `RemoteProtocolError` for a misbehaving peer.
+``ped.hsm_api`` (the package) lists every error and type an integrator meets.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
 
 from keys.colors import Color
-from ped.channel.errors import HandshakeFailed, HandshakeRefused, RpvMismatch
 from ped.channel.handshake import PedInfo
 from ped.errors import LocalProtocolError, PedError
-from ped.ops import events as ev
-from ped.ops.errors import (
-    BadRequest,
-    Cancelled,
-    DeviceError,
-    KeysetMismatch,
-    KeyTimeout,
-    NoBlankKey,
-    OperationCancelled,
-    OperationError,
-    OperationTimeout,
-    Unsupported,
-    WrongColor,
+from ped.hsm_api.limits import (
+    DEFAULT_BUSY_WAIT,
+    DEFAULT_CANCEL_GRACE,
+    DEFAULT_KEY_TIMEOUT,
+    DEFAULT_OP_TIMEOUT,
+    check_seconds,
+    key_timeout_ms,
 )
+from ped.ops import events as ev
+from ped.ops.errors import OperationError, OperationTimeout
 from ped.ops.hsm_side import HsmSideSession, HsmState
 from ped.ops.messages import CloseReason, ImprintResult, Notice, ReadResult, ShowDone
-from ped.transport import FrameTransport, PedBusy, TransportClosed, TransportError
+from ped.transport import FrameTransport, TransportClosed, TransportError
 from ped.wire.framing import Frame
-
-__all__ = [
-    "BadRequest",
-    "Cancelled",
-    "Color",
-    "DeviceError",
-    "HandshakeFailed",
-    "HandshakeRefused",
-    "ImprintResult",
-    "KeyTimeout",
-    "KeysetMismatch",
-    "NoBlankKey",
-    "OperationCancelled",
-    "OperationError",
-    "OperationTimeout",
-    "PedBusy",
-    "PedInfo",
-    "PedSession",
-    "ReadResult",
-    "RpvMismatch",
-    "SessionBroken",
-    "TransportClosed",
-    "TransportError",
-    "Unsupported",
-    "WrongColor",
-    "open_ped_session",
-]
-
-DEFAULT_KEY_TIMEOUT = 200.0
-DEFAULT_OP_TIMEOUT = 920.0
-DEFAULT_CANCEL_GRACE = 10.0
 
 
 class SessionBroken(TransportClosed):
-    """The session cannot go on (an operation could not be ended cleanly); open a new one."""
+    """The session cannot go on (an operation could not be ended cleanly); open a new one.
 
-
-def _timeout_ms(seconds: float) -> int:
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise LocalProtocolError(f"key timeout must be a positive number of seconds: {seconds}")
-    return max(1, min(round(seconds * 1000), 86_400_000))
+    A `TransportClosed`, hence retriable and never a counted failed login.
+    """
 
 
 def _shielded_for(seconds: float) -> trio.CancelScope:
@@ -109,14 +67,12 @@ def _shielded_for(seconds: float) -> trio.CancelScope:
     return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
 
 
-def _check_seconds(name: str, value: float, *, zero_ok: bool = False) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise LocalProtocolError(f"{name} must be a finite number of seconds {bound}: {value!r}")
-
-
 class PedSession:
-    """An established end-to-end session with a PED.  Made by `open_ped_session`."""
+    """An established end-to-end session with a PED.  Made by `open_ped_session`.
+
+    One operation at a time: a second call from another task waits for the first to end.
+    Every `ReadResult` and `ImprintResult` it returned is wiped when it closes.
+    """
 
     def __init__(
         self,
@@ -145,10 +101,12 @@ class PedSession:
 
     @property
     def ped_info(self) -> PedInfo | None:
+        """What the PED said about itself in the handshake (model, serial, firmware)."""
         return self._hsm.ped_info
 
     @property
     def usable(self) -> bool:
+        """False once the session is closed or broken: open a new one then."""
         return not self._closed and self._broken is None and self._hsm.state is HsmState.READY
 
     # ---- public operations ---------------------------------------------------------
@@ -164,10 +122,14 @@ class PedSession:
     ) -> ReadResult:
         """Have the PED read a *color* keyset (M of N and PIN on the PED); its secret.
 
-        *keyset_id*, if given, is the keyset the HSM expects: the PED refuses others
-        with `KeysetMismatch` (the HSM must still check the secret itself).
+        *keyset_id*, if given, is the keyset the HSM expects (16 bytes): the PED refuses
+        others with `KeysetMismatch` (the HSM must still check the secret itself).
+        *label* is shown on the PED screen (at most 128 UTF-8 bytes; control characters
+        become "?").  *key_timeout* and *op_timeout* (seconds) override the session's for
+        this operation only.
+        ``result.secret`` (32 bytes) is wiped when the session closes: copy it first.
         """
-        timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
+        timeout_ms = None if key_timeout is None else key_timeout_ms(key_timeout)
         result = await self._run(
             lambda: self._hsm.read_secret(
                 color, keyset_id=keyset_id, label=label, key_timeout_ms=timeout_ms
@@ -192,9 +154,11 @@ class PedSession:
         ``result.secret`` is the login secret (what reading this keyset will return)
         whenever it differs from *new_secret*: when the operator reused a keyset
         (``result.reused``) or set a PED PIN (``result.pin``).  The HSM must adopt it.
-        ``None`` means the login secret is *new_secret*.
+        ``None`` means the login secret is *new_secret*.  *new_secret* is 32 bytes (the
+        caller keeps and wipes it); without it the operator must reuse a keyset, so
+        *allow_reuse* must be True.
         """
-        timeout_ms = None if key_timeout is None else _timeout_ms(key_timeout)
+        timeout_ms = None if key_timeout is None else key_timeout_ms(key_timeout)
         result = await self._run(
             lambda: self._hsm.imprint(
                 color,
@@ -209,7 +173,7 @@ class PedSession:
         return result
 
     async def show_message(self, text: str, *, op_timeout: float | None = None) -> None:
-        """Show *text* on the PED screen."""
+        """Show *text* on the PED screen (at most 512 UTF-8 bytes; newlines kept)."""
         await self._run(lambda: self._hsm.show_message(text), op_timeout)
 
     async def cancel(self) -> None:
@@ -283,7 +247,7 @@ class PedSession:
         self, make_frame: Callable[[], Frame], op_timeout: float | None
     ) -> ReadResult | ImprintResult | ShowDone:
         if op_timeout is not None:
-            _check_seconds("op_timeout", op_timeout)
+            check_seconds("op_timeout", op_timeout)
         async with self._op_lock:
             self._check_usable()
             await self._transport.begin_operation(wait=self._busy_wait)
@@ -370,24 +334,32 @@ async def open_ped_session(
     hsm_serial: str,
     key_timeout: float = DEFAULT_KEY_TIMEOUT,
     op_timeout: float = DEFAULT_OP_TIMEOUT,
-    busy_wait: float = 0.0,
+    busy_wait: float = DEFAULT_BUSY_WAIT,
     cancel_grace: float = DEFAULT_CANCEL_GRACE,
     on_notice: Callable[[Notice], None] | None = None,
-    ephemeral_private: bytes | None = None,
 ) -> AsyncIterator[PedSession]:
     """Run the RPV handshake over *transport*; yield a `PedSession`; close it on exit.
 
-    The caller keeps owning *transport* (this does not close it).  A handshake that
-    times out leaves the transport in an unknown state: close it.
+    *rpv*: the HSM's Remote PED Vector, 32 bytes (``LOCAL_RPV`` for a cabled PED in its
+    local mode).  Not kept: the caller wipes its copy when it likes, even at once after
+    the handshake.  *hsm_serial*: 1-64 printable ASCII characters without spaces; it
+    crosses the relays in the clear so the PED can name the HSM that asks.
+    *key_timeout*, *op_timeout*, *busy_wait*, *cancel_grace*: seconds, see
+    `ped.hsm_api.limits` and docs/integrating.md.  *on_notice* is called synchronously,
+    in the operation's task, with each progress `Notice` of the PED; it must return
+    quickly and must not raise.
+
+    A bad argument raises `LocalProtocolError` before anything is sent.  The caller
+    keeps owning *transport* (this does not close it).  A handshake that times out
+    leaves the transport in an unknown state: close it.
     """
-    _check_seconds("op_timeout", op_timeout)
-    _check_seconds("cancel_grace", cancel_grace)
-    _check_seconds("busy_wait", busy_wait, zero_ok=True)
+    check_seconds("op_timeout", op_timeout)
+    check_seconds("cancel_grace", cancel_grace)
+    check_seconds("busy_wait", busy_wait, zero_ok=True)
     hsm = HsmSideSession(
         rpv=rpv,
         hsm_serial=hsm_serial,
-        key_timeout_ms=_timeout_ms(key_timeout),
-        ephemeral_private=ephemeral_private,
+        key_timeout_ms=key_timeout_ms(key_timeout),
     )
     session = PedSession(
         transport,
