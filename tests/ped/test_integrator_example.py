@@ -16,7 +16,8 @@ import pytest
 
 from keys import Color, wipe
 from ped import hsm_api
-from ped.testing import RemotePed, remote_ped, remote_ped_options, remote_ped_pin_file
+from ped.testing import remote_ped, remote_ped_options, remote_ped_pin_file
+from pedtools.testing import RemotePed
 
 __all__ = ["remote_ped", "remote_ped_options", "remote_ped_pin_file"]  # fixtures, used below
 
