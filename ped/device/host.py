@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `StreamPedDriver` turns a byte stream to a PED (a Unix socket, a socket pair to a child
 process, or two USB bulk endpoints wrapped as a stream) into a `PedDriver`.  The
-protocol itself is ``ped.device.frames.DeviceConnection`` (sans-IO); this module only
+protocol itself is ``ped.device.connection.DeviceConnection`` (sans-IO); this module only
 moves bytes.
 
 No background task: the driver is *pumped on demand*.  Whichever task needs something
@@ -38,6 +38,7 @@ import socket as _socket
 import trio
 
 from ped.device.base import DeviceInfo, PedDriver
+from ped.device.connection import NEED_DATA, DeviceConnection
 from ped.device.errors import (
     DeviceGone,
     DeviceNotFound,
@@ -45,10 +46,9 @@ from ped.device.errors import (
     PedBusy,
     TransportClosed,
 )
-from ped.device.frames import (
+from ped.device.messages import (
     DEVICE_PROTOCOL_VERSION,
     CloseReason,
-    DeviceConnection,
     DeviceErrorMessage,
     DeviceEvent,
     DeviceMessage,
@@ -269,7 +269,7 @@ class StreamPedDriver(PedDriver):
             return
         stop = self.frames_first if stop_at_frame is None else stop_at_frame
         try:
-            while (message := conn.next_event()) is not None:
+            while (message := conn.next_event()) is not NEED_DATA:
                 self._dispatch(message)
                 if stop and isinstance(message, SessionData):
                     self._more_buffered = True

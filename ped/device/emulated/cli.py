@@ -31,7 +31,7 @@ from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
 from ped.device.emulated.panel import Panel
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import DeviceErrorMessage, ErrorCode, encode_message
+from ped.device.messages import DeviceErrorMessage, ErrorCode, encode_message
 
 log = logging.getLogger("pedemu")
 

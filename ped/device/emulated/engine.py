@@ -22,7 +22,7 @@ Waiting for the operator is bounded by the key timeout (`KeyTimeout`); CLR on an
 entry cancels (`OperationCancelled`); the HSM cancels by cancelling the calling task.
 One operation at a time (`busy`).  Secrets exist only in bytearrays that are wiped;
 the PIN is a str because ``keys`` takes one, and is dropped at once.  Every step emits
-a non-secret `ped.device.frames.DeviceEvent` through ``emit`` for the host's log.
+a non-secret `ped.device.messages.DeviceEvent` through ``emit`` for the host's log.
 The engine logs the OP_STARTED line ("session 2: op-started blue read-secret") when
 the operation first asks for input: at info level when it has to wait for the operator
 (whoever watches pedemu's own log learns that the PED waits for them), at debug level
@@ -48,7 +48,7 @@ from keys.image import LABEL_MAX_BYTES
 from keys.pin import secret_for_hsm, validate_pin
 from keys.shamir import wipe
 from ped.device.emulated.panel import Insert, Panel, Press, Prompt, PromptKind, Remove, Unplug
-from ped.device.frames import DeviceEvent, EventKind
+from ped.device.messages import DeviceEvent, EventKind
 from ped.ops import errors as operr
 from ped.transport import PedBusy
 

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 `EmulatedPed` is the whole device: a `Panel` (screen, keypad, slot), a `PedEngine`
 (operations over key images) and its identity (`Info`).  `serve(stream)` speaks the
-device side of ``ped.device.frames`` on one byte stream (a Unix socket connection, the
+device side of ``ped.device.connection`` on one byte stream (a Unix socket connection, the
 socket pair to the driver's process, or a fake USB device):
 
 * HELLO -> INFO (a HELLO drops every session, as after a host restart);
@@ -46,13 +46,13 @@ import trio
 from keys.colors import Color
 from keys.errors import KeyImageError
 from ped.channel.handshake import PedInfo, RefuseReason
+from ped.device.connection import NEED_DATA, DeviceConnection
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT, PedEngine, Unplugged
 from ped.device.emulated.panel import Panel
-from ped.device.frames import (
+from ped.device.messages import (
     DEFAULT_MAX_SESSIONS,
     DEVICE_PROTOCOL_VERSION,
     CloseReason,
-    DeviceConnection,
     DeviceErrorMessage,
     DeviceEvent,
     DeviceMessage,
@@ -133,7 +133,7 @@ class _Connection:
     def __init__(self, ped: EmulatedPed, stream: trio.abc.Stream) -> None:
         self.ped = ped
         self.stream = stream
-        self.conn = DeviceConnection(Role.DEVICE, max_sessions=ped.info.max_sessions)
+        self.conn = DeviceConnection(Role.DEVICE)
         # Encoded output in wire order, written by whoever holds `_send_lock`: the writer
         # task, or an operation's task sending its answer (`push`).
         self._pending: list[bytes] = []
@@ -318,7 +318,7 @@ class _Connection:
                 return
             try:
                 self.conn.receive_data(data)
-                messages = list(iter(self.conn.next_event, None))
+                messages = list(iter(self.conn.next_event, NEED_DATA))
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
                 self._queue(_error_bytes(ErrorCode.PROTOCOL_ERROR, str(exc)))
@@ -372,7 +372,7 @@ class _Connection:
 
 
 def _error_bytes(code: ErrorCode, detail: str) -> bytes:
-    from ped.device.frames import encode_message
+    from ped.device.messages import encode_message
 
     return encode_message(DeviceErrorMessage(code, detail[:200]))
 

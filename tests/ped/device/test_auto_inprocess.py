@@ -16,7 +16,7 @@ from ped.device import DeviceGone
 from ped.device.emulated.auto import AutoOperator, AutoOptions
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import SEND_TIMEOUT, EmulatedPed
-from ped.device.frames import DeviceEvent, EventKind
+from ped.device.messages import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
 from ped.ops.errors import OperationCancelled
 from ped.transport import PedBusy

@@ -12,12 +12,12 @@ import trio.testing
 
 from keys.colors import Color
 from ped.device import DeviceGone
+from ped.device.connection import NEED_DATA, DeviceConnection
 from ped.device.emulated import server
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import (
-    DeviceConnection,
+from ped.device.messages import (
     DeviceEvent,
     DeviceMessage,
     EventKind,
@@ -58,7 +58,7 @@ def scripted(  # type: ignore[no-untyped-def]
         conn = DeviceConnection(Role.DEVICE)
         while data := await stream.receive_some(65536):
             conn.receive_data(data)
-            while (message := conn.next_event()) is not None:
+            while (message := conn.next_event()) is not NEED_DATA:
                 if isinstance(message, Hello):
                     await stream.send_all(conn.send(Info(1, "m", "f", "s", "remote")))
                 elif isinstance(message, SessionOpen):

@@ -7,10 +7,11 @@ import trio
 import trio.testing
 
 from ped.device import DeviceGone, DeviceNotFound
+from ped.device.connection import DeviceConnection
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import (
-    DeviceConnection,
+from ped.device.host import StreamPedDriver
+from ped.device.messages import (
     DeviceErrorMessage,
     ErrorCode,
     Hello,
@@ -19,7 +20,6 @@ from ped.device.frames import (
     SessionOpen,
     encode_message,
 )
-from ped.device.host import StreamPedDriver
 
 from .conftest import Ring
 
