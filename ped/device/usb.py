@@ -24,7 +24,7 @@ import usb.util
 
 from ped.device.errors import DeviceAccessDenied, DeviceNotFound
 from ped.device.host import StreamPedDriver
-from ped.device.uri import DEFAULT_PID, DEFAULT_VID
+from ped.device.usb_ids import DEFAULT_PID, DEFAULT_VID
 
 INTERFACE_CLASS = 0xFF
 INTERFACE_SUBCLASS = 0x52
