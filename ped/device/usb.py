@@ -56,7 +56,7 @@ def udev_hint(vid: int, pid: int) -> str:
 
 
 def _is_access_error(exc: usb.core.USBError) -> bool:
-    return exc.errno == errno.EACCES or exc.backend_error_code == _LIBUSB_ACCESS
+    return bool(exc.errno == errno.EACCES or exc.backend_error_code == _LIBUSB_ACCESS)
 
 
 def _is_gone_error(exc: usb.core.USBError) -> bool:

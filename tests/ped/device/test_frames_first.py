@@ -13,7 +13,7 @@ import trio.testing
 from keys.colors import Color
 from ped.device import DeviceGone
 from ped.device.connection import NEED_DATA, DeviceConnection
-from ped.device.emulated import server
+from ped.device.emulated import output
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.inprocess import InProcessPedDriver
 from ped.device.emulated.server import EmulatedPed
@@ -190,7 +190,7 @@ async def test_the_emulated_ped_writes_its_answer_before_the_operations_events(
 ) -> None:
     # The PED's events ride with its answer (held up to EVENT_HOLD); the PIN's scrypt
     # takes longer than the 30 ms hold, so hold them for the whole operation here.
-    monkeypatch.setattr(server, "EVENT_HOLD", 600.0)
+    monkeypatch.setattr(output, "EVENT_HOLD", 600.0)
     ped = EmulatedPed(ring.path, serial="T-1")
     nursery.start_soon(
         AutoOperator(ped.panel, ring.path, pin_file=ring.pin_file).run  # type: ignore[arg-type]
