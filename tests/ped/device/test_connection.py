@@ -125,3 +125,14 @@ def test_eof_gives_the_complete_frames_before_it_then_checks_the_end() -> None:
     truncated.receive_data(encode_message(event) + encode_message(SessionClose(1))[:-1])
     with pytest.raises(RemoteProtocolError, match="unfinished frame"):
         truncated.receive_eof()
+
+
+def test_next_event_needs_data_until_a_whole_frame_is_in() -> None:
+    device = DeviceConnection(Role.DEVICE)
+    assert device.next_event() is NEED_DATA
+    data = encode_message(Hello(host="h"))
+    device.receive_data(data[:5])
+    assert device.next_event() is NEED_DATA
+    device.receive_data(data[5:])
+    assert device.next_event() == Hello(host="h")
+    assert device.next_event() is NEED_DATA
