@@ -1,4 +1,4 @@
-"""Host side of the device transport over any byte stream: sessions, PED lock, events.
+"""Host side of the device transport over any byte stream: a `PedDriver` and its sessions.
 
 Theory of operation
 -------------------
@@ -21,9 +21,9 @@ what is left, so no event is lost.  The emulated PED writes an answer first and 
 operation's events after it, in the same write.
 
 The PED serves one operation at a time: `begin_operation` takes the driver-wide PED lock
-for the session (`PedBusy` after *wait* seconds), `end_operation` or closing the session
-gives it back.  When the stream ends or fails, the device is *gone*: every session and
-every call raises `DeviceGone` until `open()` reaches the device again.
+(``ped_lock.py``) for the session (`PedBusy` after *wait* seconds), `end_operation` or
+closing the session gives it back.  When the stream ends or fails, the device is *gone*:
+every session and every call raises `DeviceGone` until `open()` reaches it again.
 """
 
 from __future__ import annotations
