@@ -20,7 +20,7 @@ from fuzz import targets  # noqa: E402
 from keys.colors import Color  # noqa: E402
 from keys.image import KeyImage  # noqa: E402
 from keys.shamir import split  # noqa: E402
-from ped.device import frames as dev  # noqa: E402
+from ped.device import messages as dev  # noqa: E402
 from ped.link import messages as link  # noqa: E402
 from ped.ops import messages as ops  # noqa: E402
 from ped.ops.errors import ErrorCode  # noqa: E402

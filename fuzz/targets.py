@@ -46,7 +46,8 @@ from ped.channel import (
     SecureChannel,
 )
 from ped.channel.noise import CipherState
-from ped.device import frames as device_frames
+from ped.device import connection as device_connection
+from ped.device import messages as device_messages
 from ped.errors import PedError
 from ped.link import connection as link_connection
 from ped.link import messages as link_messages
@@ -117,10 +118,10 @@ def _build() -> dict[str, tuple[int | None, Decoder]]:
     table: dict[str, tuple[int | None, Decoder]] = {}
     for t in list(link_messages.LinkType) + list(link_messages.LocalType):
         table[f"link.{t.name}"] = (int(t), lambda p, t=int(t): link_messages.decode(Frame(t, p)))
-    for t, cls in sorted(device_frames.MESSAGE_CLASSES.items()):
+    for t, cls in sorted(device_messages.MESSAGE_CLASSES.items()):
         table[f"device.{cls.__name__}"] = (
             t,
-            lambda p, t=t: device_frames.decode_message(Frame(t, p)),
+            lambda p, t=t: device_messages.decode_message(Frame(t, p)),
         )
     for t, cls in sorted(op_messages.MESSAGE_CLASSES.items()):
         table[f"ops.{cls.__name__}"] = (
@@ -153,7 +154,7 @@ def missing_types() -> set[int]:
     defined = (
         {int(t) for t in link_messages.LinkType}
         | {int(t) for t in link_messages.LocalType}
-        | set(device_frames.MESSAGE_CLASSES)
+        | set(device_messages.MESSAGE_CLASSES)
         | set(E2E_TYPES)
         | {int(t) for t in op_messages.MESSAGE_CLASSES}
     )
@@ -351,11 +352,11 @@ def _link_receiver(hop: link_connection.Hop, side: link_connection.Side) -> Call
     return make
 
 
-def _device_receiver(role: device_frames.Role) -> Callable[[], object]:
+def _device_receiver(role: device_messages.Role) -> Callable[[], object]:
     def make() -> object:
-        connection = device_frames.DeviceConnection(role)
-        if role is device_frames.Role.HOST:
-            connection.send(device_frames.Hello(host="pedserver"))
+        connection = device_connection.DeviceConnection(role)
+        if role is device_messages.Role.HOST:
+            connection.send(device_messages.Hello(host="pedserver"))
         return connection
 
     return make
@@ -366,12 +367,12 @@ CONNECTIONS: list[tuple[str, Callable[[], object]]] = [
     (f"link.{hop.value}.{side.value}", _link_receiver(hop, side))
     for hop in link_connection.Hop
     for side in link_connection.Side
-] + [(f"device.{role.value}", _device_receiver(role)) for role in device_frames.Role]
+] + [(f"device.{role.value}", _device_receiver(role)) for role in device_messages.Role]
 
 
 def _respond(connection: object, event: object) -> None:
     """Answer like the daemon would, so the fuzzer's peer can reach the deeper states."""
-    lm, dev = link_messages, device_frames
+    lm, dev = link_messages, device_messages
     if isinstance(connection, link_connection.LinkConnection):
         if isinstance(event, lm.LinkHello):
             version = link_connection.negotiate_version(event)
@@ -391,7 +392,7 @@ def _respond(connection: object, event: object) -> None:
                     connection.send(lm.OpBegin(0))
                 elif connection.op_state is link_connection.OpState.HELD:
                     connection.send(lm.EndToEnd(Frame(E2EType.SEALED, bytes(16))))
-    elif isinstance(connection, dev.DeviceConnection):
+    elif isinstance(connection, device_connection.DeviceConnection):
         if isinstance(event, dev.Hello):
             connection.send(dev.Info(1, "fuzz", "0", "F-1", "remote"))
         elif isinstance(event, dev.SessionOpen):
@@ -400,6 +401,9 @@ def _respond(connection: object, event: object) -> None:
             connection.send(dev.SessionOpen(1))
         elif isinstance(event, dev.Ping):
             connection.send(dev.Pong(event.nonce))
+
+
+_NEED_MORE = (None, device_connection.NEED_DATA)
 
 
 def one_connection(data: bytes) -> None:
@@ -416,7 +420,8 @@ def one_connection(data: bytes) -> None:
     try:
         for start in range(0, len(stream), piece):
             connection.receive_data(stream[start : start + piece])  # type: ignore[attr-defined]
-            while (event := connection.next_event()) is not None:  # type: ignore[attr-defined]
+            # (A link connection gives None when it needs more bytes, a device one NEED_DATA.)
+            while (event := connection.next_event()) not in _NEED_MORE:  # type: ignore[attr-defined]
                 _respond(connection, event)
         if isinstance(connection, link_connection.LinkConnection):
             connection.receive_data(b"")

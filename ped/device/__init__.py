@@ -13,7 +13,7 @@ from ped.device.errors import (
     DeviceNotOpen,
     PedBusy,
 )
-from ped.device.frames import DeviceEvent, EventKind
+from ped.device.messages import DeviceEvent, EventKind
 from ped.device.uri import BadDeviceUri, open_driver
 
 __all__ = [

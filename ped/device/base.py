@@ -32,7 +32,7 @@ class PedDriver(abc.ABC):
     uri: str
     #: The device's info while open, else None.
     info: DeviceInfo | None = None
-    #: Called (synchronously) with every ``ped.device.frames.DeviceEvent`` the PED reports:
+    #: Called (synchronously) with every ``ped.device.messages.DeviceEvent`` the PED reports:
     #: non-secret operation metadata for the host's log.
     on_event: Callable[[object], None] | None = None
     #: Set by a host that keeps a receive waiting on every open session (pedserver's

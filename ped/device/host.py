@@ -1,10 +1,10 @@
-"""Host side of the device transport over any byte stream: sessions, PED lock, events.
+"""Host side of the device transport over any byte stream: a `PedDriver` and its sessions.
 
 Theory of operation
 -------------------
 `StreamPedDriver` turns a byte stream to a PED (a Unix socket, a socket pair to a child
 process, or two USB bulk endpoints wrapped as a stream) into a `PedDriver`.  The
-protocol itself is ``ped.device.frames.DeviceConnection`` (sans-IO); this module only
+protocol itself is ``ped.device.connection.DeviceConnection`` (sans-IO); this module only
 moves bytes.
 
 No background task: the driver is *pumped on demand*.  Whichever task needs something
@@ -21,34 +21,34 @@ what is left, so no event is lost.  The emulated PED writes an answer first and 
 operation's events after it, in the same write.
 
 The PED serves one operation at a time: `begin_operation` takes the driver-wide PED lock
-for the session (`PedBusy` after *wait* seconds), `end_operation` or closing the session
-gives it back.  When the stream ends or fails, the device is *gone*: every session and
-every call raises `DeviceGone` until `open()` reaches the device again.
+(``ped_lock.py``) for the session (`PedBusy` after *wait* seconds), `end_operation` or
+closing the session gives it back.  When the stream ends or fails, the device is *gone*:
+every session and every call raises `DeviceGone` until `open()` reaches it again.
 """
 
 from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import itertools
-import math
 import secrets
 import socket as _socket
+from collections.abc import Callable
+from typing import TypeVar
 
 import trio
 
 from ped.device.base import DeviceInfo, PedDriver
+from ped.device.connection import NEED_DATA, DeviceConnection
 from ped.device.errors import (
     DeviceGone,
     DeviceNotFound,
     DeviceNotOpen,
-    PedBusy,
     TransportClosed,
 )
-from ped.device.frames import (
-    DEVICE_PROTOCOL_VERSION,
+from ped.device.messages import (
     CloseReason,
-    DeviceConnection,
     DeviceErrorMessage,
     DeviceEvent,
     DeviceMessage,
@@ -62,6 +62,7 @@ from ped.device.frames import (
     SessionOpen,
     SessionOpened,
 )
+from ped.device.ped_lock import PedLock
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.transport import FrameTransport
 from ped.wire.framing import Frame
@@ -71,9 +72,16 @@ from ped.wire.types import E2E_RANGE
 DEVICE_REPLY_TIMEOUT = 10.0
 #: Frames a session may have waiting before the device is misbehaving.
 MAX_QUEUED_FRAMES = 64
-#: Device events kept for `recent_events` (older ones are dropped).
-EVENT_HISTORY = 256
 READ_CHUNK = 65536
+
+_T = TypeVar("_T")
+
+
+def _best_effort() -> contextlib.suppress:
+    """Swallow the errors of best-effort cleanup (the device may already be gone)."""
+    return contextlib.suppress(
+        PedError, RemoteProtocolError, OSError, trio.BrokenResourceError, trio.ClosedResourceError
+    )
 
 
 class StreamPedDriver(PedDriver):
@@ -94,13 +102,10 @@ class StreamPedDriver(PedDriver):
         self._changed = trio.Event()
         self._sessions: dict[int, DriverSession] = {}
         self._ids = itertools.count(1)
-        self._op_owner: DriverSession | None = None
-        self._op_free = trio.Event()
-        self._op_free.set()
+        self.ped_lock = PedLock(uri)
         self._pongs: set[int] = set()
         self._pending_info: DeviceMessage | None = None
         self._more_buffered = False  # frames of the last read not dispatched yet
-        self.recent_events: collections.deque[DeviceEvent] = collections.deque(maxlen=EVENT_HISTORY)
 
     # ------------------------------------------------------------------ subclass hooks
     @abc.abstractmethod
@@ -180,7 +185,7 @@ class StreamPedDriver(PedDriver):
         self._drain()
         for session in list(self._sessions.values()):
             if self._stream is not None and self._gone_reason is None and session.opened:
-                with trio.move_on_after(1), _quiet():
+                with trio.move_on_after(1), _best_effort():
                     await self._send(SessionClose(session.id, CloseReason.NORMAL, "host closing"))
             session._mark_closed("driver closed")
         self._sessions.clear()
@@ -212,7 +217,7 @@ class StreamPedDriver(PedDriver):
                 self._mark_gone(f"device connection lost ({type(exc).__name__})")
                 raise DeviceGone(f"{self.uri}: the device went away") from None
 
-    async def _pump_until(self, ready):  # type: ignore[no-untyped-def]
+    async def _pump_until(self, ready: Callable[[], _T]) -> _T:
         """Read and dispatch until ``ready()`` returns something truthy; return it."""
         while True:
             result = ready()
@@ -269,7 +274,7 @@ class StreamPedDriver(PedDriver):
             return
         stop = self.frames_first if stop_at_frame is None else stop_at_frame
         try:
-            while (message := conn.next_event()) is not None:
+            while (message := conn.next_event()) is not NEED_DATA:
                 self._dispatch(message)
                 if stop and isinstance(message, SessionData):
                     self._more_buffered = True
@@ -305,7 +310,6 @@ class StreamPedDriver(PedDriver):
                 why = message.detail or message.reason.name.lower().replace("_", " ")
                 session._mark_closed(f"the PED closed the session: {why}")
         elif isinstance(message, DeviceEvent):
-            self.recent_events.append(message)
             if self.on_event is not None:
                 try:
                     self.on_event(message)
@@ -327,14 +331,14 @@ class StreamPedDriver(PedDriver):
     def _fail_sessions(self) -> None:
         for session in self._sessions.values():
             session._mark_closed(self._gone_reason or "device gone", gone=True)
-        self._release_op(None)
+        self.ped_lock.release_any()
 
     async def _drop_stream(self, reason: str) -> None:
         stream, self._stream = self._stream, None
         self._pending_info = None
         if stream is not None:
             with trio.CancelScope(shield=True):
-                with _quiet():
+                with _best_effort():
                     await stream.aclose()
                 await self._disconnect()
         if self._gone_reason is None:
@@ -343,28 +347,6 @@ class StreamPedDriver(PedDriver):
         self._sessions.clear()
         self._changed.set()
         self._changed = trio.Event()
-
-    # PED lock -------------------------------------------------------------------------
-    async def _acquire_op(self, session: DriverSession, wait: float) -> None:
-        if self._op_owner is session:
-            raise LocalProtocolError("this session already holds the PED; end_operation first")
-        deadline = trio.current_time() + max(wait, 0.0) if math.isfinite(wait) else math.inf
-        while self._op_owner is not None:
-            if trio.current_time() >= deadline:
-                raise PedBusy(
-                    f"{self.uri}: the PED is busy with another operation; try again when it is free"
-                )
-            free = self._op_free
-            with trio.move_on_at(deadline):
-                await free.wait()
-            session._check()
-        self._op_owner = session
-        self._op_free = trio.Event()
-
-    def _release_op(self, session: DriverSession | None) -> None:
-        if session is None or self._op_owner is session:
-            self._op_owner = None
-            self._op_free.set()
 
 
 class DriverSession(FrameTransport):
@@ -386,7 +368,7 @@ class DriverSession(FrameTransport):
         if self.closed_reason is None:
             self.closed_reason = reason
             self._gone = gone
-        self._driver._release_op(self)
+        self._driver.ped_lock.release(self)
 
     def _check(self) -> None:
         if self.closed_reason is not None:
@@ -415,10 +397,10 @@ class DriverSession(FrameTransport):
 
     async def begin_operation(self, *, wait: float = 0.0) -> None:
         self._check()
-        await self._driver._acquire_op(self, wait)
+        await self._driver.ped_lock.acquire(self, wait, self._check)
 
     async def end_operation(self) -> None:
-        self._driver._release_op(self)
+        self._driver.ped_lock.release(self)
 
     async def aclose(self) -> None:
         if self.closed_reason is not None:
@@ -430,27 +412,8 @@ class DriverSession(FrameTransport):
         self._mark_closed("closed by the host")
         driver._sessions.pop(self.id, None)
         if driver._generation == self._generation and driver._gone_reason is None:
-            with trio.CancelScope(shield=True), trio.move_on_after(1), _quiet():
+            with trio.CancelScope(shield=True), trio.move_on_after(1), _best_effort():
                 await driver._send(SessionClose(self.id, CloseReason.NORMAL, "host closed"))
 
 
-class _quiet:
-    """Swallow the errors of best-effort cleanup (the device may already be gone)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return isinstance(
-            exc,
-            (
-                PedError,
-                RemoteProtocolError,
-                OSError,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-            ),
-        )
-
-
-__all__ = ["DEVICE_PROTOCOL_VERSION", "DriverSession", "StreamPedDriver"]
+__all__ = ["DriverSession", "StreamPedDriver"]

@@ -19,11 +19,11 @@ from __future__ import annotations
 import urllib.parse
 
 from ped.device.base import PedDriver
+from ped.device.socket_driver import SocketPedDriver
+from ped.device.subprocess_driver import SubprocessPedDriver
+from ped.device.usb import UsbPedDriver
+from ped.device.usb_ids import DEFAULT_PID, DEFAULT_VID
 from ped.errors import PedError
-
-#: Default USB identity of a Remote PED: pid.codes test VID 0x1209, PID 0x0001.
-DEFAULT_VID = 0x1209
-DEFAULT_PID = 0x0001
 
 #: URI option -> pedemu option.  Only these pass, so a URI cannot smuggle other flags.
 EMULATED_OPTIONS = {
@@ -93,20 +93,14 @@ def parse_usb(uri: str) -> tuple[int, int, str | None]:
 def open_driver(uri: str) -> PedDriver:
     """The driver for *uri* (not opened yet: call ``await driver.open()``)."""
     if uri.startswith("emulated:"):
-        from ped.device.subprocess_driver import SubprocessPedDriver
-
         path, options = parse_emulated(uri)
         return SubprocessPedDriver(path, options, uri=uri)
     if uri.startswith("socket:"):
-        from ped.device.socket_driver import SocketPedDriver
-
         path = uri[len("socket:") :]
         if not path:
             raise _bad(uri, "name the socket path after 'socket:'")
         return SocketPedDriver(path, uri=uri)
     if uri == "usb" or uri.startswith("usb:"):
-        from ped.device.usb import UsbPedDriver
-
         vid, pid, serial = parse_usb(uri)
         return UsbPedDriver(vid, pid, serial, uri=uri)
     raise _bad(uri, "unknown scheme")

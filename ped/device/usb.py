@@ -24,7 +24,7 @@ import usb.util
 
 from ped.device.errors import DeviceAccessDenied, DeviceNotFound
 from ped.device.host import StreamPedDriver
-from ped.device.uri import DEFAULT_PID, DEFAULT_VID
+from ped.device.usb_ids import DEFAULT_PID, DEFAULT_VID
 
 INTERFACE_CLASS = 0xFF
 INTERFACE_SUBCLASS = 0x52
@@ -56,7 +56,7 @@ def udev_hint(vid: int, pid: int) -> str:
 
 
 def _is_access_error(exc: usb.core.USBError) -> bool:
-    return exc.errno == errno.EACCES or exc.backend_error_code == _LIBUSB_ACCESS
+    return bool(exc.errno == errno.EACCES or exc.backend_error_code == _LIBUSB_ACCESS)
 
 
 def _is_gone_error(exc: usb.core.USBError) -> bool:

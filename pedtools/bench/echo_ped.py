@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import trio
 
-from ped.device.frames import (
+from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.messages import (
     DEVICE_PROTOCOL_VERSION,
-    DeviceConnection,
     Hello,
     Info,
     Ping,
@@ -63,7 +63,7 @@ def replies_for(payload: bytes) -> list[bytes]:
 
 async def serve_host(stream: trio.abc.Stream) -> None:
     """Serve one host connection until it closes."""
-    conn = DeviceConnection(Role.DEVICE, max_sessions=MAX_SESSIONS)
+    conn = DeviceConnection(Role.DEVICE)
     info = Info(DEVICE_PROTOCOL_VERSION, "echo", "1.0.0", "ECHO-0001", "remote", MAX_SESSIONS)
     try:
         while True:
@@ -87,7 +87,7 @@ async def serve_host(stream: trio.abc.Stream) -> None:
 def _answers(conn: DeviceConnection, info: Info) -> bytes:
     """The bytes that answer every message buffered in *conn* (PedError if malformed)."""
     out = bytearray()
-    while (message := conn.next_event()) is not None:
+    while (message := conn.next_event()) is not NEED_DATA:
         if isinstance(message, Hello):
             out += conn.send(info)
         elif isinstance(message, SessionOpen):

@@ -32,7 +32,7 @@ import trio
 import usb.backend
 import usb.core
 
-from ped.device.uri import DEFAULT_PID, DEFAULT_VID
+from ped.device.usb_ids import DEFAULT_PID, DEFAULT_VID
 
 EP_OUT = 0x01
 EP_IN = 0x81

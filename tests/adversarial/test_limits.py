@@ -18,7 +18,8 @@ import trio.testing
 
 from keys.colors import Color
 from ped.channel import DecryptFailed
-from ped.device.frames import DeviceConnection, Hello, Role
+from ped.device.connection import DeviceConnection
+from ped.device.messages import Hello, Role
 from ped.errors import FrameTooLarge, LocalProtocolError, PedError
 from ped.link import Hop, LinkConnection, Side
 from ped.ops import events as ev

@@ -1,4 +1,4 @@
-"""The emulated PED: engine, front panel, operators (auto, script, tty) and ``pedemu``.
+"""The emulated PED: engine and its flows, front panel, device server, operators and ``pedemu``.
 
 It reads key images, so it holds secrets: only the PED's own process imports it
 (``pedemu``, or tests driving it in-process).  Drivers reach it through

@@ -151,11 +151,6 @@ class AutoOperator:
         except kerr.PinFileError:
             return None
 
-    async def react(self, screen: Screen) -> None:
-        """Answer *screen* by sending the inputs of `answer` (waiting for queue room)."""
-        for item in self.answer(screen):
-            await self.panel.send(item)
-
     def answer(self, screen: Screen) -> list[Input]:
         """The inputs that answer *screen*'s prompt (none for a message or idle)."""
         p = screen.prompt

@@ -21,6 +21,7 @@ import socket as _socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import trio
 
@@ -31,7 +32,8 @@ from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
 from ped.device.emulated.panel import Panel
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import DeviceErrorMessage, ErrorCode, encode_message
+from ped.device.emulated.tty import TtyOperator
+from ped.device.messages import DeviceErrorMessage, ErrorCode, encode_message
 
 log = logging.getLogger("pedemu")
 
@@ -137,8 +139,8 @@ class UsageError(Exception):
 
 
 def make_operator(
-    args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0, stdout: object = None
-):  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0, stdout: TextIO | None = None
+) -> AutoOperator | ScriptOperator | TtyOperator:
     spec = args.operator
     if spec == "auto":
         try:
@@ -157,8 +159,6 @@ def make_operator(
     if spec == "tty":
         if args.fd is not None:
             raise UsageError("--operator tty needs a terminal; use it with --socket")
-        from ped.device.emulated.tty import TtyOperator
-
         return TtyOperator(panel, args.keyring, stdin_fd=stdin_fd, stdout=stdout)
     raise UsageError(f"unknown operator {spec!r}; use tty, auto or script:FILE")
 

@@ -169,20 +169,13 @@ class ScriptOperator:
         self.panel = panel
         self.steps = steps
         self.done = trio.Event()
-        self.current = 0  # the step being run (1-based), 0 before the first
-        self.error: ScriptError | None = None
 
     async def run(self) -> None:
         cursor = 0
-        try:
-            for step in self.steps:
-                self.current = step.number
-                if step.expect is not None:
-                    cursor = await self._expect(step, cursor)
-                await self._act(step)
-        except ScriptError as exc:
-            self.error = exc
-            raise
+        for step in self.steps:
+            if step.expect is not None:
+                cursor = await self._expect(step, cursor)
+            await self._act(step)
         self.done.set()
         await trio.sleep_forever()
 

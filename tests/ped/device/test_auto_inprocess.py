@@ -14,8 +14,9 @@ from keys import Keyring, combine, load_image, new_keyset, secret_for_hsm
 from keys.colors import Color
 from ped.device import DeviceGone
 from ped.device.emulated.auto import AutoOperator, AutoOptions
-from ped.device.emulated.server import SEND_TIMEOUT, EmulatedPed
-from ped.device.frames import DeviceEvent, EventKind
+from ped.device.emulated.output import SEND_TIMEOUT
+from ped.device.emulated.server import EmulatedPed
+from ped.device.messages import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
 from ped.ops.errors import OperationCancelled
 from ped.transport import PedBusy

@@ -12,11 +12,11 @@ import trio.testing
 
 from keys.colors import Color
 from ped.device import DeviceGone
-from ped.device.emulated import server
+from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.emulated import output
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import (
-    DeviceConnection,
+from ped.device.messages import (
     DeviceEvent,
     DeviceMessage,
     EventKind,
@@ -58,7 +58,7 @@ def scripted(  # type: ignore[no-untyped-def]
         conn = DeviceConnection(Role.DEVICE)
         while data := await stream.receive_some(65536):
             conn.receive_data(data)
-            while (message := conn.next_event()) is not None:
+            while (message := conn.next_event()) is not NEED_DATA:
                 if isinstance(message, Hello):
                     await stream.send_all(conn.send(Info(1, "m", "f", "s", "remote")))
                 elif isinstance(message, SessionOpen):
@@ -190,7 +190,7 @@ async def test_the_emulated_ped_writes_its_answer_before_the_operations_events(
 ) -> None:
     # The PED's events ride with its answer (held up to EVENT_HOLD); the PIN's scrypt
     # takes longer than the 30 ms hold, so hold them for the whole operation here.
-    monkeypatch.setattr(server, "EVENT_HOLD", 600.0)
+    monkeypatch.setattr(output, "EVENT_HOLD", 600.0)
     ped = EmulatedPed(ring.path, serial="T-1")
     nursery.start_soon(
         AutoOperator(ped.panel, ring.path, pin_file=ring.pin_file).run  # type: ignore[arg-type]

@@ -7,9 +7,10 @@ import trio
 import trio.testing
 
 from ped.device import DeviceGone, DeviceNotFound
+from ped.device.connection import DeviceConnection
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import (
-    DeviceConnection,
+from ped.device.host import StreamPedDriver
+from ped.device.messages import (
     DeviceErrorMessage,
     ErrorCode,
     Hello,
@@ -18,7 +19,6 @@ from ped.device.frames import (
     SessionOpen,
     encode_message,
 )
-from ped.device.host import StreamPedDriver
 from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring

@@ -17,7 +17,7 @@ from ped.device import DeviceGone
 from ped.device.emulated.panel import IDLE_TEXT
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
-from ped.device.frames import DeviceEvent, EventKind
+from ped.device.messages import DeviceEvent, EventKind
 from ped.hsm_api import open_ped_session
 from ped.ops.errors import KeysetMismatch, KeyTimeout, OperationCancelled
 from pedtools.fakes.inprocess import InProcessPedDriver

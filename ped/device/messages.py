@@ -1,49 +1,28 @@
-"""Device transport: the frames between a PED device and its host (0x30-0x3F).
+"""Device transport messages (0x30-0x3F): their fields, their bytes and their parsing.
 
-Theory of operation
--------------------
 A PED device (the emulated PED over a socket, or a USB PED over two bulk endpoints)
 exchanges frames of the common envelope (``ped.wire.framing``) with one *host*: the
-process holding the driver (pedserver, or a local HSM).  The host multiplexes several
-HSM *sessions* on the one PED: each session carries the end-to-end frames (0x20-0x2F) of
-one HSM and is opaque to the host.  PROTOCOL.md (docs/protocol/device.md) has the bytes.
+process holding the driver (pedserver, or a local HSM).  This module says what each
+frame carries; ``ped.device.connection`` says when each may be sent.  PROTOCOL.md
+(docs/protocol/device.md) has the bytes.
 
-    host                                   device
-    HELLO(versions, host name)     ->
-                                   <-      INFO(version, model, firmware, serial, mode)
-    SESSION_OPEN(id)               ->
-                                   <-      SESSION_OPENED(id)
-    SESSION_DATA(id, e2e frame)    <->     SESSION_DATA(id, e2e frame)
-                                   <-      DEVICE_EVENT(id, kind, colour, keyset, outcome)
-    SESSION_CLOSE(id, reason)      <->     SESSION_CLOSE(id, reason)
-    PING(n)                        ->
-                                   <-      PONG(n)
-                                   <-      DEVICE_ERROR(code, text)   then the device closes
-
-A HELLO always starts afresh: the device drops every session it had (the host may
-have restarted).  DEVICE_EVENT carries only *non-secret* metadata of what the PED did,
-so that the host can log one line per operation without seeing inside the channel:
-colour, keyset id (a public identifier), and an outcome word.  Never a secret, PIN,
-RPV or key share: the fields are short, printable and built by the PED from enums.
-
-`DeviceConnection` is the sans-IO state machine for either role: `send(message)` gives
-the bytes to write, `receive_data(bytes)` takes bytes read, `next_event()` parses and
-gives messages one at a time, and both check direction, state and session ids.  Whatever
-the peer got wrong is a `RemoteProtocolError` (from `next_event`, or `receive_eof` for a
-truncated frame); whatever we got wrong a `LocalProtocolError`.
+DEVICE_EVENT carries only *non-secret* metadata of what the PED did, so that the host
+can log one line per operation without seeing inside the channel: colour, keyset id (a
+public identifier), and an outcome word.  Never a secret, PIN, RPV or key share: the
+fields are short, printable and built by the PED from enums.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import attrs
 
 from ped.errors import FieldOutOfRange, LocalProtocolError, RemoteProtocolError
 from ped.wire.codec import Reader, Writer
-from ped.wire.framing import Frame, FrameDecoder, encode_frame
+from ped.wire.framing import Frame, encode_frame
 from ped.wire.types import DEVICE_RANGE, E2E_RANGE
 
 DEVICE_PROTOCOL_VERSION = 1
@@ -155,10 +134,11 @@ class Info:
     @classmethod
     def parse(cls, r: Reader) -> Info:
         version = r.u8("version", low=1)
-        texts = [
-            r.text16(n, max_len=MAX_SHORT_TEXT) for n in ("model", "firmware", "serial", "mode")
-        ]
-        return cls(version, *texts, max_sessions=r.u16("max sessions", low=1))
+        model = r.text16("model", max_len=MAX_SHORT_TEXT)
+        firmware = r.text16("firmware", max_len=MAX_SHORT_TEXT)
+        serial = r.text16("serial", max_len=MAX_SHORT_TEXT)
+        mode = r.text16("mode", max_len=MAX_SHORT_TEXT)
+        return cls(version, model, firmware, serial, mode, r.u16("max sessions", low=1))
 
 
 @attrs.frozen
@@ -169,7 +149,7 @@ class _SessionOnly:
         return Writer().u32(self.session).getvalue()
 
     @classmethod
-    def parse(cls, r: Reader):  # type: ignore[no-untyped-def]
+    def parse(cls, r: Reader) -> Self:
         return cls(r.u32("session id", low=1))
 
 
@@ -342,7 +322,7 @@ DeviceMessage = (
     | Pong
 )
 
-MESSAGE_CLASSES: dict[int, type] = {
+MESSAGE_CLASSES: dict[int, type[DeviceMessage]] = {
     cls.TYPE: cls
     for cls in (
         Hello,
@@ -379,146 +359,3 @@ def decode_message(frame: Frame) -> DeviceMessage:
         raise FieldOutOfRange(f"device frame {DeviceType(frame.type).name}: {exc}") from None
     reader.finish()
     return message
-
-
-# ----------------------------------------------------------------------- state machine
-
-
-class ConnState(enum.Enum):
-    AWAITING_HELLO = "awaiting-hello"  # host: HELLO not sent yet; device: not received yet
-    AWAITING_INFO = "awaiting-info"  # host only
-    READY = "ready"
-    CLOSED = "closed"
-
-
-# (role, state, direction, message type) -> next state; "send"/"recv" from *our* side.
-_STATE_TABLE: dict[tuple[Role, ConnState, str, int], ConnState] = {
-    (Role.HOST, ConnState.AWAITING_HELLO, "send", DeviceType.HELLO): ConnState.AWAITING_INFO,
-    (Role.HOST, ConnState.AWAITING_INFO, "recv", DeviceType.INFO): ConnState.READY,
-    (Role.HOST, ConnState.AWAITING_INFO, "recv", DeviceType.DEVICE_ERROR): ConnState.CLOSED,
-    (Role.DEVICE, ConnState.AWAITING_HELLO, "recv", DeviceType.HELLO): ConnState.AWAITING_HELLO,
-    (Role.DEVICE, ConnState.AWAITING_HELLO, "send", DeviceType.INFO): ConnState.READY,
-    (Role.DEVICE, ConnState.AWAITING_HELLO, "send", DeviceType.DEVICE_ERROR): ConnState.CLOSED,
-    (Role.HOST, ConnState.READY, "recv", DeviceType.DEVICE_ERROR): ConnState.CLOSED,
-    (Role.DEVICE, ConnState.READY, "send", DeviceType.DEVICE_ERROR): ConnState.CLOSED,
-    (Role.DEVICE, ConnState.READY, "recv", DeviceType.HELLO): ConnState.AWAITING_HELLO,
-}
-
-
-class DeviceConnection:
-    """Sans-IO device transport for one side (see the module docstring)."""
-
-    def __init__(self, role: Role, *, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
-        self.role = role
-        self.state = ConnState.AWAITING_HELLO
-        self.max_sessions = max_sessions
-        #: Sessions open on both sides (host: after SESSION_OPENED; device: after sending it).
-        self.sessions: set[int] = set()
-        self._pending_open: set[int] = set()
-        self._decoder = FrameDecoder(accepted=DEVICE_TYPES)
-        self._events: list[DeviceMessage] = []
-        #: The versions our (host) or the peer's (device) HELLO offered: INFO must pick one.
-        self._offered: tuple[int, int] | None = None
-
-    # -- outgoing
-    def send(self, message: DeviceMessage) -> bytes:
-        self._check(message, "send", LocalProtocolError)
-        self._apply(message, "send")
-        return encode_message(message)
-
-    # -- incoming
-    def receive_data(self, data: bytes) -> None:
-        """Take bytes read; `next_event` parses them.  Call it until it returns None
-        before feeding more (what is buffered is one read plus one frame at most)."""
-        if self.state is ConnState.CLOSED:
-            raise LocalProtocolError("device connection is closed")
-        self._decoder.feed(data)
-
-    def receive_eof(self) -> None:
-        # The complete frames before the end are still the peer's: parse them now, so
-        # that `next_event` gives them, then the end itself is checked.
-        while (message := self._parse_next()) is not None:
-            self._events.append(message)
-        self._decoder.check_eof()
-        self.state = ConnState.CLOSED
-        self.sessions.clear()
-        self._pending_open.clear()
-
-    def next_event(self) -> DeviceMessage | None:
-        """The next message received, or None until more bytes arrive.
-
-        Frames are parsed here, one per call, not in `receive_data`: a host that relays
-        a session's frame as soon as it has it does not first parse the device events
-        that arrived behind it.  A malformed frame raises `RemoteProtocolError` here.
-        """
-        if self._events:
-            return self._events.pop(0)
-        return self._parse_next()
-
-    def _parse_next(self) -> DeviceMessage | None:
-        frame = self._decoder.next_frame()
-        if frame is None:
-            return None
-        message = decode_message(frame)
-        self._check(message, "recv", RemoteProtocolError)
-        self._apply(message, "recv")
-        return message
-
-    # -- rules
-    def _check(self, message: DeviceMessage, direction: str, error: type[Exception]) -> None:
-        sender = self.role if direction == "send" else _other(self.role)
-        if message.SENDER is not None and message.SENDER is not sender:
-            raise error(f"{type(message).__name__} may only be sent by the {message.SENDER.value}")
-        key = (self.role, self.state, direction, message.TYPE)
-        if key in _STATE_TABLE:
-            if isinstance(message, Info) and self._offered is not None:
-                low, high = self._offered
-                if not low <= message.version <= high:
-                    # No downgrade, no surprise upgrade: the same rule as the link layer.
-                    raise error(
-                        f"INFO chose device protocol version {message.version}, outside the "
-                        f"{low}-{high} the HELLO offered; refusing to downgrade"
-                    )
-            return
-        if self.state is not ConnState.READY:
-            raise error(
-                f"{type(message).__name__} is not allowed while the device connection is "
-                f"{self.state.value}"
-            )
-        if isinstance(message, (Hello, Info)):
-            raise error(f"{type(message).__name__} is not allowed once the connection is ready")
-        if isinstance(message, SessionOpen):
-            if message.session in self.sessions or message.session in self._pending_open:
-                raise error(f"session {message.session} is already open")
-        elif isinstance(message, SessionOpened):
-            if direction == "recv" and message.session not in self._pending_open:
-                raise error(f"SESSION_OPENED for session {message.session} that was not asked for")
-            if direction == "send" and message.session not in self._pending_open:
-                raise error(f"session {message.session} was not asked for")
-        elif isinstance(message, SessionData):
-            if message.session not in self.sessions and direction == "send":
-                raise error(f"session {message.session} is not open")
-        # Data, events and closes for sessions the peer already forgot are tolerated on
-        # receipt (a close may cross them on the wire); the shells drop them.
-
-    def _apply(self, message: DeviceMessage, direction: str) -> None:
-        key = (self.role, self.state, direction, message.TYPE)
-        if key in _STATE_TABLE:
-            self.state = _STATE_TABLE[key]
-            if isinstance(message, Hello):
-                self.sessions.clear()
-                self._pending_open.clear()
-                self._offered = (message.min_version, message.max_version)
-            return
-        if isinstance(message, SessionOpen):
-            self._pending_open.add(message.session)
-        elif isinstance(message, SessionOpened):
-            self._pending_open.discard(message.session)
-            self.sessions.add(message.session)
-        elif isinstance(message, SessionClose):
-            self._pending_open.discard(message.session)
-            self.sessions.discard(message.session)
-
-
-def _other(role: Role) -> Role:
-    return Role.DEVICE if role is Role.HOST else Role.HOST
