@@ -272,7 +272,7 @@ async def test_garbage_storm_does_not_disturb_a_real_session(home):
         assert answers == [bytes([i]) * 8 for i in range(20)]
         assert sum(outcomes.values()) == 100  # pedserver closed every garbage connection
         assert len(pair.server.links) == 1
-        assert pair.server.handshaking == 0
+        assert pair.server.admission.handshaking == 0
         await ped.aclose()
 
 
