@@ -40,7 +40,7 @@ import trio
 from ped.link.handoff import HandoffStream, enable_tcp_keepalive
 from ped.link.messages import ConnectCode, ConnectRequest
 from ped.tls import Identity, PinError, PinStore, serve_pinned_tls
-from pedclient.client import Dialer, DialError, tcp_dialer
+from pedclient.dial import Dialer, DialError, tcp_dialer
 
 log = logging.getLogger("pedclient.peer")
 
@@ -55,8 +55,7 @@ class Spare:
     name: str
     fingerprint: str
     address: str
-    stream: trio.SSLStream  # type: ignore[type-arg]
-    since: float = attrs.field(factory=time.time)
+    stream: trio.SSLStream
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     handed: trio.Event = attrs.field(factory=trio.Event)
     released: trio.Event = attrs.field(factory=trio.Event)  # the HSM link closed it
@@ -95,7 +94,7 @@ class PeerPool:
 
     # ------------------------------------------------------------------ the listener side
 
-    async def park(self, stream: trio.SSLStream, name: str, fp: str) -> None:  # type: ignore[type-arg]
+    async def park(self, stream: trio.SSLStream, name: str, fp: str) -> None:
         """`serve_pinned_tls` handler: keep *stream* until an HSM takes it or it ends."""
         peer = self._state(name)
         address = _address_of(stream)

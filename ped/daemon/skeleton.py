@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -157,14 +155,6 @@ class DaemonSkeleton(Generic[LinkT]):
     def show(self) -> dict[str, Any]:
         """What ``mode show`` prints."""
         return self.status() | {k: v for extra in self.show_extras for k, v in extra().items()}
-
-    def process_fields(self) -> dict[str, Any]:
-        """The ``mode show`` fields every daemon has: pid, host name, start time."""
-        return {
-            "pid": os.getpid(),
-            "hostname": socket.gethostname(),
-            "since": round(self.started, 3),
-        }
 
     async def _control(
         self, command: str, args: dict[str, Any], progress: Progress
