@@ -95,7 +95,7 @@ async def open_pinned_tls_client(
     *,
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     peer_name: str | None = None,
-) -> trio.SSLStream[trio.SocketStream]:
+) -> trio.SSLStream[trio.abc.Stream]:
     """Dial *host*:*port* and run the pinned TLS 1.3 handshake as the client.
 
     With *peer_name* (pedserver dialling a registered appliance) only that peer's
