@@ -78,7 +78,8 @@ async def test_relays_pass_frames_untouched_and_never_log_them(home, caplog):
                                                 secret[::-1])
             await ped.end_operation()
         await ped.aclose()
-        await trio.sleep(0.2)  # let the proxies drain the Close frames
+        await local_tap.wait_ended()  # every byte of both connections is recorded
+        await net_tap.wait_ended()
         nursery.cancel_scope.cancel()
     sent_bytes = [encode_frame(f) for f in sent]
     assert pair.driver.device_in == sent_bytes
