@@ -52,7 +52,6 @@ MAX_SPARES = 4
 class Spare:
     """One parked, accepted connection from a registered pedserver."""
 
-    name: str
     fingerprint: str
     address: str
     stream: trio.SSLStream
@@ -104,7 +103,7 @@ class PeerPool:
             await trio.aclose_forcefully(stream)
             return
         enable_tcp_keepalive(stream)
-        spare = Spare(name, fp, address, stream)
+        spare = Spare(fp, address, stream)
         if peer.fingerprint != fp or not (peer.spares or peer.in_use):
             log.info("peer %r (%s, %s) is connected", name, address, fp)
         peer.fingerprint, peer.address, peer.last_seen = fp, address, time.time()
