@@ -1,19 +1,19 @@
 """Peer-to-peer (PED-initiated) link: pinned, mutual TLS 1.3 (see docs/protocol/tls.md).
 
-`certs` makes and reads certificates, `identity_cache` re-reads ours when it changed,
-`pins` keeps the registry of pinned peers, `context` builds the `ssl` contexts,
-`handshake` runs one handshake and maps its failures (with `advice`, the fix to run),
-`stream` gives the trio shells (dial, accept, serve), and `cli` the command lines.
+`certs` makes and reads our identity, `certfile` reads peers' certificate files,
+`identity_cache` re-reads ours when it changed, `pins` keeps the registry of pinned
+peers, `context` builds the `ssl` contexts, `handshake` runs one handshake and maps its
+failures (with `advice`, the fix to run), `stream` gives the trio shells (dial, accept,
+serve), and `cli` the command lines.
 """
 
+from ped.tls.certfile import load_certificate, load_certificate_pem
 from ped.tls.certs import (
     Identity,
     describe,
     ensure_identity,
     export_certificate,
     fingerprint,
-    load_certificate,
-    load_certificate_pem,
     load_identity,
     regenerate_identity,
 )
