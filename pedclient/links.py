@@ -1,13 +1,27 @@
-"""What pedclient knows about one HSM's link (shown by ``mode show``)."""
+"""What pedclient knows about one HSM's link, its activity, and how ``mode show`` describes it."""
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Any
 
 import attrs
 
 from ped.link.stream import LinkStream
+
+
+@enum.unique
+class LinkActivity(enum.Enum):
+    """What an HSM's link is doing (``mode show`` prints `describe`)."""
+
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    WAITING_FOR_PED = "waiting for the PED"
+    OPERATING = "PED operation in progress"
+
+    def describe(self) -> str:
+        return self.value
 
 
 @attrs.define(eq=False)
@@ -21,7 +35,7 @@ class ClientLink:
     server: LinkStream | None = None
     server_name: str = ""
     opened: float = attrs.field(factory=time.time)
-    doing: str = "connecting"
+    doing: LinkActivity = LinkActivity.CONNECTING
     ops: int = 0
     idle_timeout: int = 0
     keepalive_interval: int = 30
@@ -34,7 +48,7 @@ class ClientLink:
             "target": self.target,
             "server": self.server_name,
             "since": round(self.opened, 3),
-            "doing": self.doing,
+            "doing": self.doing.describe(),
             "operations": self.ops,
             "idle_timeout": self.idle_timeout,
         }

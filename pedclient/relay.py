@@ -30,7 +30,7 @@ from ped.link.messages import (
     OpGranted,
     fit_text,
 )
-from pedclient.links import ClientLink
+from pedclient.links import ClientLink, LinkActivity
 
 
 class LinkRelay:
@@ -59,10 +59,10 @@ class LinkRelay:
                         Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
                     return
                 if isinstance(event, OpBegin):
-                    record.doing = "waiting for the PED"
+                    record.doing = LinkActivity.WAITING_FOR_PED
                     await server.send(event)
                 elif isinstance(event, OpEnd):
-                    record.doing = "idle"
+                    record.doing = LinkActivity.IDLE
                     await server.send(event)
                 elif isinstance(event, EndToEnd):
                     await server.send(event)
@@ -120,9 +120,9 @@ class LinkRelay:
                 elif isinstance(event, OpGranted | Busy):
                     if isinstance(event, OpGranted):
                         record.ops += 1
-                        record.doing = "PED operation in progress"
+                        record.doing = LinkActivity.OPERATING
                     else:
-                        record.doing = "idle"
+                        record.doing = LinkActivity.IDLE
                     try:
                         await hsm.send(event)
                     except LocalProtocolError:
