@@ -26,16 +26,14 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.daemon import cli as daemon
+from ped.daemon import arguments, exits, startup
+from ped.daemon.cli import daemon_main
 from ped.daemon.config import ConfigError, load_config
 from ped.daemon.control import ControlError, control_request_sync
 from ped.daemon.process import notify_ready
 from ped.errors import PedError
 from ped.tls import PinStore, TlsError, ensure_identity
-from pedclient.client import ClientStartError, PedClient
-from pedclient.peer import PeerPool, peer_dialer, serve_peers
-from pedclient.settings import SCHEMA, Layout, Settings
-from pedserver.tlscli import (
+from ped.tls.cli import (
     add_certificate_parser,
     add_registry_parser,
     certificate_command,
@@ -43,8 +41,12 @@ from pedserver.tlscli import (
     peer_link_lines,
     registry_command,
 )
+from ped.tls.pins import Program
+from pedclient.client import ClientStartError, PedClient
+from pedclient.peer import PeerPool, peer_dialer, serve_peers
+from pedclient.settings import SCHEMA, Layout, Settings
 
-PROG = "pedclient"
+PROG: Program = "pedclient"
 MODES = ("start", "stop", "show", "config")
 COMMAND_WORDS = ("mode", "peer")
 OVERRIDES = {
@@ -56,11 +58,11 @@ OVERRIDES = {
     "port": "peer_port",
     "peer_ip": "peer_ip",
 }
-_common = daemon.home_options(PROG)
+_common = arguments.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, commands, modes = daemon.mode_parser(
+    parser, commands, modes = arguments.mode_parser(
         PROG,
         description="Relay between HSMs on this host and a Remote PED's pedserver.",
         epilog="Luna spellings are accepted: pedclient -mode start",
@@ -68,17 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     start = modes.add_parser("start", help="start relaying for HSMs on this host")
-    daemon.add_home_options(start, PROG)
-    daemon.add_idle_timeout_option(start)
-    daemon.add_socket_read_rsp_timeout_option(
+    arguments.add_home_options(start, PROG)
+    arguments.add_idle_timeout_option(start)
+    arguments.add_socket_read_rsp_timeout_option(
         start,
         "seconds without hearing from pedserver before a link is "
         "declared lost (default 120)",
     )
     start.add_argument("--socket", metavar="PATH",
                        help="local endpoint for HSMs (default HOME/pedclient.sock)")
-    daemon.add_log_level_option(start)
-    daemon.add_foreground_option(start)
+    arguments.add_log_level_option(start)
+    arguments.add_foreground_option(start)
     start.add_argument("--peer-listen", "--peerlisten", dest="peer_listen",
                        action="store_true", default=None,
                        help="peer-to-peer mode: also accept registered pedservers dialling "
@@ -88,12 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--peer-ip", "--peerip", dest="peer_ip", metavar="ADDR",
                        help="address for --peer-listen (default 0.0.0.0: every interface)")
 
-    daemon.add_stop_show_parsers(modes, PROG,
+    arguments.add_stop_show_parsers(modes, PROG,
                                  stop_help="stop pedclient (open links get a reason)",
                                  show_help="show pedclient and its links")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-    daemon.add_config_parser(modes, PROG)
+    arguments.add_config_parser(modes, PROG)
     return parser
 
 
@@ -103,7 +105,7 @@ def main(
     """Run the pedclient command line; returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
-    return daemon.daemon_main(
+    return daemon_main(
         argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"peer": registry_command, "certificate": certificate_command},
         schema=SCHEMA, layout=Layout, describe=_describe,
@@ -117,10 +119,10 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
            err: TextIO) -> int:
     try:
         values = SCHEMA.merge(load_config(config_path, SCHEMA),
-                              daemon.cli_overrides(args, OVERRIDES))
+                              arguments.cli_overrides(args, OVERRIDES))
     except ConfigError as exc:
-        daemon.start_failed(PROG, str(exc), err)
-        return daemon.EXIT_ERROR
+        startup.start_failed(PROG, str(exc), err)
+        return exits.EXIT_ERROR
     settings = Settings.from_mapping(values)
     layout = Layout(home, settings.socket)
 
@@ -136,7 +138,7 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
                       f"{info.get('peer_listen') or f'{settings.peer_ip}:{settings.peer_port}'}"
                       "\n")
 
-    return daemon.start_command(
+    return startup.start_command(
         prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
         foreground=lambda: run_foreground(settings, layout, err=err), started=started, err=err,
     )
@@ -145,15 +147,15 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
 def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = None) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    pidfile = daemon.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+    pidfile = startup.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
                                       log_level=settings.log_level, err=err)
     if pidfile is None:
-        return daemon.EXIT_ERROR
+        return exits.EXIT_ERROR
     try:
         pool = PeerPool(PinStore(layout.home, program="pedclient"))
         client = PedClient(settings, endpoint_path=layout.endpoint, control_path=layout.control,
                            dialer=peer_dialer(pool if settings.peer_listen else None))
-        return daemon.run_until_stopped(PROG, _serve, client, pool, layout.home,
+        return startup.run_until_stopped(PROG, _serve, client, pool, layout.home,
                                         start_errors=(ClientStartError, PedError), err=err)
     finally:
         pidfile.remove()
@@ -189,7 +191,7 @@ async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
             logging.getLogger(PROG).info(
                 "peer-to-peer: listening for registered pedservers on %s (certificate %s)",
                 ", ".join(listening), identity.fingerprint)
-        path = await daemon.start_service(nursery, client)
+        path = await startup.start_service(nursery, client)
         notify_ready(str(path))
 
 

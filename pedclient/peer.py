@@ -40,7 +40,7 @@ import trio
 from ped.link.handoff import HandoffStream, enable_tcp_keepalive
 from ped.link.messages import ConnectCode, ConnectRequest
 from ped.tls import Identity, PinError, PinStore, serve_pinned_tls
-from pedclient.client import Dialer, DialError, tcp_dialer
+from pedclient.dial import Dialer, DialError, tcp_dialer
 
 log = logging.getLogger("pedclient.peer")
 
@@ -52,11 +52,9 @@ MAX_SPARES = 4
 class Spare:
     """One parked, accepted connection from a registered pedserver."""
 
-    name: str
     fingerprint: str
     address: str
-    stream: trio.SSLStream  # type: ignore[type-arg]
-    since: float = attrs.field(factory=time.time)
+    stream: trio.SSLStream
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     handed: trio.Event = attrs.field(factory=trio.Event)
     released: trio.Event = attrs.field(factory=trio.Event)  # the HSM link closed it
@@ -95,7 +93,7 @@ class PeerPool:
 
     # ------------------------------------------------------------------ the listener side
 
-    async def park(self, stream: trio.SSLStream, name: str, fp: str) -> None:  # type: ignore[type-arg]
+    async def park(self, stream: trio.SSLStream, name: str, fp: str) -> None:
         """`serve_pinned_tls` handler: keep *stream* until an HSM takes it or it ends."""
         peer = self._state(name)
         address = _address_of(stream)
@@ -105,7 +103,7 @@ class PeerPool:
             await trio.aclose_forcefully(stream)
             return
         enable_tcp_keepalive(stream)
-        spare = Spare(name, fp, address, stream)
+        spare = Spare(fp, address, stream)
         if peer.fingerprint != fp or not (peer.spares or peer.in_use):
             log.info("peer %r (%s, %s) is connected", name, address, fp)
         peer.fingerprint, peer.address, peer.last_seen = fp, address, time.time()

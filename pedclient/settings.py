@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -54,7 +55,7 @@ class Settings:
     peer_ip: str = "0.0.0.0"  # noqa: S104 (pedservers on other hosts dial in)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, object]) -> Settings:
+    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
         return cls(**settings_fields(cls, values))
 
 

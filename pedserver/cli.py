@@ -27,17 +27,14 @@ from typing import Any, TextIO
 
 import trio
 
-from ped.daemon import cli as daemon
+from ped.daemon import arguments, exits, startup
+from ped.daemon.cli import daemon_main
 from ped.daemon.config import ConfigError, load_config
 from ped.daemon.control import ControlError, control_request_sync
 from ped.daemon.process import notify_ready
 from ped.device import PedDriver
 from ped.errors import PedError
-from pedserver.peer import PeerManager
-from pedserver.pool import PedPool
-from pedserver.server import PedServer, ServerStartError
-from pedserver.settings import SCHEMA, Layout, Settings
-from pedserver.tlscli import (
+from ped.tls.cli import (
     add_certificate_parser,
     add_registry_parser,
     certificate_command,
@@ -45,8 +42,13 @@ from pedserver.tlscli import (
     peer_link_lines,
     registry_command,
 )
+from ped.tls.pins import Program
+from pedserver.peer import PeerManager
+from pedserver.pool import PedPool
+from pedserver.server import PedServer, ServerStartError
+from pedserver.settings import SCHEMA, Layout, Settings
 
-PROG = "pedserver"
+PROG: Program = "pedserver"
 MODES = ("start", "stop", "show", "config", "connect", "disconnect")
 COMMAND_WORDS = ("mode", "appliance")
 #: option dest -> config key, for the options that override the config file.
@@ -60,11 +62,11 @@ OVERRIDES = {
 }
 
 DriverFactory = Callable[[str], PedDriver]
-_common = daemon.home_options(PROG)
+_common = arguments.home_options(PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, commands, modes = daemon.mode_parser(
+    parser, commands, modes = arguments.mode_parser(
         PROG,
         description="Serve a PED device to HSMs over the network (Remote PED).",
         epilog="Luna spellings are accepted: pedserver -mode start -port 1503",
@@ -72,35 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     start = modes.add_parser("start", help="start serving the PED")
-    daemon.add_home_options(start, PROG)
+    arguments.add_home_options(start, PROG)
     start.add_argument("--ip", help="address to listen on (default 0.0.0.0: every interface)")
     start.add_argument("--port", type=int, help="TCP port (default 1503)")
     start.add_argument("--device", metavar="URI", action="append",
                        help="PED device: usb, usb:VID:PID[:SERIAL], socket:PATH, "
                        "emulated:DIR[?operator=auto]; give it again for a pool of PEDs "
                        "(each link gets the least busy one)")
-    daemon.add_idle_timeout_option(start)
-    daemon.add_socket_read_rsp_timeout_option(
+    arguments.add_idle_timeout_option(start)
+    arguments.add_socket_read_rsp_timeout_option(
         start,
         "seconds without hearing from a link before it is dropped "
         "(default 120)",
     )
-    daemon.add_log_level_option(start)
-    daemon.add_foreground_option(start)
+    arguments.add_log_level_option(start)
+    arguments.add_foreground_option(start)
 
-    daemon.add_stop_show_parsers(modes, PROG,
+    arguments.add_stop_show_parsers(modes, PROG,
                                  stop_help="stop the running pedserver (links get a reason)",
                                  show_help="show pedserver, its PED and its links")
     for verb, text in (("connect", "keep a peer-to-peer link to a registered appliance "
                         "(pedserver dials it; reconnects when it drops)"),
                        ("disconnect", "end the peer-to-peer link to an appliance")):
         p2p = modes.add_parser(verb, help=text)
-        daemon.add_home_options(p2p, PROG)
+        arguments.add_home_options(p2p, PROG)
         p2p.add_argument("--name", required=True,
                          help="the appliance's name (see pedserver appliance list)")
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
-    daemon.add_config_parser(modes, PROG)
+    arguments.add_config_parser(modes, PROG)
     return parser
 
 
@@ -124,7 +126,7 @@ def main(
             return connect_command(layout.control, args.mode, args.name, out, err)
         return _start(args, layout, config_path, driver_factory, out, err)
 
-    return daemon.daemon_main(
+    return daemon_main(
         argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"appliance": registry_command, "certificate": certificate_command},
         schema=SCHEMA, layout=Layout, describe=_describe, other_mode=other_mode,
@@ -137,7 +139,7 @@ def main(
 
 def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
     file_values = load_config(config_path, SCHEMA)
-    cli = daemon.cli_overrides(args, OVERRIDES)
+    cli = arguments.cli_overrides(args, OVERRIDES)
     if isinstance(cli.get("device"), list):  # --device repeated: a pool, one URI a line
         cli["device"] = "\n".join(cli["device"])
     values = SCHEMA.merge(file_values, cli)
@@ -155,12 +157,12 @@ def _start(
     try:
         settings = _settings(args, config_path)
     except ConfigError as exc:
-        daemon.start_failed(PROG, str(exc), err)
-        return daemon.EXIT_ERROR
+        startup.start_failed(PROG, str(exc), err)
+        return exits.EXIT_ERROR
     if not settings.devices:
-        daemon.start_failed(PROG, "no PED device given: use --device URI (or set device in "
+        startup.start_failed(PROG, "no PED device given: use --device URI (or set device in "
                             "the config file)", err)
-        return daemon.EXIT_USAGE
+        return exits.EXIT_USAGE
 
     def started(pid: int) -> None:
         try:
@@ -173,7 +175,7 @@ def _start(
             out.write(f"  PED: {_device_line(info)}\n")
         out.write(f"  home: {layout.home}  log: {layout.log}\n")
 
-    return daemon.start_command(
+    return startup.start_command(
         prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
         foreground=lambda: run_foreground(settings, layout, driver_factory=driver_factory,
                                           err=err),
@@ -190,10 +192,10 @@ def run_foreground(
 ) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
-    pidfile = daemon.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
+    pidfile = startup.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
                                       log_level=settings.log_level, err=err)
     if pidfile is None:
-        return daemon.EXIT_ERROR
+        return exits.EXIT_ERROR
     try:
         if driver_factory is None:
             from ped.device import open_driver
@@ -204,10 +206,10 @@ def run_foreground(
             driver = (driver_factory(uris[0]) if len(uris) == 1
                       else PedPool([driver_factory(uri) for uri in uris]))
         except (PedError, ValueError) as exc:
-            daemon.start_failed(PROG, str(exc), err)
-            return daemon.EXIT_USAGE
+            startup.start_failed(PROG, str(exc), err)
+            return exits.EXIT_USAGE
         server = PedServer(settings, driver, control_path=layout.control)
-        return daemon.run_until_stopped(PROG, _serve, server, layout.home,
+        return startup.run_until_stopped(PROG, _serve, server, layout.home,
                                         start_errors=(ServerStartError, PedError), err=err)
     finally:
         pidfile.remove()
@@ -218,7 +220,7 @@ async def _serve(server: PedServer, home: Path) -> None:
     peers.install()
     async with trio.open_nursery() as nursery:
         await nursery.start(peers.run)
-        address = await daemon.start_service(nursery, server)
+        address = await startup.start_service(nursery, server)
         notify_ready(f"{address[0]}:{address[1]}")
 
 

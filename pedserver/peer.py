@@ -48,7 +48,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from ped.daemon.control import ControlError, Progress
@@ -66,6 +65,7 @@ from ped.tls import (
     peer_fingerprint,
 )
 from ped.tls.errors import CertificateError
+from pedserver.appliances import ApplianceLink, ApplianceState, format_address, link_peer
 
 if TYPE_CHECKING:
     from pedserver.server import PedServer
@@ -85,43 +85,6 @@ REPLACE_MAX = 0.25
 #: How long ``mode connect`` waits for the first outcome before answering.
 CONNECT_ANSWER_WAIT = 20.0
 RECEIVE_CHUNK = 65536
-
-
-@attrs.define(eq=False)
-class ApplianceLink:
-    """One appliance pedserver keeps a peer link to (shown by ``mode show``)."""
-
-    name: str
-    address: str = ""
-    fingerprint: str = ""
-    state: str = "connecting"
-    last_error: str = ""
-    spare: bool = False
-    in_use: int = 0
-    since: float = attrs.field(factory=time.time)
-    connected_since: float | None = None
-    next_try: float | None = None  # wall clock
-    scope: trio.CancelScope | None = None
-    links_scope: trio.CancelScope | None = None
-    first_outcome: trio.Event = attrs.field(factory=trio.Event)
-    outcome_error: str = ""
-    kick: trio.Event = attrs.field(factory=trio.Event)  # `mode connect` again: retry now
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "fingerprint": self.fingerprint,
-            "state": self.state,
-            "spare": self.spare,
-            "links": self.in_use,
-            "since": round(self.since, 3),
-            "connected_since": (
-                round(self.connected_since, 3) if self.connected_since is not None else None
-            ),
-            "next_try": round(self.next_try, 3) if self.next_try is not None else None,
-            "last_error": self.last_error,
-        }
 
 
 class PeerManager:
@@ -178,14 +141,15 @@ class PeerManager:
         peer = self.pins.get(name)  # InvalidPeerName / UnknownName, with the fix
         existing = self.appliances.get(name)
         if existing is not None:
-            if existing.state != "connected":
+            if existing.state is not ApplianceState.CONNECTED:
                 # The operator fixed something (registration, address) and asks again:
                 # try now instead of at the next backoff, and report that attempt.
                 existing.first_outcome = trio.Event()
                 existing.outcome_error = ""
                 existing.kick.set()
             return existing
-        record = ApplianceLink(name, _address(peer.ip or "", peer.port or 0), peer.fingerprint)
+        address = format_address(peer.ip or "", peer.port or 0)
+        record = ApplianceLink(name, address, peer.fingerprint)
         self.appliances[name] = record
         self._nursery.start_soon(self._keeper, record)
         log.info("peer link to appliance %r (%s): started", name, record.address)
@@ -199,19 +163,19 @@ class PeerManager:
                 f"pedserver has no peer link to {name!r}; see: pedserver mode show",
                 "not-found",
             )
-        closing = [r for r in self.server.links.values() if r.peer == _link_peer(record)]
+        closing = [r for r in self.server.links.values() if r.peer == link_peer(record)]
         with trio.move_on_after(2.0):
             async with trio.open_nursery() as nursery:
                 for link in closing:
                     nursery.start_soon(
-                        self.server._close_link, link, CloseCode.NORMAL,
+                        self.server.close_link, link, CloseCode.NORMAL,
                         f"the peer link {name!r} was ended on the PED workstation "
                         "(pedserver mode disconnect)",
                     )
         for scope in (record.scope, record.links_scope):
             if scope is not None:
                 scope.cancel()
-        record.state = "disconnected"
+        record.state = ApplianceState.DISCONNECTED
         log.info("peer link to appliance %r (%s): ended by mode disconnect; %d link(s) "
                  "closed", name, record.address, len(closing))
         return len(closing)
@@ -249,7 +213,7 @@ class PeerManager:
                     record.spare = False
         if self.appliances.get(record.name) is record:  # stopped by an internal error
             del self.appliances[record.name]  # `mode connect` starts a new keeper
-        record.state = "disconnected"
+        record.state = ApplianceState.DISCONNECTED
 
     async def _keep(self, record: ApplianceLink, links: trio.Nursery) -> None:
         delay = self.backoff[0]
@@ -258,7 +222,7 @@ class PeerManager:
             try:
                 stream, identity = await self._dial(record)
             except PeerRejected as exc:
-                record.state = "refused"
+                record.state = ApplianceState.REFUSED
                 self._failed(record, str(exc))
                 log.warning("peer link to appliance %r: %s; retrying in %g s", record.name,
                             exc, self.reject_retry)
@@ -266,7 +230,7 @@ class PeerManager:
                 await self._wait(record, self.reject_retry)
                 continue
             except (TlsError, OSError) as exc:
-                record.state = "retrying"
+                record.state = ApplianceState.RETRYING
                 text = str(exc) or type(exc).__name__
                 self._failed(record, text)
                 # One line per new problem; the same problem again only at debug level.
@@ -279,7 +243,7 @@ class PeerManager:
                 continue
             last_logged = ""
             parked_at = trio.current_time()
-            record.state, record.spare, record.last_error = "connected", True, ""
+            record.state, record.spare, record.last_error = ApplianceState.CONNECTED, True, ""
             record.next_try = None
             if record.connected_since is None:
                 record.connected_since = time.time()
@@ -312,7 +276,7 @@ class PeerManager:
                 delay = self.backoff[0]
             if record.in_use == 0:
                 record.connected_since = None
-            record.state = "reconnecting"
+            record.state = ApplianceState.RECONNECTING
             log.info("peer link to appliance %r: the connection was closed (pedclient "
                      "stopped, or the network failed); reconnecting in %g s", record.name,
                      delay)
@@ -320,11 +284,11 @@ class PeerManager:
             if not healthy:
                 delay = min(delay * 2, self.backoff[1])
 
-    async def _dial(self, record: ApplianceLink) -> tuple[trio.SSLStream, Identity]:  # type: ignore[type-arg]
+    async def _dial(self, record: ApplianceLink) -> tuple[trio.SSLStream, Identity]:
         peer = self.pins.get(record.name)  # re-read: address or certificate may change
-        record.address = _address(peer.ip or "", peer.port or 0)
+        record.address = format_address(peer.ip or "", peer.port or 0)
         record.fingerprint = peer.fingerprint
-        record.state = "connecting"
+        record.state = ApplianceState.CONNECTING
         identity = current_identity(self.home, self.server.settings.server_name)
         stream = await open_pinned_tls_client(
             peer.ip or "", peer.port or 0, identity, self.pins,
@@ -369,17 +333,17 @@ class PeerManager:
                     await link.closing.wait()
 
     @staticmethod
-    async def _park(stream: trio.SSLStream) -> bytes:  # type: ignore[type-arg]
+    async def _park(stream: trio.SSLStream) -> bytes:
         """Wait, silent, until pedclient speaks (b"" when the connection ends first)."""
         try:
-            return await stream.receive_some(RECEIVE_CHUNK)
+            return bytes(await stream.receive_some(RECEIVE_CHUNK))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
 
     async def _serve_link(self, record: ApplianceLink, wrapped: _WatchedStream) -> None:
         record.in_use += 1
         try:
-            await self.server.handle_connection(wrapped, _link_peer(record), idle_timeout=False)
+            await self.server.handle_connection(wrapped, link_peer(record), idle_timeout=False)
         except Exception as exc:  # one link never takes the keeper down
             log.error("peer link %r: connection handler failed: %s: %s", record.name,
                       type(exc).__name__, exc)
@@ -420,15 +384,6 @@ class _WatchedStream(HandoffStream):
     async def aclose(self) -> None:
         self.closing.set()
         await super().aclose()
-
-
-def _link_peer(record: ApplianceLink) -> str:
-    """How links on this peer connection appear in ``mode show`` and the log."""
-    return f"appliance {record.name} ({record.address})"
-
-
-def _address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _name_arg(args: dict[str, Any]) -> str:

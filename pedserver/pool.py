@@ -59,7 +59,7 @@ class PedPool(PedDriver):
     def __repr__(self) -> str:
         return f"PedPool({len(self.members)} PEDs)"
 
-    @property  # type: ignore[override]
+    @property
     def frames_first(self) -> bool:
         return all(m.frames_first for m in self.members)
 

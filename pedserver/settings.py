@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 
 import attrs
 
@@ -77,7 +78,7 @@ class Settings:
     log_level: str = "info"
 
     @classmethod
-    def from_mapping(cls, values: dict[str, object]) -> Settings:
+    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
         settings = cls(**settings_fields(cls, values))
         if settings.socket_read_rsp_timeout < 2 * settings.keepalive_interval:
             raise ConfigError(

@@ -8,12 +8,19 @@ One module per job:
   "command line beats config file beats built-in defaults".
 * `ped.daemon.control`: the owner-only Unix control socket (JSON lines, streamed
   progress) used by ``mode show`` / ``mode stop`` and friends.
+* `ped.daemon.sockets`: Unix socket paths: clearing a stale socket file, owner-only
+  binding.
+* `ped.daemon.skeleton`: the life cycle pedserver and pedclient share (listeners,
+  control socket, links nursery, graceful stop).
+* `ped.daemon.groups`: trio's ExceptionGroups back to the one error a daemon reports.
 * `ped.daemon.process`: pid files, going to the background with a readiness pipe,
   stopping a daemon.
 * `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
 * `ped.daemon.logs`: logging set-up that never writes payload bytes.
-* `ped.daemon.cli`: the command-line plumbing pedserver and pedclient share
-  (`daemon_main`, ``mode config/stop/show``, `start_command`, the foreground run).
+* `ped.daemon.cli`: the command line pedserver and pedclient share (`daemon_main`,
+  ``mode config/stop/show``); `ped.daemon.arguments` its argparse pieces,
+  `ped.daemon.startup` ``mode start`` and the foreground run, `ped.daemon.exits` the
+  exit codes.
 """
 
 from ped.daemon.config import (

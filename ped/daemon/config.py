@@ -57,7 +57,8 @@ class ConfigKey:
             problem = self.check(value)
             if problem:
                 raise ConfigError(f"{where}: {self.name} {problem}")
-        return value
+        checked: Value = value  # one of Value's types: isinstance above
+        return checked
 
     def from_text(self, text: str, where: str = "command line") -> Value:
         """Parse the text of ``mode config --set KEY VALUE``."""

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +31,12 @@ from typing import Any
 
 import trio
 
+from ped.daemon.sockets import (
+    SocketPath,
+    clear_stale_socket,
+    listen_owner_only,
+    remove_socket_file,
+)
 from ped.errors import PedError
 
 MAX_LINE = 256 * 1024
@@ -104,7 +109,7 @@ def _peer_uid(sock: socket.socket) -> int | None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
 class _LineReader:
@@ -131,22 +136,16 @@ class _LineReader:
 
 def _prepare_path(path: Path) -> None:
     """Remove a stale socket; refuse if a live daemon already answers there."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if not stat.S_ISSOCK(path.lstat().st_mode):
-        raise ControlError(f"{path} exists and is not a socket; remove it", "in-use")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)  # nobody listens: a leftover from a crash
-    else:
+        found = clear_stale_socket(path)
+    except OSError as exc:
+        raise ControlError(f"cannot check {path}: {exc.strerror or exc}", "in-use") from None
+    if found is SocketPath.NOT_A_SOCKET:
+        raise ControlError(f"{path} exists and is not a socket; remove it", "in-use")
+    if found is SocketPath.LIVE:
         raise ControlError(
             f"a daemon already answers on {path}; stop it first or use another --home", "in-use"
         )
-    finally:
-        probe.close()
 
 
 class ControlServer:
@@ -225,16 +224,11 @@ async def serve_control(
             "bad-path",
         )
     _prepare_path(p)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await sock.bind(str(p))
-        os.chmod(p, 0o600)
-        sock.listen(64)
+        listener = await listen_owner_only(p)
     except OSError as exc:
-        sock.close()
         raise ControlError(f"cannot listen on {p}: {exc.strerror}", "bad-path") from None
     server = ControlServer(p, handler)
-    listener = trio.SocketListener(sock)
     try:
         async with trio.open_nursery() as nursery:
             task_status.started(p)
@@ -249,11 +243,7 @@ async def serve_control(
                         raise
                     nursery.start_soon(server._serve_one, stream)
     finally:
-        try:
-            if p.exists() and stat.S_ISSOCK(p.lstat().st_mode):
-                p.unlink()
-        except OSError:
-            pass
+        remove_socket_file(p)
 
 
 def _parse_answer(line: bytes) -> dict[str, Any]:

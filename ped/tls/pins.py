@@ -31,11 +31,10 @@ from typing import Literal
 import attrs
 from cryptography import x509
 
+from ped.tls.certfile import check_self_signed, load_certificate_pem
 from ped.tls.certs import (
     certificate_pem,
-    check_self_signed,
     fingerprint,
-    load_certificate_pem,
     normalize_fingerprint,
     utcnow,
     validity_problem,

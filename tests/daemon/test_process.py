@@ -102,7 +102,7 @@ def test_started_daemon_keeps_its_start_up_objects_out_of_collections(home):
     argv = script(home, """
         import gc
         import trio
-        from ped.daemon.cli import start_service
+        from ped.daemon.startup import start_service
 
         class Service:
             async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED):

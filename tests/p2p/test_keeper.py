@@ -15,6 +15,7 @@ import trio.testing
 import pedserver.peer as peer_module
 from ped.daemon.control import Progress
 from ped.tls import PeerRejected, PeerUnreachable, PinStore, RejectReason, Side, regenerate_identity
+from pedserver.appliances import ApplianceState
 from pedserver.peer import PeerManager
 from pedserver.server import PedServer
 from pedserver.settings import Settings
@@ -58,7 +59,7 @@ async def test_unreachable_backs_off_to_a_minute(autojump_clock, manager) -> Non
         record = await peers.connect("hsm1")
         await trio.sleep(300)
         assert _gaps(dialler.calls)[:9] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-        assert record.state == "retrying" and "refused" in record.last_error
+        assert record.state is ApplianceState.RETRYING and "refused" in record.last_error
         shown = peers.server.show()["peer_links"]
         assert shown[0]["name"] == "hsm1" and shown[0]["state"] == "retrying"
         nursery.cancel_scope.cancel()
@@ -77,7 +78,8 @@ async def test_a_refusal_retries_slowly_and_connect_again_retries_now(
         record = await peers.connect("hsm1")
         await trio.sleep(150)
         assert _gaps(dialler.calls) == [60, 60]
-        assert record.state == "refused" and "refused our certificate" in record.last_error
+        assert record.state is ApplianceState.REFUSED
+        assert "refused our certificate" in record.last_error
         before = len(dialler.calls)
         at = trio.current_time()
         again = await peers.connect("hsm1")  # the operator fixed it and asks again
@@ -86,7 +88,7 @@ async def test_a_refusal_retries_slowly_and_connect_again_retries_now(
         assert len(dialler.calls) == before + 1 and dialler.calls[-1] == pytest.approx(at)
         assert await peers.disconnect("hsm1") == 0
         await trio.testing.wait_all_tasks_blocked()
-        assert record.state == "disconnected" and peers.show() == []
+        assert record.state is ApplianceState.DISCONNECTED and peers.show() == []
         calls = len(dialler.calls)
         await trio.sleep(600)
         assert len(dialler.calls) == calls  # the keeper is gone

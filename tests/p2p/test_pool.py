@@ -10,7 +10,7 @@ import trio.testing
 
 from ped.link import ConnectCode
 from ped.tls import PinStore, regenerate_identity
-from pedclient.client import DialError
+from pedclient.dial import DialError
 from pedclient.peer import MAX_SPARES, PeerPool
 
 

@@ -70,7 +70,12 @@ async def test_no_secret_crosses_the_relays_in_peer_to_peer_mode(rig: P2P) -> No
                     server = await in_thread(rig.server_show)
                     client = await in_thread(rig.client_show)
             await transport.aclose()
-            await trio.sleep(0.2)
+            # Stopped, the daemons close every connection (the link's and the parked
+            # spare): once each tap has seen the end of all its streams, it holds every
+            # byte the relays sent.
+            await in_thread(rig.stop_all)
+            for tap in (local_tap, net_tap, device_tap):
+                await tap.wait_ended()
             nursery.cancel_scope.cancel()
     finally:
         await in_thread(rig.stop_all)

@@ -156,11 +156,18 @@ class FakeDriver(PedDriver):
 
 @attrs.define
 class Tap:
-    """Records every byte a proxy relays: ``up`` (towards the target), ``down`` (back)."""
+    """Records every byte a proxy relays: ``up`` (towards the target), ``down`` (back).
+
+    Each direction passes its end of stream on (a half-close), so a connection is over
+    once both ends have finished sending: `wait_ended` waits for that, and then every
+    byte either end sent has been recorded.
+    """
 
     up: bytearray = attrs.field(factory=bytearray)
     down: bytearray = attrs.field(factory=bytearray)
     connections: int = 0
+    ended: int = 0
+    _changed: trio.Event = attrs.field(factory=trio.Event)
 
     async def _pipe(self, src: trio.abc.Stream, dst: trio.abc.Stream, record: bytearray) -> None:
         try:
@@ -170,19 +177,37 @@ class Tap:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await dst.aclose()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                     OSError):
+                if isinstance(dst, trio.abc.HalfCloseableStream):
+                    await dst.send_eof()  # the other direction runs on to its own end
+                else:
+                    await dst.aclose()
 
     async def handle(self, client: trio.abc.Stream, connect) -> None:  # type: ignore[no-untyped-def]
         self.connections += 1
         try:
-            target = await connect()
-        except OSError:
-            await client.aclose()
-            return
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pipe, client, target, self.up)
-            nursery.start_soon(self._pipe, target, client, self.down)
+            try:
+                target = await connect()
+            except OSError:
+                await client.aclose()
+                return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pipe, client, target, self.up)
+                nursery.start_soon(self._pipe, target, client, self.down)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await target.aclose()
+                await client.aclose()
+        finally:
+            self.ended += 1
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_ended(self, timeout: float = 30.0) -> None:
+        """Return once every connection the tap took has ended both ways."""
+        with trio.fail_after(timeout):
+            while self.ended < self.connections or not self.connections:
+                await self._changed.wait()
 
 
 async def tcp_tap(nursery: trio.Nursery, target_port: int) -> tuple[Tap, int]:

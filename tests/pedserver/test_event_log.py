@@ -8,7 +8,9 @@ import trio
 import trio.testing
 
 from ped.device import DeviceEvent, EventKind
-from pedserver import server as server_module
+from pedserver import events as events_module
+from pedserver.server import PedServer
+from pedserver.settings import Settings
 from tests.pedserver.fakes import FakeDriver, running_pair
 
 
@@ -36,7 +38,7 @@ async def test_event_lines_follow_on_the_next_turn_in_order(home, caplog):
 
 async def test_a_long_queue_is_written_at_once(home, caplog, monkeypatch):
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(server_module, "EVENT_LINES_MAX", 3)
+    monkeypatch.setattr(events_module, "EVENT_LINES_MAX", 3)
     async with running_pair(home) as pair:
         for n in range(1, 5):
             pair.driver.on_event(_read(n))
@@ -46,8 +48,7 @@ async def test_a_long_queue_is_written_at_once(home, caplog, monkeypatch):
 async def test_without_a_running_server_lines_are_written_at_once(caplog):
     caplog.set_level(logging.INFO)
     driver = FakeDriver()
-    server_module.PedServer(server_module.Settings(ip="127.0.0.1", port=0, device=driver.uri),
-                            driver)
+    PedServer(Settings(ip="127.0.0.1", port=0, device=driver.uri), driver)
     driver.on_event(_read(1))
     assert _lines(caplog) == ["PED: PED key-read blue keyset ks-1 key 1 of 9 result ok"]
 

@@ -77,6 +77,13 @@ def _forbidden_forms(value: bytes) -> list[bytes]:
     return [value, value.hex().encode(), value.hex().upper().encode()]
 
 
+def _stop_daemons(server_home: Path, client_home: Path) -> None:
+    for argv in (["pedclient", "mode", "stop", "--home", str(client_home)],
+                 ["pedserver", "mode", "stop", "--home", str(server_home)]):
+        subprocess.run([sys.executable, "-m", *argv], capture_output=True, timeout=60,
+                       cwd=ROOT)
+
+
 async def _wait_for(path: Path) -> None:
     with trio.fail_after(30):
         while not path.exists():
@@ -124,13 +131,14 @@ async def test_no_secret_crosses_the_relays(home):
                         result = await ped.read_secret(color, label=label)
                         got[color] = bytes(result.secret)
             await transport.aclose()
-            await trio.sleep(0.2)
+            # Stopped, the daemons close every connection: once each tap has seen the end
+            # of all its streams, it holds every byte the relays sent.
+            await trio.to_thread.run_sync(_stop_daemons, server_home, client_home)
+            for tap in (local_tap, net_tap, device_tap):
+                await tap.wait_ended()
             nursery.cancel_scope.cancel()
     finally:
-        for argv in (["pedclient", "mode", "stop", "--home", str(client_home)],
-                     ["pedserver", "mode", "stop", "--home", str(server_home)]):
-            subprocess.run([sys.executable, "-m", *argv], capture_output=True, timeout=60,
-                           cwd=ROOT)
+        _stop_daemons(server_home, client_home)
         pedemu.terminate()
         pedemu.wait(timeout=30)
     assert got == expected  # the HSM got every secret (through the relays, sealed)

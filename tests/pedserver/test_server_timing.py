@@ -76,7 +76,7 @@ async def _server(nursery: trio.Nursery, **settings) -> tuple[PedServer, FakeDri
     driver = FakeDriver()
     server = PedServer(Settings(**settings), driver)
     await driver.open()
-    server.device_info = driver.info
+    server.device.info = driver.info
     return server, driver
 
 
@@ -270,7 +270,7 @@ def test_any_bytes_after_a_good_hello_never_escape_the_handler(chunks, hello_fir
         driver = FakeDriver()
         server = PedServer(Settings(), driver)
         await driver.open()
-        server.device_info = driver.info
+        server.device.info = driver.info
         ours, theirs = trio.testing.memory_stream_pair()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.handle_connection, theirs, "fuzz")
@@ -282,7 +282,7 @@ def test_any_bytes_after_a_good_hello_never_escape_the_handler(chunks, hello_fir
                 except trio.BrokenResourceError:
                     break
             await ours.aclose()
-        assert server.links == {} and server.handshaking == 0
+        assert server.links == {} and server.admission.handshaking == 0
         assert driver.owner is None
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ped.tls import certs
+from ped.tls import certfile, certs
 from ped.tls.errors import (
     CertificateTooLarge,
     IdentityError,
@@ -139,7 +139,7 @@ def test_export_writes_only_the_certificate(tmp_path) -> None:
     certs.export_certificate(ident.certificate, out)
     data = out.read_bytes()
     assert b"PRIVATE" not in data
-    assert certs.load_certificate(out) == ident.certificate
+    assert certfile.load_certificate(out) == ident.certificate
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
 
 
@@ -183,18 +183,18 @@ def test_load_certificate_typed_errors(tmp_path) -> None:
         ),
         (_other_signed(tmp_path, same_name=True), WrongKeyForCertificate, "wrong key"),
         (_other_signed(tmp_path, same_name=False), UnsupportedCertificate, "not self-signed"),
-        (b"-" * (certs.MAX_PEM_BYTES + 1), CertificateTooLarge, "larger"),
+        (b"-" * (certfile.MAX_PEM_BYTES + 1), CertificateTooLarge, "larger"),
     ]
     for data, error, words in cases:
         path = tmp_path / "c.pem"
         path.write_bytes(data)
         with pytest.raises(error, match=words) as info:
-            certs.load_certificate(path)
+            certfile.load_certificate(path)
         assert str(path) in str(info.value)
     with pytest.raises(NotACertificate, match="no such file"):
-        certs.load_certificate(tmp_path / "missing.pem")
+        certfile.load_certificate(tmp_path / "missing.pem")
     with pytest.raises(NotACertificate, match="directory"):
-        certs.load_certificate(tmp_path)
+        certfile.load_certificate(tmp_path)
 
 
 def test_weak_rsa_is_unsupported(tmp_path) -> None:
@@ -212,7 +212,7 @@ def test_weak_rsa_is_unsupported(tmp_path) -> None:
         .sign(key, hashes.SHA256())
     )
     with pytest.raises(UnsupportedCertificate, match="too weak"):
-        certs.load_certificate_pem(cert.public_bytes(serialization.Encoding.PEM))
+        certfile.load_certificate_pem(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def test_generate_rejects_bad_parameters() -> None:
@@ -237,4 +237,4 @@ def test_negative_serial_is_refused(tmp_path) -> None:
         + b"-----END CERTIFICATE-----\n"
     )
     with pytest.raises(UnsupportedCertificate, match="serial number is not a positive"):
-        certs.load_certificate_pem(pem)
+        certfile.load_certificate_pem(pem)

@@ -8,7 +8,7 @@ import base64
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ped.tls import certs
+from ped.tls import certfile, certs
 from ped.tls.errors import CertificateError
 
 _, _CERT = certs.generate_certificate("fuzz")
@@ -19,7 +19,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 def _load(data: bytes) -> None:
     try:
-        cert = certs.load_certificate_pem(data, source="fuzz")
+        cert = certfile.load_certificate_pem(data, source="fuzz")
     except CertificateError as exc:
         assert "fuzz" in str(exc)
     else:

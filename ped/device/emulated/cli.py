@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ import trio
 
 from keys import Keyring
 from keys import errors as kerr
+from ped.daemon.sockets import SocketPath, clear_stale_socket
 from ped.device.emulated.auto import AutoOperator, AutoOptions
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
 from ped.device.emulated.panel import Panel
@@ -307,22 +307,14 @@ async def _refuse_busy(stream: trio.SocketStream) -> None:
 
 def _remove_stale(path: str) -> None:
     """Remove a socket file left by a pedemu that died, never a live one or another file."""
-    p = Path(path)
-    if not p.exists():
-        return
-    if not p.is_socket():
-        raise UsageError(f"{path} exists and is not a socket; choose another path")
-    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        probe.connect(path)
+        found = clear_stale_socket(Path(path))
     except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            p.unlink(missing_ok=True)
-            return
         raise UsageError(f"cannot check {path}: {exc.strerror}") from None
-    finally:
-        probe.close()
-    raise UsageError(f"another PED is already listening on {path}")
+    if found is SocketPath.NOT_A_SOCKET:
+        raise UsageError(f"{path} exists and is not a socket; choose another path")
+    if found is SocketPath.LIVE:
+        raise UsageError(f"another PED is already listening on {path}")
 
 
 @contextlib.contextmanager

@@ -19,10 +19,10 @@ import argparse
 import socket
 import time
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
-from ped.daemon.cli import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
+from ped.daemon.exits import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK
 from ped.tls import (
     DEFAULT_PEER_PORT,
     PinStore,
@@ -33,8 +33,7 @@ from ped.tls import (
     load_certificate,
     regenerate_identity,
 )
-
-Program = Literal["pedserver", "pedclient"]
+from ped.tls.pins import Program
 
 
 def common_name() -> str:

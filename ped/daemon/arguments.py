@@ -1,0 +1,124 @@
+"""The argparse pieces every daemon shares: the mode parser, common options, Luna spellings.
+
+Each daemon builds its own parser from these (``mode start/stop/show/config``, ``--home``,
+``--config``, ``--idle-timeout``...) and parses with `parse_command_line`, which accepts
+Luna's single-dash spellings and answers a call without a mode as Luna does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+from ped.cliutil import normalize_luna_argv
+from ped.daemon.config import LOG_LEVELS
+from ped.daemon.exits import EXIT_USAGE
+
+
+def no_mode_message(prog: str, modes: Sequence[str]) -> str:
+    """What a daemon says when called without a mode (Luna: "You must specify a mode.")."""
+    return (
+        "You must specify a mode.\n"
+        f"Modes: {', '.join(modes)}\n"
+        f"Example: {prog} mode {modes[0]}   (Luna spelling: {prog} -mode {modes[0]})\n"
+        f"Run '{prog} mode --help' for details."
+    )
+
+
+def mode_parser(
+    prog: str, *, description: str, epilog: str, modes: Sequence[str]
+) -> tuple[argparse.ArgumentParser, Any, Any]:
+    """The daemon's parser, its command sub-parsers (``mode``, then the daemon's own
+    nouns) and the ``mode`` sub-parsers (``start``, ``stop``...)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    commands = parser.add_subparsers(dest="command", metavar="mode")
+    mode = commands.add_parser("mode", help=f"start, stop, show or configure {prog}")
+    mode_commands = mode.add_subparsers(dest="mode", metavar="{" + ",".join(modes) + "}")
+    return parser, commands, mode_commands
+
+
+def add_home_options(p: argparse.ArgumentParser, prog: str) -> None:
+    """``--home`` and ``--config``/``--configfile``, on every sub-command."""
+    p.add_argument("--home", metavar="DIR",
+                   help=f"{prog}'s home (default: ${prog.upper()}_HOME or a per-user directory)")
+    p.add_argument("--config", "--configfile", metavar="FILE",
+                   help="config file (default: HOME/config.toml)")
+
+
+def home_options(prog: str) -> Callable[[argparse.ArgumentParser], None]:
+    """`add_home_options` for *prog*, in the one-argument form sub-parser builders take."""
+    return functools.partial(add_home_options, prog=prog)
+
+
+def add_idle_timeout_option(p: argparse.ArgumentParser) -> None:
+    """``--idle-timeout S`` (Luna ``-idletimeout``)."""
+    p.add_argument("--idle-timeout", "--idletimeout", dest="idle_timeout", type=int,
+                   metavar="S", help="link idle timeout in seconds (default 1800)")
+
+
+def add_socket_read_rsp_timeout_option(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--socket-read-rsp-timeout S`` (Luna ``-socketreadrsptimeout``)."""
+    p.add_argument("--socket-read-rsp-timeout", "--socketreadrsptimeout",
+                   dest="socket_read_rsp_timeout", type=int, metavar="S", help=help_text)
+
+
+def add_log_level_option(p: argparse.ArgumentParser) -> None:
+    """``--log-level L`` (Luna ``-loglevel``)."""
+    p.add_argument("--log-level", "--loglevel", dest="log_level", choices=list(LOG_LEVELS))
+
+
+def add_foreground_option(p: argparse.ArgumentParser) -> None:
+    """``--foreground``/``-f``: serve in this process instead of going to the background."""
+    p.add_argument("--foreground", "-f", action="store_true",
+                   help="stay in the foreground, logging to stderr")
+
+
+def add_stop_show_parsers(
+    modes: Any, prog: str, *, stop_help: str, show_help: str
+) -> None:
+    """``mode stop`` and ``mode show [--json]``."""
+    stop = modes.add_parser("stop", help=stop_help)
+    add_home_options(stop, prog)
+    show = modes.add_parser("show", help=show_help)
+    add_home_options(show, prog)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_config_parser(modes: Any, prog: str) -> None:
+    """``mode config (--show | --create | --set KEY VALUE)``."""
+    config = modes.add_parser("config", help="show, recreate or change the config file")
+    add_home_options(config, prog)
+    what = config.add_mutually_exclusive_group(required=True)
+    what.add_argument("--show", action="store_true", help="print the settings in effect")
+    what.add_argument("--create", action="store_true",
+                      help="write the default config (the old one is kept as .bak)")
+    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+
+
+def parse_command_line(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    modes: Sequence[str],
+    command_words: Sequence[str],
+    parser: argparse.ArgumentParser,
+    err: TextIO,
+) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code when there is nothing to run (usage/help)."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args_list = normalize_luna_argv(raw, tuple(command_words))
+    if not args_list or args_list == ["mode"]:
+        err.write(no_mode_message(prog, modes) + "\n")
+        return EXIT_USAGE
+    try:
+        return parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def cli_overrides(args: argparse.Namespace, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Config key -> the value given on the command line (None where it was not given)."""
+    return {key: getattr(args, dest) for dest, key in overrides.items()}
