@@ -23,9 +23,14 @@ from tests.pedserver.test_secrets_tap import _make_keys, _wait_for
 
 
 async def so_read(transport: PedclientTransport, rpv: bytearray) -> bytes:
-    """What an SO login needs from the PED: the blue key's secret (PIN entered)."""
+    """What an SO login needs from the PED: the blue key's secret (PIN entered).
+
+    Waits for the PED if busy: the previous HSM's session has ended on its own link, but
+    its OpEnd and this link's OpBegin travel on two connections and may cross.
+    """
     with trio.fail_after(120):
-        async with open_ped_session(transport, rpv=bytes(rpv), hsm_serial="150001") as ped:
+        async with open_ped_session(transport, rpv=bytes(rpv), hsm_serial="150001",
+                                    busy_wait=30) as ped:
             result = await ped.read_secret(Color.BLUE, label="HSM SO")
             return bytes(result.secret)
 
