@@ -38,6 +38,7 @@ from hsm.errors import PedUnavailable
 from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
 from keys.colors import Color
 from ped.channel import LOCAL_RPV
+from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
 from ped.transport import TransportError
 
@@ -62,10 +63,6 @@ def _map_error(exc: BaseException, where: str) -> BaseException:
         return WrongKeyColor(f"login refused, not counted: {exc}")
     if isinstance(exc, op_errors.KeysetMismatch):
         return KeysetMismatch(str(exc))
-    try:
-        from ped.channel.errors import RpvMismatch
-    except ImportError:  # pragma: no cover - ped.channel always has it
-        RpvMismatch = ()  # type: ignore[assignment]
     if isinstance(exc, RpvMismatch):
         return PedUnavailable(
             f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "

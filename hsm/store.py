@@ -18,6 +18,7 @@ from PED secrets, the RPV and activation caches are sealed under the device key.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -66,6 +67,15 @@ CREATE TABLE IF NOT EXISTS activation (
 """
 
 HSM_SCOPE = "#hsm"  # scope of the HSM-wide roles; partition names cannot start with '#'
+
+
+class Unchanged(enum.Enum):
+    """The value that leaves a column as it is in `Store.update_partition` (None is NULL)."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 @attrs.frozen
@@ -196,9 +206,6 @@ class Store:
             (*fields.values(), scope, role),
         )
 
-    def delete_role(self, scope: str, role: str) -> None:
-        self._db.execute("DELETE FROM roles WHERE scope=? AND role=?", (scope, role))
-
     # --- partitions -----------------------------------------------------------------
 
     def get_partition(self, name: str) -> PartitionRow | None:
@@ -228,7 +235,7 @@ class Store:
         *,
         initialised: bool | None = None,
         policies: dict[int, int] | None = None,
-        escrow: bytes | type[Ellipsis] | None = ...,
+        escrow: bytes | Unchanged | None = UNCHANGED,
     ) -> None:
         if initialised is not None:
             self._db.execute(
@@ -239,7 +246,7 @@ class Store:
                 "UPDATE partitions SET policies=? WHERE name=?",
                 (json.dumps({str(k): v for k, v in policies.items()}), name),
             )
-        if escrow is not ...:
+        if escrow is not UNCHANGED:
             self._db.execute("UPDATE partitions SET escrow=? WHERE name=?", (escrow, name))
 
     def clear_partition(self, name: str) -> None:
