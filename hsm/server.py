@@ -42,6 +42,13 @@ HEARTBEAT = 60.0
 
 
 class Daemon:
+    """The powered HSM: its PED router, its control socket, its heartbeat.
+
+    Its nursery in `run` is where the next listeners go: the client listener (PKCS#11
+    applications over mutual TLS on port 1792, ``hsm/clients.py``) starts beside
+    `serve_control` and shares `_command_lock`; see `hsm.engine` for what it calls.
+    """
+
     def __init__(
         self,
         home: Path,

@@ -23,6 +23,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -222,7 +223,7 @@ class Store:
         return [self._partition(r) for r in rows]
 
     @staticmethod
-    def _partition(row: tuple) -> PartitionRow:
+    def _partition(row: tuple[Any, ...]) -> PartitionRow:
         policies = {int(k): int(v) for k, v in json.loads(row[3]).items()}
         return PartitionRow(row[0], row[1], bool(row[2]), policies, row[4])
 
@@ -283,9 +284,10 @@ class Store:
         ).fetchall()
 
     def count_objects(self, partition: str) -> int:
-        return self._db.execute(
+        count = self._db.execute(
             "SELECT COUNT(*) FROM objects WHERE partition=?", (partition,)
         ).fetchone()[0]
+        return int(count)
 
     # --- activation cache (sealed) --------------------------------------------------
 
