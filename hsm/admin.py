@@ -10,8 +10,11 @@ from hsm.enrol import imprint, wrap_role
 from hsm.errors import PolicyError
 from hsm.logins import LoginService
 from hsm.policy import Role
-from hsm.state import FIRMWARE, MODEL, HsmState, Notify, check_name, confirm
+from hsm.state import HsmState, Notify, check_name, confirm
 from hsm.store import HSM_SCOPE
+
+FIRMWARE = "7.8.4-emulated"
+MODEL = "pedhsm emulated PED-authenticated HSM"
 
 
 class AdminCommands:

@@ -42,8 +42,6 @@ from hsm.pedport import PedPort
 from hsm.policy import Role
 from hsm.store import HSM_SCOPE, PartitionRow, RoleRow, Store
 
-FIRMWARE = "7.8.4-emulated"
-MODEL = "pedhsm emulated PED-authenticated HSM"
 ATTEND = "Please attend to the PED."
 MAX_LABEL = 64
 
