@@ -9,9 +9,21 @@ Modules, one job each:
 * `hsm.store`: durable state in SQLite (WAL, ``synchronous=FULL``, ``secure_delete``,
   integrity check at start).
 * `hsm.audit`: the HMAC-chained audit log (``audit.log`` in the home).
-* `hsm.engine`: the HSM itself (logins, counters, partitions, activation, RPV).
-* `hsm.pedport` / `hsm.pedlink`: the PED as the engine sees it, and its implementation
+* `hsm.state`: the HSM's state (durable handles, the RAM of the powered HSM) and the
+  checks every command shares.
+* `hsm.logins`: the login service, the one place where a failure is counted and a
+  threshold applied.
+* `hsm.activation`: the activation cache (policies 22 and 23) and its sealed disk copy.
+* `hsm.enrol`: imprinting a role's PED key and wrapping its role key under it.
+* `hsm.admin`, `hsm.pedadmin`, `hsm.partitions`, `hsm.roles`, `hsm.objects`,
+  `hsm.auditor`: the command groups (HSM SO; RPV, PED link and timeouts; partitions;
+  partition roles; objects; the auditor).
+* `hsm.engine`: `Hsm`, the composition root that builds the above (and says where the
+  client listener, cloning and HA membership will go).
+* `hsm.pedport` / `hsm.pedlink`: the PED as the HSM sees it, and its implementation
   over ``ped.hsm_api`` (local PED through ``ped.device``, remote PED through pedclient).
+* `hsm.control`: the control socket's commands as a table (arguments, handler, renderer);
+  `hsm.render`: the texts of the show commands.
 * `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell.
 
 Files in the home (``--home`` or ``PEDHSM_HOME``; 0700): ``state.db`` (+ WAL),

@@ -17,7 +17,6 @@ belongs, so a blob moved from one role or partition to another fails to open.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from pathlib import Path
@@ -80,10 +79,6 @@ def unwrap(kek: bytes | bytearray, blob: bytes, aad: str) -> bytearray:
     except InvalidTag:
         raise UnwrapFailed("the secret does not open this key") from None
     return bytearray(plain)
-
-
-def constant_time_equal(a: bytes | bytearray, b: bytes | bytearray) -> bool:
-    return hmac.compare_digest(bytes(a), bytes(b))
 
 
 class MasterKey:

@@ -1,17 +1,95 @@
-"""The emulated HSM's facade: `Hsm` = the core (`hsm.core`) plus its command groups.
+"""The emulated HSM put together: its state, its one login service and its command groups.
 
-The theory of operation (state, power cycle, how a PED login is counted) is at the top
-of `hsm.core`; the commands live in `hsm.admin` and `hsm.partitions`.
+Theory of operation
+-------------------
+`Hsm` is the composition root.  It builds, once per power-on:
+
+* `hsm.state.HsmState`: the durable state (SQLite, committed before a result is
+  reported), the device key, the audit log and the RAM of the powered HSM;
+* `hsm.logins.LoginService`: the one place where a login is checked, a failure counted
+  (committed *before* the secret is tried) and a threshold applied;
+* `hsm.activation.Activation`: the activation cache (policies 22 and 23);
+* the command groups, which depend on those and never on each other: `admin`
+  (`hsm.admin`), `ped` (`hsm.pedadmin`), `partitions` (`hsm.partitions`), `roles`
+  (`hsm.roles`), `objects` (`hsm.objects`) and `auditor` (`hsm.auditor`).
+
+The daemon (`hsm.server`) maps the control socket's commands onto these groups with a
+table (`hsm.control`); a restart of the process is a power cycle (`power_on`,
+`power_off`).
+
+What comes next, and where it goes
+----------------------------------
+* **Client listener** (PKCS#11 applications through hsmclient, mutual TLS 1.3 on port
+  1792): a trio shell, ``hsm/clients.py``, started in `hsm.server.Daemon.run`'s nursery
+  beside the control socket.  It is a second front end, not a second engine: an
+  application logs in as a partition's CO or CU with the challenge secret through
+  `LoginService.login` (``challenge=...``), so it is counted and audited exactly as the
+  shell is, and works on objects through a command group like `hsm.objects`.  Its
+  commands take the daemon's command lock like the shell's.
+* **Cloning between HSMs** (backup, restore, HA replication): ``hsm/cloning.py``, a
+  command group built here from `HsmState`.  The cloning domain is the red key's role
+  (`hsm.policy.Role.DOMAIN`, already wrapped per HSM and per partition at init); the
+  channel keyed by it is sans-IO like ``ped.channel`` and hsmclient relays its frames as
+  opaque bytes.
+* **HA membership**: ``hsm/ha.py``, the group's members and their state in `hsm.store`
+  (a new table, written atomically like the rest), fed by the cloning group.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hsm.activation import Activation
 from hsm.admin import AdminCommands
-from hsm.core import ATTEND, FIRMWARE, MODEL, PedAccess
+from hsm.auditor import AuditorCommands
+from hsm.clock import Clock
+from hsm.crypto import MasterKey
+from hsm.logins import LoginService
+from hsm.objects import ObjectCommands
 from hsm.partitions import PartitionCommands
+from hsm.pedadmin import PedCommands
+from hsm.roles import RoleCommands
+from hsm.state import HsmState, PedAccess
+from hsm.store import Store
 
-__all__ = ["ATTEND", "FIRMWARE", "MODEL", "Hsm", "PedAccess"]
 
+class Hsm:
+    """The emulated HSM: its state, its login service and its command groups."""
 
-class Hsm(AdminCommands, PartitionCommands):
-    """The emulated HSM: `hsm.core.HsmCore` plus its commands (`hsm.admin`, `hsm.partitions`)."""
+    def __init__(
+        self,
+        home: Path,
+        store: Store,
+        master: MasterKey,
+        clock: Clock,
+        ped: PedAccess,
+        serial: str | None = None,
+    ) -> None:
+        self.state = HsmState(home, store, master, clock, ped, serial)
+        self.logins = LoginService(self.state)
+        self.activation = Activation(self.state)
+        self.admin = AdminCommands(self.state, self.logins)
+        self.ped = PedCommands(self.state)
+        self.partitions = PartitionCommands(self.state)
+        self.roles = RoleCommands(self.state, self.logins, self.activation)
+        self.objects = ObjectCommands(self.state)
+        self.auditor = AuditorCommands(self.state, self.logins)
+
+    @property
+    def serial(self) -> str:
+        return self.state.serial
+
+    def power_on(self) -> list[str]:
+        """Start-up: finish threshold outcomes a crash interrupted, restore auto-activation."""
+        self.state.event("power on", serial=self.state.serial)
+        notes = self.logins.finish_interrupted()
+        notes.extend(self.activation.restore())
+        return notes
+
+    def heartbeat(self) -> None:
+        self.activation.heartbeat()
+
+    def power_off(self) -> None:
+        self.activation.heartbeat()
+        self.state.ram.power_off()
+        self.state.event("power off")

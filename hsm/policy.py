@@ -151,7 +151,6 @@ PARTITION_POLICIES = {
 
 @attrs.frozen
 class TimeoutDef:
-    name: str
     description: str
     default: int
     low: int
@@ -159,9 +158,9 @@ class TimeoutDef:
 
 
 PED_TIMEOUTS = {
-    "rped": TimeoutDef("rped", "Remote PED link idle timeout", 1800, 1, 99999),
-    "pedk": TimeoutDef("pedk", "waiting for a PED key to be presented", 200, 200, 600),
-    "pedo": TimeoutDef("pedo", "a whole PED operation", 920, 920, 99999),
+    "rped": TimeoutDef("Remote PED link idle timeout", 1800, 1, 99999),
+    "pedk": TimeoutDef("waiting for a PED key to be presented", 200, 200, 600),
+    "pedo": TimeoutDef("a whole PED operation", 920, 920, 99999),
 }
 
 AUTO_ACTIVATION_MAX_OFF_SECONDS = 2 * 3600.0

@@ -18,10 +18,12 @@ from PED secrets, the RPV and activation caches are sealed under the device key.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -66,6 +68,15 @@ CREATE TABLE IF NOT EXISTS activation (
 """
 
 HSM_SCOPE = "#hsm"  # scope of the HSM-wide roles; partition names cannot start with '#'
+
+
+class Unchanged(enum.Enum):
+    """The value that leaves a column as it is in `Store.update_partition` (None is NULL)."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 @attrs.frozen
@@ -196,9 +207,6 @@ class Store:
             (*fields.values(), scope, role),
         )
 
-    def delete_role(self, scope: str, role: str) -> None:
-        self._db.execute("DELETE FROM roles WHERE scope=? AND role=?", (scope, role))
-
     # --- partitions -----------------------------------------------------------------
 
     def get_partition(self, name: str) -> PartitionRow | None:
@@ -215,7 +223,7 @@ class Store:
         return [self._partition(r) for r in rows]
 
     @staticmethod
-    def _partition(row: tuple) -> PartitionRow:
+    def _partition(row: tuple[Any, ...]) -> PartitionRow:
         policies = {int(k): int(v) for k, v in json.loads(row[3]).items()}
         return PartitionRow(row[0], row[1], bool(row[2]), policies, row[4])
 
@@ -228,7 +236,7 @@ class Store:
         *,
         initialised: bool | None = None,
         policies: dict[int, int] | None = None,
-        escrow: bytes | type[Ellipsis] | None = ...,
+        escrow: bytes | Unchanged | None = UNCHANGED,
     ) -> None:
         if initialised is not None:
             self._db.execute(
@@ -239,7 +247,7 @@ class Store:
                 "UPDATE partitions SET policies=? WHERE name=?",
                 (json.dumps({str(k): v for k, v in policies.items()}), name),
             )
-        if escrow is not ...:
+        if escrow is not UNCHANGED:
             self._db.execute("UPDATE partitions SET escrow=? WHERE name=?", (escrow, name))
 
     def clear_partition(self, name: str) -> None:
@@ -276,9 +284,10 @@ class Store:
         ).fetchall()
 
     def count_objects(self, partition: str) -> int:
-        return self._db.execute(
+        count = self._db.execute(
             "SELECT COUNT(*) FROM objects WHERE partition=?", (partition,)
         ).fetchone()[0]
+        return int(count)
 
     # --- activation cache (sealed) --------------------------------------------------
 

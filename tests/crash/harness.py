@@ -15,6 +15,8 @@ What the test knows, and checks after every kill (before and after the next star
   wrong attempt, never lower;
 * the HSM SO threshold is 3: once ``floor`` reaches 3, or the test saw the HSM zeroized,
   it stays zeroized until the test initialises it again (zeroization is never undone);
+  an init that the kill cut short may or may not have committed, and the state after the
+  restart says which (initialised: it did, with the new SO key), before this is checked;
 * the state database passes ``PRAGMA integrity_check`` and the daemon starts again.
 """
 
@@ -86,6 +88,15 @@ class Crasher:
     def check(self) -> str:
         """The invariants after a (re)start; returns the HSM state."""
         state, left = self.state()
+        if self.pending_init is not None:
+            # An init the kill cut short either committed (the HSM is initialised with its
+            # keys, no failure counted yet) or did not (still zeroized): both are right, so
+            # settle which before the zeroization invariant is checked.
+            if state != "zeroized":
+                self.so_key = self.pending_init.blue
+                self.must_be_zeroized = False
+                self.floor = 0
+            self.pending_init = None
         if self.must_be_zeroized or self.floor >= SO_THRESHOLD:
             assert state == "zeroized", (state, self.floor, "zeroization was undone")
         if state == "zeroized":
@@ -95,10 +106,6 @@ class Crasher:
             self.floor = 0
             self.so_key = None
             return state
-        if self.pending_init is not None:  # the interrupted init had committed
-            self.so_key = self.pending_init.blue
-            self.pending_init = None
-            self.floor = 0
         counted = SO_THRESHOLD - left
         assert counted >= self.floor, (
             f"the failure counter lost an attempt: {counted} counted, "

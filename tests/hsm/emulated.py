@@ -128,7 +128,7 @@ class Bench:
         self.dropped = trio.Event()
 
     def _dropped(self, reason: str) -> None:
-        self.hsm.ped_link_dropped(reason)
+        self.hsm.ped.link_dropped(reason)
         self.drops.append(reason)
         self.dropped.set()
 

@@ -43,21 +43,21 @@ class Rig:
         self.notes.append(text)
 
     async def init_hsm(self) -> None:
-        await self.hsm.hsm_init(self.notify, "test-hsm")
-        await self.hsm.hsm_login(self.notify)
+        await self.hsm.admin.init(self.notify, "test-hsm")
+        await self.hsm.admin.login(self.notify)
 
     async def init_partition(self, name: str = "p1", *, with_cu: bool = False) -> None:
-        if not self.hsm.initialised:
+        if not self.hsm.state.initialised:
             await self.init_hsm()
-        elif self.hsm._so_key is None:
-            await self.hsm.hsm_login(self.notify)
-        self.hsm.partition_create(name)
+        elif not self.hsm.state.so_logged_in:
+            await self.hsm.admin.login(self.notify)
+        self.hsm.partitions.create(name)
         self.ped.plan.extend([f"{name}-so", f"{name}-dom"])
-        await self.hsm.partition_init(self.notify, name)
-        await self.hsm.role_login(self.notify, name, "so", None)
+        await self.hsm.partitions.init(self.notify, name)
+        await self.hsm.roles.login(self.notify, name, "so", None)
         self.ped.plan.append(f"{name}-co")
-        await self.hsm.role_init(self.notify, name, "co", CHAL)
+        await self.hsm.roles.init(self.notify, name, "co", CHAL)
         if with_cu:
-            await self.hsm.role_login(self.notify, name, "co", None)
+            await self.hsm.roles.login(self.notify, name, "co", None)
             self.ped.plan.append(f"{name}-cu")
-            await self.hsm.role_init(self.notify, name, "cu", CHAL + b"-cu")
+            await self.hsm.roles.init(self.notify, name, "cu", CHAL + b"-cu")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hsm.apiport import describe_notice
 from hsm.errors import PedUnavailable
-from hsm.pedlink import PedRouter, describe_notice
+from hsm.pedlink import PedRouter
 from ped.ops.messages import Notice, NoticeKind
 
 

@@ -28,14 +28,14 @@ async def _hsm_with_partition(bench: Bench, s: Script) -> None:
 async def _run_setup(bench: Bench, *, policy15: bool) -> None:
     h, n = bench.hsm, bench.notify
     if policy15:
-        with h.store.tx():
-            h.store.set_meta("policy.15", "1")  # as left by `hsm changepolicy` (tested apart)
-    await h.hsm_init(n, "emulated")
-    await h.hsm_login(n)
-    h.partition_create("p1")
-    await h.partition_init(n, "p1")
-    await h.role_login(n, "p1", "so", None)
-    await h.role_init(n, "p1", "co", CHAL)
+        with h.state.store.tx():
+            h.state.store.set_meta("policy.15", "1")  # as left by `hsm changepolicy` (tested apart)
+    await h.admin.init(n, "emulated")
+    await h.admin.login(n)
+    h.partitions.create("p1")
+    await h.partitions.init(n, "p1")
+    await h.roles.login(n, "p1", "so", None)
+    await h.roles.init(n, "p1", "co", CHAL)
 
 
 async def test_partition_so_ten_wrong_keys_zeroize_the_partition(bench: Bench) -> None:
@@ -47,16 +47,16 @@ async def test_partition_so_ten_wrong_keys_zeroize_the_partition(bench: Bench) -
     operator = bench.run_script(s)
     await _run_setup(bench, policy15=False)
     h, n = bench.hsm, bench.notify
-    await h.role_login(n, "p1", "co", None)
-    h.object_create("p1", "k1", b"value")
+    await h.roles.login(n, "p1", "co", None)
+    h.objects.create("p1", "k1", b"value")
     for i in range(1, 10):
         with pytest.raises(LoginFailed, match=f"{i} consecutive failure"):
-            await h.role_login(n, "p1", "so", None)
+            await h.roles.login(n, "p1", "so", None)
     with pytest.raises(Zeroized, match="partition 'p1' has been zeroized"):
-        await h.role_login(n, "p1", "so", None)
-    shown = h.partition_show("p1")
+        await h.roles.login(n, "p1", "so", None)
+    shown = h.partitions.show("p1")
     assert not shown["initialised"] and shown["objects"] == 0
-    assert h.initialised
+    assert h.state.initialised
     await operator.done.wait()
 
 
@@ -70,19 +70,19 @@ async def test_auditor_ten_wrong_keys_lock_for_ten_minutes(bench: Bench) -> None
     s.session().read(Color.WHITE, b[2])  # after ten minutes, the right key
     operator = bench.run_script(s)
     h, n = bench.hsm, bench.notify
-    await h.hsm_init(n, "emulated")
-    await h.audit_init(n, force=False)
+    await h.admin.init(n, "emulated")
+    await h.auditor.init(n, force=False)
     for _ in range(9):
         with pytest.raises(LoginFailed):
-            await h.audit_login(n)
+            await h.auditor.login(n)
     with pytest.raises(LockedOut, match="10 minutes"):
-        await h.audit_login(n)
+        await h.auditor.login(n)
     bench.clock.advance(300)
     with pytest.raises(LockedOut, match="unlocks by itself in 300 s"):
-        await h.audit_login(n)  # refused before the PED is asked
+        await h.auditor.login(n)  # refused before the PED is asked
     bench.clock.advance(300)
-    await h.audit_login(n)
-    assert h.store.get_role(HSM_SCOPE, "auditor").failures == 0
+    await h.auditor.login(n)
+    assert h.state.store.get_role(HSM_SCOPE, "auditor").failures == 0
     await operator.done.wait()
 
 
@@ -102,18 +102,18 @@ async def test_co_policy15_on_locks_co_and_cu_until_the_partition_so_resets(
     operator = bench.run_script(s)
     await _run_setup(bench, policy15=True)
     h, n = bench.hsm, bench.notify
-    await h.role_login(n, "p1", "co", None)
-    h.object_create("p1", "k1", b"kept across the reset")
-    await h.role_init(n, "p1", "cu", b"cu challenge")
+    await h.roles.login(n, "p1", "co", None)
+    h.objects.create("p1", "k1", b"kept across the reset")
+    await h.roles.init(n, "p1", "cu", b"cu challenge")
     for _ in range(9):
         with pytest.raises(LoginFailed):
-            await h.role_login(n, "p1", "co", None)
+            await h.roles.login(n, "p1", "co", None)
     with pytest.raises(LockedOut, match="resetpw"):
-        await h.role_login(n, "p1", "co", None)
+        await h.roles.login(n, "p1", "co", None)
     with pytest.raises(LockedOut, match="resetpw"):
-        await h.role_login(n, "p1", "cu", b"cu challenge")
-    await h.role_login(n, "p1", "so", None)
-    await h.role_resetpw(n, "p1", "co", b"new challenge")
-    await h.role_login(n, "p1", "co", None)
-    assert [o["label"] for o in h.object_list("p1")] == ["k1"]
+        await h.roles.login(n, "p1", "cu", b"cu challenge")
+    await h.roles.login(n, "p1", "so", None)
+    await h.roles.resetpw(n, "p1", "co", b"new challenge")
+    await h.roles.login(n, "p1", "co", None)
+    assert [o["label"] for o in h.objects.list_objects("p1")] == ["k1"]
     await operator.done.wait()

@@ -38,24 +38,24 @@ async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
     s.session().read(Color.BLUE, so, "3333")
     operator = bench.run_script(s)
 
-    await bench.hsm.hsm_init(bench.notify, "emulated")
+    await bench.hsm.admin.init(bench.notify, "emulated")
     assert "Please attend to the PED." in bench.notes
-    await bench.hsm.hsm_login(bench.notify)
-    bench.hsm.hsm_logout()
+    await bench.hsm.admin.login(bench.notify)
+    bench.hsm.admin.logout()
     with pytest.raises(LoginFailed, match="1 consecutive failure"):
-        await bench.hsm.hsm_login(bench.notify)
+        await bench.hsm.admin.login(bench.notify)
     with pytest.raises(LoginFailed, match="another keyset"):
-        await bench.hsm.hsm_login(bench.notify)
+        await bench.hsm.admin.login(bench.notify)
     assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 2
-    await bench.hsm.hsm_login(bench.notify)  # wrong colour on the way did not count
+    await bench.hsm.admin.login(bench.notify)  # wrong colour on the way did not count
     assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 0
-    bench.hsm.hsm_logout()
+    bench.hsm.admin.logout()
     for n in (1, 2):
         with pytest.raises(LoginFailed, match=f"{n} consecutive"):
-            await bench.hsm.hsm_login(bench.notify)
+            await bench.hsm.admin.login(bench.notify)
     with pytest.raises(Zeroized):
-        await bench.hsm.hsm_login(bench.notify)
-    assert not bench.hsm.initialised
+        await bench.hsm.admin.login(bench.notify)
+    assert not bench.hsm.state.initialised
     with trio.fail_after(30):
         await operator.done.wait()
 
@@ -73,27 +73,27 @@ async def test_partition_roles_and_co_lockout_on_the_emulated_ped(bench: Bench) 
     s.session().read(Color.BLACK, b[5])  # a blank black-slot key: refused on the PED...
     operator = bench.run_script(s)
     h, n = bench.hsm, bench.notify
-    await h.hsm_init(n, "emulated")
-    await h.hsm_login(n)
-    h.partition_create("p1")
-    await h.partition_init(n, "p1")
-    await h.role_login(n, "p1", "so", None)
-    h.partition_changepolicy("p1", 20, 2)
-    h.partition_changepolicy("p1", 22, 1)
-    await h.role_init(n, "p1", "co", b"app secret")
-    await h.role_login(n, "p1", "co", None)
-    h.object_create("p1", "k1", b"value")
-    await h.role_activate(n, "p1", "co")
+    await h.admin.init(n, "emulated")
+    await h.admin.login(n)
+    h.partitions.create("p1")
+    await h.partitions.init(n, "p1")
+    await h.roles.login(n, "p1", "so", None)
+    h.partitions.changepolicy("p1", 20, 2)
+    h.partitions.changepolicy("p1", 22, 1)
+    await h.roles.init(n, "p1", "co", b"app secret")
+    await h.roles.login(n, "p1", "co", None)
+    h.objects.create("p1", "k1", b"value")
+    await h.roles.activate(n, "p1", "co")
     # with the CO activated, an application logs in with the challenge alone: no PED
-    await h.role_login(n, "p1", "co", b"app secret")
-    assert [o["label"] for o in h.object_list("p1")] == ["k1"]
+    await h.roles.login(n, "p1", "co", b"app secret")
+    assert [o["label"] for o in h.objects.list_objects("p1")] == ["k1"]
     with pytest.raises(LoginFailed, match="wrong challenge"):
-        await h.role_login(n, "p1", "co", b"guess 1")
+        await h.roles.login(n, "p1", "co", b"guess 1")
     with pytest.raises(LockedOut, match="permanently"):
-        await h.role_login(n, "p1", "co", b"guess 2")  # policy 20 lowered the threshold to 2
+        await h.roles.login(n, "p1", "co", b"guess 2")  # policy 20 lowered the threshold to 2
     # ...and the pending PED step is never reached: the role is locked before the PED
     with pytest.raises(LockedOut):
-        await h.role_login(n, "p1", "co", None)
+        await h.roles.login(n, "p1", "co", None)
     assert not operator.done.is_set()
 
 
@@ -103,11 +103,11 @@ async def test_ped_key_timeout_is_not_counted(bench: Bench) -> None:
     s.session().imprint(b[0]).imprint(b[1])  # hsm init
     s.session()  # hsm login: the handshake is allowed, then nobody presents a key
     operator = bench.run_script(s)
-    await bench.hsm.hsm_init(bench.notify, "emulated")
+    await bench.hsm.admin.init(bench.notify, "emulated")
     # A short PED-key timeout (below the shell's 200 s minimum, for the test only).
     bench.router._timeouts = lambda: {"rped": 1800, "pedk": 1, "pedo": 920}
     with pytest.raises(PedUnavailable, match=r"not counted|did not complete"):
-        await bench.hsm.hsm_login(bench.notify)
+        await bench.hsm.admin.login(bench.notify)
     assert operator.done.is_set()
     assert bench.store.get_role(HSM_SCOPE, "hsm-so").failures == 0
 
@@ -122,9 +122,9 @@ async def test_rpv_init_imprints_an_orange_key_that_opens_a_remote_session(
     s.session().imprint(b[2])  # hsm ped vector init: a new RPV on an orange key
     local_operator = bench.run_script(s)
     h, n = bench.hsm, bench.notify
-    await h.hsm_init(n, "emulated")
-    await h.hsm_login(n)
-    await h.ped_vector_init(n)
+    await h.admin.init(n, "emulated")
+    await h.admin.login(n)
+    await h.ped.vector_init(n)
     await local_operator.done.wait()
 
     r = Script(orange=b[2])
@@ -133,23 +133,23 @@ async def test_rpv_init_imprints_an_orange_key_that_opens_a_remote_session(
     r.read(Color.BLUE, b[0])  # and again
     remote_operator = await _remote_ped(bench, nursery, monkeypatch, r)
     await nursery.start(bench.router.run)
-    out = await h.ped_connect(n, "ped.example", 1503)
+    out = await h.ped.connect(n, "ped.example", 1503)
     assert "PED operation required to connect to Remote PED - use orange PED Key(s)." in (
         bench.notes
     )
     assert "ped.example:1503" in out
     status = bench.router.status()
     assert status["mode"] == "remote" and status["connected"]
-    h.hsm_logout()
-    await h.hsm_login(n)  # served by the remote PED while it is connected
-    h.hsm_logout()
-    await h.hsm_login(n)
+    h.admin.logout()
+    await h.admin.login(n)  # served by the remote PED while it is connected
+    h.admin.logout()
+    await h.admin.login(n)
     await remote_operator.done.wait()
-    assert "disconnected" in await h.ped_disconnect()
+    assert "disconnected" in await h.ped.disconnect()
     assert bench.router.status()["mode"] == "local"
-    events = [r["event"] for r in h.audit.records()]
+    events = [r["event"] for r in h.state.audit.records()]
     assert "ped connected" in events and "ped disconnected" in events
-    assert h.audit_verify()["ok"]
+    assert h.auditor.verify()["ok"]
 
 
 async def test_a_second_hsm_shares_the_rpv_by_reading_the_orange_key(bench: Bench) -> None:
@@ -161,8 +161,8 @@ async def test_a_second_hsm_shares_the_rpv_by_reading_the_orange_key(bench: Benc
     s.read(Color.ORANGE, b[0])
     s.parts.append('[[step]]\nexpect = "duplicating"\npress = "NO"\n')
     operator = bench.run_script(s)
-    await bench.hsm.ped_vector_init(bench.notify)
-    first = bytes(bench.hsm._rpv())
+    await bench.hsm.ped.vector_init(bench.notify)
+    first = bytes(bench.hsm.ped._rpv())
     other_home = bench.tmp / "home2"
     other_home.mkdir(mode=0o700)
     store = Store(other_home)
@@ -175,8 +175,8 @@ async def test_a_second_hsm_shares_the_rpv_by_reading_the_orange_key(bench: Benc
             bench.router,
             "150003",
         )
-        await other.ped_vector_init(bench.notify)
-        assert bytes(other._rpv()) == first
+        await other.ped.vector_init(bench.notify)
+        assert bytes(other.ped._rpv()) == first
     finally:
         store.close()
     await operator.done.wait()
@@ -211,7 +211,7 @@ async def test_remote_link_idle_timeout_and_wrong_orange_key(
     s = Script()
     s.session().imprint(b[0])  # vector init (zeroized HSM)
     local_operator = bench.run_script(s)
-    await bench.hsm.ped_vector_init(bench.notify)
+    await bench.hsm.ped.vector_init(bench.notify)
     await local_operator.done.wait()
     [wrong] = Keyring(bench.keys).imprint(
         new_keyset(Color.ORANGE, "another HSM's RPV", 1, 1), create=True
@@ -223,13 +223,13 @@ async def test_remote_link_idle_timeout_and_wrong_orange_key(
     operator = await _remote_ped(bench, nursery, monkeypatch, r)
     await nursery.start(bench.router.run)
     with pytest.raises(PedUnavailable, match="does not hold this HSM's Remote PED Vector"):
-        await bench.hsm.ped_connect(bench.notify, "ped.example", 1503)
+        await bench.hsm.ped.connect(bench.notify, "ped.example", 1503)
     assert not bench.router.status()["connected"]
-    await bench.hsm.ped_connect(bench.notify, "ped.example", 1503)
+    await bench.hsm.ped.connect(bench.notify, "ped.example", 1503)
     await operator.done.wait()
     bench.router._timeouts = lambda: {"rped": 1, "pedk": 200, "pedo": 920}
     with trio.fail_after(30):
         await bench.dropped.wait()
     assert "idle timeout" in bench.drops[0]
     assert bench.router.status()["mode"] == "local"
-    assert [r["event"] for r in bench.hsm.audit.records()][-1] == "ped disconnected"
+    assert [r["event"] for r in bench.hsm.state.audit.records()][-1] == "ped disconnected"

@@ -1,0 +1,132 @@
+"""The HSM's `hsm.pedport.PedPort` over an open ``ped.hsm_api`` session.
+
+Errors from ``ped`` are mapped for the HSM (see `hsm.pedport`): wrong colour ->
+`WrongKeyColor` (not counted), keyset mismatch -> `KeysetMismatch` (counted), everything
+else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
+PED progress notices become lines for the shell (`describe_notice`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from hsm.errors import PedUnavailable
+from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
+from keys.colors import Color
+from ped.channel.errors import RpvMismatch
+from ped.errors import PedError
+from ped.transport import TransportError
+
+
+class PedLinkLost(PedUnavailable):
+    """The path to the PED failed (a transport error): retriable, never counted."""
+
+
+def map_error(exc: BaseException, where: str) -> BaseException:
+    """Turn a ``ped`` error into what the HSM understands (see the module docstring)."""
+    from ped.ops import errors as op_errors
+
+    if isinstance(exc, op_errors.WrongColor):
+        return WrongKeyColor(f"login refused, not counted: {exc}")
+    if isinstance(exc, op_errors.KeysetMismatch):
+        return KeysetMismatch(str(exc))
+    if isinstance(exc, RpvMismatch):
+        return PedUnavailable(
+            f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "
+            "(RPV); present the right orange key, or run `hsm ped vector init`"
+        )
+    if isinstance(exc, TransportError):
+        return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
+    if isinstance(exc, PedError):
+        return PedUnavailable(f"the PED operation at {where} did not complete: {exc}")
+    return exc
+
+
+def describe_notice(notice: Any) -> str:
+    """A PED progress notice as a line for the shell ("" for none worth showing)."""
+    from ped.ops.messages import NoticeKind
+
+    kind, step, total = notice.kind, notice.step, notice.total
+    of = f" {step} of {total}" if step and total else ""
+    if kind is NoticeKind.INSERT_KEY:
+        return f"PED: waiting for key{of}."
+    if kind is NoticeKind.ENTER_PIN:
+        return "PED: waiting for the PED PIN."
+    if kind is NoticeKind.KEY_ACCEPTED:
+        return f"PED: key{of} read."
+    if kind is NoticeKind.WRITING_KEY:
+        return f"PED: writing key{of}."
+    if kind is NoticeKind.QUESTION:
+        return "PED: answer the question on the PED screen."
+    if kind is NoticeKind.INFO and notice.text:
+        text = "".join(c for c in str(notice.text) if c.isprintable())[:120]
+        return f"PED: {text}"
+    return ""  # ATTEND: the shell already said "Please attend to the PED."
+
+
+class HsmApiPort:
+    """`hsm.pedport.PedPort` over an open ``ped.hsm_api`` session."""
+
+    def __init__(
+        self,
+        session: Any,
+        description: str,
+        touch: Callable[[], None],
+        timeouts: Callable[[], dict[str, int]],
+    ) -> None:
+        self._session = session
+        self.description = description
+        self._touch = touch
+        self._timeouts = timeouts
+
+    def _limits(self) -> dict[str, float]:
+        # Read per operation: `hsm ped timeout set` applies at once, even on an open link.
+        t = self._timeouts()
+        return {"key_timeout": float(t["pedk"]), "op_timeout": float(t["pedo"])}
+
+    async def read_secret(self, color: Color, keyset_id: bytes | None, label: str) -> PedSecret:
+        self._touch()
+        try:
+            result = await self._session.read_secret(
+                color, keyset_id=keyset_id, label=label, **self._limits()
+            )
+        except PedError as exc:
+            raise map_error(exc, self.description) from None
+        finally:
+            self._touch()
+        secret = bytearray(result.secret)
+        with contextlib.suppress(Exception):
+            result.wipe()
+        return PedSecret(secret, bytes(result.keyset_id))
+
+    async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
+        self._touch()
+        try:
+            result = await self._session.imprint(
+                color, new_secret=secret, allow_reuse=True, label=label, **self._limits()
+            )
+        except PedError as exc:
+            raise map_error(exc, self.description) from None
+        finally:
+            self._touch()
+        # The PED returns a secret when the HSM must adopt another one than it sent: an
+        # existing keyset was reused, or a PED PIN was set (the PED then hands over the
+        # PIN-derived value, which is what later logins will read).
+        got = bytearray(result.secret if result.secret is not None else secret)
+        with contextlib.suppress(Exception):
+            result.wipe()
+        return PedSecret(got, bytes(result.keyset_id))
+
+    async def show(self, text: str) -> None:
+        try:
+            await self._session.show_message(text, op_timeout=self._limits()["op_timeout"])
+        except PedError as exc:
+            raise map_error(exc, self.description) from None
+
+
+def first_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

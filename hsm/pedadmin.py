@@ -1,0 +1,124 @@
+"""The HSM's PED commands: its Remote PED Vector, the remote PED link, the PED timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hsm import policy as pol
+from hsm.crypto import random_key, wipe
+from hsm.errors import BadRequest, NotInitialised, NotLoggedIn, PedUnavailable
+from hsm.state import HsmState, Notify
+from keys.colors import Color
+
+
+class PedCommands:
+    """``hsm ped ...`` commands, over the daemon's PED router (``state.ped``)."""
+
+    def __init__(self, state: HsmState) -> None:
+        self._state = state
+
+    def _rpv(self) -> bytearray:
+        st = self._state
+        sealed = st.store.get_meta("rpv_sealed")
+        if sealed is None:
+            raise NotInitialised(
+                "the HSM has no Remote PED Vector; run `hsm ped vector init` with a local PED"
+            )
+        return st.master.unseal("rpv", bytes.fromhex(sealed))
+
+    def _require_so_if_initialised(self, what: str) -> None:
+        st = self._state
+        if st.initialised and st.ram.so_key is None:
+            raise NotLoggedIn(f"{what} on an initialised HSM needs the HSM SO: run `hsm login`")
+
+    # ------------------------------------------------------------------ the RPV
+
+    async def vector_init(self, notify: Notify) -> str:
+        st = self._state
+        self._require_so_if_initialised("initialising the RPV")
+        fresh = random_key()
+        async with st.ped_session(notify, local_only=True) as port:
+            got = await port.imprint(Color.ORANGE, "Remote PED Vector", fresh)
+        wipe(fresh)
+        try:
+            sealed = st.master.seal("rpv", got.secret)
+        finally:
+            got.wipe()
+        with st.store.tx():
+            st.store.set_meta("rpv_sealed", sealed.hex())
+        st.event("rpv initialised")
+        return "Remote PED Vector set in the HSM and on the orange PED key(s)."
+
+    async def vector_erase(self) -> str:
+        st = self._state
+        self._require_so_if_initialised("erasing the RPV")
+        await st.ped.disconnect()
+        with st.store.tx():
+            st.store.set_meta("rpv_sealed", None)
+        st.store.checkpoint()
+        st.event("rpv erased")
+        return "Remote PED Vector erased; remote PED use needs a new `hsm ped vector init`."
+
+    # ------------------------------------------------------------------ the remote link
+
+    async def connect(
+        self, notify: Notify, host: str, port: int, *, peer: str | None = None
+    ) -> str:
+        """Open the remote PED link: to pedserver *host*:*port*, or over the peer link
+        that the pedserver registered in pedclient as *peer* dialled in (peer-to-peer)."""
+        st = self._state
+        if peer is None and not 1 <= port <= 65535:
+            raise BadRequest(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
+        if peer is not None and not peer.strip():
+            raise BadRequest("--peer needs the name the pedserver is registered under in pedclient")
+        rpv = self._rpv()
+        notify("PED operation required to connect to Remote PED - use orange PED Key(s).")
+        try:
+            where = await st.ped.connect(host, port, rpv, notify, peer=peer)
+        except PedUnavailable as exc:
+            target = f"peer {peer}" if peer is not None else f"{host}:{port}"
+            st.event("ped connect failed", address=target, reason=exc.message)
+            raise
+        finally:
+            wipe(rpv)
+        st.event("ped connected", address=where)
+        return f"Remote PED connected ({where})."
+
+    async def disconnect(self) -> str:
+        st = self._state
+        was = await st.ped.disconnect()
+        if was:
+            st.event("ped disconnected", reason="hsm ped disconnect")
+            return "Remote PED disconnected."
+        return "No Remote PED was connected."
+
+    def link_dropped(self, reason: str) -> None:
+        """Called by the router when a remote link goes away by itself."""
+        self._state.event("ped disconnected", reason=reason)
+
+    def status(self) -> dict[str, Any]:
+        return self._state.ped.status()
+
+    # ------------------------------------------------------------------ timeouts
+
+    def timeouts(self) -> dict[str, int]:
+        out = {}
+        for name, d in pol.PED_TIMEOUTS.items():
+            out[name] = int(self._state.store.get_meta(f"timeout.{name}") or d.default)
+        return out
+
+    def timeout_set(self, kind: str, seconds: int) -> str:
+        st = self._state
+        d = pol.PED_TIMEOUTS.get(kind)
+        if d is None:
+            raise BadRequest(f"timeout type {kind!r} is not one of: rped, pedk, pedo")
+        value = d.default if seconds == 0 else seconds
+        if not d.low <= value <= d.high:
+            raise BadRequest(
+                f"{kind} ({d.description}) takes {d.low}-{d.high} seconds "
+                f"(0 restores the default {d.default}), not {seconds}"
+            )
+        with st.store.tx():
+            st.store.set_meta(f"timeout.{kind}", str(value))
+        st.event("ped timeout set", type=kind, seconds=value)
+        return f"{kind} timeout ({d.description}) set to {value} s."
