@@ -327,7 +327,9 @@ def encode(header: KeyHeader, share: bytearray) -> bytearray:
     return body
 
 
-def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) -> KeyImage:
+def decode(
+    data: bytes | bytearray | memoryview, path: str | os.PathLike[str] | None = None
+) -> KeyImage:
     """Parse and check an image.  Order: size/magic/version, digest, then field values."""
     view = memoryview(data)
     if len(view) < len(MAGIC) + 1:

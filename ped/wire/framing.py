@@ -140,7 +140,7 @@ class FrameDecoder:
         self._pending: tuple[int, int] | None = None
         self._failed: Exception | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Add bytes received from the peer."""
         if self._failed is not None:
             raise LocalProtocolError("this frame decoder already failed; close the connection")
