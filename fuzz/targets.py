@@ -53,7 +53,7 @@ from ped.link import connection as link_connection
 from ped.link import messages as link_messages
 from ped.ops import HsmSideSession, PedSideSession
 from ped.ops import messages as op_messages
-from ped.wire.framing import MAX_PAYLOAD, Frame, FrameDecoder, decode_frame, frame_bytes
+from ped.wire.framing import MAX_PAYLOAD, Frame, FrameDecoder, decode_frame, encode_frame
 from ped.wire.types import DEVICE_RANGE, E2E_TYPES, LINK_RANGE, LOCAL_RANGE, OPS_RANGE, E2EType
 
 #: The only exceptions a decoder may raise on hostile input.
@@ -126,7 +126,7 @@ def _build() -> dict[str, tuple[int | None, Decoder]]:
     for t, cls in sorted(op_messages.MESSAGE_CLASSES.items()):
         table[f"ops.{cls.__name__}"] = (
             int(t),
-            lambda p, t=int(t): op_messages.decode_message(frame_bytes(t, p)),
+            lambda p, t=int(t): op_messages.decode_message(encode_frame(Frame(t, p))),
         )
     table["e2e.HANDSHAKE_INIT"] = (E2EType.HANDSHAKE_INIT, _handshake_init)
     table["e2e.HANDSHAKE_RESPONSE"] = (

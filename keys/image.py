@@ -241,9 +241,6 @@ class KeyImage:
         """The encoded image (holds the share: wipe it when done)."""
         return encode(self.header, self._share)
 
-    def with_path(self, path: str | os.PathLike[str] | None) -> KeyImage:
-        return KeyImage(self.header, self._share, path)
-
     def wipe(self) -> None:
         wipe(self._share)
 

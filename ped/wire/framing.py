@@ -75,11 +75,6 @@ def encode_frame(frame: Frame, *, max_payload: int = MAX_PAYLOAD) -> bytes:
     return HEADER.pack(MAGIC, WIRE_VERSION, frame.type, len(frame.payload)) + frame.payload
 
 
-def frame_bytes(type_: int, payload: bytes = b"") -> bytes:
-    """Shorthand for ``encode_frame(Frame(type_, payload))``."""
-    return encode_frame(Frame(type_, payload))
-
-
 def _check_header(
     header: bytes, accepted: Container[int] | None, max_payload: int
 ) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from ped.link import ConnectCode, ConnectFailed, connect_via_pedclient
-from ped.wire.framing import frame_bytes
+from tests.frames import frame_bytes
 from tests.pedserver.fakes import running_pair
 
 
