@@ -41,8 +41,6 @@ from tests.p2p.rig import (
 )
 from tests.pedserver.fakes import running_pair, short_tmp
 
-pytestmark = pytest.mark.process
-
 WAIT = 30.0  # the bound of every wait for an event
 
 
