@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# ruff, the import contracts, and mypy (strict for ped/, keys/ and pedtools/: what other
+# implementations build on; default strictness for the daemons and the HSM).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
-# mypy: strict for ped/ and keys/ (what other implementations build on), default for the rest.
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

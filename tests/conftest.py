@@ -9,6 +9,7 @@ marks itself with ``pytestmark = pytest.mark.process``).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ PROCESS_MODULES = frozenset({
     "pedserver/test_cli.py",
     "pedserver/test_processes.py",
     "pedserver/test_secrets_tap.py",
+    "ped/test_integrator_example.py",
 })
 
 
@@ -61,3 +63,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _starts_processes(item.path):
             item.add_marker(pytest.mark.process)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_where_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep the lists above true: a test outside them that starts a process fails.
+
+    (A process started by a module- or session-scoped fixture is set up before this check;
+    such a module starts processes in its tests too, in practice, and is caught there.)
+    """
+    if request.node.get_closest_marker("process") is not None:
+        return
+
+    def refuse(self: subprocess.Popen[bytes], *args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a process but is not marked 'process': add its "
+            "module to PROCESS_MODULES in tests/conftest.py (or mark it)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
