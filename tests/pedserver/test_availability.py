@@ -227,3 +227,28 @@ async def test_a_handshake_never_confirmed_is_logged(autojump_clock, caplog):
         assert "the HSM side holds the channel" in caplog.text
         assert "never confirmed" not in caplog.text
         nursery.cancel_scope.cancel()
+
+
+async def test_a_flipped_length_fails_at_the_frame_timeout_saying_so(autojump_clock):
+    """A length field that promises more than comes swallowed the frames behind it (the
+    keepalives) and stalled the link 11-31 s before something failed."""
+    async with trio.open_nursery() as nursery:
+        server, _ = await _server(nursery, keepalive_interval=5)
+        client = await _connect(nursery, server, LinkHello())
+        await client.receive()
+        await _take_ped(client)
+        sealed = client.conn.send(EndToEnd(Frame(0x23, b"x" * 100)))
+        flipped = bytearray(sealed)
+        flipped[6] ^= 0x04  # the length says 1124 bytes: 100 come
+        start = trio.current_time()
+        await client.stream.send_all(bytes(flipped))
+        while True:
+            event = await client.receive()  # the client goes on sending keepalives
+            if isinstance(event, Close):
+                break
+            await client.stream.send_all(client.conn.send(Keepalive(7)))
+        assert event.code is CloseCode.PROTOCOL_ERROR
+        assert "incomplete 10 s after its first bytes" in event.text
+        assert "length corrupted" in event.text
+        assert trio.current_time() - start == pytest.approx(10, abs=0.5)
+        nursery.cancel_scope.cancel()
