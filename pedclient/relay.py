@@ -142,12 +142,15 @@ class LinkRelay:
                 elif isinstance(event, EndToEnd):
                     await hsm.send(event)
                 elif isinstance(event, Close):
-                    record.end_reason = (
+                    # After the HSM's own close, pedserver's answering Close is not news.
+                    record.end_reason = record.end_reason or (
                         f"pedserver closed it: {describe_close(event.code, event.text)}")
                     await hsm.send_close_quietly(Close(event.code, event.text))
                     return
                 elif isinstance(event, ConnectionLost):
-                    record.end_reason = "pedserver's connection was lost"
+                    # Closing our side after the HSM closed ends this read too: keep the
+                    # HSM's reason (a normal close is not a lost connection).
+                    record.end_reason = record.end_reason or "pedserver's connection was lost"
                     await hsm.send_close_quietly(Close(
                         CloseCode.SERVER_GONE,
                         f"the connection to pedserver at {record.target} was lost "

@@ -14,6 +14,7 @@ import collections
 import logging
 from collections.abc import Callable
 
+import attrs
 import trio
 
 from ped.device import DeviceEvent, EventKind
@@ -56,6 +57,8 @@ class EventLog:
                 else ""
             )
             line = (logging.INFO, "%s: PED %s (operation %d%s)", (where, event, record.ops, took))
+        elif event.kind is EventKind.KEY_REFUSED and event.color:
+            line = (logging.INFO, "%s: PED %s", (where, refusal_text(event)))
         else:
             line = (logging.INFO, "%s: PED %s", (where, event))
         self._lines.append(line)
@@ -81,3 +84,14 @@ class EventLog:
         finally:
             self._running = False
             self._write()
+
+
+def refusal_text(event: DeviceEvent) -> str:
+    """A refused key in words: the colour is the one asked for and the keyset the key's
+    presented (an orange key offered for a blue login is not "blue keyset <orange id>")."""
+    asked = attrs.evolve(event, keyset="", outcome="", detail="").describe()
+    text = asked.replace("key-refused", "key-refused: wanted", 1)
+    detail = f" ({event.detail})" if event.detail else ""
+    outcome = f", result {event.outcome}" if event.outcome else ""
+    presented = f"; the key presented is of keyset {event.keyset}" if event.keyset else ""
+    return f"{text}{detail}{outcome}{presented}"

@@ -29,6 +29,15 @@ class LinkActivity(enum.Enum):
         return self.value
 
 
+@enum.unique
+class ChannelSeen(enum.Enum):
+    """The link's end-to-end channel as a relay sees it (by frame types)."""
+
+    NONE = "none"  # no RPV handshake answered by the PED (or its session ended)
+    ANSWERED = "answered"  # the PED answered a handshake; no sealed answer from it since
+    CONFIRMED = "confirmed"  # the PED sealed an answer: the HSM side holds the channel
+
+
 @attrs.define(eq=False)
 class LinkRecord:
     """What pedserver knows about one connection (shown by ``mode show``)."""
@@ -49,6 +58,17 @@ class LinkRecord:
     scope: trio.CancelScope | None = None
     end_reason: str = ""
     idle_applies: bool = True  # False on peer-to-peer links (pedserver/peer.py)
+    welcomed: float = 0.0  # trio clock
+    # What pedserver can see of the end-to-end channel (frame types only, never content):
+    handshakes: int = 0  # HANDSHAKE_RESPONSEs the PED sent on this link
+    channel: ChannelSeen = ChannelSeen.NONE
+    answered_at: float = 0.0  # wall clock of the PED's last HANDSHAKE_RESPONSE
+    sent_in_hold: bool = False  # an end-to-end frame came from the link in this hold
+    timers_changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def wake_timers(self) -> None:
+        """A deadline moved (an operation began, or its first frame came)."""
+        self.timers_changed.set()
 
     @property
     def holds_ped(self) -> bool:
@@ -76,6 +96,15 @@ class LinkRecord:
             "doing": self.doing.describe(),
             "operations": self.ops,
         }
+
+
+def source_of(peer: str) -> str:
+    """The host part of a `peer_of` address ("[::1]:5000" -> "::1"): connections from one
+    host share its per-source limits whatever their port."""
+    if peer.startswith("["):
+        return peer[1:].split("]", 1)[0]
+    host, sep, _port = peer.rpartition(":")
+    return host if sep else peer
 
 
 def peer_of(stream: trio.abc.Stream) -> str:

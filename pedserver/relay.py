@@ -10,19 +10,22 @@ A link's task group runs:
   asked for, capped by ``max_op_wait``); ``OpEnd`` releases it; end-to-end frames go to
   the PED session untouched (only their type byte is ever looked at);
 * the device pump: frames from the PED session go back on the link, untouched;
-* the timer: a keepalive every ``keepalive_interval``; the link is closed with
-  IDLE_TIMEOUT when no operation happened for its idle timeout (never while one is
-  held or awaited, never on a peer link), and with PEER_UNRESPONSIVE when nothing was
-  heard for ``socket_read_rsp_timeout``.
+* the deadlines (`pedserver.deadlines`): keepalives, and the link's end when it is
+  idle, silent, has no RPV handshake in time, or holds the PED too long.
+
+A relay cannot read the channel, but the frame types say what happened: the PED
+answered a handshake (HANDSHAKE_RESPONSE), then sealed an answer (a request from
+whoever holds the channel reached it).  A handshake that no sealed answer followed
+before the PED's session ended is logged as never confirmed: a replayed
+HANDSHAKE_INIT looks exactly like that (SECURITY.md, watching pedserver's log).
 
 This is the path the benchmark measures: one await per frame each way, no copies.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
+import time
 from typing import Any
 
 import trio
@@ -46,8 +49,10 @@ from ped.link.messages import (
 )
 from ped.transport import FrameTransport, PedBusy, TransportClosed
 from ped.wire.framing import Frame
+from ped.wire.types import E2EType
+from pedserver.deadlines import LinkDeadlines
 from pedserver.device import DeviceWatch
-from pedserver.links import LinkActivity, LinkRecord
+from pedserver.links import ChannelSeen, LinkActivity, LinkRecord
 from pedserver.settings import Settings
 
 log = logging.getLogger("pedserver")
@@ -59,6 +64,9 @@ SESSION_CLOSE_GRACE = 2.0
 #: PED dropped the session mid-operation (e.g. it could not open a tampered frame).
 ORPHANED_OP_GRACE = 2.0
 
+_SEALED = int(E2EType.SEALED)
+_HANDSHAKE_RESPONSE = int(E2EType.HANDSHAKE_RESPONSE)
+
 
 class LinkRelay:
     """Relays every link of one pedserver to the PED and keeps the PED's holder."""
@@ -68,6 +76,7 @@ class LinkRelay:
         self.device = device
         self.holder: LinkRecord | None = None
         self._sessions: dict[int, LinkRecord] = {}  # device session id -> link
+        self._deadlines = LinkDeadlines(settings, close_link=self.close_link, send=self.send)
 
     def link_of_session(self, session_id: int) -> LinkRecord | None:
         """The link a PED session belongs to (None when it is not a link's)."""
@@ -77,7 +86,7 @@ class LinkRelay:
         """Relay *record* until it ends (closed by either side, or failed)."""
         async with trio.open_nursery() as nursery:
             record.scope = nursery.cancel_scope
-            nursery.start_soon(self._timers, record)
+            nursery.start_soon(self._deadlines.run, record)
             await self._reader(record, nursery)
             nursery.cancel_scope.cancel()
 
@@ -121,6 +130,9 @@ class LinkRelay:
                 await self._op_end(record)
             elif isinstance(event, EndToEnd):
                 record.last_activity = trio.current_time()
+                if not record.sent_in_hold:
+                    record.sent_in_hold = True
+                    record.wake_timers()
                 if not await self._to_ped(record, event.frame, nursery):
                     return
             elif isinstance(event, Close):
@@ -178,6 +190,7 @@ class LinkRelay:
             return
         wait = min(message.wait_ms / 1000, float(self.settings.max_op_wait))
         record.doing = LinkActivity.WAITING_FOR_PED
+        record.wake_timers()
         try:
             await session.begin_operation(wait=wait)
         except PedBusy:
@@ -188,6 +201,7 @@ class LinkRelay:
                 else "another session on the PED"
             )
             record.doing = LinkActivity.IDLE
+            record.wake_timers()
             log.info("link %d: PED busy (held by %s); told the client to retry", record.id, who)
             await self.send(record, Busy(fit_text(who)))
             return
@@ -197,7 +211,9 @@ class LinkRelay:
         self.holder = record
         record.ops += 1
         record.op_started = trio.current_time()
+        record.sent_in_hold = False
         record.doing = LinkActivity.OPERATING
+        record.wake_timers()
         # Debug only: the PED's own events say the same at info (see pedserver.events).
         log.debug("link %d: PED operation %d started", record.id, record.ops)
         await self.send(record, OpGranted())
@@ -206,6 +222,7 @@ class LinkRelay:
         record.last_activity = trio.current_time()
         await self._end_operation(record)
         record.doing = LinkActivity.IDLE
+        record.wake_timers()
 
     async def _end_operation(self, record: LinkRecord) -> None:
         if record.op_started is not None:
@@ -224,6 +241,7 @@ class LinkRelay:
     async def teardown(self, record: LinkRecord) -> None:
         """The link is over: give the PED back and close its session on the PED."""
         await self._end_operation(record)
+        self._channel_ended(record)
         session, record.session = record.session, None
         for key, value in list(self._sessions.items()):
             if value is record:
@@ -267,11 +285,43 @@ class LinkRelay:
                 # refused handshake): the link stays; the next operation gets a new one.
                 log.info("link %d: the PED ended its session; the next operation opens "
                          "a new one", record.id)
+                self._channel_ended(record)
                 await self._drop_session(record, session)
                 await self._close_if_op_orphaned(record)
                 return
             record.last_activity = trio.current_time()
+            kind = frame.type
+            if kind == _SEALED:
+                if record.channel is ChannelSeen.ANSWERED:
+                    self._channel_confirmed(record)
+            elif kind == _HANDSHAKE_RESPONSE:
+                self._handshake_answered(record)
             await self.send(record, EndToEnd(frame))
+
+    def _handshake_answered(self, record: LinkRecord) -> None:
+        self._channel_ended(record)  # a second handshake on the link: the first is over
+        record.handshakes += 1
+        record.channel = ChannelSeen.ANSWERED
+        record.answered_at = time.time()
+        record.wake_timers()
+
+    def _channel_confirmed(self, record: LinkRecord) -> None:
+        record.channel = ChannelSeen.CONFIRMED
+        log.info("link %d: the PED sealed an answer: the HSM side holds the channel of the "
+                 "RPV handshake answered %.0f s ago", record.id, time.time() - record.answered_at)
+
+    def _channel_ended(self, record: LinkRecord) -> None:
+        """The PED's session (and so its channel) is over: say so if nothing sealed
+        ever followed its handshake (what a replayed HANDSHAKE_INIT looks like)."""
+        if record.channel is ChannelSeen.ANSWERED:
+            log.warning(
+                "link %d from %s (%s): the RPV handshake the PED answered at %s was never "
+                "confirmed (no operation followed; the HSM side never sealed a request): "
+                "if no HSM connected to this PED then, it was a replayed handshake",
+                record.id, record.peer, record.client_name or "unnamed",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.answered_at)),
+            )
+        record.channel = ChannelSeen.NONE
 
     async def _close_if_op_orphaned(self, record: LinkRecord) -> None:
         """Tell the HSM when the PED dropped its session in the middle of an operation.
@@ -315,33 +365,3 @@ class LinkRelay:
             code, text = CloseCode.DEVICE_GONE, "the PED closed this session"
         log.warning("link %d: %s (%s)", record.id, text, type(exc).__name__)
         await self.close_link(record, code, text)
-
-    async def _timers(self, record: LinkRecord) -> None:
-        s = self.settings
-        nonce = itertools.count(1)
-        next_keepalive = trio.current_time() + s.keepalive_interval
-        while True:
-            now = trio.current_time()
-            idle_at = (
-                record.last_activity + record.idle_timeout if record.may_idle_out else math.inf
-            )
-            dead_at = record.last_heard + s.socket_read_rsp_timeout
-            if now >= dead_at:
-                log.warning("link %d: nothing heard from %s for %d s", record.id, record.peer,
-                            s.socket_read_rsp_timeout)
-                await self.close_link(
-                    record, CloseCode.PEER_UNRESPONSIVE,
-                    f"nothing heard from the client for {s.socket_read_rsp_timeout} s",
-                )
-                return
-            if now >= idle_at:
-                log.info("link %d: idle for %d s", record.id, record.idle_timeout)
-                await self.close_link(
-                    record, CloseCode.IDLE_TIMEOUT,
-                    f"no PED operation for {record.idle_timeout} s",
-                )
-                return
-            if now >= next_keepalive:
-                await self.send(record, Keepalive(next(nonce) & 0xFFFFFFFF))
-                next_keepalive = now + s.keepalive_interval
-            await trio.sleep_until(min(next_keepalive, idle_at, dead_at))

@@ -12,7 +12,9 @@ ends.  `pedserver.peer` feeds dialled TLS connections to `handle_connection` and
 links through `close_link`.
 
 Everything is bounded: hello time, frame size (the link decoder's maximum), links and
-half-open connections, the wait for a busy PED.  A connection that sends garbage gets a
+half-open connections (in all and per source address), the wait for a busy PED, a
+link's hold of the PED, a link's time without an RPV handshake, and repeated log
+lines (`pedserver.lograte`).  A connection that sends garbage gets a
 Close/LinkRefused naming the problem and is dropped; no other connection notices.
 Stopping (SIGTERM, SIGINT, ``mode stop``) sends every link Close(SHUTTING_DOWN) first.
 
@@ -42,6 +44,7 @@ from pedserver.admission import Admission
 from pedserver.device import DeviceWatch
 from pedserver.events import EventLog
 from pedserver.links import LinkRecord, peer_of
+from pedserver.lograte import RepeatedLines
 from pedserver.relay import LinkRelay
 from pedserver.settings import Settings
 
@@ -71,8 +74,12 @@ class PedServer(DaemonSkeleton[LinkRecord]):
         self.address: tuple[str, int] | None = None
         self.device = DeviceWatch(driver, settings.device)
         self.relay = LinkRelay(settings, self.device)
+        self.repeated_lines = RepeatedLines(
+            log, interval=settings.log_repeat_interval, burst=settings.log_repeat_burst
+        )
         self.admission = Admission(settings, self.links, stopping=lambda: self.stopping,
-                                   device_summary=self.device.summary)
+                                   device_summary=self.device.summary,
+                                   lines=self.repeated_lines)
         self.events = EventLog(self.relay.link_of_session)
         self._ids = itertools.count(1)
         driver.on_event = self.events.on_event
@@ -114,7 +121,8 @@ class PedServer(DaemonSkeleton[LinkRecord]):
         try:
             await self.serve_on(
                 listeners, task_status=task_status, started=address,
-                on_listening=on_listening, background=(self.events.run, self.device.watch),
+                on_listening=on_listening,
+                background=(self.events.run, self.device.watch, self.repeated_lines.run),
             )
         finally:
             for listener in listeners:

@@ -51,11 +51,32 @@ SCHEMA = ConfigSchema(
                   in_range(1, 1024)),
         ConfigKey("max_handshakes", int, 128,
                   "connections allowed to be in their link hello at once", in_range(1, 4096)),
+        ConfigKey("max_handshakes_per_source", int, 8,
+                  "connections one address may have in their link hello at once (a flood "
+                  "from one host never refuses another)", in_range(1, 4096)),
         ConfigKey("hello_timeout", int, 10, "seconds a new connection has to send its hello",
                   in_range(1, 300)),
         ConfigKey("max_op_wait", int, 60,
                   "longest an HSM may wait for a busy PED before it is told 'busy'",
                   in_range(0, 600)),
+        ConfigKey("rpv_handshake_timeout", int, 120,
+                  "seconds a new link has to complete an RPV handshake with the PED before "
+                  "it is closed (not counting a wait for a busy PED; never on a peer link)",
+                  in_range(10, 99999)),
+        ConfigKey("op_start_timeout", int, 30,
+                  "seconds a link holding the PED has to send it its first end-to-end "
+                  "frame (an HSM sends at once) before the link is closed",
+                  in_range(1, 3600)),
+        ConfigKey("max_op_hold", int, 980,
+                  "longest a link may hold the PED for one operation: the HSM's operation "
+                  "timeout (pedo, 920 s by default) plus a grace; raise it with pedo",
+                  in_range(10, 200000)),
+        ConfigKey("log_repeat_interval", int, 10,
+                  "seconds over which repeated log lines (refused connections...) are "
+                  "summarised in one line with a count", in_range(1, 3600)),
+        ConfigKey("log_repeat_burst", int, 5,
+                  "lines of one kind written per interval before they are summarised",
+                  in_range(1, 10000)),
         ConfigKey("name", str, "", "name shown to HSMs (empty: this host's name)"),
         log_level_key(),
     ]
@@ -72,8 +93,14 @@ class Settings:
     keepalive_interval: int = DEFAULT_KEEPALIVE_INTERVAL
     max_links: int = 32
     max_handshakes: int = 128
+    max_handshakes_per_source: int = 8
     hello_timeout: int = 10
     max_op_wait: int = 60
+    rpv_handshake_timeout: int = 120
+    op_start_timeout: int = 30
+    max_op_hold: int = 980
+    log_repeat_interval: int = 10
+    log_repeat_burst: int = 5
     name: str = ""
     log_level: str = "info"
 

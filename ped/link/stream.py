@@ -5,12 +5,18 @@ peer-to-peer mode: the relay code never cares which) and a sans-IO `LinkConnecti
 ``send`` serialises writes under a lock; ``receive`` reads in bounded chunks until the
 connection yields an event.  Stream failures become `LinkClosed`; protocol errors from
 the peer stay `RemoteProtocolError`s, so the owner can answer them with a Close.
+
+A frame whose first bytes came must be whole within ``frame_timeout``: a length field
+that promises more than the peer sends (one flipped bit on the way) would otherwise
+swallow the frames behind it (keepalives included) until some other timeout ended the
+link for a reason nobody could guess.  It fails at that timeout, saying so.
 """
 
 from __future__ import annotations
 
 import trio
 
+from ped.errors import TruncatedFrame
 from ped.link.connection import ConnectionLost, LinkConnection, LinkState
 from ped.link.errors import LinkClosed
 from ped.link.messages import Close, ConnectResult, LinkRefused, Message
@@ -18,6 +24,9 @@ from ped.link.messages import Close, ConnectResult, LinkRefused, Message
 RECEIVE_CHUNK = 16 * 1024
 #: Longest a single frame may take to write before the peer counts as gone.
 SEND_TIMEOUT = 60.0
+#: Longest the rest of a frame may take to arrive once its first bytes came (a whole
+#: frame is at most 64 KiB: seconds on any working link).
+FRAME_TIMEOUT = 10.0
 
 
 class LinkStream:
@@ -27,10 +36,13 @@ class LinkStream:
         connection: LinkConnection,
         *,
         send_timeout: float = SEND_TIMEOUT,
+        frame_timeout: float = FRAME_TIMEOUT,
     ) -> None:
         self.stream = stream
         self.connection = connection
         self.send_timeout = send_timeout
+        self.frame_timeout = frame_timeout
+        self._frame_started: float | None = None  # trio clock: first bytes of a frame
         self._send_lock = trio.Lock()
         self._closed = False
         self._final_sent = False
@@ -60,12 +72,33 @@ class LinkStream:
         while True:
             event = self.connection.next_event()
             if event is not None:
+                self._frame_started = None
                 return event
-            try:
-                data = await self.stream.receive_some(RECEIVE_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
+            if self.connection.buffered:
+                data = await self._receive_rest_of_frame()
+            else:
+                self._frame_started = None
+                data = await self._receive_some()
             self.connection.receive_data(data)
+
+    async def _receive_some(self) -> bytes | bytearray:
+        try:
+            return await self.stream.receive_some(RECEIVE_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return b""
+
+    async def _receive_rest_of_frame(self) -> bytes | bytearray:
+        """The next bytes of a frame begun, or `TruncatedFrame` past ``frame_timeout``."""
+        now = trio.current_time()
+        if self._frame_started is None:
+            self._frame_started = now
+        with trio.move_on_at(self._frame_started + self.frame_timeout):
+            return await self._receive_some()
+        raise TruncatedFrame(
+            f"a frame was still incomplete {self.frame_timeout:g} s after its first bytes "
+            f"({self.connection.buffered} bytes came, its length field promises more): a "
+            "length corrupted on the way, or a stalled peer"
+        )
 
     async def aclose(self) -> None:
         if self._closed:

@@ -3,12 +3,14 @@
 pedserver runs with ``hello_timeout = 2`` (the config file, as an administrator would
 set it).  A slowloris peer sends a genuine link hello one byte per second: it is
 dropped at the hello timeout with a refusal naming it, while a real session through
-pedclient completes beside it.  1,000 connections that never send a byte: at most
-``max_handshakes`` (128) wait for their hello, the rest are refused at once ("too many
-connections; retry later"), every one of them is closed by the hello timeout at the
-latest, pedserver's resident memory grows by far less than 64 MiB (read from
-/proc/PID/status: a memory bound, not a timing one), and a real session completes (an
-HSM retries a retriable refusal, as ``hsm ped connect`` does).
+pedclient completes beside it.  1,000 connections from one address that never send a
+byte: at most ``max_handshakes_per_source`` (8) wait for their hello, the rest are
+refused at once ("too many connections from this address; retry later"), and the
+refusals are logged as a few lines and a summary with the count, not a line each;
+another address is welcomed at once during the flood; every one of them is closed by
+the hello timeout at the latest, pedserver's resident memory grows by far less than
+64 MiB (read from /proc/PID/status: a memory bound, not a timing one), and a real
+session completes (an HSM retries a retriable refusal, as ``hsm ped connect`` does).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import trio
 
 from ped.link import connect_via_pedclient
 from ped.link.errors import ConnectFailed
-from ped.link.messages import LinkHello, LinkRefused, RefuseCode, decode, encode
+from ped.link.messages import LinkHello, LinkRefused, LinkWelcome, RefuseCode, decode, encode
 from ped.wire.framing import encode_frame
 from tests.attacks.raw import split_frames
 from tests.attacks.rig import Stack, running_stack, vm_rss_kib
@@ -105,6 +107,13 @@ async def test_a_thousand_half_open_connections(stack: Stack) -> None:
             streams.append(stream)
             nursery.start_soon(_read_to_eof, stream, answers)
         peak = vm_rss_kib(pid)
+        # Another host is not refused: its hello is welcomed at once.
+        other = await trio.open_tcp_stream("127.0.0.1", stack.port, local_address="127.0.0.2")
+        await other.send_all(encode_frame(encode(LinkHello(client_name="other host"))))
+        with trio.fail_after(5):
+            welcome = await other.receive_some(65536)
+        assert isinstance(decode(split_frames(welcome)[0]), LinkWelcome)
+        await other.aclose()
         # A real session completes during the flood (retrying while every hello slot is
         # taken, as an HSM does).
         assert await _login_retrying(stack) == stack.expected
@@ -121,12 +130,19 @@ async def test_a_thousand_half_open_connections(stack: Stack) -> None:
         for message in (decode(f) for f in split_frames(data)):
             assert isinstance(message, LinkRefused)
             reasons[message.text] = reasons.get(message.text, 0) + 1
-    # Every connection was answered with its reason: at most max_handshakes (128) wait
-    # for a hello at once, so most are refused at once; the waiting ones time out.
-    assert set(reasons) == {"no link hello in time", "too many connections; retry later"}
+    # Every connection was answered with its reason: at most max_handshakes_per_source
+    # (8) wait for a hello at once, so most are refused at once; the waiting ones time out.
+    assert set(reasons) == {"no link hello in time",
+                            "too many connections from this address; retry later"}
     assert sum(reasons.values()) == FLOOD
     log = stack.server_log()
     assert "refused: too many connections in hello" in log and "no hello within 2 s" in log
+    # A few lines and a summary with the count, not a line per refused connection.
+    assert log.count("refused: too many connections in hello") < 50
+    with trio.fail_after(30):  # the summary comes at the end of its interval (10 s)
+        while "more 'too many connections in hello from one address' line(s)" not in log:
+            await trio.sleep(0.2)
+            log = stack.server_log()
     # and afterwards, at once
     assert await stack.login() == stack.expected
     transport = await connect_via_pedclient(stack.endpoint, "127.0.0.1", stack.port)

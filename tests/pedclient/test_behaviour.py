@@ -186,10 +186,6 @@ async def test_hsm_going_away_without_a_word_ends_the_link(pedclient, home):
     assert await _links_of(pedclient, "hsm-gone") == []
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "defect in pedclient/client.py: when the HSM ends the link, pedserver's hang-up that "
-    "follows overwrites the link's end reason, so the log says \"pedserver's connection "
-    "was lost\" (the relay task from pedserver sets end_reason without `or`)"))
 @pytest.mark.parametrize(("end", "reason"), [(_use_then_close, "closed by the HSM"),
                                              (_vanish, "the HSM went away")],
                          ids=["clean-close", "went-away"])

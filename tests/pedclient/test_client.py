@@ -83,3 +83,20 @@ async def test_start_errors_are_plain_exceptions(home):
         third = PedClient(Settings(), endpoint_path=pair.endpoint)
         with pytest.raises(ClientStartError, match="already listens"):
             await third.serve()
+
+
+async def test_a_normal_close_by_the_hsm_is_logged_as_such(home, caplog):
+    """Issue 15: every clean close used to be logged as "pedserver's connection was lost"
+    (pedclient's own close of the pedserver side ended the other relay task first)."""
+    caplog.set_level("INFO", "pedclient")
+    async with running_pair(home) as pair:
+        for _ in range(5):
+            ped = await connect_via_pedclient(pair.endpoint, "127.0.0.1", pair.port)
+            await ped.begin_operation(wait=5)
+            await ped.end_operation()
+            await ped.aclose()
+        with trio.fail_after(10):
+            while caplog.text.count(") closed: ") < 5:
+                await trio.sleep(0.01)
+    closes = [r.getMessage() for r in caplog.records if ") closed: " in r.getMessage()]
+    assert all("closed by the HSM" in line for line in closes), closes

@@ -59,3 +59,20 @@ async def test_queued_lines_are_written_when_the_server_stops(home, caplog):
         pair.driver.on_event(_read(1))
         pair.server.request_stop("test over")
     assert _lines(caplog) == ["PED: PED key-read blue keyset ks-1 key 1 of 9 result ok"]
+
+
+async def test_a_refused_key_names_the_colour_asked_and_the_keyset_presented(caplog):
+    """Issue 15: an orange key refused at a blue login was logged as
+    "key-refused blue keyset <id of the orange key>"."""
+    caplog.set_level(logging.INFO)
+    driver = FakeDriver()
+    PedServer(Settings(ip="127.0.0.1", port=0, device=driver.uri), driver)
+    driver.on_event(DeviceEvent(0, EventKind.KEY_REFUSED, 1, "0a0b", "wrong-colour"))
+    driver.on_event(DeviceEvent(0, EventKind.KEY_REFUSED, 1, "", "blank"))
+    lines = [r.getMessage() for r in caplog.records if "key-refused" in r.getMessage()]
+    assert lines == [
+        "PED: PED key-refused: wanted blue, result wrong-colour; the key presented is of "
+        "keyset 0a0b",
+        "PED: PED key-refused: wanted blue, result blank",
+    ]
+    assert "blue keyset" not in " ".join(lines)

@@ -72,6 +72,15 @@ async def pass_time(client: Client, seconds: float, step: float = 20) -> None:
         assert await client.receive_skipping_keepalives() == KeepaliveAck(1)
 
 
+async def handshake(client: Client) -> None:
+    """An RPV handshake as the fake PED plays it (links without one are closed early)."""
+    await client.send(OpBegin())
+    assert isinstance(await client.receive_skipping_keepalives(), OpGranted)
+    await client.send(EndToEnd(Frame(0x20, b"init")))
+    assert (await client.receive_skipping_keepalives()).frame.type == 0x21
+    await client.send(OpEnd())
+
+
 async def _server(nursery: trio.Nursery, **settings) -> tuple[PedServer, FakeDriver]:
     driver = FakeDriver()
     server = PedServer(Settings(**settings), driver)
@@ -95,6 +104,7 @@ async def test_idle_timeout_closes_the_link(autojump_clock):
         client = await _connect(nursery, server, LinkHello(idle_timeout=1800))
         welcome = await client.receive()
         assert isinstance(welcome, LinkWelcome) and welcome.idle_timeout == 600
+        await handshake(client)
         start = trio.current_time()
         # Keepalives are answered but are not activity: the link still idles out.
         close = await client.receive_skipping_keepalives()
@@ -127,6 +137,8 @@ async def test_operations_reset_idle_and_a_held_operation_never_idles(autojump_c
         await pass_time(client, 90)
         await client.send(OpBegin())
         assert isinstance(await client.receive_skipping_keepalives(), OpGranted)
+        await client.send(EndToEnd(Frame(0x20, b"init")))
+        assert (await client.receive_skipping_keepalives()).frame.type == 0x21
         # Held for far longer than the idle timeout: the operator is slow, not idle.
         await pass_time(client, 500)
         await client.send(EndToEnd(Frame(0x23, b"ab")))
@@ -147,6 +159,8 @@ async def test_silent_client_is_dropped_after_the_read_timeout(autojump_clock):
         await client.receive()
         await client.send(OpBegin())
         assert isinstance(await client.receive(), OpGranted)
+        await client.send(EndToEnd(Frame(0x20, b"init")))
+        assert (await client.receive()).frame.type == 0x21
         start = trio.current_time()
         while True:  # read, but never answer keepalives: a half-dead peer
             event = await client.receive()
@@ -182,6 +196,8 @@ async def test_busy_and_bounded_wait(autojump_clock):
         await b.receive()
         await a.send(OpBegin())
         assert isinstance(await a.receive(), OpGranted)
+        await a.send(EndToEnd(Frame(0x20, b"init")))  # a real hold talks to the PED
+        assert (await a.receive()).frame.type == 0x21
         await b.send(OpBegin(wait_ms=0))
         busy = await b.receive()
         assert isinstance(busy, Busy) and "link 1" in busy.holder and "(a)" in busy.holder
