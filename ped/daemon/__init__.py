@@ -13,8 +13,8 @@ One module per job:
 * `ped.daemon.skeleton`: the life cycle pedserver and pedclient share (listeners,
   control socket, links nursery, graceful stop).
 * `ped.daemon.groups`: trio's ExceptionGroups back to the one error a daemon reports.
-* `ped.daemon.process`: pid files, going to the background with a readiness pipe,
-  stopping a daemon.
+* `ped.daemon.pidfile`: the pid file, locked for the daemon's life (who runs).
+* `ped.daemon.process`: going to the background with a readiness pipe.
 * `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
 * `ped.daemon.logs`: logging set-up that never writes payload bytes.
 * `ped.daemon.cli`: the command line pedserver and pedclient share (`daemon_main`,
@@ -41,10 +41,10 @@ from ped.daemon.control import (
 )
 from ped.daemon.home import HomeError, resolve_home
 from ped.daemon.logs import setup_logging
+from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
     READY_FD_ENV,
     DaemonStartError,
-    PidFile,
     notify_failed,
     notify_ready,
     start_background,

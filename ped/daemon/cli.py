@@ -24,7 +24,7 @@ from ped.daemon.config import ConfigError, ConfigSchema, load_config, write_conf
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
 from ped.daemon.exits import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 from ped.daemon.home import DaemonLayout, HomeError, resolve_home
-from ped.daemon.process import PidFile
+from ped.daemon.pidfile import PidFile
 
 
 def config_command(

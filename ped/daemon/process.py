@@ -1,4 +1,4 @@
-"""Pid files, going to the background, and the readiness handshake.
+"""Going to the background, and the readiness handshake.
 
 ``<prog> mode start`` (without ``--foreground``) calls `start_background` with the
 command line of the same program plus ``--foreground``.  The child runs in a new session
@@ -16,10 +16,8 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from ped.errors import PedError
 
@@ -128,48 +126,3 @@ def _read_message(fd: int, timeout: float) -> str | None:
             break
         data += chunk
     return data.split(b"\n", 1)[0].decode("utf-8", "replace")
-
-
-class PidFile:
-    """The daemon's pid, written atomically; a stale file (dead pid) is ignored."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def read(self) -> int | None:
-        try:
-            text = self.path.read_text(encoding="ascii").strip()
-            pid = int(text)
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            return None
-        return pid if pid > 0 else None
-
-    def running_pid(self) -> int | None:
-        """The pid in the file if that process is alive."""
-        pid = self.read()
-        if pid is None:
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
-
-    def write(self, pid: int | None = None) -> None:
-        other = self.running_pid()
-        mine = os.getpid() if pid is None else pid
-        if other is not None and other != mine:
-            raise DaemonStartError(
-                f"another instance is running (pid {other}, {self.path}); stop it first"
-            )
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{mine}\n")
-        os.replace(tmp, self.path)
-
-    def remove(self) -> None:
-        """Remove the file if it names this process."""
-        if self.read() == os.getpid():
-            self.path.unlink(missing_ok=True)

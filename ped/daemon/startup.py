@@ -19,10 +19,10 @@ from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
 from ped.daemon.home import DaemonLayout
 from ped.daemon.logs import setup_logging
+from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
     READY_FD_ENV,
     DaemonStartError,
-    PidFile,
     notify_failed,
     start_background,
 )
