@@ -15,8 +15,10 @@ One module per job:
 * `ped.daemon.groups`: trio's ExceptionGroups back to the one error a daemon reports.
 * `ped.daemon.pidfile`: the pid file, locked for the daemon's life (who runs).
 * `ped.daemon.process`: going to the background with a readiness pipe.
-* `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
-* `ped.daemon.logs`: logging set-up that never writes payload bytes.
+* `ped.daemon.sdnotify`: systemd's readiness notification (``NOTIFY_SOCKET``).
+* `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio, SIGHUP -> reopen logs.
+* `ped.daemon.logs`: logging set-up that never writes payload bytes (text or JSON lines,
+  0600 files reopened after rotation).
 * `ped.daemon.cli`: the command line pedserver and pedclient share (`daemon_main`,
   ``mode config/stop/show``); `ped.daemon.arguments` its argparse pieces,
   `ped.daemon.startup` ``mode start`` and the foreground run, `ped.daemon.exits` the

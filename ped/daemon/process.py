@@ -6,7 +6,9 @@ command line of the same program plus ``--foreground``.  The child runs in a new
 variable `READY_FD_ENV`.  When it listens it calls `notify_ready`; if it cannot start it
 calls `notify_failed` with the reason.  The parent returns only then, so
 ``mode start`` succeeds exactly when the daemon serves, or prints why it does not.  If the
-child dies before saying anything, the parent says so and points at the log.
+child dies before saying anything, the parent says so and points at the log.  Under
+systemd (``Type=notify``, the daemon in the foreground) the same two calls tell systemd
+instead, through `ped.daemon.sdnotify`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
+from ped.daemon import sdnotify
+from ped.daemon.logs import open_owner_only
 from ped.errors import PedError
 
 READY_FD_ENV = "REMOTE_PED_READY_FD"
@@ -44,12 +48,15 @@ def _notify(line: str) -> bool:
 
 
 def notify_ready(detail: str = "") -> bool:
-    """Tell the parent we serve (no-op in the foreground); returns True if one was told."""
+    """Tell the parent we serve, and systemd when it runs us (``Type=notify``); nothing
+    in a plain foreground run.  True if a parent (the readiness pipe) was told."""
+    sdnotify.notify_ready(detail)
     return _notify(f"ready {detail}".rstrip())
 
 
 def notify_failed(reason: str) -> bool:
-    """Tell the parent why we could not start (no-op in the foreground)."""
+    """Tell the parent (and systemd's status line) why we could not start."""
+    sdnotify.notify_status(f"could not start: {reason}")
     return _notify(f"failed {reason}")
 
 
@@ -69,7 +76,8 @@ def start_background(
     read_fd, write_fd = os.pipe()
     child_env = dict(os.environ if env is None else env)
     child_env[READY_FD_ENV] = str(write_fd)
-    out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
+    # os.open with the mode: the log is owner-only from its first byte, whatever the umask
+    out = open_owner_only(log_path) if log_path is not None else subprocess.DEVNULL
     try:
         try:
             proc = subprocess.Popen(
@@ -86,7 +94,7 @@ def start_background(
         finally:
             os.close(write_fd)
             if log_path is not None:
-                out.close()  # type: ignore[union-attr]
+                os.close(out)
         message = _read_message(read_fd, timeout)
     finally:
         os.close(read_fd)
