@@ -192,11 +192,12 @@ def owner_only_files() -> Iterator[None]:
 
 
 def _writes_home(args: argparse.Namespace) -> bool:
-    """Whether this ``mode`` command may create the home: a read-only one (``show``,
-    ``stop``, ``config --show``) never creates a mistyped ``--home``."""
+    """Whether this ``mode`` command creates the home now: a read-only one (``show``,
+    ``stop``, ``config --show``) never creates a mistyped ``--home``, and ``start``
+    creates it only once its command line is good (`ped.daemon.startup`)."""
     if args.mode == "config":
         return bool(args.create or args.set)
-    return bool(args.mode == "start")
+    return False
 
 
 def _dispatch(

@@ -77,6 +77,7 @@ class PidFile:
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the file was removed (or replaced) while we locked: again
+        os.fchmod(fd, 0o600)  # (a leftover may have been made by hand under another umask)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         os.fsync(fd)

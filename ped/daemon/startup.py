@@ -17,7 +17,7 @@ import trio
 
 from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
-from ped.daemon.home import DaemonLayout
+from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
 from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
@@ -74,9 +74,14 @@ def start_command(
     started: Callable[[int], None],
     err: TextIO,
 ) -> int:
-    """``mode start`` once the settings are good: refuse a second copy, then run
+    """``mode start`` once the settings are good: make the home, refuse a second copy, then run
     ``foreground()`` (``--foreground``) or start a background child passing on the
     options in *dests* and report it with ``started(pid)``."""
+    try:
+        resolve_home(layout.home, prog)  # made now: the command line was good
+    except HomeError as exc:
+        start_failed(prog, str(exc), err)
+        return EXIT_ERROR
     if refuse_if_running(layout.pid, layout.home, prog, err):
         return EXIT_ERROR
     if args.foreground:
