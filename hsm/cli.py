@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ped.cliutil import normalize_luna_argv
+from ped.cliutil import add_version_option, normalize_luna_argv
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 HOME_ENV = "PEDHSM_HOME"
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Emulated PED-authenticated HSM and its administration shell.",
     )
     _add_home(parser, top=True)
+    add_version_option(parser)
     groups = parser.add_subparsers(dest="group", metavar="GROUP", parser_class=_Parser)
     groups.required = True
 
@@ -395,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _err(str(exc).removeprefix("pedhsm: "))
         return EXIT_USAGE
+    except SystemExit as exc:  # --help, --version: argparse has printed them
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_FAIL

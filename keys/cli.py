@@ -19,6 +19,7 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
@@ -70,6 +71,18 @@ def _count(text: str) -> int:
     return value
 
 
+#: The word that confirms a destructive command, as Luna's shells ask for it (and pedhsm).
+CONFIRM_WORD = "proceed"
+
+
+def _version() -> str:
+    """The installed project's version (``keys`` imports nothing of ours: not ped.cliutil)."""
+    try:
+        return f"{metadata.version('remote-ped')} (Remote PED)"
+    except metadata.PackageNotFoundError:
+        return "unknown (Remote PED)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -78,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok; 1 verify/list found a problem or erase was not confirmed; "
         "2 error (nothing changed).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -165,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "The secret on it is gone unless other copies or shares exist.",
     )
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes", "-y", "--force", dest="yes", action="store_true",
+                   help="do not ask for confirmation")
     return parser
 
 
@@ -429,13 +444,13 @@ def _cmd_erase(args: argparse.Namespace, out: TextIO, inp: TextIO) -> None:
     if not args.yes:
         print(
             f"Erase {args.file} ({h.describe()}, keyset {h.keyset_hex})? The secret on it is "
-            "lost unless other copies exist. Type 'yes' to erase: ",
+            f"lost unless other copies exist. Type '{CONFIRM_WORD}' to erase: ",
             end="",
             file=out,
         )
         out.flush()
         answer = inp.readline().strip().lower()
-        if answer not in ("y", "yes"):
+        if answer != CONFIRM_WORD:
             print(f"{args.file}: not erased", file=out)
             raise _Refused
     erase(args.file)

@@ -1,4 +1,5 @@
-"""Command-line helpers shared by pedserver, pedclient, pedhsm and pedemu.
+"""Command-line helpers shared by pedserver, pedclient, pedhsm and pedemu: Luna's
+single-dash spellings and ``--version``.
 
 Users of the commercial product type ``pedserver -mode start -port 1503``; we also accept
 ``pedserver mode start --port 1503``.  `normalize_luna_argv` turns the first spelling into
@@ -10,7 +11,12 @@ than one letter (``-port``) becomes a double-dash option.  Single-letter options
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable, Sequence
+from importlib import metadata
+
+#: The distribution the programs come from (pyproject.toml's ``name``).
+DISTRIBUTION = "remote-ped"
 
 
 def normalize_luna_argv(argv: Sequence[str], command_words: Iterable[str]) -> list[str]:
@@ -29,3 +35,17 @@ def normalize_luna_argv(argv: Sequence[str], command_words: Iterable[str]) -> li
         else:
             out.append(arg)
     return out
+
+
+def project_version() -> str:
+    """The installed version of the project (``unknown`` when run from a bare checkout)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version`` (Luna ``-version``): print ``PROG VERSION`` and exit 0."""
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {project_version()} (Remote PED)")

@@ -2,6 +2,7 @@
 
     pedclient mode start [--home DIR] [--config FILE] [--foreground] [--idle-timeout S]
                          [--socket-read-rsp-timeout S] [--socket PATH] [--log-level L]
+                         [--log-format text|json]
                          [--peer-listen [--port 9697] [--peer-ip ADDR]]
     pedclient mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
     pedclient peer register --name N --certificate FILE | delete --name N | list
@@ -10,7 +11,8 @@
 Called with no mode it says "You must specify a mode." and lists them.  Luna spellings
 work (``pedclient -mode start``).  HSMs on this host reach it on a Unix socket in its
 home (``HOME/pedclient.sock``, owner-only).  Command line beats the config file beats
-defaults.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
+defaults.  Exit codes: 0 ok, 1 error, 2 usage (a bad command line), 3 (show) not running.
+``--version`` prints the version.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--socket", metavar="PATH",
                        help="local endpoint for HSMs (default HOME/pedclient.sock)")
     arguments.add_log_level_option(start)
+    arguments.add_log_format_option(start)
     arguments.add_foreground_option(start)
     start.add_argument("--peer-listen", "--peerlisten", dest="peer_listen",
                        action="store_true", default=None,
@@ -117,9 +120,13 @@ def main(
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
            err: TextIO) -> int:
+    cli = arguments.cli_overrides(args, OVERRIDES)
+    problem = arguments.command_line_problem(SCHEMA, cli)
+    if problem is not None:
+        startup.start_failed(PROG, problem, err)
+        return exits.EXIT_USAGE
     try:
-        values = SCHEMA.merge(load_config(config_path, SCHEMA),
-                              arguments.cli_overrides(args, OVERRIDES))
+        values = SCHEMA.merge(load_config(config_path, SCHEMA), cli)
     except ConfigError as exc:
         startup.start_failed(PROG, str(exc), err)
         return exits.EXIT_ERROR
@@ -139,16 +146,22 @@ def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
                       "\n")
 
     return startup.start_command(
-        prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
-        foreground=lambda: run_foreground(settings, layout, err=err), started=started, err=err,
+        prog=PROG, layout=layout, config_path=config_path, args=args,
+        dests=[*OVERRIDES, "log_format"],
+        foreground=lambda: run_foreground(settings, layout, log_format=args.log_format,
+                                          err=err),
+        started=started, err=err,
     )
 
 
-def run_foreground(settings: Settings, layout: Layout, *, err: TextIO | None = None) -> int:
+def run_foreground(
+    settings: Settings, layout: Layout, *, log_format: str = "text", err: TextIO | None = None
+) -> int:
     """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
     err = err or sys.stderr
     pidfile = startup.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
-                                      log_level=settings.log_level, err=err)
+                                      log_level=settings.log_level, log_format=log_format,
+                                      err=err)
     if pidfile is None:
         return exits.EXIT_ERROR
     try:

@@ -2,7 +2,7 @@
 
     pedserver mode start [--ip ADDR] [--port 1503] --device URI [--home DIR]
                          [--config FILE] [--foreground] [--idle-timeout S]
-                         [--socket-read-rsp-timeout S] [--log-level L]
+                         [--socket-read-rsp-timeout S] [--log-level L] [--log-format text|json]
     pedserver mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
     pedserver mode connect --name N | disconnect --name N       (peer-to-peer links)
     pedserver appliance register --name N --certificate FILE --ip A [--port 9697]
@@ -13,7 +13,8 @@ Luna spellings work too (``pedserver -mode start -port 1503 -socketreadrsptimeou
 ``pedserver -appliance register -name N -certificate F -ip A``).
 Settings: command line beats the config file (``--config`` or HOME/config.toml) beats
 built-in defaults.  HOME is ``--home``, else ``PEDSERVER_HOME``, else a per-user state
-directory.  Exit codes: 0 ok, 1 error, 2 usage, 3 (show) not running.
+directory.  Exit codes: 0 ok, 1 error, 2 usage (a bad command line), 3 (show) not running.
+``--version`` prints the version.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from ped.daemon.cli import daemon_main
 from ped.daemon.config import ConfigError, load_config
 from ped.daemon.control import ControlError, control_request_sync
 from ped.daemon.process import notify_ready
-from ped.device import PedDriver
+from ped.device import PedDriver, open_driver
+from ped.device.uri import parse_emulated
 from ped.errors import PedError
 from ped.tls.cli import (
     add_certificate_parser,
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 120)",
     )
     arguments.add_log_level_option(start)
+    arguments.add_log_format_option(start)
     arguments.add_foreground_option(start)
 
     arguments.add_stop_show_parsers(modes, PROG,
@@ -137,13 +140,33 @@ def main(
 # ----------------------------------------------------------------------------- start
 
 
-def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
-    file_values = load_config(config_path, SCHEMA)
+def _command_line(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (None where not given)."""
     cli = arguments.cli_overrides(args, OVERRIDES)
     if isinstance(cli.get("device"), list):  # --device repeated: a pool, one URI a line
         cli["device"] = "\n".join(cli["device"])
-    values = SCHEMA.merge(file_values, cli)
+    return cli
+
+
+def _settings(args: argparse.Namespace, config_path: Path) -> Settings:
+    values = SCHEMA.merge(load_config(config_path, SCHEMA), _command_line(args))
     return Settings.from_mapping(values)
+
+
+def device_problem(uri: str) -> str | None:
+    """Why the device *uri* can never work (malformed, or an emulated PED's keyring that
+    does not exist), or None.  A USB PED not plugged in, or a ``socket:`` PED not started
+    yet, is no problem: pedserver waits for it and ``mode show`` says so."""
+    try:
+        open_driver(uri)
+    except (PedError, ValueError) as exc:
+        return str(exc)
+    if uri.startswith("emulated:"):
+        keyring, _ = parse_emulated(uri)
+        if not Path(keyring).expanduser().is_dir():
+            return (f"{uri}: keyring directory {keyring!r} does not exist; create it with "
+                    "`pedkey` or name an existing one")
+    return None
 
 
 def _start(
@@ -154,6 +177,10 @@ def _start(
     out: TextIO,
     err: TextIO,
 ) -> int:
+    problem = arguments.command_line_problem(SCHEMA, _command_line(args))
+    if problem is not None:
+        startup.start_failed(PROG, problem, err)
+        return exits.EXIT_USAGE
     try:
         settings = _settings(args, config_path)
     except ConfigError as exc:
@@ -163,6 +190,12 @@ def _start(
         startup.start_failed(PROG, "no PED device given: use --device URI (or set device in "
                             "the config file)", err)
         return exits.EXIT_USAGE
+    if driver_factory is None:
+        for uri in settings.devices:
+            problem = device_problem(uri)
+            if problem is not None:
+                startup.start_failed(PROG, f"could not start: {problem}", err)
+                return exits.EXIT_ERROR
 
     def started(pid: int) -> None:
         try:
@@ -176,9 +209,10 @@ def _start(
         out.write(f"  home: {layout.home}  log: {layout.log}\n")
 
     return startup.start_command(
-        prog=PROG, layout=layout, config_path=config_path, args=args, dests=list(OVERRIDES),
+        prog=PROG, layout=layout, config_path=config_path, args=args,
+        dests=[*OVERRIDES, "log_format"],
         foreground=lambda: run_foreground(settings, layout, driver_factory=driver_factory,
-                                          err=err),
+                                          log_format=args.log_format, err=err),
         started=started, err=err,
     )
 
@@ -188,18 +222,19 @@ def run_foreground(
     layout: Layout,
     *,
     driver_factory: DriverFactory | None = None,
+    log_format: str = "text",
     err: TextIO | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code."""
+    """Serve until SIGTERM/SIGINT/``mode stop``; returns the exit code (1, after saying
+    why, for a device URI that can never work)."""
     err = err or sys.stderr
     pidfile = startup.begin_foreground(PROG, pid_path=layout.pid, log_path=layout.log,
-                                      log_level=settings.log_level, err=err)
+                                      log_level=settings.log_level, log_format=log_format,
+                                      err=err)
     if pidfile is None:
         return exits.EXIT_ERROR
     try:
         if driver_factory is None:
-            from ped.device import open_driver
-
             driver_factory = open_driver
         try:
             uris = settings.devices
@@ -207,7 +242,7 @@ def run_foreground(
                       else PedPool([driver_factory(uri) for uri in uris]))
         except (PedError, ValueError) as exc:
             startup.start_failed(PROG, str(exc), err)
-            return exits.EXIT_USAGE
+            return exits.EXIT_ERROR
         server = PedServer(settings, driver, control_path=layout.control)
         return startup.run_until_stopped(PROG, _serve, server, layout.home,
                                         start_errors=(ServerStartError, PedError), err=err)

@@ -13,10 +13,12 @@ One module per job:
 * `ped.daemon.skeleton`: the life cycle pedserver and pedclient share (listeners,
   control socket, links nursery, graceful stop).
 * `ped.daemon.groups`: trio's ExceptionGroups back to the one error a daemon reports.
-* `ped.daemon.process`: pid files, going to the background with a readiness pipe,
-  stopping a daemon.
-* `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio.
-* `ped.daemon.logs`: logging set-up that never writes payload bytes.
+* `ped.daemon.pidfile`: the pid file, locked for the daemon's life (who runs).
+* `ped.daemon.process`: going to the background with a readiness pipe.
+* `ped.daemon.sdnotify`: systemd's readiness notification (``NOTIFY_SOCKET``).
+* `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio, SIGHUP -> reopen logs.
+* `ped.daemon.logs`: logging set-up that never writes payload bytes (text or JSON lines,
+  0600 files reopened after rotation).
 * `ped.daemon.cli`: the command line pedserver and pedclient share (`daemon_main`,
   ``mode config/stop/show``); `ped.daemon.arguments` its argparse pieces,
   `ped.daemon.startup` ``mode start`` and the foreground run, `ped.daemon.exits` the
@@ -41,10 +43,10 @@ from ped.daemon.control import (
 )
 from ped.daemon.home import HomeError, resolve_home
 from ped.daemon.logs import setup_logging
+from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
     READY_FD_ENV,
     DaemonStartError,
-    PidFile,
     notify_failed,
     notify_ready,
     start_background,

@@ -13,9 +13,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from ped.cliutil import normalize_luna_argv
-from ped.daemon.config import LOG_LEVELS
+from ped.cliutil import add_version_option, normalize_luna_argv
+from ped.daemon.config import LOG_LEVELS, ConfigError, ConfigSchema
 from ped.daemon.exits import EXIT_USAGE
+from ped.daemon.logs import LOG_FORMATS
 
 
 def no_mode_message(prog: str, modes: Sequence[str]) -> str:
@@ -34,6 +35,7 @@ def mode_parser(
     """The daemon's parser, its command sub-parsers (``mode``, then the daemon's own
     nouns) and the ``mode`` sub-parsers (``start``, ``stop``...)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="mode")
     mode = commands.add_parser("mode", help=f"start, stop, show or configure {prog}")
     mode_commands = mode.add_subparsers(dest="mode", metavar="{" + ",".join(modes) + "}")
@@ -68,6 +70,13 @@ def add_socket_read_rsp_timeout_option(p: argparse.ArgumentParser, help_text: st
 def add_log_level_option(p: argparse.ArgumentParser) -> None:
     """``--log-level L`` (Luna ``-loglevel``)."""
     p.add_argument("--log-level", "--loglevel", dest="log_level", choices=list(LOG_LEVELS))
+
+
+def add_log_format_option(p: argparse.ArgumentParser) -> None:
+    """``--log-format text|json``: one JSON object per line for a log collector."""
+    p.add_argument("--log-format", "--logformat", dest="log_format", choices=list(LOG_FORMATS),
+                   default="text",
+                   help="log lines as text (default) or one JSON object per line")
 
 
 def add_foreground_option(p: argparse.ArgumentParser) -> None:
@@ -117,6 +126,16 @@ def parse_command_line(
         return parser.parse_args(args_list)
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+def command_line_problem(schema: ConfigSchema, values: Mapping[str, Any]) -> str | None:
+    """What is wrong with the settings given on the command line (a port of 70000), or
+    None: a bad command line is a usage error (exit 2), a bad config file is not."""
+    try:
+        schema.merge({}, values)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def cli_overrides(args: argparse.Namespace, overrides: Mapping[str, str]) -> dict[str, Any]:

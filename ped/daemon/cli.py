@@ -10,12 +10,13 @@ codes are part of the interface: tests pin them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -24,7 +25,7 @@ from ped.daemon.config import ConfigError, ConfigSchema, load_config, write_conf
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
 from ped.daemon.exits import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 from ped.daemon.home import DaemonLayout, HomeError, resolve_home
-from ped.daemon.process import PidFile
+from ped.daemon.pidfile import PidFile
 
 
 def config_command(
@@ -111,10 +112,13 @@ def stop_command(
     return EXIT_OK
 
 
-def home_or_none(home: str | None, prog: str, err: TextIO) -> Path | None:
-    """The daemon's home directory, or None after saying why it is unusable."""
+def home_or_none(
+    home: str | None, prog: str, err: TextIO, *, create: bool = True
+) -> Path | None:
+    """The daemon's home directory (made if *create*), or None after saying why it is
+    unusable."""
     try:
-        return resolve_home(home, prog)
+        return resolve_home(home, prog, create=create)
     except HomeError as exc:
         err.write(f"{prog}: {exc}\n")
         return None
@@ -169,6 +173,48 @@ def daemon_main(
     """A daemon's command line: parse, run a *home_commands* entry or ``mode config``,
     ``stop``, ``show`` (*describe* gives its lines), else ``other_mode(args, layout,
     config_path)`` (``start`` and the daemon's own modes); returns the exit code."""
+    with owner_only_files():
+        return _dispatch(argv, prog=prog, modes=modes, command_words=command_words,
+                         parser=parser, home_commands=home_commands, schema=schema,
+                         layout=layout, describe=describe, other_mode=other_mode, out=out,
+                         err=err)
+
+
+@contextlib.contextmanager
+def owner_only_files() -> Iterator[None]:
+    """Run with umask 077: every file a daemon creates (logs, ``pins.sqlite3``, sockets,
+    its child's files) is owner-only from its creation, whatever the caller's umask."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _writes_home(args: argparse.Namespace) -> bool:
+    """Whether this ``mode`` command creates the home now: a read-only one (``show``,
+    ``stop``, ``config --show``) never creates a mistyped ``--home``, and ``start``
+    creates it only once its command line is good (`ped.daemon.startup`)."""
+    if args.mode == "config":
+        return bool(args.create or args.set)
+    return False
+
+
+def _dispatch(
+    argv: Sequence[str] | None,
+    *,
+    prog: ProgT,
+    modes: Sequence[str],
+    command_words: Sequence[str],
+    parser: argparse.ArgumentParser,
+    home_commands: Mapping[str, HomeCommand[ProgT]],
+    schema: ConfigSchema,
+    layout: Callable[[Path], L],
+    describe: Callable[[dict[str, Any]], list[str]],
+    other_mode: Callable[[argparse.Namespace, L, Path], int],
+    out: TextIO,
+    err: TextIO,
+) -> int:
     args = parse_command_line(argv, prog=prog, modes=modes, command_words=command_words,
                               parser=parser, err=err)
     if isinstance(args, int):
@@ -179,7 +225,7 @@ def daemon_main(
     if args.command != "mode" or args.mode is None:
         err.write(no_mode_message(prog, modes) + "\n")
         return EXIT_USAGE
-    home = home_or_none(args.home, prog, err)
+    home = home_or_none(args.home, prog, err, create=_writes_home(args))
     if home is None:
         return EXIT_ERROR
     where = layout(home)

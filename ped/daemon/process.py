@@ -1,4 +1,4 @@
-"""Pid files, going to the background, and the readiness handshake.
+"""Going to the background, and the readiness handshake.
 
 ``<prog> mode start`` (without ``--foreground``) calls `start_background` with the
 command line of the same program plus ``--foreground``.  The child runs in a new session
@@ -6,7 +6,9 @@ command line of the same program plus ``--foreground``.  The child runs in a new
 variable `READY_FD_ENV`.  When it listens it calls `notify_ready`; if it cannot start it
 calls `notify_failed` with the reason.  The parent returns only then, so
 ``mode start`` succeeds exactly when the daemon serves, or prints why it does not.  If the
-child dies before saying anything, the parent says so and points at the log.
+child dies before saying anything, the parent says so and points at the log.  Under
+systemd (``Type=notify``, the daemon in the foreground) the same two calls tell systemd
+instead, through `ped.daemon.sdnotify`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from ped.daemon import sdnotify
+from ped.daemon.logs import open_owner_only
 from ped.errors import PedError
 
 READY_FD_ENV = "REMOTE_PED_READY_FD"
@@ -46,12 +48,15 @@ def _notify(line: str) -> bool:
 
 
 def notify_ready(detail: str = "") -> bool:
-    """Tell the parent we serve (no-op in the foreground); returns True if one was told."""
+    """Tell the parent we serve, and systemd when it runs us (``Type=notify``); nothing
+    in a plain foreground run.  True if a parent (the readiness pipe) was told."""
+    sdnotify.notify_ready(detail)
     return _notify(f"ready {detail}".rstrip())
 
 
 def notify_failed(reason: str) -> bool:
-    """Tell the parent why we could not start (no-op in the foreground)."""
+    """Tell the parent (and systemd's status line) why we could not start."""
+    sdnotify.notify_status(f"could not start: {reason}")
     return _notify(f"failed {reason}")
 
 
@@ -71,7 +76,8 @@ def start_background(
     read_fd, write_fd = os.pipe()
     child_env = dict(os.environ if env is None else env)
     child_env[READY_FD_ENV] = str(write_fd)
-    out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
+    # os.open with the mode: the log is owner-only from its first byte, whatever the umask
+    out = open_owner_only(log_path) if log_path is not None else subprocess.DEVNULL
     try:
         try:
             proc = subprocess.Popen(
@@ -88,7 +94,7 @@ def start_background(
         finally:
             os.close(write_fd)
             if log_path is not None:
-                out.close()  # type: ignore[union-attr]
+                os.close(out)
         message = _read_message(read_fd, timeout)
     finally:
         os.close(read_fd)
@@ -128,48 +134,3 @@ def _read_message(fd: int, timeout: float) -> str | None:
             break
         data += chunk
     return data.split(b"\n", 1)[0].decode("utf-8", "replace")
-
-
-class PidFile:
-    """The daemon's pid, written atomically; a stale file (dead pid) is ignored."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def read(self) -> int | None:
-        try:
-            text = self.path.read_text(encoding="ascii").strip()
-            pid = int(text)
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            return None
-        return pid if pid > 0 else None
-
-    def running_pid(self) -> int | None:
-        """The pid in the file if that process is alive."""
-        pid = self.read()
-        if pid is None:
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
-
-    def write(self, pid: int | None = None) -> None:
-        other = self.running_pid()
-        mine = os.getpid() if pid is None else pid
-        if other is not None and other != mine:
-            raise DaemonStartError(
-                f"another instance is running (pid {other}, {self.path}); stop it first"
-            )
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{mine}\n")
-        os.replace(tmp, self.path)
-
-    def remove(self) -> None:
-        """Remove the file if it names this process."""
-        if self.read() == os.getpid():
-            self.path.unlink(missing_ok=True)

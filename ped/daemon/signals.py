@@ -1,11 +1,14 @@
-"""SIGTERM and SIGINT turn into a graceful stop inside trio."""
+"""SIGTERM and SIGINT turn into a graceful stop inside trio; SIGHUP reopens the log files."""
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 
 import trio
+
+from ped.daemon.logs import reopen_logs
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -25,3 +28,15 @@ async def watch_stop_signals(
                 await result
             break
         await trio.sleep_forever()
+
+
+async def watch_reopen_signal(
+    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Reopen the log files at every SIGHUP (after logrotate renamed them), instead of
+    SIGHUP's default of ending the daemon.  Runs until cancelled."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            count = reopen_logs()
+            logging.getLogger().info("SIGHUP: reopened %d log file(s)", count)

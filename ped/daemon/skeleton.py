@@ -26,6 +26,7 @@ import trio
 
 from ped.daemon.control import ControlError, Progress, serve_control
 from ped.daemon.groups import single_error
+from ped.daemon.sdnotify import notify_stopping
 from ped.errors import PedError
 
 #: How long stopping waits for the links' Close frames to go out.
@@ -92,6 +93,7 @@ class DaemonSkeleton(Generic[LinkT]):
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self.log.info("stopping: %s", reason)
+            notify_stopping(reason)
             self._stop.set()
 
     async def serve_on(

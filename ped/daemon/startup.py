@@ -17,16 +17,16 @@ import trio
 
 from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
-from ped.daemon.home import DaemonLayout
+from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
+from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
     READY_FD_ENV,
     DaemonStartError,
-    PidFile,
     notify_failed,
     start_background,
 )
-from ped.daemon.signals import watch_stop_signals
+from ped.daemon.signals import watch_reopen_signal, watch_stop_signals
 
 
 def start_failed(prog: str, message: str, err: TextIO) -> None:
@@ -74,9 +74,14 @@ def start_command(
     started: Callable[[int], None],
     err: TextIO,
 ) -> int:
-    """``mode start`` once the settings are good: refuse a second copy, then run
+    """``mode start`` once the settings are good: make the home, refuse a second copy, then run
     ``foreground()`` (``--foreground``) or start a background child passing on the
     options in *dests* and report it with ``started(pid)``."""
+    try:
+        resolve_home(layout.home, prog)  # made now: the command line was good
+    except HomeError as exc:
+        start_failed(prog, str(exc), err)
+        return EXIT_ERROR
     if refuse_if_running(layout.pid, layout.home, prog, err):
         return EXIT_ERROR
     if args.foreground:
@@ -109,12 +114,20 @@ class Service(Protocol):
 
 
 def begin_foreground(
-    prog: str, *, pid_path: Path, log_path: Path, log_level: str, err: TextIO
+    prog: str,
+    *,
+    pid_path: Path,
+    log_path: Path,
+    log_level: str,
+    err: TextIO,
+    log_format: str = "text",
 ) -> PidFile | None:
-    """Set up logging (to the log file when started in the background) and take the pid
-    file; None after saying why not.  The caller removes the pid file when done."""
+    """Set up logging (to the log file when started in the background, stdout and
+    stderr with it) and take the pid file; None after saying why not.  The caller
+    removes the pid file when done."""
     background = READY_FD_ENV in os.environ
-    setup_logging(prog, log_file=log_path if background else None, level=log_level)
+    setup_logging(prog, log_file=log_path if background else None, level=log_level,
+                  log_format=log_format, capture_std=background)
     pidfile = PidFile(pid_path)
     try:
         pidfile.write()
@@ -147,13 +160,15 @@ def run_until_stopped(
 
 
 async def start_service(nursery: trio.Nursery, service: Service) -> Any:
-    """Stop *service* on SIGTERM/SIGINT, start it, and give what its ``serve`` reports as
-    started (its address); the nursery is cancelled when it ends."""
+    """Stop *service* on SIGTERM/SIGINT, reopen the logs on SIGHUP, start it, and give
+    what its ``serve`` reports as started (its address); the nursery is cancelled when
+    it ends."""
 
     def on_signal(signum: int) -> None:
         service.request_stop(f"signal {signal.Signals(signum).name}")
 
     await nursery.start(watch_stop_signals, on_signal)
+    await nursery.start(watch_reopen_signal)
 
     async def run(task_status: trio.TaskStatus[Any]) -> None:
         await service.serve(task_status=task_status)

@@ -11,7 +11,8 @@ import textwrap
 import pytest
 import trio
 
-from ped.daemon.process import DaemonStartError, PidFile, start_background
+from ped.daemon.pidfile import PidFile
+from ped.daemon.process import DaemonStartError, start_background
 from ped.daemon.signals import watch_stop_signals
 
 
@@ -70,17 +71,80 @@ def test_pid_file(home):
     assert pidfile.running_pid() is None
     pidfile.write()
     assert pidfile.running_pid() == os.getpid()
+    assert (home / "d.pid").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(DaemonStartError, match="another instance"):
+        PidFile(home / "d.pid").write()  # the lock is taken, even by this very process
+    pidfile.remove()
+    assert not (home / "d.pid").exists()
+    assert PidFile(home / "d.pid").running_pid() is None
+
+
+def _holder(path) -> subprocess.Popen[bytes]:
+    """A process that takes the pid file's lock and says so on stdout."""
+    code = (
+        "import sys, time\n"
+        "from ped.daemon.pidfile import PidFile\n"
+        f"PidFile({str(path)!r}).write()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"locked\n"
+    return proc
+
+
+def test_a_daemon_holding_the_lock_blocks_a_second_one(home):
+    holder = _holder(home / "d.pid")
+    try:
+        assert PidFile(home / "d.pid").running_pid() == holder.pid
+        with pytest.raises(DaemonStartError, match=f"pid {holder.pid}"):
+            PidFile(home / "d.pid").write()
+    finally:
+        holder.kill()
+        holder.wait()
+    # kill -9 left the file behind; the lock went with the process
+    assert (home / "d.pid").exists()
+    assert PidFile(home / "d.pid").running_pid() is None
+    PidFile(home / "d.pid").write()
+
+
+def test_a_leftover_naming_a_live_process_never_blocks(home):
+    """A reused pid: the file names a live process that is not a daemon."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        with pytest.raises(DaemonStartError, match="another instance"):
-            PidFile(home / "d.pid").write(other.pid)
+        (home / "d.pid").write_text(f"{other.pid}\n")
+        assert PidFile(home / "d.pid").running_pid() is None
+        pidfile = PidFile(home / "d.pid")
+        pidfile.write()
+        assert PidFile(home / "d.pid").read() == os.getpid()
+        pidfile.remove()
     finally:
         other.kill()
         other.wait()
-    pidfile.remove()
-    assert not (home / "d.pid").exists()
-    (home / "d.pid").write_text(f"{other.pid}\n")  # stale: that process is gone
-    assert pidfile.running_pid() is None
+
+
+def test_a_leftover_naming_a_zombie_never_blocks(home):
+    holder = _holder(home / "d.pid")
+    holder.kill()
+    os.waitid(os.P_PID, holder.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped: a zombie
+    try:
+        assert PidFile(home / "d.pid").read() == holder.pid
+        assert PidFile(home / "d.pid").running_pid() is None
+        pidfile = PidFile(home / "d.pid")
+        pidfile.write()
+        pidfile.remove()
+    finally:
+        holder.wait()
+
+
+def test_removing_a_pid_file_we_do_not_hold_leaves_it(home):
+    holder = _holder(home / "d.pid")
+    try:
+        PidFile(home / "d.pid").remove()
+        assert PidFile(home / "d.pid").running_pid() == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 async def test_sigterm_calls_the_stop_callback():

@@ -146,7 +146,7 @@ def test_full_session_through_the_console_script(tmp_path: Path) -> None:
     out = ok("verify", keys / "key-001.pedkey")
     assert "1 of 2 needed shares given" in out
 
-    out = ok("erase", keys / "key-004.pedkey", stdin="yes\n")
+    out = ok("erase", keys / "key-004.pedkey", stdin="proceed\n")
     assert "erased" in out and load_image(keys / "key-004.pedkey").is_blank
 
     images = [load_image(p) for p in sorted(keys.iterdir())]
@@ -300,11 +300,11 @@ def test_erase_asks_first(tmp_path: Path) -> None:
     ring.add_blanks(1)
     (path,) = ring.imprint(new_keyset(Color.WHITE, "Auditor"))
     before = path.read_bytes()
-    for answer in ("", "no\n", "n\n"):
+    for answer in ("", "no\n", "n\n", "y\n", "yes\n"):  # one word, Luna's: proceed
         code, out, _ = call("erase", path, stdin=answer)
-        assert code == 1 and "Type 'yes' to erase" in out and "not erased" in out
+        assert code == 1 and "Type 'proceed' to erase" in out and "not erased" in out
         assert path.read_bytes() == before
-    code, out, _ = call("erase", path, stdin="y\n")
+    code, out, _ = call("erase", path, stdin="Proceed\n")
     assert code == 0 and load_image(path).is_blank
     code, out, _ = call("erase", path)
     assert code == 0 and "already blank" in out

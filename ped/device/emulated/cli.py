@@ -1,6 +1,7 @@
 """``pedemu``: an emulated PED as its own process.
 
     pedemu --keyring DIR --socket PATH [--operator tty|auto|script:FILE] [--pin-file F]
+           [--log-level debug|info|warning|error] [--log-format text|json] | --version
 
 listens on a Unix socket; pedserver (or a local HSM) reaches it as ``socket:PATH``.  In
 a terminal with ``--operator tty`` it is a PED on your desk.  The ``emulated:DIR``
@@ -26,6 +27,8 @@ import trio
 
 from keys import Keyring
 from keys import errors as kerr
+from ped.cliutil import add_version_option
+from ped.daemon.logs import LOG_FORMATS, make_formatter
 from ped.daemon.sockets import SocketPath, clear_stale_socket
 from ped.device.emulated.auto import AutoOperator, AutoOptions
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
@@ -131,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="log lines as text (default) or one JSON object per line",
+    )
+    add_version_option(parser)
     return parser
 
 
@@ -167,10 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     tty_mode = args.operator == "tty"
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(make_formatter("json"))
+    else:
+        handler.setFormatter(logging.Formatter("pedemu: %(message)s"))
     logging.basicConfig(
         level=logging.WARNING if tty_mode else getattr(logging, args.log_level.upper()),
-        format="pedemu: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     # The format uses none of these: spare each record the look-ups (a getpid per line).
     logging.logThreads = False
