@@ -73,7 +73,8 @@ class Daemon:
             pedclient_socket=pedclient,
             serial=serial or stored or "",
             timeouts=lambda: self.hsm.ped.timeouts(),
-            on_drop=lambda reason: self.hsm.ped.link_dropped(reason),
+            on_drop=lambda loss: self.hsm.ped.link_dropped(loss),
+            now=self.clock.now,
         )
         self.hsm = Hsm(home, self.store, self.master, self.clock, self.router, serial)
         self.router.serial = self.hsm.serial

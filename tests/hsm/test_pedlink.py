@@ -16,7 +16,7 @@ def _router(local: str | None = None, pedclient: str | None = None) -> PedRouter
         pedclient_socket=pedclient,
         serial="1",
         timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
-        on_drop=lambda reason: None,
+        on_drop=lambda loss: None,
     )
 
 
@@ -46,6 +46,8 @@ async def test_no_ped_configured_says_how_to_get_one() -> None:
         "connected": False,
         "pedclient": None,
         "idle_left": None,
+        "since": None,
+        "lost": None,
     }
     with pytest.raises(PedUnavailable, match="--local-ped URI, or connect a remote PED"):
         async with router.session():

@@ -230,6 +230,14 @@ async def test_remote_link_idle_timeout_and_wrong_orange_key(
     bench.router._timeouts = lambda: {"rped": 1, "pedk": 200, "pedo": 920}
     with trio.fail_after(30):
         await bench.dropped.wait()
-    assert "idle timeout" in bench.drops[0]
+    assert "closed by this HSM (idle timeout" in bench.drops[0]
+    # the lost link is not replaced by the local PED until the administrator says so
+    status = bench.router.status()
+    assert status["mode"] == "remote" and not status["connected"]
+    assert status["lost"]["by"] == "this HSM"
+    last = bench.hsm.state.audit.records()[-1]
+    assert last["event"] == "ped disconnected" and last["by"] == "this HSM"
+    with pytest.raises(PedUnavailable, match="ped.example:1503 was closed by this HSM"):
+        await bench.hsm.admin.init(bench.notify, "never")
+    assert "forgotten" in await bench.hsm.ped.disconnect()
     assert bench.router.status()["mode"] == "local"
-    assert [r["event"] for r in bench.hsm.state.audit.records()][-1] == "ped disconnected"
