@@ -31,7 +31,7 @@ class LinkLoss:
 
     @property
     def sentence(self) -> str:
-        """"the remote PED link to A:P was closed by pedserver (stopped)"."""
+        """The link and its end in words: the remote PED link to A:P was closed by ..."""
         return self.end.sentence(self.address)
 
     @property

@@ -201,7 +201,9 @@ class Daemon:
             f"   Label:            {show['label'] or '(none)'}",
             f"   HSM state:        {show['state']}",
             f"   PED:              {status['mode']}"
-            + (f" ({status['address']})" if status.get("address") else ""),
+            + (f" ({status['address']})" if status.get("address") else "")
+            + (" - link lost, see `hsm ped show`" if status.get("lost") else ""),
+            f"   pedclient socket: {status.get('pedclient') or '(none)'}",
             f"   Running for:      {int(time.time() - self.started)} s",
         ]
         if getattr(self.clock, "fake", False):

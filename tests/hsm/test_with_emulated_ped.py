@@ -237,7 +237,7 @@ async def test_remote_link_idle_timeout_and_wrong_orange_key(
     assert status["lost"]["by"] == "this HSM"
     last = bench.hsm.state.audit.records()[-1]
     assert last["event"] == "ped disconnected" and last["by"] == "this HSM"
-    with pytest.raises(PedUnavailable, match="ped.example:1503 was closed by this HSM"):
+    with pytest.raises(PedUnavailable, match=r"ped\.example:1503 was closed by this HSM"):
         await bench.hsm.admin.init(bench.notify, "never")
     assert "forgotten" in await bench.hsm.ped.disconnect()
     assert bench.router.status()["mode"] == "local"
