@@ -45,19 +45,13 @@ from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, m
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
 from hsm.linkloss import LinkLoss, wall_text
-from hsm.pedport import KeysetMismatch, WrongKeyColor
+from hsm.localped import LocalPed
 from keys.colors import Color
-from ped.channel import LOCAL_RPV
 from ped.errors import PedError
 from ped.link.hsm_side import LinkEnd
 
 log = logging.getLogger("pedhsm.ped")
 BUSY_WAIT = 15.0
-
-
-def local_rpv() -> bytes:
-    """The fixed, public RPV of a cabled PED (accepted by a PED only in its local mode)."""
-    return bytes(LOCAL_RPV)
 
 
 class PedRouter:
@@ -75,12 +69,11 @@ class PedRouter:
         now: Callable[[], float] = time.time,
     ) -> None:
         self.local_uri = local_uri
-        self._driver_factory = driver_factory
+        self._local = LocalPed(local_uri or "", driver_factory)
         self.pedclient_socket = pedclient_socket
         self.serial = serial
         self._timeouts = timeouts
         self._on_drop = on_drop
-        self._driver: Any = None
         self._nursery: trio.Nursery | None = None
         self._remote: Any = None  # the open hsm_api session
         self._remote_address: str | None = None
@@ -113,10 +106,7 @@ class PedRouter:
                 self._nursery = None
                 with trio.CancelScope(shield=True):
                     await self.disconnect()
-                    if self._driver is not None:
-                        with contextlib.suppress(Exception):
-                            await self._driver.aclose()
-                        self._driver = None
+                    await self._local.aclose()
 
     def _touch(self) -> None:
         self._last_use = trio.current_time()
@@ -235,47 +225,11 @@ class PedRouter:
                 "no PED: start pedhsm with --local-ped URI, or connect a remote PED with "
                 "`hsm ped connect --ip A --port 1503`"
             )
-        async with self._local_session() as port:
+        async with self._local.session(
+            self._session_args(), touch=self._touch, timeouts=self._timeouts,
+            announce=self._announce,
+        ) as port:
             yield port
-
-    @contextlib.asynccontextmanager
-    async def _local_session(self) -> AsyncIterator[HsmApiPort]:
-        from ped.device import open_driver
-        from ped.hsm_api import open_ped_session
-
-        where = f"local PED {self.local_uri}"
-        rpv = bytearray(local_rpv())
-        try:
-            if self._driver is None or not self._driver.is_open:
-                try:
-                    factory = self._driver_factory or open_driver
-                    self._driver = factory(self.local_uri or "")
-                    await self._driver.open()
-                except PedError as exc:
-                    self._driver = None
-                    raise PedUnavailable(f"cannot open the {where}: {exc}") from None
-            try:
-                transport = await self._driver.open_session()
-            except PedError as exc:
-                with contextlib.suppress(Exception):
-                    await self._driver.aclose()
-                self._driver = None
-                raise PedUnavailable(f"cannot use the {where}: {exc}") from None
-            try:
-                async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
-                    yield HsmApiPort(ped, where, self._touch, self._timeouts,
-                                     announce=self._announce)
-            except BaseExceptionGroup as group:
-                raise map_error(first_error(group), where) from None
-            except PedError as exc:
-                if isinstance(exc, PedUnavailable | WrongKeyColor | KeysetMismatch):
-                    raise
-                raise map_error(exc, where) from None
-            finally:
-                with contextlib.suppress(Exception):
-                    await transport.aclose()
-        finally:
-            wipe(rpv)
 
     # ------------------------------------------------------------------ remote link
 
