@@ -92,6 +92,7 @@ class PedRouter:
         # Why the HSM itself is ending the link (idle timeout, a broken session); None
         # while the only way to end it is the administrator's disconnect.
         self._ending: LinkEnd | None = None
+        self._hold_done: trio.Event | None = None  # set when the link task has finished
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,6 +281,7 @@ class PedRouter:
 
         address = f"peer {peer}" if peer is not None else f"{host}:{port}"
         stop, done = trio.Event(), trio.Event()
+        self._hold_done = done
         end: LinkEnd | None = None
         try:
             try:
@@ -358,13 +360,13 @@ class PedRouter:
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""
-        stop, done = self._remote_stop, self._remote_done
-        if stop is None or done is None:
-            return
-        self._ending = end
-        stop.set()
-        with trio.move_on_after(10):
-            await done.wait()
+        stop, done = self._remote_stop, self._hold_done
+        if stop is not None:
+            self._ending = end
+            stop.set()
+        if done is not None:  # the link may be ending by itself: its cause is recorded then
+            with trio.move_on_after(10):
+                await done.wait()
 
     async def disconnect(self, *, forget_loss: bool = True) -> bool:
         """The administrator's disconnect: close the link (True if one was open) and,
