@@ -31,9 +31,9 @@ Modules, one job each:
   where the shell finds its HSM and pedclient's socket; `hsm.waiting`: the time waited,
   shown on a terminal.
 
-Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700): ``state.db`` (+ WAL),
-``device.key`` (stands for the battery-backed device key: deleting it is a factory
-reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
+Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700):
+``state.db`` (+ WAL), ``device.key`` (stands for the battery-backed device key: deleting
+it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
 
 Test hooks (documented, never needed in production):
 

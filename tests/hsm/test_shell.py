@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hsm import cli
-from hsm.homes import default_pedclient, pedclient_warning
+from hsm.homes import default_pedclient, listening, pedclient_warning
 from hsm.waiting import CLEAR_LINE, WaitClock
 
 
@@ -74,8 +74,14 @@ def test_pedclient_defaults_to_its_own_socket_and_silence_there_is_a_warning(
     (tmp_path / "pc").mkdir()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(path)
+        assert pedclient_warning(path)  # bound, not listening: nothing answers yet
         server.listen(1)
         assert pedclient_warning(path) == ""
+        # found without connecting: pedclient sees no empty link from the check
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+        assert listening(path, tmp_path / "no-such-table")  # elsewhere: by connecting
 
 
 class _Terminal(io.StringIO):
