@@ -104,9 +104,8 @@ class HsmApiPort:
         pedk = self._timeouts()["pedk"]
         whom = f" for {label}" if label else ""
         self._announce(
-            f"PED ({self.description}): {doing} the {color.label} PED key(s){whom}; "
-            f"the PED asks for each key of the set and for the PED PIN if one is set; "
-            f"{pedk} s for each key (pedk).",
+            f"PED: {doing} the {color.label} key(s){whom} (the PED asks for each key and "
+            f"its PIN; pedk {pedk} s per key).",
             color,
         )
 

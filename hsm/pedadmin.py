@@ -90,8 +90,8 @@ class PedCommands:
         notify("PED operation required to connect to Remote PED - use orange PED Key(s).")
         pedk = self.timeouts()["pedk"]
         notify(
-            f"PED (remote PED {target}): present this HSM's orange PED key (its Remote PED "
-            f"Vector) and the PED PIN if one is set; {pedk} s for each key (pedk)."
+            f"PED: present this HSM's orange key(s) at {target} (the PED asks for each key "
+            f"and its PIN; pedk {pedk} s per key)."
         )
         try:
             where = await st.ped.connect(host, port, rpv, notify, peer=peer)

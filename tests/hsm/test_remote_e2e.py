@@ -123,6 +123,8 @@ def test_hsm_through_pedclient_and_pedserver(site: Site) -> None:
     assert "Remote PED Vector set" in site.hsm_ok("hsm", "ped", "vector", "init")
     out = site.hsm_ok("hsm", "ped", "connect", "-ip", "127.0.0.1", "-port", str(site.port))
     assert "PED operation required to connect to Remote PED - use orange PED Key(s)." in out
+    assert f"PED: present this HSM's orange key(s) at 127.0.0.1:{site.port}" in out
+    assert "pedk 200 s per key" in out
     shown = site.hsm_ok("hsm", "ped", "show")
     assert "PED mode:           remote" in shown and f"127.0.0.1:{site.port}" in shown
     assert "Connected:          yes" in shown and "Connected since:" in shown

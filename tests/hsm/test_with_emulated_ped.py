@@ -41,9 +41,9 @@ async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
     await bench.hsm.admin.init(bench.notify, "emulated")
     assert "Please attend to the PED." in bench.notes
     # what the PED is asked for is shown on the host: colour, for whom, the key timeout
-    asked = [n for n in bench.notes if n.startswith("PED (local PED")]
-    assert "imprint the blue PED key(s) for HSM SO" in asked[0], asked
-    assert "imprint the red PED key(s)" in asked[1] and "200 s for each key (pedk)" in asked[1]
+    asked = [n for n in bench.notes if n.startswith("PED: imprint")]
+    assert asked[0].startswith("PED: imprint the blue key(s) for HSM SO"), asked
+    assert asked[1].startswith("PED: imprint the red key(s)") and "pedk 200 s per key" in asked[1]
     await bench.hsm.admin.login(bench.notify)
     bench.hsm.admin.logout()
     with pytest.raises(LoginFailed, match="1 consecutive failure"):
