@@ -21,14 +21,19 @@ Modules, one job each:
 * `hsm.engine`: `Hsm`, the composition root that builds the above (and says where the
   client listener, cloning and HA membership will go).
 * `hsm.pedport` / `hsm.pedlink`: the PED as the HSM sees it, and its implementation
-  over ``ped.hsm_api`` (local PED through ``ped.device``, remote PED through pedclient).
+  over ``ped.hsm_api`` (local PED through ``ped.device``, remote PED through pedclient);
+  `hsm.localped`: the cabled PED's driver and its per-operation sessions;
+  `hsm.apiport`: ``ped`` errors and notices in the HSM's terms; `hsm.linkloss`: a remote
+  link that ended without ``hsm ped disconnect``, and how the HSM words it.
 * `hsm.control`: the control socket's commands as a table (arguments, handler, renderer);
   `hsm.render`: the texts of the show commands.
-* `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell.
+* `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell; `hsm.homes`:
+  where the shell finds its HSM and pedclient's socket; `hsm.waiting`: the time waited,
+  shown on a terminal.
 
-Files in the home (``--home`` or ``PEDHSM_HOME``; 0700): ``state.db`` (+ WAL),
-``device.key`` (stands for the battery-backed device key: deleting it is a factory
-reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
+Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700):
+``state.db`` (+ WAL), ``device.key`` (stands for the battery-backed device key: deleting
+it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
 
 Test hooks (documented, never needed in production):
 

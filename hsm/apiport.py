@@ -3,7 +3,9 @@
 Errors from ``ped`` are mapped for the HSM (see `hsm.pedport`): wrong colour ->
 `WrongKeyColor` (not counted), keyset mismatch -> `KeysetMismatch` (counted), everything
 else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
-PED progress notices become lines for the shell (`describe_notice`).
+PED progress notices become lines for the shell (`describe_notice`); before each
+operation the port announces what it asks of the PED (which colour, for whom, the pedk
+timeout), so the host shows progress even from a PED that sends no notices.
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ def map_error(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, op_errors.KeysetMismatch):
         return KeysetMismatch(str(exc))
     if isinstance(exc, RpvMismatch):
+        # The HSM cannot tell a wrong orange key from a handshake altered or replayed on
+        # the network: say both, and never advise replacing the RPV in answer to it.
         return PedUnavailable(
-            f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "
-            "(RPV); present the right orange key, or run `hsm ped vector init`"
+            f"the PED at {where} did not prove it holds this HSM's RPV (not counted). "
+            "Either the orange key presented there does not hold this HSM's Remote PED "
+            "Vector (RPV): present the right orange key; or the handshake was altered or "
+            "replayed on its way (a network attack or a faulty relay): check the path to "
+            "pedserver and its log for handshakes you did not start. Do not re-initialise "
+            "the RPV in answer to this"
         )
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
@@ -44,14 +52,20 @@ def map_error(exc: BaseException, where: str) -> BaseException:
     return exc
 
 
-def describe_notice(notice: Any) -> str:
-    """A PED progress notice as a line for the shell ("" for none worth showing)."""
+def describe_notice(notice: Any, color: Color | None = None, pedk: int | None = None) -> str:
+    """A PED progress notice as a line for the shell ("" for none worth showing).
+
+    *color* is the colour of the operation in progress and *pedk* the key timeout, when
+    the HSM knows them: "PED: waiting for the blue key 2 of 3 (pedk 200 s)."
+    """
     from ped.ops.messages import NoticeKind
 
     kind, step, total = notice.kind, notice.step, notice.total
     of = f" {step} of {total}" if step and total else ""
     if kind is NoticeKind.INSERT_KEY:
-        return f"PED: waiting for key{of}."
+        which = f"the {color.label} key" if color is not None else "key"
+        limit = f" (pedk {pedk} s)" if pedk else ""
+        return f"PED: waiting for {which}{of}{limit}."
     if kind is NoticeKind.ENTER_PIN:
         return "PED: waiting for the PED PIN."
     if kind is NoticeKind.KEY_ACCEPTED:
@@ -75,11 +89,25 @@ class HsmApiPort:
         description: str,
         touch: Callable[[], None],
         timeouts: Callable[[], dict[str, int]],
+        *,
+        announce: Callable[[str, Color | None], None] | None = None,
     ) -> None:
         self._session = session
         self.description = description
         self._touch = touch
         self._timeouts = timeouts
+        self._announce = announce
+
+    def _say(self, doing: str, color: Color, label: str) -> None:
+        if self._announce is None:
+            return
+        pedk = self._timeouts()["pedk"]
+        whom = f" for {label}" if label else ""
+        self._announce(
+            f"PED: {doing} the {color.label} key(s){whom} (the PED asks for each key and "
+            f"its PIN; pedk {pedk} s per key).",
+            color,
+        )
 
     def _limits(self) -> dict[str, float]:
         # Read per operation: `hsm ped timeout set` applies at once, even on an open link.
@@ -87,6 +115,7 @@ class HsmApiPort:
         return {"key_timeout": float(t["pedk"]), "op_timeout": float(t["pedo"])}
 
     async def read_secret(self, color: Color, keyset_id: bytes | None, label: str) -> PedSecret:
+        self._say("present", color, label)
         self._touch()
         try:
             result = await self._session.read_secret(
@@ -102,6 +131,7 @@ class HsmApiPort:
         return PedSecret(secret, bytes(result.keyset_id))
 
     async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
+        self._say("imprint", color, label)
         self._touch()
         try:
             result = await self._session.imprint(

@@ -5,7 +5,10 @@
 ``mode stop`` and ``mode show``.  Every other command is one invocation that talks to the
 daemon over ``DIR/control.sock``: ``pedhsm hsm login``, ``pedhsm role login --partition
 P --name co``...  Luna's single-dash spellings (``pedhsm hsm ped connect -ip A -port
-1503``) are accepted.  ``--home`` or ``PEDHSM_HOME`` selects the HSM.
+1503``) are accepted.  pedhsm finds its HSM as pedserver and pedclient find their
+homes: ``--home DIR``, else ``PEDHSM_HOME``, else the per-user default
+(``~/.local/state/remote-ped/pedhsm``; ``/var/lib/remote-ped/pedhsm`` for root).
+``--pedclient`` defaults to pedclient's own socket for the same user.
 
 Exit status: 0 success; 1 the HSM refused or failed (the message says why); 2 bad
 command line; 3 the HSM daemon is not running.
@@ -14,6 +17,7 @@ command line; 3 the HSM daemon is not running.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -21,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsm.homes import HOME_ENV, default_home_text, default_pedclient, home_hint, pedclient_warning
 from ped.cliutil import add_version_option, normalize_luna_argv
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
-HOME_ENV = "PEDHSM_HOME"
 MAX_FILE = 64 * 1024
 MAX_CHALLENGE = 256
 LONG_COMMANDS = {
@@ -57,8 +61,9 @@ def _add_home(p: argparse.ArgumentParser, *, top: bool = False) -> None:
     # overwrite a --home given before the command words).
     p.add_argument(
         "--home",
+        metavar="DIR",
         default=None if top else argparse.SUPPRESS,
-        help=f"the HSM's home directory (default: ${HOME_ENV})",
+        help=f"the HSM's home directory (default: {default_home_text()})",
     )
 
 
@@ -95,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URI",
         help="a PED cabled to the HSM, e.g. emulated:DIR?operator=auto or usb",
     )
-    p.add_argument("--pedclient", metavar="PATH", help="pedclient's local socket (remote PED)")
+    p.add_argument(
+        "--pedclient",
+        metavar="PATH",
+        help="pedclient's local socket, for a remote PED (default: pedclient's own socket "
+        "for this user, PEDCLIENT_HOME/pedclient.sock or pedclient's default home)",
+    )
     p.add_argument("--foreground", action="store_true", help="do not go to the background")
     leaf(mode, "stop", "mode.stop", "power the HSM off (stop the daemon)")
     leaf(mode, "show", "mode.show", "show whether the HSM runs, and its state")
@@ -263,6 +273,10 @@ def _mode_start(ns: argparse.Namespace) -> int:
     if pid is not None:
         _err(f"the HSM in {home} is already running (pid {pid}); `pedhsm mode stop` first")
         return EXIT_FAIL
+    ns.pedclient = ns.pedclient or default_pedclient()
+    warning = pedclient_warning(ns.pedclient)
+    if warning:
+        _err(f"warning: {warning}")
     if ns.foreground:
         return _run_foreground(ns, home)
     # -P: never import from the working directory (see ped.device.subprocess_driver).
@@ -293,6 +307,9 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
 
     # In the background, stderr is already the log file in the home (start_background).
     setup_logging("pedhsm")
+    warning = pedclient_warning(ns.pedclient)
+    if warning:
+        logging.getLogger("pedhsm").warning("%s", warning)
     pidfile = PidFile(home / PID_NAME)
 
     async def main() -> None:
@@ -335,6 +352,9 @@ def _mode_stop(ns: argparse.Namespace) -> int:
     except ControlError as exc:
         _err(exc.message)
         return EXIT_DOWN if exc.code == "unavailable" else EXIT_FAIL
+    except OSError as exc:
+        _err(_broke_off(home, exc))
+        return EXIT_DOWN
     deadline = time.monotonic() + 15
     while pid is not None and pidfile.running_pid() == pid and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -344,33 +364,48 @@ def _mode_stop(ns: argparse.Namespace) -> int:
 
 def _send(ns: argparse.Namespace, command: str, args: dict[str, Any]) -> int:
     from hsm.server import SOCKET_NAME
+    from hsm.waiting import WaitClock
     from ped.daemon import ControlError, control_request_sync
 
     home = _home(ns, create=False)
     timeout = 3600.0 if command in LONG_COMMANDS else 60.0
 
-    def progress(item: Any) -> None:
-        print(item if isinstance(item, str) else str(item), flush=True)
-
     while True:
         try:
-            result = control_request_sync(
-                home / SOCKET_NAME,
-                command,
-                args,
-                timeout=timeout,
-                on_progress=progress,
-                what=f"the HSM in {home}",
-            )
+            with WaitClock(sys.stdout) as waiting:
+                if command not in LONG_COMMANDS:
+                    waiting.ticking = False
+                result = control_request_sync(
+                    home / SOCKET_NAME,
+                    command,
+                    args,
+                    timeout=timeout,
+                    on_progress=lambda item: waiting.line(str(item)),
+                    what=f"the HSM in {home}",
+                )
         except ControlError as exc:
             if exc.code == "confirmation-required" and not args.get("force") and _ask(exc.message):
                 args = {**args, "force": True}
                 continue
+            if exc.code == "unavailable":
+                _err(f"{exc.message} ({home_hint(ns.home)})")
+                return EXIT_DOWN
             _err(exc.message)
-            return EXIT_DOWN if exc.code == "unavailable" else EXIT_FAIL
+            return EXIT_FAIL
+        except OSError as exc:
+            _err(_broke_off(home, exc))
+            return EXIT_DOWN
         if result.get("text"):
             print(result["text"])
         return EXIT_OK
+
+
+def _broke_off(home: Path, exc: OSError) -> str:
+    """The daemon's connection broke mid-answer (killed, crashed): say so, no traceback."""
+    return (
+        f"the HSM in {home} broke off its answer ({exc.strerror or type(exc).__name__}): "
+        "its daemon stopped or was killed; `pedhsm mode show` says whether it runs"
+    )
 
 
 def _ask(message: str) -> bool:

@@ -79,6 +79,9 @@ class LoginService:
         if challenge is not None and row.wrapped_chal is None:
             raise BadRequest(f"the {role.title} has no challenge secret; omit --challenge-file")
         cached = st.ram.activation.get((scope, role.value)) if challenge is not None else None
+        caution = self.caution(scope, role, row)
+        if caution:
+            notify(caution)
         if cached is not None:
             secret = bytearray(cached)
         else:
@@ -120,6 +123,27 @@ class LoginService:
             return key, (bytearray(secret) if keep_secret else None)
         finally:
             wipe(secret)
+
+    def caution(self, scope: str, role: Role, row: RoleRow) -> str:
+        """Luna's warning before the attempt whose failure locks out or zeroizes ("" when
+        more than one attempt is left)."""
+        st = self._state
+        threshold = st.threshold(scope, role)
+        if threshold - row.failures != 1:
+            return ""
+        where = f" of partition {scope}" if scope != HSM_SCOPE else ""
+        outcome = pol.outcome_of(role, threshold, threshold, st.so_can_reset())
+        then = {
+            Outcome.ZEROIZE_HSM: "zeroizes the HSM",
+            Outcome.ZEROIZE_PARTITION: f"zeroizes partition {scope}",
+            Outcome.LOCK_TIMED: f"locks the {role.title} out for "
+            f"{int(pol.AUDITOR_LOCK_SECONDS // 60)} minutes",
+            Outcome.LOCK_UNTIL_RESET: f"locks the Crypto Officer and Crypto User of partition "
+            f"{scope} until the partition SO resets them",
+            Outcome.LOCK_PERMANENT: f"locks the Crypto Officer and Crypto User of partition "
+            f"{scope} for good and makes its contents unreachable",
+        }.get(outcome, "locks it out")
+        return f"Caution: 1 {role.title}{where} login attempt left; another failure {then}."
 
     def _check_lock(self, scope: str, role: Role, row: RoleRow) -> RoleRow:
         st = self._state

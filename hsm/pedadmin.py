@@ -6,7 +6,8 @@ from typing import Any
 
 from hsm import policy as pol
 from hsm.crypto import random_key, wipe
-from hsm.errors import BadRequest, NotInitialised, NotLoggedIn, PedUnavailable
+from hsm.errors import AlreadyExists, BadRequest, NotInitialised, NotLoggedIn, PedUnavailable
+from hsm.linkloss import LinkLoss
 from hsm.state import HsmState, Notify
 from keys.colors import Color
 
@@ -71,12 +72,30 @@ class PedCommands:
             raise BadRequest(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
         if peer is not None and not peer.strip():
             raise BadRequest("--peer needs the name the pedserver is registered under in pedclient")
+        target = f"peer {peer}" if peer is not None else f"{host}:{port}"
+        status = st.ped.status()
+        if status.get("connected"):
+            # The working link stays: a second connect would drop it and ask for the
+            # orange key again.
+            here = status.get("address")
+            since = f" since {status['since']}" if status.get("since") else ""
+            text = (
+                f"Remote PED already connected ({here}{since}); the link stays. To connect "
+                "to another remote PED, run `hsm ped disconnect` first."
+            )
+            if here == target:
+                return text
+            raise AlreadyExists(text)
         rpv = self._rpv()
         notify("PED operation required to connect to Remote PED - use orange PED Key(s).")
+        pedk = self.timeouts()["pedk"]
+        notify(
+            f"PED: present this HSM's orange key(s) at {target} (the PED asks for each key "
+            f"and its PIN; pedk {pedk} s per key)."
+        )
         try:
             where = await st.ped.connect(host, port, rpv, notify, peer=peer)
         except PedUnavailable as exc:
-            target = f"peer {peer}" if peer is not None else f"{host}:{port}"
             st.event("ped connect failed", address=target, reason=exc.message)
             raise
         finally:
@@ -86,15 +105,28 @@ class PedCommands:
 
     async def disconnect(self) -> str:
         st = self._state
+        lost = st.ped.status().get("lost")
         was = await st.ped.disconnect()
         if was:
             st.event("ped disconnected", reason="hsm ped disconnect")
             return "Remote PED disconnected."
+        if lost:
+            st.event("ped link forgotten", address=lost["address"], reason="hsm ped disconnect")
+            after = "the local PED" if st.ped.status().get("local") else "no PED until connected"
+            return (
+                f"The lost Remote PED link ({lost['address']}) is forgotten; PED operations "
+                f"use {after} from now on."
+            )
         return "No Remote PED was connected."
 
-    def link_dropped(self, reason: str) -> None:
-        """Called by the router when a remote link goes away by itself."""
-        self._state.event("ped disconnected", reason=reason)
+    def link_dropped(self, loss: LinkLoss) -> None:
+        """Called by the router when a remote link ends without `hsm ped disconnect`."""
+        self._state.event(
+            "ped disconnected",
+            address=loss.address,
+            by=loss.end.by,
+            reason=f"{loss.end.why}: {loss.end.detail}",
+        )
 
     def status(self) -> dict[str, Any]:
         return self._state.ped.status()

@@ -12,11 +12,19 @@ The HSM has at most two PEDs:
   remote PED asks for the orange key once, at connect.  The session is kept open until
   ``hsm ped disconnect``, the idle timeout (``rped``), or the link dropping.
 
+The HSM watches an open remote link (`ped.link.PedclientTransport.wait_closed` reads it
+between operations): the moment pedserver or pedclient closes it, the router knows who
+and why, ``hsm ped show`` says so, and the audit log records it.  A link that ended
+without ``hsm ped disconnect`` is *lost* (`hsm.linkloss`): until the administrator
+reconnects or disconnects, every PED operation is refused with the cause and the fix;
+it never falls back to the local PED silently.
+
 `PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
-PED is ignored while remote is active), else the local PED, else `PedUnavailable` saying
-how to get one.  ``hsm ped vector init`` asks for ``local_only`` (an RPV is imprinted only
-through a cabled PED).  A local session is opened per operation: a local operation in
-progress holds the PED's lock, so a remote one waits (or is told the PED is busy).
+PED is ignored while remote is active), else the lost link's refusal, else the local PED,
+else `PedUnavailable` saying how to get one.  ``hsm ped vector init`` asks for
+``local_only`` (an RPV is imprinted only through a cabled PED).  A local session is
+opened per operation: a local operation in progress holds the PED's lock, so a remote
+one waits (or is told the PED is busy).
 
 Each session is handed out as an `hsm.apiport.HsmApiPort`, which maps ``ped``'s errors
 to what the HSM counts and what it does not.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,17 +44,14 @@ import trio
 from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, WrongKeyColor
-from ped.channel import LOCAL_RPV
+from hsm.linkloss import LinkLoss, wall_text
+from hsm.localped import LocalPed
+from keys.colors import Color
 from ped.errors import PedError
+from ped.link.hsm_side import LinkEnd
 
 log = logging.getLogger("pedhsm.ped")
 BUSY_WAIT = 15.0
-
-
-def local_rpv() -> bytes:
-    """The fixed, public RPV of a cabled PED (accepted by a PED only in its local mode)."""
-    return bytes(LOCAL_RPV)
 
 
 class PedRouter:
@@ -58,16 +64,16 @@ class PedRouter:
         pedclient_socket: str | None,
         serial: str,
         timeouts: Callable[[], dict[str, int]],
-        on_drop: Callable[[str], None],
+        on_drop: Callable[[LinkLoss], None],
         driver_factory: Callable[[str], Any] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.local_uri = local_uri
-        self._driver_factory = driver_factory
+        self._local = LocalPed(local_uri or "", driver_factory)
         self.pedclient_socket = pedclient_socket
         self.serial = serial
         self._timeouts = timeouts
         self._on_drop = on_drop
-        self._driver: Any = None
         self._nursery: trio.Nursery | None = None
         self._remote: Any = None  # the open hsm_api session
         self._remote_address: str | None = None
@@ -76,7 +82,17 @@ class PedRouter:
         self._remote_lock = trio.Lock()
         self._last_use = 0.0
         self._remote_peer = False
+        self._remote_transport: Any = None
+        self._remote_since: float | None = None
         self._notify: Callable[[str], None] | None = None
+        self._asking: Color | None = None  # the colour of the operation in progress
+        self._now = now
+        #: the remote link that ended without `hsm ped disconnect` (see hsm.linkloss)
+        self.lost: LinkLoss | None = None
+        # Why the HSM itself is ending the link (idle timeout, a broken session); None
+        # while the only way to end it is the administrator's disconnect.
+        self._ending: LinkEnd | None = None
+        self._hold_done: trio.Event | None = None  # set when the link task has finished
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,10 +107,7 @@ class PedRouter:
                 self._nursery = None
                 with trio.CancelScope(shield=True):
                     await self.disconnect()
-                    if self._driver is not None:
-                        with contextlib.suppress(Exception):
-                            await self._driver.aclose()
-                        self._driver = None
+                    await self._local.aclose()
 
     def _touch(self) -> None:
         self._last_use = trio.current_time()
@@ -107,25 +120,37 @@ class PedRouter:
             if self._remote_peer:
                 continue  # REFERENCE: the idle timeout does not apply to PED-initiated links
             idle = trio.current_time() - self._last_use
-            if idle >= self._timeouts()["rped"]:
-                address = self._remote_address
-                if await self.disconnect():
-                    log.info("remote PED %s: idle timeout", address)
-                    self._on_drop(f"idle timeout ({self._timeouts()['rped']} s)")
+            rped = self._timeouts()["rped"]
+            if idle >= rped:
+                await self._end_link(
+                    LinkEnd("this HSM", f"idle timeout: no PED operation for rped {rped} s",
+                            f"the HSM's remote PED idle timeout (rped) is {rped} s")
+                )
+
+    def _link_open(self) -> bool:
+        """The watched truth: a session is held and its transport has not ended."""
+        if self._remote is None:
+            return False
+        return getattr(self._remote_transport, "closed_reason", None) is None
 
     def status(self) -> dict[str, Any]:
-        connected = self._remote is not None
+        connected = self._link_open()
         idle_left = None
         if connected and not self._remote_peer:
             left = self._timeouts()["rped"] - (trio.current_time() - self._last_use)
             idle_left = max(0, math.ceil(left))
+        lost = self.lost
+        remote = connected or lost is not None
+        since = self._remote_since if connected else None
         return {
-            "mode": "remote" if connected else ("local" if self.local_uri else "none"),
+            "mode": "remote" if remote else ("local" if self.local_uri else "none"),
             "local": self.local_uri,
-            "address": self._remote_address,
+            "address": self._remote_address if connected else (lost and lost.address),
             "connected": connected,
             "pedclient": self.pedclient_socket,
             "idle_left": idle_left,
+            "since": None if since is None else wall_text(since),
+            "lost": None if lost is None else lost.as_status(),
         }
 
     # ------------------------------------------------------------------ sessions
@@ -145,9 +170,15 @@ class PedRouter:
     def _on_notice(self, notice: Any) -> None:
         notify = self._notify
         if notify is not None:
-            text = describe_notice(notice)
+            text = describe_notice(notice, self._asking, self._timeouts()["pedk"])
             if text:
                 notify(text)
+
+    def _announce(self, text: str, color: Color | None) -> None:
+        """What the HSM is about to ask of the PED, before the PED's own notices."""
+        self._asking = color
+        if self._notify is not None:
+            self._notify(text)
 
     @contextlib.asynccontextmanager
     async def session(
@@ -166,14 +197,25 @@ class PedRouter:
         if not local_only and self._remote is not None:
             async with self._remote_lock:
                 if self._remote is None:
-                    raise PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
+                    raise self._lost_refusal()
                 try:
                     where = f"remote PED {self._remote_address}"
-                    yield HsmApiPort(self._remote, where, self._touch, self._timeouts)
-                except PedLinkLost:
-                    await self._drop("link lost during an operation")
+                    yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
+                                     announce=self._announce)
+                except PedLinkLost as exc:
+                    await self._end_link(
+                        LinkEnd("this HSM", "the PED session broke during an operation",
+                                exc.message)
+                    )
+                    if self.lost is not None:
+                        raise PedLinkLost(
+                            f"{self.lost.refusal(local_ped=bool(self.local_uri))}; "
+                            f"the operation failed: {exc.message}"
+                        ) from None
                     raise
             return
+        if not local_only and self.lost is not None:
+            raise self._lost_refusal()
         if not self.local_uri:
             if local_only:
                 raise PedUnavailable(
@@ -184,46 +226,11 @@ class PedRouter:
                 "no PED: start pedhsm with --local-ped URI, or connect a remote PED with "
                 "`hsm ped connect --ip A --port 1503`"
             )
-        async with self._local_session() as port:
+        async with self._local.session(
+            self._session_args(), touch=self._touch, timeouts=self._timeouts,
+            announce=self._announce,
+        ) as port:
             yield port
-
-    @contextlib.asynccontextmanager
-    async def _local_session(self) -> AsyncIterator[HsmApiPort]:
-        from ped.device import open_driver
-        from ped.hsm_api import open_ped_session
-
-        where = f"local PED {self.local_uri}"
-        rpv = bytearray(local_rpv())
-        try:
-            if self._driver is None or not self._driver.is_open:
-                try:
-                    factory = self._driver_factory or open_driver
-                    self._driver = factory(self.local_uri or "")
-                    await self._driver.open()
-                except PedError as exc:
-                    self._driver = None
-                    raise PedUnavailable(f"cannot open the {where}: {exc}") from None
-            try:
-                transport = await self._driver.open_session()
-            except PedError as exc:
-                with contextlib.suppress(Exception):
-                    await self._driver.aclose()
-                self._driver = None
-                raise PedUnavailable(f"cannot use the {where}: {exc}") from None
-            try:
-                async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
-                    yield HsmApiPort(ped, where, self._touch, self._timeouts)
-            except BaseExceptionGroup as group:
-                raise map_error(first_error(group), where) from None
-            except PedError as exc:
-                if isinstance(exc, PedUnavailable | WrongKeyColor | KeysetMismatch):
-                    raise
-                raise map_error(exc, where) from None
-            finally:
-                with contextlib.suppress(Exception):
-                    await transport.aclose()
-        finally:
-            wipe(rpv)
 
     # ------------------------------------------------------------------ remote link
 
@@ -242,7 +249,12 @@ class PedRouter:
             raise PedUnavailable(
                 "no pedclient: restart pedhsm with --pedclient PATH (pedclient's socket)"
             )
-        await self.disconnect()
+        if self._link_open():
+            raise PedUnavailable(
+                f"already connected to the remote PED {self._remote_address}; "
+                "run `hsm ped disconnect` first to connect elsewhere"
+            )
+        await self.disconnect(forget_loss=False)  # a link that died unnoticed: tidy up
         address = f"peer {peer}" if peer is not None else f"{host}:{port}"
         rpv_copy = bytearray(rpv)
         try:
@@ -269,6 +281,8 @@ class PedRouter:
 
         address = f"peer {peer}" if peer is not None else f"{host}:{port}"
         stop, done = trio.Event(), trio.Event()
+        self._hold_done = done
+        end: LinkEnd | None = None
         try:
             try:
                 transport = await connect_via_pedclient(
@@ -286,12 +300,16 @@ class PedRouter:
                 async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
                     wipe(rpv)
                     self._remote, self._remote_address = ped, address
+                    self._remote_transport = transport
                     self._remote_peer = peer is not None
                     self._remote_stop, self._remote_done = stop, done
+                    self._remote_since = self._now()
+                    self._ending = None
+                    self.lost = None
                     self._touch()
                     task_status.started()
                     started = True
-                    await stop.wait()
+                    end = await self._watch(transport, stop)
             except Exception as exc:
                 if not started:
                     raise
@@ -300,22 +318,69 @@ class PedRouter:
             finally:
                 self._remote = None
                 self._remote_address = None
+                self._remote_transport = None
+                self._remote_since = None
+                self._remote_stop = self._remote_done = None
                 with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await transport.aclose()
+                if end is not None:
+                    self._lose(address, end)
         finally:
             wipe(rpv)
             done.set()
 
-    async def _drop(self, reason: str) -> None:
-        if await self.disconnect():
-            self._on_drop(reason)
+    async def _watch(self, transport: Any, stop: trio.Event) -> LinkEnd | None:
+        """Wait for the administrator's disconnect (None), or for the link to end
+        by itself (who ended it and why)."""
+        ended: list[LinkEnd] = []
+        wait_closed = getattr(transport, "wait_closed", None)
+        async with trio.open_nursery() as nursery:
 
-    async def disconnect(self) -> bool:
+            async def watch() -> None:
+                if wait_closed is None:  # a transport that cannot be watched (a test's)
+                    return
+                ended.append(await wait_closed())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+        return ended[0] if ended else self._ending
+
+    def _lose(self, address: str, end: LinkEnd) -> None:
+        loss = LinkLoss(address, end, self._now())
+        self.lost = loss
+        log.warning("remote PED %s: link lost: %s (%s)", address, loss.sentence, end.detail)
+        self._on_drop(loss)
+
+    def _lost_refusal(self) -> PedUnavailable:
+        if self.lost is None:
+            return PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
+        return PedUnavailable(self.lost.refusal(local_ped=bool(self.local_uri)))
+
+    async def _end_link(self, end: LinkEnd) -> None:
+        """The HSM itself ends the link (idle timeout, a broken session): a loss."""
+        stop, done = self._remote_stop, self._hold_done
+        if stop is not None:
+            self._ending = end
+            stop.set()
+        if done is not None:  # the link may be ending by itself: its cause is recorded then
+            with trio.move_on_after(10):
+                await done.wait()
+
+    async def disconnect(self, *, forget_loss: bool = True) -> bool:
+        """The administrator's disconnect: close the link (True if one was open) and,
+        unless told otherwise, forget a lost one (the local PED is used again)."""
+        if forget_loss:
+            self.lost = None
         stop, done = self._remote_stop, self._remote_done
         if stop is None or done is None or self._remote is None:
             return False
         self._remote_stop = self._remote_done = None
+        self._ending = None
         stop.set()
         with trio.move_on_after(10):
             await done.wait()
+        if forget_loss:
+            self.lost = None  # the link may have ended by itself meanwhile: still forgotten
         return True

@@ -92,6 +92,16 @@ def ped_show(status: dict[str, Any], timeouts: dict[str, int]) -> str:
         f"   Remote PED:         {status.get('address') or '(not connected)'}",
         f"   Connected:          {'yes' if status.get('connected') else 'no'}",
     ]
+    if status.get("since"):
+        lines.append(f"   Connected since:    {status['since']}")
+    lost = status.get("lost")
+    if lost:
+        lines += [
+            f"   Link lost:          {lost['at']}: closed by {lost['by']} ({lost['why']})",
+            f"   Cause:              {lost['detail']}",
+            "   Next:               `hsm ped connect` to reconnect"
+            + (", or `hsm ped disconnect` to use the local PED" if status.get("local") else ""),
+        ]
     if status.get("pedclient"):
         lines.append(f"   pedclient socket:   {status['pedclient']}")
     if status.get("idle_left") is not None:

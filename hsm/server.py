@@ -73,7 +73,8 @@ class Daemon:
             pedclient_socket=pedclient,
             serial=serial or stored or "",
             timeouts=lambda: self.hsm.ped.timeouts(),
-            on_drop=lambda reason: self.hsm.ped.link_dropped(reason),
+            on_drop=lambda loss: self.hsm.ped.link_dropped(loss),
+            now=self.clock.now,
         )
         self.hsm = Hsm(home, self.store, self.master, self.clock, self.router, serial)
         self.router.serial = self.hsm.serial
@@ -90,7 +91,7 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.router.run)
                 path = await nursery.start(serve_control, self.home / SOCKET_NAME, self.handle)
-                nursery.start_soon(watch_stop_signals, self._on_signal)
+                await nursery.start(watch_stop_signals, self._on_signal)  # before "ready"
                 nursery.start_soon(self._heartbeat)
                 log.info("pedhsm serial %s serving on %s", self.hsm.serial, path)
                 task_status.started(path)
@@ -200,7 +201,9 @@ class Daemon:
             f"   Label:            {show['label'] or '(none)'}",
             f"   HSM state:        {show['state']}",
             f"   PED:              {status['mode']}"
-            + (f" ({status['address']})" if status.get("address") else ""),
+            + (f" ({status['address']})" if status.get("address") else "")
+            + (" - link lost, see `hsm ped show`" if status.get("lost") else ""),
+            f"   pedclient socket: {status.get('pedclient') or '(none)'}",
             f"   Running for:      {int(time.time() - self.started)} s",
         ]
         if getattr(self.clock, "fake", False):

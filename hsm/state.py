@@ -79,7 +79,7 @@ def confirm(force: bool, what: str) -> None:
     """A destructive command goes ahead only when confirmed."""
     if not force:
         raise ConfirmationRequired(
-            f"{what}; confirm with --force (or answer yes when the shell asks)"
+            f"{what}; confirm with --force (or type 'proceed' when the shell asks)"
         )
 
 

@@ -14,7 +14,11 @@ Errors (all retriable `TransportError`s, never a counted failed login):
 
 The transport reads inline (no background task): ``receive`` and ``begin_operation``
 each read until they get what they wait for; an end-to-end frame that arrives while
-``begin_operation`` waits is kept for the next ``receive``.
+``begin_operation`` waits is kept for the next ``receive``.  Between operations nothing
+would read, so a link that pedserver or pedclient closed would go unnoticed until the
+next operation: an HSM that keeps a link open runs ``wait_closed`` in a task of its own,
+which reads while no operation is in progress (an operation takes over at once) and
+returns when the link ends, with `PedclientTransport.ended` saying who ended it and why.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 from collections import deque
 from pathlib import Path
 
+import attrs
 import trio
 
 from ped.errors import LocalProtocolError, RemoteProtocolError
@@ -54,6 +59,60 @@ ANSWER_MARGIN = 30.0
 PEDCLIENT_SOCKET_NAME = "pedclient.sock"
 
 
+@attrs.frozen
+class LinkEnd:
+    """Who ended a link and why, in an operator's words.
+
+    *by* names the party that closed it ("pedserver", "pedclient", "the PED",
+    "this HSM"); *why* is short ("stopped", "idle timeout"); *detail* is the whole
+    message the link gave.
+    """
+
+    by: str
+    why: str
+    detail: str
+
+    def sentence(self, target: str) -> str:
+        return f"the remote PED link to {target} was closed by {self.by} ({self.why})"
+
+
+def _named(text: str, default: str) -> str:
+    """Which daemon a Close's text names (the relays start their texts with their name)."""
+    lowered = text.lower()
+    for name in ("pedserver", "pedclient"):
+        if lowered.startswith(name) or f"{name} is stopping" in lowered:
+            return name
+    return default
+
+
+def end_of_close(code: CloseCode, text: str) -> LinkEnd:
+    """Who ended a link that pedclient closed with Close(*code*, *text*) towards the HSM.
+
+    pedclient forwards pedserver's own Close unchanged, so the code and its text say
+    whose decision it was; pedclient's own closes (the connection to pedserver lost,
+    pedserver silent, pedclient stopping) name pedclient.
+    """
+    detail = describe_close(code, text)
+    if code is CloseCode.SHUTTING_DOWN:
+        return LinkEnd(_named(text, "the daemon at the other end"), "stopped", detail)
+    if code is CloseCode.IDLE_TIMEOUT:
+        return LinkEnd(_named(text, "pedserver"), "idle timeout", detail)
+    if code is CloseCode.DEVICE_GONE:
+        return LinkEnd("pedserver", "the PED went away (unplugged?)", detail)
+    if code is CloseCode.DEVICE_ABSENT:
+        return LinkEnd("pedserver", "no PED attached", detail)
+    if code is CloseCode.SERVER_GONE:
+        return LinkEnd(
+            "pedclient", "its connection to pedserver was lost: pedserver stopped or the "
+            "network failed", detail,
+        )
+    if code is CloseCode.PEER_UNRESPONSIVE:
+        return LinkEnd(_named(text, "pedclient"), "the other end stopped answering", detail)
+    if code is CloseCode.PROTOCOL_ERROR:
+        return LinkEnd(_named(text, "pedclient"), "protocol error", detail)
+    return LinkEnd(_named(text, "pedclient"), "closed", detail)
+
+
 def default_pedclient_socket(home: str | os.PathLike[str] | None = None) -> Path:
     """Where pedclient listens for HSMs: HOME/pedclient.sock, HOME being *home*, else
     ``PEDCLIENT_HOME``, else pedclient's default home (see `ped.daemon.home`)."""
@@ -72,6 +131,12 @@ class PedclientTransport:
         self._pending: deque[Frame] = deque()
         self._receive_lock = trio.Lock()
         self._closed: LinkClosed | None = None
+        #: who ended the link and why, once it ended (see `wait_closed`)
+        self.ended: LinkEnd | None = None
+        # Set while no operation is in progress: `wait_closed` reads only then.
+        self._between_ops = trio.Event()
+        self._between_ops.set()
+        self._watch_scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return f"PedclientTransport(target={self.target!r}, state={self._link.state.value})"
@@ -84,6 +149,37 @@ class PedclientTransport:
     @property
     def operation_held(self) -> bool:
         return self._link.connection.op_state is OpState.HELD
+
+    async def wait_closed(self) -> LinkEnd:
+        """Return once the link has ended, saying who ended it and why.
+
+        Reads the link while no operation is in progress (a close, a lost pedclient),
+        and steps aside at once when one begins; never ends the link itself.
+        """
+        while self._closed is None:
+            await self._between_ops.wait()
+            with trio.CancelScope() as scope:
+                self._watch_scope = scope
+                try:
+                    async with self._receive_lock:
+                        if self._closed is not None or not self._between_ops.is_set():
+                            continue
+                        event = await self._next()
+                        if isinstance(event, EndToEnd):
+                            self._pending.append(event.frame)  # a late frame: for receive
+                except LinkClosed:
+                    pass
+                finally:
+                    self._watch_scope = None
+        return self.ended or LinkEnd("this HSM", "closed", str(self._closed))
+
+    def _operation_starts(self) -> None:
+        self._between_ops = trio.Event()
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+
+    def _operation_over(self) -> None:
+        self._between_ops.set()
 
     # -------------------------------------------------------------- FrameTransport
 
@@ -112,6 +208,16 @@ class PedclientTransport:
         wait_ms = min(max(int(wait * 1000), 0), MAX_OP_WAIT_MS)
         if self._link.connection.op_state is not OpState.FREE:
             raise LocalProtocolError("an operation is already held or requested on this link")
+        self._operation_starts()
+        granted = False
+        try:
+            await self._begin(wait_ms)
+            granted = True
+        finally:
+            if not granted:
+                self._operation_over()
+
+    async def _begin(self, wait_ms: int) -> None:
         async with self._receive_lock:
             await self._send(OpBegin(wait_ms))
             try:
@@ -145,18 +251,23 @@ class PedclientTransport:
         return self._link.connection.op_state is OpState.REQUESTED
 
     async def end_operation(self) -> None:
-        if self._closed is not None or self._link.state is not LinkState.OPEN:
-            return  # the link is gone; pedserver released the PED when it saw that
-        if self._link.connection.op_state is OpState.HELD:
-            try:
-                await self._send(OpEnd())
-            except LinkClosed:
-                pass
+        try:
+            if self._closed is not None or self._link.state is not LinkState.OPEN:
+                return  # the link is gone; pedserver released the PED when it saw that
+            if self._link.connection.op_state is OpState.HELD:
+                try:
+                    await self._send(OpEnd())
+                except LinkClosed:
+                    pass
+        finally:
+            self._operation_over()
 
     async def aclose(self) -> None:
         if self._closed is None:
             self._closed = LinkClosed(f"the link to {self.target} was closed by this HSM",
                                       CloseCode.NORMAL)
+            self.ended = LinkEnd("this HSM", "disconnected", str(self._closed))
+        self._operation_over()
         await self._link.send_close_quietly(Close(CloseCode.NORMAL, "HSM disconnect"))
 
     # ---------------------------------------------------------------- internals
@@ -169,20 +280,31 @@ class PedclientTransport:
         try:
             await self._link.send(message)
         except LinkClosed:
+            if self.ended is None:
+                self.ended = LinkEnd(
+                    "pedclient", "it went away: its socket closed (stopped or killed?)",
+                    "the connection to pedclient was lost while sending",
+                )
             await self._fail(f"pedclient went away; the link to {self.target} is lost, retry")
 
     async def _next(self) -> EndToEnd | OpGranted | Busy:
         try:
             event = await self._link.receive()
         except RemoteProtocolError as exc:
+            self.ended = LinkEnd("this HSM", "pedclient sent something invalid", str(exc))
             await self._fail(f"pedclient sent something invalid ({exc}); the link was closed",
                              send_close=True)
         if isinstance(event, Close):
+            self.ended = end_of_close(event.code, event.text)
             await self._fail(
                 f"link to {self.target} closed: {describe_close(event.code, event.text)}",
                 code=event.code,
             )
         if isinstance(event, ConnectionLost):
+            self.ended = LinkEnd(
+                "pedclient", "it went away: its socket closed (stopped or killed?)",
+                "pedclient's socket closed without a word",
+            )
             await self._fail(
                 f"pedclient went away (its socket closed); the link to {self.target} is lost, "
                 "retry once pedclient runs",
@@ -197,6 +319,8 @@ class PedclientTransport:
         self._closed = LinkClosed(
             f"the operation request to {self.target} was abandoned; connect again"
         )
+        self.ended = LinkEnd("this HSM", "an operation request was abandoned", str(self._closed))
+        self._operation_over()
         await self._link.send_close_quietly(Close(CloseCode.NORMAL, "operation abandoned"))
 
     async def _fail(
@@ -204,6 +328,9 @@ class PedclientTransport:
     ) -> None:
         error = LinkClosed(message, code)
         self._closed = error
+        if self.ended is None:
+            self.ended = LinkEnd("this HSM", "the link failed", message)
+        self._operation_over()
         if send_close:
             await self._link.send_close_quietly(Close(CloseCode.PROTOCOL_ERROR, "bad frame"))
         else:

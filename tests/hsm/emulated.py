@@ -14,6 +14,7 @@ import trio
 from hsm.clock import ManualClock
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
+from hsm.linkloss import LinkLoss
 from hsm.pedlink import PedRouter
 from hsm.store import Store
 from keys import Keyring, new_keyset
@@ -127,9 +128,9 @@ class Bench:
         self.drops: list[str] = []
         self.dropped = trio.Event()
 
-    def _dropped(self, reason: str) -> None:
-        self.hsm.ped.link_dropped(reason)
-        self.drops.append(reason)
+    def _dropped(self, loss: LinkLoss) -> None:
+        self.hsm.ped.link_dropped(loss)
+        self.drops.append(f"{loss.sentence}: {loss.end.detail}")
         self.dropped.set()
 
     def run_script(self, script: Script) -> ScriptOperator:

@@ -249,6 +249,7 @@ def test_shell_error_messages(shell: Shell, tmp_path: Path) -> None:
     assert code == 1 and "no partition named 'nope'" in err
     code, _, err = shell.run("hsm", "zeroize")
     assert code == 1 and "confirm with --force" in err  # stdin is not a terminal
+    assert "type 'proceed' when the shell asks" in err and "answer yes" not in err  # one word
     code, _, err = shell.run("hsm", "ped", "connect", "-ip", "127.0.0.1", "-port", "1503")
     assert code == 1 and "vector init" in err
     code, _, err = shell.run("audit", "log", "show")

@@ -254,3 +254,37 @@ async def test_changing_policy_15_needs_confirmation_and_zeroizes(rig: Rig) -> N
     assert rig.hsm.admin.showpolicies()[0]["value"] == 1  # the policy survives its zeroize
     await rig.init_hsm()
     assert "already 1" in rig.hsm.admin.changepolicy(15, 1, force=False)
+
+
+# --- the caution before the attempt that locks out or zeroizes (Luna's habit) ----------
+
+
+async def test_the_last_attempt_is_announced_before_the_ped_is_asked(rig: Rig) -> None:
+    await rig.init_partition("p1")
+    rig.hsm.admin.logout()
+    for _ in range(2):
+        rig.ped.plan.append(("pin", "blue0"))
+        with pytest.raises(LoginFailed):
+            await rig.hsm.admin.login(rig.notify)
+    assert not [n for n in rig.notes if n.startswith("Caution")]
+    rig.notes.clear()
+    await rig.hsm.admin.login(rig.notify)  # the right key: the caution came first all the same
+    caution = "Caution: 1 HSM SO login attempt left; another failure zeroizes the HSM."
+    assert rig.notes[0] == caution, rig.notes
+    rig.notes.clear()
+    await rig.hsm.admin.login(rig.notify)  # the count was reset: no caution
+    assert not [n for n in rig.notes if n.startswith("Caution")]
+    # the CO of a partition with the default 10 attempts, policy 15 off
+    for _ in range(9):
+        rig.ped.plan.append(("pin", "p1-co"))
+        with pytest.raises(LoginFailed):
+            await rig.hsm.roles.login(rig.notify, "p1", "co", None)
+    rig.notes.clear()
+    rig.ped.plan.append(("pin", "p1-co"))
+    with pytest.raises(LockedOut):
+        await rig.hsm.roles.login(rig.notify, "p1", "co", None)
+    assert rig.notes[0] == (
+        "Caution: 1 Crypto Officer of partition p1 login attempt left; another failure locks "
+        "the Crypto Officer and Crypto User of partition p1 for good and makes its contents "
+        "unreachable."
+    ), rig.notes

@@ -16,7 +16,7 @@ def _router(local: str | None = None, pedclient: str | None = None) -> PedRouter
         pedclient_socket=pedclient,
         serial="1",
         timeouts=lambda: {"rped": 1800, "pedk": 200, "pedo": 920},
-        on_drop=lambda reason: None,
+        on_drop=lambda loss: None,
     )
 
 
@@ -46,6 +46,8 @@ async def test_no_ped_configured_says_how_to_get_one() -> None:
         "connected": False,
         "pedclient": None,
         "idle_left": None,
+        "since": None,
+        "lost": None,
     }
     with pytest.raises(PedUnavailable, match="--local-ped URI, or connect a remote PED"):
         async with router.session():
@@ -67,3 +69,21 @@ async def test_connect_needs_pedclient() -> None:
     router._nursery = object()  # type: ignore[assignment]  # as if running
     with pytest.raises(PedUnavailable, match="--pedclient PATH"):
         await router.connect("127.0.0.1", 1503, bytearray(32), lambda text: None)
+
+
+def test_notices_name_the_colour_and_the_key_timeout() -> None:
+    from keys.colors import Color
+
+    line = describe_notice(Notice(1, NoticeKind.INSERT_KEY, 2, 3), Color.BLUE, 200)
+    assert line == "PED: waiting for the blue key 2 of 3 (pedk 200 s)."
+
+
+def test_a_failed_rpv_proof_names_both_causes_and_never_advises_a_new_rpv() -> None:
+    from hsm.apiport import map_error
+    from ped.channel.errors import RpvMismatch
+
+    text = str(map_error(RpvMismatch("no"), "remote PED 10.0.0.5:1503"))
+    assert "does not hold this HSM's Remote PED Vector (RPV)" in text
+    assert "present the right orange key" in text
+    assert "altered or replayed" in text and "handshakes you did not start" in text
+    assert "run `hsm ped vector init`" not in text and "Do not re-initialise the RPV" in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,28 +123,58 @@ def test_hsm_through_pedclient_and_pedserver(site: Site) -> None:
     assert "Remote PED Vector set" in site.hsm_ok("hsm", "ped", "vector", "init")
     out = site.hsm_ok("hsm", "ped", "connect", "-ip", "127.0.0.1", "-port", str(site.port))
     assert "PED operation required to connect to Remote PED - use orange PED Key(s)." in out
+    assert f"PED: present this HSM's orange key(s) at 127.0.0.1:{site.port}" in out
+    assert "pedk 200 s per key" in out
     shown = site.hsm_ok("hsm", "ped", "show")
     assert "PED mode:           remote" in shown and f"127.0.0.1:{site.port}" in shown
-    assert "Connected:          yes" in shown
+    assert "Connected:          yes" in shown and "Connected since:" in shown
+    # connecting again keeps the working link (no orange key asked) and says where it is
+    out = site.hsm_ok("hsm", "ped", "connect", "--ip", "127.0.0.1", "--port", str(site.port))
+    assert "already connected" in out and "the link stays" in out and "PED operation" not in out
+    code, _, err = site.hsm("hsm", "ped", "connect", "--ip", "127.0.0.2", "--port", "1503")
+    assert code == 1 and f"already connected (127.0.0.1:{site.port}" in err, err
+    assert "`hsm ped disconnect` first" in err
+    assert "Connected:          yes" in site.hsm_ok("hsm", "ped", "show")
     assert "Please attend to the PED." in site.hsm_ok("hsm", "init", "--label", "far")
     assert "HSM SO logged in." in site.hsm_ok("hsm", "login")
     site.hsm_ok("hsm", "logout")
     code, _, err = site.hsm("hsm", "login")
     assert code == 1 and "1 consecutive failure(s) of 3" in err
 
-    # pedserver goes away: the link drops; the next login is refused, not counted
+    # pedserver goes away: the HSM notices by itself, says who closed the link and when,
+    # and audits it; the next login is refused with the cause and the fix, not counted,
+    # and the local PED does not quietly take over
     site.run(pedserver_cli.main, "mode", "stop", "--home", str(site.server_home))
     site.started = [s for s in site.started if s[1] != site.server_home]
+    shown = _wait_for_show(site, "Connected:          no")
+    assert "PED mode:           remote" in shown, shown
+    assert "Link lost:" in shown and "closed by pedserver (stopped)" in shown, shown
     code, _, err = site.hsm("hsm", "login")
-    assert code == 1 and "login failed" not in err and "not counted" in err, err
+    assert code == 1 and "login failed" not in err and "nothing was counted" in err, err
+    assert f"the remote PED link to 127.0.0.1:{site.port} was closed by pedserver" in err
+    assert f"run `hsm ped connect --ip 127.0.0.1 --port {site.port}`" in err, err
+    assert "`hsm ped disconnect` to use the local PED" in err, err
     assert "SO login attempts left: 2" in site.hsm_ok("hsm", "show")
-    # the HSM noticed the link is gone: back to the local PED, and audited
-    shown = site.hsm_ok("hsm", "ped", "show")
-    assert "PED mode:           local" in shown and "Connected:          no" in shown
-    assert "No Remote PED was connected." in site.hsm_ok("hsm", "ped", "disconnect")
+    out = site.hsm_ok("hsm", "ped", "disconnect")
+    assert f"lost Remote PED link (127.0.0.1:{site.port}) is forgotten" in out, out
+    assert "PED mode:           local" in site.hsm_ok("hsm", "ped", "show")
     assert "chain intact" in site.hsm_ok("audit", "log", "verify")
     events = [json.loads(line) for line in (site.hsm_home / "audit.log").read_text().splitlines()]
     names = [e["event"] for e in events]
     assert "rpv initialised" in names and "ped connected" in names
-    assert any(e["event"] == "ped disconnected" and "link lost" in e["reason"] for e in events)
+    assert any(
+        e["event"] == "ped disconnected" and e["by"] == "pedserver" and "stopped" in e["reason"]
+        for e in events
+    ), events
+    assert "ped link forgotten" in names
     assert "login failed" in names
+
+
+def _wait_for_show(site: Site, wanted: str, timeout: float = 10.0) -> str:
+    """`hsm ped show` once it says *wanted* (the HSM notices a close on its own)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = site.hsm_ok("hsm", "ped", "show")
+        if wanted in shown or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.05)

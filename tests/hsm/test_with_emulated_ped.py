@@ -40,6 +40,10 @@ async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
 
     await bench.hsm.admin.init(bench.notify, "emulated")
     assert "Please attend to the PED." in bench.notes
+    # what the PED is asked for is shown on the host: colour, for whom, the key timeout
+    asked = [n for n in bench.notes if n.startswith("PED: imprint")]
+    assert asked[0].startswith("PED: imprint the blue key(s) for HSM SO"), asked
+    assert asked[1].startswith("PED: imprint the red key(s)") and "pedk 200 s per key" in asked[1]
     await bench.hsm.admin.login(bench.notify)
     bench.hsm.admin.logout()
     with pytest.raises(LoginFailed, match="1 consecutive failure"):
@@ -230,6 +234,14 @@ async def test_remote_link_idle_timeout_and_wrong_orange_key(
     bench.router._timeouts = lambda: {"rped": 1, "pedk": 200, "pedo": 920}
     with trio.fail_after(30):
         await bench.dropped.wait()
-    assert "idle timeout" in bench.drops[0]
+    assert "closed by this HSM (idle timeout" in bench.drops[0]
+    # the lost link is not replaced by the local PED until the administrator says so
+    status = bench.router.status()
+    assert status["mode"] == "remote" and not status["connected"]
+    assert status["lost"]["by"] == "this HSM"
+    last = bench.hsm.state.audit.records()[-1]
+    assert last["event"] == "ped disconnected" and last["by"] == "this HSM"
+    with pytest.raises(PedUnavailable, match=r"ped\.example:1503 was closed by this HSM"):
+        await bench.hsm.admin.init(bench.notify, "never")
+    assert "forgotten" in await bench.hsm.ped.disconnect()
     assert bench.router.status()["mode"] == "local"
-    assert [r["event"] for r in bench.hsm.state.audit.records()][-1] == "ped disconnected"
