@@ -76,10 +76,10 @@ def device_examples() -> list[bytes]:
         dev.Info(1, "pedemu", "1.0", "E-1", "remote"),
         dev.SessionOpen(1),
         dev.SessionOpened(1),
-        dev.SessionClose(1, dev.CloseReason.NORMAL, "done"),
+        dev.SessionClose(1, dev.SessionCloseReason.NORMAL, "done"),
         dev.SessionData(1, Frame(0x23, bytes(20))),
         dev.DeviceEvent(1, dev.EventKind.KEY_READ, 1, KEYSET.hex()[:16], "ok", ""),
-        dev.DeviceErrorMessage(dev.ErrorCode.BUSY, "busy"),
+        dev.DeviceErrorMessage(dev.DeviceErrorCode.BUSY, "busy"),
         dev.Ping(1),
         dev.Pong(1),
     ]

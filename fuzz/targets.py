@@ -352,10 +352,10 @@ def _link_receiver(hop: link_connection.Hop, side: link_connection.Side) -> Call
     return make
 
 
-def _device_receiver(role: device_messages.Role) -> Callable[[], object]:
+def _device_receiver(role: device_messages.ConnectionRole) -> Callable[[], object]:
     def make() -> object:
         connection = device_connection.DeviceConnection(role)
-        if role is device_messages.Role.HOST:
+        if role is device_messages.ConnectionRole.HOST:
             connection.send(device_messages.Hello(host="pedserver"))
         return connection
 
@@ -367,7 +367,7 @@ CONNECTIONS: list[tuple[str, Callable[[], object]]] = [
     (f"link.{hop.value}.{side.value}", _link_receiver(hop, side))
     for hop in link_connection.Hop
     for side in link_connection.Side
-] + [(f"device.{role.value}", _device_receiver(role)) for role in device_messages.Role]
+] + [(f"device.{role.value}", _device_receiver(role)) for role in device_messages.ConnectionRole]
 
 
 def _respond(connection: object, event: object) -> None:

@@ -1,7 +1,7 @@
 """The HSM's `hsm.pedport.PedPort` over an open ``ped.hsm_api`` session.
 
 Errors from ``ped`` are mapped for the HSM (see `hsm.pedport`): wrong colour ->
-`WrongKeyColor` (not counted), keyset mismatch -> `KeysetMismatch` (counted), everything
+`WrongKeyColor` (not counted), keyset mismatch -> `WrongKeyset` (counted), everything
 else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
 PED progress notices become lines for the shell (`describe_notice`).
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
+from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
@@ -31,7 +31,7 @@ def map_error(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, op_errors.WrongColor):
         return WrongKeyColor(f"login refused, not counted: {exc}")
     if isinstance(exc, op_errors.KeysetMismatch):
-        return KeysetMismatch(str(exc))
+        return WrongKeyset(str(exc))
     if isinstance(exc, RpvMismatch):
         return PedUnavailable(
             f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "

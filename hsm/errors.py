@@ -21,7 +21,7 @@ class HsmError(PedError):
         self.message = message
 
 
-class BadRequest(HsmError):
+class InvalidCommand(HsmError):
     """The command or one of its arguments is not valid."""
 
     code = "bad-request"

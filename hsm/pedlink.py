@@ -35,7 +35,7 @@ import trio
 from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, WrongKeyColor
+from hsm.pedport import WrongKeyColor, WrongKeyset
 from ped.channel import LOCAL_RPV
 from ped.errors import PedError
 
@@ -216,7 +216,7 @@ class PedRouter:
             except BaseExceptionGroup as group:
                 raise map_error(first_error(group), where) from None
             except PedError as exc:
-                if isinstance(exc, PedUnavailable | WrongKeyColor | KeysetMismatch):
+                if isinstance(exc, PedUnavailable | WrongKeyColor | WrongKeyset):
                     raise
                 raise map_error(exc, where) from None
             finally:

@@ -56,7 +56,7 @@ class UnsupportedImageVersion(CorruptImage):
 # --- using an image ---------------------------------------------------------------------
 
 
-class WrongColor(KeyImageError):
+class WrongImageColor(KeyImageError):
     """The key is of another colour than the operation needs."""
 
 
@@ -68,7 +68,7 @@ class NotBlank(KeyImageError):
     """An imprinted key was presented where a blank key is needed (it would be lost)."""
 
 
-class NoBlankKey(KeyImageError):
+class TooFewBlankKeys(KeyImageError):
     """Not enough blank keys are available for the operation."""
 
 
@@ -79,7 +79,7 @@ class InvalidSplit(KeyImageError, ValueError):
     """M or N is out of range (1 <= M <= N <= 16) or the secret has the wrong size."""
 
 
-class KeysetMismatch(KeyImageError):
+class ImageKeysetMismatch(KeyImageError):
     """Shares (or a key) of a different keyset than expected were presented."""
 
 

@@ -30,7 +30,7 @@ from ped.link.messages import (
     OpGranted,
     fit_text,
 )
-from pedclient.links import ClientLink, LinkActivity
+from pedclient.links import ClientLink, ClientLinkActivity
 
 
 class LinkRelay:
@@ -59,10 +59,10 @@ class LinkRelay:
                         Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
                     return
                 if isinstance(event, OpBegin):
-                    record.doing = LinkActivity.WAITING_FOR_PED
+                    record.doing = ClientLinkActivity.WAITING_FOR_PED
                     await server.send(event)
                 elif isinstance(event, OpEnd):
-                    record.doing = LinkActivity.IDLE
+                    record.doing = ClientLinkActivity.IDLE
                     await server.send(event)
                 elif isinstance(event, EndToEnd):
                     await server.send(event)
@@ -120,9 +120,9 @@ class LinkRelay:
                 elif isinstance(event, OpGranted | Busy):
                     if isinstance(event, OpGranted):
                         record.ops += 1
-                        record.doing = LinkActivity.OPERATING
+                        record.doing = ClientLinkActivity.OPERATING
                     else:
-                        record.doing = LinkActivity.IDLE
+                        record.doing = ClientLinkActivity.IDLE
                     try:
                         await hsm.send(event)
                     except LocalProtocolError:

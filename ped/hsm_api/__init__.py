@@ -29,7 +29,7 @@ What is here (``__all__``):
     `RefuseReason`), both `HandshakeFailed`;
   - an operation: `OperationError` (``code`` an `ErrorCode`, ``retriable``) and its kinds
     `WrongColor`, `KeysetMismatch`, `KeyTimeout`, `OperationCancelled`, `NoBlankKey`,
-    `DeviceError`, `BadRequest`, `Unsupported`, `OperationTimeout`;
+    `PedFault`, `BadRequest`, `Unsupported`, `OperationTimeout`;
   - the path: `TransportError` (retriable, never a counted failed login) and its kinds
     `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectFailed`, `LinkClosed` (``code``
     a `ConnectCode` / `CloseCode`), `DeviceGone`; a cabled PED's driver: `BadDeviceUri`,
@@ -69,7 +69,6 @@ from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default
 from ped.link.messages import DEFAULT_PORT, CloseCode, ConnectCode
 from ped.ops.errors import (
     BadRequest,
-    DeviceError,
     ErrorCode,
     KeysetMismatch,
     KeyTimeout,
@@ -77,6 +76,7 @@ from ped.ops.errors import (
     OperationCancelled,
     OperationError,
     OperationTimeout,
+    PedFault,
     Unsupported,
     WrongColor,
 )
@@ -101,7 +101,6 @@ __all__ = [
     "ConnectFailed",
     "DecryptFailed",
     "DeviceAccessDenied",
-    "DeviceError",
     "DeviceGone",
     "DeviceInfo",
     "DeviceNotFound",
@@ -125,6 +124,7 @@ __all__ = [
     "PedBusy",
     "PedDriver",
     "PedError",
+    "PedFault",
     "PedInfo",
     "PedSession",
     "PedclientTransport",

@@ -69,7 +69,7 @@ class NoBlankKey(OperationError):
     default_text = "no blank PED key was presented to imprint; insert a blank key"
 
 
-class DeviceError(OperationError):
+class PedFault(OperationError):
     code = ErrorCode.DEVICE_ERROR
     default_text = "the PED reported a device or key error"
 
@@ -100,7 +100,7 @@ _BY_CODE: dict[ErrorCode, type[OperationError]] = {
         KeyTimeout,
         OperationCancelled,
         NoBlankKey,
-        DeviceError,
+        PedFault,
         BadRequest,
         Unsupported,
     )

@@ -97,7 +97,7 @@ class RejectReason(enum.Enum):
     PROTOCOL = "not TLS 1.3"
 
 
-class Side(enum.Enum):
+class CertificateSide(enum.Enum):
     """Whose certificate was refused."""
 
     THEIRS = "theirs"  # we refused the peer's certificate
@@ -117,7 +117,7 @@ class PeerRejected(TlsError):
         self,
         message: str,
         *,
-        side: Side,
+        side: CertificateSide,
         reason: RejectReason,
         fingerprint: str | None,
         peer: str,
@@ -131,11 +131,11 @@ class PeerRejected(TlsError):
         self.fix = fix
 
 
-class HandshakeFailed(TlsError):
+class TlsHandshakeFailed(TlsError):
     """The TLS handshake failed for a reason that is not a certificate (garbage, EOF)."""
 
 
-class HandshakeTimeout(HandshakeFailed):
+class HandshakeTimeout(TlsHandshakeFailed):
     """The TCP connection or TLS handshake did not finish in time."""
 
     retriable = True

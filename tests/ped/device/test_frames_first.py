@@ -17,12 +17,12 @@ from ped.device.emulated import output
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.server import EmulatedPed
 from ped.device.messages import (
+    ConnectionRole,
     DeviceEvent,
     DeviceMessage,
     EventKind,
     Hello,
     Info,
-    Role,
     SessionClose,
     SessionData,
     SessionOpen,
@@ -55,7 +55,7 @@ def scripted(  # type: ignore[no-untyped-def]
     *answer_to*, writes *reply* (one write), then keeps the stream open (or closes it)."""
 
     async def device(stream: trio.abc.Stream) -> None:
-        conn = DeviceConnection(Role.DEVICE)
+        conn = DeviceConnection(ConnectionRole.DEVICE)
         while data := await stream.receive_some(65536):
             conn.receive_data(data)
             while (message := conn.next_event()) is not NEED_DATA:
