@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ped.cliutil import normalize_luna_argv
+from ped.errors import PedError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 HOME_ENV = "PEDHSM_HOME"
@@ -43,7 +44,7 @@ LONG_COMMANDS = {
 }
 
 
-class HsmUsageError(Exception):
+class HsmUsageError(PedError):
     pass
 
 

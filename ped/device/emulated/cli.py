@@ -34,6 +34,7 @@ from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
 from ped.device.emulated.tty import TtyOperator
 from ped.device.messages import DeviceErrorCode, DeviceErrorMessage, encode_message
+from ped.errors import PedError
 
 log = logging.getLogger("pedemu")
 
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(Exception):
+class UsageError(PedError):
     pass
 
 
