@@ -17,6 +17,7 @@ from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
+from ped.link.errors import ConnectRejected
 from ped.transport import TransportError
 
 
@@ -37,6 +38,10 @@ def map_error(exc: BaseException, where: str) -> BaseException:
             f"the orange key presented at {where} does not hold this HSM's Remote PED Vector "
             "(RPV); present the right orange key, or run `hsm ped vector init`"
         )
+    if isinstance(exc, ConnectRejected):
+        # pedclient will never give this link as asked; not counted either.  (The words
+        # are those every connect failure always had.)
+        return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, PedError):

@@ -31,9 +31,12 @@ What is here (``__all__``):
     `WrongColor`, `KeysetMismatch`, `KeyTimeout`, `OperationCancelled`, `NoBlankKey`,
     `PedFault`, `BadRequest`, `Unsupported`, `OperationTimeout`;
   - the path: `TransportError` (retriable, never a counted failed login) and its kinds
-    `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectFailed`, `LinkClosed` (``code``
-    a `ConnectCode` / `CloseCode`), `DeviceGone`; a cabled PED's driver: `BadDeviceUri`,
-    `DeviceNotFound`, `DeviceAccessDenied`, `DeviceNotOpen`;
+    `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectUnavailable`, `LinkClosed`
+    (``code`` a `ConnectCode` / `CloseCode`), `DeviceGone`; `ConnectFailed` (what
+    `connect_via_pedclient` raises) is a `ConnectUnavailable` or a `ConnectRejected`, the
+    latter not retriable and not a `TransportError` (a bad request, an incompatible
+    pedserver); a cabled PED's driver: `BadDeviceUri`, `DeviceNotFound`,
+    `DeviceAccessDenied`, `DeviceNotOpen`;
   - misuse and misbehaviour: `LocalProtocolError` (a bad argument or call: a bug on the
     HSM side), `RemoteProtocolError` (the peer sent something invalid; the session is
     finished), of which `DecryptFailed` (a sealed frame did not authenticate).
@@ -64,7 +67,7 @@ from ped.hsm_api.limits import (
     MAX_KEY_TIMEOUT,
 )
 from ped.hsm_api.session import PedSession, SessionBroken, open_ped_session
-from ped.link.errors import ConnectFailed, LinkClosed
+from ped.link.errors import ConnectFailed, ConnectRejected, ConnectUnavailable, LinkClosed
 from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default_pedclient_socket
 from ped.link.messages import DEFAULT_PORT, CloseCode, ConnectCode
 from ped.ops.errors import (
@@ -99,6 +102,8 @@ __all__ = [
     "Color",
     "ConnectCode",
     "ConnectFailed",
+    "ConnectRejected",
+    "ConnectUnavailable",
     "DecryptFailed",
     "DeviceAccessDenied",
     "DeviceGone",

@@ -20,7 +20,13 @@ from ped.link.connection import (
     negotiate_version,
     shorter_idle,
 )
-from ped.link.errors import ConnectFailed, LinkClosed, describe_close
+from ped.link.errors import (
+    ConnectFailed,
+    ConnectRejected,
+    ConnectUnavailable,
+    LinkClosed,
+    describe_close,
+)
 from ped.link.hsm_side import (
     PEDCLIENT_SOCKET_NAME,
     PedclientTransport,
@@ -69,8 +75,10 @@ __all__ = [
     "CloseCode",
     "ConnectCode",
     "ConnectFailed",
+    "ConnectRejected",
     "ConnectRequest",
     "ConnectResult",
+    "ConnectUnavailable",
     "ConnectionLost",
     "DeviceSummary",
     "EndToEnd",

@@ -1,27 +1,56 @@
 """Errors of the link layer as an HSM (or a relay) sees them.
 
-All are `ped.transport.TransportError`s, hence retriable and never a counted failed
-login: a network or daemon problem is not a wrong key.
+`LinkClosed` and `ConnectUnavailable` are `ped.transport.TransportError`s, hence
+retriable and never a counted failed login: a network or daemon problem is not a wrong
+key.  `ConnectRejected` is not: pedclient will never give that link as asked (a bad
+request, an incompatible pedserver), so retrying as is cannot help.  Both connect errors
+are `ConnectFailed`s, what `connect_via_pedclient` raises.
+
+Translated where: `ped.link.hsm_side` turns what pedclient answers (a `ConnectResult`
+code, a `Close`, a lost socket) into these; the HSM turns them into its own errors in
+one place, ``hsm.apiport.map_error``.  A relay never raises them to a peer: it sends the
+`Close` code `close_code_for` gives.
 """
 
 from __future__ import annotations
 
+from ped.errors import PedError
 from ped.link.messages import RETRIABLE_CONNECT_CODES, CloseCode, ConnectCode
 from ped.transport import TransportClosed, TransportError
 
 
-class ConnectFailed(TransportError):
+class ConnectFailed(PedError):
     """pedclient could not (or would not) give us a link; the message says what to check.
 
     *code* is the `ConnectCode` pedclient answered, or None when pedclient itself could
-    not be reached.  ``retriable`` is False only for requests that can never succeed as
-    they are (a bad request, an incompatible pedserver).
+    not be reached.  Always one of the two kinds below, which say whether a retry may
+    succeed (``retriable``).
     """
+
+    retriable: bool
 
     def __init__(self, message: str, code: ConnectCode | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.retriable = code is None or code in RETRIABLE_CONNECT_CODES
+
+
+class ConnectUnavailable(ConnectFailed, TransportError):
+    """No link now (network, daemon state, a busy or absent peer): retry later."""
+
+    retriable = True
+
+
+class ConnectRejected(ConnectFailed):
+    """The request can never succeed as it is (a bad request, an incompatible pedserver)."""
+
+    retriable = False
+
+
+def connect_failure(message: str, code: ConnectCode | None = None) -> ConnectFailed:
+    """The `ConnectFailed` kind for what pedclient answered (*code*, None if unreached)."""
+    if code is None or code in RETRIABLE_CONNECT_CODES:
+        return ConnectUnavailable(message, code)
+    return ConnectRejected(message, code)
 
 
 class LinkClosed(TransportClosed):
