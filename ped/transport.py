@@ -15,16 +15,19 @@ starts and ends, never what it is.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from ped.errors import PedError
 from ped.wire.framing import Frame
+from ped.wire.types import CloseCode
 
 
 class TransportError(PedError):
     """The path to the PED failed.  Retriable: never a counted failed login."""
 
     retriable = True
+    #: What pedserver tells the HSM's link when the path to its PED fails.
+    close_code: ClassVar[CloseCode] = CloseCode.DEVICE_GONE
 
 
 class TransportClosed(TransportError):

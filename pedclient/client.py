@@ -39,7 +39,6 @@ from ped.link.connection import Hop, LinkConnection, Side
 from ped.link.errors import LinkClosed
 from ped.link.messages import (
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -50,6 +49,7 @@ from ped.link.messages import (
     fit_text,
 )
 from ped.link.stream import LinkStream
+from ped.wire.types import CloseCode
 from pedclient.dial import Dialer, DialError, tcp_dialer
 from pedclient.links import ClientLink, ClientLinkActivity
 from pedclient.relay import LinkRelay

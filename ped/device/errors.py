@@ -7,8 +7,11 @@ driver can be `open()`ed again once the device is back.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ped.errors import PedError
 from ped.transport import PedBusy, TransportClosed, TransportError
+from ped.wire.types import CloseCode
 
 __all__ = [
     "DeviceAccessDenied",
@@ -24,6 +27,9 @@ __all__ = [
 
 class DeviceError(PedError):
     """A PED device could not be used."""
+
+    #: What pedserver tells a link whose PED cannot be used (as for `DeviceGone`).
+    close_code: ClassVar[CloseCode] = CloseCode.DEVICE_GONE
 
 
 class DeviceNotFound(DeviceError):

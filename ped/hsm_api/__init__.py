@@ -69,7 +69,7 @@ from ped.hsm_api.limits import (
 from ped.hsm_api.session import PedSession, SessionBroken, open_ped_session
 from ped.link.errors import ConnectFailed, ConnectRejected, ConnectUnavailable, LinkClosed
 from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default_pedclient_socket
-from ped.link.messages import DEFAULT_PORT, CloseCode, ConnectCode
+from ped.link.messages import DEFAULT_PORT, ConnectCode
 from ped.ops.errors import (
     BadRequest,
     ErrorCode,
@@ -86,6 +86,7 @@ from ped.ops.errors import (
 from ped.ops.messages import ImprintResult, Notice, NoticeKind, ReadResult
 from ped.transport import FrameTransport, PedBusy, TransportClosed, TransportError
 from ped.wire.framing import Frame
+from ped.wire.types import CloseCode
 
 __all__ = [
     "DEFAULT_BUSY_WAIT",

@@ -40,7 +40,6 @@ from ped.link.messages import (
     LINK_VERSION_MIN,
     Busy,
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -61,6 +60,7 @@ from ped.link.messages import (
     encode,
 )
 from ped.link.stream import LinkStream
+from ped.wire.types import CloseCode
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",

@@ -14,9 +14,12 @@ one place, ``hsm.apiport.map_error``.  A relay never raises them to a peer: it s
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ped.errors import PedError
-from ped.link.messages import RETRIABLE_CONNECT_CODES, CloseCode, ConnectCode
+from ped.link.messages import RETRIABLE_CONNECT_CODES, ConnectCode
 from ped.transport import TransportClosed, TransportError
+from ped.wire.types import CloseCode
 
 
 class ConnectFailed(PedError):
@@ -54,7 +57,12 @@ def connect_failure(message: str, code: ConnectCode | None = None) -> ConnectFai
 
 
 class LinkClosed(TransportClosed):
-    """The link ended: *code* is the peer's `CloseCode` when it said one, else None."""
+    """The link ended: *code* is the peer's `CloseCode` when it said one, else None.
+
+    Met by pedclient on its link to pedserver, it tells the HSM SERVER_GONE.
+    """
+
+    close_code: ClassVar[CloseCode] = CloseCode.SERVER_GONE
 
     def __init__(self, message: str, code: CloseCode | None = None) -> None:
         super().__init__(message)
@@ -77,3 +85,15 @@ CLOSE_ADVICE: dict[CloseCode, str] = {
 def describe_close(code: CloseCode, text: str) -> str:
     advice = CLOSE_ADVICE.get(code, "the link was closed")
     return f"{advice} ({text})" if text else advice
+
+
+def close_code_for(error: BaseException) -> CloseCode:
+    """The `CloseCode` a relay sends when *error* ends a link: the error's ``close_code``.
+
+    The errors a relay can meet say theirs: a `RemoteProtocolError` PROTOCOL_ERROR, a
+    failed path to the PED (a `TransportError`, a ``ped.device`` `DeviceError`)
+    DEVICE_GONE, pedclient's lost link to pedserver (`LinkClosed`) SERVER_GONE.  Any
+    other error is a protocol error as far as the peer can be told.
+    """
+    code = getattr(error, "close_code", None)
+    return code if isinstance(code, CloseCode) else CloseCode.PROTOCOL_ERROR

@@ -36,7 +36,6 @@ from ped.link.messages import (
     MAX_OP_WAIT_MS,
     Busy,
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -48,7 +47,7 @@ from ped.link.messages import (
 from ped.link.stream import LinkStream
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
-from ped.wire.types import E2E_RANGE
+from ped.wire.types import E2E_RANGE, CloseCode
 
 #: How long we wait for pedserver's answer to OpBegin beyond the wait we asked for.
 ANSWER_MARGIN = 30.0

@@ -21,11 +21,11 @@ import trio
 
 from ped.channel.errors import HandshakeFailed
 from ped.errors import PedError
-from ped.link.messages import CloseCode, LinkType
+from ped.link.messages import LinkType
 from ped.ops import OperationTimeout
 from ped.transport import TransportError
 from ped.wire.framing import HEADER_SIZE
-from ped.wire.types import E2EType
+from ped.wire.types import CloseCode, E2EType
 from tests.attacks.rig import CUT, Cut, EvilRelay, Stack
 
 SEALED = int(E2EType.SEALED)
