@@ -39,7 +39,6 @@ that arrived behind it (the hot path of every login; docs/protocol/device.md).
 from __future__ import annotations
 
 import enum
-from typing import Final
 
 from ped.device.messages import (
     DEVICE_TYPES,
@@ -56,17 +55,7 @@ from ped.device.messages import (
     encode_message,
 )
 from ped.errors import LocalProtocolError, RemoteProtocolError
-from ped.wire.framing import FrameDecoder
-
-
-class NeedData(enum.Enum):
-    """The type of `NEED_DATA`."""
-
-    NEED_DATA = "need-data"
-
-
-#: What `next_event` gives when no whole frame is buffered: feed it more bytes first.
-NEED_DATA: Final = NeedData.NEED_DATA
+from ped.wire.framing import NEED_DATA, FrameDecoder, NeedData
 
 
 class ConnState(enum.Enum):
@@ -159,7 +148,7 @@ class DeviceConnection:
 
     def _parse_next(self) -> DeviceMessage | NeedData:
         frame = self._decoder.next_frame()
-        if frame is None:
+        if frame is NEED_DATA:
             return NEED_DATA
         message = decode_message(frame)
         self._apply(message, self._check(message, _RECV, RemoteProtocolError))

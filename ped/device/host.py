@@ -40,7 +40,7 @@ from typing import TypeVar
 import trio
 
 from ped.device.base import DeviceInfo, PedDriver
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.errors import (
     DeviceGone,
     DeviceNotFound,
@@ -65,7 +65,7 @@ from ped.device.messages import (
 from ped.device.ped_lock import PedLock
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.transport import FrameTransport
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from ped.wire.types import E2E_RANGE
 
 #: How long the device has to answer HELLO, SESSION_OPEN or PING.

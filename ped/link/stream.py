@@ -14,6 +14,7 @@ import trio
 from ped.link.connection import ConnectionLost, LinkConnection, LinkState
 from ped.link.errors import LinkClosed
 from ped.link.messages import Close, ConnectResult, LinkRefused, Message
+from ped.wire.framing import NEED_DATA
 
 RECEIVE_CHUNK = 16 * 1024
 #: Longest a single frame may take to write before the peer counts as gone.
@@ -62,7 +63,7 @@ class LinkStream:
         """The next event; raises `RemoteProtocolError` for garbage from the peer."""
         while True:
             event = self.connection.next_event()
-            if event is not None:
+            if event is not NEED_DATA:
                 return event
             try:
                 data = await self.stream.receive_some(RECEIVE_CHUNK)

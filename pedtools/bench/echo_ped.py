@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import trio
 
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.messages import (
     DEVICE_PROTOCOL_VERSION,
     ConnectionRole,
@@ -36,7 +36,7 @@ from ped.device.messages import (
     SessionOpened,
 )
 from ped.errors import PedError
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 
 MAGIC = b"ECHO"
 #: The echo device serves this many sessions (the bench opens one per link).

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ped.channel.handshake import PedInfo
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT, PedEngine
 from ped.device.emulated.output import DeviceOutput
 from ped.device.emulated.panel import Panel
@@ -54,6 +54,7 @@ from ped.device.messages import (
     encode_message,
 )
 from ped.errors import PedError
+from ped.wire.framing import NEED_DATA
 
 log = logging.getLogger("pedemu")
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ped.device.connection import NEED_DATA, ConnState, DeviceConnection
+from ped.device.connection import ConnState, DeviceConnection
 from ped.device.messages import (
     ConnectionRole,
     DeviceEvent,
@@ -21,7 +21,7 @@ from ped.device.messages import (
     encode_message,
 )
 from ped.errors import LocalProtocolError, RemoteProtocolError
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 
 
 def test_state_machine_happy_path() -> None:

@@ -12,7 +12,7 @@ import trio.testing
 
 from keys.colors import Color
 from ped.device import DeviceGone
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.emulated import output
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.server import EmulatedPed
@@ -31,7 +31,7 @@ from ped.device.messages import (
 )
 from ped.hsm_api import open_ped_session
 from ped.transport import FrameTransport
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
