@@ -1,8 +1,11 @@
 """The HSM's `hsm.pedport.PedPort` over an open ``ped.hsm_api`` session.
 
-Errors from ``ped`` are mapped for the HSM (see `hsm.pedport`): wrong colour ->
-`WrongKeyColor` (not counted), keyset mismatch -> `WrongKeyset` (counted), everything
-else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
+This module is the one place the HSM turns errors of ``ped`` into its own (see
+`hsm.pedport`): wrong colour -> `WrongKeyColor` (not counted), keyset mismatch ->
+`WrongKeyset` (counted), everything else (timeouts, cancel, transport failures, a
+rejected connect, RPV mismatch) -> `PedUnavailable` (not counted); a driver that cannot
+be opened or used -> `PedUnavailable` too (`driver_unavailable`).  ``hsm.pedlink`` calls
+these; nothing else in the HSM catches an error of ``ped`` to make an HSM error.
 PED progress notices become lines for the shell (`describe_notice`).
 """
 
@@ -47,6 +50,16 @@ def map_error(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, PedError):
         return PedUnavailable(f"the PED operation at {where} did not complete: {exc}")
     return exc
+
+
+def driver_unavailable(exc: PedError, doing: str) -> PedUnavailable:
+    """A local PED's driver failed while *doing* ("cannot open the local PED X")."""
+    return PedUnavailable(f"{doing}: {exc}")
+
+
+def passes_through(exc: BaseException) -> bool:
+    """True for an error already in the HSM's terms (raised again as it is)."""
+    return isinstance(exc, PedUnavailable | WrongKeyColor | WrongKeyset)
 
 
 def describe_notice(notice: Any) -> str:

@@ -18,8 +18,9 @@ how to get one.  ``hsm ped vector init`` asks for ``local_only`` (an RPV is impr
 through a cabled PED).  A local session is opened per operation: a local operation in
 progress holds the PED's lock, so a remote one waits (or is told the PED is busy).
 
-Each session is handed out as an `hsm.apiport.HsmApiPort`, which maps ``ped``'s errors
-to what the HSM counts and what it does not.
+Each session is handed out as an `hsm.apiport.HsmApiPort`.  Errors of ``ped`` become
+the HSM's in ``hsm.apiport`` only (`map_error`, `driver_unavailable`): what the HSM
+counts and what it does not.
 """
 
 from __future__ import annotations
@@ -32,10 +33,17 @@ from typing import Any
 
 import trio
 
-from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
+from hsm.apiport import (
+    HsmApiPort,
+    PedLinkLost,
+    describe_notice,
+    driver_unavailable,
+    first_error,
+    map_error,
+    passes_through,
+)
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
-from hsm.pedport import WrongKeyColor, WrongKeyset
 from ped.channel import LOCAL_RPV
 from ped.errors import PedError
 
@@ -202,21 +210,21 @@ class PedRouter:
                     await self._driver.open()
                 except PedError as exc:
                     self._driver = None
-                    raise PedUnavailable(f"cannot open the {where}: {exc}") from None
+                    raise driver_unavailable(exc, f"cannot open the {where}") from None
             try:
                 transport = await self._driver.open_session()
             except PedError as exc:
                 with contextlib.suppress(Exception):
                     await self._driver.aclose()
                 self._driver = None
-                raise PedUnavailable(f"cannot use the {where}: {exc}") from None
+                raise driver_unavailable(exc, f"cannot use the {where}") from None
             try:
                 async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
                     yield HsmApiPort(ped, where, self._touch, self._timeouts)
             except BaseExceptionGroup as group:
                 raise map_error(first_error(group), where) from None
             except PedError as exc:
-                if isinstance(exc, PedUnavailable | WrongKeyColor | WrongKeyset):
+                if passes_through(exc):
                     raise
                 raise map_error(exc, where) from None
             finally:

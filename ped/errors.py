@@ -1,6 +1,13 @@
-"""Typed errors shared by every layer of Remote PED.
+"""The root of the error tree: `PedError`, and the protocol errors every layer shares.
 
-Two families, as in h11 and wsproto:
+Every exception of the product derives from `PedError` (``keys`` alone has its own root,
+``keys.errors.KeyImageError``: it imports nothing of ours).  Each layer keeps its own
+errors in its own module (``ped.channel.errors``, ``ped.ops.errors``, ``ped.transport``,
+``ped.device.errors``, ``ped.link.errors``, ``ped.tls.errors``, ``hsm.errors``...), whose
+docstring says where they are translated for the layer above; ARCHITECTURE.md ("Errors")
+draws the tree.
+
+Two families of protocol errors, as in h11 and wsproto:
 
 * ``LocalProtocolError``: *we* misused the API (sent a message in the wrong state,
   passed a value out of range).  A bug on our side; never the peer's fault.

@@ -3,6 +3,10 @@
 All are `ped.errors.PedError`s.  `DeviceGone` is a `ped.transport.TransportClosed`, so an
 HSM session that loses its PED sees the same retriable error whatever the cause; the
 driver can be `open()`ed again once the device is back.
+
+Translated where: pedserver tells the link's HSM with a Close (DEVICE_GONE, the
+``close_code`` read by ``ped.link.errors.close_code_for``); a local HSM maps them in one
+place, ``hsm.apiport``.
 """
 
 from __future__ import annotations

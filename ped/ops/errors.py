@@ -4,6 +4,12 @@ The PED answers a failed operation with an ``OP_ERROR`` message carrying an `Err
 and a short non-secret text; the HSM side turns it into the matching exception below.
 None of these is a counted failed login by itself: the HSM decides what counts (a key of
 the wrong colour does not; a wrong secret, found by the HSM, does).
+
+Translated where: on the PED side into ``OP_ERROR`` codes (the emulated PED does it in
+``ped.device.emulated.session``, which is also where a ``keys`` error that ends an
+operation becomes DEVICE_ERROR); on the HSM side from the wire back into these classes
+by `error_for` (and a refused handshake by ``ped.ops.hsm_side``'s refusal table), raised
+unchanged through ``ped.hsm_api``; the HSM maps them in ``hsm.apiport.map_error``.
 """
 
 from __future__ import annotations

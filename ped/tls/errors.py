@@ -2,6 +2,10 @@
 
 Every message names what was wrong and the command that fixes it.  None contains key
 material: certificates and fingerprints are public, private keys never leave `certs`.
+
+Translated where: the daemons' peer-to-peer code (``pedserver.peer``, ``pedclient.peer``)
+turns a failed dial or handshake into a log line with its fix and, for an HSM waiting
+on pedclient, a ``ConnectCode``; the command lines (``ped.tls.cli``) into exit codes.
 """
 
 from __future__ import annotations
