@@ -40,7 +40,8 @@ class OperationError(PedError):
 
     code: ClassVar[ErrorCode | None] = None
     #: A retry may succeed without anything changing on the HSM (True) or not (False).
-    retriable: ClassVar[bool] = True
+    #: The kinds differ, so each kind says its own (a base never says what a kind denies).
+    retriable: ClassVar[bool]
     default_text: ClassVar[str] = "the PED operation failed"
 
     def __init__(self, detail: str = "", *, op_id: int | None = None) -> None:
@@ -52,31 +53,37 @@ class OperationError(PedError):
 
 class WrongColor(OperationError):
     code = ErrorCode.WRONG_COLOR
+    retriable = True
     default_text = "the key presented on the PED is of the wrong colour; present the right one"
 
 
 class KeysetMismatch(OperationError):
     code = ErrorCode.KEYSET_MISMATCH
+    retriable = True
     default_text = "the key presented on the PED belongs to another keyset than this HSM expects"
 
 
 class KeyTimeout(OperationError):
     code = ErrorCode.KEY_TIMEOUT
+    retriable = True
     default_text = "no PED key was presented in time; attend to the PED and try again"
 
 
 class OperationCancelled(OperationError):
     code = ErrorCode.CANCELLED
+    retriable = True
     default_text = "the PED operation was cancelled"
 
 
 class NoBlankKey(OperationError):
     code = ErrorCode.NO_BLANK_KEY
+    retriable = True
     default_text = "no blank PED key was presented to imprint; insert a blank key"
 
 
 class PedFault(OperationError):
     code = ErrorCode.DEVICE_ERROR
+    retriable = True
     default_text = "the PED reported a device or key error"
 
 
@@ -95,6 +102,7 @@ class Unsupported(OperationError):
 class OperationTimeout(OperationError):
     """The whole operation took longer than the HSM's operation timeout (pedo)."""
 
+    retriable = True
     default_text = "the PED operation did not finish within the operation timeout"
 
 

@@ -11,6 +11,7 @@ on pedclient, a ``ConnectCode``; the command lines (``ped.tls.cli``) into exit c
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 from ped.errors import PedError
 
@@ -18,8 +19,9 @@ from ped.errors import PedError
 class TlsError(PedError):
     """Base of every error raised by ``ped.tls``."""
 
-    #: True when trying again later may succeed without anyone changing anything.
-    retriable = False
+    #: True when trying again later may succeed without anyone changing anything.  The
+    #: kinds differ, so each family below says its own.
+    retriable: ClassVar[bool]
 
 
 # --- certificate files ---------------------------------------------------------------
@@ -27,6 +29,8 @@ class TlsError(PedError):
 
 class CertificateError(TlsError):
     """A certificate (or identity) file or PEM text cannot be used."""
+
+    retriable = False
 
 
 class NotPem(CertificateError):
@@ -58,6 +62,8 @@ class IdentityError(CertificateError):
 
 class PinError(TlsError):
     """A change to or a lookup in the pinned peer registry failed."""
+
+    retriable = False
 
 
 class InvalidPeerName(PinError):
@@ -117,6 +123,8 @@ class PeerRejected(TlsError):
     that fixes it).  Never retriable as is: someone has to run *fix* first.
     """
 
+    retriable = False
+
     def __init__(
         self,
         message: str,
@@ -137,6 +145,8 @@ class PeerRejected(TlsError):
 
 class TlsHandshakeFailed(TlsError):
     """The TLS handshake failed for a reason that is not a certificate (garbage, EOF)."""
+
+    retriable = False
 
 
 class HandshakeTimeout(TlsHandshakeFailed):

@@ -82,3 +82,33 @@ def test_every_exception_is_under_one_root(cls: type) -> None:
         assert not issubclass(cls, PedError)
         return
     assert issubclass(cls, PedError), f"{_qualname(cls)} must derive from ped.errors.PedError"
+
+
+#: A subclass that says otherwise than its base, each with why it is left so.
+KNOWN_CONTRADICTIONS = {
+    # A handshake that timed out may succeed later; every other TLS handshake failure
+    # needs a change first.  Splitting it out of TlsHandshakeFailed would change what an
+    # ``except TlsHandshakeFailed`` catches.
+    "ped.tls.errors.HandshakeTimeout",
+}
+
+
+def test_no_subclass_contradicts_a_retriable_base() -> None:
+    """``retriable`` set on a base (``TransportError``: always) is a promise to catchers.
+
+    (``close_code`` is not: a subclass may name a more precise code, as `LinkClosed`.)
+    """
+    broken = []
+    for cls in CLASSES:
+        if not issubclass(cls, BaseException) or _qualname(cls) in KNOWN_CONTRADICTIONS:
+            continue
+        own = cls.__dict__.get("retriable")
+        if own is None:
+            continue
+        for base in cls.__mro__[1:]:
+            promised = base.__dict__.get("retriable")
+            if promised is not None:
+                if promised != own:
+                    broken.append(f"{_qualname(cls)}: retriable={own} under {base.__name__}")
+                break
+    assert not broken, broken
