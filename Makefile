@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow lint typecheck demo bench fuzz clean
+.PHONY: test test-fast test-slow lint typecheck demo bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +14,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# ruff, the import contracts, and mypy (strict for ped/, keys/ and pedtools/: what other
+# implementations build on; default strictness for the daemons and the HSM).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
-# mypy: strict for ped/ and keys/ (what other implementations build on), default for the rest.
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Both CPUs: pytest-xdist runs one worker per CPU; worksteal evens out the few long
+# whole-process tests.  PYTEST_ARGS="-n 0" runs in one process (e.g. with --pdb).
 test: lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n auto --dist worksteal $(PYTEST_ARGS)
+
+# The inner loop: only the in-memory tests (none marked `process`: no daemon or CLI started
+# as a process), under a minute.  `make test` still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not process" -n auto --dist worksteal $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

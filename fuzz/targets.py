@@ -59,7 +59,7 @@ from ped.wire.framing import (
     Frame,
     FrameDecoder,
     decode_frame,
-    frame_bytes,
+    encode_frame,
 )
 from ped.wire.types import DEVICE_RANGE, E2E_TYPES, LINK_RANGE, LOCAL_RANGE, OPS_RANGE, E2EType
 
@@ -133,7 +133,7 @@ def _build() -> dict[str, tuple[int | None, Decoder]]:
     for t, cls in sorted(op_messages.MESSAGE_CLASSES.items()):
         table[f"ops.{cls.__name__}"] = (
             int(t),
-            lambda p, t=int(t): op_messages.decode_message(frame_bytes(t, p)),
+            lambda p, t=int(t): op_messages.decode_message(encode_frame(Frame(t, p))),
         )
     table["e2e.HANDSHAKE_INIT"] = (E2EType.HANDSHAKE_INIT, _handshake_init)
     table["e2e.HANDSHAKE_RESPONSE"] = (

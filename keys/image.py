@@ -241,9 +241,6 @@ class KeyImage:
         """The encoded image (holds the share: wipe it when done)."""
         return encode(self.header, self._share)
 
-    def with_path(self, path: str | os.PathLike[str] | None) -> KeyImage:
-        return KeyImage(self.header, self._share, path)
-
     def wipe(self) -> None:
         wipe(self._share)
 
@@ -327,7 +324,9 @@ def encode(header: KeyHeader, share: bytearray) -> bytearray:
     return body
 
 
-def decode(data: bytes | bytearray, path: str | os.PathLike[str] | None = None) -> KeyImage:
+def decode(
+    data: bytes | bytearray | memoryview, path: str | os.PathLike[str] | None = None
+) -> KeyImage:
     """Parse and check an image.  Order: size/magic/version, digest, then field values."""
     view = memoryview(data)
     if len(view) < len(MAGIC) + 1:

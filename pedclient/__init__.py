@@ -1,0 +1,1 @@
+"""pedclient: the HSM-host daemon that relays between the local HSM and pedserver."""

@@ -370,7 +370,7 @@ class _WatchedStream(HandoffStream):
         self.last = trio.current_time()
         await super().send_all(data)
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
             data = await super().receive_some(max_bytes)
         except BaseException:

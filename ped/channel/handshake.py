@@ -177,12 +177,16 @@ class HandshakeInit:
             raise FieldOutOfRange(f"HANDSHAKE_INIT: {exc}") from None
 
 
+def _printable_detail(text: object) -> str:
+    return _printable(str(text))
+
+
 @attrs.frozen
 class HandshakeRefusal:
     """Payload of ``HANDSHAKE_REFUSED``: a reason code and a short non-secret text."""
 
     reason: RefuseReason = attrs.field(converter=RefuseReason)
-    detail: str = attrs.field(default="", converter=lambda text: _printable(str(text)))
+    detail: str = attrs.field(default="", converter=_printable_detail)
 
     def to_frame(self) -> Frame:
         detail = self.detail.encode("utf-8")[: DETAIL_MAX * 4].decode("utf-8", errors="ignore")

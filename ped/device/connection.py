@@ -123,9 +123,7 @@ class DeviceConnection:
         before feeding more (what is buffered is one read plus one frame at most)."""
         if self.state is ConnState.CLOSED:
             raise LocalProtocolError("device connection is closed")
-        # FrameDecoder.feed appends to a bytearray, which takes either; its hint says
-        # bytes only (ped.wire), and a copy here would cost every read.
-        self._decoder.feed(data)  # type: ignore[arg-type]
+        self._decoder.feed(data)
 
     def receive_eof(self) -> None:
         """The stream ended: what was whole before the end is still given by `next_event`,

@@ -93,7 +93,7 @@ class ConnectionLost:
 
 INI, RSP = Side.INITIATOR, Side.RESPONDER
 _E2E = "e2e"  # key for any end-to-end frame type
-_OPEN_OPS = {
+_OPEN_OPS: set[tuple[Side, int | str]] = {
     (INI, LinkType.OP_BEGIN),
     (INI, LinkType.OP_END),
     (INI, _E2E),
@@ -213,7 +213,7 @@ class LinkConnection:
 
     # ---------------------------------------------------------------- receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Bytes read from the peer; ``b""`` means the peer closed its end."""
         if self._eof:
             if data:

@@ -136,9 +136,14 @@ class PedclientTransport:
                 )
             except BaseException:
                 # Cancelled while the answer was outstanding: the link's state is unknown.
-                if self._closed is None and self._link.connection.op_state is OpState.REQUESTED:
+                if self._closed is None and self._op_requested():
                     await self._abandon()
                 raise
+
+    def _op_requested(self) -> bool:
+        # A call, not an inline test: the state moved while we awaited, and a type checker
+        # would still narrow it to the FREE it was checked to be before the await.
+        return self._link.connection.op_state is OpState.REQUESTED
 
     async def end_operation(self) -> None:
         if self._closed is not None or self._link.state is not LinkState.OPEN:

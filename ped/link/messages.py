@@ -13,6 +13,7 @@ PROTOCOL.md (docs/protocol/link.md) gives the bytes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -457,8 +458,9 @@ LinkMessage = (
 LocalMessage = ConnectRequest | ConnectResult
 Message = LinkMessage | LocalMessage | EndToEnd
 
-_CLASSES: dict[int, type] = {
-    cls.TYPE: cls
+#: frame type -> (message name for errors, its parser)
+_PARSERS: dict[int, tuple[str, Callable[[Reader], LinkMessage | LocalMessage]]] = {
+    cls.TYPE: (cls.__name__, cls.parse)
     for cls in (
         LinkHello, LinkWelcome, LinkRefused, OpBegin, OpGranted, Busy, OpEnd,
         Keepalive, KeepaliveAck, Close, ConnectRequest, ConnectResult,
@@ -477,10 +479,11 @@ def decode(frame: Frame) -> Message:
     """The message in *frame*; `RemoteProtocolError` subclasses for anything malformed."""
     if frame.type in E2E_RANGE:
         return EndToEnd(frame)
-    cls = _CLASSES.get(frame.type)
-    if cls is None:
+    parser = _PARSERS.get(frame.type)
+    if parser is None:
         raise UnknownFrameType(f"frame type 0x{frame.type:02x} is not a link message")
-    reader = Reader(frame.payload, what=cls.__name__)
-    message = cls.parse(reader)
+    name, parse = parser
+    reader = Reader(frame.payload, what=name)
+    message = parse(reader)
     reader.finish()
     return message

@@ -35,8 +35,6 @@ class LinkStream:
         self._send_lock = trio.Lock()
         self._closed = False
         self._final_sent = False
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     @property
     def state(self) -> LinkState:
@@ -57,7 +55,6 @@ class LinkStream:
                 raise LinkClosed(
                     f"the peer did not take our data within {self.send_timeout:g} s"
                 ) from None
-        self.bytes_out += len(data)
 
     async def receive(self) -> Message | ConnectionLost:
         """The next event; raises `RemoteProtocolError` for garbage from the peer."""
@@ -69,7 +66,6 @@ class LinkStream:
                 data = await self.stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            self.bytes_in += len(data)
             self.connection.receive_data(data)
 
     async def aclose(self) -> None:
@@ -96,7 +92,6 @@ class LinkStream:
                     data = self.connection.send_final(message)
                     async with self._send_lock:
                         await self.stream.send_all(data)
-                    self.bytes_out += len(data)
                 except Exception:  # noqa: S110 - the peer may be gone already; closing anyway
                     pass
         # Another task may be writing the last words right now: let it finish first.

@@ -275,7 +275,9 @@ class HsmSideSession(SessionBase):
             raise RemoteProtocolError(
                 f"the PED answered {type(current).__name__} with {type(message).__name__}"
             )
-        if isinstance(message, ReadResult | ImprintResult) and message.color != current.color:
+        if (isinstance(message, ReadResult | ImprintResult)
+                and isinstance(current, ReadSecret | ImprintRequest)
+                and message.color != current.color):
             raise RemoteProtocolError(
                 f"the PED answered for a {Color(message.color).label} key; "
                 f"{Color(current.color).label} was requested"

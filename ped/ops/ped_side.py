@@ -60,7 +60,6 @@ optional.)
 from __future__ import annotations
 
 import enum
-import hmac
 
 from keys.colors import Color
 from ped.channel.errors import ChannelClosed, ChannelError, RpvMismatch
@@ -70,7 +69,6 @@ from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.ops import events as ev
 from ped.ops.errors import ErrorCode
 from ped.ops.messages import (
-    KEYSET_ID_SIZE,
     Cancel,
     CloseReason,
     Goodbye,
@@ -359,13 +357,6 @@ class PedSideSession(SessionBase):
             self.state = PedState.CLOSED
         self._teardown()
 
-    def keyset_matches(self, keyset_id: bytes) -> bool:
-        """Constant-time check of a key's keyset id against the current request's."""
-        request = self.current
-        expected = request.keyset_id if isinstance(request, ReadSecret) else None
-        if expected is None:
-            return True
-        return len(keyset_id) == KEYSET_ID_SIZE and hmac.compare_digest(expected, keyset_id)
 
 
 def _request_event(message: ReadSecret | ImprintRequest | ShowMessage) -> ev.PedEvent:

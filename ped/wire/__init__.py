@@ -1,0 +1,1 @@
+"""The wire layer: frame envelope, field codec and frame type numbers (sans-IO)."""

@@ -48,7 +48,7 @@ class Writer:
         self._parts.append(_U64.pack(value))
         return self
 
-    def raw(self, data: bytes) -> Writer:
+    def raw(self, data: bytes | bytearray) -> Writer:
         """Fixed-size bytes whose length the reader knows."""
         self._parts.append(bytes(data))
         return self

@@ -90,11 +90,6 @@ def encode_frame(frame: Frame, *, max_payload: int = MAX_PAYLOAD) -> bytes:
     return HEADER.pack(MAGIC, WIRE_VERSION, frame.type, len(frame.payload)) + frame.payload
 
 
-def frame_bytes(type_: int, payload: bytes = b"") -> bytes:
-    """Shorthand for ``encode_frame(Frame(type_, payload))``."""
-    return encode_frame(Frame(type_, payload))
-
-
 def _check_header(
     header: bytes, accepted: Container[int] | None, max_payload: int
 ) -> tuple[int, int]:
@@ -155,7 +150,7 @@ class FrameDecoder:
         self._pending: tuple[int, int] | None = None
         self._failed: Exception | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Add bytes received from the peer."""
         if self._failed is not None:
             raise LocalProtocolError("this frame decoder already failed; close the connection")

@@ -35,10 +35,6 @@ OPS_RANGE = range(0x50, 0x70)
 E2E_TYPES = frozenset(int(t) for t in E2EType)
 
 
-def is_end_to_end(frame_type: int) -> bool:
-    """True for frames a relay must forward without looking inside."""
-    return frame_type in E2E_RANGE
-
 
 class OpType(IntEnum):
     """PED operation messages: the plaintext inside a SEALED frame is one of these frames."""

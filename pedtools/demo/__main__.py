@@ -1,3 +1,5 @@
+"""``python -m pedtools.demo``: the same as ``make demo``."""
+
 import sys
 
 from pedtools.demo.flow import main

@@ -24,7 +24,7 @@ from ped.errors import FrameTooLarge, LocalProtocolError, PedError
 from ped.link import Hop, LinkConnection, Side
 from ped.ops import events as ev
 from ped.ops.messages import MAX_OP_PAYLOAD
-from ped.wire.framing import HEADER, MAGIC, MAX_PAYLOAD, WIRE_VERSION, Frame, frame_bytes
+from ped.wire.framing import HEADER, MAGIC, MAX_PAYLOAD, WIRE_VERSION, Frame, encode_frame
 from ped.wire.types import E2EType, OpType
 
 from ..ped.ops.helpers import connected
@@ -145,7 +145,7 @@ def test_operation_frame_over_its_maximum_inside_a_genuine_channel_is_refused() 
     """Even a peer holding the right RPV cannot make the other end buffer a huge request."""
     hsm, ped = connected()
     assert hsm._channel is not None
-    oversize = frame_bytes(OpType.SHOW_MESSAGE, bytes(MAX_OP_PAYLOAD + 1))
+    oversize = encode_frame(Frame(OpType.SHOW_MESSAGE, bytes(MAX_OP_PAYLOAD + 1)))
     (failed,) = ped.receive_frame(hsm._channel.seal(oversize))
     assert isinstance(failed, ev.SessionFailed) and isinstance(failed.error, FrameTooLarge)
 
@@ -153,4 +153,4 @@ def test_operation_frame_over_its_maximum_inside_a_genuine_channel_is_refused() 
     ped.receive_frame(hsm.read_secret(Color.BLUE))
     assert ped._channel is not None
     with pytest.raises(FrameTooLarge):
-        hsm.receive_frame(ped._channel.seal(frame_bytes(OpType.NOTICE, bytes(4096))))
+        hsm.receive_frame(ped._channel.seal(encode_frame(Frame(OpType.NOTICE, bytes(4096)))))

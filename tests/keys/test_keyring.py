@@ -25,7 +25,7 @@ from keys.errors import (
     WrongImageColor,
 )
 from keys.fingerprint import keyset_fingerprint
-from keys.image import KeyImage, load_image, write_image
+from keys.image import KeyImage, decode, load_image, write_image
 from keys.keyring import (
     Keyring,
     ShareCollector,
@@ -251,7 +251,7 @@ def test_collector_refusals_add_nothing() -> None:
     with pytest.raises(ImageKeysetMismatch, match=images[0].keyset_id.hex()):
         c.add(other[1])
     with pytest.raises(RepeatedShare, match="duplicate of a key"):
-        c.add(images[0].with_path("copy.pedkey"))
+        c.add(decode(images[0].to_bytes()))  # the same key again, as another object
     assert c.remaining == 1 and c.indices == [1]
     c.add(images[1])
     assert c.complete

@@ -84,8 +84,45 @@ def test_processes_cannot_take_the_same_blank(tmp_path: Path) -> None:
     assert entry.header is not None and entry.header.label.startswith("CO")
 
 
-def test_lock_is_reentrant_in_one_thread(tmp_path: Path) -> None:
-    with lock.directory_lock(tmp_path), lock.directory_lock(tmp_path):
-        pass
-    with lock.directory_lock(tmp_path):  # released properly: can be taken again
-        pass
+_PROBE = textwrap.dedent(
+    """
+    import sys
+    from keys import lock
+    from keys.errors import ImageAccessError
+    lock.LOCK_TIMEOUT = 0.0  # one try: say what the lock is right now
+    try:
+        with lock.directory_lock(sys.argv[1]):
+            pass
+    except ImageAccessError:
+        print("busy")
+    else:
+        print("free")
+    """
+)
+
+
+def _seen_from_another_process(directory: Path) -> str:
+    """What a second writer (its own process, its own open of the directory) finds."""
+    probe = subprocess.run([sys.executable, "-c", _PROBE, str(directory)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60, check=True)
+    return probe.stdout.strip()
+
+
+def test_lock_is_reentrant_in_one_thread_and_released_for_other_processes(
+    tmp_path: Path,
+) -> None:
+    assert _seen_from_another_process(tmp_path) == "free"
+    with lock.directory_lock(tmp_path):
+        assert _seen_from_another_process(tmp_path) == "busy"
+        with lock.directory_lock(tmp_path):  # re-entrant: no deadlock on ourselves
+            assert _seen_from_another_process(tmp_path) == "busy"
+        # leaving the inner hold must not release the outer one
+        assert _seen_from_another_process(tmp_path) == "busy"
+    assert _seen_from_another_process(tmp_path) == "free"
+
+
+def test_lock_is_released_when_the_work_fails(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), lock.directory_lock(tmp_path):
+        assert _seen_from_another_process(tmp_path) == "busy"
+        raise RuntimeError("the write failed")
+    assert _seen_from_another_process(tmp_path) == "free"

@@ -33,7 +33,8 @@ from ped.link import (
     Side,
     negotiate_version,
 )
-from ped.wire.framing import NEED_DATA, Frame, frame_bytes
+from ped.wire.framing import NEED_DATA, Frame
+from tests.frames import frame_bytes
 
 
 def pair(hop: Hop = Hop.REMOTE):

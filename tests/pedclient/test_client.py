@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from ped.link import ConnectCode, ConnectFailed, connect_via_pedclient
-from ped.wire.framing import frame_bytes
+from tests.frames import frame_bytes
 from tests.pedserver.fakes import running_pair
 
 
@@ -46,7 +46,7 @@ async def test_the_shorter_idle_timeout_wins_end_to_end(home):
         await ped.aclose()
 
 
-async def test_peer_to_peer_is_not_there_yet(home):
+async def test_a_peer_request_is_unavailable_without_peer_mode(home):
     async with running_pair(home) as pair:
         with pytest.raises(ConnectFailed) as failed:
             await connect_via_pedclient(pair.endpoint, None, peer="workstation-7")

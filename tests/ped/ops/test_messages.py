@@ -26,8 +26,8 @@ from ped.ops.messages import (
     decode_message,
     encode_message,
 )
-from ped.wire.framing import frame_bytes
 from ped.wire.types import OpType
+from tests.frames import frame_bytes
 
 SETTINGS = settings(max_examples=150, deadline=None)
 SECRET = bytes(range(0x40, 0x60))
@@ -39,6 +39,7 @@ labels = st.text(max_size=40)
 secrets = st.binary(min_size=32, max_size=32)
 keysets = st.binary(min_size=16, max_size=16)
 timeouts = st.integers(1, 86_400_000)
+
 
 
 @st.composite

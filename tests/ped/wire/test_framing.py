@@ -25,9 +25,9 @@ from ped.wire.framing import (
     FrameDecoder,
     decode_frame,
     encode_frame,
-    frame_bytes,
 )
-from ped.wire.types import E2E_TYPES, OPS_TYPES, E2EType, OpType, is_end_to_end
+from ped.wire.types import E2E_RANGE, E2E_TYPES, OPS_TYPES, E2EType, OpType
+from tests.frames import frame_bytes
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -92,7 +92,7 @@ def test_decoder_eof_mid_frame() -> None:
 def test_type_ranges() -> None:
     assert E2E_TYPES == {0x20, 0x21, 0x22, 0x23}
     assert all(0x50 <= t <= 0x6F for t in OPS_TYPES)
-    assert is_end_to_end(E2EType.SEALED) and not is_end_to_end(OpType.READ_SECRET)
+    assert E2EType.SEALED in E2E_RANGE and OpType.READ_SECRET not in E2E_RANGE
 
 
 @SETTINGS
