@@ -25,6 +25,7 @@ from ped.link import messages as link  # noqa: E402
 from ped.ops import messages as ops  # noqa: E402
 from ped.ops.errors import ErrorCode  # noqa: E402
 from ped.wire.framing import Frame, encode_frame  # noqa: E402
+from ped.wire.types import CloseCode  # noqa: E402
 
 SECRET = bytes(range(0x40, 0x60))
 KEYSET = bytes(range(16))
@@ -61,7 +62,7 @@ def link_examples() -> list[Frame]:
         link.OpEnd(),
         link.Keepalive(7),
         link.KeepaliveAck(7),
-        link.Close(link.CloseCode.IDLE_TIMEOUT, "idle"),
+        link.Close(CloseCode.IDLE_TIMEOUT, "idle"),
         link.ConnectRequest(host="ped.example", port=1503, hsm_name="150001"),
         link.ConnectRequest(peer="ws-1"),
         link.ConnectResult(link.ConnectCode.OK, "", 1, 1800, "pedserver", device),
@@ -76,10 +77,10 @@ def device_examples() -> list[bytes]:
         dev.Info(1, "pedemu", "1.0", "E-1", "remote"),
         dev.SessionOpen(1),
         dev.SessionOpened(1),
-        dev.SessionClose(1, dev.CloseReason.NORMAL, "done"),
+        dev.SessionClose(1, dev.SessionCloseReason.NORMAL, "done"),
         dev.SessionData(1, Frame(0x23, bytes(20))),
         dev.DeviceEvent(1, dev.EventKind.KEY_READ, 1, KEYSET.hex()[:16], "ok", ""),
-        dev.DeviceErrorMessage(dev.ErrorCode.BUSY, "busy"),
+        dev.DeviceErrorMessage(dev.DeviceErrorCode.BUSY, "busy"),
         dev.Ping(1),
         dev.Pong(1),
     ]
@@ -109,7 +110,7 @@ def connection_streams() -> list[tuple[int, bytes]]:
             link.encode(link.OpGranted()),  # the harness sent OpBegin on the welcome
             e2e,
             link.encode(link.Keepalive(1)),
-            link.encode(link.Close(link.CloseCode.IDLE_TIMEOUT, "idle")),
+            link.encode(link.Close(CloseCode.IDLE_TIMEOUT, "idle")),
         ],
         "link.remote.responder": [
             link.encode(link.LinkHello(1, 1, 1800, "pedclient")),
@@ -123,7 +124,7 @@ def connection_streams() -> list[tuple[int, bytes]]:
             link.encode(link.ConnectResult(link.ConnectCode.OK, "", 1, 1800, "srv", device)),
             link.encode(link.OpGranted()),
             e2e,
-            link.encode(link.Close(link.CloseCode.SERVER_GONE, "gone")),
+            link.encode(link.Close(CloseCode.SERVER_GONE, "gone")),
         ],
         "link.local.responder": [
             link.encode(link.ConnectRequest(host="ped.example", port=1503)),

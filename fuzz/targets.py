@@ -53,7 +53,14 @@ from ped.link import connection as link_connection
 from ped.link import messages as link_messages
 from ped.ops import HsmSideSession, PedSideSession
 from ped.ops import messages as op_messages
-from ped.wire.framing import MAX_PAYLOAD, Frame, FrameDecoder, decode_frame, encode_frame
+from ped.wire.framing import (
+    MAX_PAYLOAD,
+    NEED_DATA,
+    Frame,
+    FrameDecoder,
+    decode_frame,
+    encode_frame,
+)
 from ped.wire.types import DEVICE_RANGE, E2E_TYPES, LINK_RANGE, LOCAL_RANGE, OPS_RANGE, E2EType
 
 #: The only exceptions a decoder may raise on hostile input.
@@ -206,7 +213,7 @@ def decode_stream(data: bytes, chunks: Iterable[int], *, max_payload: int = MAX_
             piece = data[offset : offset + size]
             offset += size
             decoder.feed(piece)
-            while (frame := decoder.next_frame()) is not None:
+            while (frame := decoder.next_frame()) is not NEED_DATA:
                 count += 1
                 dispatch(frame)
             if decoder.buffered > 8 + max_payload + len(piece):
@@ -352,10 +359,10 @@ def _link_receiver(hop: link_connection.Hop, side: link_connection.Side) -> Call
     return make
 
 
-def _device_receiver(role: device_messages.Role) -> Callable[[], object]:
+def _device_receiver(role: device_messages.ConnectionRole) -> Callable[[], object]:
     def make() -> object:
         connection = device_connection.DeviceConnection(role)
-        if role is device_messages.Role.HOST:
+        if role is device_messages.ConnectionRole.HOST:
             connection.send(device_messages.Hello(host="pedserver"))
         return connection
 
@@ -367,7 +374,7 @@ CONNECTIONS: list[tuple[str, Callable[[], object]]] = [
     (f"link.{hop.value}.{side.value}", _link_receiver(hop, side))
     for hop in link_connection.Hop
     for side in link_connection.Side
-] + [(f"device.{role.value}", _device_receiver(role)) for role in device_messages.Role]
+] + [(f"device.{role.value}", _device_receiver(role)) for role in device_messages.ConnectionRole]
 
 
 def _respond(connection: object, event: object) -> None:
@@ -403,9 +410,6 @@ def _respond(connection: object, event: object) -> None:
             connection.send(dev.Pong(event.nonce))
 
 
-_NEED_MORE = (None, device_connection.NEED_DATA)
-
-
 def one_connection(data: bytes) -> None:
     """Byte 0 picks a connection (link hop and side, device role); the rest is what its
     peer sends, then end of stream.  The connection answers as its daemon would
@@ -420,12 +424,11 @@ def one_connection(data: bytes) -> None:
     try:
         for start in range(0, len(stream), piece):
             connection.receive_data(stream[start : start + piece])  # type: ignore[attr-defined]
-            # (A link connection gives None when it needs more bytes, a device one NEED_DATA.)
-            while (event := connection.next_event()) not in _NEED_MORE:  # type: ignore[attr-defined]
+            while (event := connection.next_event()) is not NEED_DATA:  # type: ignore[attr-defined]
                 _respond(connection, event)
         if isinstance(connection, link_connection.LinkConnection):
             connection.receive_data(b"")
-            while connection.next_event() is not None:
+            while connection.next_event() is not NEED_DATA:
                 pass
         else:
             connection.receive_eof()  # type: ignore[attr-defined]

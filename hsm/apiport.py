@@ -1,8 +1,11 @@
 """The HSM's `hsm.pedport.PedPort` over an open ``ped.hsm_api`` session.
 
-Errors from ``ped`` are mapped for the HSM (see `hsm.pedport`): wrong colour ->
-`WrongKeyColor` (not counted), keyset mismatch -> `KeysetMismatch` (counted), everything
-else (timeouts, cancel, transport failures, RPV mismatch) -> `PedUnavailable` (not counted).
+This module is the one place the HSM turns errors of ``ped`` into its own (see
+`hsm.pedport`): wrong colour -> `WrongKeyColor` (not counted), keyset mismatch ->
+`WrongKeyset` (counted), everything else (timeouts, cancel, transport failures, a
+rejected connect, RPV mismatch) -> `PedUnavailable` (not counted); a driver that cannot
+be opened or used -> `PedUnavailable` too (`driver_unavailable`).  ``hsm.pedlink`` calls
+these; nothing else in the HSM catches an error of ``ped`` to make an HSM error.
 PED progress notices become lines for the shell (`describe_notice`); before each
 operation the port announces what it asks of the PED (which colour, for whom, the pedk
 timeout), so the host shows progress even from a PED that sends no notices.
@@ -15,10 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
+from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
+from ped.link.errors import ConnectRejected
 from ped.transport import TransportError
 
 
@@ -33,7 +37,7 @@ def map_error(exc: BaseException, where: str) -> BaseException:
     if isinstance(exc, op_errors.WrongColor):
         return WrongKeyColor(f"login refused, not counted: {exc}")
     if isinstance(exc, op_errors.KeysetMismatch):
-        return KeysetMismatch(str(exc))
+        return WrongKeyset(str(exc))
     if isinstance(exc, RpvMismatch):
         # The HSM cannot tell a wrong orange key from a handshake altered or replayed on
         # the network: say both, and never advise replacing the RPV in answer to it.
@@ -45,11 +49,25 @@ def map_error(exc: BaseException, where: str) -> BaseException:
             "pedserver and its log for handshakes you did not start. Do not re-initialise "
             "the RPV in answer to this"
         )
+    if isinstance(exc, ConnectRejected):
+        # pedclient will never give this link as asked; not counted either.  (The words
+        # are those every connect failure always had.)
+        return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, PedError):
         return PedUnavailable(f"the PED operation at {where} did not complete: {exc}")
     return exc
+
+
+def driver_unavailable(exc: PedError, doing: str) -> PedUnavailable:
+    """A local PED's driver failed while *doing* ("cannot open the local PED X")."""
+    return PedUnavailable(f"{doing}: {exc}")
+
+
+def passes_through(exc: BaseException) -> bool:
+    """True for an error already in the HSM's terms (raised again as it is)."""
+    return isinstance(exc, PedUnavailable | WrongKeyColor | WrongKeyset)
 
 
 def describe_notice(notice: Any, color: Color | None = None, pedk: int | None = None) -> str:

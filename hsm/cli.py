@@ -27,6 +27,7 @@ from typing import Any
 
 from hsm.homes import HOME_ENV, default_home_text, default_pedclient, home_hint, pedclient_warning
 from ped.cliutil import add_version_option, normalize_luna_argv
+from ped.errors import PedError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
 MAX_FILE = 64 * 1024
@@ -47,13 +48,13 @@ LONG_COMMANDS = {
 }
 
 
-class UsageError(Exception):
+class HsmUsageError(PedError):
     pass
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        raise HsmUsageError(f"{self.prog}: {message}")
 
 
 def _add_home(p: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -228,9 +229,9 @@ def _read_file(path: str, what: str, limit: int) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
-        raise UsageError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+        raise HsmUsageError(f"cannot read the {what} file {path}: {exc.strerror}") from None
     if len(data) > limit:
-        raise UsageError(f"the {what} file {path} is larger than {limit} bytes")
+        raise HsmUsageError(f"the {what} file {path} is larger than {limit} bytes")
     return data
 
 
@@ -244,9 +245,9 @@ def _request_args(ns: argparse.Namespace) -> dict[str, Any]:
     if getattr(ns, "challenge_file", None):
         data = _read_file(ns.challenge_file, "challenge", MAX_CHALLENGE + 2).rstrip(b"\r\n")
         if not data:
-            raise UsageError(f"the challenge file {ns.challenge_file} is empty")
+            raise HsmUsageError(f"the challenge file {ns.challenge_file} is empty")
         if len(data) > MAX_CHALLENGE:
-            raise UsageError(f"a challenge secret has at most {MAX_CHALLENGE} bytes")
+            raise HsmUsageError(f"a challenge secret has at most {MAX_CHALLENGE} bytes")
         args["challenge"] = data.hex()
     if getattr(ns, "value_file", None):
         args["value"] = _read_file(ns.value_file, "value", MAX_FILE).hex()
@@ -428,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "mode.stop":
             return _mode_stop(ns)
         return _send(ns, ns.command, _request_args(ns))
-    except UsageError as exc:
+    except HsmUsageError as exc:
         _err(str(exc).removeprefix("pedhsm: "))
         return EXIT_USAGE
     except SystemExit as exc:  # --help, --version: argparse has printed them

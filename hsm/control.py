@@ -22,7 +22,7 @@ import attrs
 
 from hsm import render
 from hsm.engine import Hsm
-from hsm.errors import BadRequest
+from hsm.errors import InvalidCommand
 from hsm.state import Notify
 from ped.daemon import ControlError
 
@@ -47,7 +47,7 @@ def text(name: str) -> Parse:
     def parse(args: Args) -> str:
         value = args.get(name)
         if not isinstance(value, str) or not value:
-            raise BadRequest(f"--{name.replace('_', '-')} is required")
+            raise InvalidCommand(f"--{name.replace('_', '-')} is required")
         return value
 
     return parse
@@ -59,7 +59,7 @@ def number(name: str) -> Parse:
     def parse(args: Args) -> int:
         value = args.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest(f"--{name} needs a whole number")
+            raise InvalidCommand(f"--{name} needs a whole number")
         return value
 
     return parse
@@ -93,11 +93,11 @@ def hex_bytes(name: str, limit: int) -> Parse:
         if value is None:
             return None
         if not isinstance(value, str) or len(value) > limit:
-            raise BadRequest(f"{name} is too long or not text")
+            raise InvalidCommand(f"{name} is too long or not text")
         try:
             return bytes.fromhex(value)
         except ValueError:
-            raise BadRequest(f"{name} is not hex") from None
+            raise InvalidCommand(f"{name} is not hex") from None
 
     return parse
 

@@ -3,6 +3,10 @@
 Every error carries a short machine-readable `code` (sent over the control socket and used
 for the shell's exit status) and a message that says what was wrong and what to do.  No
 message ever contains a secret, a PIN or the RPV.
+
+Translated where: errors of ``ped`` (a PED, its path, its channel) become these in one
+place, ``hsm.apiport`` (`map_error`, used by ``hsm.pedlink``); these become control
+answers in ``hsm.server`` (``code``) and exit statuses in ``hsm.cli``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ class HsmError(PedError):
         self.message = message
 
 
-class BadRequest(HsmError):
+class InvalidCommand(HsmError):
     """The command or one of its arguments is not valid."""
 
     code = "bad-request"

@@ -11,10 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from hsm.apiport import HsmApiPort, first_error, map_error
+from hsm.apiport import HsmApiPort, driver_unavailable, first_error, map_error, passes_through
 from hsm.crypto import wipe
-from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, WrongKeyColor
 from keys.colors import Color
 from ped.channel import LOCAL_RPV
 from ped.errors import PedError
@@ -63,21 +61,21 @@ class LocalPed:
                     await self._driver.open()
                 except PedError as exc:
                     self._driver = None
-                    raise PedUnavailable(f"cannot open the {where}: {exc}") from None
+                    raise driver_unavailable(exc, f"cannot open the {where}") from None
             try:
                 transport = await self._driver.open_session()
             except PedError as exc:
                 with contextlib.suppress(Exception):
                     await self._driver.aclose()
                 self._driver = None
-                raise PedUnavailable(f"cannot use the {where}: {exc}") from None
+                raise driver_unavailable(exc, f"cannot use the {where}") from None
             try:
                 async with open_ped_session(transport, rpv=rpv, **session_args) as ped:
                     yield HsmApiPort(ped, where, touch, timeouts, announce=announce)
             except BaseExceptionGroup as group:
                 raise map_error(first_error(group), where) from None
             except PedError as exc:
-                if isinstance(exc, PedUnavailable | WrongKeyColor | KeysetMismatch):
+                if passes_through(exc):
                     raise
                 raise map_error(exc, where) from None
             finally:

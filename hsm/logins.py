@@ -33,8 +33,8 @@ import contextlib
 
 from hsm import policy as pol
 from hsm.crypto import UnwrapFailed, derive_kek, unwrap, wipe
-from hsm.errors import BadRequest, LockedOut, LoginFailed, Zeroized
-from hsm.pedport import KeysetMismatch
+from hsm.errors import InvalidCommand, LockedOut, LoginFailed, Zeroized
+from hsm.pedport import WrongKeyset
 from hsm.policy import Outcome, Role
 from hsm.state import HsmState, Notify
 from hsm.store import HSM_SCOPE, RoleRow
@@ -77,7 +77,7 @@ class LoginService:
         st = self._state
         row = self._check_lock(scope, role, st.role_row(scope, role))
         if challenge is not None and row.wrapped_chal is None:
-            raise BadRequest(f"the {role.title} has no challenge secret; omit --challenge-file")
+            raise InvalidCommand(f"the {role.title} has no challenge secret; omit --challenge-file")
         cached = st.ram.activation.get((scope, role.value)) if challenge is not None else None
         caution = self.caution(scope, role, row)
         if caution:
@@ -89,7 +89,7 @@ class LoginService:
             try:
                 async with st.ped_session(notify) as port:
                     got = await port.read_secret(role.color, row.keyset_id, label)
-            except KeysetMismatch:
+            except WrongKeyset:
                 self._count_attempt(scope, role)
                 self._fail(scope, role, "a key of the right colour but another keyset")
             secret = got.secret

@@ -7,7 +7,7 @@ from hashlib import sha256
 from typing import Any
 
 from hsm.crypto import unwrap, wipe, wrap
-from hsm.errors import AlreadyExists, BadRequest
+from hsm.errors import AlreadyExists, InvalidCommand
 from hsm.policy import Role
 from hsm.state import HsmState, check_name
 
@@ -28,7 +28,7 @@ class ObjectCommands:
         if value is None:
             value = secrets.token_bytes(32)
         if len(value) > MAX_OBJECT:
-            raise BadRequest(f"an object holds at most {MAX_OBJECT} bytes")
+            raise InvalidCommand(f"an object holds at most {MAX_OBJECT} bytes")
         if any(lbl == label for lbl, _ in st.store.objects(name)):
             raise AlreadyExists(f"partition {name!r} already has an object labelled {label!r}")
         blob = wrap(data_key, value, st.aad(name, label, "object"))

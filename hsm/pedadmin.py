@@ -6,7 +6,7 @@ from typing import Any
 
 from hsm import policy as pol
 from hsm.crypto import random_key, wipe
-from hsm.errors import AlreadyExists, BadRequest, NotInitialised, NotLoggedIn, PedUnavailable
+from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, NotLoggedIn, PedUnavailable
 from hsm.linkloss import LinkLoss
 from hsm.state import HsmState, Notify
 from keys.colors import Color
@@ -69,9 +69,11 @@ class PedCommands:
         that the pedserver registered in pedclient as *peer* dialled in (peer-to-peer)."""
         st = self._state
         if peer is None and not 1 <= port <= 65535:
-            raise BadRequest(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
+            raise InvalidCommand(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
         if peer is not None and not peer.strip():
-            raise BadRequest("--peer needs the name the pedserver is registered under in pedclient")
+            raise InvalidCommand(
+                "--peer needs the name the pedserver is registered under in pedclient"
+            )
         target = f"peer {peer}" if peer is not None else f"{host}:{port}"
         status = st.ped.status()
         if status.get("connected"):
@@ -143,10 +145,10 @@ class PedCommands:
         st = self._state
         d = pol.PED_TIMEOUTS.get(kind)
         if d is None:
-            raise BadRequest(f"timeout type {kind!r} is not one of: rped, pedk, pedo")
+            raise InvalidCommand(f"timeout type {kind!r} is not one of: rped, pedk, pedo")
         value = d.default if seconds == 0 else seconds
         if not d.low <= value <= d.high:
-            raise BadRequest(
+            raise InvalidCommand(
                 f"{kind} ({d.description}) takes {d.low}-{d.high} seconds "
                 f"(0 restores the default {d.default}), not {seconds}"
             )

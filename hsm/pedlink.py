@@ -26,8 +26,9 @@ else `PedUnavailable` saying how to get one.  ``hsm ped vector init`` asks for
 opened per operation: a local operation in progress holds the PED's lock, so a remote
 one waits (or is told the PED is busy).
 
-Each session is handed out as an `hsm.apiport.HsmApiPort`, which maps ``ped``'s errors
-to what the HSM counts and what it does not.
+Each session is handed out as an `hsm.apiport.HsmApiPort`.  Errors of ``ped`` become
+the HSM's in ``hsm.apiport`` only (`map_error`, `driver_unavailable`): what the HSM
+counts and what it does not.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from typing import Any
 
 import trio
 
-from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
+from hsm.apiport import (
+    HsmApiPort,
+    PedLinkLost,
+    describe_notice,
+    first_error,
+    map_error,
+)
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
 from hsm.linkloss import LinkLoss, wall_text

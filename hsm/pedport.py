@@ -7,7 +7,7 @@ implements it over ``ped.hsm_api`` for a local or a remote PED; tests may use a 
 Errors a port raises, and what the engine makes of them:
 
 * `WrongKeyColor`: the PED refused a key of another colour.  Not counted.
-* `KeysetMismatch`: a key of the right colour from another keyset.  Counted.
+* `WrongKeyset`: a key of the right colour from another keyset.  Counted.
 * `PedUnavailable` (from hsm.errors): no PED, link down, busy, timed out, cancelled.
   Not counted (a network failure never costs a login attempt).
 """
@@ -27,7 +27,7 @@ class WrongKeyColor(LoginRefused):
     code = "wrong-colour"
 
 
-class KeysetMismatch(HsmError):
+class WrongKeyset(HsmError):
     code = "keyset-mismatch"
 
 

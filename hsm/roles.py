@@ -9,7 +9,7 @@ from hsm import policy as pol
 from hsm.activation import Activation
 from hsm.crypto import derive_kek, random_key, unwrap, wipe, wrap
 from hsm.enrol import imprint, wrap_role
-from hsm.errors import AlreadyExists, BadRequest, NotInitialised, PolicyError
+from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, PolicyError
 from hsm.logins import LoginService
 from hsm.policy import Role
 from hsm.state import HsmState, Notify
@@ -23,14 +23,14 @@ def parse_role(text: str, allowed: tuple[Role, ...]) -> Role:
         if text.lower() == role.value:
             return role
     names = "|".join(r.value for r in allowed)
-    raise BadRequest(f"role {text!r} is not valid here; use --name {names}")
+    raise InvalidCommand(f"role {text!r} is not valid here; use --name {names}")
 
 
 def new_challenge(challenge: bytes | None) -> tuple[bytes, bool]:
     """The challenge secret given, or a generated one (then shown on the PED: True)."""
     if challenge is not None:
         if not 1 <= len(challenge) <= MAX_CHALLENGE:
-            raise BadRequest(f"a challenge secret has 1-{MAX_CHALLENGE} bytes")
+            raise InvalidCommand(f"a challenge secret has 1-{MAX_CHALLENGE} bytes")
         return challenge, False
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16)).encode(), True
@@ -98,7 +98,7 @@ class RoleCommands:
         role = parse_role(role_name, (Role.PARTITION_SO, Role.CO, Role.CU))
         part = st.partition(name)
         if challenge is not None and role is Role.PARTITION_SO:
-            raise BadRequest("the partition SO has no challenge secret; omit --challenge-file")
+            raise InvalidCommand("the partition SO has no challenge secret; omit --challenge-file")
         # Policy 22: the PED secret is cached the first time the role uses the PED.
         activation = (
             st.partition_policies(part)[pol.POLICY_ACTIVATION] == 1

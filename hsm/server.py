@@ -29,7 +29,7 @@ from hsm import control
 from hsm.clock import TEST_CLOCK_ENV, clock_from_env
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
-from hsm.errors import BadRequest, HsmError
+from hsm.errors import HsmError, InvalidCommand
 from hsm.pedlink import PedRouter
 from hsm.store import Store
 from ped.daemon import ControlError, Progress, serve_control, watch_stop_signals
@@ -63,7 +63,7 @@ class Daemon:
         stored = self.store.get_meta("serial")
         if serial and stored and serial != stored:
             self.store.close()
-            raise BadRequest(
+            raise InvalidCommand(
                 f"this home holds HSM serial {stored}; --serial {serial} cannot change it "
                 "(use another --home for another HSM)"
             )

@@ -32,8 +32,8 @@ from hsm.audit import AuditLog
 from hsm.clock import Clock
 from hsm.crypto import MasterKey, wipe
 from hsm.errors import (
-    BadRequest,
     ConfirmationRequired,
+    InvalidCommand,
     NotFound,
     NotInitialised,
     NotLoggedIn,
@@ -69,7 +69,7 @@ def check_name(kind: str, name: str) -> str:
     """A label, partition name or object label: short, printable, never starting with '#'."""
     ok = string.ascii_letters + string.digits + "-_."
     if not name or len(name) > MAX_LABEL or name[0] == "#" or any(c not in ok for c in name):
-        raise BadRequest(
+        raise InvalidCommand(
             f"{kind} {name!r} is not valid: use 1-{MAX_LABEL} letters, digits, '-', '_' or '.'"
         )
     return name

@@ -29,7 +29,7 @@ from keys.errors import (
     InconsistentShares,
     InvalidSplit,
     KeyImageError,
-    WrongColor,
+    WrongImageColor,
 )
 from keys.fingerprint import keyset_fingerprint
 from keys.image import IMAGE_SIZE, KeyHeader, KeyImage, load_image
@@ -202,7 +202,7 @@ def _read_reused(files: Sequence[Path], color: Color) -> tuple[bytearray, KeyHea
                 raise BlankKey("is a blank key; --reuse needs imprinted keys", image.path)
             if image.color != color:
                 assert image.color is not None
-                raise WrongColor(
+                raise WrongImageColor(
                     f"is a {image.color.label} key, not {color.label}; a reused "
                     "keyset keeps its colour",
                     image.path,

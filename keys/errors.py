@@ -8,8 +8,11 @@ or a PIN.
 `str(error)` is the one line a command-line tool prints: ``FILE: problem; what to do``.
 The ``path`` and ``problem`` attributes are there for programs.
 
-The ``keys`` package stands alone (it imports nothing else of ours), so these errors do
-not derive from ``ped.errors.PedError``; the PED maps them onto its wire errors.
+The ``keys`` package stands alone (it imports nothing else of ours), so `KeyImageError`
+is a root of its own, not a ``ped.errors.PedError``: the one exception to the product's
+single tree.  Translated where: the emulated PED turns them into its operation errors
+(``ped.device.emulated.session``: a key error that ends an operation is DEVICE_ERROR; the
+read flow refuses a presented key and asks again); ``pedkey`` prints them.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class UnsupportedImageVersion(CorruptImage):
 # --- using an image ---------------------------------------------------------------------
 
 
-class WrongColor(KeyImageError):
+class WrongImageColor(KeyImageError):
     """The key is of another colour than the operation needs."""
 
 
@@ -68,7 +71,7 @@ class NotBlank(KeyImageError):
     """An imprinted key was presented where a blank key is needed (it would be lost)."""
 
 
-class NoBlankKey(KeyImageError):
+class TooFewBlankKeys(KeyImageError):
     """Not enough blank keys are available for the operation."""
 
 
@@ -79,7 +82,7 @@ class InvalidSplit(KeyImageError, ValueError):
     """M or N is out of range (1 <= M <= N <= 16) or the secret has the wrong size."""
 
 
-class KeysetMismatch(KeyImageError):
+class ImageKeysetMismatch(KeyImageError):
     """Shares (or a key) of a different keyset than expected were presented."""
 
 

@@ -41,16 +41,16 @@ from keys.atomic import is_temp_name
 from keys.colors import Color
 from keys.errors import (
     BlankKey,
+    ImageKeysetMismatch,
     InconsistentShares,
     InvalidPin,
     KeyImageError,
-    KeysetMismatch,
     MissingImage,
-    NoBlankKey,
     NotBlank,
     RepeatedShare,
+    TooFewBlankKeys,
     TooFewShares,
-    WrongColor,
+    WrongImageColor,
 )
 from keys.fingerprint import keyset_fingerprint
 from keys.image import (
@@ -179,7 +179,7 @@ class Keyring:
     def add_blanks(self, count: int, *, created: int | None = None) -> list[Path]:
         """Create ``count`` new blank key files (the directory is made, 0700, if missing)."""
         if not 1 <= count <= MAX_BLANKS_PER_CALL:
-            raise NoBlankKey(f"count must be 1 to {MAX_BLANKS_PER_CALL} (got {count})")
+            raise TooFewBlankKeys(f"count must be 1 to {MAX_BLANKS_PER_CALL} (got {count})")
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -204,7 +204,7 @@ class Keyring:
     def imprint(self, images: Sequence[KeyImage], *, create: bool = False) -> list[Path]:
         """Write ``images`` on the directory's blank keys (in name order).
 
-        With too few blanks: `NoBlankKey` and nothing written, unless ``create`` is true,
+        With too few blanks: `TooFewBlankKeys` and nothing written, unless ``create`` is true,
         in which case the missing keys are new files.  Returns the paths written, in the
         order of ``images``.
         """
@@ -219,7 +219,7 @@ class Keyring:
             blanks = self.blanks()
             if len(blanks) < len(images):
                 if not create:
-                    raise NoBlankKey(
+                    raise TooFewBlankKeys(
                         f"{len(blanks)} blank key(s) here, {len(images)} needed; add blanks "
                         f"with 'pedkey blank --count {len(images) - len(blanks)} --dir "
                         f"{self.directory}'",
@@ -354,8 +354,8 @@ class ShareCollector:
 
     ``color``: the colour the HSM asked for.  ``keyset_id``: the keyset the HSM expects,
     or None to accept the first key's keyset.  `add` raises, and adds nothing, for a blank
-    (`BlankKey`), a wrong colour (`WrongColor`: not a failed login), another keyset
-    (`KeysetMismatch`), a share already presented or its duplicate (`RepeatedShare`), or a
+    (`BlankKey`), a wrong colour (`WrongImageColor`: not a failed login), another keyset
+    (`ImageKeysetMismatch`), a share already presented or its duplicate (`RepeatedShare`), or a
     key whose M/N/PIN flag disagree with the first (`InconsistentShares`).
     """
 
@@ -400,10 +400,12 @@ class ShareCollector:
             raise BlankKey(f"is a blank key; present a {self.color.label} key", where)
         if h.color != self.color:
             assert h.color is not None
-            raise WrongColor(f"is a {h.color.label} key; present a {self.color.label} key", where)
+            raise WrongImageColor(
+                f"is a {h.color.label} key; present a {self.color.label} key", where
+            )
         keyset = self._first.keyset_id if self._first else self.expected_keyset
         if keyset is not None and h.keyset_id != keyset:
-            raise KeysetMismatch(
+            raise ImageKeysetMismatch(
                 f"belongs to keyset {h.keyset_hex}, not the expected {keyset.hex()}; present "
                 "a key of the right keyset",
                 where,

@@ -39,9 +39,9 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from keys.errors import (
+    ImageKeysetMismatch,
     InconsistentShares,
     InvalidSplit,
-    KeysetMismatch,
     RepeatedShare,
     TooFewShares,
 )
@@ -189,7 +189,7 @@ def check_shares(shares: Sequence[Share]) -> None:
     seen: dict[int, Share] = {}
     for share in shares:
         if not hmac.compare_digest(share.keyset_id, first.keyset_id):
-            raise KeysetMismatch(
+            raise ImageKeysetMismatch(
                 f"belongs to keyset {share.keyset_id.hex()}, not {first.keyset_id.hex()} "
                 f"like {_name(first)}; present keys of one keyset only",
                 share.origin,

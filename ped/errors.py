@@ -1,6 +1,13 @@
-"""Typed errors shared by every layer of Remote PED.
+"""The root of the error tree: `PedError`, and the protocol errors every layer shares.
 
-Two families, as in h11 and wsproto:
+Every exception of the product derives from `PedError` (``keys`` alone has its own root,
+``keys.errors.KeyImageError``: it imports nothing of ours).  Each layer keeps its own
+errors in its own module (``ped.channel.errors``, ``ped.ops.errors``, ``ped.transport``,
+``ped.device.errors``, ``ped.link.errors``, ``ped.tls.errors``, ``hsm.errors``...), whose
+docstring says where they are translated for the layer above; ARCHITECTURE.md ("Errors")
+draws the tree.
+
+Two families of protocol errors, as in h11 and wsproto:
 
 * ``LocalProtocolError``: *we* misused the API (sent a message in the wrong state,
   passed a value out of range).  A bug on our side; never the peer's fault.
@@ -8,11 +15,20 @@ Two families, as in h11 and wsproto:
   oversize frame, an unknown type, a field out of range).  The connection that carried
   it is finished; every other connection carries on.
 
+A `RemoteProtocolError` carries ``close_code``, the `ped.wire.types.CloseCode` a relay
+sends when one ends a link (PROTOCOL_ERROR); the other families that a relay can meet
+say theirs too (``ped.transport``, ``ped.device.errors``, ``ped.link.errors``), and
+``ped.link.errors.close_code_for`` is the one place a relay reads them.
+
 Messages name what was wrong and what to do.  They never contain secret material:
 callers pass lengths, type numbers and field names, never payload bytes.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
+
+from ped.wire.types import CloseCode
 
 
 class PedError(Exception):
@@ -25,6 +41,9 @@ class LocalProtocolError(PedError):
 
 class RemoteProtocolError(PedError):
     """The peer sent something the protocol does not allow."""
+
+    #: What a relay tells the peer when this ends a link.
+    close_code: ClassVar[CloseCode] = CloseCode.PROTOCOL_ERROR
 
 
 class FrameError(RemoteProtocolError):

@@ -11,20 +11,28 @@ HSM side calls `begin_operation`; a PED that is busy with another HSM raises `Pe
 (after waiting up to *wait* seconds for it to free up).  `end_operation` releases it.
 For a remote PED this lock is held by pedserver, which sees only that an operation
 starts and ends, never what it is.
+
+`TransportError` and its kinds are the path's errors, whoever raises them: always
+retriable (a subclass never says otherwise), never a counted failed login.  A relay that
+meets one tells its peer DEVICE_GONE (``close_code``); the HSM maps them in
+``hsm.apiport``.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from ped.errors import PedError
 from ped.wire.framing import Frame
+from ped.wire.types import CloseCode
 
 
 class TransportError(PedError):
     """The path to the PED failed.  Retriable: never a counted failed login."""
 
     retriable = True
+    #: What pedserver tells the HSM's link when the path to its PED fails.
+    close_code: ClassVar[CloseCode] = CloseCode.DEVICE_GONE
 
 
 class TransportClosed(TransportError):

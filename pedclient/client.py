@@ -39,7 +39,6 @@ from ped.link.connection import Hop, LinkConnection, Side
 from ped.link.errors import LinkClosed
 from ped.link.messages import (
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -50,8 +49,9 @@ from ped.link.messages import (
     fit_text,
 )
 from ped.link.stream import LinkStream
+from ped.wire.types import CloseCode
 from pedclient.dial import Dialer, DialError, tcp_dialer
-from pedclient.links import ClientLink, LinkActivity
+from pedclient.links import ClientLink, ClientLinkActivity
 from pedclient.relay import LinkRelay
 from pedclient.settings import Settings
 
@@ -253,7 +253,7 @@ class PedClient(DaemonSkeleton[ClientLink]):
         record.idle_timeout = welcome.idle_timeout
         result = ConnectResult(ConnectCode.OK, f"connected to {record.target}", welcome.version,
                                welcome.idle_timeout, welcome.server_name, welcome.device)
-        record.doing = LinkActivity.IDLE
+        record.doing = ClientLinkActivity.IDLE
         try:
             await hsm.send(result)
         except LinkClosed:

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ped.errors import PedError
 from ped.link.messages import ConnectCode, ConnectRequest
 
 
-class DialError(Exception):
+class DialError(PedError):
     """The way to pedserver could not be opened: a `ConnectCode` and a sentence."""
 
     def __init__(self, code: ConnectCode, text: str) -> None:

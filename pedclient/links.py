@@ -12,7 +12,7 @@ from ped.link.stream import LinkStream
 
 
 @enum.unique
-class LinkActivity(enum.Enum):
+class ClientLinkActivity(enum.Enum):
     """What an HSM's link is doing (``mode show`` prints `describe`)."""
 
     CONNECTING = "connecting"
@@ -35,7 +35,7 @@ class ClientLink:
     server: LinkStream | None = None
     server_name: str = ""
     opened: float = attrs.field(factory=time.time)
-    doing: LinkActivity = LinkActivity.CONNECTING
+    doing: ClientLinkActivity = ClientLinkActivity.CONNECTING
     ops: int = 0
     idle_timeout: int = 0
     keepalive_interval: int = 30

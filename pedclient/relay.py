@@ -17,11 +17,10 @@ import trio
 
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, LinkState
-from ped.link.errors import LinkClosed, describe_close
+from ped.link.errors import LinkClosed, close_code_for, describe_close
 from ped.link.messages import (
     Busy,
     Close,
-    CloseCode,
     EndToEnd,
     Keepalive,
     KeepaliveAck,
@@ -30,7 +29,8 @@ from ped.link.messages import (
     OpGranted,
     fit_text,
 )
-from pedclient.links import ClientLink, LinkActivity
+from ped.wire.types import CloseCode
+from pedclient.links import ClientLink, ClientLinkActivity
 
 
 class LinkRelay:
@@ -55,14 +55,13 @@ class LinkRelay:
                     event = await hsm.receive()
                 except RemoteProtocolError as exc:
                     record.end_reason = f"the HSM broke the protocol ({exc})"
-                    await hsm.send_close_quietly(
-                        Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
+                    await hsm.send_close_quietly(Close(close_code_for(exc), fit_text(str(exc))))
                     return
                 if isinstance(event, OpBegin):
-                    record.doing = LinkActivity.WAITING_FOR_PED
+                    record.doing = ClientLinkActivity.WAITING_FOR_PED
                     await server.send(event)
                 elif isinstance(event, OpEnd):
-                    record.doing = LinkActivity.IDLE
+                    record.doing = ClientLinkActivity.IDLE
                     await server.send(event)
                 elif isinstance(event, EndToEnd):
                     await server.send(event)
@@ -79,10 +78,10 @@ class LinkRelay:
             # pedserver closed the link while the HSM's frame was on its way: the other
             # relay task forwards pedserver's Close to the HSM and ends the link.
             await trio.sleep_forever()
-        except LinkClosed:
+        except LinkClosed as exc:
             record.end_reason = record.end_reason or "lost the connection to pedserver"
             await hsm.send_close_quietly(Close(
-                CloseCode.SERVER_GONE,
+                close_code_for(exc),
                 f"the connection to pedserver at {record.target} was lost; retry"))
         finally:
             scope.cancel()
@@ -98,10 +97,9 @@ class LinkRelay:
                         event = await server.receive()
                 except RemoteProtocolError as exc:
                     record.end_reason = f"pedserver broke the protocol ({exc})"
-                    await server.send_close_quietly(
-                        Close(CloseCode.PROTOCOL_ERROR, fit_text(str(exc))))
+                    await server.send_close_quietly(Close(close_code_for(exc), fit_text(str(exc))))
                     await hsm.send_close_quietly(Close(
-                        CloseCode.PROTOCOL_ERROR,
+                        close_code_for(exc),
                         f"pedserver at {record.target} sent an invalid frame; retry"))
                     return
                 if timer.cancelled_caught:
@@ -120,9 +118,9 @@ class LinkRelay:
                 elif isinstance(event, OpGranted | Busy):
                     if isinstance(event, OpGranted):
                         record.ops += 1
-                        record.doing = LinkActivity.OPERATING
+                        record.doing = ClientLinkActivity.OPERATING
                     else:
-                        record.doing = LinkActivity.IDLE
+                        record.doing = ClientLinkActivity.IDLE
                     try:
                         await hsm.send(event)
                     except LocalProtocolError:

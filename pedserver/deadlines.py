@@ -24,7 +24,8 @@ from typing import Any
 
 import trio
 
-from ped.link.messages import CloseCode, Keepalive
+from ped.link.messages import Keepalive
+from ped.wire.types import CloseCode
 from pedserver.links import LinkActivity, LinkRecord
 from pedserver.settings import Settings
 

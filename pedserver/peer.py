@@ -52,7 +52,6 @@ import trio
 
 from ped.daemon.control import ControlError, Progress
 from ped.link.handoff import HandoffStream, enable_tcp_keepalive
-from ped.link.messages import CloseCode
 from ped.tls import (
     Identity,
     PeerRejected,
@@ -65,6 +64,7 @@ from ped.tls import (
     peer_fingerprint,
 )
 from ped.tls.errors import CertificateError
+from ped.wire.types import CloseCode
 from pedserver.appliances import ApplianceLink, ApplianceState, format_address, link_peer
 
 if TYPE_CHECKING:

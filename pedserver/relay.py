@@ -34,11 +34,10 @@ from ped.device import DeviceGone
 from ped.device.errors import DeviceError
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost
-from ped.link.errors import LinkClosed
+from ped.link.errors import LinkClosed, close_code_for
 from ped.link.messages import (
     Busy,
     Close,
-    CloseCode,
     EndToEnd,
     Keepalive,
     KeepaliveAck,
@@ -49,7 +48,7 @@ from ped.link.messages import (
 )
 from ped.transport import FrameTransport, PedBusy, TransportClosed
 from ped.wire.framing import Frame
-from ped.wire.types import E2EType
+from ped.wire.types import CloseCode, E2EType
 from pedserver.deadlines import LinkDeadlines
 from pedserver.device import DeviceWatch
 from pedserver.links import ChannelSeen, LinkActivity, LinkRecord
@@ -117,7 +116,7 @@ class LinkRelay:
                 event = await link.receive()
             except RemoteProtocolError as exc:
                 log.warning("link %d: protocol error from %s: %s", record.id, record.peer, exc)
-                await self.close_link(record, CloseCode.PROTOCOL_ERROR, str(exc))
+                await self.close_link(record, close_code_for(exc), str(exc))
                 return
             record.last_heard = trio.current_time()
             if isinstance(event, Keepalive):
@@ -157,9 +156,9 @@ class LinkRelay:
                     return False
                 try:
                     await session.begin_operation(wait=float(self.settings.max_op_wait))
-                except PedBusy:
+                except PedBusy as exc:
                     await self.close_link(
-                        record, CloseCode.DEVICE_GONE,
+                        record, close_code_for(exc),
                         "the PED ended the session and is now busy; connect again",
                     )
                     return False
@@ -360,8 +359,8 @@ class LinkRelay:
     async def _device_failed(self, record: LinkRecord, exc: Exception) -> None:
         if isinstance(exc, DeviceGone) or self.device.info is None:
             self.device.mark_gone(str(exc))
-            code, text = CloseCode.DEVICE_GONE, "the PED went away; check it and connect again"
+            text = "the PED went away; check it and connect again"
         else:
-            code, text = CloseCode.DEVICE_GONE, "the PED closed this session"
+            text = "the PED closed this session"
         log.warning("link %d: %s (%s)", record.id, text, type(exc).__name__)
-        await self.close_link(record, code, text)
+        await self.close_link(record, close_code_for(exc), text)

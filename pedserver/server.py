@@ -38,8 +38,9 @@ from ped.daemon.skeleton import DaemonSkeleton
 from ped.device import PedDriver
 from ped.errors import PedError
 from ped.link.connection import Hop, LinkConnection, Side
-from ped.link.messages import LINK_VERSION_MAX, LINK_VERSION_MIN, Close, CloseCode
+from ped.link.messages import LINK_VERSION_MAX, LINK_VERSION_MIN, Close
 from ped.link.stream import LinkStream
+from ped.wire.types import CloseCode
 from pedserver.admission import Admission
 from pedserver.device import DeviceWatch
 from pedserver.events import EventLog

@@ -2,6 +2,10 @@
 
 None of them ever carries key material, an RPV, a PSK or plaintext: only what failed and
 what to do about it.
+
+Translated where: the PED side answers a failed handshake with a HANDSHAKE_REFUSED frame
+(``ped.ops.ped_side``); the HSM side raises these to the caller of ``ped.hsm_api``
+unchanged, and the HSM maps them in one place, ``hsm.apiport.map_error``.
 """
 
 from __future__ import annotations

@@ -39,15 +39,14 @@ that arrived behind it (the hot path of every login; docs/protocol/device.md).
 from __future__ import annotations
 
 import enum
-from typing import Final
 
 from ped.device.messages import (
     DEVICE_TYPES,
+    ConnectionRole,
     DeviceErrorMessage,
     DeviceMessage,
     Hello,
     Info,
-    Role,
     SessionClose,
     SessionData,
     SessionOpen,
@@ -56,17 +55,7 @@ from ped.device.messages import (
     encode_message,
 )
 from ped.errors import LocalProtocolError, RemoteProtocolError
-from ped.wire.framing import FrameDecoder
-
-
-class NeedData(enum.Enum):
-    """The type of `NEED_DATA`."""
-
-    NEED_DATA = "need-data"
-
-
-#: What `next_event` gives when no whole frame is buffered: feed it more bytes first.
-NEED_DATA: Final = NeedData.NEED_DATA
+from ped.wire.framing import NEED_DATA, FrameDecoder, NeedData
 
 
 class ConnState(enum.Enum):
@@ -83,14 +72,14 @@ class Direction(enum.Enum):
     RECV = "recv"
 
 
-_H, _D = Role.HOST, Role.DEVICE
+_H, _D = ConnectionRole.HOST, ConnectionRole.DEVICE
 _SEND, _RECV = Direction.SEND, Direction.RECV
 _AWAIT_HELLO, _AWAIT_INFO = ConnState.AWAITING_HELLO, ConnState.AWAITING_INFO
 _READY, _CLOSED = ConnState.READY, ConnState.CLOSED
 
 #: (our role, state, direction, message class) -> next state.  A message without a row
 #: is allowed only while READY, under the session rules of `DeviceConnection._check`.
-TRANSITIONS: dict[tuple[Role, ConnState, Direction, type[DeviceMessage]], ConnState] = {
+TRANSITIONS: dict[tuple[ConnectionRole, ConnState, Direction, type[DeviceMessage]], ConnState] = {
     (_H, _AWAIT_HELLO, _SEND, Hello): _AWAIT_INFO,
     (_H, _AWAIT_INFO, _RECV, Info): _READY,
     (_H, _AWAIT_INFO, _RECV, DeviceErrorMessage): _CLOSED,
@@ -102,13 +91,13 @@ TRANSITIONS: dict[tuple[Role, ConnState, Direction, type[DeviceMessage]], ConnSt
     (_D, _READY, _RECV, Hello): _AWAIT_HELLO,
 }
 
-_PEER = {Role.HOST: Role.DEVICE, Role.DEVICE: Role.HOST}
+_PEER = {ConnectionRole.HOST: ConnectionRole.DEVICE, ConnectionRole.DEVICE: ConnectionRole.HOST}
 
 
 class DeviceConnection:
     """Sans-IO device transport for one side (see the module docstring)."""
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: ConnectionRole) -> None:
         self.role = role
         self.state = ConnState.AWAITING_HELLO
         #: Sessions open on both sides (host: after SESSION_OPENED; device: after sending it).
@@ -157,7 +146,7 @@ class DeviceConnection:
 
     def _parse_next(self) -> DeviceMessage | NeedData:
         frame = self._decoder.next_frame()
-        if frame is None:
+        if frame is NEED_DATA:
             return NEED_DATA
         message = decode_message(frame)
         self._apply(message, self._check(message, _RECV, RemoteProtocolError))

@@ -40,7 +40,7 @@ from typing import TypeVar
 import trio
 
 from ped.device.base import DeviceInfo, PedDriver
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.errors import (
     DeviceGone,
     DeviceNotFound,
@@ -48,7 +48,7 @@ from ped.device.errors import (
     TransportClosed,
 )
 from ped.device.messages import (
-    CloseReason,
+    ConnectionRole,
     DeviceErrorMessage,
     DeviceEvent,
     DeviceMessage,
@@ -56,8 +56,8 @@ from ped.device.messages import (
     Info,
     Ping,
     Pong,
-    Role,
     SessionClose,
+    SessionCloseReason,
     SessionData,
     SessionOpen,
     SessionOpened,
@@ -65,7 +65,7 @@ from ped.device.messages import (
 from ped.device.ped_lock import PedLock
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.transport import FrameTransport
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from ped.wire.types import E2E_RANGE
 
 #: How long the device has to answer HELLO, SESSION_OPEN or PING.
@@ -123,7 +123,7 @@ class StreamPedDriver(PedDriver):
             await self._drop_stream("reopening")
             stream = await self._connect()
             self._stream = stream
-            self._conn = DeviceConnection(Role.HOST)
+            self._conn = DeviceConnection(ConnectionRole.HOST)
             self._more_buffered = False
             self._gone_reason = None
             self._generation += 1
@@ -186,7 +186,9 @@ class StreamPedDriver(PedDriver):
         for session in list(self._sessions.values()):
             if self._stream is not None and self._gone_reason is None and session.opened:
                 with trio.move_on_after(1), _best_effort():
-                    await self._send(SessionClose(session.id, CloseReason.NORMAL, "host closing"))
+                    await self._send(
+                        SessionClose(session.id, SessionCloseReason.NORMAL, "host closing")
+                    )
             session._mark_closed("driver closed")
         self._sessions.clear()
         await self._drop_stream("closed")
@@ -413,7 +415,7 @@ class DriverSession(FrameTransport):
         driver._sessions.pop(self.id, None)
         if driver._generation == self._generation and driver._gone_reason is None:
             with trio.CancelScope(shield=True), trio.move_on_after(1), _best_effort():
-                await driver._send(SessionClose(self.id, CloseReason.NORMAL, "host closed"))
+                await driver._send(SessionClose(self.id, SessionCloseReason.NORMAL, "host closed"))
 
 
 __all__ = ["DriverSession", "StreamPedDriver"]

@@ -46,7 +46,7 @@ class DeviceType(enum.IntEnum):
     PONG = 0x39
 
 
-class CloseReason(enum.IntEnum):
+class SessionCloseReason(enum.IntEnum):
     NORMAL = 0  # the side that sends it is done with the session
     TOO_MANY_SESSIONS = 1  # the device cannot open another one
     PROTOCOL_ERROR = 2  # a frame of this session was refused
@@ -65,14 +65,14 @@ class EventKind(enum.IntEnum):
     DEVICE_STATE = 8  # detail: idle | local | remote | unplugging ...
 
 
-class ErrorCode(enum.IntEnum):
+class DeviceErrorCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 1
     PROTOCOL_ERROR = 2
     BUSY = 3  # the device already serves another host
     INTERNAL = 4
 
 
-class Role(enum.Enum):
+class ConnectionRole(enum.Enum):
     HOST = "host"
     DEVICE = "device"
 
@@ -98,7 +98,7 @@ def _printable(text: str, field: str, limit: int) -> str:
 @attrs.frozen
 class Hello:
     TYPE: ClassVar[int] = DeviceType.HELLO
-    SENDER: ClassVar[Role] = Role.HOST
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.HOST
     min_version: int = DEVICE_PROTOCOL_VERSION
     max_version: int = DEVICE_PROTOCOL_VERSION
     host: str = ""
@@ -117,7 +117,7 @@ class Hello:
 @attrs.frozen
 class Info:
     TYPE: ClassVar[int] = DeviceType.INFO
-    SENDER: ClassVar[Role] = Role.DEVICE
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.DEVICE
     version: int
     model: str
     firmware: str
@@ -156,21 +156,21 @@ class _SessionOnly:
 @attrs.frozen
 class SessionOpen(_SessionOnly):
     TYPE: ClassVar[int] = DeviceType.SESSION_OPEN
-    SENDER: ClassVar[Role] = Role.HOST
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.HOST
 
 
 @attrs.frozen
 class SessionOpened(_SessionOnly):
     TYPE: ClassVar[int] = DeviceType.SESSION_OPENED
-    SENDER: ClassVar[Role] = Role.DEVICE
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.DEVICE
 
 
 @attrs.frozen
 class SessionClose:
     TYPE: ClassVar[int] = DeviceType.SESSION_CLOSE
-    SENDER: ClassVar[Role | None] = None  # either side
+    SENDER: ClassVar[ConnectionRole | None] = None  # either side
     session: int
-    reason: CloseReason = CloseReason.NORMAL
+    reason: SessionCloseReason = SessionCloseReason.NORMAL
     detail: str = ""
 
     def payload(self) -> bytes:
@@ -180,8 +180,8 @@ class SessionClose:
     @classmethod
     def parse(cls, r: Reader) -> SessionClose:
         session = r.u32("session id", low=1)
-        reason = r.u8("close reason", high=max(CloseReason))
-        return cls(session, CloseReason(reason), r.text16("close detail", max_len=MAX_TEXT))
+        reason = r.u8("close reason", high=max(SessionCloseReason))
+        return cls(session, SessionCloseReason(reason), r.text16("close detail", max_len=MAX_TEXT))
 
 
 @attrs.frozen(repr=False)
@@ -189,7 +189,7 @@ class SessionData:
     """One end-to-end frame of one session (opaque to the host)."""
 
     TYPE: ClassVar[int] = DeviceType.SESSION_DATA
-    SENDER: ClassVar[Role | None] = None
+    SENDER: ClassVar[ConnectionRole | None] = None
     session: int
     frame: Frame
 
@@ -215,7 +215,7 @@ class DeviceEvent:
     """Non-secret metadata of what the PED did, for the host's log."""
 
     TYPE: ClassVar[int] = DeviceType.DEVICE_EVENT
-    SENDER: ClassVar[Role] = Role.DEVICE
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.DEVICE
     session: int  # 0 = not about one session
     kind: EventKind
     color: int = 0  # keys.colors.Color code, 0 = none
@@ -275,8 +275,8 @@ def _color_word(code: int) -> str:
 @attrs.frozen
 class DeviceErrorMessage:
     TYPE: ClassVar[int] = DeviceType.DEVICE_ERROR
-    SENDER: ClassVar[Role] = Role.DEVICE
-    code: ErrorCode
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.DEVICE
+    code: DeviceErrorCode
     detail: str = ""
 
     def payload(self) -> bytes:
@@ -285,14 +285,14 @@ class DeviceErrorMessage:
 
     @classmethod
     def parse(cls, r: Reader) -> DeviceErrorMessage:
-        code = r.u8("error code", low=min(ErrorCode), high=max(ErrorCode))
-        return cls(ErrorCode(code), r.text16("error detail", max_len=MAX_TEXT))
+        code = r.u8("error code", low=min(DeviceErrorCode), high=max(DeviceErrorCode))
+        return cls(DeviceErrorCode(code), r.text16("error detail", max_len=MAX_TEXT))
 
 
 @attrs.frozen
 class Ping:
     TYPE: ClassVar[int] = DeviceType.PING
-    SENDER: ClassVar[Role] = Role.HOST
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.HOST
     nonce: int
 
     def payload(self) -> bytes:
@@ -306,7 +306,7 @@ class Ping:
 @attrs.frozen
 class Pong(Ping):
     TYPE: ClassVar[int] = DeviceType.PONG
-    SENDER: ClassVar[Role] = Role.DEVICE
+    SENDER: ClassVar[ConnectionRole] = ConnectionRole.DEVICE
 
 
 DeviceMessage = (

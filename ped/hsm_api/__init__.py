@@ -29,11 +29,14 @@ What is here (``__all__``):
     `RefuseReason`), both `HandshakeFailed`;
   - an operation: `OperationError` (``code`` an `ErrorCode`, ``retriable``) and its kinds
     `WrongColor`, `KeysetMismatch`, `KeyTimeout`, `OperationCancelled`, `NoBlankKey`,
-    `DeviceError`, `BadRequest`, `Unsupported`, `OperationTimeout`;
+    `PedFault`, `BadRequest`, `Unsupported`, `OperationTimeout`;
   - the path: `TransportError` (retriable, never a counted failed login) and its kinds
-    `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectFailed`, `LinkClosed` (``code``
-    a `ConnectCode` / `CloseCode`), `DeviceGone`; a cabled PED's driver: `BadDeviceUri`,
-    `DeviceNotFound`, `DeviceAccessDenied`, `DeviceNotOpen`;
+    `TransportClosed`, `PedBusy`, `SessionBroken`, `ConnectUnavailable`, `LinkClosed`
+    (``code`` a `ConnectCode` / `CloseCode`), `DeviceGone`; `ConnectFailed` (what
+    `connect_via_pedclient` raises) is a `ConnectUnavailable` or a `ConnectRejected`, the
+    latter not retriable and not a `TransportError` (a bad request, an incompatible
+    pedserver); a cabled PED's driver: `BadDeviceUri`, `DeviceNotFound`,
+    `DeviceAccessDenied`, `DeviceNotOpen`;
   - misuse and misbehaviour: `LocalProtocolError` (a bad argument or call: a bug on the
     HSM side), `RemoteProtocolError` (the peer sent something invalid; the session is
     finished), of which `DecryptFailed` (a sealed frame did not authenticate).
@@ -64,12 +67,11 @@ from ped.hsm_api.limits import (
     MAX_KEY_TIMEOUT,
 )
 from ped.hsm_api.session import PedSession, SessionBroken, open_ped_session
-from ped.link.errors import ConnectFailed, LinkClosed
+from ped.link.errors import ConnectFailed, ConnectRejected, ConnectUnavailable, LinkClosed
 from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default_pedclient_socket
-from ped.link.messages import DEFAULT_PORT, CloseCode, ConnectCode
+from ped.link.messages import DEFAULT_PORT, ConnectCode
 from ped.ops.errors import (
     BadRequest,
-    DeviceError,
     ErrorCode,
     KeysetMismatch,
     KeyTimeout,
@@ -77,12 +79,14 @@ from ped.ops.errors import (
     OperationCancelled,
     OperationError,
     OperationTimeout,
+    PedFault,
     Unsupported,
     WrongColor,
 )
 from ped.ops.messages import ImprintResult, Notice, NoticeKind, ReadResult
 from ped.transport import FrameTransport, PedBusy, TransportClosed, TransportError
 from ped.wire.framing import Frame
+from ped.wire.types import CloseCode
 
 __all__ = [
     "DEFAULT_BUSY_WAIT",
@@ -99,9 +103,10 @@ __all__ = [
     "Color",
     "ConnectCode",
     "ConnectFailed",
+    "ConnectRejected",
+    "ConnectUnavailable",
     "DecryptFailed",
     "DeviceAccessDenied",
-    "DeviceError",
     "DeviceGone",
     "DeviceInfo",
     "DeviceNotFound",
@@ -125,6 +130,7 @@ __all__ = [
     "PedBusy",
     "PedDriver",
     "PedError",
+    "PedFault",
     "PedInfo",
     "PedSession",
     "PedclientTransport",

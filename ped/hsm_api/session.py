@@ -48,7 +48,7 @@ from ped.hsm_api.limits import (
 )
 from ped.ops import events as ev
 from ped.ops.errors import OperationError, OperationTimeout
-from ped.ops.hsm_side import HsmSideSession, HsmState
+from ped.ops.hsm_side import HsmSideSession, HsmSideState
 from ped.ops.messages import CloseReason, ImprintResult, Notice, ReadResult, ShowDone
 from ped.transport import FrameTransport, TransportClosed, TransportError
 from ped.wire.framing import Frame
@@ -107,7 +107,7 @@ class PedSession:
     @property
     def usable(self) -> bool:
         """False once the session is closed or broken: open a new one then."""
-        return not self._closed and self._broken is None and self._hsm.state is HsmState.READY
+        return not self._closed and self._broken is None and self._hsm.state is HsmSideState.READY
 
     # ---- public operations ---------------------------------------------------------
 
@@ -200,7 +200,7 @@ class PedSession:
         self._closed = True
         try:
             with _shielded_for(self._cancel_grace):
-                if self._broken is None and self._hsm.state is HsmState.READY:
+                if self._broken is None and self._hsm.state is HsmSideState.READY:
                     async with self._send_lock:
                         frame = self._hsm.close(CloseReason.NORMAL)
                         if frame is not None:
@@ -224,9 +224,9 @@ class PedSession:
             raise LocalProtocolError("this PED session is closed; open a new one")
         if self._broken is not None:
             raise SessionBroken(f"this PED session is unusable ({self._broken}); open a new one")
-        if self._hsm.state is HsmState.CLOSED:
+        if self._hsm.state is HsmSideState.CLOSED:
             raise TransportClosed("the PED closed this session; open a new one")
-        if self._hsm.state is not HsmState.READY:
+        if self._hsm.state is not HsmSideState.READY:
             raise SessionBroken(
                 f"this PED session is unusable (state {self._hsm.state.value}); open a new one"
             )
@@ -275,7 +275,7 @@ class PedSession:
             await self._abandon()
             raise
         except PedError:
-            if self._hsm.state in (HsmState.FAILED, HsmState.CLOSED):
+            if self._hsm.state in (HsmSideState.FAILED, HsmSideState.CLOSED):
                 self._broken = self._broken or "the channel failed"
             raise
 
@@ -312,7 +312,7 @@ class PedSession:
                         frame = self._hsm.cancel()
                         if frame is not None:
                             await self._transport.send(frame)
-                    while self._hsm.state is HsmState.AWAITING:
+                    while self._hsm.state is HsmSideState.AWAITING:
                         try:
                             result = await self._await_final()
                         except OperationError:

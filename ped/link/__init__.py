@@ -20,7 +20,13 @@ from ped.link.connection import (
     negotiate_version,
     shorter_idle,
 )
-from ped.link.errors import ConnectFailed, LinkClosed, describe_close
+from ped.link.errors import (
+    ConnectFailed,
+    ConnectRejected,
+    ConnectUnavailable,
+    LinkClosed,
+    describe_close,
+)
 from ped.link.hsm_side import (
     PEDCLIENT_SOCKET_NAME,
     PedclientTransport,
@@ -34,7 +40,6 @@ from ped.link.messages import (
     LINK_VERSION_MIN,
     Busy,
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -55,6 +60,7 @@ from ped.link.messages import (
     encode,
 )
 from ped.link.stream import LinkStream
+from ped.wire.types import CloseCode
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -69,8 +75,10 @@ __all__ = [
     "CloseCode",
     "ConnectCode",
     "ConnectFailed",
+    "ConnectRejected",
     "ConnectRequest",
     "ConnectResult",
+    "ConnectUnavailable",
     "ConnectionLost",
     "DeviceSummary",
     "EndToEnd",

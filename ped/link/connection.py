@@ -24,9 +24,9 @@ Once OPEN, both hops carry the same operation protocol and relayed end-to-end fr
 `LinkConnection` tracks both sides' view of the state (as h11 does): ``send(message)``
 checks that *we* may send it (`LocalProtocolError` if not) and returns the bytes;
 ``receive_data(bytes)`` buffers what the peer sent (``b""`` = end of stream) and
-``next_event()`` returns messages, a `ConnectionLost` at end of stream, or None when it
-needs more bytes.  Whatever the peer got wrong is a `RemoteProtocolError` and the
-connection is finished; every other connection carries on.
+``next_event()`` returns messages, a `ConnectionLost` at end of stream, or `NEED_DATA`
+(``ped.wire.framing``) when it needs more bytes.  Whatever the peer got wrong is a
+`RemoteProtocolError` and the connection is finished; every other connection carries on.
 
 The transitions are data (`LINK_TRANSITIONS`, `OP_TRANSITIONS`) so that tests and the
 protocol document can enumerate them.  Version negotiation lives here too: a welcome
@@ -57,7 +57,7 @@ from ped.link.messages import (
     decode,
     encode,
 )
-from ped.wire.framing import MAX_PAYLOAD, FrameDecoder, encode_frame
+from ped.wire.framing import MAX_PAYLOAD, NEED_DATA, FrameDecoder, NeedData, encode_frame
 from ped.wire.types import E2E_RANGE
 
 
@@ -224,21 +224,21 @@ class LinkConnection:
         else:
             self._eof = True
 
-    def next_event(self) -> Message | ConnectionLost | None:
-        """The next message, `ConnectionLost` once at end of stream, or None."""
+    def next_event(self) -> Message | ConnectionLost | NeedData:
+        """The next message, `ConnectionLost` once at end of stream, or `NEED_DATA`."""
         if self._failed is not None:
             raise LocalProtocolError("this link failed; close its connection")
         try:
             while True:
                 frame = self._decoder.next_frame()
-                if frame is None:
+                if frame is NEED_DATA:
                     if self._eof and not self._lost_reported:
                         self._decoder.check_eof()
                         self._lost_reported = True
                         clean = self.close_message is not None
                         self.state = LinkState.CLOSED
                         return ConnectionLost(clean)
-                    return None
+                    return NEED_DATA
                 message = decode(frame)
                 if self._we_closed:
                     # The peer may have sent this before it saw our Close: not an error,

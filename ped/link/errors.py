@@ -1,31 +1,68 @@
 """Errors of the link layer as an HSM (or a relay) sees them.
 
-All are `ped.transport.TransportError`s, hence retriable and never a counted failed
-login: a network or daemon problem is not a wrong key.
+`LinkClosed` and `ConnectUnavailable` are `ped.transport.TransportError`s, hence
+retriable and never a counted failed login: a network or daemon problem is not a wrong
+key.  `ConnectRejected` is not: pedclient will never give that link as asked (a bad
+request, an incompatible pedserver), so retrying as is cannot help.  Both connect errors
+are `ConnectFailed`s, what `connect_via_pedclient` raises.
+
+Translated where: `ped.link.hsm_side` turns what pedclient answers (a `ConnectResult`
+code, a `Close`, a lost socket) into these; the HSM turns them into its own errors in
+one place, ``hsm.apiport.map_error``.  A relay never raises them to a peer: it sends the
+`Close` code `close_code_for` gives.
 """
 
 from __future__ import annotations
 
-from ped.link.messages import RETRIABLE_CONNECT_CODES, CloseCode, ConnectCode
+from typing import ClassVar
+
+from ped.errors import PedError
+from ped.link.messages import RETRIABLE_CONNECT_CODES, ConnectCode
 from ped.transport import TransportClosed, TransportError
+from ped.wire.types import CloseCode
 
 
-class ConnectFailed(TransportError):
+class ConnectFailed(PedError):
     """pedclient could not (or would not) give us a link; the message says what to check.
 
     *code* is the `ConnectCode` pedclient answered, or None when pedclient itself could
-    not be reached.  ``retriable`` is False only for requests that can never succeed as
-    they are (a bad request, an incompatible pedserver).
+    not be reached.  Always one of the two kinds below, which say whether a retry may
+    succeed (``retriable``).
     """
+
+    retriable: bool
 
     def __init__(self, message: str, code: ConnectCode | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.retriable = code is None or code in RETRIABLE_CONNECT_CODES
+
+
+class ConnectUnavailable(ConnectFailed, TransportError):
+    """No link now (network, daemon state, a busy or absent peer): retry later."""
+
+    retriable = True
+
+
+class ConnectRejected(ConnectFailed):
+    """The request can never succeed as it is (a bad request, an incompatible pedserver)."""
+
+    retriable = False
+
+
+def connect_failure(message: str, code: ConnectCode | None = None) -> ConnectFailed:
+    """The `ConnectFailed` kind for what pedclient answered (*code*, None if unreached)."""
+    if code is None or code in RETRIABLE_CONNECT_CODES:
+        return ConnectUnavailable(message, code)
+    return ConnectRejected(message, code)
 
 
 class LinkClosed(TransportClosed):
-    """The link ended: *code* is the peer's `CloseCode` when it said one, else None."""
+    """The link ended: *code* is the peer's `CloseCode` when it said one, else None.
+
+    Met by pedclient on its link to pedserver, it tells the HSM SERVER_GONE.
+    """
+
+    close_code: ClassVar[CloseCode] = CloseCode.SERVER_GONE
 
     def __init__(self, message: str, code: CloseCode | None = None) -> None:
         super().__init__(message)
@@ -48,3 +85,15 @@ CLOSE_ADVICE: dict[CloseCode, str] = {
 def describe_close(code: CloseCode, text: str) -> str:
     advice = CLOSE_ADVICE.get(code, "the link was closed")
     return f"{advice} ({text})" if text else advice
+
+
+def close_code_for(error: BaseException) -> CloseCode:
+    """The `CloseCode` a relay sends when *error* ends a link: the error's ``close_code``.
+
+    The errors a relay can meet say theirs: a `RemoteProtocolError` PROTOCOL_ERROR, a
+    failed path to the PED (a `TransportError`, a ``ped.device`` `DeviceError`)
+    DEVICE_GONE, pedclient's lost link to pedserver (`LinkClosed`) SERVER_GONE.  Any
+    other error is a protocol error as far as the peer can be told.
+    """
+    code = getattr(error, "close_code", None)
+    return code if isinstance(code, CloseCode) else CloseCode.PROTOCOL_ERROR

@@ -5,10 +5,12 @@ An HSM on the HSM host connects to pedclient's local endpoint (a Unix socket), a
 `PedclientTransport`: begin/end an operation (pedserver holds the PED's lock), send and
 receive end-to-end frames.  Nothing here sees inside those frames.
 
-Errors (all retriable `TransportError`s, never a counted failed login):
+Errors (never a counted failed login):
 
 * `ConnectFailed`: pedclient not running, pedserver refused/unreachable/timed out...;
-  the message says what to check.
+  the message says what to check.  A `ConnectUnavailable` is retriable (a
+  `TransportError`); a `ConnectRejected` (a bad request, an incompatible pedserver) is
+  not, and is the one error here that is not a `TransportError`.
 * `PedBusy`: the PED serves another HSM's operation (the message names the holder).
 * `LinkClosed`: pedclient or pedserver went away, the link idled out, the PED left.
 
@@ -32,14 +34,13 @@ import trio
 
 from ped.errors import LocalProtocolError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, LinkState, OpState, Side
-from ped.link.errors import ConnectFailed, LinkClosed, describe_close
+from ped.link.errors import ConnectUnavailable, LinkClosed, connect_failure, describe_close
 from ped.link.messages import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
     MAX_OP_WAIT_MS,
     Busy,
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -51,7 +52,7 @@ from ped.link.messages import (
 from ped.link.stream import LinkStream
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
-from ped.wire.types import E2E_RANGE
+from ped.wire.types import E2E_RANGE, CloseCode
 
 #: How long we wait for pedserver's answer to OpBegin beyond the wait we asked for.
 ANSWER_MARGIN = 30.0
@@ -367,16 +368,16 @@ async def connect_via_pedclient(
     try:
         stream = await trio.open_unix_socket(path)
     except (FileNotFoundError, ConnectionRefusedError):
-        raise ConnectFailed(
+        raise ConnectUnavailable(
             f"pedclient is not running on this host (nothing answers on {path}); "
             "start it with `pedclient mode start`, or check its --home"
         ) from None
     except PermissionError:
-        raise ConnectFailed(
+        raise ConnectUnavailable(
             f"no permission to use pedclient's socket {path}; run as the user who owns it"
         ) from None
     except OSError as exc:
-        raise ConnectFailed(f"cannot reach pedclient at {path}: {exc.strerror}") from None
+        raise ConnectUnavailable(f"cannot reach pedclient at {path}: {exc.strerror}") from None
     link = LinkStream(stream, LinkConnection(Hop.LOCAL, Side.INITIATOR))
     try:
         with trio.fail_after(timeout + 5.0):
@@ -384,13 +385,15 @@ async def connect_via_pedclient(
             event = await link.receive()
     except trio.TooSlowError:
         await link.aclose()
-        raise ConnectFailed(
+        raise ConnectUnavailable(
             f"pedclient did not answer within {timeout + 5:g} s while connecting to {target}",
             ConnectCode.TIMEOUT,
         ) from None
     except (LinkClosed, RemoteProtocolError) as exc:
         await link.aclose()
-        raise ConnectFailed(f"pedclient broke off while connecting to {target}: {exc}") from None
+        raise ConnectUnavailable(
+            f"pedclient broke off while connecting to {target}: {exc}"
+        ) from None
     except BaseException:
         await link.aclose()
         raise
@@ -398,10 +401,10 @@ async def connect_via_pedclient(
         if event.ok:
             return PedclientTransport(link, event, target)
         await link.aclose()
-        raise ConnectFailed(event.text or f"pedclient could not connect to {target}", event.code)
+        raise connect_failure(event.text or f"pedclient could not connect to {target}", event.code)
     await link.aclose()
     if isinstance(event, Close):
-        raise ConnectFailed(
+        raise ConnectUnavailable(
             f"pedclient closed the request: {describe_close(event.code, event.text)}"
         )
-    raise ConnectFailed(f"pedclient closed the connection while connecting to {target}")
+    raise ConnectUnavailable(f"pedclient closed the connection while connecting to {target}")

@@ -21,7 +21,7 @@ import attrs
 from ped.errors import FieldOutOfRange, LocalProtocolError, UnknownFrameType
 from ped.wire.codec import Reader, Writer
 from ped.wire.framing import Frame
-from ped.wire.types import E2E_RANGE
+from ped.wire.types import E2E_RANGE, CloseCode
 
 #: Link protocol versions this code speaks.  A peer whose range does not reach
 #: `LINK_VERSION_MIN` is refused: there is no downgrade below our minimum.
@@ -61,17 +61,6 @@ class RefuseCode(enum.IntEnum):
     TOO_MANY_LINKS = 2  # pedserver is at its link limit
     SHUTTING_DOWN = 3  # pedserver is stopping
     PROTOCOL_ERROR = 4  # the hello was malformed
-
-
-class CloseCode(enum.IntEnum):
-    NORMAL = 0  # the sender is done with the link
-    IDLE_TIMEOUT = 1  # no PED operation for the idle timeout
-    SHUTTING_DOWN = 2  # the sender's daemon is stopping (SIGTERM, mode stop)
-    PROTOCOL_ERROR = 3  # the peer broke the protocol
-    PEER_UNRESPONSIVE = 4  # nothing heard from the peer within the read timeout
-    DEVICE_GONE = 5  # the PED was unplugged or its process ended
-    DEVICE_ABSENT = 6  # no PED is attached to pedserver
-    SERVER_GONE = 7  # (pedclient -> HSM) the connection to pedserver was lost
 
 
 class ConnectCode(enum.IntEnum):

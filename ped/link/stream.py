@@ -20,6 +20,7 @@ from ped.errors import TruncatedFrame
 from ped.link.connection import ConnectionLost, LinkConnection, LinkState
 from ped.link.errors import LinkClosed
 from ped.link.messages import Close, ConnectResult, LinkRefused, Message
+from ped.wire.framing import NEED_DATA
 
 RECEIVE_CHUNK = 16 * 1024
 #: Longest a single frame may take to write before the peer counts as gone.
@@ -71,7 +72,7 @@ class LinkStream:
         """The next event; raises `RemoteProtocolError` for garbage from the peer."""
         while True:
             event = self.connection.next_event()
-            if event is not None:
+            if event is not NEED_DATA:
                 self._frame_started = None
                 return event
             if self.connection.buffered:

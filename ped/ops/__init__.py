@@ -32,7 +32,6 @@ Quick PED-side example (the emulated PED does this in its own I/O loop)::
 from ped.ops import events
 from ped.ops.errors import (
     BadRequest,
-    DeviceError,
     ErrorCode,
     KeysetMismatch,
     KeyTimeout,
@@ -40,20 +39,20 @@ from ped.ops.errors import (
     OperationCancelled,
     OperationError,
     OperationTimeout,
+    PedFault,
     Unsupported,
     WrongColor,
 )
-from ped.ops.hsm_side import HsmSideSession, HsmState
+from ped.ops.hsm_side import HsmSideSession, HsmSideState
 from ped.ops.messages import CloseReason, NoticeKind
 from ped.ops.ped_side import PedSideSession, PedState
 
 __all__ = [
     "BadRequest",
     "CloseReason",
-    "DeviceError",
     "ErrorCode",
     "HsmSideSession",
-    "HsmState",
+    "HsmSideState",
     "KeyTimeout",
     "KeysetMismatch",
     "NoBlankKey",
@@ -61,6 +60,7 @@ __all__ = [
     "OperationCancelled",
     "OperationError",
     "OperationTimeout",
+    "PedFault",
     "PedSideSession",
     "PedState",
     "Unsupported",

@@ -4,6 +4,12 @@ The PED answers a failed operation with an ``OP_ERROR`` message carrying an `Err
 and a short non-secret text; the HSM side turns it into the matching exception below.
 None of these is a counted failed login by itself: the HSM decides what counts (a key of
 the wrong colour does not; a wrong secret, found by the HSM, does).
+
+Translated where: on the PED side into ``OP_ERROR`` codes (the emulated PED does it in
+``ped.device.emulated.session``, which is also where a ``keys`` error that ends an
+operation becomes DEVICE_ERROR); on the HSM side from the wire back into these classes
+by `error_for` (and a refused handshake by ``ped.ops.hsm_side``'s refusal table), raised
+unchanged through ``ped.hsm_api``; the HSM maps them in ``hsm.apiport.map_error``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ class OperationError(PedError):
 
     code: ClassVar[ErrorCode | None] = None
     #: A retry may succeed without anything changing on the HSM (True) or not (False).
-    retriable: ClassVar[bool] = True
+    #: The kinds differ, so each kind says its own (a base never says what a kind denies).
+    retriable: ClassVar[bool]
     default_text: ClassVar[str] = "the PED operation failed"
 
     def __init__(self, detail: str = "", *, op_id: int | None = None) -> None:
@@ -46,31 +53,37 @@ class OperationError(PedError):
 
 class WrongColor(OperationError):
     code = ErrorCode.WRONG_COLOR
+    retriable = True
     default_text = "the key presented on the PED is of the wrong colour; present the right one"
 
 
 class KeysetMismatch(OperationError):
     code = ErrorCode.KEYSET_MISMATCH
+    retriable = True
     default_text = "the key presented on the PED belongs to another keyset than this HSM expects"
 
 
 class KeyTimeout(OperationError):
     code = ErrorCode.KEY_TIMEOUT
+    retriable = True
     default_text = "no PED key was presented in time; attend to the PED and try again"
 
 
 class OperationCancelled(OperationError):
     code = ErrorCode.CANCELLED
+    retriable = True
     default_text = "the PED operation was cancelled"
 
 
 class NoBlankKey(OperationError):
     code = ErrorCode.NO_BLANK_KEY
+    retriable = True
     default_text = "no blank PED key was presented to imprint; insert a blank key"
 
 
-class DeviceError(OperationError):
+class PedFault(OperationError):
     code = ErrorCode.DEVICE_ERROR
+    retriable = True
     default_text = "the PED reported a device or key error"
 
 
@@ -89,6 +102,7 @@ class Unsupported(OperationError):
 class OperationTimeout(OperationError):
     """The whole operation took longer than the HSM's operation timeout (pedo)."""
 
+    retriable = True
     default_text = "the PED operation did not finish within the operation timeout"
 
 
@@ -100,7 +114,7 @@ _BY_CODE: dict[ErrorCode, type[OperationError]] = {
         KeyTimeout,
         OperationCancelled,
         NoBlankKey,
-        DeviceError,
+        PedFault,
         BadRequest,
         Unsupported,
     )

@@ -32,9 +32,9 @@ from ped.channel.secure import SecureChannel
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.ops import events as ev
 from ped.ops.errors import (
-    DeviceError,
     KeyTimeout,
     OperationCancelled,
+    PedFault,
     Unsupported,
     error_for,
 )
@@ -58,7 +58,7 @@ from ped.transport import PedBusy
 from ped.wire.framing import Frame
 
 
-class HsmState(enum.Enum):
+class HsmSideState(enum.Enum):
     IDLE = "idle"
     HANDSHAKING = "handshaking"
     READY = "ready"
@@ -67,8 +67,8 @@ class HsmState(enum.Enum):
     FAILED = "failed"
 
 
-_S = HsmState
-TRANSITIONS: dict[tuple[HsmState, str], HsmState] = {
+_S = HsmSideState
+TRANSITIONS: dict[tuple[HsmSideState, str], HsmSideState] = {
     (_S.IDLE, "start"): _S.HANDSHAKING,
     (_S.HANDSHAKING, "response"): _S.READY,
     (_S.READY, "request"): _S.AWAITING,
@@ -87,7 +87,7 @@ _RESPONSE_FOR: dict[type, type] = {
 _REFUSAL_ERRORS: dict[RefuseReason, type[PedError]] = {
     RefuseReason.CANCELLED: OperationCancelled,
     RefuseReason.KEY_TIMEOUT: KeyTimeout,
-    RefuseReason.DEVICE_ERROR: DeviceError,
+    RefuseReason.DEVICE_ERROR: PedFault,
     RefuseReason.UNSUPPORTED: Unsupported,
 }
 
@@ -118,7 +118,7 @@ class HsmSideSession(SessionBase):
         self.key_timeout_ms = key_timeout_ms
         self._channel: SecureChannel | None = None
         self._next_op_id = first_op_id
-        self.state = HsmState.IDLE
+        self.state = HsmSideState.IDLE
         self.ped_info: PedInfo | None = None
         self.current: ReadSecret | ImprintRequest | ShowMessage | None = None
         self.cancel_sent = False
@@ -126,7 +126,7 @@ class HsmSideSession(SessionBase):
     TRANSITIONS = TRANSITIONS
     SIDE = "HSM"
 
-    def _teardown(self, state: HsmState) -> None:
+    def _teardown(self, state: HsmSideState) -> None:
         self.state = state
         self._wipe()
         self._initiator = None
@@ -149,7 +149,7 @@ class HsmSideSession(SessionBase):
         return self._channel.seal(message.encode())
 
     def _op_id(self) -> int:
-        if self.state is not HsmState.READY:
+        if self.state is not HsmSideState.READY:
             raise LocalProtocolError(
                 f"a new operation needs state ready, not {self.state.value!r} "
                 "(one operation at a time; finish the handshake first)"
@@ -194,7 +194,7 @@ class HsmSideSession(SessionBase):
 
     def cancel(self) -> Frame | None:
         """Sealed CANCEL for the outstanding operation; None if there is none or already sent."""
-        if self.state is not HsmState.AWAITING or self.cancel_sent or self.current is None:
+        if self.state is not HsmSideState.AWAITING or self.cancel_sent or self.current is None:
             return None
         self._advance("cancel", remote=False)
         assert self._channel is not None
@@ -204,27 +204,27 @@ class HsmSideSession(SessionBase):
     def close(self, reason: CloseReason = CloseReason.NORMAL, text: str = "") -> Frame | None:
         """Sealed GOODBYE if a channel is up (send it), then wipe everything."""
         frame = None
-        if self.state in (HsmState.READY, HsmState.AWAITING) and self._channel is not None:
+        if self.state in (HsmSideState.READY, HsmSideState.AWAITING) and self._channel is not None:
             frame = self._channel.seal(Goodbye(reason, text).encode())
-        if self.state not in (HsmState.FAILED,):
-            self._teardown(HsmState.CLOSED)
+        if self.state not in (HsmSideState.FAILED,):
+            self._teardown(HsmSideState.CLOSED)
         return frame
 
     # ---- input -----------------------------------------------------------------------
 
     def receive_frame(self, frame: Frame) -> list[ev.HsmEvent]:
         """Feed one frame from the PED.  Raises typed errors for refusals and garbage."""
-        if self.state in (HsmState.CLOSED, HsmState.FAILED, HsmState.IDLE):
+        if self.state in (HsmSideState.CLOSED, HsmSideState.FAILED, HsmSideState.IDLE):
             raise LocalProtocolError(
                 f"no frame is expected in HSM session state {self.state.value!r}"
             )
         try:
-            if self.state is HsmState.HANDSHAKING:
+            if self.state is HsmSideState.HANDSHAKING:
                 return self._on_handshake(frame)
             assert self._channel is not None
             return self._on_message(decode_message(self._channel.open(frame)))
         except (RemoteProtocolError, ChannelError, PedError):
-            self._teardown(HsmState.FAILED)
+            self._teardown(HsmSideState.FAILED)
             raise
 
     def _on_handshake(self, frame: Frame) -> list[ev.HsmEvent]:
@@ -243,14 +243,14 @@ class HsmSideSession(SessionBase):
     def _on_message(self, message: OpMessage) -> list[ev.HsmEvent]:
         if isinstance(message, Goodbye):
             self._advance("goodbye", remote=True)
-            self._teardown(HsmState.CLOSED)
+            self._teardown(HsmSideState.CLOSED)
             return [ev.PedClosed(message.reason, message.text)]
         if not isinstance(message, ReadResult | ImprintResult | ShowDone | OpError | Notice):
             raise RemoteProtocolError(
                 f"the PED sent {type(message).__name__}, which only an HSM may send"
             )
         current = self.current
-        if self.state is not HsmState.AWAITING or current is None:
+        if self.state is not HsmSideState.AWAITING or current is None:
             raise RemoteProtocolError(
                 f"the PED sent {type(message).__name__} with no operation outstanding"
             )

@@ -19,14 +19,14 @@ from ped.tls.certs import (
 )
 from ped.tls.errors import (
     CertificateError,
-    HandshakeFailed,
+    CertificateSide,
     HandshakeTimeout,
     PeerRejected,
     PeerUnreachable,
     PinError,
     RejectReason,
-    Side,
     TlsError,
+    TlsHandshakeFailed,
 )
 from ped.tls.handshake import ACCEPTED
 from ped.tls.identity_cache import current_identity
@@ -43,7 +43,7 @@ __all__ = [
     "ACCEPTED",
     "DEFAULT_PEER_PORT",
     "CertificateError",
-    "HandshakeFailed",
+    "CertificateSide",
     "HandshakeTimeout",
     "Identity",
     "Peer",
@@ -52,8 +52,8 @@ __all__ = [
     "PinError",
     "PinStore",
     "RejectReason",
-    "Side",
     "TlsError",
+    "TlsHandshakeFailed",
     "accept_pinned_tls",
     "current_identity",
     "describe",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from ped.tls.errors import RejectReason, Side
+from ped.tls.errors import CertificateSide, RejectReason
 from ped.tls.pins import PinSnapshot, Program
 
 
 def fix_command(
-    snap: PinSnapshot, side: Side, reason: RejectReason, fp: str | None, *, server_side: bool
+    snap: PinSnapshot,
+    side: CertificateSide,
+    reason: RejectReason,
+    fp: str | None,
+    *,
+    server_side: bool,
 ) -> str:
     """The command (on this host or the other) that makes the refused handshake work."""
     me: Program = snap.program
@@ -17,7 +22,7 @@ def fix_command(
     addr = " --ip ADDRESS [--port 9697]" if me == "pedserver" else ""
     other_addr = " --ip ADDRESS [--port 9697]" if other == "pedserver" else ""
     register = f"{me} {noun} register --name NAME --certificate FILE{addr}"
-    if side is Side.OURS:
+    if side is CertificateSide.OURS:
         share = f"(write FILE here with: {me} certificate export FILE)"
         there = f"on that host run: {other} {other_noun} register --name NAME --certificate FILE"
         if reason in (RejectReason.UNKNOWN, RejectReason.DELETED):

@@ -2,11 +2,16 @@
 
 Every message names what was wrong and the command that fixes it.  None contains key
 material: certificates and fingerprints are public, private keys never leave `certs`.
+
+Translated where: the daemons' peer-to-peer code (``pedserver.peer``, ``pedclient.peer``)
+turns a failed dial or handshake into a log line with its fix and, for an HSM waiting
+on pedclient, a ``ConnectCode``; the command lines (``ped.tls.cli``) into exit codes.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 from ped.errors import PedError
 
@@ -14,8 +19,9 @@ from ped.errors import PedError
 class TlsError(PedError):
     """Base of every error raised by ``ped.tls``."""
 
-    #: True when trying again later may succeed without anyone changing anything.
-    retriable = False
+    #: True when trying again later may succeed without anyone changing anything.  The
+    #: kinds differ, so each family below says its own.
+    retriable: ClassVar[bool]
 
 
 # --- certificate files ---------------------------------------------------------------
@@ -23,6 +29,8 @@ class TlsError(PedError):
 
 class CertificateError(TlsError):
     """A certificate (or identity) file or PEM text cannot be used."""
+
+    retriable = False
 
 
 class NotPem(CertificateError):
@@ -54,6 +62,8 @@ class IdentityError(CertificateError):
 
 class PinError(TlsError):
     """A change to or a lookup in the pinned peer registry failed."""
+
+    retriable = False
 
 
 class InvalidPeerName(PinError):
@@ -97,7 +107,7 @@ class RejectReason(enum.Enum):
     PROTOCOL = "not TLS 1.3"
 
 
-class Side(enum.Enum):
+class CertificateSide(enum.Enum):
     """Whose certificate was refused."""
 
     THEIRS = "theirs"  # we refused the peer's certificate
@@ -113,11 +123,13 @@ class PeerRejected(TlsError):
     that fixes it).  Never retriable as is: someone has to run *fix* first.
     """
 
+    retriable = False
+
     def __init__(
         self,
         message: str,
         *,
-        side: Side,
+        side: CertificateSide,
         reason: RejectReason,
         fingerprint: str | None,
         peer: str,
@@ -131,11 +143,13 @@ class PeerRejected(TlsError):
         self.fix = fix
 
 
-class HandshakeFailed(TlsError):
+class TlsHandshakeFailed(TlsError):
     """The TLS handshake failed for a reason that is not a certificate (garbage, EOF)."""
 
+    retriable = False
 
-class HandshakeTimeout(HandshakeFailed):
+
+class HandshakeTimeout(TlsHandshakeFailed):
     """The TCP connection or TLS handshake did not finish in time."""
 
     retriable = True

@@ -14,7 +14,13 @@ from cryptography import x509
 from ped.tls.advice import fix_command, other_program
 from ped.tls.certs import Identity, fingerprint, validity_problem
 from ped.tls.context import CertificateCapture, ContextCache
-from ped.tls.errors import HandshakeFailed, HandshakeTimeout, PeerRejected, RejectReason, Side
+from ped.tls.errors import (
+    CertificateSide,
+    HandshakeTimeout,
+    PeerRejected,
+    RejectReason,
+    TlsHandshakeFailed,
+)
 from ped.tls.identity_cache import identity_of_file
 from ped.tls.pins import Peer, PinSnapshot
 
@@ -118,14 +124,14 @@ class Handshake:
         while len(got) < len(ACCEPTED):
             chunk = await self.ssl_stream.receive_some(len(ACCEPTED) - len(got))
             if not chunk:
-                raise HandshakeFailed(
+                raise TlsHandshakeFailed(
                     f"{self.address} closed the connection right after the TLS handshake "
                     f"without accepting us (our certificate {self.identity.fingerprint}); "
                     f"see the log on that host"
                 )
             got += chunk
         if not hmac.compare_digest(got, ACCEPTED):
-            raise HandshakeFailed(
+            raise TlsHandshakeFailed(
                 f"{self.address} does not speak the Remote PED peer link (unexpected bytes "
                 f"after the TLS handshake)"
             )
@@ -134,15 +140,15 @@ class Handshake:
         """After OpenSSL accepted: exactly a pinned leaf, valid now (belt and braces)."""
         der = self.ssl_stream.getpeercert(binary_form=True)
         if not der:
-            raise self._reject(Side.THEIRS, RejectReason.NONE_PRESENTED, None)
+            raise self._reject(CertificateSide.THEIRS, RejectReason.NONE_PRESENTED, None)
         fp = fingerprint(der)
         match = next((p for p in self.trusted if hmac.compare_digest(p.fingerprint, fp)), None)
         if match is None:
-            raise self._reject(Side.THEIRS, self._classify(fp, None, expected_name), fp)
+            raise self._reject(CertificateSide.THEIRS, self._classify(fp, None, expected_name), fp)
         problem = validity_problem(match.certificate)
         if problem:
             reason = RejectReason.EXPIRED if problem == "expired" else RejectReason.NOT_YET_VALID
-            raise self._reject(Side.THEIRS, reason, fp, cert=match.certificate)
+            raise self._reject(CertificateSide.THEIRS, reason, fp, cert=match.certificate)
         return match
 
     def _failure(self, cause: BaseException | None) -> Exception:
@@ -156,26 +162,28 @@ class Handshake:
             code = getattr(cause, "verify_code", None)
             reason = self._classify(seen, code, self.expected_name)
             cert = _parse(self.capture.der)
-            return self._reject(Side.THEIRS, reason, seen, cert=cert)
+            return self._reject(CertificateSide.THEIRS, reason, seen, cert=cert)
         if reason_name == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
-            return self._reject(Side.THEIRS, RejectReason.NONE_PRESENTED, None)
+            return self._reject(CertificateSide.THEIRS, RejectReason.NONE_PRESENTED, None)
         if reason_name == "BAD_SIGNATURE":
-            return self._reject(Side.THEIRS, RejectReason.WRONG_KEY, seen)
+            return self._reject(CertificateSide.THEIRS, RejectReason.WRONG_KEY, seen)
         if reason_name in _ALERT_REASONS:
-            return self._reject(Side.OURS, _ALERT_REASONS[reason_name], self.identity.fingerprint)
+            return self._reject(
+                CertificateSide.OURS, _ALERT_REASONS[reason_name], self.identity.fingerprint
+            )
         if reason_name in _PROTOCOL_REASONS:
-            return HandshakeFailed(
+            return TlsHandshakeFailed(
                 f"TLS handshake with {self.address} failed: the other end does not speak TLS "
                 f"1.3 ({reason_name}); both ends need OpenSSL 1.1.1 or later"
             )
         if cause is None or isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
             who = "dialler" if self.server_side else "listener"
-            return HandshakeFailed(
+            return TlsHandshakeFailed(
                 f"{self.address} closed the connection during the TLS handshake; the "
                 f"{who} may have refused our certificate {self.identity.fingerprint}: see "
                 f"its log"
             )
-        return HandshakeFailed(
+        return TlsHandshakeFailed(
             f"TLS handshake with {self.address} failed ({reason_name or type(cause).__name__})"
         )
 
@@ -204,14 +212,14 @@ class Handshake:
 
     def _reject(
         self,
-        side: Side,
+        side: CertificateSide,
         reason: RejectReason,
         fp: str | None,
         *,
         cert: x509.Certificate | None = None,
     ) -> PeerRejected:
         fix = fix_command(self.snap, side, reason, fp, server_side=self.server_side)
-        if side is Side.THEIRS:
+        if side is CertificateSide.THEIRS:
             role = other_program(self.snap.program)
             what = f"certificate {fp}" if fp else "certificate"
             msg = f"refused {role} at {self.address}: its {what} is {reason.value}"

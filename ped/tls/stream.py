@@ -35,11 +35,11 @@ from ped.tls.certs import (
     fingerprint,
 )
 from ped.tls.errors import (
-    HandshakeFailed,
     HandshakeTimeout,
     PeerRejected,
     PeerUnreachable,
     TlsError,
+    TlsHandshakeFailed,
     UnknownName,
 )
 from ped.tls.handshake import Handshake
@@ -62,7 +62,7 @@ async def open_pinned_tls_client(
     With *peer_name* (pedserver dialling a registered appliance) only that peer's
     certificate is accepted; without it, any pinned one.  *timeout* bounds the TCP
     connection and the handshake together.  Raises `PeerUnreachable`,
-    `HandshakeTimeout`, `HandshakeFailed`, `PeerRejected` or `UnknownName`.
+    `HandshakeTimeout`, `TlsHandshakeFailed`, `PeerRejected` or `UnknownName`.
     """
     address = _format_address(host, port)
     if peer_name is not None:
@@ -139,7 +139,7 @@ async def accept_pinned_tls(
     """Run the pinned TLS 1.3 handshake as the server on an accepted connection.
 
     Returns ``(ssl_stream, peer_name, peer_fingerprint)``.  *transport* is closed on
-    any failure.  Raises `HandshakeTimeout`, `HandshakeFailed` or `PeerRejected`.
+    any failure.  Raises `HandshakeTimeout`, `TlsHandshakeFailed` or `PeerRejected`.
     """
     address = peer_address or _peer_address(transport)
     try:
@@ -198,7 +198,7 @@ def peer_fingerprint(stream: trio.SSLStream) -> str:  # type: ignore[type-arg]
     """SHA-256 fingerprint of the certificate the peer presented on *stream*."""
     der = stream.getpeercert(binary_form=True)
     if not der:
-        raise HandshakeFailed("no peer certificate on this stream")
+        raise TlsHandshakeFailed("no peer certificate on this stream")
     return fingerprint(der)
 
 

@@ -13,9 +13,12 @@ frames of one format (documented byte for byte in PROTOCOL.md)::
     8       n     payload
 
 Encoding is a pure function.  Decoding is a sans-IO buffer (`FrameDecoder`): feed it
-bytes as they arrive, pull complete frames out.  The header is checked as soon as its
-eight bytes are in, so a length prefix promising gigabytes is refused before a single
-payload byte is buffered, and a decoder never holds more than one maximum frame.
+bytes as they arrive, pull complete frames out; it gives `NEED_DATA` until a whole frame
+is there.  `NEED_DATA` is the one "feed me more bytes" sentinel of every sans-IO parser
+of ours (the link and device connections give it too), never None.  The header is
+checked as soon as its eight bytes are in, so a length prefix promising gigabytes is
+refused before a single payload byte is buffered, and a decoder never holds more than one
+maximum frame.
 
 The decoder is told which frame types its hop accepts; anything else is an
 `UnknownFrameType`.  All decoding errors are `RemoteProtocolError`s: the peer sent them.
@@ -24,8 +27,10 @@ Encoding errors (a payload we made too big) are `LocalProtocolError`s.
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Container
+from typing import Final
 
 import attrs
 
@@ -46,6 +51,16 @@ HEADER_SIZE = HEADER.size
 #: Hard ceiling for any payload on any hop.  Key secrets are 32 bytes and prompts are
 #: short; 64 KiB leaves room for certificates and imprint batches, nothing more.
 MAX_PAYLOAD = 64 * 1024
+
+
+class NeedData(enum.Enum):
+    """The type of `NEED_DATA`."""
+
+    NEED_DATA = "need-data"
+
+
+#: What a sans-IO parser gives when no whole frame is buffered: feed it more bytes first.
+NEED_DATA: Final = NeedData.NEED_DATA
 
 
 @attrs.frozen(repr=False)
@@ -121,7 +136,7 @@ def decode_frame(
 
 
 class FrameDecoder:
-    """Sans-IO frame reassembly: `feed` bytes, then call `next_frame` until it returns None."""
+    """Sans-IO frame reassembly: `feed` bytes, then call `next_frame` until `NEED_DATA`."""
 
     def __init__(
         self,
@@ -146,21 +161,21 @@ class FrameDecoder:
         """How many bytes are waiting (never more than one frame's worth plus one read)."""
         return len(self._buffer)
 
-    def next_frame(self) -> Frame | None:
-        """Return the next complete frame, or None until more bytes arrive."""
+    def next_frame(self) -> Frame | NeedData:
+        """Return the next complete frame, or `NEED_DATA` until more bytes arrive."""
         if self._failed is not None:
             raise LocalProtocolError("this frame decoder already failed; close the connection")
         try:
             if self._pending is None:
                 if len(self._buffer) < HEADER_SIZE:
-                    return None
+                    return NEED_DATA
                 self._pending = _check_header(
                     bytes(self._buffer[:HEADER_SIZE]), self._accepted, self._max_payload
                 )
             type_, length = self._pending
             end = HEADER_SIZE + length
             if len(self._buffer) < end:
-                return None
+                return NEED_DATA
             frame = Frame(type_, bytes(self._buffer[HEADER_SIZE:end]))
             del self._buffer[:end]
             self._pending = None

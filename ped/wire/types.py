@@ -52,3 +52,20 @@ class OpType(IntEnum):
 
 
 OPS_TYPES = frozenset(int(t) for t in OpType)
+
+
+class CloseCode(IntEnum):
+    """Why a link ends: the code of the link layer's ``Close`` (0x0A, docs/protocol/link.md).
+
+    Here, below every layer, because errors carry the code a relay sends when one of them
+    ends a link (``close_code``, read by ``ped.link.errors.close_code_for``).
+    """
+
+    NORMAL = 0  # the sender is done with the link
+    IDLE_TIMEOUT = 1  # no PED operation for the idle timeout
+    SHUTTING_DOWN = 2  # the sender's daemon is stopping (SIGTERM, mode stop)
+    PROTOCOL_ERROR = 3  # the peer broke the protocol
+    PEER_UNRESPONSIVE = 4  # nothing heard from the peer within the read timeout
+    DEVICE_GONE = 5  # the PED was unplugged or its process ended
+    DEVICE_ABSENT = 6  # no PED is attached to pedserver
+    SERVER_GONE = 7  # (pedclient -> HSM) the connection to pedserver was lost

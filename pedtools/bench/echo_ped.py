@@ -23,20 +23,20 @@ from collections.abc import Sequence
 
 import trio
 
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.messages import (
     DEVICE_PROTOCOL_VERSION,
+    ConnectionRole,
     Hello,
     Info,
     Ping,
     Pong,
-    Role,
     SessionData,
     SessionOpen,
     SessionOpened,
 )
 from ped.errors import PedError
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 
 MAGIC = b"ECHO"
 #: The echo device serves this many sessions (the bench opens one per link).
@@ -63,7 +63,7 @@ def replies_for(payload: bytes) -> list[bytes]:
 
 async def serve_host(stream: trio.abc.Stream) -> None:
     """Serve one host connection until it closes."""
-    conn = DeviceConnection(Role.DEVICE)
+    conn = DeviceConnection(ConnectionRole.DEVICE)
     info = Info(DEVICE_PROTOCOL_VERSION, "echo", "1.0.0", "ECHO-0001", "remote", MAX_SESSIONS)
     try:
         while True:

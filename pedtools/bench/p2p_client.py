@@ -20,7 +20,6 @@ from ped.link import connect_via_pedclient
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, Side
 from ped.link.messages import (
     Close,
-    CloseCode,
     EndToEnd,
     LinkHello,
     LinkWelcome,
@@ -32,6 +31,7 @@ from ped.link.stream import LinkStream
 from ped.tls import PinStore, current_identity, open_pinned_tls_client
 from ped.transport import TransportClosed
 from ped.wire.framing import Frame
+from ped.wire.types import CloseCode
 from pedtools.bench.echo_ped import echo_request
 from pedtools.bench.p2p_front import bare_context
 from pedtools.bench.probe import HSM_SERIAL, Recorder, bounce

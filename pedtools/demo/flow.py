@@ -24,6 +24,7 @@ from typing import TextIO
 
 import attrs
 
+from ped.errors import PedError
 from pedtools.testing.procs import Result, Site, SiteError, free_port
 
 HSM_SERIAL = "150001"
@@ -45,7 +46,7 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-class DemoFailed(Exception):
+class DemoFailed(PedError):
     """A step did not end as it should; the message names it."""
 
 

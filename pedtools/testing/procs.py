@@ -36,6 +36,8 @@ from types import TracebackType
 
 import attrs
 
+from ped.errors import PedError
+
 #: Environment variables a child must not inherit (they would point it elsewhere).
 _SCRUBBED_ENV = (
     "PEDSERVER_HOME",
@@ -51,7 +53,7 @@ STOP_GRACE = 10.0
 _PID = re.compile(r"\(pid (\d+)")
 
 
-class SiteError(Exception):
+class SiteError(PedError):
     """A program of the site failed; the message names the command and its output."""
 
 

@@ -19,7 +19,7 @@ import trio.testing
 from keys.colors import Color
 from ped.channel import DecryptFailed
 from ped.device.connection import DeviceConnection
-from ped.device.messages import Hello, Role
+from ped.device.messages import ConnectionRole, Hello
 from ped.errors import FrameTooLarge, LocalProtocolError, PedError
 from ped.link import Hop, LinkConnection, Side
 from ped.ops import events as ev
@@ -49,9 +49,9 @@ def _link(hop: Hop, side: Side) -> Receiver:
     return feed, lambda: connection.buffered
 
 
-def _device(role: Role) -> Receiver:
+def _device(role: ConnectionRole) -> Receiver:
     connection = DeviceConnection(role)
-    if role is Role.HOST:
+    if role is ConnectionRole.HOST:
         connection.send(Hello(host="pedserver"))
 
     def feed(data: bytes) -> None:
@@ -66,8 +66,8 @@ RECEIVERS: dict[str, tuple[Callable[[], Receiver], int]] = {
     "pedclient<-pedserver": (lambda: _link(Hop.REMOTE, Side.INITIATOR), 0x23),
     "pedclient<-HSM": (lambda: _link(Hop.LOCAL, Side.RESPONDER), 0x23),
     "HSM<-pedclient": (lambda: _link(Hop.LOCAL, Side.INITIATOR), 0x23),
-    "PED device<-host": (lambda: _device(Role.DEVICE), 0x35),
-    "host<-PED device": (lambda: _device(Role.HOST), 0x35),
+    "PED device<-host": (lambda: _device(ConnectionRole.DEVICE), 0x35),
+    "host<-PED device": (lambda: _device(ConnectionRole.HOST), 0x35),
 }
 
 

@@ -39,7 +39,7 @@ from ped.errors import PedError
 from ped.ops import HsmSideSession, OperationTimeout, PedSideSession
 from ped.ops import events as ev
 from ped.ops.messages import ImprintResult, NoticeKind, ReadResult
-from ped.wire.framing import Frame, FrameDecoder, encode_frame
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
 from ped.wire.types import E2E_TYPES
 
 RPV = bytes(range(32))
@@ -116,7 +116,7 @@ class Wire:
         frames: list[Frame] = []
         try:
             self._decoder.feed(data)
-            while (frame := self._decoder.next_frame()) is not None:
+            while (frame := self._decoder.next_frame()) is not NEED_DATA:
                 frames.append(frame)
         except PedError as exc:
             self.error = exc

@@ -27,7 +27,6 @@ from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
 from ped.link.messages import (
     Close,
-    CloseCode,
     ConnectCode,
     ConnectRequest,
     ConnectResult,
@@ -41,7 +40,7 @@ from ped.ops import Unsupported
 from ped.ops.hsm_side import HsmSideSession
 from ped.wire.codec import Writer
 from ped.wire.framing import MAX_PAYLOAD, Frame, encode_frame
-from ped.wire.types import E2EType, OpType
+from ped.wire.types import CloseCode, E2EType, OpType
 from pedtools.testing import wait_for_log
 from tests.attacks.raw import exchange, header
 from tests.attacks.rig import HSM_SERIAL, RPV, EvilRelay, Stack, running_stack

@@ -21,11 +21,11 @@ import trio
 
 from ped.channel.errors import HandshakeFailed
 from ped.errors import PedError
-from ped.link.messages import CloseCode, LinkType
+from ped.link.messages import LinkType
 from ped.ops import OperationTimeout
 from ped.transport import TransportError
-from ped.wire.framing import HEADER_SIZE
-from ped.wire.types import E2EType
+from ped.wire.framing import HEADER_SIZE, NEED_DATA
+from ped.wire.types import CloseCode, E2EType
 from tests.attacks.rig import CUT, Cut, EvilRelay, Stack
 
 SEALED = int(E2EType.SEALED)
@@ -372,8 +372,8 @@ async def test_an_unasked_op_granted_from_pedserver_is_blamed_on_pedserver(
     async def rogue_pedserver(conn: trio.SocketStream) -> None:
         link = LinkConnection(Hop.REMOTE, Side.RESPONDER)
         with trio.move_on_after(30):
-            hello = None
-            while hello is None:
+            hello: object = NEED_DATA
+            while hello is NEED_DATA:
                 link.receive_data(await conn.receive_some(65536))
                 hello = link.next_event()
             assert isinstance(hello, LinkHello)

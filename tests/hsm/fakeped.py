@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hsm.errors import PedUnavailable
-from hsm.pedport import KeysetMismatch, PedSecret, WrongKeyColor
+from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 
 
@@ -56,7 +56,7 @@ class FakePed:
         if key.color is not color:
             raise WrongKeyColor(f"a {key.color.label} key was presented, {color.label} expected")
         if keyset_id is not None and key.keyset_id != keyset_id:
-            raise KeysetMismatch("a key of another keyset was presented")
+            raise WrongKeyset("a key of another keyset was presented")
         secret = bytearray(key.secret)
         if wrong_pin:
             secret[0] ^= 0xFF

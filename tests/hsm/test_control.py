@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from hsm import cli, control
-from hsm.errors import BadRequest
+from hsm.errors import InvalidCommand
 
 
 def _shell_commands(parser: argparse.ArgumentParser) -> set[str]:
@@ -30,12 +30,12 @@ def test_every_shell_command_has_a_row_and_every_row_a_shell_command() -> None:
 
 def test_arguments_are_checked_in_order_with_the_shells_messages() -> None:
     role_init = control.BY_NAME["role.init"]
-    with pytest.raises(BadRequest, match="--partition is required"):
+    with pytest.raises(InvalidCommand, match="--partition is required"):
         [parse({}) for parse in role_init.args]
-    with pytest.raises(BadRequest, match="challenge is not hex"):
+    with pytest.raises(InvalidCommand, match="challenge is not hex"):
         [parse({"partition": "p", "name": "co", "challenge": "zz"}) for parse in role_init.args]
-    with pytest.raises(BadRequest, match="--policy needs a whole number"):
+    with pytest.raises(InvalidCommand, match="--policy needs a whole number"):
         [parse({"policy": True}) for parse in control.BY_NAME["hsm.changepolicy"].args]
     # object.create reads its value first
-    with pytest.raises(BadRequest, match="value is not hex"):
+    with pytest.raises(InvalidCommand, match="value is not hex"):
         [parse({"value": "x"}) for parse in control.BY_NAME["object.create"].args]

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from hsm.errors import (
-    BadRequest,
     ConfirmationRequired,
+    InvalidCommand,
     NotInitialised,
     NotLoggedIn,
     PedUnavailable,
@@ -161,9 +161,9 @@ async def test_ped_connect_over_a_named_peer_link(rig: Rig) -> None:
     out = await rig.hsm.ped.connect(rig.notify, "", 0, peer="workstation-1")
     assert "peer workstation-1" in out
     assert "disconnected" in await rig.hsm.ped.disconnect()
-    with pytest.raises(BadRequest, match="--peer needs the name"):
+    with pytest.raises(InvalidCommand, match="--peer needs the name"):
         await rig.hsm.ped.connect(rig.notify, "", 0, peer="  ")
-    with pytest.raises(BadRequest, match="not a TCP port"):
+    with pytest.raises(InvalidCommand, match="not a TCP port"):
         await rig.hsm.ped.connect(rig.notify, "ped.example", 0)
 
 
@@ -174,9 +174,9 @@ def test_ped_timeouts_defaults_ranges_and_zero(rig: Rig) -> None:
     rig.hsm.ped.timeout_set("pedo", 99999)
     assert rig.hsm.ped.timeouts() == {"rped": 1, "pedk": 600, "pedo": 99999}
     for kind, bad in (("pedk", 199), ("pedk", 601), ("pedo", 919), ("rped", 100000)):
-        with pytest.raises(BadRequest, match="0 restores the default"):
+        with pytest.raises(InvalidCommand, match="0 restores the default"):
             rig.hsm.ped.timeout_set(kind, bad)
-    with pytest.raises(BadRequest, match="rped, pedk, pedo"):
+    with pytest.raises(InvalidCommand, match="rped, pedk, pedo"):
         rig.hsm.ped.timeout_set("pedx", 5)
     rig.hsm.ped.timeout_set("pedk", 0)
     rig.power_cycle()

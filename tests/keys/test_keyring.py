@@ -13,16 +13,16 @@ from keys.errors import (
     BlankKey,
     CorruptImage,
     ImageAccessError,
+    ImageKeysetMismatch,
     InconsistentShares,
     InvalidPin,
     InvalidSplit,
-    KeysetMismatch,
     MissingImage,
-    NoBlankKey,
     NotBlank,
     RepeatedShare,
+    TooFewBlankKeys,
     TooFewShares,
-    WrongColor,
+    WrongImageColor,
 )
 from keys.fingerprint import keyset_fingerprint
 from keys.image import KeyImage, decode, load_image, write_image
@@ -59,7 +59,7 @@ def test_blanks_come_in_numbered_packs(tmp_path: Path) -> None:
     assert [p.name for p in more] == ["key-004.pedkey", "key-005.pedkey"]
     assert r.blanks() == first + more
     assert all(e.ok and e.blank for e in r.entries())
-    with pytest.raises(NoBlankKey, match="1 to 1000"):
+    with pytest.raises(TooFewBlankKeys, match="1 to 1000"):
         r.add_blanks(0)
 
 
@@ -100,7 +100,7 @@ def test_new_keyset_imprint_find_and_rebuild(ring: Keyring) -> None:
 
 def test_imprint_with_too_few_blanks_changes_nothing(ring: Keyring) -> None:
     before = snapshot(ring.directory)
-    with pytest.raises(NoBlankKey, match=r"6 blank key.*7 needed.*pedkey blank --count 1"):
+    with pytest.raises(TooFewBlankKeys, match=r"6 blank key.*7 needed.*pedkey blank --count 1"):
         ring.imprint(new_keyset(Color.BLUE, "SO", 7, 7))
     assert snapshot(ring.directory) == before
 
@@ -244,11 +244,11 @@ def test_collector_refusals_add_nothing() -> None:
     c = ShareCollector(Color.BLACK)
     with pytest.raises(BlankKey, match="present a black key"):
         c.add(KeyImage.blank())
-    with pytest.raises(WrongColor, match="is a blue key; present a black key"):
+    with pytest.raises(WrongImageColor, match="is a blue key; present a black key"):
         c.add(new_keyset(Color.BLUE, "SO")[0])
     assert c.remaining is None
     c.add(images[0])
-    with pytest.raises(KeysetMismatch, match=images[0].keyset_id.hex()):
+    with pytest.raises(ImageKeysetMismatch, match=images[0].keyset_id.hex()):
         c.add(other[1])
     with pytest.raises(RepeatedShare, match="duplicate of a key"):
         c.add(decode(images[0].to_bytes()))  # the same key again, as another object
@@ -260,7 +260,7 @@ def test_collector_refusals_add_nothing() -> None:
 def test_collector_expected_keyset() -> None:
     images = new_keyset(Color.BLUE, "SO")
     c = ShareCollector(Color.BLUE, keyset_id=bytes(16))
-    with pytest.raises(KeysetMismatch, match="not the expected"):
+    with pytest.raises(ImageKeysetMismatch, match="not the expected"):
         c.add(images[0])
 
 

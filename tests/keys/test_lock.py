@@ -14,7 +14,7 @@ import pytest
 
 from keys import lock
 from keys.colors import Color
-from keys.errors import ImageAccessError, NoBlankKey
+from keys.errors import ImageAccessError, TooFewBlankKeys
 from keys.keyring import Keyring, duplicate, erase, new_keyset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_threads_cannot_take_the_same_blank(tmp_path: Path) -> None:
         try:
             ring.imprint(new_keyset(Color.BLACK, label))
             results.append("ok")
-        except NoBlankKey:
+        except TooFewBlankKeys:
             results.append("no blank")
 
     threads = [threading.Thread(target=imprint, args=(f"CO{i}",)) for i in range(4)]
@@ -69,11 +69,11 @@ def test_processes_cannot_take_the_same_blank(tmp_path: Path) -> None:
         f"""
         import sys
         from keys.colors import Color
-        from keys.errors import NoBlankKey
+        from keys.errors import TooFewBlankKeys
         from keys.keyring import Keyring, new_keyset
         try:
             Keyring({str(tmp_path)!r}).imprint(new_keyset(Color.BLACK, sys.argv[1]))
-        except NoBlankKey:
+        except TooFewBlankKeys:
             sys.exit(3)
         """
     )

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from keys import shamir
 from keys.errors import (
+    ImageKeysetMismatch,
     InconsistentShares,
     InvalidSplit,
-    KeysetMismatch,
     RepeatedShare,
     TooFewShares,
 )
@@ -201,7 +201,7 @@ def test_repeated_share_names_both_files() -> None:
 def test_shares_of_different_keysets_are_refused() -> None:
     a = named(split(bytearray(32), 2, 2))
     b = named(split(bytearray(32), 2, 2))
-    with pytest.raises(KeysetMismatch, match=f"keyset {b[1].keyset_id.hex()}"):
+    with pytest.raises(ImageKeysetMismatch, match=f"keyset {b[1].keyset_id.hex()}"):
         combine([a[0], b[1]])
 
 

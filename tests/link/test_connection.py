@@ -33,7 +33,7 @@ from ped.link import (
     Side,
     negotiate_version,
 )
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from tests.frames import frame_bytes
 
 
@@ -193,7 +193,7 @@ def test_garbage_in_only_remote_errors(chunks, open_first):
         try:
             for chunk in [*chunks, b""]:
                 receiver.receive_data(chunk)
-                while (event := receiver.next_event()) is not None:
+                while (event := receiver.next_event()) is not NEED_DATA:
                     if isinstance(event, ConnectionLost):
                         break
         except RemoteProtocolError:

@@ -28,7 +28,7 @@ from ped.link import (
     default_pedclient_socket,
 )
 from ped.transport import FrameTransport, PedBusy
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 
 
 async def scripted_endpoint(nursery, path, script):
@@ -43,7 +43,7 @@ async def scripted_endpoint(nursery, path, script):
         conn = LinkConnection(Hop.LOCAL, Side.RESPONDER)
 
         async def receive():
-            while (event := conn.next_event()) is None:
+            while (event := conn.next_event()) is NEED_DATA:
                 conn.receive_data(await stream.receive_some(65536))
             return event
 

@@ -14,7 +14,14 @@ import trio.testing
 
 import pedserver.peer as peer_module
 from ped.daemon.control import Progress
-from ped.tls import PeerRejected, PeerUnreachable, PinStore, RejectReason, Side, regenerate_identity
+from ped.tls import (
+    CertificateSide,
+    PeerRejected,
+    PeerUnreachable,
+    PinStore,
+    RejectReason,
+    regenerate_identity,
+)
 from pedserver.appliances import ApplianceState
 from pedserver.peer import PeerManager
 from pedserver.server import PedServer
@@ -71,7 +78,8 @@ async def test_a_refusal_retries_slowly_and_connect_again_retries_now(
     peers, dialler = manager
     dialler.error = PeerRejected(
         "pedclient at 192.0.2.1:9697 refused our certificate AB: unknown there; fix: ...",
-        side=Side.OURS, reason=RejectReason.UNKNOWN, fingerprint="AB", peer="192.0.2.1:9697",
+        side=CertificateSide.OURS, reason=RejectReason.UNKNOWN, fingerprint="AB",
+        peer="192.0.2.1:9697",
         fix="...")
     async with trio.open_nursery() as nursery:
         await nursery.start(peers.run)

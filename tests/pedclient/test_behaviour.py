@@ -29,7 +29,7 @@ from ped.link import (
 )
 from ped.link.messages import decode, encode
 from ped.tls import load_identity
-from ped.wire.framing import Frame, FrameDecoder, encode_frame
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
 from tests.p2p.rig import (
     APPLIANCE,
     P2P,
@@ -158,7 +158,7 @@ async def _vanish(daemons: P2P, port: int, name: str) -> None:
     await stream.send_all(encode_frame(encode(request)))
     decoder = FrameDecoder()
     with trio.fail_after(WAIT):
-        while (frame := decoder.next_frame()) is None:
+        while (frame := decoder.next_frame()) is NEED_DATA:
             decoder.feed(await stream.receive_some(4096))
     answer = decode(frame)
     assert isinstance(answer, ConnectResult) and answer.code is ConnectCode.OK

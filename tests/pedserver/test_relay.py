@@ -16,7 +16,7 @@ from ped.link import (
     connect_via_pedclient,
 )
 from ped.transport import PedBusy, TransportError
-from ped.wire.framing import Frame, FrameDecoder, encode_frame
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
 from ped.wire.types import E2E_RANGE
 from tests.pedserver.fakes import FakeDriver, running_pair, tcp_tap, unix_tap
 
@@ -25,7 +25,7 @@ def _frames(data: bytes) -> list[Frame]:
     decoder = FrameDecoder()
     decoder.feed(bytes(data))
     frames = []
-    while (frame := decoder.next_frame()) is not None:
+    while (frame := decoder.next_frame()) is not NEED_DATA:
         frames.append(frame)
     decoder.check_eof()
     return frames

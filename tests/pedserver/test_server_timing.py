@@ -27,7 +27,7 @@ from ped.link import (
     RefuseCode,
     Side,
 )
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from pedserver.server import PedServer
 from pedserver.settings import Settings
 from tests.pedserver.fakes import FakeDriver
@@ -46,7 +46,7 @@ class Client:
     async def receive(self):
         while True:
             event = self.conn.next_event()
-            if event is not None:
+            if event is not NEED_DATA:
                 return event
             try:
                 data = await self.stream.receive_some(65536)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import pytest
 import trio
 
-from ped.tls import HandshakeFailed, PeerRejected, RejectReason, Side, peer_fingerprint
+from ped.tls import (
+    CertificateSide,
+    PeerRejected,
+    RejectReason,
+    TlsHandshakeFailed,
+    peer_fingerprint,
+)
 
 from .conftest import Daemon, future, handshake, make_daemon, past, register_each_other
 
 
 def assert_refused_theirs(exc: object, reason: RejectReason, fp: str | None, fix_part: str):
     assert isinstance(exc, PeerRejected), exc
-    assert exc.side is Side.THEIRS
+    assert exc.side is CertificateSide.THEIRS
     assert exc.reason is reason
     assert exc.fingerprint == fp
     msg = str(exc)
@@ -25,7 +31,7 @@ def assert_refused_theirs(exc: object, reason: RejectReason, fp: str | None, fix
 
 def assert_refused_ours(exc: object, reason: RejectReason, our_fp: str, fix_part: str):
     assert isinstance(exc, PeerRejected), exc
-    assert exc.side is Side.OURS
+    assert exc.side is CertificateSide.OURS
     assert exc.reason is reason
     assert exc.fingerprint == our_fp
     assert our_fp in str(exc) and reason.value in str(exc)
@@ -145,7 +151,7 @@ async def test_dialler_refuses_deleted_listener(server: Daemon, client: Daemon) 
         "pedserver appliance register --name hsm1",
     )
     assert isinstance(out.listener, PeerRejected)
-    assert out.listener.side is Side.OURS
+    assert out.listener.side is CertificateSide.OURS
 
 
 async def test_listener_refuses_expired_dialler(tmp_path, client: Daemon) -> None:
@@ -243,7 +249,7 @@ async def test_dialler_that_is_not_tls(client: Daemon) -> None:
 
     server_end, client_end = trio.testing.memory_stream_pair()
     await client_end.send_all(b"GET / HTTP/1.0\r\n\r\n")
-    with pytest.raises(HandshakeFailed, match="TLS"):
+    with pytest.raises(TlsHandshakeFailed, match="TLS"):
         await accept_pinned_tls(
             server_end, client.identity, client.pins, timeout=5, peer_address="10.0.0.9:5555"
         )
@@ -318,7 +324,7 @@ async def test_listener_accepts_only_tls13(server: Daemon, client: Daemon) -> No
 
     client.pins.register("ws1", server.identity.certificate_pem)
     listener, raw = await _raw_dial(client, _raw_client_context(tls12=True, cert_from=server))
-    assert isinstance(listener, HandshakeFailed) and "TLS 1.3" in str(listener)
+    assert isinstance(listener, TlsHandshakeFailed) and "TLS 1.3" in str(listener)
     assert isinstance(raw, ssl.SSLError)
 
 

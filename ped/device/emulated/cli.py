@@ -36,7 +36,8 @@ from ped.device.emulated.panel import Panel
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
 from ped.device.emulated.server import EmulatedPed
 from ped.device.emulated.tty import TtyOperator
-from ped.device.messages import DeviceErrorMessage, ErrorCode, encode_message
+from ped.device.messages import DeviceErrorCode, DeviceErrorMessage, encode_message
+from ped.errors import PedError
 
 log = logging.getLogger("pedemu")
 
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(Exception):
+class UsageError(PedError):
     pass
 
 
@@ -209,7 +210,7 @@ def _startup_error(args: argparse.Namespace, text: str) -> int:
         # Tell the driver why, so its open() can say more than "device gone".
         with contextlib.suppress(OSError):
             sock = _socket.socket(fileno=args.fd)
-            sock.sendall(encode_message(DeviceErrorMessage(ErrorCode.INTERNAL, text[:250])))
+            sock.sendall(encode_message(DeviceErrorMessage(DeviceErrorCode.INTERNAL, text[:250])))
             sock.close()
     return 2
 
@@ -313,7 +314,7 @@ async def _refuse_busy(stream: trio.SocketStream) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await stream.send_all(
             encode_message(
-                DeviceErrorMessage(ErrorCode.BUSY, "this PED already serves another host")
+                DeviceErrorMessage(DeviceErrorCode.BUSY, "this PED already serves another host")
             )
         )
     await stream.aclose()

@@ -21,6 +21,7 @@ from pathlib import Path
 from keys.colors import Color
 from ped.device.emulated.panel import Insert, Panel, Press, Prompt, PromptKind, Remove, Unplug
 from ped.device.messages import DeviceEvent, EventKind
+from ped.errors import PedError
 from ped.ops import errors as operr
 
 MAX_PIN_DIGITS = 48
@@ -32,7 +33,7 @@ log = logging.getLogger("pedemu")
 _SECRET_PROMPTS = {PromptKind.PIN, PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN}
 
 
-class Unplugged(Exception):
+class Unplugged(PedError):
     """The operator pulled the PED's cable (raised out of any operation)."""
 
 

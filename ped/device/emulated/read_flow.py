@@ -93,11 +93,11 @@ async def collect_shares(
             dialog.refuse(f"Key unreadable: {_short(exc)}")
             refusals += 1
             if refusals > MAX_REFUSALS:
-                raise operr.DeviceError("too many unreadable keys") from None
+                raise operr.PedFault("too many unreadable keys") from None
             continue
         try:
             collector.add(image)
-        except kerr.KeysetMismatch:
+        except kerr.ImageKeysetMismatch:
             dialog.event(EventKind.KEY_REFUSED, color, image.keyset_id, "keyset-mismatch")
             image.wipe()
             dialog.panel.show(["Wrong keyset:", "this key is not of", "the keyset expected."])
@@ -106,7 +106,7 @@ async def collect_shares(
             ) from None
         except (
             kerr.BlankKey,
-            kerr.WrongColor,
+            kerr.WrongImageColor,
             kerr.RepeatedShare,
             kerr.InconsistentShares,
         ) as exc:
@@ -116,7 +116,7 @@ async def collect_shares(
             dialog.refuse(text)
             refusals += 1
             if refusals > MAX_REFUSALS:
-                raise operr.DeviceError("too many refused keys") from None
+                raise operr.PedFault("too many refused keys") from None
             continue
         if keep is not None:
             keep.append(image)
@@ -165,7 +165,7 @@ def _short(exc: kerr.KeyImageError) -> str:
 def _refusal_of(exc: kerr.KeyImageError, image: KeyImage) -> tuple[str, str]:
     if isinstance(exc, kerr.BlankKey):
         return "blank", "Key is blank."
-    if isinstance(exc, kerr.WrongColor):
+    if isinstance(exc, kerr.WrongImageColor):
         actual = image.color.label.upper() if image.color else "?"
         return "wrong-colour", f"Wrong colour: {actual} key."
     if isinstance(exc, kerr.RepeatedShare):

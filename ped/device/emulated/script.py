@@ -40,6 +40,7 @@ import attrs
 import trio
 
 from ped.device.emulated.panel import KEYPAD, Panel, Press, Remove, Unplug
+from ped.errors import PedError
 
 DEFAULT_STEP_TIMEOUT = 30.0
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -57,7 +58,7 @@ _KNOWN = {
 }
 
 
-class ScriptError(Exception):
+class ScriptError(PedError):
     """The script is malformed, or the PED did not show what a step expects."""
 
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ped.channel.handshake import PedInfo
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT, PedEngine
 from ped.device.emulated.output import DeviceOutput
 from ped.device.emulated.panel import Panel
@@ -37,23 +37,24 @@ from ped.device.emulated.session import EmulatedSession
 from ped.device.messages import (
     DEFAULT_MAX_SESSIONS,
     DEVICE_PROTOCOL_VERSION,
-    CloseReason,
+    ConnectionRole,
+    DeviceErrorCode,
     DeviceErrorMessage,
     DeviceEvent,
     DeviceMessage,
-    ErrorCode,
     Hello,
     Info,
     Ping,
     Pong,
-    Role,
     SessionClose,
+    SessionCloseReason,
     SessionData,
     SessionOpen,
     SessionOpened,
     encode_message,
 )
 from ped.errors import PedError
+from ped.wire.framing import NEED_DATA
 
 log = logging.getLogger("pedemu")
 
@@ -108,7 +109,7 @@ class _Connection:
     def __init__(self, ped: EmulatedPed, stream: trio.abc.Stream) -> None:
         self.ped = ped
         self.stream = stream
-        self.conn = DeviceConnection(Role.DEVICE)
+        self.conn = DeviceConnection(ConnectionRole.DEVICE)
         self.output = DeviceOutput(stream, hang_up=self._hang_up, stopping=self._stopping)
         self.sessions: dict[int, EmulatedSession] = {}
         self.nursery: trio.Nursery | None = None
@@ -136,7 +137,7 @@ class _Connection:
         if self.is_current(session):
             del self.sessions[session.id]
             if session.id in self.conn.sessions:
-                self.send(SessionClose(session.id, CloseReason.NORMAL, "PED session ended"))
+                self.send(SessionClose(session.id, SessionCloseReason.NORMAL, "PED session ended"))
 
     def start_soon(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
         assert self.nursery is not None
@@ -204,7 +205,7 @@ class _Connection:
                     messages.append(message)
             except PedError as exc:
                 log.warning("host broke the device protocol: %s", exc)
-                error = DeviceErrorMessage(ErrorCode.PROTOCOL_ERROR, str(exc)[:200])
+                error = DeviceErrorMessage(DeviceErrorCode.PROTOCOL_ERROR, str(exc)[:200])
                 self.output.queue(encode_message(error))
                 return
             for message in messages:  # (outside the `try`: our faults are not the host's)
@@ -226,7 +227,7 @@ class _Connection:
             if not message.min_version <= DEVICE_PROTOCOL_VERSION <= message.max_version:
                 self.send(
                     DeviceErrorMessage(
-                        ErrorCode.UNSUPPORTED_VERSION,
+                        DeviceErrorCode.UNSUPPORTED_VERSION,
                         f"this PED speaks device protocol {DEVICE_PROTOCOL_VERSION}",
                     )
                 )
@@ -238,7 +239,7 @@ class _Connection:
                 self.send(
                     SessionClose(
                         message.session,
-                        CloseReason.TOO_MANY_SESSIONS,
+                        SessionCloseReason.TOO_MANY_SESSIONS,
                         f"the PED serves at most {self.ped.info.max_sessions}",
                     )
                 )

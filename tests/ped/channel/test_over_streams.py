@@ -24,7 +24,7 @@ from ped.hsm_api import open_ped_session
 from ped.ops import PedSideSession
 from ped.ops import events as ev
 from ped.ops.hsm_side import HsmSideSession
-from ped.wire.framing import FrameDecoder, decode_frame, encode_frame
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, decode_frame, encode_frame
 
 from ..ops.memory import MemoryFrameTransport, TinyPed, answer_secret
 
@@ -66,7 +66,7 @@ async def _pump(
             record.append(data)
             if frame_mutation is not None:
                 decoder.feed(data)
-                while (frame := decoder.next_frame()) is not None:
+                while (frame := decoder.next_frame()) is not NEED_DATA:
                     seen.append(encode_frame(frame))
                     for out in frame_mutation(seen):
                         await dst.send_all(out)
@@ -209,7 +209,7 @@ async def test_whole_recorded_session_replayed(autojump_clock: object) -> None:
     decoder = FrameDecoder()
     decoder.feed(genuine.to_ped)
     events: list[object] = []
-    while (frame := decoder.next_frame()) is not None:
+    while (frame := decoder.next_frame()) is not NEED_DATA:
         for event in ped.receive_frame(frame):
             events.append(event)
             if isinstance(event, ev.RpvRequired):
@@ -222,6 +222,6 @@ async def test_whole_recorded_session_replayed(autojump_clock: object) -> None:
     decoder = FrameDecoder()
     decoder.feed(genuine.to_hsm)
     first = decoder.next_frame()
-    assert first is not None
+    assert isinstance(first, Frame)
     with pytest.raises(RpvMismatch):
         hsm.receive_frame(decode_frame(encode_frame(first)))

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ped.device.connection import NEED_DATA, ConnState, DeviceConnection
+from ped.device.connection import ConnState, DeviceConnection
 from ped.device.messages import (
+    ConnectionRole,
     DeviceEvent,
     EventKind,
     Hello,
     Info,
     Pong,
-    Role,
     SessionClose,
     SessionData,
     SessionOpen,
@@ -21,11 +21,11 @@ from ped.device.messages import (
     encode_message,
 )
 from ped.errors import LocalProtocolError, RemoteProtocolError
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 
 
 def test_state_machine_happy_path() -> None:
-    host, device = DeviceConnection(Role.HOST), DeviceConnection(Role.DEVICE)
+    host, device = DeviceConnection(ConnectionRole.HOST), DeviceConnection(ConnectionRole.DEVICE)
 
     def carry(src: DeviceConnection, dst: DeviceConnection, message: object) -> object:
         dst.receive_data(src.send(message))  # type: ignore[arg-type]
@@ -47,20 +47,20 @@ def test_state_machine_happy_path() -> None:
 
 
 def test_state_machine_refusals() -> None:
-    host = DeviceConnection(Role.HOST)
+    host = DeviceConnection(ConnectionRole.HOST)
     with pytest.raises(LocalProtocolError, match="awaiting-hello"):
         host.send(SessionOpen(1))
     with pytest.raises(LocalProtocolError, match="only be sent by the device"):
         host.send(Info(1, "m", "f", "s", "remote"))
-    device = DeviceConnection(Role.DEVICE)
+    device = DeviceConnection(ConnectionRole.DEVICE)
     device.receive_data(encode_message(SessionOpen(1)))
     with pytest.raises(RemoteProtocolError, match="awaiting-hello"):
         device.next_event()
-    device = DeviceConnection(Role.DEVICE)
+    device = DeviceConnection(ConnectionRole.DEVICE)
     device.receive_data(encode_message(Pong(1)))
     with pytest.raises(RemoteProtocolError, match="only be sent by the device"):
         device.next_event()
-    host = DeviceConnection(Role.HOST)
+    host = DeviceConnection(ConnectionRole.HOST)
     host.send(Hello())
     host.receive_data(b"RP\x01\x23\x00\x00\x00\x00")  # an e2e frame outside SESSION_DATA
     with pytest.raises(RemoteProtocolError, match=r"not a device frame|not accepted"):
@@ -70,7 +70,7 @@ def test_state_machine_refusals() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_garbage_only_raises_remote_errors(data: bytes) -> None:
-    conn = DeviceConnection(Role.DEVICE)
+    conn = DeviceConnection(ConnectionRole.DEVICE)
     try:
         conn.receive_data(data)
         while conn.next_event() is not NEED_DATA:
@@ -83,7 +83,7 @@ def test_garbage_only_raises_remote_errors(data: bytes) -> None:
 
 
 def test_host_refuses_an_info_outside_the_versions_its_hello_offered() -> None:
-    host = DeviceConnection(Role.HOST)
+    host = DeviceConnection(ConnectionRole.HOST)
     host.send(Hello(1, 1, "host"))
     answer = Info(2, "pedemu", "1.0.0", "EMU-1", "remote", max_sessions=4)
     host.receive_data(encode_message(answer))
@@ -92,7 +92,7 @@ def test_host_refuses_an_info_outside_the_versions_its_hello_offered() -> None:
 
 
 def _ready_host() -> DeviceConnection:
-    host = DeviceConnection(Role.HOST)
+    host = DeviceConnection(ConnectionRole.HOST)
     host.send(Hello())
     host.receive_data(encode_message(Info(1, "m", "f", "s", "remote")))
     host.next_event()
@@ -128,7 +128,7 @@ def test_eof_gives_the_complete_frames_before_it_then_checks_the_end() -> None:
 
 
 def test_next_event_needs_data_until_a_whole_frame_is_in() -> None:
-    device = DeviceConnection(Role.DEVICE)
+    device = DeviceConnection(ConnectionRole.DEVICE)
     assert device.next_event() is NEED_DATA
     data = encode_message(Hello(host="h"))
     device.receive_data(data[:5])

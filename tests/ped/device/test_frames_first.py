@@ -12,17 +12,17 @@ import trio.testing
 
 from keys.colors import Color
 from ped.device import DeviceGone
-from ped.device.connection import NEED_DATA, DeviceConnection
+from ped.device.connection import DeviceConnection
 from ped.device.emulated import output
 from ped.device.emulated.auto import AutoOperator
 from ped.device.emulated.server import EmulatedPed
 from ped.device.messages import (
+    ConnectionRole,
     DeviceEvent,
     DeviceMessage,
     EventKind,
     Hello,
     Info,
-    Role,
     SessionClose,
     SessionData,
     SessionOpen,
@@ -31,7 +31,7 @@ from ped.device.messages import (
 )
 from ped.hsm_api import open_ped_session
 from ped.transport import FrameTransport
-from ped.wire.framing import Frame
+from ped.wire.framing import NEED_DATA, Frame
 from pedtools.fakes.inprocess import InProcessPedDriver
 
 from .conftest import Ring
@@ -55,7 +55,7 @@ def scripted(  # type: ignore[no-untyped-def]
     *answer_to*, writes *reply* (one write), then keeps the stream open (or closes it)."""
 
     async def device(stream: trio.abc.Stream) -> None:
-        conn = DeviceConnection(Role.DEVICE)
+        conn = DeviceConnection(ConnectionRole.DEVICE)
         while data := await stream.receive_some(65536):
             conn.receive_data(data)
             while (message := conn.next_event()) is not NEED_DATA:

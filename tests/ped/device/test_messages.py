@@ -7,16 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ped.device.messages import (
-    CloseReason,
+    DeviceErrorCode,
     DeviceErrorMessage,
     DeviceEvent,
-    ErrorCode,
     EventKind,
     Hello,
     Info,
     Ping,
     Pong,
     SessionClose,
+    SessionCloseReason,
     SessionData,
     SessionOpen,
     SessionOpened,
@@ -31,10 +31,10 @@ MESSAGES = [
     Info(1, "pedemu", "1.0.0", "EMU-1", "remote", 16),
     SessionOpen(7),
     SessionOpened(7),
-    SessionClose(7, CloseReason.SHUTTING_DOWN, "bye"),
+    SessionClose(7, SessionCloseReason.SHUTTING_DOWN, "bye"),
     SessionData(7, Frame(0x23, b"\x00\x01ciphertext")),
     DeviceEvent(7, EventKind.KEY_READ, 1, "00112233445566778899aabbccddeeff", "ok", "key 1 of 2"),
-    DeviceErrorMessage(ErrorCode.BUSY, "another host"),
+    DeviceErrorMessage(DeviceErrorCode.BUSY, "another host"),
     Ping(2**64 - 1),
     Pong(5),
 ]

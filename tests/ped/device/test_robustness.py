@@ -11,11 +11,11 @@ from ped.device.connection import DeviceConnection
 from ped.device.emulated.server import EmulatedPed
 from ped.device.host import StreamPedDriver
 from ped.device.messages import (
+    ConnectionRole,
+    DeviceErrorCode,
     DeviceErrorMessage,
-    ErrorCode,
     Hello,
     Info,
-    Role,
     SessionOpen,
     encode_message,
 )
@@ -62,11 +62,11 @@ async def test_device_error_then_reopen(nursery: trio.Nursery) -> None:
 
     async def device(stream: trio.abc.Stream) -> None:
         calls.append(1)
-        conn = DeviceConnection(Role.DEVICE)
+        conn = DeviceConnection(ConnectionRole.DEVICE)
         conn.receive_data(await stream.receive_some(1000))
         assert isinstance(conn.next_event(), Hello)
         if len(calls) == 1:
-            await stream.send_all(conn.send(DeviceErrorMessage(ErrorCode.BUSY, "other host")))
+            await stream.send_all(conn.send(DeviceErrorMessage(DeviceErrorCode.BUSY, "other host")))
             await stream.aclose()
             return
         await stream.send_all(conn.send(Info(1, "m", "f", "s", "remote")))
@@ -97,7 +97,7 @@ async def test_ped_survives_a_host_that_breaks_the_protocol(
     nursery.start_soon(ped.serve, device)
     # A session before HELLO is a protocol error: the PED says so and hangs up.
     await host.send_all(encode_message(SessionOpen(1)))
-    conn = DeviceConnection(Role.HOST)
+    conn = DeviceConnection(ConnectionRole.HOST)
     conn.send(Hello())
     with trio.fail_after(5):
         data = b""
@@ -105,7 +105,7 @@ async def test_ped_survives_a_host_that_breaks_the_protocol(
             data += chunk
     conn.receive_data(data)
     error = conn.next_event()
-    assert isinstance(error, DeviceErrorMessage) and error.code is ErrorCode.PROTOCOL_ERROR
+    assert isinstance(error, DeviceErrorMessage) and error.code is DeviceErrorCode.PROTOCOL_ERROR
     # The next host is served normally.
     driver = InProcessPedDriver(ped, nursery)
     assert (await driver.open()).model == "pedemu"

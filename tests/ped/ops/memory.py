@@ -19,7 +19,7 @@ from ped.ops import ErrorCode, PedSideSession
 from ped.ops import events as ev
 from ped.ops.messages import NoticeKind
 from ped.transport import PedBusy, TransportClosed
-from ped.wire.framing import Frame, FrameDecoder, encode_frame
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
 from ped.wire.types import E2E_TYPES
 
 
@@ -52,7 +52,7 @@ class MemoryFrameTransport:
     async def receive(self) -> Frame:
         while True:
             frame = self._decoder.next_frame()
-            if frame is not None:
+            if frame is not NEED_DATA:
                 return frame
             try:
                 data = await self._stream.receive_some(65536)

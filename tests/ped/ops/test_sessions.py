@@ -9,7 +9,7 @@ from ped.channel import PedInfo, RefuseReason, RpvMismatch
 from ped.errors import LocalProtocolError, RemoteProtocolError
 from ped.ops import (
     ErrorCode,
-    HsmState,
+    HsmSideState,
     KeysetMismatch,
     KeyTimeout,
     NoBlankKey,
@@ -27,14 +27,14 @@ from .helpers import KEYSET, OTHER_RPV, RPV, SECRET, SERIAL, connected, deliver,
 
 def test_handshake_events_and_states() -> None:
     hsm, ped = make_pair()
-    assert hsm.state is HsmState.IDLE and ped.state is PedState.AWAIT_INIT
+    assert hsm.state is HsmSideState.IDLE and ped.state is PedState.AWAIT_INIT
     events = ped.receive_frame(hsm.start_handshake())
     assert events == [ev.RpvRequired(SERIAL, 200.0)]
-    assert hsm.state is HsmState.HANDSHAKING and ped.state is PedState.AWAIT_RPV
+    assert hsm.state is HsmSideState.HANDSHAKING and ped.state is PedState.AWAIT_RPV
     assert ped.supply_rpv(RPV) == ev.ChannelEstablished(SERIAL)
     assert ped.state is PedState.READY
     assert deliver(hsm, ped.frames_to_send()) == [ev.ChannelReady(PedInfo("pedemu", "E-1", "1.0"))]
-    assert hsm.state is HsmState.READY
+    assert hsm.state is HsmSideState.READY
     assert hsm.ped_info == PedInfo("pedemu", "E-1", "1.0")
 
 
@@ -47,7 +47,7 @@ def test_wrong_rpv_fails_both_ends() -> None:
     frames = ped.frames_to_send()
     with pytest.raises(RpvMismatch):
         deliver(hsm, frames)
-    assert hsm.state is HsmState.FAILED
+    assert hsm.state is HsmSideState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_read_secret_round_trip() -> None:
     assert isinstance(done, ev.OperationSucceeded) and isinstance(done.result, ReadResult)
     assert done.result.secret == bytearray(SECRET)
     assert (done.result.m, done.result.n, done.result.keyset_id) == (2, 3, KEYSET)
-    assert hsm.state is HsmState.READY and ped.state is PedState.READY
+    assert hsm.state is HsmSideState.READY and ped.state is PedState.READY
 
 
 def test_imprint_new_and_reused() -> None:
@@ -135,7 +135,7 @@ def test_operation_errors(code: ErrorCode, error: type[Exception]) -> None:
     ped.answer_error(code, "detail")
     (failed,) = deliver(hsm, ped.frames_to_send())
     assert isinstance(failed, ev.OperationFailed) and isinstance(failed.error, error)
-    assert hsm.state is HsmState.READY
+    assert hsm.state is HsmSideState.READY
 
 
 def test_cancel_flow_and_stale_cancel() -> None:
@@ -155,7 +155,7 @@ def test_concurrent_request_is_answered_busy_by_the_session() -> None:
     hsm, ped = connected()
     ped.receive_frame(hsm.read_secret(Color.BLUE))
     # A misbehaving HSM sends a second request; emulate with a second HSM-side seal.
-    hsm.state = HsmState.READY  # force the local machine to allow it
+    hsm.state = HsmSideState.READY  # force the local machine to allow it
     assert ped.receive_frame(hsm.show_message("x")) == []
     assert ped.state is PedState.IN_OPERATION and ped.current is not None
     assert ped.current.op_id == 1
@@ -179,7 +179,7 @@ def test_goodbye_both_ways() -> None:
     ped.close(CloseReason.SHUTDOWN, "bye")
     (closed,) = deliver(hsm, ped.frames_to_send())
     assert closed == ev.PedClosed(CloseReason.SHUTDOWN, "bye")
-    assert hsm.state is HsmState.CLOSED
+    assert hsm.state is HsmSideState.CLOSED
 
     hsm, ped = connected()
     frame = hsm.close()
@@ -210,7 +210,7 @@ def test_garbage_fails_ped_session_and_raises_on_hsm() -> None:
     (good,) = ped.frames_to_send()
     with pytest.raises(RemoteProtocolError):
         hsm.receive_frame(type(good)(good.type, good.payload[1:]))
-    assert hsm.state is HsmState.FAILED
+    assert hsm.state is HsmSideState.FAILED
 
 
 def test_hsm_gone_while_the_orange_key_is_read() -> None:
@@ -284,6 +284,6 @@ def test_transition_tables_cover_every_state() -> None:
     from ped.ops.ped_side import TRANSITIONS as PED_TRANSITIONS
 
     assert {s for s, _ in PED_TRANSITIONS} | set(PED_TRANSITIONS.values()) == set(PedState)
-    assert {s for s, _ in HSM_TRANSITIONS} | set(HSM_TRANSITIONS.values()) >= set(HsmState) - {
-        HsmState.FAILED
+    assert {s for s, _ in HSM_TRANSITIONS} | set(HSM_TRANSITIONS.values()) >= set(HsmSideState) - {
+        HsmSideState.FAILED
     }

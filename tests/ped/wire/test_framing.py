@@ -19,6 +19,7 @@ from ped.errors import (
 from ped.wire.framing import (
     HEADER_SIZE,
     MAX_PAYLOAD,
+    NEED_DATA,
     WIRE_VERSION,
     Frame,
     FrameDecoder,
@@ -83,7 +84,7 @@ def test_decoder_refuses_oversize_header_before_payload() -> None:
 def test_decoder_eof_mid_frame() -> None:
     decoder = FrameDecoder()
     decoder.feed(frame_bytes(0x20, b"abcdef")[:-1])
-    assert decoder.next_frame() is None
+    assert decoder.next_frame() is NEED_DATA
     with pytest.raises(TruncatedFrame):
         decoder.check_eof()
 
@@ -111,7 +112,7 @@ def test_decoder_reassembles_any_split(frame_list: list[Frame], data: st.DataObj
     for cut in [*cuts, len(stream)]:
         decoder.feed(stream[previous:cut])
         previous = cut
-        while (frame := decoder.next_frame()) is not None:
+        while (frame := decoder.next_frame()) is not NEED_DATA:
             out.append(frame)
     decoder.check_eof()
     assert out == frame_list
@@ -127,7 +128,7 @@ def test_random_bytes_raise_only_frame_errors(data: bytes) -> None:
     decoder = FrameDecoder(accepted=E2E_TYPES, max_payload=128)
     decoder.feed(data)
     try:
-        while decoder.next_frame() is not None:
+        while decoder.next_frame() is not NEED_DATA:
             pass
         decoder.check_eof()
     except FrameError:
