@@ -13,6 +13,7 @@ scratch directory removed at the end, on failure and on Ctrl-C too.
 Exit status: 0 the whole flow worked; 1 a step failed (its output is printed); 130 Ctrl-C.
 """
 
-from pedtools.demo.flow import DemoFailed, main, run_demo
+from pedtools.demo.console import DemoFailed
+from pedtools.demo.flow import main, run_demo
 
 __all__ = ["DemoFailed", "main", "run_demo"]

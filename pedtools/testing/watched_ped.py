@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket as _socket
@@ -109,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.socket is None:
         parser.error("serve on --socket PATH (a watched PED is reached as socket:PATH)")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="pedemu: %(message)s"
+    )
     try:
         return trio.run(_run, args, args.screen_log)
     except (UsageError, OSError) as exc:
