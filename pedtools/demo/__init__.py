@@ -21,6 +21,6 @@ Exit status: 0 the whole flow worked; 1 a step failed (its output is printed); 1
 """
 
 from pedtools.demo.console import DemoFailed
-from pedtools.demo.flow import main, run_demo
+from pedtools.demo.run import main, run_demo
 
 __all__ = ["DemoFailed", "main", "run_demo"]

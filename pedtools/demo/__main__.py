@@ -1,5 +1,5 @@
 import sys
 
-from pedtools.demo.flow import main
+from pedtools.demo.run import main
 
 sys.exit(main())

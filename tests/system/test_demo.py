@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import pedtools.demo.flow as flow
+import pedtools.demo.run as demo_run
 from pedtools.demo.console import shell_line
 from pedtools.testing import processes_naming
 from tests.system.demo_run import run_demo
@@ -122,7 +123,7 @@ def test_a_failing_step_prints_its_output_and_still_cleans_up(
 ) -> None:
     monkeypatch.setattr(flow, "HSM_LABEL", "x" * 200)  # pedhsm refuses such a label
     out = io.StringIO()
-    code = flow.run_demo(out)
+    code = demo_run.run_demo(out)
     text = out.getvalue()
     root = Path(re.search(r"DEMO=(\S+)", text).group(1))  # type: ignore[union-attr]
     assert code == 1
@@ -153,7 +154,7 @@ def test_sigterm_mid_run_stops_everything() -> None:
     code = proc.wait(timeout=120)
     text = "".join(lines) + rest
     root = Path(re.search(r"DEMO=(\S+)", text).group(1))  # type: ignore[union-attr]
-    assert code == flow.EXIT_INTERRUPTED, text
+    assert code == demo_run.EXIT_INTERRUPTED, text
     assert "Interrupted: stopping the daemons and removing the scratch directory." in text
     deadline = time.monotonic() + 5  # nothing to wait for in practice; bounded anyway
     while processes_naming(str(root)) and time.monotonic() < deadline:
