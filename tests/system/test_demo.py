@@ -100,6 +100,7 @@ def test_the_demo_runs_from_anywhere_and_leaves_nothing_behind(tmp_path: Path) -
     login = _block(run.out, "pedhsm hsm login")
     assert "[workstation PED screen] Insert a BLUE PED key for HSM SO Key 2 of 2." in login
     assert "Enter PED PIN" not in _block(run.out, "pedhsm hsm ped show")
+    assert not re.search(r"screen\] .*> \*", run.out)  # a PIN's stars are not shown
     # every byte the relays saw, searched: nothing found; said in section 12 and at the end
     proofs = PROOF.findall(run.out)
     assert len(proofs) == 2 and proofs[0] == proofs[1], run.out
