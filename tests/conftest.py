@@ -17,7 +17,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 #: Directories whose every test starts processes.
-PROCESS_DIRS = ("bench", "crash", "netns", "system")
+PROCESS_DIRS = ("bench", "crash", "netns", "readme", "system")
 
 #: Modules elsewhere that start processes (from their tests or their fixtures).
 PROCESS_MODULES = frozenset({

@@ -2,6 +2,6 @@
 
 import sys
 
-from pedtools.demo.flow import main
+from pedtools.demo.run import main
 
 sys.exit(main())

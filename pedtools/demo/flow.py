@@ -1,31 +1,27 @@
 """The demo's steps, printed as a person at a terminal would see them.
 
 Every step is one real command (``pedkey``, ``pedserver``, ``pedclient``, ``pedhsm``) run
-as a process by `pedtools.testing.procs.Site`; the demo only prints what it typed, what came
-back (indented) and how long it took, and stops at the first step whose exit status is
-not the expected one.  The PINs and the challenge secret are random for each run, written
-to owner-only files, and never printed.
+as a process by `pedtools.testing.procs.Site` and printed by `pedtools.demo.console`
+(quoted, with its output, its timing and the PED screens it caused); the demo stops at
+the first step whose exit status is not the expected one.  Every PED is a watched
+emulated PED behind a byte tap, pedclient and each pedserver are reached through one
+(`pedtools.demo.taps`); the last section searches every tapped byte for every secret.
+The PINs and the challenge secret are random for each run, written to owner-only files,
+and never printed.
 """
-
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import secrets
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
-import attrs
-
-from ped.errors import PedError
-from pedtools.testing.procs import Result, Site, SiteError, free_port
+from keys import read_pin_file
+from pedtools.demo.console import Console, DemoFailed
+from pedtools.demo.taps import TapThread
+from pedtools.testing.procs import Result, Site, free_port
+from pedtools.testing.secret_scan import find, secrets_of
 
 HSM_SERIAL = "150001"
 HSM_LABEL = "demo-hsm"
@@ -41,20 +37,7 @@ LABELS = (
 #: Blank keys in the keyring at the start: orange 1 + five 2-of-3 keysets.
 BLANKS = 16
 #: Every imprint on the remote PED: M of N and a PED PIN (the auto operator's answers).
-REMOTE_OPTIONS = {"m": "2", "n": "3", "pin": "yes"}
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
-
-
-class DemoFailed(PedError):
-    """A step did not end as it should; the message names it."""
-
-
-@attrs.frozen
-class Step:
-    number: int
-    title: str
-    result: Result
+REMOTE_OPTIONS = ("--auto-m", "2", "--auto-n", "3", "--auto-pin", "yes")
 
 
 def _random_pin() -> str:
@@ -68,57 +51,21 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
-class Demo:
+class Demo(Console):
     """Runs and prints the steps; `steps` keeps each one for the summary."""
 
-    def __init__(self, site: Site, out: TextIO, *, log_level: str = "info") -> None:
-        self.site = site
-        self.out = out
+    def __init__(
+        self, site: Site, out: TextIO, taps: TapThread, *, log_level: str = "info"
+    ) -> None:
+        super().__init__(site, out)
+        self.taps = taps
         self.log_level = log_level
-        self.steps: list[Step] = []
-        self.root = site.root
-
-    # -- printing ------------------------------------------------------------------------
-    def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
-
-    def _short(self, text: str) -> str:
-        return text.replace(str(self.root), "$DEMO")
-
-    def section(self, title: str) -> None:
-        self.say()
-        self.say(f"== {title}")
+        self.proof = ""  # the byte taps' count, said again at the very end
 
     def ped_connect(self, title: str, port: int) -> Result:
         """`hsm ped connect` to a pedserver of this demo on loopback."""
         return self.run(title, "pedhsm", "hsm", "ped", "connect", "--ip", "127.0.0.1",
                         "--port", str(port))
-
-    def run(self, title: str, prog: str, *args: str, expect: int = 0) -> Result:
-        """Run one command, print it, fail the demo if its status is not *expect*."""
-        self.say(f"$ {self._short(' '.join([prog, *args]))}")
-        try:
-            result = self.site.run(prog, *args)
-        except SiteError as exc:
-            raise DemoFailed(f"{title}: {exc}") from None
-        self._print_result(result)
-        self.steps.append(Step(len(self.steps) + 1, title, result))
-        if result.code != expect:
-            raise DemoFailed(
-                f"{title}: `{self._short(' '.join(result.argv))}` exited with status "
-                f"{result.code} (expected {expect})"
-            )
-        return result
-
-    def start(self, title: str, prog: str, home: Path, *args: str) -> Result:
-        self.say(f"$ {self._short(' '.join([prog, 'mode', 'start', '--home', str(home), *args]))}")
-        try:
-            result = self.site.start(prog, home, *args)
-        except SiteError as exc:
-            raise DemoFailed(f"{title}: {self._short(str(exc))}") from None
-        self._print_result(result)
-        self.steps.append(Step(len(self.steps) + 1, title, result))
-        return result
 
     def start_pedserver(self, title: str, home: Path, device: str) -> int:
         """pedserver on 127.0.0.1 and a free port; another port if that one was taken
@@ -146,16 +93,21 @@ class Demo:
                 self.say("    (port taken meanwhile: trying another)")
         raise AssertionError("unreachable")
 
-    def _print_result(self, result: Result) -> None:
-        for line in self._short(result.output).rstrip("\n").splitlines():
-            self.say(f"    {line}")
-        status = "" if result.code == 0 else f", exit status {result.code}"
-        self.say(f"    ({result.seconds:.2f} s{status})")
-
-    def expect(self, result: Result, *needles: str) -> None:
-        for needle in needles:
-            if needle not in result.output:
-                raise DemoFailed(f"`{self._short(' '.join(result.argv))}` did not say {needle!r}")
+    def workstation(self, title: str, tag: str, home: Path, keyring: Path, pins: Path) -> int:
+        """A watched PED (auto operator answering from *pins*) behind a byte tap, pedserver
+        using it, and a byte tap in front of pedserver: the port an HSM connects to."""
+        ped = self.start_ped(
+            f"{title} PED", tag, "--keyring", str(keyring), "--operator", "auto",
+            "--pin-file", str(pins), *REMOTE_OPTIONS, "--log-level", self.log_level,
+        )
+        device = self.taps.unix(f"pedserver <-> {title} PED", self.root / f"tap-{tag}.sock", ped)
+        self.say(f"(a byte tap on {self.short(str(device))} records every byte between "
+                 "pedserver and the PED)")
+        port = self.start_pedserver(f"{title} pedserver start", home, f"socket:{device}")
+        tapped = self.taps.tcp(f"pedclient <-> {title} pedserver", port)
+        self.say(f"(a byte tap on 127.0.0.1:{tapped} records every byte between pedclient "
+                 f"and pedserver, port {port}: the HSM connects through it)")
+        return tapped
 
     # -- the flow ------------------------------------------------------------------------
     def flow(self) -> None:
@@ -172,6 +124,11 @@ class Demo:
             PEDCLIENT_HOME=str(client_home),
             PEDHSM_HOME=str(hsm_home),
         )
+
+        self.say(f"$ export DEMO={self.root}")
+        self.say('$ export PEDSERVER_HOME="$DEMO/home-pedserver" '
+                 'PEDCLIENT_HOME="$DEMO/home-pedclient" PEDHSM_HOME="$DEMO/home-pedhsm"')
+        self.say("(each command below pastes as shown; `--dir DIR` keeps the directory)")
 
         self.section("1. The PED keys: a keyring of blank keys, and the operators' PED PINs")
         self.run("blank keys", "pedkey", "blank", "--count", str(BLANKS), "--dir", str(keyring))
@@ -192,15 +149,21 @@ class Demo:
         self.say(" a second operator's copy with a mistyped HSM SO PIN in $DEMO/wrong-pins.txt;")
         self.say(" a random challenge secret in $DEMO/challenge.txt. None is ever printed.)")
 
-        self.section("2. The PED workstation: pedserver with an emulated PED (auto operator)")
-        options = "&".join(f"{k}={v}" for k, v in REMOTE_OPTIONS.items())
-        remote = f"emulated:{keyring}?operator=auto&pin-file={pins}&{options}"
-        log = ("--log-level", self.log_level)
-        port = self.start_pedserver("pedserver start", server_home, remote)
+        self.section("2. The PED workstation: a PED (auto operator), pedserver on 127.0.0.1")
+        port = self.workstation("workstation", "ws", server_home, keyring, pins)
 
         self.section("3. The HSM host: pedclient, and the HSM with a PED cabled to it")
+        log = ("--log-level", self.log_level)
         self.start("pedclient start", "pedclient", client_home, *log)
-        local = f"emulated:{keyring}?mode=local&operator=auto"
+        endpoint = self.taps.unix(
+            "HSM <-> pedclient", self.root / "tap-hsm.sock", client_home / "pedclient.sock"
+        )
+        self.say(f"(a byte tap on {self.short(str(endpoint))} records every byte between "
+                 "the HSM and pedclient)")
+        local = self.start_ped(
+            "HSM's cabled PED", "hsm", "--keyring", str(keyring), "--mode", "local",
+            "--operator", "auto", *log,
+        )
         self.start(
             "pedhsm start",
             "pedhsm",
@@ -208,9 +171,9 @@ class Demo:
             "--serial",
             HSM_SERIAL,
             "--local-ped",
-            local,
+            f"socket:{local}",
             "--pedclient",
-            str(client_home / "pedclient.sock"),
+            str(endpoint),
         )
 
         self.section("4. The Remote PED Vector: an orange key imprinted on the local PED")
@@ -302,9 +265,8 @@ class Demo:
 
         self.section("9. A wrong PED PIN: a second PED whose operator mistypes the SO's PIN")
         second_home = site.home("pedserver-2")
-        wrong_uri = f"emulated:{keyring}?operator=auto&pin-file={wrong_pins}&{options}"
         self.run("HSM SO logout", "pedhsm", "hsm", "logout")
-        port2 = self.start_pedserver("second pedserver start", second_home, wrong_uri)
+        port2 = self.workstation("second", "ws2", second_home, keyring, wrong_pins)
         self.run("ped disconnect", "pedhsm", "hsm", "ped", "disconnect")
         self.ped_connect("ped connect (second PED)", port2)
         r = self.run("hsm login, wrong PIN", "pedhsm", "hsm", "login", expect=1)
@@ -336,6 +298,38 @@ class Demo:
         ):
             site.stop(prog, home)  # already stopped: this waits until the process is gone
 
+        self.section("12. What the relays saw: every byte through the taps, searched")
+        self.taps.wait_ended()  # the daemons closed every connection: all bytes are in
+        self.prove_ciphertext_only(keyring, pins, wrong_pins, challenge)
+
+    def prove_ciphertext_only(
+        self, keyring: Path, pins: Path, wrong_pins: Path, challenge: Path
+    ) -> None:
+        """Search every tapped byte for every secret of the keyring; print the count."""
+        width = max(len(name) for name in self.taps.taps)
+        for name, tap in self.taps.taps.items():
+            self.say(f"  {name:<{width}}  {len(tap.up) + len(tap.down):>9,} bytes, "
+                     f"{tap.connections} connection(s)")
+        records = self.taps.records()
+        needles = secrets_of(
+            keyring,
+            {"": read_pin_file(pins), "mistyped ": read_pin_file(wrong_pins)},
+            {"challenge secret": challenge.read_text().strip().encode()},
+        )
+        hits = find(needles, records)
+        total = sum(len(data) for data in records.values())
+        self.say(
+            f"Searched for {len(needles)} secrets (every key's share, each keyset's secret "
+            "and login secret, the RPV, the PED PINs, the challenge; raw, hex and base64)."
+        )
+        self.proof = (
+            f"Byte taps: {total:,} bytes relayed, {len(needles)} secrets searched, "
+            f"{len(hits)} found."
+        )
+        self.say(self.proof)
+        if hits:
+            raise DemoFailed("secrets in the bytes the relays saw: " + ", ".join(hits))
+
     def summary(self, started: float) -> None:
         self.section("Summary")
         width = max(len(s.title) for s in self.steps)
@@ -353,84 +347,4 @@ class Demo:
             f"{len(ped_steps)} of them used a PED: the orange key's imprint on the PED cabled "
             "to the HSM, every other one on a PED across the network."
         )
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _interrupts_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be changed from the main thread
-        return
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def run_demo(out: TextIO, *, directory: Path | None = None, log_level: str = "info") -> int:
-    """Run the demo, printing to *out*; the exit status.  With *directory*, the scratch
-    directory is kept there (daemons are still stopped); otherwise a temporary one is
-    removed."""
-    started = time.monotonic()
-    site = Site(directory, prefix="ped-demo-")
-    demo = Demo(site, out, log_level=log_level)
-    demo.say("Remote PED demo: an HSM logs its administrators in with PED keys read on a PED")
-    demo.say("across the network (pedhsm -> pedclient -> TCP -> pedserver -> PED).")
-    kept = "kept" if directory is not None else "removed at the end"
-    demo.say(f"Scratch directory: DEMO={site.root} ({kept})")
-    try:
-        demo.flow()
-    except DemoFailed as exc:
-        demo.say()
-        demo.say(f"DEMO FAILED: {exc}")
-        _print_logs(demo)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        demo.say()
-        demo.say("Interrupted: stopping the daemons and removing the scratch directory.")
-        return EXIT_INTERRUPTED
-    finally:
-        with _interrupts_ignored():  # a second Ctrl-C must not leave daemons behind
-            site.close()
-    demo.summary(started)
-    left = "kept in " + str(site.root) if directory is not None else "removed"
-    demo.say(f"Every daemon stopped; scratch directory {left}. Demo OK.")
-    return 0
-
-
-def _print_logs(demo: Demo) -> None:
-    """The last lines of each daemon's log (they never hold a secret) to help find why."""
-    for log in sorted(demo.root.glob("home-*/*.log")):
-        lines = log.read_text(errors="replace").splitlines()[-15:]
-        demo.say(f"--- last lines of {demo._short(str(log))}")
-        for line in lines:
-            demo.say(f"    {demo._short(line)}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pedtools.demo",
-        description="The Remote PED demo (what `make demo` runs). Leaves nothing behind.",
-    )
-    parser.add_argument(
-        "--dir", type=Path, help="use (and keep) this scratch directory instead of a temporary one"
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="pedserver's and pedclient's log level (default info)",
-    )
-    args = parser.parse_args(argv)
-    if args.dir is not None and len(str(args.dir.absolute())) > 60:
-        parser.error("--dir: keep the path short (Unix socket paths are at most 107 bytes)")
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        return run_demo(sys.stdout, directory=args.dir, log_level=args.log_level)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        self.say(self.proof)

@@ -25,6 +25,11 @@ Here, importable without pytest (the demo uses them): `RemotePed` and
 event's line just after relaying the answer that came with it); `Site`
 (`pedtools.testing.procs`) runs any of the programs (``pedserver``, ``pedclient``,
 ``pedhsm``, ``pedkey``) as processes in a scratch directory and cleans up after them.
+
+Modules of their own: `pedtools.testing.tap` (byte taps: proxies recording every byte),
+`pedtools.testing.secret_scan` (every secret a keyring stands for, searched for in
+recorded bytes) and `pedtools.testing.watched_ped` (an emulated PED whose screens are
+written to a file).
 """
 
 from __future__ import annotations

@@ -67,6 +67,8 @@ def program(name: str) -> list[str]:
         return [sys.executable, "-m", name]
     if name == "pedemu":
         return [sys.executable, "-m", "ped.device.emulated"]
+    if name == "watched_ped":
+        return [sys.executable, "-m", "pedtools.testing.watched_ped"]
     script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
@@ -151,6 +153,7 @@ class Site:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._owns_root = False
         self.daemons: list[Daemon] = []
+        self.spawned: list[Spawned] = []  # foreground programs run in the background
         self.env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
 
     # -- paths -------------------------------------------------------------------------
@@ -224,12 +227,39 @@ class Site:
             _wait_gone([daemon.pid])
         return result
 
+    def spawn(self, prog: str, *args: str, ready: Path, timeout: float = 30.0) -> Spawned:
+        """Run *prog* in the site's root in the background (its output in ``PROG-N.log``)
+        until it has made the path *ready* (its socket); `Site.close` stops it after the
+        daemons."""
+        log = self.root / f"{prog}-{len(self.spawned) + 1}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(  # our own programs, no shell
+                [*program(prog), *args],
+                cwd=self.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        spawned = Spawned(prog, process, log)
+        self.spawned.append(spawned)
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() >= deadline:
+                spawned.stop()
+                why = "exited" if process.returncode is not None else f"not ready in {timeout:g} s"
+                raise SiteError(f"{prog} {why}:\n{log.read_text(errors='replace')}")
+            time.sleep(0.02)
+        return spawned
+
     # -- cleaning up -------------------------------------------------------------------
     def close(self) -> None:
         """Stop every daemon (newest first), kill stragglers naming the root, remove the
         root if this site made it.  Safe to call twice."""
         while self.daemons:
             self._stop(self.daemons.pop())
+        while self.spawned:
+            self.spawned.pop().stop()
         _wait_gone(processes_naming(str(self.root)))
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -259,3 +289,23 @@ def _wait_gone(pids: Sequence[int]) -> None:
             if not pids:
                 return
             time.sleep(0.05)
+
+
+class Spawned:
+    """A foreground program a `Site` runs in the background (`Site.spawn`)."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log = log
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after `STOP_GRACE`; waits until it is gone."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+

@@ -21,8 +21,8 @@ from ped.channel.handshake import derive_psk
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
 from pedtools.testing import wait_for_log
+from pedtools.testing.tap import tcp_tap, unix_tap
 from tests.p2p.rig import APPLIANCE, BIN, P2P, PEER, ok
-from tests.pedserver.fakes import tcp_tap, unix_tap
 from tests.pedserver.test_secrets_tap import KEYS, _forbidden_forms, _make_keys, _wait_for
 
 TLS_HANDSHAKE_RECORD = 0x16

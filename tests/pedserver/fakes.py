@@ -5,7 +5,6 @@
   relays pass both directions untouched), records every frame it gets, reports a
   non-secret DeviceEvent per frame, shares one operation lock across sessions, and can
   be unplugged.
-* `Tap`: a TCP or Unix proxy that records every byte in both directions.
 * `running_pair`: pedserver (fake PED) and pedclient in this process on real sockets.
 """
 
@@ -16,7 +15,6 @@ import itertools
 import math
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -149,89 +147,6 @@ class FakeDriver(PedDriver):
         self.free.set()
         for session in list(self.sessions.values()):
             session._send.close()
-
-
-# ------------------------------------------------------------------------------ tap
-
-
-@attrs.define
-class Tap:
-    """Records every byte a proxy relays: ``up`` (towards the target), ``down`` (back).
-
-    Each direction passes its end of stream on (a half-close), so a connection is over
-    once both ends have finished sending: `wait_ended` waits for that, and then every
-    byte either end sent has been recorded.
-    """
-
-    up: bytearray = attrs.field(factory=bytearray)
-    down: bytearray = attrs.field(factory=bytearray)
-    connections: int = 0
-    ended: int = 0
-    _changed: trio.Event = attrs.field(factory=trio.Event)
-
-    async def _pipe(self, src: trio.abc.Stream, dst: trio.abc.Stream, record: bytearray) -> None:
-        try:
-            while data := await src.receive_some(65536):
-                record += data
-                await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
-                                     OSError):
-                if isinstance(dst, trio.abc.HalfCloseableStream):
-                    await dst.send_eof()  # the other direction runs on to its own end
-                else:
-                    await dst.aclose()
-
-    async def handle(self, client: trio.abc.Stream, connect) -> None:  # type: ignore[no-untyped-def]
-        self.connections += 1
-        try:
-            try:
-                target = await connect()
-            except OSError:
-                await client.aclose()
-                return
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pipe, client, target, self.up)
-                nursery.start_soon(self._pipe, target, client, self.down)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await target.aclose()
-                await client.aclose()
-        finally:
-            self.ended += 1
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_ended(self, timeout: float = 30.0) -> None:
-        """Return once every connection the tap took has ended both ways."""
-        with trio.fail_after(timeout):
-            while self.ended < self.connections or not self.connections:
-                await self._changed.wait()
-
-
-async def tcp_tap(nursery: trio.Nursery, target_port: int) -> tuple[Tap, int]:
-    tap = Tap()
-    listeners = await nursery.start(
-        trio.serve_tcp,
-        lambda s: tap.handle(s, lambda: trio.open_tcp_stream("127.0.0.1", target_port)),
-        0,
-    )
-    return tap, listeners[0].socket.getsockname()[1]
-
-
-async def unix_tap(nursery: trio.Nursery, path: Path, target: Path) -> Tap:
-    tap = Tap()
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(str(path))
-    sock.listen(16)
-    listener = trio.SocketListener(sock)
-    nursery.start_soon(
-        trio.serve_listeners,
-        lambda s: tap.handle(s, lambda: trio.open_unix_socket(str(target))),
-        [listener],
-    )
-    return tap
 
 
 # ------------------------------------------------------------------------ harness

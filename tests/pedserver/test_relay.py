@@ -18,7 +18,8 @@ from ped.link import (
 from ped.transport import PedBusy, TransportError
 from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
 from ped.wire.types import E2E_RANGE
-from tests.pedserver.fakes import FakeDriver, running_pair, tcp_tap, unix_tap
+from pedtools.testing.tap import tcp_tap, unix_tap
+from tests.pedserver.fakes import FakeDriver, running_pair
 
 
 def _frames(data: bytes) -> list[Frame]:

@@ -25,7 +25,7 @@ from ped.daemon.control import control_request_sync
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient
 from pedtools.testing import wait_for_log
-from tests.pedserver.fakes import tcp_tap, unix_tap
+from pedtools.testing.tap import tcp_tap, unix_tap
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
