@@ -30,6 +30,8 @@ from ped.cliutil import add_version_option, normalize_luna_argv
 from ped.errors import PedError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_DOWN = 0, 1, 2, 3
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 MAX_FILE = 64 * 1024
 MAX_CHALLENGE = 256
 LONG_COMMANDS = {
@@ -108,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "for this user, PEDCLIENT_HOME/pedclient.sock or pedclient's default home)",
     )
     p.add_argument("--foreground", action="store_true", help="do not go to the background")
+    # The same options as the relays' (ped.daemon.arguments, not imported here: the shell
+    # starts on every command, and ped.daemon brings trio; tests/hsm checks they agree).
+    p.add_argument("--log-level", "--loglevel", dest="log_level", choices=LOG_LEVELS,
+                   default="info", help="log level (default info)")
+    p.add_argument("--log-format", "--logformat", dest="log_format", choices=LOG_FORMATS,
+                   default="text", help="log lines as text (default) or one JSON object per line")
     leaf(mode, "stop", "mode.stop", "power the HSM off (stop the daemon)")
     leaf(mode, "show", "mode.show", "show whether the HSM runs, and its state")
 
@@ -236,7 +244,8 @@ def _read_file(path: str, what: str, limit: int) -> bytes:
 
 
 def _request_args(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"home", "group", "command", "challenge_file", "value_file", "foreground"}
+    skip = {"home", "group", "command", "challenge_file", "value_file", "foreground",
+            "log_level", "log_format"}
     args = {
         k: v
         for k, v in vars(ns).items()
@@ -275,11 +284,11 @@ def _mode_start(ns: argparse.Namespace) -> int:
         _err(f"the HSM in {home} is already running (pid {pid}); `pedhsm mode stop` first")
         return EXIT_FAIL
     ns.pedclient = ns.pedclient or default_pedclient()
+    if ns.foreground:  # the warning goes to the log (or the journal) once logging is set up
+        return _run_foreground(ns, home)
     warning = pedclient_warning(ns.pedclient)
     if warning:
         _err(f"warning: {warning}")
-    if ns.foreground:
-        return _run_foreground(ns, home)
     # -P: never import from the working directory (see ped.device.subprocess_driver).
     argv = [sys.executable, "-P", "-m", "hsm.cli", "mode", "start"]
     argv += ["--home", str(home), "--foreground"]
@@ -287,6 +296,8 @@ def _mode_start(ns: argparse.Namespace) -> int:
         ("--serial", ns.serial),
         ("--local-ped", ns.local_ped),
         ("--pedclient", ns.pedclient),
+        ("--log-level", ns.log_level),
+        ("--log-format", ns.log_format),
     ):
         if value:
             argv += [flag, value]
@@ -303,11 +314,21 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
     import trio
 
     from hsm.errors import HsmError
-    from hsm.server import PID_NAME, Daemon
-    from ped.daemon import ControlError, PidFile, notify_failed, notify_ready, setup_logging
+    from hsm.server import LOG_NAME, PID_NAME, Daemon
+    from ped.daemon import (
+        READY_FD_ENV,
+        ControlError,
+        PidFile,
+        notify_failed,
+        notify_ready,
+        setup_logging,
+    )
 
-    # In the background, stderr is already the log file in the home (start_background).
-    setup_logging("pedhsm")
+    # Started in the background: the log file in the home, reopened at SIGHUP (rotation),
+    # with stdout and stderr; in the foreground: stderr (systemd's journal).
+    background = READY_FD_ENV in os.environ
+    setup_logging("pedhsm", level=ns.log_level, log_format=ns.log_format,
+                  log_file=home / LOG_NAME if background else None, capture_std=background)
     warning = pedclient_warning(ns.pedclient)
     if warning:
         logging.getLogger("pedhsm").warning("%s", warning)

@@ -32,7 +32,13 @@ from hsm.engine import Hsm
 from hsm.errors import HsmError, InvalidCommand
 from hsm.pedlink import PedRouter
 from hsm.store import Store
-from ped.daemon import ControlError, Progress, serve_control, watch_stop_signals
+from ped.daemon import (
+    ControlError,
+    Progress,
+    serve_control,
+    watch_reopen_signal,
+    watch_stop_signals,
+)
 
 log = logging.getLogger("pedhsm")
 SOCKET_NAME = "control.sock"
@@ -92,6 +98,7 @@ class Daemon:
                 await nursery.start(self.router.run)
                 path = await nursery.start(serve_control, self.home / SOCKET_NAME, self.handle)
                 await nursery.start(watch_stop_signals, self._on_signal)  # before "ready"
+                await nursery.start(watch_reopen_signal)  # SIGHUP: reopen the log
                 nursery.start_soon(self._heartbeat)
                 log.info("pedhsm serial %s serving on %s", self.hsm.serial, path)
                 task_status.started(path)

@@ -51,7 +51,7 @@ from ped.daemon.process import (
     notify_ready,
     start_background,
 )
-from ped.daemon.signals import watch_stop_signals
+from ped.daemon.signals import watch_reopen_signal, watch_stop_signals
 
 __all__ = [
     "READY_FD_ENV",
@@ -74,6 +74,7 @@ __all__ = [
     "serve_control",
     "setup_logging",
     "start_background",
+    "watch_reopen_signal",
     "watch_stop_signals",
     "write_config",
 ]

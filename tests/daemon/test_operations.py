@@ -133,6 +133,35 @@ def test_a_daemon_an_operator_runs_for_years(home, umask_022):
         sleeper.wait()
 
 
+def test_pedhsm_logs_json_at_debug_owner_only_and_reopens_at_sighup(home, umask_022):
+    """pedhsm has the relays' log options: --log-level, --log-format json, SIGHUP rotation."""
+    done = run("pedhsm", "mode", "start", "--home", home, "--pedclient", home / "none.sock",
+               "--log-level", "debug", "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    try:
+        pid = int((home / "pedhsm.pid").read_text())
+        log = home / "pedhsm.log"
+        assert log.stat().st_mode & 0o777 == 0o600
+        wait_until(lambda: "serving on" in log.read_text(), "pedhsm's serving line")
+        entries = [json.loads(line) for line in log.read_text().splitlines() if line]
+        assert any(e["logger"] == "pedhsm" and "serving on" in e["message"] for e in entries)
+        os.rename(log, home / "pedhsm.log.1")
+        os.kill(pid, signal.SIGHUP)  # what logrotate's postrotate sends
+        wait_until(lambda: log.exists() and "reopened" in log.read_text(), "a new log file")
+        assert log.stat().st_mode & 0o777 == 0o600
+        assert run("pedhsm", "mode", "show", "--home", home).returncode == 0  # still up
+    finally:
+        run("pedhsm", "mode", "stop", "--home", home)
+
+
+def test_pedhsm_offers_the_log_options_the_relays_do():
+    from hsm import cli
+    from ped.daemon.config import LOG_LEVELS
+    from ped.daemon.logs import LOG_FORMATS
+
+    assert cli.LOG_LEVELS == LOG_LEVELS and cli.LOG_FORMATS == LOG_FORMATS
+
+
 def test_systemd_readiness_from_a_foreground_daemon(home):
     """``Type=notify``: READY=1 once serving, STOPPING=1 when stopped, on a real socket."""
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
