@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hmac
 
-from ped.errors import FieldOutOfRange
+from ped.errors import FieldOutOfRange, LocalProtocolError
 
 #: Padded plaintexts are whole multiples of this many bytes (the 2-byte length included).
 PAD_BLOCK = 544
@@ -43,7 +43,7 @@ def pad(message: bytes | bytearray) -> bytearray:
     """The padded form of *message* (a new bytearray: wipe it once it is encrypted)."""
     length = len(message)
     if length >= 1 << (8 * LENGTH_SIZE):
-        raise ValueError(f"a padded message holds at most {(1 << 16) - 1} bytes")
+        raise LocalProtocolError(f"a padded message holds at most {(1 << 16) - 1} bytes")
     padded = bytearray(padded_size(length))
     padded[:LENGTH_SIZE] = length.to_bytes(LENGTH_SIZE, "big")
     padded[LENGTH_SIZE : LENGTH_SIZE + length] = message
@@ -63,10 +63,10 @@ def unpad(padded: bytes, *, max_length: int) -> bytes:
             f"padded message is {size} bytes; suite 2 pads to a multiple of {PAD_BLOCK}"
         )
     length = int.from_bytes(padded[:LENGTH_SIZE], "big")
-    if length > min(size - LENGTH_SIZE, max_length):
+    room = min(size - LENGTH_SIZE, max_length)
+    if length > room:
         raise FieldOutOfRange(
-            f"padded message says it holds {length} bytes; its {size}-byte block holds at "
-            f"most {min(size - LENGTH_SIZE, max_length)}"
+            f"padded message says it holds {length} bytes; its {size} bytes hold at most {room}"
         )
     end = LENGTH_SIZE + length
     expected = padded[:end] + bytes(size - end)
