@@ -9,9 +9,10 @@ so that the atheris harnesses in this directory and the hypothesis tests in
 * `DECODERS`: one entry per frame type of every layer (link 0x01-0x1F, end to end
   0x20-0x2F, device transport 0x30-0x3F, local endpoint 0x40-0x4F, PED operations
   0x50-0x6F) plus the payloads that only appear inside another one (the PED info inside
-  handshake message 2).  Each entry takes a payload and decodes it the way the receiving
-  hop does.  The table is built from the layers' own type registries, so a new message
-  type is fuzzed without touching this file; `missing_types` says if one was forgotten.
+  handshake message 2, the padded plaintext inside a SEALED frame).  Each entry takes a
+  payload and decodes it the way the receiving hop does.  The table is built from the
+  layers' own type registries, so a new message type is fuzzed without touching this
+  file; `missing_types` says if one was forgotten.
 * `dispatch(frame)`: hand a frame to every decoder registered for its type.
 * `decode_stream(data, chunks)`: the frame decoder fed in arbitrary pieces, each frame it
   yields dispatched, then end of stream.
@@ -46,6 +47,7 @@ from ped.channel import (
     SecureChannel,
 )
 from ped.channel.noise import CipherState
+from ped.channel.padding import PAD_BLOCK
 from ped.device import connection as device_connection
 from ped.device import messages as device_messages
 from ped.errors import PedError
@@ -99,8 +101,20 @@ def _handshake_refused(payload: bytes) -> object:
 
 
 def _sealed(payload: bytes) -> object:
-    channel = SecureChannel(CipherState(_KEY_A), CipherState(_KEY_B), bytes(32), role="responder")
+    channel = SecureChannel(
+        CipherState(_KEY_A), CipherState(_KEY_B), bytes(32), role="responder", padded=True
+    )
     return channel.open(Frame(E2EType.SEALED, payload))
+
+
+def _sealed_padded_body(payload: bytes) -> object:
+    """A suite-2 plaintext as it comes out of decryption: length field, message, padding.
+
+    Random SEALED payloads never authenticate, so this one is encrypted under the key the
+    channel of `_sealed` opens with: the fuzzer reaches the padding checks behind the tag.
+    """
+    body = payload + bytes(-len(payload) % PAD_BLOCK)
+    return _sealed(CipherState(_KEY_B).encrypt_with_ad(b"", body))
 
 
 def _ped_session_before_handshake(type_: int) -> Decoder:
@@ -142,6 +156,8 @@ def _build() -> dict[str, tuple[int | None, Decoder]]:
     )
     table["e2e.HANDSHAKE_REFUSED"] = (E2EType.HANDSHAKE_REFUSED, _handshake_refused)
     table["e2e.SEALED"] = (E2EType.SEALED, _sealed)
+    # The padded plaintext inside (after decryption): no frame type of its own.
+    table["e2e.SEALED.padded_body"] = (None, _sealed_padded_body)
     for t in E2EType:
         table[f"e2e.ped_session.{t.name}"] = (int(t), _ped_session_before_handshake(int(t)))
     # Only ever inside handshake message 2 (after decryption): no frame type of its own.

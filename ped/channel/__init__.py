@@ -1,7 +1,8 @@
 """End-to-end channel between HSM and PED: Noise_NNpsk0_25519_ChaChaPoly_SHA256 keyed by the RPV.
 
 Sans-IO.  The HSM uses `ChannelInitiator`, the PED `ChannelResponder`; both yield a
-`SecureChannel`.  PROTOCOL.md documents the bytes; ``ped.channel.noise`` the primitives.
+`SecureChannel`.  PROTOCOL.md documents the bytes; ``ped.channel.noise`` the primitives,
+``ped.channel.padding`` how suite 2 pads SEALED plaintexts.
 """
 
 from ped.channel.errors import (
@@ -16,10 +17,13 @@ from ped.channel.errors import (
     UnsupportedSuite,
 )
 from ped.channel.handshake import (
+    DEFAULT_SUITE,
     LOCAL_RPV,
     PSK_LABEL,
     RPV_SIZE,
+    SUITE_NNPSK0_PADDED,
     SUITE_NNPSK0_V1,
+    SUPPORTED_SUITES,
     ChannelInitiator,
     ChannelResponder,
     HandshakeInit,
@@ -29,15 +33,20 @@ from ped.channel.handshake import (
     derive_psk,
 )
 from ped.channel.noise import PROTOCOL_NAME
+from ped.channel.padding import PAD_BLOCK
 from ped.channel.secure import MAX_PLAINTEXT, SecureChannel
 
 __all__ = [
+    "DEFAULT_SUITE",
     "LOCAL_RPV",
     "MAX_PLAINTEXT",
+    "PAD_BLOCK",
     "PROTOCOL_NAME",
     "PSK_LABEL",
     "RPV_SIZE",
+    "SUITE_NNPSK0_PADDED",
     "SUITE_NNPSK0_V1",
+    "SUPPORTED_SUITES",
     "ChannelClosed",
     "ChannelError",
     "ChannelInitiator",

@@ -20,6 +20,11 @@ and a non-secret text, never with anything derived from the RPV.
 A refusal is unauthenticated (there is no shared key yet); forging one only denies
 service, which anyone on the path can do anyway.
 
+The suite is the HSM's choice: 2 (the default) pads every SEALED plaintext, 1 (HSMs built
+before suite 2) does not.  A PED accepts both.  The suite byte is in the prologue, so a
+relay that rewrites it breaks the handshake instead of downgrading it; an HSM never falls
+back to suite 1 when a PED refuses suite 2 (the refusal is unauthenticated).
+
 Both objects are sans-IO and single-use: build one per session.
 """
 
@@ -47,9 +52,15 @@ from ped.wire.codec import Reader, Writer
 from ped.wire.framing import WIRE_VERSION, Frame
 from ped.wire.types import E2EType
 
-#: Cipher suite 1: Noise_NNpsk0_25519_ChaChaPoly_SHA256 with the PSK from `derive_psk`.
+#: Cipher suite 1: Noise_NNpsk0_25519_ChaChaPoly_SHA256 with the PSK from `derive_psk`,
+#: SEALED plaintexts as they are.  A PED still accepts it (HSMs built before suite 2);
+#: an HSM of this code never sends it.
 SUITE_NNPSK0_V1 = 1
-SUPPORTED_SUITES = frozenset({SUITE_NNPSK0_V1})
+#: Cipher suite 2: suite 1 with every SEALED plaintext padded (`ped.channel.padding`).
+SUITE_NNPSK0_PADDED = 2
+#: The suite an HSM asks for.
+DEFAULT_SUITE = SUITE_NNPSK0_PADDED
+SUPPORTED_SUITES = frozenset({SUITE_NNPSK0_V1, SUITE_NNPSK0_PADDED})
 #: HKDF-SHA256 info (domain separation) turning an RPV into the Noise PSK.
 PSK_LABEL = b"remote-ped v1 rpv psk"
 #: First bytes of the Noise prologue.
@@ -136,7 +147,12 @@ class HandshakeInit:
     hsm_serial: str = attrs.field(validator=lambda _s, _a, v: _check_serial(v))
     key_timeout_ms: int = attrs.field(validator=lambda _s, _a, v: _check_timeout_ms(v))
     noise_message: bytes = attrs.field(converter=bytes)
-    suite: int = SUITE_NNPSK0_V1
+    suite: int = DEFAULT_SUITE
+
+    @property
+    def padded(self) -> bool:
+        """Whether the channel this handshake opens pads its SEALED plaintexts (suite 2)."""
+        return self.suite == SUITE_NNPSK0_PADDED
 
     def __repr__(self) -> str:
         return (
@@ -233,6 +249,8 @@ class ChannelInitiator:
     """HSM side: `start` gives ``HANDSHAKE_INIT``, `receive` the PED's answer gives a channel.
 
     *ephemeral_private* (32 bytes) fixes the ephemeral key; only test vectors want that.
+    *suite* is `DEFAULT_SUITE` (2, padded); 1 is what an HSM built before suite 2 sends,
+    for tests and vectors of that case.
     """
 
     def __init__(
@@ -242,9 +260,16 @@ class ChannelInitiator:
         hsm_serial: str,
         key_timeout_ms: int = 200_000,
         ephemeral_private: bytes | X25519PrivateKey | None = None,
+        suite: int = DEFAULT_SUITE,
     ) -> None:
+        if suite not in SUPPORTED_SUITES:
+            raise LocalProtocolError(
+                f"cipher suite {suite} is not one of {sorted(SUPPORTED_SUITES)}"
+            )
         psk = derive_psk(rpv)
-        self._init = HandshakeInit(_check_serial(hsm_serial), key_timeout_ms, b"\x00" * 48)
+        self._init = HandshakeInit(
+            _check_serial(hsm_serial), key_timeout_ms, b"\x00" * 48, suite
+        )
         self._noise: NNpsk0Initiator | None = NNpsk0Initiator(
             psk, self._init.prologue(), _ephemeral(ephemeral_private)
         )
@@ -287,7 +312,9 @@ class ChannelInitiator:
                 recv.wipe()
                 raise
             assert noise.handshake_hash is not None
-            return SecureChannel(send, recv, noise.handshake_hash, role="initiator")
+            return SecureChannel(
+                send, recv, noise.handshake_hash, role="initiator", padded=self._init.padded
+            )
         finally:
             noise.wipe()
 
@@ -338,7 +365,10 @@ class ChannelResponder:
             noise.wipe()
         assert noise.handshake_hash is not None
         frame = Frame(E2EType.HANDSHAKE_RESPONSE, Writer().bytes16(message).getvalue())
-        return frame, SecureChannel(send, recv, noise.handshake_hash, role="responder")
+        channel = SecureChannel(
+            send, recv, noise.handshake_hash, role="responder", padded=self.init.padded
+        )
+        return frame, channel
 
     def refuse(self, reason: RefuseReason, detail: str = "") -> Frame:
         self._done = True

@@ -116,14 +116,15 @@ class CipherState:
             raise LocalProtocolError("this cipher state has no key")
         return bytearray(self._key)
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | bytearray) -> bytes:
         if self._aead is None:
             return bytes(plaintext)
         if self.n >= MAX_NONCE:
             raise NonceExhausted(
                 "this channel has used every nonce; open a new session to get fresh keys"
             )
-        ciphertext = self._aead.encrypt(nonce_bytes(self.n), bytes(plaintext), bytes(ad))
+        # No bytes() copy: the caller may wipe its bytearray once this returns.
+        ciphertext = self._aead.encrypt(nonce_bytes(self.n), plaintext, bytes(ad))
         self.n += 1
         return ciphertext
 

@@ -27,7 +27,13 @@ import enum
 
 from keys.colors import Color
 from ped.channel.errors import ChannelError, HandshakeRefused
-from ped.channel.handshake import ChannelInitiator, PedInfo, RefuseReason
+from ped.channel.handshake import (
+    DEFAULT_SUITE,
+    SUITE_NNPSK0_PADDED,
+    ChannelInitiator,
+    PedInfo,
+    RefuseReason,
+)
 from ped.channel.secure import SecureChannel
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.ops import events as ev
@@ -96,7 +102,8 @@ class HsmSideSession(SessionBase):
     """The HSM's end of one session with a PED.  See the module docstring.
 
     *ephemeral_private* fixes the X25519 ephemeral key (test vectors only);
-    *first_op_id* the first operation id (ids then count up).
+    *first_op_id* the first operation id (ids then count up); *suite* the cipher suite
+    (`DEFAULT_SUITE`, padded; 1 only to play an HSM built before suite 2).
     """
 
     def __init__(
@@ -107,13 +114,16 @@ class HsmSideSession(SessionBase):
         key_timeout_ms: int = 200_000,
         ephemeral_private: bytes | None = None,
         first_op_id: int = 1,
+        suite: int = DEFAULT_SUITE,
     ) -> None:
         self._initiator: ChannelInitiator | None = ChannelInitiator(
             rpv=rpv,
             hsm_serial=hsm_serial,
             key_timeout_ms=key_timeout_ms,
             ephemeral_private=ephemeral_private,
+            suite=suite,
         )
+        self.suite = suite
         self.hsm_serial: str | None = hsm_serial
         self.key_timeout_ms = key_timeout_ms
         self._channel: SecureChannel | None = None
@@ -232,7 +242,7 @@ class HsmSideSession(SessionBase):
         try:
             channel = self._initiator.receive(frame)
         except HandshakeRefused as exc:
-            raise _refusal_error(exc) from None
+            raise _refusal_error(exc, self.suite) from None
         self._advance("response", remote=True)
         self._channel = channel
         self.ped_info = self._initiator.peer_info
@@ -296,7 +306,7 @@ class HsmSideSession(SessionBase):
         self.cancel_sent = False
 
 
-def _refusal_error(exc: HandshakeRefused) -> PedError:
+def _refusal_error(exc: HandshakeRefused, suite: int) -> PedError:
     reason = RefuseReason(exc.reason)
     if reason is RefuseReason.BUSY:
         return PedBusy("the PED is busy" + (f": {exc.detail}" if exc.detail else ""))
@@ -304,4 +314,11 @@ def _refusal_error(exc: HandshakeRefused) -> PedError:
     if cls is None:
         return exc
     detail = "while connecting (orange key)" + (f": {exc.detail}" if exc.detail else "")
+    if reason is RefuseReason.UNSUPPORTED and suite == SUITE_NNPSK0_PADDED:
+        # A PED from before suite 2 refuses it as a malformed handshake.  No fallback to
+        # suite 1: the refusal is unauthenticated, anyone on the path could forge it.
+        detail += (
+            f" (this HSM asks for cipher suite {suite}, padded frames; a PED that "
+            "predates it refuses it: update the PED's firmware)"
+        )
     return cls(detail)

@@ -62,7 +62,7 @@ from __future__ import annotations
 import enum
 
 from keys.colors import Color
-from ped.channel.errors import ChannelClosed, ChannelError, RpvMismatch
+from ped.channel.errors import ChannelClosed, ChannelError, RpvMismatch, UnsupportedSuite
 from ped.channel.handshake import ChannelResponder, PedInfo, RefuseReason
 from ped.channel.secure import SecureChannel
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
@@ -188,7 +188,8 @@ class PedSideSession(SessionBase):
             if self.state is PedState.AWAIT_INIT:
                 # Malformed or unsupported HANDSHAKE_INIT: say so in the clear, no secrets.
                 reason = RefuseReason.UNSUPPORTED
-                self._outbox.append(self._responder.refuse(reason, "malformed handshake"))
+                detail = str(exc) if isinstance(exc, UnsupportedSuite) else "malformed handshake"
+                self._outbox.append(self._responder.refuse(reason, detail))
             return self._fail(exc)
 
     def _on_message(self, message: OpMessage) -> list[ev.PedEvent]:

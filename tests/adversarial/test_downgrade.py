@@ -2,16 +2,27 @@
 
 Three places carry a version: the frame envelope (every hop), the end-to-end cipher
 suite in HANDSHAKE_INIT, and the link hello between pedclient and pedserver.  Each is
-checked here from the receiving side, for an older (0) and a newer (2, 255) value,
+checked here from the receiving side, for an older (0) and a newer (2 or 3, 255) value,
 through the same sans-IO objects the daemons use.  The device transport's own hello is
 covered by ``tests/ped/device``.
+
+The suite has two accepted values: 2 (padded SEALED frames, what an HSM sends) and 1
+(unpadded, what HSMs built before suite 2 send; a PED still serves them).  A relay that
+rewrites 2 into 1 breaks the handshake (the suite is in the Noise prologue), and an HSM
+refused by an older PED does not fall back to 1.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from ped.channel import RefuseReason, UnsupportedSuite
+from ped.channel import (
+    SUITE_NNPSK0_PADDED,
+    SUITE_NNPSK0_V1,
+    RefuseReason,
+    RpvMismatch,
+    UnsupportedSuite,
+)
 from ped.channel.handshake import HandshakeRefusal
 from ped.errors import FieldOutOfRange, RemoteProtocolError, UnsupportedVersion
 from ped.link import (
@@ -24,13 +35,14 @@ from ped.link import (
     negotiate_version,
 )
 from ped.link.messages import LINK_VERSION_MAX, LINK_VERSION_MIN
-from ped.ops import Unsupported
+from ped.ops import HsmSideState, Unsupported
 from ped.ops import events as ev
+from ped.ops.messages import ShowMessage
 from ped.wire.codec import Writer
 from ped.wire.framing import WIRE_VERSION, Frame, FrameDecoder, encode_frame
 from ped.wire.types import E2E_TYPES, E2EType
 
-from ..ped.ops.helpers import deliver, make_pair
+from ..ped.ops.helpers import RPV, deliver, make_pair
 
 OTHER_VERSIONS = [0, WIRE_VERSION + 1, 255]
 
@@ -83,7 +95,7 @@ def test_frame_envelope_of_another_version_is_refused_on_every_hop(hop: str, ver
     assert "upgrade" in str(excinfo.value)  # says what to do
 
 
-@pytest.mark.parametrize("suite", [0, 2, 255])
+@pytest.mark.parametrize("suite", [0, 3, 255])
 def test_handshake_with_an_unknown_suite_is_refused_by_the_ped_and_reported_to_the_hsm(
     suite: int,
 ) -> None:
@@ -94,8 +106,46 @@ def test_handshake_with_an_unknown_suite_is_refused_by_the_ped_and_reported_to_t
     assert isinstance(failed, ev.SessionFailed) and isinstance(failed.error, UnsupportedSuite)
     (refusal,) = ped.frames_to_send()
     assert HandshakeRefusal.from_frame(refusal).reason is RefuseReason.UNSUPPORTED
+    assert f"cipher suite {suite}" in HandshakeRefusal.from_frame(refusal).detail
     with pytest.raises(Unsupported):
         deliver(hsm, [refusal])
+
+
+def test_a_relay_rewriting_suite_2_into_1_breaks_the_handshake_instead() -> None:
+    hsm, ped = make_pair()
+    init = hsm.start_handshake()
+    assert init.payload[0] == SUITE_NNPSK0_PADDED
+    ped.receive_frame(Frame(E2EType.HANDSHAKE_INIT, bytes([SUITE_NNPSK0_V1]) + init.payload[1:]))
+    failed = ped.supply_rpv(RPV)  # the right orange key: only the suite byte differs
+    assert isinstance(failed, ev.SessionFailed) and isinstance(failed.error, RpvMismatch)
+    with pytest.raises(RpvMismatch):
+        deliver(hsm, ped.frames_to_send())
+
+
+def test_an_hsm_refused_by_a_ped_older_than_suite_2_says_so_and_does_not_fall_back() -> None:
+    hsm, _ = make_pair()
+    init = hsm.start_handshake()
+    # What a PED that knows only suite 1 answers (it read suite 2 as a malformed init).
+    old_ped = HandshakeRefusal(RefuseReason.UNSUPPORTED, "malformed handshake").to_frame()
+    with pytest.raises(Unsupported) as excinfo:
+        deliver(hsm, [old_ped])
+    assert "suite 2" in str(excinfo.value) and "update the PED" in str(excinfo.value)
+    assert hsm.state is HsmSideState.FAILED  # no second HANDSHAKE_INIT, with suite 1 or any
+    assert init.payload[0] == SUITE_NNPSK0_PADDED
+
+
+def test_an_hsm_of_suite_1_is_still_served_unpadded() -> None:
+    hsm, ped = make_pair(suite=SUITE_NNPSK0_V1)
+    ped.receive_frame(hsm.start_handshake())
+    ped.supply_rpv(RPV)
+    deliver(hsm, ped.frames_to_send())
+    request = hsm.show_message("hi")
+    assert len(request.payload) == len(ShowMessage(1, "hi").encode()) + 16
+    (shown,) = ped.receive_frame(request)
+    assert isinstance(shown, ev.ShowRequested)
+    ped.answer_show()
+    (done,) = deliver(hsm, ped.frames_to_send())
+    assert isinstance(done, ev.OperationSucceeded)
 
 
 @pytest.mark.parametrize(("low", "high"), [(0, 0), (0, 1)])

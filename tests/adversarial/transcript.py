@@ -31,16 +31,19 @@ gave.  Whoever received the altered bytes ends with a typed error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import attrs
 
 from keys.colors import Color
 from ped.channel import PedInfo, derive_psk
+from ped.channel.noise import TAGLEN
 from ped.errors import PedError
 from ped.ops import HsmSideSession, OperationTimeout, PedSideSession
 from ped.ops import events as ev
 from ped.ops.messages import ImprintResult, NoticeKind, ReadResult
 from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
-from ped.wire.types import E2E_TYPES
+from ped.wire.types import E2E_TYPES, E2EType
 
 RPV = bytes(range(32))
 SERIAL = "150001"
@@ -54,6 +57,29 @@ KEYSET = bytes(range(0xA0, 0xB0))
 NEW_KEYSET = bytes(range(0xB0, 0xC0))
 #: Every secret of the session: none may ever appear on the wire or in any message.
 SECRETS = (RPV, bytes(derive_psk(RPV)), READ_SECRET, IMPRINT_SECRET)
+
+
+#: Bytes at the start of a SEALED payload whose every bit is flipped: the ciphertext of
+#: suite 2's length field and of every message of this session (the largest is 65 bytes).
+SEALED_HEAD = 128
+
+
+def bits_to_flip(frames: list[bytes]) -> Iterator[tuple[int, int]]:
+    """(stream offset, bit) pairs: every bit of every byte of *frames*, except inside the
+    padding of a SEALED frame, where each byte has one bit flipped (cycling 0-7).
+
+    Past `SEALED_HEAD` and before the tag, a SEALED payload is the ciphertext of suite 2's
+    zero padding: to the AEAD every one of those ~400 bytes is alike (any change fails the
+    tag), so flipping all 8 bits of each would multiply the run time by 8 for nothing.
+    """
+    offset = 0
+    for frame in frames:
+        sealed = frame[3] == E2EType.SEALED
+        for index in range(len(frame)):
+            padding = sealed and 8 + SEALED_HEAD <= index < len(frame) - TAGLEN
+            position = offset + index
+            yield from ((position, bit) for bit in ((position % 8,) if padding else range(8)))
+        offset += len(frame)
 
 
 @attrs.define

@@ -146,7 +146,7 @@ async def test_frames_of_another_envelope_version_are_refused(stack: Stack, vers
     assert await stack.login() == stack.expected
 
 
-@pytest.mark.parametrize("suite", [0, 2, 255])
+@pytest.mark.parametrize("suite", [0, 3, 255])
 async def test_unknown_handshake_suite_is_refused_by_the_ped(stack: Stack, suite: int) -> None:
     hsm = HsmSideSession(rpv=RPV, hsm_serial=HSM_SERIAL)
     init = hsm.start_handshake()

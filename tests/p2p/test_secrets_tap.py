@@ -4,9 +4,10 @@ Real pedclient (``--peer-listen``) and pedserver (``mode connect``) processes, t
 emulated PED (pedemu, auto operator) and an HSM using ped.hsm_api over
 ``connect_via_pedclient(peer=...)``.  Three taps record every byte: HSM <-> pedclient,
 pedserver -> pedclient (the TLS connection pedserver dials, through a TCP tap) and
-pedserver <-> PED.  The HSM reads a key of every colour; no RPV, PSK, secret, share,
-PIN-derived secret or PIN is in any tapped byte or either debug log, and the network
-hop is TLS (not even the HSM's name is readable there).
+pedserver <-> PED.  The HSM reads a key of every colour (short and long labels), imprints
+and shows; no RPV, PSK, secret, share, PIN-derived secret, PIN or imprinted secret is in
+any tapped byte or either debug log, the network hop is TLS (not even the HSM's name is
+readable there), and every SEALED frame on the clear taps is one size (PROTOCOL.md 3.6).
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from ped.link import connect_via_pedclient
 from pedtools.testing import wait_for_log
 from pedtools.testing.tap import tcp_tap, unix_tap
 from tests.p2p.rig import APPLIANCE, BIN, P2P, PEER, ok
-from tests.pedserver.test_secrets_tap import KEYS, _forbidden_forms, _make_keys, _wait_for
+from tests.pedserver.test_secrets_tap import (
+    IMPRINTS,
+    KEYS,
+    _forbidden_forms,
+    _make_keys,
+    _wait_for,
+    assert_sealed_frames_are_one_size,
+    run_every_operation,
+)
 
 TLS_HANDSHAKE_RECORD = 0x16
 
@@ -64,9 +73,7 @@ async def test_no_secret_crosses_the_relays_in_peer_to_peer_mode(rig: P2P) -> No
             with trio.fail_after(120):
                 async with open_ped_session(transport, rpv=bytes(rpv),
                                             hsm_serial="150001") as ped:
-                    for color, label, *_ in KEYS:
-                        result = await ped.read_secret(color, label=label)
-                        got[color] = bytes(result.secret)
+                    got = await run_every_operation(ped)
                     server = await in_thread(rig.server_show)
                     client = await in_thread(rig.client_show)
             await transport.aclose()
@@ -93,7 +100,8 @@ async def test_no_secret_crosses_the_relays_in_peer_to_peer_mode(rig: P2P) -> No
     assert len(peer["fingerprint"]) == 95 and len(appliance["fingerprint"]) == 95
     # The taps.
     psk = bytes(derive_psk(rpv))
-    forbidden = [bytes(rpv), psk, *expected.values(), *other_secrets]
+    forbidden = [bytes(rpv), psk, *expected.values(), *other_secrets,
+                 *(secret for _, _, secret in IMPRINTS)]
     pin_texts = [pin.encode() for _, _, pin, _, _ in KEYS if pin]
     taps = {
         "HSM -> pedclient": local_tap.up, "pedclient -> HSM": local_tap.down,
@@ -105,6 +113,11 @@ async def test_no_secret_crosses_the_relays_in_peer_to_peer_mode(rig: P2P) -> No
     assert all(len(data) > 200 for data in taps.values())
     assert b"key-read black" in logs["pedserver log"]
     assert net_tap.up[0] == TLS_HANDSHAKE_RECORD  # pedserver dialled and spoke TLS first
+    # Sizes: on the clear hops (the network hop is TLS, whose records carry the same frames).
+    assert_sealed_frames_are_one_size({
+        "HSM -> pedclient": (local_tap.up, False), "pedclient -> HSM": (local_tap.down, False),
+        "pedserver -> PED": (device_tap.up, True), "PED -> pedserver": (device_tap.down, True),
+    })
     assert b"tap-test" in bytes(local_tap.up) and b"tap-test" not in bytes(net_tap.down)
     for where, data in {**taps, **logs}.items():
         for value in forbidden:

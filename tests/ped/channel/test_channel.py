@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ped.channel import (
     MAX_PLAINTEXT,
+    PAD_BLOCK,
     ChannelClosed,
     ChannelInitiator,
     ChannelResponder,
@@ -125,7 +126,7 @@ def test_unsupported_suite_and_malformed_init() -> None:
     initiator = ChannelInitiator(rpv=RPV, hsm_serial=SERIAL)
     frame = initiator.start()
     with pytest.raises(UnsupportedSuite):
-        ChannelResponder().receive_init(Frame(frame.type, b"\x02" + frame.payload[1:]))
+        ChannelResponder().receive_init(Frame(frame.type, b"\x03" + frame.payload[1:]))
     with pytest.raises(TruncatedFrame):
         ChannelResponder().receive_init(Frame(frame.type, frame.payload[:-1]))
     short = frame.payload[:-50] + Writer().bytes16(bytes(47)).getvalue()
@@ -220,7 +221,7 @@ def test_nonce_exhaustion_both_directions() -> None:
     with pytest.raises(NonceExhausted):
         hsm.seal(b"one too many")
     with pytest.raises(NonceExhausted):
-        ped.open(Frame(E2EType.SEALED, bytes(20)))
+        ped.open(Frame(E2EType.SEALED, bytes(PAD_BLOCK + 16)))
 
 
 def test_close_wipes_keys() -> None:

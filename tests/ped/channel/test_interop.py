@@ -1,7 +1,9 @@
 """Interoperability with the independent `noiseprotocol` package, both directions.
 
 `noiseprotocol` is only a test oracle: if our Noise_NNpsk0_25519_ChaChaPoly_SHA256 ever
-diverged from the specification, one of these tests would fail.
+diverged from the specification, one of these tests would fail.  The oracle knows nothing
+of suite 2's padding: `padded` below writes it from PROTOCOL.md 3.6, independently of
+``ped.channel.padding``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from noise.connection import Keypair, NoiseConnection
 
 from ped.channel import (
     PROTOCOL_NAME,
+    SUITE_NNPSK0_V1,
     ChannelInitiator,
     ChannelResponder,
     HandshakeInit,
@@ -28,6 +31,12 @@ RPV = bytes(range(32))
 SERIAL = "150001"
 E_HSM = bytes.fromhex("a8" * 32)
 E_PED = bytes.fromhex("b0" * 32)
+
+
+def padded(message: bytes) -> bytes:
+    """PROTOCOL.md 3.6: u16 length, the message, zeros up to a multiple of 544 bytes."""
+    body = len(message).to_bytes(2, "big") + message
+    return body + bytes(-len(body) % 544)
 
 
 def oracle(prologue: bytes, *, initiator: bool, ephemeral: bytes | None) -> NoiseConnection:
@@ -56,8 +65,10 @@ def test_our_hsm_with_oracle_ped(fixed: bool) -> None:
     assert ped.handshake_finished
     assert channel.handshake_hash == ped.get_handshake_hash()
     for i in range(4):
-        assert ped.decrypt(channel.seal(b"hsm->ped %d" % i).payload) == b"hsm->ped %d" % i
-        frame = Frame(E2EType.SEALED, ped.encrypt(b"ped->hsm %d" % i))
+        sealed = channel.seal(b"hsm->ped %d" % i)
+        assert len(sealed.payload) == 544 + 16
+        assert ped.decrypt(sealed.payload) == padded(b"hsm->ped %d" % i)
+        frame = Frame(E2EType.SEALED, ped.encrypt(padded(b"ped->hsm %d" % i)))
         assert channel.open(frame) == b"ped->hsm %d" % i
 
 
@@ -77,9 +88,22 @@ def test_oracle_hsm_with_our_ped(fixed: bool) -> None:
     assert hsm.handshake_finished
     assert channel.handshake_hash == hsm.get_handshake_hash()
     for i in range(4):
-        frame = Frame(E2EType.SEALED, hsm.encrypt(b"hsm->ped %d" % i))
+        frame = Frame(E2EType.SEALED, hsm.encrypt(padded(b"hsm->ped %d" % i)))
         assert channel.open(frame) == b"hsm->ped %d" % i
-        assert hsm.decrypt(channel.seal(b"ped->hsm %d" % i).payload) == b"ped->hsm %d" % i
+        assert hsm.decrypt(channel.seal(b"ped->hsm %d" % i).payload) == padded(b"ped->hsm %d" % i)
+
+
+def test_oracle_hsm_of_suite_1_with_our_ped_unpadded() -> None:
+    """An HSM built before suite 2 (no padding) still works with this PED."""
+    template = HandshakeInit(SERIAL, 200_000, bytes(48), SUITE_NNPSK0_V1)
+    hsm = oracle(template.prologue(), initiator=True, ephemeral=None)
+    ours = ChannelResponder()
+    ours.receive_init(HandshakeInit(SERIAL, 200_000, hsm.write_message(b""), 1).to_frame())
+    response, channel = ours.accept(RPV)
+    hsm.read_message(response.payload[2:])
+    assert not channel.padded
+    assert channel.open(Frame(E2EType.SEALED, hsm.encrypt(b"old hsm"))) == b"old hsm"
+    assert hsm.decrypt(channel.seal(b"answer").payload) == b"answer"
 
 
 def test_fixed_ephemeral_messages_are_byte_identical() -> None:

@@ -1,7 +1,8 @@
 """The whole stack over trio memory streams with a hostile relay in the middle.
 
 HSM (`ped.hsm_api`) <-> relay <-> tiny PED (`PedSideSession`).  The relay records a
-genuine session, then: flips one byte at every position of it, in each direction;
+genuine session, then: flips one byte at every position of it, in each direction (in the
+zero padding of a SEALED frame, where every byte is alike to the AEAD, every 16th);
 replays, reorders and drops frames; cuts the stream; replays a whole recorded session
 to a fresh PED and a fresh HSM.  Every attack must end in a typed error on the side that
 received the altered bytes, and the HSM must never return anything but the genuine
@@ -25,6 +26,7 @@ from ped.ops import PedSideSession
 from ped.ops import events as ev
 from ped.ops.hsm_side import HsmSideSession
 from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, decode_frame, encode_frame
+from ped.wire.types import E2EType
 
 from ..ops.memory import MemoryFrameTransport, TinyPed, answer_secret
 
@@ -133,6 +135,26 @@ def flip_at(position: int) -> ByteMutation:
     return mutate
 
 
+def positions_to_flip(stream: bytes) -> list[int]:
+    """Every offset of *stream*, except in the padding of a SEALED frame: every 16th.
+
+    Past its first 128 bytes (the ciphertext of suite 2's length field and of any message
+    of this session) and before its tag, a SEALED payload is encrypted zero padding.
+    """
+    positions: list[int] = []
+    offset = 0
+    while offset + 8 <= len(stream):
+        size = 8 + int.from_bytes(stream[offset + 4 : offset + 8], "big")
+        sealed = stream[offset + 3] == E2EType.SEALED
+        for index in range(size):
+            padding = sealed and 8 + 128 <= index < size - 16
+            if not padding or index % 16 == 0:
+                positions.append(offset + index)
+        offset += size
+    assert offset == len(stream)
+    return positions
+
+
 def cut_at(position: int) -> ByteMutation:
     def mutate(offset: int, chunk: bytes) -> bytes:
         return chunk[: max(0, position - offset)]
@@ -159,11 +181,11 @@ async def test_wrong_rpv_over_streams(autojump_clock: object) -> None:
 async def test_tampered_byte_at_every_position(autojump_clock: object) -> None:
     genuine = await run_session()
     assert len(genuine.to_ped) > 100 and len(genuine.to_hsm) > 100
-    for position in range(len(genuine.to_ped)):
+    for position in positions_to_flip(genuine.to_ped):
         outcome = await run_session(to_ped=flip_at(position))
         assert outcome.ped_detected, f"PED accepted a flipped byte at HSM->PED {position}"
         assert outcome.hsm == GENUINE or isinstance(outcome.hsm, PedError)
-    for position in range(len(genuine.to_hsm)):
+    for position in positions_to_flip(genuine.to_hsm):
         outcome = await run_session(to_hsm=flip_at(position))
         assert isinstance(outcome.hsm, PedError), f"HSM accepted PED->HSM byte {position}"
 
