@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 import trio
 
-from ped.link.handoff import HandoffStream, enable_tcp_keepalive
+from ped.link.handoff import HandoffStream, enable_tcp_keepalive, peer_address
 from ped.link.messages import ConnectCode, ConnectRequest
 from ped.tls import Identity, PinError, PinStore, serve_pinned_tls
 from pedclient.dial import Dialer, DialError, tcp_dialer
@@ -248,10 +248,4 @@ async def serve_peers(
 
 
 def _address_of(stream: trio.abc.Stream) -> str:
-    inner = getattr(stream, "transport_stream", None)
-    sock = getattr(inner, "socket", None)
-    try:
-        host, port = sock.getpeername()[:2]  # type: ignore[union-attr]
-    except (AttributeError, OSError, TypeError, ValueError):
-        return "?"
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return peer_address(stream) or "?"

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from ped.link.connection import OpState
+from ped.link.handoff import peer_address
 from ped.link.stream import LinkStream
 from ped.transport import FrameTransport
 
@@ -109,11 +110,4 @@ def source_of(peer: str) -> str:
 
 def peer_of(stream: trio.abc.Stream) -> str:
     """The address of the other end of *stream*, as logs and ``mode show`` write it."""
-    while isinstance(stream, trio.SSLStream):  # peer-to-peer mode: TLS over TCP
-        stream = stream.transport_stream
-    sock = getattr(stream, "socket", None)
-    try:
-        host, port = sock.getpeername()[:2]  # type: ignore[union-attr]
-    except (AttributeError, OSError, ValueError, TypeError):
-        return "local"
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return peer_address(stream) or "local"

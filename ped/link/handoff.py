@@ -84,6 +84,19 @@ def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return None
 
 
+def peer_address(stream: trio.abc.Stream) -> str | None:
+    """The other end of *stream* as logs and ``mode show`` write it ("host:port", IPv6 in
+    brackets), through TLS and hand-off wrappers; None without a connected socket."""
+    sock = raw_socket(stream)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else (None, None)
+    except (OSError, ValueError, TypeError):
+        return None
+    if host is None or not isinstance(port, int):  # e.g. a Unix socket's path
+        return None
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def enable_tcp_keepalive(stream: trio.abc.Stream) -> bool:
     """Turn on TCP keepalives under *stream*; False if there is no TCP socket."""
     sock = raw_socket(stream)
