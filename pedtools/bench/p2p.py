@@ -40,6 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pedtools.bench.limits import BENCH_SERVER_CONFIG
 from pedtools.bench.p2p_front import setup_pins
 from pedtools.bench.procs import Daemon, run_client, spawn, stop, wait_for
 from pedtools.bench.stats import percentile, ratio
@@ -135,7 +136,7 @@ def start_p2p_daemons(rig: Any, daemons: list[Any]) -> str:
                          ("workstation-echo", f"socket:{rig.work / 'echo.sock'}")):
         servers[name] = Daemon(
             "pedserver", rig.work / f"p2p-{name}",
-            {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60},
+            BENCH_SERVER_CONFIG,
             ["--ip", "127.0.0.1", "--port", "0", "--device", device])
         daemons.insert(0, servers[name])
     listen = str(client.wait_ready()["peer_listen"])

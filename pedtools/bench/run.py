@@ -23,7 +23,7 @@ import attrs
 from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
 from pedtools.bench import report
-from pedtools.bench.limits import raise_fd_limit
+from pedtools.bench.limits import BENCH_SERVER_CONFIG, raise_fd_limit
 from pedtools.bench.p2p import run_p2p_jobs
 from pedtools.bench.procs import (
     FD_LIMIT,
@@ -120,7 +120,7 @@ class Rig:
         make_keys(self.keyring)
         self.daemons: list[Daemon] = []
         self.procs: list[subprocess.Popen[bytes]] = []
-        server_config = {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60}
+        server_config = BENCH_SERVER_CONFIG
         self.ped_uri = f"emulated:{self.keyring}?operator=auto"
         echo_sock = work / "echo.sock"
         echo = spawn(["-m", "pedtools.bench.echo_ped", "--socket", str(echo_sock)],
@@ -150,7 +150,7 @@ class Rig:
         for _ in range(k):
             devices += ["--device", self.ped_uri]
         daemon = self._daemon("pedserver", f"server-pool-{k}",
-                              {"max_links": 1024, "max_handshakes": 1024, "max_op_wait": 60},
+                              BENCH_SERVER_CONFIG,
                               ["--ip", "127.0.0.1", "--port", "0", *devices])
         return daemon, int(daemon.wait_ready()["port"])
 
