@@ -10,6 +10,10 @@ the operation's OP_STARTED line when the operation first asks for input (see the
 A refusal (wrong key, blank key...) is not an error: it is shown above the next prompt
 (`refuse`, `with_refusal`) and the flow asks again.  Typed digits of a PIN are shown as
 stars; nothing here keeps a secret beyond the prompt that returns it.
+
+The flows also tell the HSM how far they are (`notice`: "insert key 2 of 3", "enter the
+PIN"), as a real PED does: the session sends each as a sealed NOTICE (PROTOCOL.md
+section 4) that the host shows.  Notices carry no secret, only a kind and step/total.
 """
 
 from __future__ import annotations
@@ -23,10 +27,18 @@ from ped.device.emulated.panel import Insert, Panel, Press, Prompt, PromptKind, 
 from ped.device.messages import DeviceEvent, EventKind
 from ped.errors import PedError
 from ped.ops import errors as operr
+from ped.ops.messages import NoticeKind
 
 MAX_PIN_DIGITS = 48
 
 Emit = Callable[[DeviceEvent], None]
+#: Sends a progress notice of the operation to the HSM: kind, step, total.
+Notify = Callable[[NoticeKind, int, int], None]
+
+
+def no_notify(_kind: NoticeKind, _step: int, _total: int) -> None:
+    """For an operation no HSM waits on (the RPV read of the handshake, a local test)."""
+
 
 log = logging.getLogger("pedemu")
 
@@ -49,6 +61,7 @@ class OperationDialog:
         session: int,
         emit: Emit,
         started: DeviceEvent,
+        notify: Notify = no_notify,
     ) -> None:
         self.panel = panel
         #: Which operation this is (prompts carry it, so operators tell operations apart).
@@ -58,6 +71,7 @@ class OperationDialog:
         self._emit = emit
         self._refusal = ""  # shown above the next prompt
         self._started: DeviceEvent | None = started  # until logged
+        self._notify = notify
 
     # ------------------------------------------------------------------------ events
     def event(
@@ -78,6 +92,10 @@ class OperationDialog:
                 detail,
             )
         )
+
+    def notice(self, kind: NoticeKind, step: int = 0, total: int = 0) -> None:
+        """Tell the HSM how far the operation is (step/total: "key 2 of 3")."""
+        self._notify(kind, min(step, 255), min(total, 255))
 
     def log_started(self, *, waiting: bool) -> None:
         """Log the OP_STARTED line once: at info level when the PED waits for the
