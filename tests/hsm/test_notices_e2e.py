@@ -70,6 +70,5 @@ def test_a_remote_m_of_n_login_with_pin_shows_the_peds_progress(site: Site) -> N
         "PED: key 1 of 2 read.",
         "PED: waiting for the PED PIN.",
         "PED: waiting for the blue key 2 of 2 (pedk 200 s).",
-        "PED: key 2 of 2 read.",
     ], out
     assert "Please attend to the PED." in out and "HSM SO logged in." in out

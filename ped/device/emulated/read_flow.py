@@ -8,10 +8,10 @@ failed login).  A key of another keyset than the HSM expects ends the operation 
 ``keys.secret_for_hsm``.  The imprint flow reuses `collect_shares` to read a keyset it
 duplicates.
 
-The HSM hears how far the read is (NOTICEs): "insert key k of M" before each key (M is
-0, unknown, until the first key is read), "enter the PIN", and "key k of M read" after a
-key unless the answer follows at once (the last key of a keyset without PIN): a 1-of-1
-read without PIN sends one notice.
+The HSM hears how far the read is (NOTICEs, sent when the PED waits for the operator:
+``dialog.py``): "insert key k of M" before each key (M is 0, unknown, until the first
+key is read), "key k of M read" after each key but the last, "enter the PIN".  A 1-of-1
+read without PIN sends at most one notice, none when the key is already presented.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ async def collect_shares(
         dialog.event(
             EventKind.KEY_READ, color, header.keyset_id, "ok", f"key {index} of {header.m}"
         )
-        if header.pin_protected or not collector.complete:
+        if not collector.complete:
             dialog.notice(NoticeKind.KEY_ACCEPTED, index, header.m)
         if header.pin_protected and pin is None:
             dialog.notice(NoticeKind.ENTER_PIN)
