@@ -293,6 +293,15 @@ def _unavailable(path: Path, what: str) -> ControlUnavailable:
     )
 
 
+def _broke_off(what: str, exc: OSError) -> ControlUnavailable:
+    """The daemon's end went away mid-request (killed, crashed): it answers no more."""
+    reason = exc.strerror or type(exc).__name__
+    return ControlUnavailable(
+        f"{what} broke off its answer ({reason}): it stopped or was killed; "
+        "check whether it runs (mode show), start it again if not, and retry"
+    )
+
+
 async def control_request(
     path: str | os.PathLike[str],
     command: str,
@@ -344,7 +353,10 @@ def control_request_sync(
             sock.connect(str(p))
         except (FileNotFoundError, ConnectionRefusedError):
             raise _unavailable(p, what) from None
-        sock.sendall(_dump({"command": command, "args": args or {}}))
+        try:
+            sock.sendall(_dump({"command": command, "args": args or {}}))
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise _broke_off(what, exc) from None
         buffer = bytearray()
         while True:
             index = buffer.find(b"\n")
@@ -361,6 +373,8 @@ def control_request_sync(
                 chunk = sock.recv(65536)
             except TimeoutError:
                 raise _too_slow(what, timeout) from None
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise _broke_off(what, exc) from None
             if not chunk:
                 raise _closed(what)
             buffer += chunk

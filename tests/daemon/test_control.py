@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import threading
 
 import pytest
 import trio
@@ -88,6 +89,35 @@ def test_nothing_running(home):
     with pytest.raises(ControlUnavailable, match="pedserver is not running") as error:
         control_request_sync(home / "absent.sock", "show", what="pedserver")
     assert error.value.retriable
+
+
+def _reset_after_progress(listener: socket.socket) -> None:
+    """A daemon killed mid-answer: one progress line, then gone with the request unread
+    (a Unix socket closed with unread data resets its peer)."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.sendall(b'{"progress": "Please attend to the PED."}\n')
+        conn.recv(1, socket.MSG_PEEK)  # the request is in, and stays unread
+
+
+def test_a_daemon_gone_mid_answer_is_unavailable_not_a_reset(home):
+    path = home / "reset.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    seen = []
+    with listener:
+        server = threading.Thread(target=_reset_after_progress, args=(listener,))
+        server.start()
+        try:
+            with pytest.raises(ControlUnavailable, match="pedhsm broke off its answer") as error:
+                control_request_sync(path, "show", what="pedhsm", on_progress=seen.append)
+        finally:
+            server.join()
+    assert seen == ["Please attend to the PED."]
+    assert error.value.code == "unavailable" and error.value.retriable
+    assert "start it again" in error.value.message
+    assert error.value.__cause__ is None and error.value.__suppress_context__
 
 
 async def test_silent_client_is_dropped(home, autojump_clock):

@@ -10,6 +10,14 @@ the operation's OP_STARTED line when the operation first asks for input (see the
 A refusal (wrong key, blank key...) is not an error: it is shown above the next prompt
 (`refuse`, `with_refusal`) and the flow asks again.  Typed digits of a PIN are shown as
 stars; nothing here keeps a secret beyond the prompt that returns it.
+
+The flows also tell the HSM how far they are (`notice`: "insert key 2 of 3", "enter the
+PIN"), as a real PED does: the session sends each as a sealed NOTICE (PROTOCOL.md
+section 4) that the host shows.  Notices carry no secret, only a kind and step/total.
+They say what the PED waits for, so they go out when it has to wait for the operator;
+when the operator's answer is already queued (the ``auto`` operator, every benchmark
+login) they would tell the host nothing it can act on, and are dropped: the hot path
+costs no frame more.
 """
 
 from __future__ import annotations
@@ -23,10 +31,18 @@ from ped.device.emulated.panel import Insert, Panel, Press, Prompt, PromptKind, 
 from ped.device.messages import DeviceEvent, EventKind
 from ped.errors import PedError
 from ped.ops import errors as operr
+from ped.ops.messages import NoticeKind
 
 MAX_PIN_DIGITS = 48
 
 Emit = Callable[[DeviceEvent], None]
+#: Sends a progress notice of the operation to the HSM: kind, step, total.
+Notify = Callable[[NoticeKind, int, int], None]
+
+
+def no_notify(_kind: NoticeKind, _step: int, _total: int) -> None:
+    """For an operation no HSM waits on (the RPV read of the handshake, a local test)."""
+
 
 log = logging.getLogger("pedemu")
 
@@ -49,6 +65,7 @@ class OperationDialog:
         session: int,
         emit: Emit,
         started: DeviceEvent,
+        notify: Notify = no_notify,
     ) -> None:
         self.panel = panel
         #: Which operation this is (prompts carry it, so operators tell operations apart).
@@ -58,6 +75,8 @@ class OperationDialog:
         self._emit = emit
         self._refusal = ""  # shown above the next prompt
         self._started: DeviceEvent | None = started  # until logged
+        self._notify = notify
+        self._pending: list[tuple[NoticeKind, int, int]] = []  # until the PED waits
 
     # ------------------------------------------------------------------------ events
     def event(
@@ -79,6 +98,17 @@ class OperationDialog:
             )
         )
 
+    def notice(self, kind: NoticeKind, step: int = 0, total: int = 0) -> None:
+        """Tell the HSM how far the operation is (step/total: "key 2 of 3") when the PED
+        next waits for the operator (see the module docstring)."""
+        self._pending.append((kind, min(step, 255), min(total, 255)))
+
+    def _tell_pending(self, *, waiting: bool) -> None:
+        pending, self._pending = self._pending, []
+        if waiting:
+            for kind, step, total in pending:
+                self._notify(kind, step, total)
+
     def log_started(self, *, waiting: bool) -> None:
         """Log the OP_STARTED line once: at info level when the PED waits for the
         operator, else at debug level."""
@@ -97,6 +127,8 @@ class OperationDialog:
                 raise Unplugged()
             if self._started is not None:
                 self.log_started(waiting=not self.panel.has_input)
+            if self._pending:
+                self._tell_pending(waiting=not self.panel.has_input)
             item = await self.panel.next_input(self.timeout)
             if item is None:
                 raise operr.KeyTimeout(f"nothing on the PED for {self.timeout:g} s")

@@ -13,6 +13,10 @@ result or raises one of ``ped.ops.errors``.  The flows themselves have their mod
 * **show**: a message on the screen;
 * **local connect** (`ask_local_rpv`): may a local HSM connect without an orange key?
 
+The read and imprint flows report their progress through ``notify`` (the session sends
+it to the HSM as NOTICEs); the handshake's orange-key read has no HSM operation to
+report to and notifies nobody.
+
 Waiting for the operator is bounded by the key timeout (`KeyTimeout`); CLR on an empty
 entry cancels (`OperationCancelled`); the HSM cancels by cancelling the calling task.
 One operation at a time (`busy`; another session's request gets `PedBusy`).  Secrets
@@ -35,7 +39,7 @@ import trio
 
 from keys.colors import Color
 from ped.device.emulated import imprint_flow, read_flow
-from ped.device.emulated.dialog import Emit, OperationDialog, Unplugged
+from ped.device.emulated.dialog import Emit, Notify, OperationDialog, Unplugged, no_notify
 from ped.device.emulated.imprint_flow import ImprintOutcome
 from ped.device.emulated.panel import Panel, Prompt, PromptKind
 from ped.device.emulated.read_flow import ReadOutcome
@@ -73,8 +77,11 @@ class PedEngine:
         key_timeout: float | None = None,
         session: int = 0,
         emit: Emit = _no_emit,
+        notify: Notify = no_notify,
     ) -> ReadOutcome:
-        async with self._operation(session, emit, "read-secret", color, key_timeout) as dialog:
+        async with self._operation(
+            session, emit, "read-secret", color, key_timeout, notify
+        ) as dialog:
             return await read_flow.read_secret(dialog, color, keyset_id, label)
 
     async def imprint(
@@ -87,11 +94,12 @@ class PedEngine:
         key_timeout: float | None = None,
         session: int = 0,
         emit: Emit = _no_emit,
+        notify: Notify = no_notify,
     ) -> ImprintOutcome:
         if new_secret is None and not allow_reuse:
             raise operr.BadRequest("an imprint needs a new secret or reuse allowed")
         label = imprint_flow.key_label(label, color)
-        async with self._operation(session, emit, "imprint", color, key_timeout) as dialog:
+        async with self._operation(session, emit, "imprint", color, key_timeout, notify) as dialog:
             return await imprint_flow.imprint(dialog, color, label, new_secret, allow_reuse)
 
     async def show(self, text: str, *, session: int = 0, emit: Emit = _no_emit) -> None:
@@ -115,6 +123,7 @@ class PedEngine:
         name: str,
         color: Color | None,
         key_timeout: float | None,
+        notify: Notify = no_notify,
     ) -> AsyncIterator[OperationDialog]:
         if self.panel.unplugged.is_set():
             raise Unplugged()
@@ -138,6 +147,7 @@ class PedEngine:
                 session=session,
                 emit=emit,
                 started=started,
+                notify=notify,
             )
             emit(started)
             try:

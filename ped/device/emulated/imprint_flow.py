@@ -5,6 +5,9 @@ then "Insert a blank key" for each of the N keys and each copy.  A key that is n
 blank is overwritten only after YES to "Overwrite?".  A reused keyset is read first
 (``read_flow.collect_shares``) and only its copies are written.  The new secret and
 the key images are wiped when the flow ends, however it ends.
+
+The HSM hears how far it is (NOTICEs): "answer the question on the PED" before the
+questions, "writing key k of N" before each blank asked for (a copy of key k too).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ped.device.emulated.dialog import OperationDialog
 from ped.device.emulated.panel import Prompt, PromptKind
 from ped.device.emulated.read_flow import collect_shares, secret_from_shares
 from ped.device.messages import EventKind
+from ped.ops.messages import NoticeKind
 
 
 @attrs.frozen
@@ -63,6 +67,8 @@ async def imprint(
     """Imprint *new_secret* (or, if allowed and chosen, reuse a keyset) on keys of *color*."""
     op = dialog.op
     reuse = False
+    if new_secret is not None:
+        dialog.notice(NoticeKind.QUESTION)  # reuse?, M, N, PIN, copies
     if allow_reuse:
         reuse = new_secret is None or await dialog.yes_no(
             [f"{color.label.upper()} key:", "Reuse an existing", "keyset?", "YES / NO"],
@@ -107,6 +113,7 @@ async def _imprint_reuse(dialog: OperationDialog, color: Color, label: str) -> I
         pin = await collect_shares(dialog, collector, label, images)
         header = collector.header
         assert header is not None and header.keyset_id is not None
+        dialog.notice(NoticeKind.QUESTION)
         copies = await _ask_copies(dialog, color, header.label)
         written = 0
         if copies:
@@ -201,6 +208,7 @@ async def _write_keys(
                 question="copy" if copy else "key",
                 op=dialog.op,
             )
+            dialog.notice(NoticeKind.WRITING_KEY, number, total)
             path = await _blank_target(
                 dialog, prompt, ["Insert a blank key:", f"{color.label.upper()} {what}"], used
             )

@@ -7,6 +7,11 @@ failed login).  A key of another keyset than the HSM expects ends the operation 
 `KeysetMismatch`.  A PIN-protected keyset asks for the PED PIN once; the result is
 ``keys.secret_for_hsm``.  The imprint flow reuses `collect_shares` to read a keyset it
 duplicates.
+
+The HSM hears how far the read is (NOTICEs, sent when the PED waits for the operator:
+``dialog.py``): "insert key k of M" before each key (M is 0, unknown, until the first
+key is read), "key k of M read" after each key but the last, "enter the PIN".  A 1-of-1
+read without PIN sends at most one notice, none when the key is already presented.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ped.device.emulated.dialog import OperationDialog
 from ped.device.emulated.panel import Prompt, PromptKind
 from ped.device.messages import EventKind
 from ped.ops import errors as operr
+from ped.ops.messages import NoticeKind
 
 MAX_REFUSALS = 100  # a stuck operator cannot spin the PED forever
 
@@ -67,6 +73,7 @@ async def collect_shares(
     color = collector.color
     pin: str | None = None
     refusals = 0
+    announced = 0  # the key whose INSERT_KEY notice went out (a refusal re-asks in silence)
     while not collector.complete:
         first = collector.header
         index = len(collector.indices) + 1
@@ -85,6 +92,9 @@ async def collect_shares(
             count=count,
             op=dialog.op,
         )
+        if index != announced:
+            dialog.notice(NoticeKind.INSERT_KEY, index, count)
+            announced = index
         path = await dialog.present_key(prompt, dialog.with_refusal(lines))
         try:
             image = load_image(path)
@@ -127,7 +137,10 @@ async def collect_shares(
         dialog.event(
             EventKind.KEY_READ, color, header.keyset_id, "ok", f"key {index} of {header.m}"
         )
+        if not collector.complete:
+            dialog.notice(NoticeKind.KEY_ACCEPTED, index, header.m)
         if header.pin_protected and pin is None:
+            dialog.notice(NoticeKind.ENTER_PIN)
             pin = await _ask_pin(dialog, color, header.label, header.keyset_id)
         if not collector.complete:
             dialog.panel.show(["Key read.", "Remove the key."])

@@ -13,7 +13,9 @@ go back as SESSION_DATA (`flush`).  Its events become engine operations:
   scope, so that the session keeps receiving: a CANCEL from the HSM cancels the scope and
   the session answers CANCELLED.  What the engine gives is an `Answer` (a tagged union:
   `ReadOutcome`, `ImprintOutcome`, `Shown` or `Failed`), answered on the PedSideSession;
-  the task then writes the answer itself (``output.py``, `push`).
+  the task then writes the answer itself (``output.py``, `push`).  While it works, the
+  engine's progress notices ("insert key 2 of 3") go to the HSM as sealed NOTICEs
+  (`_notify`), each at once.
 
 The session ends when the HSM closes it (or the host does, or the connection goes):
 its running operation is cancelled and the session is finished once that task is done,
@@ -45,6 +47,7 @@ from ped.ops import PedSideSession, PedState
 from ped.ops import errors as operr
 from ped.ops import events as ev
 from ped.ops.messages import CloseReason as OpClose
+from ped.ops.messages import NoticeKind
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
 
@@ -182,6 +185,14 @@ class EmulatedSession:
             for frame in frames:
                 self.host.send(SessionData(self.id, frame))
 
+    def _notify(self, kind: NoticeKind, step: int, total: int) -> None:
+        # Only while the HSM's operation runs (PROTOCOL.md: a NOTICE outside one is a
+        # protocol error); once the session ends, the HSM waits for nothing.
+        if self.ending or self.side.state is not PedState.IN_OPERATION:
+            return
+        self.side.send_notice(kind, step, total)
+        self.flush()
+
     def _on_event(self, event: ev.PedEvent) -> None:
         if isinstance(event, ev.RpvRequired):
             self._spawn(self._handshake, event)
@@ -289,6 +300,7 @@ class EmulatedSession:
                 key_timeout=event.key_timeout,
                 session=self.id,
                 emit=self.emit,
+                notify=self._notify,
             )
         if isinstance(event, ev.ImprintRequested):
             return await self.engine.imprint(
@@ -299,6 +311,7 @@ class EmulatedSession:
                 key_timeout=event.key_timeout,
                 session=self.id,
                 emit=self.emit,
+                notify=self._notify,
             )
         await self.engine.show(event.text, session=self.id, emit=self.emit)
         return Shown()
