@@ -5,7 +5,10 @@
 ``mode stop`` and ``mode show``.  Every other command is one invocation that talks to the
 daemon over ``DIR/control.sock``: ``pedhsm hsm login``, ``pedhsm role login --partition
 P --name co``...  Luna's single-dash spellings (``pedhsm hsm ped connect -ip A -port
-1503``) are accepted.  pedhsm finds its HSM as pedserver and pedclient find their
+1503``) are accepted, and LunaSH's case-insensitive unique prefixes (``pedhsm hsm showP``,
+``pedhsm partition sh -p P``; `hsm.lunawords`).  ``pedhsm partition select -p P`` makes P
+the current partition for this user (`hsm.current`), used by the commands that take a
+partition when none is named.  pedhsm finds its HSM as pedserver and pedclient find their
 homes: ``--home DIR``, else ``PEDHSM_HOME``, else the per-user default
 (``~/.local/state/remote-ped/pedhsm``; ``/var/lib/remote-ped/pedhsm`` for root).
 ``--pedclient`` defaults to pedclient's own socket for the same user.
@@ -25,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hsm.current import clear_current, read_current, write_current
+from hsm.current import CURRENT, clear_current, read_current, write_current
 from hsm.homes import HOME_ENV, default_home_text, default_pedclient, home_hint, pedclient_warning
 from hsm.lunawords import AmbiguousWord, resolve_words
 from ped.cliutil import add_version_option, normalize_luna_argv
@@ -52,22 +55,6 @@ LONG_COMMANDS = {
     "audit.login",
 }
 
-#: the commands that use the current partition when none is named, and the argument
-#: that carries it (a partition named on the command line always wins)
-CURRENT = {
-    "partition.init": "name",
-    "partition.show": "name",
-    "partition.showpolicies": "name",
-    "partition.changepolicy": "name",
-    "partition.resetpw": "name",
-    "role.init": "partition",
-    "role.login": "partition",
-    "role.resetpw": "partition",
-    "role.activate": "partition",
-    "role.deactivate": "partition",
-    "object.create": "partition",
-    "object.list": "partition",
-}
 #: the shell's own command (hsm.current): it asks the HSM only whether the partition exists
 LOCAL_SELECT = "partition.select"
 _CURRENT_HELP = "the partition (default: the current one, `pedhsm partition select`)"

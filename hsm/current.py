@@ -12,6 +12,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: the commands that use the current partition when none is named, and the argument
+#: that carries it (a partition named on the command line always wins)
+CURRENT = {
+    "partition.init": "name",
+    "partition.show": "name",
+    "partition.showpolicies": "name",
+    "partition.changepolicy": "name",
+    "partition.resetpw": "name",
+    "role.init": "partition",
+    "role.login": "partition",
+    "role.resetpw": "partition",
+    "role.activate": "partition",
+    "role.deactivate": "partition",
+    "object.create": "partition",
+    "object.list": "partition",
+}
+
 FILE_PREFIX = "current-partition."
 MAX_NAME = 256
 
