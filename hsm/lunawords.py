@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 
+from ped.errors import PedError
 
-class AmbiguousWord(ValueError):
+
+class AmbiguousWord(PedError):
     """A prefix that names more than one command or option (the message lists them)."""
 
 
