@@ -5,7 +5,10 @@
 ``mode stop`` and ``mode show``.  Every other command is one invocation that talks to the
 daemon over ``DIR/control.sock``: ``pedhsm hsm login``, ``pedhsm role login --partition
 P --name co``...  Luna's single-dash spellings (``pedhsm hsm ped connect -ip A -port
-1503``) are accepted.  pedhsm finds its HSM as pedserver and pedclient find their
+1503``) are accepted, and LunaSH's case-insensitive unique prefixes (``pedhsm hsm showP``,
+``pedhsm partition sh -p P``; `hsm.lunawords`).  ``pedhsm partition select -p P`` makes P
+the current partition for this user (`hsm.current`), used by the commands that take a
+partition when none is named.  pedhsm finds its HSM as pedserver and pedclient find their
 homes: ``--home DIR``, else ``PEDHSM_HOME``, else the per-user default
 (``~/.local/state/remote-ped/pedhsm``; ``/var/lib/remote-ped/pedhsm`` for root).
 ``--pedclient`` defaults to pedclient's own socket for the same user.
@@ -25,7 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsm.current import CURRENT, clear_current, read_current, write_current
 from hsm.homes import HOME_ENV, default_home_text, default_pedclient, home_hint, pedclient_warning
+from hsm.lunawords import AmbiguousWord, resolve_words
 from ped.cliutil import add_version_option, normalize_luna_argv
 from ped.errors import PedError
 
@@ -44,10 +49,15 @@ LONG_COMMANDS = {
     "role.init",
     "role.login",
     "role.resetpw",
+    "partition.resetpw",
     "role.activate",
     "audit.init",
     "audit.login",
 }
+
+#: the shell's own command (hsm.current): it asks the HSM only whether the partition exists
+LOCAL_SELECT = "partition.select"
+_CURRENT_HELP = "the partition (default: the current one, `pedhsm partition select`)"
 
 
 class HsmUsageError(PedError):
@@ -67,6 +77,15 @@ def _add_home(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         metavar="DIR",
         default=None if top else argparse.SUPPRESS,
         help=f"the HSM's home directory (default: {default_home_text()})",
+    )
+
+
+def _add_challenge(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--challenge-file",
+        dest="challenge_file",
+        metavar="FILE",
+        help="a file holding the challenge secret",
     )
 
 
@@ -171,14 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
             "change a partition policy (partition SO)",
             False,
         ),
+        (
+            "resetpw",
+            "partition.resetpw",
+            "partition SO: reset a locked Crypto Officer (policy 15), as role resetpw -name co",
+            False,
+        ),
     ):
         p = leaf(part, name, command, help_text)
-        p.add_argument("--name", "--partition", dest="name", required=True)
+        # create and delete always name their partition; the others may use the current one
+        p.add_argument("--name", "--partition", dest="name", required=command not in CURRENT,
+                       help=None if command not in CURRENT else _CURRENT_HELP)
         if force:
             p.add_argument("--force", action="store_true")
         if name == "changepolicy":
             p.add_argument("--policy", type=int, required=True)
             p.add_argument("--value", type=int, required=True)
+        if name == "resetpw":
+            _add_challenge(p)
+    p = leaf(part, "select", LOCAL_SELECT,
+             "choose the current partition for this user (as LunaCM's slot set)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", "--partition", dest="name", help="the partition to use")
+    which.add_argument("--none", action="store_true", help="forget the current partition")
 
     # role
     role = level(groups, "role", "partition roles (so, co, cu)")
@@ -190,22 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
         ("deactivate", "role.deactivate", "drop the cached CO/CU PED secret", False),
     ):
         p = leaf(role, name, command, help_text)
-        p.add_argument("--partition", required=True)
+        p.add_argument("--partition", help=_CURRENT_HELP)
         p.add_argument("--name", required=True, choices=["so", "co", "cu"])
         if chal:
-            p.add_argument(
-                "--challenge-file",
-                dest="challenge_file",
-                metavar="FILE",
-                help="a file holding the challenge secret",
-            )
+            _add_challenge(p)
     p = leaf(role, "logout", "role.logout", "log partition roles out")
     p.add_argument("--partition")
 
     # object (enough to see that access and zeroization are real)
     obj = level(groups, "object", "objects in a partition (CO or CU)")
     p = leaf(obj, "create", "object.create", "store an encrypted object")
-    p.add_argument("--partition", required=True)
+    p.add_argument("--partition", help=_CURRENT_HELP)
     p.add_argument("--label", required=True)
     p.add_argument(
         "--value-file",
@@ -214,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the object's value (default: 32 random bytes)",
     )
     p = leaf(obj, "list", "object.list", "list (decrypt) the partition's objects")
-    p.add_argument("--partition", required=True)
+    p.add_argument("--partition", help=_CURRENT_HELP)
 
     # audit
     audit = level(groups, "audit", "the auditor (white key) and the audit log")
@@ -245,7 +274,7 @@ def _read_file(path: str, what: str, limit: int) -> bytes:
 
 def _request_args(ns: argparse.Namespace) -> dict[str, Any]:
     skip = {"home", "group", "command", "challenge_file", "value_file", "foreground",
-            "log_level", "log_format"}
+            "log_level", "log_format", "none"}
     args = {
         k: v
         for k, v in vars(ns).items()
@@ -385,6 +414,53 @@ def _mode_stop(ns: argparse.Namespace) -> int:
 
 
 def _send(ns: argparse.Namespace, command: str, args: dict[str, Any]) -> int:
+    code, result = _call(ns, command, args)
+    if code != EXIT_OK:
+        return code
+    home = _home(ns, create=False)
+    current = read_current(home)
+    text = result.get("text")
+    if command in ("hsm.show", "partition.show"):
+        text = f"{text}\n   Current partition:     {current or '(none)'}"
+    if text:
+        print(text)
+    if command == "partition.delete" and current is not None and args.get("name") == current:
+        clear_current(home)
+    return EXIT_OK
+
+
+def _select(ns: argparse.Namespace) -> int:
+    """``partition select``: check that the partition exists, then remember it."""
+    home = _home(ns, create=False)
+    if ns.none:
+        cleared = clear_current(home)
+        print("No current partition." if cleared else "No current partition (none was chosen).")
+        return EXIT_OK
+    code, _ = _call(ns, "partition.show", {"name": ns.name})
+    if code != EXIT_OK:
+        return code
+    write_current(home, ns.name)
+    print(f"Current partition: {ns.name}")
+    return EXIT_OK
+
+
+def _fill_current(ns: argparse.Namespace) -> None:
+    """A command that leaves its partition out uses the current one, if there is one."""
+    dest = CURRENT.get(ns.command)
+    if dest is None or getattr(ns, dest, None):
+        return
+    current = read_current(_home(ns, create=False))
+    if current is None:
+        words = ns.command.replace(".", " ")
+        raise HsmUsageError(
+            f"pedhsm {words}: --partition is required: name the partition, or choose a "
+            "current one with `pedhsm partition select --partition NAME`"
+        )
+    setattr(ns, dest, current)
+
+
+def _call(ns: argparse.Namespace, command: str, args: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One request to the daemon: (EXIT_OK, its answer), or the exit status of a failure."""
     from hsm.server import SOCKET_NAME
     from hsm.waiting import WaitClock
     from ped.daemon import ControlError, control_request_sync
@@ -411,15 +487,13 @@ def _send(ns: argparse.Namespace, command: str, args: dict[str, Any]) -> int:
                 continue
             if exc.code == "unavailable":
                 _err(f"{exc.message} ({home_hint(ns.home)})")
-                return EXIT_DOWN
+                return EXIT_DOWN, {}
             _err(exc.message)
-            return EXIT_FAIL
+            return EXIT_FAIL, {}
         except OSError as exc:
             _err(_broke_off(home, exc))
-            return EXIT_DOWN
-        if result.get("text"):
-            print(result["text"])
-        return EXIT_OK
+            return EXIT_DOWN, {}
+        return EXIT_OK, result
 
 
 def _broke_off(home: Path, exc: OSError) -> str:
@@ -444,12 +518,19 @@ def _ask(message: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        ns = build_parser().parse_args(normalize_luna_argv(raw, COMMAND_WORDS))
+        parser = build_parser()
+        ns = parser.parse_args(resolve_words(parser, normalize_luna_argv(raw, COMMAND_WORDS)))
         if ns.command == "mode.start":
             return _mode_start(ns)
         if ns.command == "mode.stop":
             return _mode_stop(ns)
+        if ns.command == LOCAL_SELECT:
+            return _select(ns)
+        _fill_current(ns)
         return _send(ns, ns.command, _request_args(ns))
+    except AmbiguousWord as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     except HsmUsageError as exc:
         _err(str(exc).removeprefix("pedhsm: "))
         return EXIT_USAGE

@@ -9,7 +9,9 @@ answer (``{"text": ...}`` plus, for show commands, the raw ``data``).  ``read_on
 are served at once, even while another command waits for a person at the PED.
 
 The daemon's own commands (``mode show``, ``mode stop``) are `hsm.server.Daemon`'s; a
-new HSM command is one row here and one line in `hsm.cli`'s parser.
+new HSM command is one row here and one line in `hsm.cli`'s parser.  The shell's own
+``partition select`` (the current partition, `hsm.current`) has no row: the daemon never
+sees it.
 """
 
 from __future__ import annotations
@@ -194,6 +196,9 @@ COMMANDS: tuple[Command, ...] = (
             read_only=True),
     Command("partition.changepolicy", (text("name"), number("policy"), number("value")),
             lambda h, n, name, code, value: h.partitions.changepolicy(name, code, value)),
+    # Luna's `partition resetPw -p P`: the partition SO resets the Crypto Officer
+    Command("partition.resetpw", (text("name"), _CHALLENGE),
+            lambda h, n, part, chal: h.roles.resetpw(n, part, "co", chal)),
     # partition roles
     Command("role.init", (*_ROLE, _CHALLENGE),
             lambda h, n, part, role, chal: h.roles.init(n, part, role, chal)),

@@ -24,6 +24,7 @@ def _shell_commands(parser: argparse.ArgumentParser) -> set[str]:
 
 def test_every_shell_command_has_a_row_and_every_row_a_shell_command() -> None:
     shell = {c for c in _shell_commands(cli.build_parser()) if not c.startswith("mode.")}
+    shell.discard(cli.LOCAL_SELECT)
     assert shell == set(control.BY_NAME)
     assert set(cli.LONG_COMMANDS) <= set(control.BY_NAME)
 

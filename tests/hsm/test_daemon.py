@@ -310,3 +310,39 @@ def test_a_shell_that_goes_away_cancels_its_ped_operation(shell: Shell) -> None:
     assert "HSM SO logged in." in shell.ok("hsm", "login")
     assert "SO login attempts left: 3" in shell.ok("hsm", "show")
     shell.ok("mode", "stop")
+
+
+def test_luna_words_and_the_current_partition(shell: Shell) -> None:
+    b = shell.blanks
+    s = shell.new_script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2]).imprint(b[3])  # partition init
+    s.session().read(Color.BLUE, b[2])  # role login so, with the current partition
+    s.write(shell.script)
+    shell.start()
+    shell.ok("hsm", "init", "-label", "words")
+    shell.ok("HSM", "LOGIN")
+    shell.ok("par", "create", "-p", "p1")
+    shell.ok("par", "create", "-p", "p2")
+    code, _, err = shell.run("role", "login", "-name", "so")
+    assert code == 2 and "partition select" in err
+    code, _, err = shell.run("partition", "select", "-p", "nope")
+    assert code == 1 and "no partition named 'nope'" in err
+    assert not list(shell.home.glob("current-partition.*"))
+    assert "Current partition: p1" in shell.ok("partition", "select", "-p", "p1")
+    current = shell.home / f"current-partition.{os.getuid()}"
+    assert oct(current.stat().st_mode & 0o777) == "0o600"
+    assert "Current partition:     p1" in shell.ok("hsm", "sh")
+    out = shell.ok("partition", "sh")
+    assert "Partition Name:        p1" in out and "Current partition:     p1" in out
+    assert "Partition Name:        p2" in shell.ok("partition", "sh", "-p", "p2")  # named wins
+    shell.ok("partition", "init")
+    assert "logged in" in shell.ok("role", "login", "-name", "so").lower()
+    assert "Partition p1 policies:" in shell.ok("partition", "showP")
+    assert "SO can reset partition PIN" in shell.ok("hsm", "showP")
+    code, _, err = shell.run("partition", "resetPw")
+    assert code == 1 and "no Crypto Officer to reset" in err
+    shell.ok("partition", "delete", "-p", "p1", "--force")  # the current one: forgotten
+    assert "Current partition:     (none)" in shell.ok("hsm", "show")
+    shell.ok("mode", "stop")
