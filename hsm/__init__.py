@@ -29,7 +29,9 @@ Modules, one job each:
   `hsm.render`: the texts of the show commands.
 * `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell; `hsm.homes`:
   where the shell finds its HSM and pedclient's socket; `hsm.waiting`: the time waited,
-  shown on a terminal.
+  shown on a terminal; `hsm.shellparser`: the shell's commands and arguments;
+  `hsm.lunawords`: LunaSH's case-insensitive unique prefixes; `hsm.current`: the current
+  partition of each user of the shell.
 
 Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700):
 ``state.db`` (+ WAL), ``device.key`` (stands for the battery-backed device key: deleting

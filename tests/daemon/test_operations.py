@@ -155,11 +155,11 @@ def test_pedhsm_logs_json_at_debug_owner_only_and_reopens_at_sighup(home, umask_
 
 
 def test_pedhsm_offers_the_log_options_the_relays_do():
-    from hsm import cli
+    from hsm import shellparser
     from ped.daemon.config import LOG_LEVELS
     from ped.daemon.logs import LOG_FORMATS
 
-    assert cli.LOG_LEVELS == LOG_LEVELS and cli.LOG_FORMATS == LOG_FORMATS
+    assert shellparser.LOG_LEVELS == LOG_LEVELS and shellparser.LOG_FORMATS == LOG_FORMATS
 
 
 def test_systemd_readiness_from_a_foreground_daemon(home):

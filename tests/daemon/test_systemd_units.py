@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hsm.cli import build_parser as pedhsm_parser
+from hsm.shellparser import build_parser as pedhsm_parser
 from pedclient.cli import build_parser as pedclient_parser
 from pedserver.cli import build_parser as pedserver_parser
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from hsm import cli, control
+from hsm import cli, control, shellparser
 from hsm.errors import InvalidCommand
 
 
@@ -23,10 +23,10 @@ def _shell_commands(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_every_shell_command_has_a_row_and_every_row_a_shell_command() -> None:
-    shell = {c for c in _shell_commands(cli.build_parser()) if not c.startswith("mode.")}
+    shell = {c for c in _shell_commands(shellparser.build_parser()) if not c.startswith("mode.")}
     shell.discard(cli.LOCAL_SELECT)
     assert shell == set(control.BY_NAME)
-    assert set(cli.LONG_COMMANDS) <= set(control.BY_NAME)
+    assert set(shellparser.LONG_COMMANDS) <= set(control.BY_NAME)
 
 
 def test_arguments_are_checked_in_order_with_the_shells_messages() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hsm import cli, control
+from hsm import cli, control, shellparser
 from hsm.current import clear_current, current_file, read_current, write_current
 from hsm.lunawords import AmbiguousWord, match, resolve_words
 from ped.cliutil import normalize_luna_argv
@@ -40,14 +40,14 @@ LUNA_SPELLINGS = {
 
 
 def _resolve(line: str) -> list[str]:
-    parser = cli.build_parser()
+    parser = shellparser.build_parser()
     return resolve_words(parser, normalize_luna_argv(line.split(), cli.COMMAND_WORDS))
 
 
 @pytest.mark.parametrize("line", sorted(LUNA_SPELLINGS))
 def test_luna_spellings_resolve_to_the_full_commands(line: str) -> None:
     assert _resolve(line) == LUNA_SPELLINGS[line]
-    cli.build_parser().parse_args(LUNA_SPELLINGS[line])  # and argparse takes them
+    shellparser.build_parser().parse_args(LUNA_SPELLINGS[line])  # and argparse takes them
 
 
 def test_every_full_spelling_is_left_as_it_is() -> None:
