@@ -1,16 +1,18 @@
 """``pedserver``: the workstation daemon's command line.
 
-    pedserver mode start [--ip ADDR] [--port 1503] --device URI [--home DIR]
+    pedserver mode start [--ip ADDR] [--port 1503] [--device URI] [--home DIR]
                          [--config FILE] [--foreground] [--idle-timeout S]
                          [--socket-read-rsp-timeout S] [--log-level L] [--log-format text|json]
-    pedserver mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
+    pedserver mode stop | show [--json] | config (--show | --create | --set KEY VALUE...)
     pedserver mode connect --name N | disconnect --name N       (peer-to-peer links)
     pedserver appliance register --name N --certificate FILE --ip A [--port 9697]
-    pedserver appliance delete --name N | list
+    pedserver appliance delete --name N | list (Luna: show)
     pedserver certificate regen | show | export FILE
 
 Luna spellings work too (``pedserver -mode start -port 1503 -socketreadrsptimeout 300``,
-``pedserver -appliance register -name N -certificate F -ip A``).
+``pedserver -mode config -set -idletimeout 900``, ``-mode config -reset``,
+``pedserver -appliance register -name N -certificate F -ip A``, ``-appliance show``).
+With no ``--device``, pedserver serves the config's ``device``, else the USB PED.
 Settings: command line beats the config file (``--config`` or HOME/config.toml) beats
 built-in defaults.  HOME is ``--home``, else ``PEDSERVER_HOME``, else a per-user state
 directory.  Exit codes: 0 ok, 1 error, 2 usage (a bad command line), 3 (show) not running.
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--device", metavar="URI", action="append",
                        help="PED device: usb, usb:VID:PID[:SERIAL], socket:PATH, "
                        "emulated:DIR[?operator=auto]; give it again for a pool of PEDs "
-                       "(each link gets the least busy one)")
+                       "(each link gets the least busy one). Default: the config's "
+                       "device, else usb (a PED not plugged in yet is waited for)")
     arguments.add_idle_timeout_option(start)
     arguments.add_socket_read_rsp_timeout_option(
         start,
@@ -186,10 +189,6 @@ def _start(
     except ConfigError as exc:
         startup.start_failed(PROG, str(exc), err)
         return exits.EXIT_ERROR
-    if not settings.devices:
-        startup.start_failed(PROG, "no PED device given: use --device URI (or set device in "
-                            "the config file)", err)
-        return exits.EXIT_USAGE
     if driver_factory is None:
         for uri in settings.devices:
             problem = device_problem(uri)

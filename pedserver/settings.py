@@ -18,6 +18,9 @@ from ped.daemon.config import (
 from ped.daemon.home import DaemonLayout
 from ped.link.messages import DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_PORT
 
+#: The PED served when neither --device nor the config names one: the USB PED, as Luna.
+DEFAULT_DEVICE = "usb"
+
 
 def _ip_check(value: str) -> str | None:
     for family in (socket.AF_INET, socket.AF_INET6):
@@ -36,7 +39,8 @@ SCHEMA = ConfigSchema(
         ConfigKey("port", int, DEFAULT_PORT,
                   "TCP port HSM hosts' pedclient dial (0: any free port, see mode show)",
                   in_range(0, 65535)),
-        ConfigKey("device", str, "", "PED device URI: usb, usb:VID:PID[:SERIAL], socket:PATH, "
+        ConfigKey("device", str, DEFAULT_DEVICE,
+                  "PED device URI: usb, usb:VID:PID[:SERIAL], socket:PATH, "
                   "emulated:DIR[?operator=auto]; several (a pool), one a line"),
         ConfigKey("idle_timeout", int, DEFAULT_IDLE_TIMEOUT,
                   "seconds a link may go without a PED operation (the shorter end wins)",
@@ -87,7 +91,7 @@ SCHEMA = ConfigSchema(
 class Settings:
     ip: str = "0.0.0.0"  # noqa: S104 (a relay for HSMs on other hosts; see docs)
     port: int = DEFAULT_PORT
-    device: str = ""
+    device: str = DEFAULT_DEVICE
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
     socket_read_rsp_timeout: int = 120
     keepalive_interval: int = DEFAULT_KEEPALIVE_INTERVAL
@@ -117,8 +121,10 @@ class Settings:
 
     @property
     def devices(self) -> tuple[str, ...]:
-        """The PED URIs: one, or a pool (``device`` holds one URI a line)."""
-        return tuple(line.strip() for line in self.device.splitlines() if line.strip())
+        """The PED URIs: one, or a pool (``device`` holds one URI a line); a blank
+        ``device`` (a config file written before USB was the default) is the USB PED."""
+        uris = tuple(line.strip() for line in self.device.splitlines() if line.strip())
+        return uris or (DEFAULT_DEVICE,)
 
     @property
     def server_name(self) -> str:

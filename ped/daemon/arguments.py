@@ -97,14 +97,50 @@ def add_stop_show_parsers(
 
 
 def add_config_parser(modes: Any, prog: str) -> None:
-    """``mode config (--show | --create | --set KEY VALUE)``."""
+    """``mode config (--show | --create | --set KEY VALUE...)``, Luna's ``-reset`` and
+    ``-set -KEY VALUE`` too (`luna_config_set` rewrites the latter)."""
     config = modes.add_parser("config", help="show, recreate or change the config file")
     add_home_options(config, prog)
     what = config.add_mutually_exclusive_group(required=True)
     what.add_argument("--show", action="store_true", help="print the settings in effect")
-    what.add_argument("--create", action="store_true",
-                      help="write the default config (the old one is kept as .bak)")
-    what.add_argument("--set", nargs=2, metavar=("KEY", "VALUE"), help="change one setting")
+    what.add_argument("--create", "--reset", action="store_true",
+                      help="write the default config (the old one is kept as .bak); "
+                      "Luna: -reset")
+    what.add_argument("--set", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                      help="change a setting; give it again for more. Luna spelling: "
+                      "-set -idletimeout 900 [-port 1503 ...] (a key as an option, "
+                      "without its underscores)")
+
+
+#: The options of ``mode config`` itself: never read as a config key after ``--set``.
+_CONFIG_OPTIONS = frozenset({"--home", "--config", "--configfile", "--show", "--create",
+                             "--reset", "--set", "--help"})
+
+
+def luna_config_set(args: Sequence[str]) -> list[str]:
+    """Rewrite Luna's ``mode config --set --KEY VALUE [--KEY VALUE...]`` (after
+    `normalize_luna_argv`) into ``--set KEY VALUE`` once per key; other lines unchanged."""
+    if args[:2] != ["mode", "config"] or "--set" not in args:
+        return list(args)
+    out: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        out.append(arg)
+        if arg != "--set":
+            continue
+        first = True
+        while rest and rest[0].startswith("--") and rest[0].partition("=")[0] not in (
+                _CONFIG_OPTIONS):
+            key, eq, value = rest.pop(0)[2:].partition("=")
+            if not eq:
+                if not rest:
+                    out.extend(([] if first else ["--set"]) + [key])  # argparse says why
+                    break
+                value = rest.pop(0)
+            out.extend(([] if first else ["--set"]) + [key, value])
+            first = False
+    return out
 
 
 def parse_command_line(
@@ -118,7 +154,7 @@ def parse_command_line(
 ) -> argparse.Namespace | int:
     """The parsed arguments, or the exit code when there is nothing to run (usage/help)."""
     raw = list(sys.argv[1:] if argv is None else argv)
-    args_list = normalize_luna_argv(raw, tuple(command_words))
+    args_list = luna_config_set(normalize_luna_argv(raw, tuple(command_words)))
     if not args_list or args_list == ["mode"]:
         err.write(no_mode_message(prog, modes) + "\n")
         return EXIT_USAGE

@@ -34,12 +34,12 @@ def config_command(
     path: Path,
     show: bool,
     create: bool,
-    set_pair: Sequence[str] | None,
+    set_pairs: Sequence[Sequence[str]] | None,
     out: TextIO,
     err: TextIO,
     prog: str,
 ) -> int:
-    """``mode config --show | --create | --set KEY VALUE``."""
+    """``mode config --show | --create | --set KEY VALUE [--set KEY VALUE...]``."""
     try:
         if create:
             if path.exists():
@@ -50,15 +50,17 @@ def config_command(
                          header=f"{prog} configuration (command line beats this file)")
             out.write(f"Wrote the default configuration to {path}\n")
             return EXIT_OK
-        if set_pair:
-            name, text = set_pair
-            key = schema.key(name)
-            value = key.from_text(text)
+        if set_pairs:
             values = load_config(path, schema)
-            values[key.name] = value
+            changed = []
+            for name, text in set_pairs:  # all checked before the file is written
+                key = schema.key(name)
+                values[key.name] = key.from_text(text)
+                changed.append(key.name)
             write_config(path, values, schema,
                          header=f"{prog} configuration (command line beats this file)")
-            out.write(f"Set {key.name} = {value!r} in {path}\n")
+            for name in changed:
+                out.write(f"Set {name} = {values[name]!r} in {path}\n")
             out.write(f"A running {prog} keeps its settings until it is restarted.\n")
             return EXIT_OK
         values = load_config(path, schema)
@@ -232,7 +234,7 @@ def _dispatch(
     config_path = Path(args.config).expanduser() if args.config else where.config
     if args.mode == "config":
         return config_command(schema=schema, path=config_path, show=args.show,
-                              create=args.create, set_pair=args.set, out=out, err=err,
+                              create=args.create, set_pairs=args.set, out=out, err=err,
                               prog=prog)
     if args.mode == "stop":
         return stop_command(control=where.control, pid_path=where.pid, prog=prog, out=out,

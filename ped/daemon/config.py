@@ -118,6 +118,11 @@ def settings_fields(cls: type, values: Mapping[str, object]) -> dict[str, Any]:
     return {f.name: values[f.name] for f in attrs.fields(cls) if f.name in values}
 
 
+def _compact(name: str) -> str:
+    """*name* without case, dashes or underscores: how Luna spells an option."""
+    return name.replace("-", "").replace("_", "").lower()
+
+
 class ConfigSchema:
     """The keys one daemon understands."""
 
@@ -128,12 +133,17 @@ class ConfigSchema:
         return {name: key.default for name, key in self.keys.items()}
 
     def key(self, name: str) -> ConfigKey:
-        try:
-            return self.keys[name.replace("-", "_")]
-        except KeyError:
+        """The key *name* names: ``idle_timeout``, ``idle-timeout`` or Luna's
+        ``idletimeout`` (the command line's spellings; a file must use the first)."""
+        found = self.keys.get(name.replace("-", "_"))
+        if found is None:
+            compact = _compact(name)
+            found = next((k for n, k in self.keys.items() if _compact(n) == compact), None)
+        if found is None:
             raise ConfigError(
                 f"unknown config key {name!r}; known keys: {', '.join(sorted(self.keys))}"
-            ) from None
+            )
+        return found
 
     def validate(self, raw: Mapping[str, Any], where: str) -> dict[str, Value]:
         """Check a mapping read from a file; unknown keys are errors (typos must not pass)."""

@@ -80,7 +80,9 @@ def add_registry_parser(
         what = ("pedservers (peers) allowed to dial this pedclient in peer-to-peer mode: "
                 "name and pinned certificate")
     reg = commands.add_parser(noun, help=f"register, delete or list {noun}s", description=what)
-    actions = reg.add_subparsers(dest="action", metavar="{register,delete,list}")
+    actions = reg.add_subparsers(
+        dest="action",
+        metavar="{register,delete,list" + (",show}" if prog == "pedserver" else "}"))
     article = "an" if noun == "appliance" else "a"
     register = actions.add_parser(
         "register", help=f"pin the certificate of {article} {noun} under a name")
@@ -100,7 +102,10 @@ def add_registry_parser(
         "delete", help=f"unpin {article} {noun} (its certificate is then refused as deleted)")
     common(delete)
     delete.add_argument("--name", required=True)
-    listing = actions.add_parser("list", help=f"list registered {noun}s")
+    # Luna's pedserver says `-appliance show`; `list` is the other nouns' word
+    listing = actions.add_parser("list", aliases=["show"] if prog == "pedserver" else [],
+                                 help=f"list registered {noun}s"
+                                 + (" (Luna: -appliance show)" if prog == "pedserver" else ""))
     common(listing)
 
 

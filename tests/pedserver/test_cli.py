@@ -80,9 +80,7 @@ def test_config_create_set_show_with_luna_spellings(home):
     assert "config.toml.bak" in out and (home / "config.toml.bak").exists()
 
 
-def test_start_needs_a_device_and_a_valid_config(home):
-    code, _, err = run("mode", "start", "--home", str(home), "--foreground")
-    assert code == 2 and "--device" in err
+def test_start_needs_a_valid_config(home):
     (home / "config.toml").write_text("port = 'high'\n")
     code, _, err = run("mode", "start", "--home", str(home), "--device", "usb")
     assert code == 1 and "port must be an integer" in err
@@ -154,3 +152,53 @@ def test_read_timeout_must_cover_keepalives(home):
     code, _, err = run("mode", "start", "--home", str(home), "--device", "usb",
                        "--socket-read-rsp-timeout", "100")
     assert code == 1 and "at least twice keepalive_interval" in err
+
+
+def test_luna_config_set_option_form_and_reset(home):
+    """Luna's `-mode config -set -idletimeout 900` (several at once) and `-reset`."""
+    code, out, err = run("-mode", "config", "-set", "-idletimeout", "900", "-home", str(home))
+    assert code == 0, err
+    assert "Set idle_timeout = 900" in out
+    code, out, err = run("-mode", "config", "-home", str(home), "-set",
+                         "-socketreadrsptimeout", "300", "-port=1600")
+    assert code == 0, err
+    assert load_config(home / "config.toml", SCHEMA) == {
+        "idle_timeout": 900, "socket_read_rsp_timeout": 300, "port": 1600}
+    code, out, _ = run("-mode", "config", "-reset", "-home", str(home))
+    assert code == 0 and "default configuration" in out
+    assert load_config(home / "config.toml", SCHEMA) == SCHEMA.defaults()
+    code, _, err = run("-mode", "config", "-set", "-colour", "blue", "-home", str(home))
+    assert code == 1 and "unknown config key 'colour'" in err
+    code, _, _ = run("-mode", "config", "-set", "-home", str(home))
+    assert code == 2
+
+
+def test_help_shows_the_luna_spellings(capsys):
+    assert main(["mode", "config", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--reset" in text and "-set -idletimeout 900" in text
+    assert main(["appliance", "--help"]) == 0
+    assert "show" in capsys.readouterr().out
+    assert main(["mode", "start", "--help"]) == 0
+    assert "else usb" in " ".join(capsys.readouterr().out.split())
+
+
+def test_luna_appliance_show_lists(home):
+    code, out, err = run("-appliance", "show", "-home", str(home))
+    assert code == 0, err
+    assert "No appliances registered" in out
+
+
+def test_start_without_device_uses_the_config_then_usb(home):
+    """No --device: the config's device, else the USB PED (waited for, as Luna does)."""
+    other = home / "o"
+    socket_uri = f"socket:{home}/no-ped.sock"
+    assert run("mode", "config", "--set", "device", socket_uri, "--home", str(home))[0] == 0
+    for where, device in ((home, socket_uri), (other, "usb")):
+        started = cli("-mode", "start", "-ip", "127.0.0.1", "-port", "0", "-home", str(where))
+        try:
+            assert started.returncode == 0, started.stderr
+            data = json.loads(cli("mode", "show", "--json", "--home", str(where)).stdout)
+            assert data["device"] == device and data["device_connected"] is False
+        finally:
+            assert cli("mode", "stop", "--home", str(where)).returncode == 0

@@ -18,15 +18,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.readme.readme_steps import Step, walkthrough
-from tests.readme.walk import Broken, Extras, Walk
+from tests.readme.walk import Extras, Walk
 
 EXTRAS = Extras(
-    broken={
-        "pedserver -mode start -port 1503": Broken(
-            "issue 15 section 4: with no --device, pedserver uses the config's device, "
-            "else the USB PED, as Luna does (today: exit 2, no PED device given)"
-        ),
-    },
+    broken={},
     # pedemu serves until stopped: a person leaves it running in its terminal
     background={
         "pedemu --keyring ~/ped-keys --socket /tmp/ped.sock --operator tty": "/tmp/ped.sock",
