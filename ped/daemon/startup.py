@@ -40,7 +40,12 @@ def refuse_if_running(pid_path: Path, home: Path, prog: str, err: TextIO) -> boo
     running = PidFile(pid_path).running_pid()
     if running is None:
         return False
-    start_failed(prog, f"{prog} is already running (pid {running}, home {home})", err)
+    start_failed(
+        prog,
+        f"{prog} is already running (pid {running}, home {home}); to start it with other "
+        f"options, `{prog} mode stop` first",
+        err,
+    )
     return True
 
 

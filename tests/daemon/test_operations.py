@@ -105,6 +105,7 @@ def test_a_daemon_an_operator_runs_for_years(home, umask_022):
         assert pid != sleeper.pid
         again = run(*start)
         assert again.returncode == 1 and f"already running (pid {pid}" in again.stderr
+        assert "`pedserver mode stop` first" in again.stderr
 
         log = home / "pedserver.log"
         assert log.stat().st_mode & 0o777 == 0o600
