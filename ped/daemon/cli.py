@@ -157,31 +157,6 @@ def run_home_command(
 L = TypeVar("L", bound=DaemonLayout)
 
 
-def daemon_main(
-    argv: Sequence[str] | None,
-    *,
-    prog: ProgT,
-    modes: Sequence[str],
-    command_words: Sequence[str],
-    parser: argparse.ArgumentParser,
-    home_commands: Mapping[str, HomeCommand[ProgT]],
-    schema: ConfigSchema,
-    layout: Callable[[Path], L],
-    describe: Callable[[dict[str, Any]], list[str]],
-    other_mode: Callable[[argparse.Namespace, L, Path], int],
-    out: TextIO,
-    err: TextIO,
-) -> int:
-    """A daemon's command line: parse, run a *home_commands* entry or ``mode config``,
-    ``stop``, ``show`` (*describe* gives its lines), else ``other_mode(args, layout,
-    config_path)`` (``start`` and the daemon's own modes); returns the exit code."""
-    with owner_only_files():
-        return _dispatch(argv, prog=prog, modes=modes, command_words=command_words,
-                         parser=parser, home_commands=home_commands, schema=schema,
-                         layout=layout, describe=describe, other_mode=other_mode, out=out,
-                         err=err)
-
-
 @contextlib.contextmanager
 def owner_only_files() -> Iterator[None]:
     """Run with umask 077: every file a daemon creates (logs, ``pins.sqlite3``, sockets,
@@ -202,7 +177,7 @@ def _writes_home(args: argparse.Namespace) -> bool:
     return False
 
 
-def _dispatch(
+def daemon_main(
     argv: Sequence[str] | None,
     *,
     prog: ProgT,
@@ -217,32 +192,36 @@ def _dispatch(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    args = parse_command_line(argv, prog=prog, modes=modes, command_words=command_words,
-                              parser=parser, err=err)
-    if isinstance(args, int):
-        return args
-    done = run_home_command(args, prog=prog, commands=home_commands, out=out, err=err)
-    if done is not None:
-        return done
-    if args.command != "mode" or args.mode is None:
-        err.write(no_mode_message(prog, modes) + "\n")
-        return EXIT_USAGE
-    home = home_or_none(args.home, prog, err, create=_writes_home(args))
-    if home is None:
-        return EXIT_ERROR
-    where = layout(home)
-    config_path = Path(args.config).expanduser() if args.config else where.config
-    if args.mode == "config":
-        return config_command(schema=schema, path=config_path, show=args.show,
-                              create=args.create, set_pairs=args.set, out=out, err=err,
-                              prog=prog)
-    if args.mode == "stop":
-        return stop_command(control=where.control, pid_path=where.pid, prog=prog, out=out,
-                            err=err)
-    if args.mode == "show":
-        return show_command(control=where.control, home=where.home, prog=prog,
-                            as_json=args.json, describe=describe, out=out, err=err)
-    return other_mode(args, where, config_path)
+    """A daemon's command line: parse, run a *home_commands* entry or ``mode config``,
+    ``stop``, ``show`` (*describe* gives its lines), else ``other_mode(args, layout,
+    config_path)`` (``start`` and the daemon's own modes); returns the exit code."""
+    with owner_only_files():
+        args = parse_command_line(argv, prog=prog, modes=modes, command_words=command_words,
+                                  parser=parser, err=err)
+        if isinstance(args, int):
+            return args
+        done = run_home_command(args, prog=prog, commands=home_commands, out=out, err=err)
+        if done is not None:
+            return done
+        if args.command != "mode" or args.mode is None:
+            err.write(no_mode_message(prog, modes) + "\n")
+            return EXIT_USAGE
+        home = home_or_none(args.home, prog, err, create=_writes_home(args))
+        if home is None:
+            return EXIT_ERROR
+        where = layout(home)
+        config_path = Path(args.config).expanduser() if args.config else where.config
+        if args.mode == "config":
+            return config_command(schema=schema, path=config_path, show=args.show,
+                                  create=args.create, set_pairs=args.set, out=out, err=err,
+                                  prog=prog)
+        if args.mode == "stop":
+            return stop_command(control=where.control, pid_path=where.pid, prog=prog, out=out,
+                                err=err)
+        if args.mode == "show":
+            return show_command(control=where.control, home=where.home, prog=prog,
+                                as_json=args.json, describe=describe, out=out, err=err)
+        return other_mode(args, where, config_path)
 
 
 def show_command(
