@@ -74,9 +74,16 @@ def test_each_unit_is_a_notifying_foreground_service_that_restarts(prog, home):
     assert args.foreground and Path(args.home) == home / "remote-ped" / prog
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+#: CI installs systemd (for systemd-analyze) and sets this: there the check must run.
+REQUIRE_ENV = "PED_REQUIRE_SYSTEMD"
+
+
 @pytest.mark.parametrize("prog", sorted(PARSERS))
 def test_systemd_accepts_each_unit(prog, home):
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but systemd-analyze is missing (apt install systemd)")
+        pytest.skip("no systemd-analyze here (apt install systemd); CI runs this check")
     text = (UNITS / f"{prog}.service").read_text().replace("/usr/local/bin/", f"{BIN}/")
     (home / f"{prog}.service").write_text(text)
     done = subprocess.run(["systemd-analyze", "verify", str(home / f"{prog}.service")],
