@@ -50,9 +50,10 @@ def map_error(exc: BaseException, where: str) -> BaseException:
             "the RPV in answer to this"
         )
     if isinstance(exc, ConnectRejected):
-        # pedclient will never give this link as asked; not counted either.  (The words
-        # are those every connect failure always had.)
-        return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
+        # pedclient will never give this link as asked (a bad request, an incompatible
+        # pedserver): not counted, and "retry" would be wrong advice; the message of the
+        # rejection says what to change.
+        return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted)")
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, PedError):

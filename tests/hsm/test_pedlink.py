@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hsm.apiport import describe_notice
+from hsm.apiport import describe_notice, map_error
 from hsm.errors import PedUnavailable
 from hsm.pedlink import PedRouter
+from ped.link.errors import ConnectRejected, ConnectUnavailable
+from ped.link.messages import ConnectCode
 from ped.ops.messages import Notice, NoticeKind
 
 
@@ -87,3 +89,11 @@ def test_a_failed_rpv_proof_names_both_causes_and_never_advises_a_new_rpv() -> N
     assert "present the right orange key" in text
     assert "altered or replayed" in text and "handshakes you did not start" in text
     assert "run `hsm ped vector init`" not in text and "Do not re-initialise the RPV" in text
+
+
+def test_a_rejected_connect_is_not_advised_to_retry():
+    rejected = ConnectRejected("what answered is not a pedserver", ConnectCode.PROTOCOL_ERROR)
+    err = map_error(rejected, "A:P")
+    assert "(not counted)" in str(err) and "retry" not in str(err)
+    err = map_error(ConnectUnavailable("connection refused", ConnectCode.REFUSED), "A:P")
+    assert "(not counted; retry)" in str(err)
