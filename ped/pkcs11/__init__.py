@@ -1,0 +1,1 @@
+"""PKCS#11 as the client path speaks it: constants, typed values and the `Token` contract."""
