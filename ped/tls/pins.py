@@ -54,7 +54,41 @@ DEFAULT_PEER_PORT = 9697
 MAX_NAME = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-Program = Literal["pedserver", "pedclient"]
+Program = Literal["pedserver", "pedclient", "hsmclient", "pedhsm"]
+
+
+@attrs.frozen
+class ProgramRole:
+    """How one daemon names its pinned peers, and whether it dials them (needs an address)."""
+
+    noun: str  # its word for a registered peer on its command line
+    other: str  # the program at the other end
+    other_noun: str  # the other program's word for this one
+    dials: bool  # registrations carry the address this daemon dials
+    default_port: int | None
+    dial_reason: str  # why an address is needed (or, if not dialling, why there is none)
+
+
+#: The four pinned-TLS daemons: the Remote PED's peer link (pedserver dials pedclient) and
+#: the client path (hsmclient dials pedhsm's listener, port 1792).
+ROLES: dict[str, ProgramRole] = {
+    "pedserver": ProgramRole(
+        "appliance", "pedclient", "peer", True, DEFAULT_PEER_PORT,
+        "an appliance needs the IP address pedserver dials (--ip)",
+    ),
+    "pedclient": ProgramRole(
+        "peer", "pedserver", "appliance", False, None,
+        "pedclient peers have no address: pedserver dials in",
+    ),
+    "hsmclient": ProgramRole(
+        "server", "pedhsm", "client", True, 1792,
+        "a server needs the IP address hsmclient dials (--ip)",
+    ),
+    "pedhsm": ProgramRole(
+        "client", "hsmclient", "server", False, None,
+        "pedhsm clients have no address: hsmclient dials in",
+    ),
+}  # fmt: skip
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -118,8 +152,8 @@ class PinStore:
     """The pinned peers of one daemon, kept in ``<home>/pins.sqlite3``."""
 
     def __init__(self, home_dir: str | os.PathLike[str], *, program: Program) -> None:
-        if program not in ("pedserver", "pedclient"):
-            raise ValueError("program is 'pedserver' or 'pedclient'")
+        if program not in ROLES:
+            raise ValueError(f"program is one of {', '.join(ROLES)}")
         self.path = Path(home_dir) / PINS_FILE
         self.program: Program = program
 
@@ -127,9 +161,13 @@ class PinStore:
         return f"PinStore({str(self.path)!r}, program={self.program!r})"
 
     @property
+    def role(self) -> ProgramRole:
+        return ROLES[self.program]
+
+    @property
     def noun(self) -> str:
         """What this daemon calls its peers on the command line."""
-        return "appliance" if self.program == "pedserver" else "peer"
+        return self.role.noun
 
     # --- changes -------------------------------------------------------------------
 
@@ -157,7 +195,7 @@ class PinStore:
             cert = load_certificate_pem(certificate, source=source)
         problem = validity_problem(cert, now)
         if problem:
-            other = "pedclient" if self.program == "pedserver" else "pedserver"
+            other = self.role.other
             raise CertificateError(
                 f"certificate for {name!r} is {problem} (valid "
                 f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
@@ -256,17 +294,18 @@ class PinStore:
         return f"no {self.noun} named {name!r}; see: {self.program} {self.noun} list"
 
     def _check_address(self, ip: str | None, port: int | None) -> tuple[str | None, int | None]:
-        if self.program == "pedclient":
+        role = self.role
+        if not role.dials:
             if ip is not None or port is not None:
-                raise InvalidAddress("pedclient peers have no address: pedserver dials in")
+                raise InvalidAddress(role.dial_reason)
             return None, None
         if ip is None:
-            raise InvalidAddress("an appliance needs the IP address pedserver dials (--ip)")
+            raise InvalidAddress(role.dial_reason)
         try:
             ip = str(ipaddress.ip_address(ip.strip()))
         except ValueError:
             raise InvalidAddress(f"{ip!r} is not an IPv4 or IPv6 address") from None
-        port = DEFAULT_PEER_PORT if port is None else port
+        port = role.default_port if port is None else port
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise InvalidAddress(f"port {port!r} is not between 1 and 65535")
         return ip, port
@@ -308,8 +347,15 @@ def _registry_key(path: Path) -> tuple[object, ...] | None:
     if len(header) < 100:
         return None
     # Bytes 24-27: file change counter; 92-99: version-valid-for and SQLite version.
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            header[24:28], header[92:100])
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        header[24:28],
+        header[92:100],
+    )
 
 
 def _peer(row: tuple[str, str, str, str | None, int | None, str]) -> Peer:
