@@ -97,7 +97,7 @@ async def test_delete_refuses_the_certificate_as_deleted(rig: Rig) -> None:
     # registered again under the name: no partitions come back
     rig.hsm.clients.register("app1", pem, None)
     assert rig.hsm.clients.show("app1")["partitions"] == []
-    other, other_fp = client_pem("x")
+    _, other_fp = client_pem("x")
     assert "not registered" in rig.hsm.clients.refusal(other_fp)
 
 
