@@ -316,6 +316,15 @@ class ClientAccess:
     def _scope(self, session: int) -> ops.Scope:
         s = self._session(session)
         logged = self._logged.get(s.partition)
+        if logged is not None:
+            row = self._state.store.get_role(s.partition, logged[0].value)
+            if row is None or row.locked:
+                # Locked out or re-initialised on the HSM since: the login is void.
+                wipe(self._logged.pop(s.partition)[1])
+                log.warning("client %s: login to partition %r as %s ended: the role was "
+                            "locked or re-initialised on the HSM", self.client, s.partition,
+                            logged[0].title)  # fmt: skip
+                logged = None
         return ops.Scope(
             self._state, self.client, s.partition, s.read_write,
             Vault(self._state, s.partition, self._objects),
