@@ -21,9 +21,9 @@ C_SetPIN, which cannot help.
 
 Not counted: a partition not assigned (CKR_TOKEN_NOT_PRESENT), an unknown serial
 (CKR_SLOT_ID_INVALID), a role not activated, a locked role (CKR_PIN_LOCKED), a challenge
-of impossible length (CKR_PIN_LEN_RANGE).  Counted: a
-wrong challenge (CKR_PIN_INCORRECT; CKR_PIN_LOCKED on the attempt that locks).  Each
-refusal is one log line on pedhsm naming the client, what was refused and the fix.
+of impossible length (CKR_PIN_LEN_RANGE).  Counted: a wrong challenge (CKR_PIN_INCORRECT;
+CKR_PIN_LOCKED on the attempt that locks).  Each refusal is one log line on pedhsm
+naming the client, what was refused and the fix.
 
 The calls do not await anything but the login service, and the login service awaits
 nothing for an activated role (the PED secret comes from the activation cache), so each
