@@ -326,12 +326,17 @@ class ClientAccess:
         logged = self._logged.get(s.partition)
         if logged is not None:
             row = self._state.store.get_role(s.partition, logged[0].value)
+            why = None
             if row is None or row.locked:
-                # Locked out or re-initialised on the HSM since: the login is void.
+                why = "locked or re-initialised on the HSM"
+            elif not self._activated(s.partition, logged[0]):
+                # Deactivating a role (or turning policy 22 off) stops its applications at
+                # once: that is the administrator's way to cut off a stolen client.
+                why = "deactivated on the HSM (`role activate` there to let it log in again)"
+            if why is not None:
                 wipe(self._logged.pop(s.partition)[1])
-                log.warning("client %s: login to partition %r as %s ended: the role was "
-                            "locked or re-initialised on the HSM", self.client, s.partition,
-                            logged[0].title)  # fmt: skip
+                log.warning("client %s: login to partition %r as %s ended: the role was %s",
+                            self.client, s.partition, logged[0].title, why)  # fmt: skip
                 logged = None
         return ops.Scope(
             self._state, self.client, s.partition, s.read_write,

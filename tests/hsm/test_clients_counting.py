@@ -7,10 +7,11 @@ import logging
 import pytest
 
 from hsm.policy import Role
-from ped.pkcs11.constants import CKF_TOKEN, CKR, CKU
-from ped.pkcs11.token import PartitionAccess, Pkcs11Error
+from ped.pkcs11.constants import CKF_TOKEN, CKM, CKR, CKU
+from ped.pkcs11.token import Mechanism, PartitionAccess, Pkcs11Error
 from tests.hsm.rig import CHAL, Rig
 from tests.hsm.test_clients_rig import CLIENT, activated, register
+from tests.hsm.test_token_keys import EC_PRIV, EC_PUB
 
 
 def failures(rig: Rig, role: Role = Role.CO, partition: str = "p1") -> int:
@@ -191,4 +192,24 @@ async def test_a_pin_of_impossible_length_is_not_counted(rig: Rig) -> None:
     access, s = await _session(rig)
     assert await _login_rv(access, s, b"") == CKR.PIN_LEN_RANGE
     assert await _login_rv(access, s, b"x" * 257) == CKR.PIN_LEN_RANGE
+    assert failures(rig) == 0
+
+
+async def test_deactivating_the_role_ends_a_clients_login_at_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    await activated(rig)
+    register(rig, CLIENT, "p1")
+    access, s = await _session(rig)
+    assert await _login_rv(access, s, CHAL) == CKR.OK
+    _, priv = await access.generate_key_pair(s, Mechanism(CKM.EC_KEY_PAIR_GEN), EC_PUB, EC_PRIV)
+    assert await access.sign(s, Mechanism(CKM.ECDSA), priv, b"\0" * 32)
+    rig.hsm.roles.deactivate("p1", "co")
+    with caplog.at_level(logging.WARNING, logger="pedhsm.clients"):
+        with pytest.raises(Pkcs11Error) as ended:
+            await access.sign(s, Mechanism(CKM.ECDSA), priv, b"\0" * 32)
+    # The login is gone, so the private key is invisible (PKCS#11: as if not there).
+    assert ended.value.rv == CKR.KEY_HANDLE_INVALID and "log in" in str(ended.value)
+    assert any("deactivated on the HSM" in r.getMessage() for r in caplog.records)
+    assert await _login_rv(access, s, CHAL) == CKR.USER_PIN_NOT_INITIALIZED
     assert failures(rig) == 0
