@@ -13,7 +13,6 @@ timeout), so the host shows progress even from a PED that sends no notices.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -144,10 +143,8 @@ class HsmApiPort:
             raise map_error(exc, self.description) from None
         finally:
             self._touch()
-        secret = bytearray(result.secret)
-        with contextlib.suppress(Exception):
-            result.wipe()
-        return PedSecret(secret, bytes(result.keyset_id))
+        with result:  # the result is ours: wiped once copied
+            return PedSecret(bytearray(result.secret), bytes(result.keyset_id))
 
     async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
         self._say("imprint", color, label)
@@ -163,10 +160,9 @@ class HsmApiPort:
         # The PED returns a secret when the HSM must adopt another one than it sent: an
         # existing keyset was reused, or a PED PIN was set (the PED then hands over the
         # PIN-derived value, which is what later logins will read).
-        got = bytearray(result.secret if result.secret is not None else secret)
-        with contextlib.suppress(Exception):
-            result.wipe()
-        return PedSecret(got, bytes(result.keyset_id))
+        with result:  # the result is ours: wiped once copied
+            got = bytearray(result.secret if result.secret is not None else secret)
+            return PedSecret(got, bytes(result.keyset_id))
 
     async def show(self, text: str) -> None:
         try:
