@@ -3,7 +3,8 @@
 This module is the one place the HSM turns errors of ``ped`` into its own (see
 `hsm.pedport`): wrong colour -> `WrongKeyColor` (not counted), keyset mismatch ->
 `WrongKeyset` (counted), everything else (timeouts, cancel, transport failures, a
-rejected connect, RPV mismatch) -> `PedUnavailable` (not counted); a driver that cannot
+rejected connect, RPV mismatch) -> `PedUnavailable` (not counted; a closed remote link
+advises `hsm ped connect`, not "retry"); a driver that cannot
 be opened or used -> `PedUnavailable` too (`driver_unavailable`).  ``hsm.pedlink`` calls
 these; nothing else in the HSM catches an error of ``ped`` to make an HSM error.
 PED progress notices become lines for the shell (`describe_notice`); before each
@@ -21,7 +22,7 @@ from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
-from ped.link.errors import ConnectRejected
+from ped.link.errors import ConnectRejected, LinkClosed
 from ped.transport import TransportError
 
 
@@ -53,6 +54,15 @@ def map_error(exc: BaseException, where: str) -> BaseException:
         # pedserver): not counted, and "retry" would be wrong advice; the message of the
         # rejection says what to change.
         return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted)")
+    if isinstance(exc, LinkClosed):
+        # The remote link itself is gone (pedclient or pedserver closed it, e.g. after an
+        # outage): retrying the command cannot work, only a new link can.  The daemons'
+        # own "retry" means that new link; for the HSM it is `hsm ped connect`.
+        why = str(exc).replace("; retry", "")
+        return PedLinkLost(
+            f"the link to the PED at {where} is closed: {why} (not counted; "
+            "reconnect with `hsm ped connect`)"
+        )
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, PedError):
