@@ -4,6 +4,10 @@
     HSM <--OpGranted/Busy/e2e/Close-- pedclient <--same-- pedserver
                                       pedclient <-Keepalive/Ack-> pedserver
 
+``mode show`` says "waiting for pedserver" from the HSM's OpBegin or request until
+something shows pedserver has it (OpGranted/Busy, a frame of the PED, the answer to a
+keepalive sent after it), and when pedserver was last heard from.
+
 End-to-end frames pass as the same bytes (only the type byte is looked at).  If
 pedserver goes away or stops answering for ``socket_read_rsp_timeout``, the HSM gets a
 Close with SERVER_GONE / PEER_UNRESPONSIVE: a retriable error, never a failed login.
@@ -117,7 +121,8 @@ class LinkRelay:
                         f"pedserver at {record.target} stopped answering for {read_timeout} s "
                         "(network loss?); retry"))
                     return
-                record.heard(event.nonce if isinstance(event, KeepaliveAck) else None)
+                if not isinstance(event, ConnectionLost):
+                    record.heard(event.nonce if isinstance(event, KeepaliveAck) else None)
                 if isinstance(event, Keepalive):
                     await server.send(KeepaliveAck(event.nonce))
                 elif isinstance(event, KeepaliveAck):

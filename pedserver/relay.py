@@ -19,6 +19,11 @@ whoever holds the channel reached it).  A handshake that no sealed answer follow
 before the PED's session ended is logged as never confirmed: a replayed
 HANDSHAKE_INIT looks exactly like that (SECURITY.md, watching pedserver's log).
 
+``mode show`` says what a link waits for: the PED (its lock, then its operation), or,
+once the PED reported the operation finished (its answer already relayed), the link
+("answer sent, waiting for the link") until the link's next frame; during a route flap
+the answer is stuck in the network, not at the PED.
+
 This is the path the benchmark measures: one await per frame each way, no copies.
 """
 
