@@ -3,7 +3,8 @@
 This module is the one place the HSM turns errors of ``ped`` into its own (see
 `hsm.pedport`): wrong colour -> `WrongKeyColor` (not counted), keyset mismatch ->
 `WrongKeyset` (counted), everything else (timeouts, cancel, transport failures, a
-rejected connect, RPV mismatch) -> `PedUnavailable` (not counted); a driver that cannot
+rejected connect, RPV mismatch) -> `PedUnavailable` (not counted; a closed remote link
+advises `hsm ped connect`, not "retry"); a driver that cannot
 be opened or used -> `PedUnavailable` too (`driver_unavailable`).  ``hsm.pedlink`` calls
 these; nothing else in the HSM catches an error of ``ped`` to make an HSM error.
 PED progress notices become lines for the shell (`describe_notice`); before each
@@ -13,7 +14,6 @@ timeout), so the host shows progress even from a PED that sends no notices.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +22,7 @@ from hsm.pedport import PedSecret, WrongKeyColor, WrongKeyset
 from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
-from ped.link.errors import ConnectRejected
+from ped.link.errors import ConnectRejected, LinkClosed
 from ped.transport import TransportError
 
 
@@ -54,6 +54,15 @@ def map_error(exc: BaseException, where: str) -> BaseException:
         # pedserver): not counted, and "retry" would be wrong advice; the message of the
         # rejection says what to change.
         return PedUnavailable(f"the PED at {where} is unavailable: {exc} (not counted)")
+    if isinstance(exc, LinkClosed):
+        # The remote link itself is gone (pedclient or pedserver closed it, e.g. after an
+        # outage): retrying the command cannot work, only a new link can.  The daemons'
+        # own "retry" means that new link; for the HSM it is `hsm ped connect`.
+        why = str(exc).replace("; retry", "")
+        return PedLinkLost(
+            f"the link to the PED at {where} is closed: {why} (not counted; "
+            "reconnect with `hsm ped connect`)"
+        )
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, PedError):
@@ -144,10 +153,8 @@ class HsmApiPort:
             raise map_error(exc, self.description) from None
         finally:
             self._touch()
-        secret = bytearray(result.secret)
-        with contextlib.suppress(Exception):
-            result.wipe()
-        return PedSecret(secret, bytes(result.keyset_id))
+        with result:  # the result is ours: wiped once copied
+            return PedSecret(bytearray(result.secret), bytes(result.keyset_id))
 
     async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
         self._say("imprint", color, label)
@@ -163,10 +170,9 @@ class HsmApiPort:
         # The PED returns a secret when the HSM must adopt another one than it sent: an
         # existing keyset was reused, or a PED PIN was set (the PED then hands over the
         # PIN-derived value, which is what later logins will read).
-        got = bytearray(result.secret if result.secret is not None else secret)
-        with contextlib.suppress(Exception):
-            result.wipe()
-        return PedSecret(got, bytes(result.keyset_id))
+        with result:  # the result is ours: wiped once copied
+            got = bytearray(result.secret if result.secret is not None else secret)
+            return PedSecret(got, bytes(result.keyset_id))
 
     async def show(self, text: str) -> None:
         try:

@@ -4,6 +4,10 @@
     HSM <--OpGranted/Busy/e2e/Close-- pedclient <--same-- pedserver
                                       pedclient <-Keepalive/Ack-> pedserver
 
+``mode show`` says "waiting for pedserver" from the HSM's OpBegin or request until
+something shows pedserver has it (OpGranted/Busy, a frame of the PED, the answer to a
+keepalive sent after it), and when pedserver was last heard from.
+
 End-to-end frames pass as the same bytes (only the type byte is looked at).  If
 pedserver goes away or stops answering for ``socket_read_rsp_timeout``, the HSM gets a
 Close with SERVER_GONE / PEER_UNRESPONSIVE: a retriable error, never a failed login.
@@ -41,6 +45,7 @@ class LinkRelay:
 
     async def run(self, record: ClientLink) -> None:
         """Relay *record* both ways with keepalives until either side ends it."""
+        record.heard()  # pedserver just welcomed the link
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._hsm_to_server, record, nursery.cancel_scope)
             nursery.start_soon(self._server_to_hsm, record, nursery.cancel_scope)
@@ -58,12 +63,17 @@ class LinkRelay:
                     await hsm.send_close_quietly(Close(close_code_for(exc), fit_text(str(exc))))
                     return
                 if isinstance(event, OpBegin):
-                    record.doing = ClientLinkActivity.WAITING_FOR_PED
+                    record.op_granted = False
+                    record.request_sent()
                     await server.send(event)
                 elif isinstance(event, OpEnd):
+                    record.op_granted = False
+                    record.unconfirmed_after = None
                     record.doing = ClientLinkActivity.IDLE
                     await server.send(event)
                 elif isinstance(event, EndToEnd):
+                    if record.op_granted:
+                        record.request_sent()
                     await server.send(event)
                 elif isinstance(event, Close):
                     record.end_reason = record.end_reason or "closed by the HSM"
@@ -111,13 +121,17 @@ class LinkRelay:
                         f"pedserver at {record.target} stopped answering for {read_timeout} s "
                         "(network loss?); retry"))
                     return
+                if not isinstance(event, ConnectionLost):
+                    record.heard(event.nonce if isinstance(event, KeepaliveAck) else None)
                 if isinstance(event, Keepalive):
                     await server.send(KeepaliveAck(event.nonce))
                 elif isinstance(event, KeepaliveAck):
                     pass
                 elif isinstance(event, OpGranted | Busy):
+                    record.unconfirmed_after = None
                     if isinstance(event, OpGranted):
                         record.ops += 1
+                        record.op_granted = True
                         record.doing = ClientLinkActivity.OPERATING
                     else:
                         record.doing = ClientLinkActivity.IDLE
@@ -138,6 +152,7 @@ class LinkRelay:
                             f"({record.end_reason}); retry"))
                         return
                 elif isinstance(event, EndToEnd):
+                    record.request_arrived()  # the PED answered: pedserver has the request
                     await hsm.send(event)
                 elif isinstance(event, Close):
                     # After the HSM's own close, pedserver's answering Close is not news.
@@ -166,7 +181,8 @@ class LinkRelay:
         assert server is not None
         for nonce in itertools.count(1):
             await trio.sleep(interval)
+            record.keepalive_nonce = nonce & 0xFFFFFFFF
             try:
-                await server.send(Keepalive(nonce & 0xFFFFFFFF))
+                await server.send(Keepalive(record.keepalive_nonce))
             except (LinkClosed, PedError):
                 return

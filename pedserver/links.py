@@ -24,6 +24,10 @@ class LinkActivity(enum.Enum):
     IDLE = "idle"
     WAITING_FOR_PED = "waiting for the PED"
     OPERATING = "PED operation in progress"
+    # The PED finished the operation and its answer went to the link; nothing has come
+    # back from the link since (during an outage the answer is in the network, not at
+    # the PED).  The next frame from the link (OpEnd, a new request) ends this.
+    ANSWERED = "answer sent, waiting for the link"
     CLOSING = "closing"
 
     def describe(self) -> str:
@@ -85,7 +89,16 @@ class LinkRecord:
             and self.doing is not LinkActivity.WAITING_FOR_PED
         )
 
+    def heard_ago(self) -> float:
+        """Seconds since anything came from the other end of the link (trio clock)."""
+        return max(0.0, trio.current_time() - self.last_heard)
+
     def describe(self) -> dict[str, Any]:
+        """What ``mode show`` prints: ``doing`` is the activity and the last word heard
+        ("idle (last heard from pedclient 3.2 s ago)"); ``activity`` and
+        ``heard_ago`` (seconds) are the same, apart, for programs."""
+        heard = round(self.heard_ago(), 1)
+        other = "pedclient" if self.idle_applies else "the peer"
         return {
             "id": self.id,
             "peer": self.peer,
@@ -94,7 +107,9 @@ class LinkRecord:
             "idle_timeout": self.idle_timeout,
             "mode": "standard" if self.idle_applies else "peer-to-peer",
             "since": round(self.opened, 3),
-            "doing": self.doing.describe(),
+            "doing": f"{self.doing.describe()} (last heard from {other} {heard:.1f} s ago)",
+            "activity": self.doing.describe(),
+            "heard_ago": heard,
             "operations": self.ops,
         }
 

@@ -19,6 +19,11 @@ whoever holds the channel reached it).  A handshake that no sealed answer follow
 before the PED's session ended is logged as never confirmed: a replayed
 HANDSHAKE_INIT looks exactly like that (SECURITY.md, watching pedserver's log).
 
+``mode show`` says what a link waits for: the PED (its lock, then its operation), or,
+once the PED reported the operation finished (its answer already relayed), the link
+("answer sent, waiting for the link") until the link's next frame; during a route flap
+the answer is stuck in the network, not at the PED.
+
 This is the path the benchmark measures: one await per frame each way, no copies.
 """
 
@@ -30,7 +35,7 @@ from typing import Any
 
 import trio
 
-from ped.device import DeviceGone
+from ped.device import DeviceEvent, DeviceGone, EventKind
 from ped.device.errors import DeviceError
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost
@@ -81,6 +86,16 @@ class LinkRelay:
         """The link a PED session belongs to (None when it is not a link's)."""
         return self._sessions.get(session_id)
 
+    def on_ped_event(self, event: object) -> None:
+        """The PED finished a link's operation: its answer has gone to the link (the
+        driver reports events after relaying the frames before them), so from now on
+        the operation waits for the link, not for the PED."""
+        if not isinstance(event, DeviceEvent) or event.kind is not EventKind.OP_FINISHED:
+            return
+        record = self._sessions.get(event.session) if event.session else None
+        if record is not None and record.doing is LinkActivity.OPERATING:
+            record.doing = LinkActivity.ANSWERED
+
     async def run(self, record: LinkRecord) -> None:
         """Relay *record* until it ends (closed by either side, or failed)."""
         async with trio.open_nursery() as nursery:
@@ -129,6 +144,8 @@ class LinkRelay:
                 await self._op_end(record)
             elif isinstance(event, EndToEnd):
                 record.last_activity = trio.current_time()
+                if record.doing is LinkActivity.ANSWERED:
+                    record.doing = LinkActivity.OPERATING  # another request in this hold
                 if not record.sent_in_hold:
                     record.sent_in_hold = True
                     record.wake_timers()

@@ -83,7 +83,7 @@ class PedServer(DaemonSkeleton[LinkRecord]):
                                    lines=self.repeated_lines)
         self.events = EventLog(self.relay.link_of_session)
         self._ids = itertools.count(1)
-        driver.on_event = self.events.on_event
+        driver.on_event = self._on_ped_event
         # Every session has its pump (pedserver.relay) receiving: the PED's answer is
         # relayed before the events behind it are parsed
         # (ped.device.base.PedDriver.frames_first).
@@ -160,6 +160,12 @@ class PedServer(DaemonSkeleton[LinkRecord]):
             await link.send_close_quietly(Close(CloseCode.NORMAL, "link closed"))
             log.info("link %d closed (%s); %d operation(s) served",
                      record.id, record.end_reason or "ended", record.ops)
+
+    def _on_ped_event(self, event: object) -> None:
+        """The driver's ``on_event``: the relay's view of the link (``mode show``), then
+        the event log."""
+        self.relay.on_ped_event(event)
+        self.events.on_event(event)
 
     # ------------------------------------------------------------------ control
 

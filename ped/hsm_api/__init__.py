@@ -5,8 +5,8 @@
     transport = await hsm_api.connect_via_pedclient(socket_path, host, port)
     try:
         async with hsm_api.open_ped_session(transport, rpv=rpv, hsm_serial="123456") as ped:
-            result = await ped.read_secret(hsm_api.Color.BLUE, keyset_id, label="HSM SO")
-            secret = bytearray(result.secret)  # wiped when the session closes: copy it
+            with await ped.read_secret(hsm_api.Color.BLUE, keyset_id, label="HSM SO") as result:
+                secret = bytearray(result.secret)  # the result is wiped when the block ends
     finally:
         await transport.aclose()
 
@@ -17,8 +17,9 @@ What is here (``__all__``):
 
 * the session: `open_ped_session`, `PedSession`, the defaults of its timing parameters
   (``DEFAULT_*``, ``MAX_KEY_TIMEOUT``; `ped.hsm_api.limits`);
-* what it hands out: `Color` (which key), `ReadResult`, `ImprintResult`, `PedInfo`,
-  `Notice` and `NoticeKind` (progress given to *on_notice*);
+* what it hands out: `Color` (which key), `ReadResult`, `ImprintResult` (the caller's
+  to wipe: context managers, `ped.hsm_api.results`), `PedInfo`, `Notice` and
+  `NoticeKind` (progress given to *on_notice*);
 * transports (the caller opens and closes them): the `FrameTransport` protocol and its
   `Frame`; a remote PED through pedclient (`connect_via_pedclient`,
   `PedclientTransport`, `default_pedclient_socket`, ``DEFAULT_PORT``); a PED cabled to
@@ -41,8 +42,8 @@ What is here (``__all__``):
     HSM side), `RemoteProtocolError` (the peer sent something invalid; the session is
     finished), of which `DecryptFailed` (a sealed frame did not authenticate).
 
-The session core (`ped.hsm_api.session`, `ped.hsm_api.limits`) knows only
-`ped.transport`, `ped.channel` and `ped.ops`; this module adds the transports.
+The session core (`ped.hsm_api.session`, `ped.hsm_api.limits`, `ped.hsm_api.results`)
+knows only `ped.transport`, `ped.channel` and `ped.ops`; this module adds the transports.
 """
 
 from keys.colors import Color
@@ -66,6 +67,7 @@ from ped.hsm_api.limits import (
     DEFAULT_OP_TIMEOUT,
     MAX_KEY_TIMEOUT,
 )
+from ped.hsm_api.results import ImprintResult, ReadResult
 from ped.hsm_api.session import PedSession, SessionBroken, open_ped_session
 from ped.link.errors import ConnectFailed, ConnectRejected, ConnectUnavailable, LinkClosed
 from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default_pedclient_socket
@@ -83,7 +85,7 @@ from ped.ops.errors import (
     Unsupported,
     WrongColor,
 )
-from ped.ops.messages import ImprintResult, Notice, NoticeKind, ReadResult
+from ped.ops.messages import Notice, NoticeKind
 from ped.transport import FrameTransport, PedBusy, TransportClosed, TransportError
 from ped.wire.framing import Frame
 from ped.wire.types import CloseCode

@@ -19,11 +19,18 @@ yields a `PedSession`.  Each operation is request/response on the sans-IO
 * sealing and sending happen under one lock (the channel's nonces must go out in order),
   and a send is shielded from cancellation so a frame is never half written.
 
-No nursery is used, so no ExceptionGroup reaches the caller.  Secrets in results are
-bytearrays; every result a session returned is wiped when the session closes (copy what
-must outlive it).  The RPV is not kept: the PSK is derived at once and wiped after the
-handshake.  The ephemeral X25519 key is always fresh (forward secrecy): fixing it is
-possible only on the sans-IO `ped.ops.HsmSideSession`, for test vectors.
+No nursery is used, so no ExceptionGroup reaches the caller.
+
+Results have one owner, the caller: `read_secret` and `imprint` return a
+`ped.hsm_api.results` `ReadResult` / `ImprintResult` (secrets in bytearrays) that the
+caller wipes, best with ``with await ped.read_secret(...) as result:``.  The session
+keeps no reference to a result it handed out (a session open for months holds nothing
+per operation) and does not wipe it at close; it wipes only the answers nobody receives
+(those of a cancelled or timed-out operation).
+
+The RPV is not kept: the PSK is derived at once and wiped after the handshake.  The
+ephemeral X25519 key is always fresh (forward secrecy): fixing it is possible only on the
+sans-IO `ped.ops.HsmSideSession`, for test vectors.
 
 ``ped.hsm_api`` (the package) lists every error and type an integrator meets.
 """
@@ -46,10 +53,12 @@ from ped.hsm_api.limits import (
     check_seconds,
     key_timeout_ms,
 )
+from ped.hsm_api.results import ImprintResult, ReadResult, hand_over
 from ped.ops import events as ev
+from ped.ops import messages
 from ped.ops.errors import OperationError, OperationTimeout
 from ped.ops.hsm_side import HsmSideSession, HsmSideState
-from ped.ops.messages import CloseReason, ImprintResult, Notice, ReadResult, ShowDone
+from ped.ops.messages import CloseReason, Notice, ShowDone
 from ped.transport import FrameTransport, TransportClosed, TransportError
 from ped.wire.framing import Frame
 
@@ -71,7 +80,7 @@ class PedSession:
     """An established end-to-end session with a PED.  Made by `open_ped_session`.
 
     One operation at a time: a second call from another task waits for the first to end.
-    Every `ReadResult` and `ImprintResult` it returned is wiped when it closes.
+    Each `ReadResult` and `ImprintResult` it returns is the caller's to wipe.
     """
 
     def __init__(
@@ -92,7 +101,6 @@ class PedSession:
         self._on_notice = on_notice
         self._op_lock = trio.Lock()
         self._send_lock = trio.Lock()
-        self._results: list[ReadResult | ImprintResult] = []
         self._broken: str | None = None
         self._closed = False
 
@@ -127,7 +135,8 @@ class PedSession:
         *label* is shown on the PED screen (at most 128 UTF-8 bytes; control characters
         become "?").  *key_timeout* and *op_timeout* (seconds) override the session's for
         this operation only.
-        ``result.secret`` (32 bytes) is wiped when the session closes: copy it first.
+        ``result.secret`` (32 bytes) is yours to wipe: ``with await ped.read_secret(...)
+        as result:`` wipes it when the block ends.
         """
         timeout_ms = None if key_timeout is None else key_timeout_ms(key_timeout)
         result = await self._run(
@@ -156,7 +165,7 @@ class PedSession:
         (``result.reused``) or set a PED PIN (``result.pin``).  The HSM must adopt it.
         ``None`` means the login secret is *new_secret*.  *new_secret* is 32 bytes (the
         caller keeps and wipes it); without it the operator must reuse a keyset, so
-        *allow_reuse* must be True.
+        *allow_reuse* must be True.  The result is yours to wipe (``with``, ``wipe()``).
         """
         timeout_ms = None if key_timeout is None else key_timeout_ms(key_timeout)
         result = await self._run(
@@ -190,7 +199,9 @@ class PedSession:
                 await self._send_shielded(frame)
 
     async def aclose(self) -> None:
-        """Say goodbye to the PED (best effort) and wipe every secret of this session.
+        """Say goodbye to the PED (best effort) and forget the session's keys.
+
+        Results already handed out stay the caller's (this does not wipe them).
 
         Call it once operations have finished: an operation still running in another
         task then fails with a `LocalProtocolError`.
@@ -213,9 +224,6 @@ class PedSession:
             pass  # the PED is gone or busy: nothing to say goodbye to
         finally:
             self._hsm.close()
-            for result in self._results:
-                result.wipe()
-            self._results.clear()
 
     # ---- machinery -----------------------------------------------------------------
 
@@ -292,8 +300,8 @@ class PedSession:
                     if self._on_notice is not None:
                         self._on_notice(event.notice)
                 elif isinstance(event, ev.OperationSucceeded):
-                    if isinstance(event.result, ReadResult | ImprintResult):
-                        self._results.append(event.result)
+                    if isinstance(event.result, messages.ReadResult | messages.ImprintResult):
+                        return hand_over(event.result)
                     return event.result
                 elif isinstance(event, ev.OperationFailed):
                     raise event.error

@@ -65,9 +65,12 @@ async def test_read_imprint_show_and_wipe_on_close() -> None:
             reused = await session.imprint(Color.ORANGE, allow_reuse=True)
             assert reused.reused and reused.secret == bytearray([9]) * 32
             await session.show_message("Hello")
-        # Closing the session wiped every secret it handed out, and said goodbye.
-        assert result.secret == bytearray(32)
-        assert reused.secret == new.secret == bytearray(32)
+        # The results are the caller's: closing the session does not touch them.
+        assert result.secret == bytearray([7]) * 32
+        for owned in (result, new, reused):
+            with owned:
+                pass
+            assert owned.secret == bytearray(32)
     assert isinstance(ped.events[-1], ev.SessionClosed)
     # handshake + 4 operations, each inside begin/end_operation, plus the goodbye
     assert hsm_t.operations == 6

@@ -139,12 +139,13 @@ async def _use_then_close(daemons: P2P, port: int, name: str) -> None:
     """An HSM connects, runs one operation (checking `mode show` meanwhile), closes."""
     ped = await connect_via_pedclient(_endpoint(daemons), "127.0.0.1", port, hsm_name=name)
     (link,) = await _links_of(daemons, name)
-    assert link["target"] == f"127.0.0.1:{port}" and link["doing"] == "idle"
+    assert link["target"] == f"127.0.0.1:{port}" and link["activity"] == "idle"
     await ped.begin_operation()
-    assert (await _links_of(daemons, name))[0]["doing"] == "PED operation in progress"
+    assert (await _links_of(daemons, name))[0]["activity"] == "PED operation in progress"
     shown = await trio.to_thread.run_sync(lambda: ok(daemons.client("mode", "show")))
     assert re.search(rf"link \d+: HSM {name} -> 127\.0\.0\.1:{port} \(\S+\), up \d+ s, "
-                     r"PED operation in progress, 1 operation\(s\)", shown), shown
+                     r"PED operation in progress \(last heard from pedserver \d+\.\d s ago\), "
+                     r"1 operation\(s\)", shown), shown
     await ped.send(Frame(0x23, b"abc"))
     assert (await ped.receive()).payload == b"cba"
     await ped.end_operation()

@@ -16,7 +16,7 @@ async def test_several_hsms_hold_links_at_once(home):
                                             hsm_name=f"hsm{i}") for i in range(4)]
         shown = pair.client.show()
         assert [link["hsm"] for link in shown["links"]] == ["hsm0", "hsm1", "hsm2", "hsm3"]
-        assert all(link["doing"] == "idle" for link in shown["links"])
+        assert all(link["activity"] == "idle" for link in shown["links"])
         for ped in peds:
             await ped.begin_operation(wait=5)
             await ped.end_operation()

@@ -122,7 +122,7 @@ async def test_second_hsm_is_told_busy_then_served(home):
         shown = pair.server.show()
         assert [link["client"] for link in shown["links"]] == ["testhost/hsm-a",
                                                                 "testhost/hsm-b"]
-        assert shown["links"][0]["doing"] == "PED operation in progress"
+        assert shown["links"][0]["activity"] == "PED operation in progress"
 
         async def release_soon():
             await trio.sleep(0.1)
