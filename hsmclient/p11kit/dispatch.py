@@ -34,6 +34,19 @@ CK_UNAVAILABLE = 0xFFFFFFFFFFFFFFFF
 CK_EFFECTIVELY_INFINITE = 0
 _LIBRARY_VERSION = (0, 1)
 
+#: The calls served (every other id is answered CKR_FUNCTION_NOT_SUPPORTED).
+SERVED_CALLS = frozenset({
+    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo",
+    "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo", "C_OpenSession",
+    "C_CloseSession", "C_CloseAllSessions", "C_GetSessionInfo", "C_Login", "C_Logout",
+    "C_DestroyObject", "C_GetAttributeValue", "C_FindObjectsInit", "C_FindObjects",
+    "C_FindObjectsFinal", "C_GenerateKey", "C_GenerateKeyPair", "C_GenerateRandom",
+    "C_SeedRandom", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal", "C_VerifyInit",
+    "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_EncryptInit", "C_Encrypt",
+    "C_EncryptUpdate", "C_EncryptFinal", "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate",
+    "C_DecryptFinal",
+})  # fmt: skip
+
 
 def _ids_answer(writer: Writer, ids: list[int], room: int | None) -> None:
     """An "au" answer to a "fu" request: the ids, or their count for a query or small room."""
@@ -76,6 +89,7 @@ class Dispatcher:
             "C_SeedRandom": self._seed_random,
         }
         self._handlers.update(CryptoCalls(app, self.state, version).handlers())
+        assert self._handlers.keys() == SERVED_CALLS
 
     async def handle(self, body: bytes | bytearray) -> bytes:
         """The answer body to one request body."""
