@@ -120,9 +120,7 @@ class Dispatcher:
     async def _initialize(self, reader: Reader, call: Call) -> bytes:
         handshake = reader.flagged_array("handshake")
         if handshake != HANDSHAKE:
-            raise Pkcs11Error(
-                CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string"
-            )
+            raise Pkcs11Error(CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string")
         return self._empty(call)
 
     async def _finalize(self, reader: Reader, call: Call) -> bytes:
@@ -276,9 +274,7 @@ class Dispatcher:
     async def _find_objects_init(self, reader: Reader, call: Call) -> bytes:
         session = reader.u64("session")
         template = read_template(reader)
-        self.state.session(session)
-        if self.state.session(session).found is not None:
-            self.state.begin_search(session, [])  # raises CKR_OPERATION_ACTIVE
+        self.state.check_no_search(session)
         handles = list(await self._app.find_objects(session, template))
         self.state.begin_search(session, handles)
         return self._empty(call)
