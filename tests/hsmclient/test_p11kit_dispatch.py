@@ -306,3 +306,22 @@ async def test_a_request_with_a_wrong_signature_is_device_error(backend: SoftBac
     writer.array(b"uu")
     dispatcher = Dispatcher(await backend.connect(), 0)
     assert await dispatcher.handle(writer.getvalue()) == error_response(CKR.DEVICE_ERROR)
+
+
+async def test_close_all_sessions_and_finalize_close_the_applications_sessions(
+    backend: SoftBackend,
+) -> None:
+    client = await Client(backend).start()
+    first = await client.session()
+    second = (await client.call("C_OpenSession", ("u", 0), ("u", 4))).u64()
+    info = await client.call("C_GetSessionInfo", ("u", second))
+    assert (info.u64(), info.u64(), info.u64()) == (0, 1, 4)  # slot 0, RO user functions, serial
+    await client.call("C_CloseAllSessions", ("u", 0))
+    for session in (first, second):
+        rv, _ = await client.try_call("C_GetSessionInfo", ("u", session))
+        assert rv == CKR.SESSION_HANDLE_INVALID
+    third = await client.session()
+    await client.call("C_Finalize")
+    assert not backend.sessions
+    rv, _ = await client.try_call("C_Logout", ("u", third))
+    assert rv == CKR.SESSION_HANDLE_INVALID
