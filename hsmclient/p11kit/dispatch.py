@@ -49,8 +49,12 @@ SERVED_CALLS = frozenset({
 
 
 def _ids_answer(writer: Writer, ids: list[int], room: int | None) -> None:
-    """An "au" answer to a "fu" request: the ids, or their count for a query or small room."""
-    if room is None or room < len(ids):
+    """An "au" answer to a "fu" request: the ids, or their count for a query or small room.
+
+    No ids is a present empty array: the client reads "count only" as CKR_BUFFER_TOO_SMALL
+    when it passed a buffer, and it sends a zero-sized buffer as no buffer.
+    """
+    if ids and (room is None or room < len(ids)):
         writer.ulong_array(None, len(ids))
     else:
         writer.ulong_array(ids)

@@ -143,8 +143,13 @@ class ApplicationState:
     def deliver(
         self, session: int, operation: Operation, result: bytes, room: int | None, for_input: bytes
     ) -> Delivery:
-        """Hand `result` over if the caller has room; else keep it and say its length."""
-        if room is None or room < len(result):
+        """Hand `result` over if the caller has room; else keep it and say its length.
+
+        An empty result is handed over at once: p11-kit sends a zero-length buffer as "no
+        buffer", so a caller could never show room for it and the operation would stay
+        active for ever.
+        """
+        if result and (room is None or room < len(result)):
             operation.result = result
             operation.result_input = for_input
             return Delivery(None, len(result), done=False)

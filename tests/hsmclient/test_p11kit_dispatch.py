@@ -325,3 +325,37 @@ async def test_close_all_sessions_and_finalize_close_the_applications_sessions(
     assert not backend.sessions
     rv, _ = await client.try_call("C_Logout", ("u", third))
     assert rv == CKR.SESSION_HANDLE_INVALID
+
+
+async def test_empty_outputs_are_present_empty_arrays_and_end_the_operation(
+    backend: SoftBackend,
+) -> None:
+    client = await Client(backend, version=1).start()
+    session = await client.session()
+    key = (
+        await client.call(
+            "C_GenerateKey", ("u", session), ("M", Mechanism(CKM.AES_KEY_GEN)),
+            ("aA", [Attribute(CKA.VALUE_LEN, 16)]),
+        )
+    ).u64()  # fmt: skip
+    gcm = Mechanism(CKM.AES_GCM, GcmParams(iv=b"\x02" * 12))
+    await client.call("C_EncryptInit", ("u", session), ("M", gcm), ("u", key))
+    update = await client.call("C_EncryptUpdate", ("u", session), ("ay", b""), ("f", 0))
+    assert (
+        update.flagged_array() == b""
+    )  # not "length only": that is BUFFER_TOO_SMALL to a caller with a buffer
+    tag_only = (await client.call("C_EncryptFinal", ("u", session), ("f", 16))).flagged_array()
+    assert tag_only is not None and len(tag_only) == 16
+    await client.call("C_DecryptInit", ("u", session), ("M", gcm), ("u", key))
+    # nothing to give back: handed over at once even to a size query, the operation ends
+    assert (
+        await client.call("C_Decrypt", ("u", session), ("ay", tag_only), ("f", 0))
+    ).flagged_array() == b""
+    rv, _ = await client.try_call("C_Decrypt", ("u", session), ("ay", tag_only), ("f", 0))
+    assert rv == CKR.OPERATION_NOT_INITIALIZED
+
+
+async def test_an_empty_search_or_slot_list_is_a_present_empty_array() -> None:
+    client = await Client(SoftBackend([])).start()
+    await client.call("C_Initialize", ("ay", HANDSHAKE), ("y", 0), ("ay", None))
+    assert (await client.call("C_GetSlotList", ("y", 0), ("f", 0))).ulong_array() == []
