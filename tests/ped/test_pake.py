@@ -14,8 +14,8 @@ from ped.pake import (
     PakeInitiator,
     PakeResponder,
     PasswordVoid,
+    cpace,
 )
-from ped.pake import cpace
 from ped.wire.framing import Frame
 from ped.wire.types import E2EType
 
@@ -40,7 +40,9 @@ def test_draft_generator() -> None:
     gen_str = cpace.generator_string(b"Password", DRAFT_CI, DRAFT_SID)
     assert len(gen_str) == 170
     assert gen_str.startswith(H("0843506163653235350850617373776f72646d00"))
-    assert gen_str.endswith(H("180b415f696e69746961746f720b425f726573706f6e646572107e4b4791d6a8ef019b936c79fb7f2c57"))
+    assert gen_str.endswith(
+        H("180b415f696e69746961746f720b425f726573706f6e646572107e4b4791d6a8ef019b936c79fb7f2c57")
+    )
     assert cpace.calculate_generator(b"Password", DRAFT_CI, DRAFT_SID) == H(
         "d04bf6d41f6a289632a2e929fa29bebd51092512a7829fdde7d314b62f05a73f"
     )
