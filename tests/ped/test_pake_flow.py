@@ -15,7 +15,7 @@ from keys import Keyring, combine, load_image
 from keys.colors import Color
 from ped.channel.errors import HandshakeRefused
 from ped.device.emulated.auto import AutoOperator
-from ped.device.emulated.panel import Panel, PromptKind, Press, Screen
+from ped.device.emulated.panel import Panel, Press, PromptKind, Screen
 from ped.device.emulated.server import EmulatedPed
 from ped.hsm_api.pake import open_pake_session
 from ped.pake import OneTimePassword, PasswordVoid, WrongPassword
