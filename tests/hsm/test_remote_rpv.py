@@ -95,7 +95,7 @@ class Rig:
             ["pedclient", "mode", "start", "--log-level", "debug", "--home",
              str(self.client_home)],
         ):
-            done = await trio.to_thread.run_sync(lambda a=argv: _run(str(BIN / a[0]), *a[1:]))
+            done = await trio.to_thread.run_sync(_run, str(BIN / argv[0]), *argv[1:])
             assert done.returncode == 0, done.stderr
         port = control_request_sync(self.server_home / "control.sock", "show")["port"]
         self.taps["network"], self.net_port = await tcp_tap(nursery, port)

@@ -21,7 +21,7 @@ A remote RPV initialisation (``ped.pake``) opens with PAKE_INIT instead: the ses
 asks the operator for the HSM's one-time password (`PedEngine.ask_password`), answers
 PAKE_RESPONSE and keeps the channel key; the HANDSHAKE_INIT that follows is then keyed
 by that key instead of an orange key's RPV (a wrong password fails it as a wrong orange
-key would, and the screen says so).
+key would, and the screen says so): ``password_entry.py``.
 
 The session ends when the HSM closes it (or the host does, or the connection goes):
 its running operation is cancelled and the session is finished once that task is done,
@@ -46,17 +46,15 @@ from ped.channel.handshake import PedInfo, RefuseReason
 from ped.device.emulated.dialog import Unplugged
 from ped.device.emulated.engine import PedEngine
 from ped.device.emulated.imprint_flow import ImprintOutcome
+from ped.device.emulated.password_entry import REFUSALS, PasswordEntry
 from ped.device.emulated.read_flow import ReadOutcome
 from ped.device.messages import DeviceEvent, DeviceMessage, EventKind, SessionData
-from ped.errors import PedError
 from ped.ops import ErrorCode as OpCode
 from ped.ops import PedSideSession, PedState
 from ped.ops import errors as operr
 from ped.ops import events as ev
 from ped.ops.messages import CloseReason as OpClose
 from ped.ops.messages import NoticeKind
-from ped.pake.handshake import PakeResponder
-from ped.pake.messages import PakeInit
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
 from ped.wire.types import E2EType
@@ -64,11 +62,7 @@ from ped.wire.types import E2EType
 log = logging.getLogger("pedemu")
 
 #: What the PED refuses a handshake with, by the error that stopped the RPV read.
-_REFUSALS: dict[type[BaseException], RefuseReason] = {
-    operr.KeyTimeout: RefuseReason.KEY_TIMEOUT,
-    operr.OperationCancelled: RefuseReason.CANCELLED,
-    PedBusy: RefuseReason.BUSY,
-}
+_REFUSALS = REFUSALS
 
 
 @attrs.frozen
@@ -132,8 +126,7 @@ class EmulatedSession:
         self.op_scope: trio.CancelScope | None = None
         self.ending = False
         self.finished = False
-        self.pake: PakeResponder | None = None
-        self.pake_key: bytearray | None = None  # the channel key of a finished PAKE
+        self.pake: PasswordEntry | None = None  # a remote RPV initialisation's PAKE
 
     def receive(self, frame: Frame) -> None:
         """One frame from the HSM, served at once (the session is sans-IO)."""
@@ -141,7 +134,10 @@ class EmulatedSession:
             return
         if (frame.type == E2EType.PAKE_INIT and self.pake is None
                 and self.side.state is PedState.AWAIT_INIT):
-            self._start_pake(frame)
+            self.pake = PasswordEntry(self)
+            init = self.pake.start(frame)
+            if init is not None:
+                self._spawn(self.pake.entry, init)
             return
         for event in self.side.receive_frame(frame):
             self._on_event(event)
@@ -163,6 +159,8 @@ class EmulatedSession:
         if self.finished:
             return
         self.finished = True
+        if self.pake is not None:
+            self.pake.wipe()
         self.side.close(OpClose.NORMAL, "session closed")
         self.flush()
         self.host.forget(self)
@@ -227,55 +225,10 @@ class EmulatedSession:
         elif isinstance(event, ev.SessionClosed):
             log.info("session %d closed by the HSM", self.id)
 
-    # ------------------------------------------------------------------ the PAKE
-    def _start_pake(self, frame: Frame) -> None:
-        self.pake = PakeResponder()
-        try:
-            init = self.pake.receive_init(frame)
-        except PedError as exc:
-            log.info("session %d: malformed PAKE_INIT: %s", self.id, exc)
-            self._send_frame(self.pake.refuse(RefuseReason.UNSUPPORTED, "malformed PAKE_INIT"))
-            self.end()
-            return
-        self._spawn(self._pake_entry, init)
-
-    async def _pake_entry(self, init: PakeInit) -> None:
-        assert self.pake is not None
-        try:
-            password = await self.engine.ask_password(
-                init.hsm_serial, init.digits, key_timeout=init.entry_timeout_ms / 1000,
-                session=self.id, emit=self.emit,
-            )
-        except (operr.OperationError, PedBusy, Unplugged) as exc:
-            reason = _REFUSALS.get(type(exc), RefuseReason.DEVICE_ERROR)
-            self._send_frame(self.pake.refuse(reason, str(exc)[:200]))
-            self._emit_handshake(reason.name.lower().replace("_", "-"), init.hsm_serial)
-            self.end()
-            return
-        try:
-            frame, key = self.pake.answer(password)
-        except PedError as exc:
-            log.info("session %d: PAKE failed: %s", self.id, exc)
-            self._send_frame(self.pake.refuse(RefuseReason.UNSUPPORTED, "bad PAKE share"))
-            self.end()
-            return
-        finally:
-            password[:] = bytes(len(password))
-        self.pake_key = key
-        self._send_frame(frame)
-
-    def _send_frame(self, frame: Frame) -> None:
-        if self.host.is_current(self):
-            self.host.send(SessionData(self.id, frame))
-
-    def _emit_handshake(self, outcome: str, hsm_serial: str) -> None:
-        self.emit(DeviceEvent(self.id, EventKind.HANDSHAKE, int(Color.ORANGE),
-                              outcome=outcome, detail=f"hsm {hsm_serial} one-time password"))
-
     # ------------------------------------------------------------------ the handshake
     async def _handshake(self, event: ev.RpvRequired) -> None:
         if self.pake is not None:
-            await self._pake_handshake(event)
+            self.pake.handshake(event)
             return
         if self.local_mode:
             try:
@@ -299,28 +252,6 @@ class EmulatedSession:
             self._refuse(exc)
             return
         self._supply(outcome.secret)
-
-    async def _pake_handshake(self, event: ev.RpvRequired) -> None:
-        """The handshake after a PAKE: keyed by its channel key, for that HSM only."""
-        assert self.pake is not None and self.pake.init is not None
-        key, self.pake_key = self.pake_key, None
-        serial = self.pake.init.hsm_serial
-        if key is None or event.hsm_serial != serial:
-            if key is not None:
-                key[:] = bytes(len(key))
-            self.side.refuse(RefuseReason.UNSUPPORTED, "handshake does not follow its PAKE")
-            self.flush()
-            return
-        try:
-            result = self.side.supply_rpv(key)
-        finally:
-            key[:] = bytes(len(key))
-        ok = isinstance(result, ev.ChannelEstablished)
-        self._emit_handshake("ok" if ok else "wrong-password", serial)
-        if not ok:
-            self.engine.panel.show(["Wrong one-time password.", "Nothing was imprinted.",
-                                    f"HSM {serial} may try again."])
-        self.flush()
 
     def _supply(self, rpv: bytearray) -> None:
         try:
