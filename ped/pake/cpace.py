@@ -33,6 +33,8 @@ import hashlib
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from ped.errors import RemoteProtocolError
+
 #: The draft's domain-separation identifier of G_X25519.
 DSI = b"CPace255"
 #: SHA-512's input block size (the draft's H.s_in_bytes).
@@ -47,7 +49,7 @@ _A = 486662
 _Z = 2  # the smallest non-square of GF(p) (RFC 9380's choice for curve25519)
 
 
-class InvalidPoint(ValueError):
+class InvalidPoint(RemoteProtocolError):
     """The peer's share multiplies to the neutral element (a low-order point): abort."""
 
 
