@@ -114,6 +114,9 @@ def ped_target(args: Args) -> tuple[str, int, str | None]:
 def remote_target(args: Args) -> tuple[str, int, str | None] | None:
     """``--remote`` with the pedserver (``--ip``/``--port`` or ``--peer``), else None."""
     if not args.get("remote"):
+        if args.get("ip") is not None or args.get("peer") is not None:
+            raise InvalidCommand("--ip and --peer go with --remote (a zeroized HSM's remote "
+                                 "RPV initialisation); without it the RPV is made locally")
         return None
     if args.get("ip") is None and args.get("peer") is None:
         raise InvalidCommand("--remote needs the pedserver: --ip A [--port P] or --peer NAME")
