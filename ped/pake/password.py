@@ -8,8 +8,8 @@ the HSM side and typed on the PED.  It is good for one successful PAKE run, for 
 use raises `PasswordVoid` (a new ``hsm ped vector init --remote`` issues a new one).
 
 A try is spent when a run reaches the point where a guess could be tested: when the HSM
-receives the PED's share (`ped.pake.handshake.PakeInitiator.receive_response`), before it
-derives anything from it.  Runs the PED never answered cost nothing.  So an attacker
+receives the PED's share (`ped.pake.handshake.PakeInitiator.receive`), before it derives
+anything from it.  Runs the PED refused or never answered cost nothing.  So an attacker
 posing as the PED gets at most `TRIES` guesses per password: with 8 digits a chance of
 3 in 10^8 per password issued (SECURITY.md).
 
