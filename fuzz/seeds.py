@@ -89,6 +89,8 @@ def device_examples() -> list[bytes]:
 
 def protocol_vectors() -> list[bytes]:
     text = (ROOT / "PROTOCOL.md").read_text(encoding="utf-8")
+    # The remote RPV initialisation's chapter (PAKE_INIT, PAKE_RESPONSE) too.
+    text += (ROOT / "docs" / "protocol" / "pake.md").read_text(encoding="utf-8")
     found = re.findall(r"^(frame_\w+|sealed_\w+|op_\w+) = ([0-9a-f]+)$", text, flags=re.M)
     return [bytes.fromhex(value) for _name, value in found]
 
@@ -200,7 +202,9 @@ def seeds() -> dict[str, list[bytes]]:
             raw = message.encode()
             rogue.append(bytes([selector]) + len(raw).to_bytes(2, "big") + raw)
     connections = [bytes([index]) + stream for index, stream in connection_streams()]
+    pake = [bytes([8]) + payload for payload in payloads.get(0x24, [])]
     return {
+        "pake": pake,
         "connections": connections,
         "frames": frames,
         "messages": messages,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 
+from fuzz import pake_targets
 from keys.colors import Color
 from keys.errors import KeyImageError
 from keys.image import IMAGE_SIZE
@@ -162,6 +163,7 @@ def _build() -> dict[str, tuple[int | None, Decoder]]:
         table[f"e2e.ped_session.{t.name}"] = (int(t), _ped_session_before_handshake(int(t)))
     # Only ever inside handshake message 2 (after decryption): no frame type of its own.
     table["e2e.PedInfo"] = (None, PedInfo.decode)
+    table.update(pake_targets.DECODERS)  # remote RPV initialisation (ped.pake)
     return table
 
 
@@ -459,4 +461,5 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "key_image": one_key_image,
     "rogue_peer": one_rogue_peer,
     "connections": one_connection,
+    "pake": pake_targets.one_pake,
 }

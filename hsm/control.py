@@ -111,6 +111,18 @@ def ped_target(args: Args) -> tuple[str, int, str | None]:
     return text("ip")(args), number("port")(args), None
 
 
+def remote_target(args: Args) -> tuple[str, int, str | None] | None:
+    """``--remote`` with the pedserver (``--ip``/``--port`` or ``--peer``), else None."""
+    if not args.get("remote"):
+        if args.get("ip") is not None or args.get("peer") is not None:
+            raise InvalidCommand("--ip and --peer go with --remote (a zeroized HSM's remote "
+                                 "RPV initialisation); without it the RPV is made locally")
+        return None
+    if args.get("ip") is None and args.get("peer") is None:
+        raise InvalidCommand("--remote needs the pedserver: --ip A [--port P] or --peer NAME")
+    return ped_target(args)
+
+
 # ---------------------------------------------------------------------- answers
 
 
@@ -171,7 +183,8 @@ COMMANDS: tuple[Command, ...] = (
             lambda h, n, code, value, force: h.admin.changepolicy(code, value, force)),
     Command("hsm.tamper", (), lambda h, n: h.admin.tamper()),
     # RPV, PED link, PED timeouts
-    Command("hsm.ped.vector.init", (), lambda h, n: h.ped.vector_init(n)),
+    Command("hsm.ped.vector.init", (remote_target,),
+            lambda h, n, remote: h.ped.vector_init(n, remote)),
     Command("hsm.ped.vector.erase", (), lambda h, n: h.ped.vector_erase()),
     Command("hsm.ped.connect", (ped_target,),
             lambda h, n, t: h.ped.connect(n, t[0], t[1], peer=t[2])),

@@ -1,15 +1,33 @@
-"""The HSM's PED commands: its Remote PED Vector, the remote PED link, the PED timeouts."""
+"""The HSM's PED commands: its Remote PED Vector, the remote PED link, the PED timeouts.
+
+``hsm ped vector init --remote`` (a zeroized HSM only) imprints the new RPV over the
+remote PED in a channel keyed by a one-time password (``ped.pake``): the password is
+shown here, typed on the PED; `_remote_imprint` runs one try of it.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hsm import policy as pol
+from hsm.apiport import HsmApiPort, map_error
 from hsm.crypto import random_key, wipe
 from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, NotLoggedIn, PedUnavailable
 from hsm.linkloss import LinkLoss
 from hsm.state import HsmState, Notify
 from keys.colors import Color
+from ped.errors import PedError
+from ped.pake import LIFETIME, TRIES, OneTimePassword, PasswordVoid, WrongPassword
+
+#: Where a remote RPV initialisation goes: (pedserver host, port, peer name or None).
+RemoteTarget = tuple[str, int, str | None]
+
+
+def _pedclient_socket(st: HsmState) -> str:
+    # The daemon's router (`hsm.pedlink.PedRouter`) knows pedclient's socket; the
+    # `PedAccess` protocol does not promise one (a router without pedclient: '').
+    return str(getattr(st.ped, "pedclient_socket", None) or "")
 
 
 class PedCommands:
@@ -34,8 +52,10 @@ class PedCommands:
 
     # ------------------------------------------------------------------ the RPV
 
-    async def vector_init(self, notify: Notify) -> str:
+    async def vector_init(self, notify: Notify, remote: RemoteTarget | None = None) -> str:
         st = self._state
+        if remote is not None:
+            return await self._vector_init_remote(notify, remote)
         self._require_so_if_initialised("initialising the RPV")
         fresh = random_key()
         async with st.ped_session(notify, local_only=True) as port:
@@ -49,6 +69,108 @@ class PedCommands:
             st.store.set_meta("rpv_sealed", sealed.hex())
         st.event("rpv initialised")
         return "Remote PED Vector set in the HSM and on the orange PED key(s)."
+
+    async def _vector_init_remote(self, notify: Notify, remote: RemoteTarget) -> str:
+        st = self._state
+        host, port, peer = remote
+        target = f"peer {peer}" if peer is not None else f"{host}:{port}"
+        if st.store.get_meta("rpv_sealed") is not None:
+            raise AlreadyExists(
+                "this HSM already has a Remote PED Vector; remote initialisation is only for "
+                "a zeroized HSM. Connect with `hsm ped connect` and its orange key; to "
+                "replace the RPV, run `hsm ped vector init` with a PED cabled to the HSM"
+                + (" (HSM SO logged in)" if st.initialised else "")
+            )
+        if st.initialised:
+            raise InvalidCommand(
+                "remote RPV initialisation is allowed only on a zeroized HSM; on an "
+                "initialised HSM run `hsm ped vector init` with a PED cabled to it "
+                "(HSM SO logged in)"
+            )
+        if peer is None and not 1 <= port <= 65535:
+            raise InvalidCommand(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
+        if not _pedclient_socket(st):
+            raise PedUnavailable(
+                "no pedclient: restart pedhsm with --pedclient PATH (pedclient's socket)"
+            )
+        password = OneTimePassword.issue(time.time())
+        fresh = random_key()
+        st.event("rpv remote init started", address=target)
+        notify(f"One-time password: {password.display()}")
+        notify(
+            f"On the PED at {target}: type this password when the PED asks for it, then "
+            f"imprint the orange key(s). It is good for {int(LIFETIME) // 60} minutes and "
+            f"{TRIES} tries, once."
+        )
+        try:
+            while True:
+                try:
+                    got = await self._remote_imprint(remote, target, password, fresh)
+                    break
+                except WrongPassword:
+                    left = password.tries_left
+                    st.event("rpv remote init wrong password", address=target, tries_left=left)
+                    if left <= 0:
+                        raise InvalidCommand(
+                            f"the password typed on the PED was wrong {TRIES} times: it is "
+                            "void, nothing was imprinted. Run `hsm ped vector init --remote` "
+                            "again for a new password"
+                        ) from None
+                    notify(f"The password typed on the PED was wrong ({left} tries left): "
+                           "type it again on the PED.")
+                except PasswordVoid as exc:
+                    raise InvalidCommand(
+                        f"{exc}: run `hsm ped vector init --remote` again"
+                    ) from None
+        finally:
+            wipe(fresh)
+            password.wipe()
+        try:
+            sealed = st.master.seal("rpv", got)
+        finally:
+            wipe(got)
+        with st.store.tx():
+            st.store.set_meta("rpv_sealed", sealed.hex())
+        st.event("rpv initialised", address=target, remote=True)
+        how = f"--peer {peer}" if peer is not None else f"--ip {host} --port {port}"
+        return (
+            f"Remote PED Vector set in the HSM and on the orange PED key(s) at {target}. "
+            f"Connect with `hsm ped connect {how}`."
+        )
+
+    async def _remote_imprint(
+        self, remote: RemoteTarget, target: str, password: OneTimePassword, fresh: bytearray
+    ) -> bytearray:
+        """One try of the password: link, PAKE, the confirming handshake, the imprint."""
+        from ped.hsm_api.pake import open_pake_session
+        from ped.link import connect_via_pedclient
+
+        st = self._state
+        host, port, peer = remote
+        t = self.timeouts()
+        where = f"remote PED {target}"
+        try:
+            transport = await connect_via_pedclient(
+                _pedclient_socket(st), host if peer is None else None,
+                port if peer is None else 1503, peer=peer, idle_timeout=t["rped"],
+                hsm_name=f"pedhsm {st.serial}",
+            )
+        except PedError as exc:
+            raise map_error(exc, where) from None
+        try:
+            async with open_pake_session(
+                transport, password=password, hsm_serial=st.serial,
+                entry_timeout=t["pedk"], key_timeout=t["pedk"], op_timeout=t["pedo"],
+            ) as ped:
+                port_ = HsmApiPort(ped, where, lambda: None, self.timeouts)
+                got = await port_.imprint(Color.ORANGE, "Remote PED Vector", fresh)
+                return got.secret
+        except (WrongPassword, PasswordVoid):
+            raise
+        except PedError as exc:
+            raise map_error(exc, where) from None
+        finally:
+            await transport.aclose()
 
     async def vector_erase(self) -> str:
         st = self._state

@@ -134,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(hsm, "tamper", "hsm.tamper", "signal a tamper event (clears the activation cache)")
     ped = level(hsm, "ped", "the PED the HSM uses")
     vector = level(ped, "vector", "the Remote PED Vector (orange key)")
-    leaf(vector, "init", "hsm.ped.vector.init", "create an RPV (or read an orange key's)")
+    p = leaf(vector, "init", "hsm.ped.vector.init", "create an RPV (or read an orange key's)")
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="zeroized HSM only: imprint the RPV over a remote PED, keyed by a one-time "
+        "password shown here and typed on the PED (needs --ip/--port or --peer)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--ip", help="with --remote: pedserver's host name or address")
+    where.add_argument("--peer", metavar="NAME", help="with --remote: a peer-to-peer pedserver")
+    p.add_argument("--port", type=int, default=1503, help="with --remote: pedserver's port")
     leaf(vector, "erase", "hsm.ped.vector.erase", "erase the HSM's RPV")
     p = leaf(ped, "connect", "hsm.ped.connect", "connect to a Remote PED through pedclient")
     where = p.add_mutually_exclusive_group(required=True)

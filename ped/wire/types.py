@@ -24,6 +24,8 @@ class E2EType(IntEnum):
     HANDSHAKE_RESPONSE = 0x21
     HANDSHAKE_REFUSED = 0x22
     SEALED = 0x23
+    PAKE_INIT = 0x24  # remote RPV initialisation: the HSM's CPace share (ped.pake)
+    PAKE_RESPONSE = 0x25  # the PED's CPace share
 
 
 LINK_RANGE = range(0x01, 0x20)

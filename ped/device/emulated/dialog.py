@@ -46,7 +46,9 @@ def no_notify(_kind: NoticeKind, _step: int, _total: int) -> None:
 
 log = logging.getLogger("pedemu")
 
-_SECRET_PROMPTS = {PromptKind.PIN, PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN}
+_SECRET_PROMPTS = {
+    PromptKind.PIN, PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN, PromptKind.PASSWORD
+}
 
 
 class Unplugged(PedError):

@@ -114,6 +114,30 @@ class PedEngine:
             prompt = Prompt(PromptKind.YES_NO, question="rpv-local", op=dialog.op)
             return await dialog.yes_no(lines, prompt)
 
+    async def ask_password(
+        self,
+        hsm_serial: str,
+        digits: int,
+        *,
+        key_timeout: float | None = None,
+        session: int = 0,
+        emit: Emit = _no_emit,
+    ) -> bytearray:
+        """Remote RPV initialisation: the one-time password the HSM shows, typed on the
+        keypad (*digits* long, asked again until it is; CLR on an empty entry cancels)."""
+        async with self._operation(
+            session, emit, "rpv-password", Color.ORANGE, key_timeout
+        ) as dialog:
+            prompt = Prompt(PromptKind.PASSWORD, label="one-time password",
+                            question=hsm_serial, low=digits, high=digits, op=dialog.op)
+            lines = [f"HSM {hsm_serial}", "initialises its RPV.",
+                     f"Type the {digits}-digit", "one-time password:"]
+            while True:
+                typed = await dialog.digits(lines, prompt, allow_empty=False)
+                if len(typed) == digits:
+                    return bytearray(typed.encode("ascii"))
+                lines = [f"Need {digits} digits.", *lines[-2:]]
+
     # --------------------------------------------------------------------- machinery
     @contextlib.asynccontextmanager
     async def _operation(

@@ -53,6 +53,7 @@ class PromptKind(enum.Enum):
     CONFIRM_PIN = "confirm-pin"  # type the new PIN again
     YES_NO = "yes-no"  # `question`: reuse | duplicate | overwrite | rpv-local
     NUMBER = "number"  # `question`: m | n | copies; between low and high
+    PASSWORD = "password"  # noqa: S105 (a prompt name) the HSM's one-time password, `high` digits
 
 
 @attrs.frozen

@@ -16,12 +16,16 @@ Format (docs/protocol/device.md repeats it)::
     enter = true               # ... and press ENTER (default true)
     remove = true              # take the key out
     pin = "1234"               # type digits, then ENTER (also for M, N, copies)
+    pin_file = "otp.txt"       # the same with the digits of this file (relative to the
+                               # script), waiting up to the step's timeout for it: a
+                               # password the HSM shows while the PED already asks
     digits = "12"              # type digits without ENTER
     press = "YES"              # one key or a list: "CLR" "<" ">" "YES" "NO" "ENTER" "0".."9"
     wait = 250                 # let this many seconds pass (PED-key timeouts)
     unplug = true              # pull the PED's cable (pedemu ends; a driver sees DeviceGone)
 
-A step's actions run in the order insert, remove, digits, pin, press, wait, unplug.
+A step's actions run in the order insert, remove, digits, pin, pin_file, press, wait,
+unplug.
 When a step's `expect` does not show up in time the script fails with `ScriptError`
 naming the step, the pattern and the last screen; pedemu exits with status 1.
 After the last step the operator does nothing more (`done` is set).
@@ -51,6 +55,7 @@ _KNOWN = {
     "enter",
     "remove",
     "pin",
+    "pin_file",
     "digits",
     "press",
     "wait",
@@ -72,6 +77,7 @@ class Step:
     remove: bool = False
     digits: str = ""
     pin: str | None = attrs.field(default=None, repr=False)
+    pin_file: Path | None = None
     press: tuple[str, ...] = ()
     wait: float = 0.0
     unplug: bool = False
@@ -151,6 +157,7 @@ def parse_script(doc: dict[str, Any], path: Path, keyring: str | os.PathLike[str
                 remove=bool(raw.get("remove", False)),
                 digits=str(raw.get("digits", "")),
                 pin=None if raw.get("pin") is None else str(raw["pin"]),
+                pin_file=None if "pin_file" not in raw else path.parent / str(raw["pin_file"]),
                 press=press,
                 wait=_number(raw.get("wait", 0), path, f"{where} wait"),
                 unplug=bool(raw.get("unplug", False)),
@@ -204,9 +211,32 @@ class ScriptOperator:
             await self.panel.type_digits(step.digits, enter=False)
         if step.pin is not None:
             await self.panel.type_digits(step.pin)
+        if step.pin_file is not None:
+            await self.panel.type_digits(await _digits_from(step))
         for key in step.press:
             await self.panel.send(Press(key))
         if step.wait:
             await trio.sleep(step.wait)
         if step.unplug:
             await self.panel.send(Unplug())
+
+
+#: How often a `pin_file` step looks for its file (an operator glancing at a note).
+PIN_FILE_POLL = 0.05
+
+
+async def _digits_from(step: Step) -> str:
+    """The digits in *step*'s pin_file once it holds some (bounded by the step timeout)."""
+    assert step.pin_file is not None
+    with trio.move_on_after(step.timeout if step.timeout else math.inf):
+        while True:
+            try:
+                text = step.pin_file.read_text().strip().replace(" ", "")
+            except OSError:
+                text = ""
+            if text.isdigit():
+                return text
+            await trio.sleep(PIN_FILE_POLL)
+    raise ScriptError(
+        f"step {step.number}: {step.pin_file} held no digits within {step.timeout:g} s"
+    )

@@ -17,6 +17,12 @@ go back as SESSION_DATA (`flush`).  Its events become engine operations:
   engine's progress notices ("insert key 2 of 3") go to the HSM as sealed NOTICEs
   (`_notify`), each at once.
 
+A remote RPV initialisation (``ped.pake``) opens with PAKE_INIT instead: the session
+asks the operator for the HSM's one-time password (`PedEngine.ask_password`), answers
+PAKE_RESPONSE and keeps the channel key; the HANDSHAKE_INIT that follows is then keyed
+by that key instead of an orange key's RPV (a wrong password fails it as a wrong orange
+key would, and the screen says so): ``password_entry.py``.
+
 The session ends when the HSM closes it (or the host does, or the connection goes):
 its running operation is cancelled and the session is finished once that task is done,
 so that the operation's last event precedes the SESSION_CLOSE.  The session reaches its
@@ -40,6 +46,7 @@ from ped.channel.handshake import PedInfo, RefuseReason
 from ped.device.emulated.dialog import Unplugged
 from ped.device.emulated.engine import PedEngine
 from ped.device.emulated.imprint_flow import ImprintOutcome
+from ped.device.emulated.password_entry import REFUSALS, PasswordEntry
 from ped.device.emulated.read_flow import ReadOutcome
 from ped.device.messages import DeviceEvent, DeviceMessage, EventKind, SessionData
 from ped.ops import ErrorCode as OpCode
@@ -50,15 +57,12 @@ from ped.ops.messages import CloseReason as OpClose
 from ped.ops.messages import NoticeKind
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
+from ped.wire.types import E2EType
 
 log = logging.getLogger("pedemu")
 
 #: What the PED refuses a handshake with, by the error that stopped the RPV read.
-_REFUSALS: dict[type[BaseException], RefuseReason] = {
-    operr.KeyTimeout: RefuseReason.KEY_TIMEOUT,
-    operr.OperationCancelled: RefuseReason.CANCELLED,
-    PedBusy: RefuseReason.BUSY,
-}
+_REFUSALS = REFUSALS
 
 
 @attrs.frozen
@@ -122,10 +126,18 @@ class EmulatedSession:
         self.op_scope: trio.CancelScope | None = None
         self.ending = False
         self.finished = False
+        self.pake: PasswordEntry | None = None  # a remote RPV initialisation's PAKE
 
     def receive(self, frame: Frame) -> None:
         """One frame from the HSM, served at once (the session is sans-IO)."""
         if self.ending:
+            return
+        if (frame.type == E2EType.PAKE_INIT and self.pake is None
+                and self.side.state is PedState.AWAIT_INIT):
+            self.pake = PasswordEntry(self)
+            init = self.pake.start(frame)
+            if init is not None:
+                self._spawn(self.pake.entry, init)
             return
         for event in self.side.receive_frame(frame):
             self._on_event(event)
@@ -147,6 +159,8 @@ class EmulatedSession:
         if self.finished:
             return
         self.finished = True
+        if self.pake is not None:
+            self.pake.wipe()
         self.side.close(OpClose.NORMAL, "session closed")
         self.flush()
         self.host.forget(self)
@@ -213,6 +227,9 @@ class EmulatedSession:
 
     # ------------------------------------------------------------------ the handshake
     async def _handshake(self, event: ev.RpvRequired) -> None:
+        if self.pake is not None:
+            self.pake.handshake(event)
+            return
         if self.local_mode:
             try:
                 without_key = await self.engine.ask_local_rpv(session=self.id, emit=self.emit)

@@ -90,7 +90,7 @@ def test_decoder_eof_mid_frame() -> None:
 
 
 def test_type_ranges() -> None:
-    assert E2E_TYPES == {0x20, 0x21, 0x22, 0x23}
+    assert E2E_TYPES == {0x20, 0x21, 0x22, 0x23, 0x24, 0x25}  # 0x24-0x25: ped.pake
     assert all(0x50 <= t <= 0x6F for t in OPS_TYPES)
     assert E2EType.SEALED in E2E_RANGE and OpType.READ_SECRET not in E2E_RANGE
 
