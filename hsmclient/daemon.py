@@ -40,6 +40,9 @@ from ped.tls import PinStore
 
 log = logging.getLogger("hsmclient")
 
+#: Seconds ``mode show`` waits for the servers' slots at most (its own answer: 10 s).
+SHOW_SLOTS_TIMEOUT = 7.0
+
 #: The hidden test hook: ``module:callable`` building the backend instead of RemoteBackend.
 BACKEND_ENV = "HSMCLIENT_TEST_BACKEND"
 
@@ -220,18 +223,20 @@ class HsmClient(DaemonSkeleton[None]):
 
     # ------------------------------------------------------------------ control
 
-    async def query_slots(self) -> tuple[list[SlotLine] | None, str]:
+    async def query_slots(self, timeout: float | None = None
+                          ) -> tuple[list[SlotLine] | None, str]:
         """The slot lines, or None and why (the servers did not answer in time)."""
-        timeout = self.settings.slot_query_timeout
+        timeout = timeout or self.settings.slot_query_timeout
         try:
             with trio.move_on_after(timeout):
                 return await slot_lines(self.backend), ""
         except PedError as exc:
             return None, str(exc)
-        return None, f"the servers did not answer within {timeout} s"
+        return None, f"the servers did not answer within {timeout:g} s"
 
-    async def _slots_command(self, args: dict[str, Any], progress: Any) -> dict[str, Any]:
-        lines, why = await self.query_slots()
+    async def _slots_command(self, args: dict[str, Any], progress: Any,
+                             timeout: float | None = None) -> dict[str, Any]:
+        lines, why = await self.query_slots(timeout)
         return {
             "slots": None if lines is None else [line.to_json() for line in lines],
             "error": why,
@@ -240,7 +245,10 @@ class HsmClient(DaemonSkeleton[None]):
         }
 
     async def show_now(self) -> dict[str, Any]:
-        return self.show() | await self._slots_command({}, None)
+        # `mode show` waits 10 s for its answer: the servers get less, so that a hung
+        # one still leaves a show saying so.
+        timeout = min(self.settings.slot_query_timeout, SHOW_SLOTS_TIMEOUT)
+        return self.show() | await self._slots_command({}, None, timeout)
 
     def status(self) -> dict[str, Any]:
         return {
