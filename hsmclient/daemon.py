@@ -108,8 +108,9 @@ async def slot_lines(backend: Backend) -> list[SlotLine]:
     backend has it; else one application's slot and token info)."""
     rows = getattr(backend, "slot_rows", None)
     if rows is not None:
-        return [SlotLine(r.slot_id, r.server, r.serial, r.label, r.state)
-                for r in await rows()]
+        # A server-wide row (unreachable, nothing assigned) has no slot: -1 or None.
+        return [SlotLine(r.slot_id if r.slot_id is not None and r.slot_id >= 0 else None,
+                         r.server, r.serial, r.label, r.state) for r in await rows()]
     app = await backend.connect()
     try:
         lines = []

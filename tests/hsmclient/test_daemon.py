@@ -37,7 +37,7 @@ FAKE = "tests.hsmclient.test_daemon:FakeBackend"
 
 @attrs.frozen
 class Row:
-    slot_id: int | None
+    slot_id: int  # -1: a row about the server, no slot (as RemoteBackend's SlotRow)
     server: str
     serial: str
     label: str
@@ -56,7 +56,7 @@ class FakeBackend:
         rows = []
         for peer in self.pins.list():
             if peer.name.startswith("down"):
-                rows.append(Row(None, peer.name, "", "", "server unreachable: connection "
+                rows.append(Row(-1, peer.name, "", "", "server unreachable: connection "
                                 "refused; is pedhsm running on the HSM host?"))
                 continue
             for serial, label in (("1001", "app"), ("1002", "web")):
