@@ -24,10 +24,10 @@ from hsmclient.daemon import (
     server_states,
     slot_lines,
 )
+from hsmclient.p11kit import open_p11kit_listener
 from hsmclient.settings import Layout, Settings
 from hsmclient.slots import SlotMap
 from ped.daemon.control import control_request
-from ped.daemon.sockets import listen_owner_only
 from ped.pkcs11.token import Application, Backend
 from ped.tls import PinStore, ensure_identity
 from tests.pedserver.fakes import short_tmp
@@ -85,16 +85,17 @@ def register(home: Path, *names: str) -> None:
         pins.register(name, other, ip="127.0.0.1", port=1792 + n)
 
 
-async def fake_serve(listener: trio.SocketListener, backend: Backend, *,
-                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def fake_serve(listener: trio.SocketListener, backend: Backend) -> None:
+    """A stand-in p11-kit server: says hello and hangs up."""
+
     async def answer(stream: trio.SocketStream) -> None:
         await stream.send_all(b"p11-kit here")
         await stream.aclose()
 
-    await trio.serve_listeners(answer, [listener], task_status=task_status)
+    await trio.serve_listeners(answer, [listener])
 
 
-P11KIT = (listen_owner_only, fake_serve)
+P11KIT = (open_p11kit_listener, fake_serve)
 
 
 def daemon(home: Path, backend: Backend | None = None, **settings: Any) -> HsmClient:
@@ -157,7 +158,7 @@ async def test_a_stale_socket_is_replaced_a_live_one_or_a_file_refused(home: Pat
     client = daemon(home)
     async with trio.open_nursery() as nursery:
         await nursery.start(client.serve)
-        with pytest.raises(HsmClientStartError, match="another program already listens"):
+        with pytest.raises(HsmClientStartError, match=r"already answers on .* give --socket"):
             await daemon(home).serve()  # the first one is live
         client.request_stop("test")
     path.write_text("mine")
