@@ -187,6 +187,9 @@ def describe(info: dict[str, Any]) -> list[str]:
     if info.get("servers"):
         lines += ["    " + line
                   for line in describe_servers(info, with_slots=False).splitlines()]
+    else:
+        lines.append(f"    add one with: {PROG} server register --name NAME --certificate "
+                     "FILE --ip ADDRESS")
     if info.get("slots") is None:
         lines.append(f"  Slots: unknown ({info.get('error')})")
     elif info["slots"]:

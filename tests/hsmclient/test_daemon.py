@@ -214,3 +214,32 @@ def test_server_states_without_an_answer(home: Path) -> None:
     (state,) = server_states(pins, [])
     assert state["state"] == "reachable, no partition assigned to this client"
     assert state["address"] == "127.0.0.1:1792"
+
+
+async def test_slot_list_and_verify_ask_the_running_daemon(home: Path) -> None:
+    import io
+
+    from hsmclient.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return main([*argv, "--home", str(home)], out=out, err=err), out.getvalue(), \
+            err.getvalue()
+
+    client = daemon(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        code, out, _ = await trio.to_thread.run_sync(run, "slot", "list")
+        assert code == 0 and out.startswith("No slots: no server registered. Add one with:")
+        code, _, err = await trio.to_thread.run_sync(run, "verify")
+        assert code == 1 and "no server registered" in err
+        register(home, "hsm1")  # read afresh: no restart needed
+        code, out, _ = await trio.to_thread.run_sync(run, "slot", "list")
+        assert code == 0 and out.splitlines()[1].split() == ["0", "app", "1001", "hsm1",
+                                                               "ready"]
+        code, out, _ = await trio.to_thread.run_sync(run, "verify")
+        assert code == 0 and out.startswith("Server hsm1 (127.0.0.1:1792): reachable")
+        code, out, _ = await trio.to_thread.run_sync(run, "mode", "show")
+        assert code == 0 and "    Server hsm1 (127.0.0.1:1792): reachable, 2 partition(s)" \
+            in out.splitlines()
+        client.request_stop("test")
