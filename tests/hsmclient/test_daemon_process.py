@@ -29,6 +29,7 @@ from hsmclient.daemon import BACKEND_ENV
 from hsmclient.slots import SlotMap
 from ped.tls import PinStore
 from tests.daemon.test_systemd_units import exec_start, service_section
+from tests.hsmclient.conftest import require_p11_tools
 from tests.hsmclient.test_daemon import FAKE, register
 from tests.pedserver.fakes import short_tmp
 
@@ -36,7 +37,6 @@ pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-P11KIT_CLIENT = Path("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
 
 
 def soft_backend(home: Path, pins: PinStore, slot_map: SlotMap) -> object:
@@ -197,12 +197,13 @@ def test_the_systemd_unit(home: Path) -> None:
 
 def test_pkcs11_tool_lists_the_slots_through_p11_kit(home: Path) -> None:
     """The applications' socket speaks p11-kit RPC: Debian's client module lists slots."""
+    module, tool = require_p11_tools()
     done = hsmclient("mode", "start", "--home", home,
                      environ=env("tests.hsmclient.test_daemon_process:soft_backend"))
     assert done.returncode == 0, done.stderr
     try:
         listing = subprocess.run(
-            ["pkcs11-tool", "--module", str(P11KIT_CLIENT), "-L"], capture_output=True,
+            [tool, "--module", str(module), "-L"], capture_output=True,
             text=True, timeout=60,
             env=dict(os.environ, P11_KIT_SERVER_ADDRESS=f"unix:path={home / 'pkcs11.sock'}"))
         assert listing.returncode == 0, listing.stderr
