@@ -87,6 +87,15 @@ class Reader:
         size = self.u32(what)
         return None if size == 0 else size
 
+    def ulong_array(self, what: str = "ulong array") -> list[int] | None:
+        """An "au" answer as the client reads it: the values, or None (only a count came)."""
+        present = self.byte(what)
+        count = self.u32(what)
+        if not present:
+            return None
+        self.check_count(count, 8, what)
+        return [self.u64(what) for _ in range(count)]
+
     def check_count(self, count: int, min_item: int, what: str) -> None:
         """Refuse a count whose items could not fit in what is left (before building any)."""
         if count * min_item > self.remaining:

@@ -34,10 +34,27 @@ CK_UNAVAILABLE = 0xFFFFFFFFFFFFFFFF
 CK_EFFECTIVELY_INFINITE = 0
 _LIBRARY_VERSION = (0, 1)
 
+#: The calls served (every other id is answered CKR_FUNCTION_NOT_SUPPORTED).
+SERVED_CALLS = frozenset({
+    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo",
+    "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo", "C_OpenSession",
+    "C_CloseSession", "C_CloseAllSessions", "C_GetSessionInfo", "C_Login", "C_Logout",
+    "C_DestroyObject", "C_GetAttributeValue", "C_FindObjectsInit", "C_FindObjects",
+    "C_FindObjectsFinal", "C_GenerateKey", "C_GenerateKeyPair", "C_GenerateRandom",
+    "C_SeedRandom", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal", "C_VerifyInit",
+    "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_EncryptInit", "C_Encrypt",
+    "C_EncryptUpdate", "C_EncryptFinal", "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate",
+    "C_DecryptFinal",
+})  # fmt: skip
+
 
 def _ids_answer(writer: Writer, ids: list[int], room: int | None) -> None:
-    """An "au" answer to a "fu" request: the ids, or their count for a query or small room."""
-    if room is None or room < len(ids):
+    """An "au" answer to a "fu" request: the ids, or their count for a query or small room.
+
+    No ids is a present empty array: the client reads "count only" as CKR_BUFFER_TOO_SMALL
+    when it passed a buffer, and it sends a zero-sized buffer as no buffer.
+    """
+    if ids and (room is None or room < len(ids)):
         writer.ulong_array(None, len(ids))
     else:
         writer.ulong_array(ids)
@@ -76,6 +93,7 @@ class Dispatcher:
             "C_SeedRandom": self._seed_random,
         }
         self._handlers.update(CryptoCalls(app, self.state, version).handlers())
+        assert self._handlers.keys() == SERVED_CALLS
 
     async def handle(self, body: bytes | bytearray) -> bytes:
         """The answer body to one request body."""
@@ -106,9 +124,7 @@ class Dispatcher:
     async def _initialize(self, reader: Reader, call: Call) -> bytes:
         handshake = reader.flagged_array("handshake")
         if handshake != HANDSHAKE:
-            raise Pkcs11Error(
-                CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string"
-            )
+            raise Pkcs11Error(CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string")
         return self._empty(call)
 
     async def _finalize(self, reader: Reader, call: Call) -> bytes:
@@ -262,9 +278,7 @@ class Dispatcher:
     async def _find_objects_init(self, reader: Reader, call: Call) -> bytes:
         session = reader.u64("session")
         template = read_template(reader)
-        self.state.session(session)
-        if self.state.session(session).found is not None:
-            self.state.begin_search(session, [])  # raises CKR_OPERATION_ACTIVE
+        self.state.check_no_search(session)
         handles = list(await self._app.find_objects(session, template))
         self.state.begin_search(session, handles)
         return self._empty(call)
