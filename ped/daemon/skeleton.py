@@ -2,14 +2,17 @@
 
 Theory of operation
 -------------------
-A daemon (pedserver, pedclient) subclasses `DaemonSkeleton` and keeps only what differs:
-how it listens, how it serves one connection (`handle_connection`), how it closes a
-link when stopping (`close_for_stop`) and what its ``mode show`` says (`status`).
+A daemon (pedserver, pedclient, hsmclient) subclasses `DaemonSkeleton` and keeps only
+what differs: how it listens, how it serves one connection (`handle_connection`), how it
+closes a link when stopping (`close_for_stop`) and what its ``mode show`` says (`status`).
 `serve_on` then runs one nursery holding the control socket (``mode show/stop`` and the
 commands a daemon adds to `extra_commands`), the daemon's background tasks and, in a
 nursery of their own, one task per connection, each wrapped so that a failing handler
-never takes the daemon down.  `request_stop` (SIGTERM, SIGINT, ``mode stop``) closes
-every link with the daemon's stop text, within `STOP_GRACE`, then cancels everything.
+never takes the daemon down.  A daemon whose server serves its own connections
+(hsmclient's p11-kit server) passes no listener and runs that server as a background
+task; a ``show`` that must await something (hsmclient asks its servers) overrides
+`show_now`.  `request_stop` (SIGTERM, SIGINT, ``mode stop``) closes every link with the
+daemon's stop text, within `STOP_GRACE`, then cancels everything.
 A start failure comes out as the daemon's own `start_error`, never in an ExceptionGroup.
 """
 
@@ -118,10 +121,11 @@ class DaemonSkeleton(Generic[LinkT]):
                 async with trio.open_nursery() as links_nursery:
                     for task in background:
                         nursery.start_soon(task)
-                    nursery.start_soon(functools.partial(
-                        trio.serve_listeners, self._handle_safely, list(listeners),
-                        handler_nursery=links_nursery,
-                    ))
+                    if listeners:  # hsmclient's p11-kit server is a background task
+                        nursery.start_soon(functools.partial(
+                            trio.serve_listeners, self._handle_safely, list(listeners),
+                            handler_nursery=links_nursery,
+                        ))
                     on_listening()
                     task_status.started(started)
                     await self._stop.wait()
@@ -158,11 +162,16 @@ class DaemonSkeleton(Generic[LinkT]):
         """What ``mode show`` prints."""
         return self.status() | {k: v for extra in self.show_extras for k, v in extra().items()}
 
+    async def show_now(self) -> dict[str, Any]:
+        """What the ``show`` control command answers: `show`, unless a daemon must await
+        part of it (hsmclient asks its servers for their slots)."""
+        return self.show()
+
     async def _control(
         self, command: str, args: dict[str, Any], progress: Progress
     ) -> dict[str, Any]:
         if command == "show":
-            return self.show()
+            return await self.show_now()
         if command == "stop":
             self.request_stop("mode stop")
             if self._on_stop_requested is not None:
