@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hsm.shellparser import build_parser as pedhsm_parser
+from hsmclient.cli import build_parser as hsmclient_parser
 from pedclient.cli import build_parser as pedclient_parser
 from pedserver.cli import build_parser as pedserver_parser
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
 BIN = Path(sys.executable).parent
 PARSERS = {"pedserver": pedserver_parser, "pedclient": pedclient_parser,
-           "pedhsm": pedhsm_parser}
+           "pedhsm": pedhsm_parser, "hsmclient": hsmclient_parser}
 
 
 def service_section(prog: str) -> dict[str, list[str]]:
