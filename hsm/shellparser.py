@@ -41,6 +41,27 @@ class HsmUsageError(PedError):
     pass
 
 
+#: ``hsm ped connect --id N`` reaches the daemon in the --ip field as ``pedclient-id:N``
+#: (`hsm.pedadmin` asks pedclient for that id's address).  No host name holds a colon and
+#: no IPv6 address the letters of "pedclient", so the two never meet.
+PED_ID_PREFIX = "pedclient-id:"
+MAX_PED_ID = 999
+
+
+def _ped_id_target(text: str) -> str:
+    if not text.isdigit() or int(text) > MAX_PED_ID:
+        raise argparse.ArgumentTypeError(
+            f"a PED id is a whole number from 0 to {MAX_PED_ID}, not {text!r}"
+        )
+    return f"{PED_ID_PREFIX}{int(text)}"
+
+
+def ped_id_of(host: str) -> int | None:
+    """The PED id that `hsm ped connect --id N` put in the --ip field, else None."""
+    number = host.removeprefix(PED_ID_PREFIX)
+    return int(number) if number != host and number.isdigit() else None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise HsmUsageError(f"{self.prog}: {message}")
@@ -143,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="peer-to-peer mode: the pedserver registered under NAME with "
         "`pedclient peer register`, which dials pedclient over pinned mutual TLS",
+    )
+    where.add_argument(
+        "--id",
+        dest="ip",
+        type=_ped_id_target,
+        metavar="N",
+        help="a PED id: pedclient's name for a pedserver address "
+        "(`pedclient mode assignid --id N --ip A --port P`)",
     )
     p.add_argument("--port", type=int, default=1503, help="pedserver's port (standard mode)")
     leaf(ped, "disconnect", "hsm.ped.disconnect", "drop the Remote PED link")
