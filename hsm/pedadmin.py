@@ -7,14 +7,7 @@ from typing import Any
 
 from hsm import policy as pol
 from hsm.crypto import random_key, wipe
-from hsm.errors import (
-    AlreadyExists,
-    InvalidCommand,
-    NotFound,
-    NotInitialised,
-    NotLoggedIn,
-    PedUnavailable,
-)
+from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, NotLoggedIn, PedUnavailable
 from hsm.linkloss import LinkLoss
 from hsm.shellparser import ped_id_of
 from hsm.state import HsmState, Notify
@@ -86,6 +79,10 @@ class PedCommands:
         st = self._state
         ped_id = ped_id_of(host) if peer is None else None
         if ped_id is not None:
+            if port != 1503:  # the shell's default: a --port given beside --id
+                raise InvalidCommand(
+                    f"--port goes with --ip: PED id {ped_id} has its own port in pedclient"
+                )
             host, port = await self._resolve_ped_id(ped_id)
         if peer is None and not 1 <= port <= 65535:
             raise InvalidCommand(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
@@ -148,7 +145,7 @@ class PedCommands:
             ) from None
         except ControlError as exc:
             if exc.code == "unknown-id":
-                raise NotFound(exc.message) from None
+                raise InvalidCommand(exc.message) from None
             raise PedUnavailable(
                 f"pedclient could not look up PED id {ped_id}: {exc.message}"
             ) from None

@@ -44,6 +44,10 @@ def test_connect_by_ped_id(site: Site) -> None:
     assert "`pedclient mode assignid --id 1 --ip ADDRESS --port 1503`" in err
     code, _, err = site.hsm("hsm", "ped", "connect", "--id", "1000")
     assert code == 2 and "a PED id is a whole number from 0 to 999" in err
+    code, _, err = site.hsm("hsm", "ped", "connect", "--id", "1", "--port", "1600")
+    assert code == 1 and "--port goes with --ip: PED id 1 has its own port" in err
+    code, _, err = site.hsm("hsm", "ped", "connect", "--id", "1", "--ip", "127.0.0.1")
+    assert code == 2 and "not allowed with argument" in err
 
     code, out, err = site.run(pedclient_cli.main, "-mode", "assignid", "-id", "1",
                               "-ip", "127.0.0.1", "-port", str(site.port), "-home", client)

@@ -189,3 +189,22 @@ def test_lookup_command_answers_an_address_or_the_ids_there_are(tmp_path: Path):
         with pytest.raises(ControlError) as caught:
             trio.run(ask, args)
         assert caught.value.code == "unknown-id" and says in caught.value.message
+
+
+def test_concurrent_edits_lose_nothing(home: Path):
+    """Each edit reads, changes and replaces the file under the lock: none is lost."""
+    import threading
+
+    codes: list[int] = []
+
+    def assign(n: int) -> None:
+        codes.append(run("mode", "assignid", "--id", str(n), "--ip", f"10.0.1.{n}",
+                         "--home", str(home))[0])
+
+    threads = [threading.Thread(target=assign, args=(n,)) for n in range(1, 21)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert codes == [0] * 20
+    assert sorted(PedIdStore(home).load().entries) == list(range(1, 21))

@@ -138,3 +138,24 @@ def test_a_running_pedclient_looks_ids_up_and_shows_them(homes, capsys):
         assert "    PED id 2: 10.0.0.6:1600\n" in out
     finally:
         pedclient_cli.main(["mode", "stop", "--home", str(client)])
+
+
+def test_testid_against_a_pedserver_without_its_ped(homes, capsys):
+    """pedserver answers and accepts the link, but no USB PED is plugged in: exit 1."""
+    port = _free_port()
+    server = str(homes / "ps")
+    code, out, err = run(capsys, pedserver_cli.main, "mode", "start", "--home", server,
+                         "--ip", "127.0.0.1", "--port", str(port), "--device", "usb")
+    assert code == 0, (out, err)
+    try:
+        client = str(homes / "pc")
+        run(capsys, pedclient_cli.main, "mode", "assignid", "--id", "0", "--ip", "127.0.0.1",
+            "--port", str(port), "--home", client)
+        code, out, _ = run(capsys, pedclient_cli.main, "mode", "testid", "--id", "0",
+                           "--home", client)
+    finally:
+        pedserver_cli.main(["mode", "stop", "--home", server])
+    assert code == 1
+    assert "pedserver reachable:  yes" in out and "link hello:           accepted" in out
+    assert "PED device:           NOT connected: pedserver has no PED; plug it in" in out, out
+    assert out.splitlines()[-1] == "PED id 0 does not answer (see above)."
