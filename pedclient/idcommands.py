@@ -201,10 +201,9 @@ async def _testid(ped_id: int, address: PedAddress, timeout: float, out: TextIO)
     """Dial, hello, read the welcome; one line per stage; 0 when the PED answers."""
     out.write(f"Testing PED id {ped_id} -> pedserver {address.target} "
               f"(timeout {timeout:g} s)\n")
-    stages = await probe(address, timeout)
+    stages, ready = await probe(address, timeout)
     for label, text in stages:
         out.write(f"  {label + ':':<22}{text}\n")
-    ready = stages[2][1].startswith("connected")
     out.write(f"PED id {ped_id} answers: `hsm ped connect --id {ped_id}` can use it.\n"
               if ready else f"PED id {ped_id} does not answer (see above).\n")
     return exits.EXIT_OK if ready else exits.EXIT_ERROR
@@ -214,8 +213,9 @@ NOT_CHECKED = ("Not checked", "the orange key (RPV) and the HSM's end-to-end cha
                "only an HSM's `hsm ped connect` holds the RPV")
 
 
-async def probe(address: PedAddress, timeout: float) -> list[tuple[str, str]]:
-    """(stage, result) for: pedserver reachable, link hello, PED device, not checked."""
+async def probe(address: PedAddress, timeout: float) -> tuple[list[tuple[str, str]], bool]:
+    """(stage, result) for: pedserver reachable, link hello, PED device, not checked; and
+    whether the PED answers (every stage passed and pedserver has its PED)."""
     skipped = "not checked (an earlier stage failed)"
     request = ConnectRequest(host=address.host, port=address.port)
     deadline = trio.current_time() + timeout
@@ -223,7 +223,7 @@ async def probe(address: PedAddress, timeout: float) -> list[tuple[str, str]]:
         stream = await tcp_dialer(request, timeout)
     except DialError as exc:
         return [("pedserver reachable", f"no: {exc.text}"), ("link hello", skipped),
-                ("PED device", skipped), NOT_CHECKED]
+                ("PED device", skipped), NOT_CHECKED], False
     reached = ("pedserver reachable", f"yes (TCP connection to {address.target} accepted)")
     server = LinkStream(stream, LinkConnection(Hop.REMOTE, Side.INITIATOR))
     try:
@@ -232,7 +232,7 @@ async def probe(address: PedAddress, timeout: float) -> list[tuple[str, str]]:
         with trio.CancelScope(shield=True):
             await server.send_close_quietly(Close(CloseCode.NORMAL, "testid done"))
     if isinstance(hello, str):
-        return [reached, ("link hello", hello), ("PED device", skipped), NOT_CHECKED]
+        return [reached, ("link hello", hello), ("PED device", skipped), NOT_CHECKED], False
     d = hello.device
     facts = ", ".join(f"{k} {v}" for k, v in (("model", d.model), ("firmware", d.firmware),
                                                ("serial", d.serial), ("mode", d.mode)) if v)
@@ -241,7 +241,7 @@ async def probe(address: PedAddress, timeout: float) -> list[tuple[str, str]]:
               "(`pedserver mode show` there)")
     welcome = (f"accepted (pedserver {hello.server_name or '?'}, link version "
                f"{hello.version}, idle timeout {hello.idle_timeout} s)")
-    return [reached, ("link hello", welcome), ("PED device", device), NOT_CHECKED]
+    return [reached, ("link hello", welcome), ("PED device", device), NOT_CHECKED], d.connected
 
 
 async def _hello(server: LinkStream, address: PedAddress, deadline: float,
