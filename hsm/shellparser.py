@@ -45,7 +45,7 @@ class HsmUsageError(PedError):
 #: (`hsm.pedadmin` asks pedclient for that id's address).  No host name holds a colon and
 #: no IPv6 address the letters of "pedclient", so the two never meet.
 PED_ID_PREFIX = "pedclient-id:"
-MAX_PED_ID = 999
+MAX_PED_ID = 999  # pedclient.ids' range (0-999); pedclient says so again at the lookup
 
 
 def _ped_id_target(text: str) -> str:
