@@ -111,6 +111,30 @@ def ped_target(args: Args) -> tuple[str, int, str | None]:
     return text("ip")(args), number("port")(args), None
 
 
+def ped_id(args: Args) -> int | None:
+    """``hsm ped connect --id N``: pedclient's number for a pedserver address, else None."""
+    value = args.get("ped_id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidCommand("--id needs a PED id (a whole number from 0)")
+    return value
+
+
+def ped_connect_target(args: Args) -> tuple[str, int, str | None, int | None]:
+    """``hsm ped connect``: ``--id N`` (pedclient resolves it), else as `ped_target`."""
+    number = ped_id(args)
+    if number is not None:
+        return "", number_or_default(args), None, number
+    return (*ped_target(args), None)
+
+
+def number_or_default(args: Args) -> int:
+    # The shell's default --port is 1503; with --id only that value is accepted there.
+    value = args.get("port", 1503)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1503
+
+
 def remote_target(args: Args) -> tuple[str, int, str | None] | None:
     """``--remote`` with the pedserver (``--ip``/``--port`` or ``--peer``), else None."""
     if not args.get("remote"):
@@ -186,8 +210,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("hsm.ped.vector.init", (remote_target,),
             lambda h, n, remote: h.ped.vector_init(n, remote)),
     Command("hsm.ped.vector.erase", (), lambda h, n: h.ped.vector_erase()),
-    Command("hsm.ped.connect", (ped_target,),
-            lambda h, n, t: h.ped.connect(n, t[0], t[1], peer=t[2])),
+    Command("hsm.ped.connect", (ped_connect_target,),
+            lambda h, n, t: h.ped.connect(n, t[0], t[1], peer=t[2], ped_id=t[3])),
     Command("hsm.ped.disconnect", (), lambda h, n: h.ped.disconnect()),
     Command("hsm.ped.show", (), lambda h, n: (h.ped.status(), h.ped.timeouts()), _ped_show,
             read_only=True),

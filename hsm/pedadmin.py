@@ -8,6 +8,7 @@ shown here, typed on the PED; `_remote_imprint` runs one try of it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from hsm import policy as pol
@@ -17,6 +18,8 @@ from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, NotLoggedI
 from hsm.linkloss import LinkLoss
 from hsm.state import HsmState, Notify
 from keys.colors import Color
+from ped.daemon.control import ControlError, ControlUnavailable, control_request
+from ped.daemon.home import DaemonLayout
 from ped.errors import PedError
 from ped.pake import LIFETIME, TRIES, OneTimePassword, PasswordVoid, WrongPassword
 
@@ -30,11 +33,17 @@ def _pedclient_socket(st: HsmState) -> str:
     return str(getattr(st.ped, "pedclient_socket", None) or "")
 
 
+#: pedclient's control command that maps a PED id to its pedserver (pedclient.idcommands)
+PED_ID_LOOKUP = "ped-id"
+
+
 class PedCommands:
     """``hsm ped ...`` commands, over the daemon's PED router (``state.ped``)."""
 
     def __init__(self, state: HsmState) -> None:
         self._state = state
+        #: (PED id, address) of the link opened by `hsm ped connect --id`, for `hsm ped show`
+        self._via_id: tuple[int, str] | None = None
 
     def _rpv(self) -> bytearray:
         st = self._state
@@ -185,11 +194,23 @@ class PedCommands:
     # ------------------------------------------------------------------ the remote link
 
     async def connect(
-        self, notify: Notify, host: str, port: int, *, peer: str | None = None
+        self,
+        notify: Notify,
+        host: str,
+        port: int,
+        *,
+        peer: str | None = None,
+        ped_id: int | None = None,
     ) -> str:
         """Open the remote PED link: to pedserver *host*:*port*, or over the peer link
         that the pedserver registered in pedclient as *peer* dialled in (peer-to-peer)."""
         st = self._state
+        if ped_id is not None:
+            if port != 1503:  # the shell's default: a --port given beside --id
+                raise InvalidCommand(
+                    f"--port goes with --ip: PED id {ped_id} has its own port in pedclient"
+                )
+            host, port = await self._resolve_ped_id(ped_id)
         if peer is None and not 1 <= port <= 65535:
             raise InvalidCommand(f"port {port} is not a TCP port (1-65535); pedserver uses 1503")
         if peer is not None and not peer.strip():
@@ -197,7 +218,7 @@ class PedCommands:
                 "--peer needs the name the pedserver is registered under in pedclient"
             )
         target = f"peer {peer}" if peer is not None else f"{host}:{port}"
-        status = st.ped.status()
+        status = self.status()
         if status.get("connected"):
             # The working link stays: a second connect would drop it and ask for the
             # orange key again.
@@ -207,7 +228,7 @@ class PedCommands:
                 f"Remote PED already connected ({here}{since}); the link stays. To connect "
                 "to another remote PED, run `hsm ped disconnect` first."
             )
-            if here == target:
+            if st.ped.status().get("address") == target:  # the same pedserver, by any name
                 return text
             raise AlreadyExists(text)
         rpv = self._rpv()
@@ -224,13 +245,47 @@ class PedCommands:
             raise
         finally:
             wipe(rpv)
-        st.event("ped connected", address=where)
-        return f"Remote PED connected ({where})."
+        self._via_id = None if ped_id is None else (ped_id, where)
+        if ped_id is None:
+            st.event("ped connected", address=where)
+            return f"Remote PED connected ({where})."
+        st.event("ped connected", address=where, ped_id=ped_id)
+        return f"Remote PED connected ({where}, PED id {ped_id})."
+
+    async def _resolve_ped_id(self, ped_id: int) -> tuple[str, int]:
+        """The pedserver address pedclient keeps for *ped_id* (`pedclient mode assignid`)."""
+        socket = self._state.ped.status().get("pedclient")
+        if not socket:
+            raise PedUnavailable(
+                "no pedclient: `hsm ped connect --id` asks pedclient for the address; "
+                "restart pedhsm with --pedclient PATH"
+            )
+        control = DaemonLayout(Path(socket).parent).control
+        try:
+            found = await control_request(
+                control, PED_ID_LOOKUP, {"id": ped_id}, timeout=10.0, what="pedclient"
+            )
+        except ControlUnavailable:
+            raise PedUnavailable(
+                f"cannot look up PED id {ped_id}: pedclient does not answer on {control} "
+                "(start it with `pedclient mode start`), or connect with --ip A --port P"
+            ) from None
+        except ControlError as exc:
+            if exc.code == "unknown-id":
+                raise InvalidCommand(exc.message) from None
+            raise PedUnavailable(
+                f"pedclient could not look up PED id {ped_id}: {exc.message}"
+            ) from None
+        host, port = found.get("host"), found.get("port")
+        if not isinstance(host, str) or not isinstance(port, int):
+            raise PedUnavailable(f"pedclient's answer for PED id {ped_id} has no address")
+        return host, port
 
     async def disconnect(self) -> str:
         st = self._state
         lost = st.ped.status().get("lost")
         was = await st.ped.disconnect()
+        self._via_id = None
         if was:
             st.event("ped disconnected", reason="hsm ped disconnect")
             return "Remote PED disconnected."
@@ -253,7 +308,12 @@ class PedCommands:
         )
 
     def status(self) -> dict[str, Any]:
-        return self._state.ped.status()
+        """The router's status; the address names the PED id the link was opened by."""
+        status = self._state.ped.status()
+        via = self._via_id
+        if via is not None and status.get("connected") and status.get("address") == via[1]:
+            status = {**status, "address": f"{via[1]} (PED id {via[0]})", "ped_id": via[0]}
+        return status
 
     # ------------------------------------------------------------------ timeouts
 

@@ -42,6 +42,17 @@ class HsmUsageError(PedError):
     pass
 
 
+MAX_PED_ID = 999  # pedclient.ids' range (0-999); pedclient says so again at the lookup
+
+
+def _ped_id(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_PED_ID:
+        raise argparse.ArgumentTypeError(
+            f"a PED id is a whole number from 0 to {MAX_PED_ID}, not {text!r}"
+        )
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise HsmUsageError(f"{self.prog}: {message}")
@@ -154,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="peer-to-peer mode: the pedserver registered under NAME with "
         "`pedclient peer register`, which dials pedclient over pinned mutual TLS",
+    )
+    where.add_argument(
+        "--id",
+        dest="ped_id",
+        type=_ped_id,
+        metavar="N",
+        help="a PED id: pedclient's name for a pedserver address "
+        "(`pedclient mode assignid --id N --ip A --port P`)",
     )
     p.add_argument("--port", type=int, default=1503, help="pedserver's port (standard mode)")
     leaf(ped, "disconnect", "hsm.ped.disconnect", "drop the Remote PED link")

@@ -5,13 +5,17 @@
                          [--log-format text|json]
                          [--peer-listen [--port 9697] [--peer-ip ADDR]]
     pedclient mode stop | show [--json] | config (--show | --create | --set KEY VALUE)
+    pedclient mode assignid | setid --id N --ip A [--port P] | getid [--id N | --ip A]
+                   | releaseid --id N | deleteid --id N | testid --id N
     pedclient peer register --name N --certificate FILE | delete --name N | list
     pedclient certificate regen | show | export FILE
 
 Called with no mode it says "You must specify a mode." and lists them.  Luna spellings
-work (``pedclient -mode start``).  HSMs on this host reach it on a Unix socket in its
-home (``HOME/pedclient.sock``, owner-only).  Command line beats the config file beats
-defaults.  Exit codes: 0 ok, 1 error, 2 usage (a bad command line), 3 (show) not running.
+work (``pedclient -mode start``, ``pedclient -mode assignid -id 1 -ip A -port 1503``).
+The PED id map (`pedclient.ids`) names pedservers by number for ``hsm ped connect
+--id``.  HSMs on this host reach it on a Unix socket in its home
+(``HOME/pedclient.sock``, owner-only).  Command line beats the config file beats defaults.
+Exit codes: 0 ok, 1 error, 2 usage (a bad command line), 3 (show) not running.
 ``--version`` prints the version.
 """
 
@@ -45,11 +49,21 @@ from ped.tls.cli import (
 )
 from ped.tls.pins import Program
 from pedclient.client import ClientStartError, PedClient
+from pedclient.idcommands import (
+    ID_MODES,
+    LOOKUP_COMMAND,
+    add_id_parsers,
+    describe_ids,
+    id_command,
+    lookup_command,
+    show_ids,
+)
+from pedclient.ids import PedIdStore
 from pedclient.peer import PeerPool, peer_dialer, serve_peers
 from pedclient.settings import SCHEMA, Layout, Settings
 
 PROG: Program = "pedclient"
-MODES = ("start", "stop", "show", "config")
+MODES = ("start", "stop", "show", "config", *ID_MODES)
 COMMAND_WORDS = ("mode", "peer")
 OVERRIDES = {
     "idle_timeout": "idle_timeout",
@@ -99,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parser(commands, PROG, _common)
     add_certificate_parser(commands, PROG, _common)
     arguments.add_config_parser(modes, PROG)
+    add_id_parsers(modes)
     return parser
 
 
@@ -112,8 +127,9 @@ def main(
         argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"peer": registry_command, "certificate": certificate_command},
         schema=SCHEMA, layout=Layout, describe=_describe,
-        other_mode=lambda args, layout, config_path: _start(args, layout.home, config_path,
-                                                            out, err),
+        other_mode=lambda args, layout, config_path: (
+            id_command(args, layout, config_path, out, err) if args.mode in ID_MODES
+            else _start(args, layout.home, config_path, out, err)),
         out=out, err=err,
     )
 
@@ -180,6 +196,9 @@ async def _serve(client: PedClient, pool: PeerPool, home: Path) -> None:
     client.show_extras.append(
         lambda: {"peer_listen": ", ".join(listening), "peer_links": pool.show()}
     )
+    ids = PedIdStore(home)  # read at each lookup: `mode assignid` needs no restart
+    client.extra_commands[LOOKUP_COMMAND] = lookup_command(ids)
+    client.show_extras.append(lambda: show_ids(ids))
     try:
         identity = ensure_identity(home, common_name())  # made on first start
     except TlsError as exc:
@@ -220,6 +239,9 @@ def _describe(info: dict[str, Any]) -> list[str]:
     for link in info.get("links", []):
         up = max(0, int(now - float(link.get("since", now))))
         lines.append(_link_line(link, up))
+    lines += describe_ids(info.get("ped_ids", []))
+    if info.get("ped_ids_problem"):
+        lines.append(f"    ({info['ped_ids_problem']})")
     return lines + peer_link_lines(info, PROG)
 
 
