@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from ped.tls import ensure_identity
+from pedtools.bench.clientpath_site import P11KIT_CLIENT, ClientPathSite
 from pedtools.bench.procs import spawn, stop, wait_for
 from pedtools.bench.stats import percentile, ratio
-from pedtools.bench.clientpath_site import P11KIT_CLIENT, ClientPathSite
 from pedtools.testing.procs import Site
 
 MODES = ("sign", "local", "random", "bare")
