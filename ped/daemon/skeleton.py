@@ -158,11 +158,16 @@ class DaemonSkeleton(Generic[LinkT]):
         """What ``mode show`` prints."""
         return self.status() | {k: v for extra in self.show_extras for k, v in extra().items()}
 
+    async def show_now(self) -> dict[str, Any]:
+        """What the ``show`` control command answers: `show`, unless a daemon must await
+        part of it (hsmclient asks its servers for their slots)."""
+        return self.show()
+
     async def _control(
         self, command: str, args: dict[str, Any], progress: Progress
     ) -> dict[str, Any]:
         if command == "show":
-            return self.show()
+            return await self.show_now()
         if command == "stop":
             self.request_stop("mode stop")
             if self._on_stop_requested is not None:
