@@ -41,7 +41,7 @@ Operation = Callable[[], object]
 
 def _pkcs11(job: dict[str, Any]) -> Operation:
     # the test extra, untyped; imported here so that `local` and `bare` need none of it
-    PyKCS11: Any = importlib.import_module("PyKCS11")  # noqa: N806 (the module's name)
+    PyKCS11: Any = importlib.import_module("PyKCS11")
     lib = PyKCS11.PyKCS11Lib()
     lib.load(job["module"])
     slots = lib.getSlotList(tokenPresent=True)
