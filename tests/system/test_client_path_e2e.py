@@ -146,7 +146,7 @@ def test_pkcs11_tool_and_pykcs11_through_the_real_path(path11: Path11) -> None:
 
 
 def _pykcs11_round(p: Path11) -> None:
-    import PyKCS11  # noqa: PLC0415 (the test extra, untyped: only this test needs it)
+    import PyKCS11
 
     lib: Any = PyKCS11.PyKCS11Lib()
     os.environ["P11_KIT_SERVER_ADDRESS"] = p.cps.address
@@ -188,7 +188,7 @@ def _pykcs11_round(p: Path11) -> None:
         del os.environ["P11_KIT_SERVER_ADDRESS"]
 
 
-class _idle_connections:  # noqa: N801 (used as a context manager, reads as one)
+class _idle_connections:
     """*n* TCP connections to *port* that say nothing (a flood of idle clients), held open
     until the block ends; ``as`` gives how many were accepted by the kernel."""
 
