@@ -118,10 +118,11 @@ class DaemonSkeleton(Generic[LinkT]):
                 async with trio.open_nursery() as links_nursery:
                     for task in background:
                         nursery.start_soon(task)
-                    nursery.start_soon(functools.partial(
-                        trio.serve_listeners, self._handle_safely, list(listeners),
-                        handler_nursery=links_nursery,
-                    ))
+                    if listeners:  # hsmclient's p11-kit server is a background task
+                        nursery.start_soon(functools.partial(
+                            trio.serve_listeners, self._handle_safely, list(listeners),
+                            handler_nursery=links_nursery,
+                        ))
                     on_listening()
                     task_status.started(started)
                     await self._stop.wait()
@@ -158,11 +159,16 @@ class DaemonSkeleton(Generic[LinkT]):
         """What ``mode show`` prints."""
         return self.status() | {k: v for extra in self.show_extras for k, v in extra().items()}
 
+    async def show_now(self) -> dict[str, Any]:
+        """What the ``show`` control command answers: `show`, unless a daemon must await
+        part of it (hsmclient asks its servers for their slots)."""
+        return self.show()
+
     async def _control(
         self, command: str, args: dict[str, Any], progress: Progress
     ) -> dict[str, Any]:
         if command == "show":
-            return self.show()
+            return await self.show_now()
         if command == "stop":
             self.request_stop("mode stop")
             if self._on_stop_requested is not None:
