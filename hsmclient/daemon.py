@@ -86,7 +86,10 @@ def load_backend(home: Path, pins: PinStore, slot_map: SlotMap) -> Backend:
 
 def load_p11kit() -> tuple[OpenListener, ServeP11kit]:
     """`hsmclient.p11kit`'s listener and server."""
-    module = importlib.import_module("hsmclient.p11kit")
+    try:
+        module = importlib.import_module("hsmclient.p11kit")
+    except ImportError as exc:
+        raise HsmClientStartError(f"this installation has no p11-kit server ({exc})") from None
     return module.open_p11kit_listener, module.serve_p11kit
 
 

@@ -118,10 +118,11 @@ class DaemonSkeleton(Generic[LinkT]):
                 async with trio.open_nursery() as links_nursery:
                     for task in background:
                         nursery.start_soon(task)
-                    nursery.start_soon(functools.partial(
-                        trio.serve_listeners, self._handle_safely, list(listeners),
-                        handler_nursery=links_nursery,
-                    ))
+                    if listeners:  # hsmclient's p11-kit server is a background task
+                        nursery.start_soon(functools.partial(
+                            trio.serve_listeners, self._handle_safely, list(listeners),
+                            handler_nursery=links_nursery,
+                        ))
                     on_listening()
                     task_status.started(started)
                     await self._stop.wait()
