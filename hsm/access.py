@@ -249,19 +249,17 @@ class ClientAccess:
             )
         what = f"login to partition {name!r} as {role.title}"
         row = self._state.store.get_role(name, role.value)
+        if row is not None and row.locked:
+            raise self._refuse(
+                CKR.PIN_LOCKED,
+                f"{what} refused: the role is locked after too many failed logins",
+                self._unlock_fix(name),
+            )
         if row is None or row.wrapped_chal is None:
             raise self._refuse(
                 CKR.USER_PIN_NOT_INITIALIZED,
                 f"{what} refused: the role is not initialised",
                 f"on the HSM: `role init --partition {name} --name {_WORD[role]}`",
-            )
-        if row.locked:
-            raise self._refuse(
-                CKR.PIN_LOCKED,
-                f"{what} refused: the role is locked after too many failed logins",
-                f"on the HSM: `role resetpw --partition {name} --name co` (partition SO)"
-                if row.locked == "reset"
-                else "re-initialise the partition and restore it from a backup",
             )
         if not self._activated(name, role):
             raise self._refuse(
@@ -276,13 +274,13 @@ class ClientAccess:
             key, _ = await self._logins.login(name, role, cautions.append, challenge=pin)
         except LoginFailed as exc:
             raise self._refuse(
-                CKR.PIN_INCORRECT, f"{what} failed: {exc.message}",
+                CKR.PIN_INCORRECT, f"partition {name!r}: {exc.message}",
                 "present the challenge secret of this role", counted=True,
             ) from None  # fmt: skip
         except LockedOut as exc:
             raise self._refuse(
-                CKR.PIN_LOCKED, f"{what} failed: {exc.message}",
-                f"on the HSM: `role resetpw --partition {name} --name co`", counted=True,
+                CKR.PIN_LOCKED, f"partition {name!r}: {exc.message}",
+                self._unlock_fix(name), counted=True,
             ) from None  # fmt: skip
         except (InvalidCommand, NotInitialised, Zeroized) as exc:
             raise self._refuse(CKR.USER_PIN_NOT_INITIALIZED, f"{what} refused: {exc.message}",
@@ -290,6 +288,12 @@ class ClientAccess:
         for caution in cautions:
             log.warning("client %s: %s", self.client, caution)
         self._logged[name] = (role, key)
+
+    def _unlock_fix(self, name: str) -> str:
+        row = self._state.store.get_role(name, Role.CO.value)
+        if row is not None and row.locked == "reset":
+            return f"the partition SO runs `role resetpw --partition {name} --name co` on the HSM"
+        return f"re-initialise partition {name} on the HSM and restore it from a backup"
 
     async def logout(self, session: int) -> None:
         s = self._session(session)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from hsm.errors import AlreadyExists, CertificateRefused, HsmError, InvalidCommand, NotFound
-from hsm.state import HsmState
-from ped.tls.certs import describe, ensure_identity, export_certificate
+from hsm.state import HsmState, confirm
+from ped.tls.certs import describe, ensure_identity, export_certificate, normalize_fingerprint
 from ped.tls.errors import (
     CertificateError,
     DuplicateCertificate,
@@ -66,6 +66,21 @@ class ClientRegistry:
         peer = self.pins.lookup(fingerprint)
         return peer.name if peer is not None else None
 
+    def refusal(self, fingerprint: str) -> str:
+        """Why a certificate that `is_registered` does not know is refused, and the fix."""
+        fp = normalize_fingerprint(fingerprint)
+        tomb = self.pins.snapshot().tombstone(fp)
+        if tomb is not None:
+            return (
+                f"certificate {fp} belonged to client {tomb.name!r}, deleted at "
+                f"{tomb.deleted_at}; to admit it again: pedhsm client register --name "
+                f"{tomb.name} --certificate FILE"
+            )
+        return (
+            f"certificate {fp} is not registered; on the HSM: pedhsm client register "
+            "--name NAME --certificate FILE (the file from `hsmclient certificate export`)"
+        )
+
     # ------------------------------------------------------------------ changes (HSM SO)
 
     def register(self, name: str, certificate_pem: bytes, hostname: str | None) -> str:
@@ -88,9 +103,11 @@ class ClientRegistry:
             f"partitions with `client assignpartition --client {name} --partition P`."
         )
 
-    def delete(self, name: str) -> str:
+    def delete(self, name: str, force: bool = False) -> str:
         st = self._state
         st.require_so()
+        self._peer(name)
+        confirm(force, f"client {name!r} loses its partitions and its certificate is refused")
         try:
             peer = self.pins.delete(name)
         except TlsError as exc:
