@@ -11,7 +11,12 @@ Theory of operation
 * `hsm.activation.Activation`: the activation cache (policies 22 and 23);
 * the command groups, which depend on those and never on each other: `admin`
   (`hsm.admin`), `ped` (`hsm.pedadmin`), `partitions` (`hsm.partitions`), `roles`
-  (`hsm.roles`), `objects` (`hsm.objects`) and `auditor` (`hsm.auditor`).
+  (`hsm.roles`), `objects` (`hsm.objects`), `auditor` (`hsm.auditor`) and `clients`
+  (`hsm.clients`: the registered clients of the client path and the HSM's certificate
+  for port 1792);
+* for each client connection of the client path, `client_access`: a
+  `hsm.access.ClientAccess` (PKCS#11 partitions, sessions, logins through the login
+  service, objects in `hsm.token`).
 
 The daemon (`hsm.server`) maps the control socket's commands onto these groups with a
 table (`hsm.control`); a restart of the process is a power cycle (`power_on`,
@@ -20,12 +25,9 @@ table (`hsm.control`); a restart of the process is a power cycle (`power_on`,
 What comes next, and where it goes
 ----------------------------------
 * **Client listener** (PKCS#11 applications through hsmclient, mutual TLS 1.3 on port
-  1792): a trio shell, ``hsm/clients.py``, started in `hsm.server.Daemon.run`'s nursery
-  beside the control socket.  It is a second front end, not a second engine: an
-  application logs in as a partition's CO or CU with the challenge secret through
-  `LoginService.login` (``challenge=...``), so it is counted and audited exactly as the
-  shell is, and works on objects through a command group like `hsm.objects`.  Its
-  commands take the daemon's command lock like the shell's.
+  1792): a trio shell started in `hsm.server.Daemon.run`'s nursery beside the control
+  socket.  It is a second front end, not a second engine: it admits a certificate that
+  `clients.is_registered` names and serves the connection with `client_access`.
 * **Cloning between HSMs** (backup, restore, HA replication): ``hsm/cloning.py``, a
   command group built here from `HsmState`.  The cloning domain is the red key's role
   (`hsm.policy.Role.DOMAIN`, already wrapped per HSM and per partition at init); the
@@ -39,9 +41,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hsm.access import ClientAccess
 from hsm.activation import Activation
 from hsm.admin import AdminCommands
 from hsm.auditor import AuditorCommands
+from hsm.clients import ClientRegistry
 from hsm.clock import Clock
 from hsm.crypto import MasterKey
 from hsm.logins import LoginService
@@ -51,6 +55,7 @@ from hsm.pedadmin import PedCommands
 from hsm.roles import RoleCommands
 from hsm.state import HsmState, PedAccess
 from hsm.store import Store
+from ped.pkcs11.token import PartitionAccess
 
 
 class Hsm:
@@ -74,6 +79,11 @@ class Hsm:
         self.roles = RoleCommands(self.state, self.logins, self.activation)
         self.objects = ObjectCommands(self.state)
         self.auditor = AuditorCommands(self.state, self.logins)
+        self.clients = ClientRegistry(self.state, home)
+
+    def client_access(self, client_name: str) -> PartitionAccess:
+        """The PKCS#11 view of one registered client's connection (see `hsm.access`)."""
+        return ClientAccess(self.state, self.logins, client_name)
 
     @property
     def serial(self) -> str:

@@ -94,3 +94,9 @@ class StateCorrupt(HsmError):
     """The durable state failed its integrity check; the HSM refuses to start."""
 
     code = "state-corrupt"
+
+
+class CertificateRefused(HsmError):
+    """A certificate given to the client registry is not usable (unreadable, expired...)."""
+
+    code = "certificate"

@@ -70,7 +70,7 @@ class LoginService:
         role: Role,
         notify: Notify,
         *,
-        challenge: bytes | None = None,
+        challenge: bytes | bytearray | None = None,
         keep_secret: bool = False,
     ) -> tuple[bytearray, bytearray | None]:
         """Authenticate *role*; return its role key (and a copy of the PED secret if asked)."""

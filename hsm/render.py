@@ -141,3 +141,26 @@ def objects(name: str, rows: list[dict[str, Any]]) -> str:
         [(r["label"], str(r["size"]), r["sha256"][:16]) for r in rows],
         ("Label", "Bytes", "SHA-256 (prefix)"),
     )
+
+
+def clients(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No clients are registered (`client register --name N --certificate F`)."
+    table: list[tuple[str, ...]] = [
+        (r["name"], r["hostname"] or "-", ", ".join(r["partitions"]) or "-",
+         r["fingerprint"][:23] + "...")
+        for r in rows
+    ]  # fmt: skip
+    return _table(table, ("Client", "Host name", "Partitions", "Fingerprint (SHA-256)"))
+
+
+def client_show(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"   Client:        {r['name']}",
+            f"   Host name:     {r['hostname'] or '-'}",
+            f"   Fingerprint:   {r['fingerprint']}",
+            f"   Registered at: {r['registered_at']}",
+            f"   Partitions:    {', '.join(r['partitions']) or '(none assigned)'}",
+        ]
+    )

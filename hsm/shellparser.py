@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hsm.clientparser import add_client_commands
 from hsm.current import CURRENT
 from hsm.homes import default_home_text
 from ped.cliutil import add_version_option
@@ -232,4 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(log, "show", "audit.log.show", "show the audit log (auditor)")
     p.add_argument("--tail", type=int)
     leaf(log, "verify", "audit.log.verify", "verify the audit log's hash chain")
+
+    add_client_commands(groups, leaf, level)
     return parser

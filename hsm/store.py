@@ -12,7 +12,13 @@ schema version; a damaged file stops the HSM with `StateCorrupt` instead of serv
 half a state.
 
 Nothing stored here is a secret in the clear: role keys are wrapped under KEKs derived
-from PED secrets, the RPV and activation caches are sealed under the device key.
+from PED secrets, the RPV and activation caches are sealed under the device key, and the
+PKCS#11 objects of the client path (`hsm.token`) keep their key values sealed under the
+partition's data key.
+
+Schema versions: 1 (the administration path), 2 (adds the client path's PKCS#11 objects,
+registered clients and their partition assignments).  A version-1 file is migrated in
+place in one transaction (SQLite's DDL is transactional: a crash leaves version 1 intact).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import attrs
 
 from hsm.errors import StateCorrupt
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILE = "state.db"
 
 _SCHEMA = """
@@ -66,6 +72,26 @@ CREATE TABLE IF NOT EXISTS activation (
     PRIMARY KEY (partition, role)
 );
 """
+
+#: What version 2 adds (also the migration of a version-1 file).
+_SCHEMA_V2 = (
+    """CREATE TABLE IF NOT EXISTS token_objects (
+    handle INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    sealed BLOB NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS token_objects_partition ON token_objects(partition)",
+    """CREATE TABLE IF NOT EXISTS clients (
+    name TEXT PRIMARY KEY,
+    hostname TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS client_partitions (
+    client TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    PRIMARY KEY (client, partition)
+)""",
+)
 
 HSM_SCOPE = "#hsm"  # scope of the HSM-wide roles; partition names cannot start with '#'
 
@@ -121,8 +147,12 @@ class Store:
             )
         self._db.executescript(_SCHEMA)
         version = self.get_meta("schema_version")
-        if version is None:
+        if version in (None, "1"):
+            # A new file, or a version-1 file: add version 2's tables and the version in
+            # one transaction.
             with self.tx():
+                for statement in _SCHEMA_V2:
+                    self._db.execute(statement)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif version != str(SCHEMA_VERSION):
             raise StateCorrupt(
@@ -253,6 +283,7 @@ class Store:
     def clear_partition(self, name: str) -> None:
         """Erase everything a partition holds, leaving the empty, uninitialised partition."""
         self._db.execute("DELETE FROM objects WHERE partition=?", (name,))
+        self._db.execute("DELETE FROM token_objects WHERE partition=?", (name,))
         self._db.execute("DELETE FROM roles WHERE scope=?", (name,))
         self._db.execute("DELETE FROM activation WHERE partition=?", (name,))
         self._db.execute(
@@ -262,12 +293,13 @@ class Store:
 
     def delete_partition(self, name: str) -> None:
         self.clear_partition(name)
+        self._db.execute("DELETE FROM client_partitions WHERE partition=?", (name,))
         self._db.execute("DELETE FROM partitions WHERE name=?", (name,))
 
     def zeroize(self) -> None:
         """Erase partitions, objects and roles; the auditor (and its log) stays, so that
         what led to a zeroization can still be read."""
-        for table in ("objects", "activation", "partitions"):
+        for table in ("objects", "token_objects", "client_partitions", "activation", "partitions"):
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         self._db.execute("DELETE FROM roles WHERE NOT (scope=? AND role='auditor')", (HSM_SCOPE,))
 
@@ -315,3 +347,75 @@ class Store:
 
     def stamp_activations(self, now: float) -> None:
         self._db.execute("UPDATE activation SET stamped=?", (now,))
+
+    # --- PKCS#11 objects of the client path (hsm.token) -------------------------------
+
+    def add_token_object(self, partition: str, attributes: str, sealed: bytes) -> int:
+        """Store one object; its handle (never reused: AUTOINCREMENT) is returned."""
+        cur = self._db.execute(
+            "INSERT INTO token_objects(partition, attributes, sealed) VALUES(?, ?, ?)",
+            (partition, attributes, sealed),
+        )
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def set_token_object_sealed(self, handle: int, sealed: bytes) -> None:
+        self._db.execute("UPDATE token_objects SET sealed=? WHERE handle=?", (sealed, handle))
+
+    def token_object(self, partition: str, handle: int) -> tuple[str, bytes] | None:
+        row = self._db.execute(
+            "SELECT attributes, sealed FROM token_objects WHERE partition=? AND handle=?",
+            (partition, handle),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def token_objects(self, partition: str) -> list[tuple[int, str]]:
+        """(handle, public attributes) of every object of *partition*, oldest first."""
+        return self._db.execute(
+            "SELECT handle, attributes FROM token_objects WHERE partition=? ORDER BY handle",
+            (partition,),
+        ).fetchall()
+
+    def delete_token_object(self, partition: str, handle: int) -> bool:
+        cur = self._db.execute(
+            "DELETE FROM token_objects WHERE partition=? AND handle=?", (partition, handle)
+        )
+        return cur.rowcount > 0
+
+    # --- registered clients and their partitions (hsm.clients) ------------------------
+
+    def put_client(self, name: str, hostname: str | None) -> None:
+        """A (re-)registered client: its host name, and no partitions yet."""
+        self._db.execute("DELETE FROM client_partitions WHERE client=?", (name,))
+        self._db.execute(
+            "INSERT OR REPLACE INTO clients(name, hostname) VALUES(?, ?)", (name, hostname)
+        )
+
+    def client_hostname(self, name: str) -> str | None:
+        row = self._db.execute("SELECT hostname FROM clients WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def delete_client(self, name: str) -> None:
+        self._db.execute("DELETE FROM client_partitions WHERE client=?", (name,))
+        self._db.execute("DELETE FROM clients WHERE name=?", (name,))
+
+    def assign_partition(self, client: str, partition: str) -> bool:
+        """Assign; False when it already was."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO client_partitions(client, partition) VALUES(?, ?)",
+            (client, partition),
+        )
+        return cur.rowcount > 0
+
+    def revoke_partition(self, client: str, partition: str) -> bool:
+        cur = self._db.execute(
+            "DELETE FROM client_partitions WHERE client=? AND partition=?", (client, partition)
+        )
+        return cur.rowcount > 0
+
+    def assigned_partitions(self, client: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT partition FROM client_partitions WHERE client=? ORDER BY partition",
+            (client,),
+        ).fetchall()
+        return [r[0] for r in rows]
