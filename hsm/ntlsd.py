@@ -191,59 +191,73 @@ class NtlsListener:
     async def _serve(self, stream: trio.abc.Stream, record: ClientConnection) -> None:
         assert record.name is not None
         conn = NtlsConnection(Role.SERVER, max_in_flight=MAX_IN_FLIGHT)
-        send_lock = trio.Lock()
-
-        async def send(message: m.Message) -> None:
-            data = conn.send(message)
-            try:
-                async with send_lock:
-                    await stream.send_all(data)
-            finally:
-                data[:] = bytes(len(data))
-
         access = self.access_for(record.name)
         try:
             async with trio.open_nursery() as nursery:
-                workers: dict[object, trio.MemorySendChannel[m.Request]] = {}
-                while True:
-                    event = await self._next_event(stream, conn, record)
-                    if event is None or isinstance(event, ConnectionLost | m.Close):
-                        break
-                    record.last_activity = trio.current_time()
-                    if isinstance(event, m.Hello):
-                        version = choose_version(event)
-                        if version is None:
-                            await send(m.Refused(RefuseCode.UNSUPPORTED_VERSION,
-                                f"pedhsm speaks client protocol {m.NTLS_VERSION_MIN}-"
-                                f"{m.NTLS_VERSION_MAX}: upgrade the older side"))  # fmt: skip
-                            break
-                        await send(m.Welcome(version, MAX_IN_FLIGHT, self.serial))
-                        continue
-                    request: m.Request = event  # type: ignore[assignment]  # all else is one
-                    record.requests += 1
-                    record.busy += 1
-                    key = _session_key(request)
-                    channel = workers.get(key)
-                    if channel is None:
-                        channel, receive = trio.open_memory_channel[m.Request](MAX_IN_FLIGHT)
-                        workers[key] = channel
-                        nursery.start_soon(self._worker, access, receive, send, record)
-                    channel.send_nowait(request)  # bounded: at most MAX_IN_FLIGHT in flight
-                    if isinstance(request, m.CloseSession):
-                        channel.close()  # its worker ends after serving it
-                        del workers[key]
+                send_lock = trio.Lock()
+
+                async def send(message: m.Message) -> None:
+                    data = conn.send(message)
+                    try:
+                        async with send_lock:
+                            await stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        nursery.cancel_scope.cancel()  # the client is gone
+                    finally:
+                        data[:] = bytes(len(data))
+
+                await self._read_loop(stream, conn, record, access, send, nursery)
                 nursery.cancel_scope.cancel()
-        except RemoteProtocolError as exc:
-            log.warning("NTLS: client %r broke the protocol (%s); connection closed",
-                        record.name, exc)  # fmt: skip
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         finally:
             with trio.CancelScope(shield=True):
                 try:
                     await access.close()
                 except Exception:
                     log.exception("NTLS: closing client %r's sessions failed", record.name)
+
+    async def _read_loop(
+        self,
+        stream: trio.abc.Stream,
+        conn: NtlsConnection,
+        record: ClientConnection,
+        access: PartitionAccess,
+        send: Callable[[m.Message], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Read requests and hand each to its session's worker, until the connection ends."""
+        workers: dict[object, trio.MemorySendChannel[m.Request]] = {}
+        while True:
+            try:
+                event = await self._next_event(stream, conn, record)
+            except RemoteProtocolError as exc:
+                log.warning("NTLS: client %r broke the protocol (%s); connection closed",
+                            record.name, exc)  # fmt: skip
+                return
+            if event is None or isinstance(event, ConnectionLost | m.Close):
+                return
+            record.last_activity = trio.current_time()
+            if isinstance(event, m.Hello):
+                version = choose_version(event)
+                if version is None:
+                    await send(m.Refused(RefuseCode.UNSUPPORTED_VERSION,
+                        f"pedhsm speaks client protocol {m.NTLS_VERSION_MIN}-"
+                        f"{m.NTLS_VERSION_MAX}: upgrade the older side"))  # fmt: skip
+                    return
+                await send(m.Welcome(version, MAX_IN_FLIGHT, self.serial))
+                continue
+            request: m.Request = event  # type: ignore[assignment]  # all else is a request
+            record.requests += 1
+            record.busy += 1
+            key = _session_key(request)
+            channel = workers.get(key)
+            if channel is None:
+                channel, receive = trio.open_memory_channel[m.Request](MAX_IN_FLIGHT)
+                workers[key] = channel
+                nursery.start_soon(self._worker, access, receive, send, record)
+            channel.send_nowait(request)  # bounded: at most MAX_IN_FLIGHT are in flight
+            if isinstance(request, m.CloseSession):
+                channel.close()  # its worker ends after serving it
+                del workers[key]
 
     async def _next_event(
         self, stream: trio.abc.Stream, conn: NtlsConnection, record: ClientConnection
@@ -255,7 +269,10 @@ class NtlsListener:
                 return event
             deadline = record.last_activity + self.idle_timeout
             with trio.move_on_at(deadline) as scope:
-                data = await stream.receive_some(_RECEIVE)
+                try:
+                    data = await stream.receive_some(_RECEIVE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return ConnectionLost(clean=False)
             if scope.cancelled_caught:
                 if record.busy:
                     record.last_activity = trio.current_time()

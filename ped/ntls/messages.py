@@ -14,6 +14,7 @@ decrypt data and outputs are never in a repr either.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -364,6 +365,8 @@ Result = (
 )  # fmt: skip
 Answer = Result | Failure
 Message = Hello | Welcome | Refused | Close | Request | Answer
+#: What a caller hands a link: the request, given the request id the connection chose.
+RequestBuilder = Callable[[int], Request]
 REQUEST_TYPES: tuple[type, ...] = (
     ListPartitions, GetTokenInfo, GetMechanisms, OpenSession, CloseSession, Login, Logout,
     GenerateKey, GenerateKeyPair, FindObjects, GetAttributes, DestroyObject, Sign, Verify,
