@@ -50,7 +50,9 @@ SERVED_CALLS = frozenset({
 
 def _ids_answer(writer: Writer, ids: list[int], room: int | None) -> None:
     """An "au" answer to a "fu" request: the ids, or their count for a query or small room."""
-    if room is None or room < len(ids):
+    # none is an empty array, never a count: p11-kit sends a zero-length buffer as 0, like
+    # a query, and reads a bare count into a buffer as CKR_BUFFER_TOO_SMALL
+    if ids and (room is None or room < len(ids)):
         writer.ulong_array(None, len(ids))
     else:
         writer.ulong_array(ids)
