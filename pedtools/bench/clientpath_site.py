@@ -7,8 +7,8 @@ in a `pedtools.testing.Site`:
 
 * pedhsm with its cabled PED emulated (auto operator) and its client listener on a free
   loopback port (standing for 1792); the HSM initialised, a partition with its SO, policy
-  22 on, a Crypto Officer with a black key and a random challenge secret, logged in once
-  through the PED and activated (`up`);
+  22 on, a Crypto Officer with a black key and a random challenge secret, activated with
+  its black key (`up`);
 * hsmclient's certificate registered on pedhsm (``client register``), the partition
   assigned to it, pedhsm's NTLS certificate registered on hsmclient (``server register``,
   at a port the caller may choose: a byte tap in front of the listener), hsmclient
@@ -93,9 +93,7 @@ class ClientPathSite:
             ("partition", "changepolicy", "--name", PARTITION, "--policy", "22", "--value", "1"),
             ("role", "init", "--partition", PARTITION, "--name", "co", *challenge),
             ("role", "logout", "--partition", PARTITION),
-            ("role", "login", "--partition", PARTITION, "--name", "co", *challenge),
-            ("role", "activate", "--partition", PARTITION, "--name", "co"),
-            ("role", "logout", "--partition", PARTITION),
+            ("role", "activate", "--partition", PARTITION, "--name", "co"),  # the black key
         ):
             self.must(self.hsm(*args))
 

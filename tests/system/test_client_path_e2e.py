@@ -3,12 +3,15 @@
 Every part is a process started with its own commands (`pedtools.bench.clientpath_site`,
 the commands README's section "The client path" shows): pedhsm with its cabled PED
 emulated, the HSM initialised, a partition whose Crypto Officer has a black key and a
-random challenge secret, logged in once through the PED and activated (policy 22);
+random challenge secret, activated with its black key (policy 22);
 hsmclient registered with pedhsm and pedhsm with hsmclient, the partition assigned;
 hsmclient serving p11-kit's socket.  The applications are Debian's: ``pkcs11-tool``
 (opensc) loading ``p11-kit-client.so`` with ``P11_KIT_SERVER_ADDRESS``, and PyKCS11
-(a second, independent PKCS#11 client) loading the same module.  A byte tap stands on
-the hsmclient -> pedhsm hop (port 1792's stand-in) and records every byte of it.
+(a second, independent PKCS#11 client, run as its own process) loading the same module.
+A byte tap stands on the hsmclient -> pedhsm hop (port 1792's stand-in) and records
+every byte of it; 1,000 idle TCP connections stand on the listener while pkcs11-tool
+signs (the listener's cap and eviction keep them from shutting a client out; the
+listener's own tests hold idle TLS connections too).
 """
 
 from __future__ import annotations
