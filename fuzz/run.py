@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("frames", "messages", "key_image", "rogue_peer", "connections")
+HARNESSES = ("frames", "messages", "key_image", "rogue_peer", "connections", "p11kit")
 MAX_LEN = 4096
 
 
@@ -36,6 +36,11 @@ def _seed_if_empty(corpus: Path, harness: str) -> None:
     if corpus.is_dir() and any(corpus.iterdir()):
         return
     sys.path.insert(0, str(HERE.parent))
+    if harness == "p11kit":
+        from fuzz import p11kit_target
+
+        p11kit_target.write(corpus)
+        return
     from fuzz import seeds
 
     seeds.write(corpus.parent, only=harness)

@@ -462,8 +462,6 @@ def _check_secret(attributes: dict[int, AttrValue]) -> None:
             "private and secret keys are sensitive and never extractable here; drop "
             "CKA_SENSITIVE=false / CKA_EXTRACTABLE=true from the template",
         )
-    if attributes.get(CKA.PRIVATE) is not True:
-        raise Pkcs11Error(CKR.TEMPLATE_INCONSISTENT, "private and secret keys are private here")
 
 
 def _signing_key_type(mechanism: Mechanism) -> int:
