@@ -20,9 +20,10 @@ side can fix that (`role activate`); CKR_PIN_EXPIRED would send applications to
 C_SetPIN, which cannot help.
 
 Not counted: a partition not assigned (CKR_TOKEN_NOT_PRESENT), an unknown serial
-(CKR_SLOT_ID_INVALID), a role not activated, a locked role (CKR_PIN_LOCKED).  Counted: a
-wrong challenge (CKR_PIN_INCORRECT; CKR_PIN_LOCKED on the attempt that locks).  Each
-refusal is one log line on pedhsm naming the client, what was refused and the fix.
+(CKR_SLOT_ID_INVALID), a role not activated, a locked role (CKR_PIN_LOCKED), a challenge
+of impossible length (CKR_PIN_LEN_RANGE).  Counted: a wrong challenge (CKR_PIN_INCORRECT;
+CKR_PIN_LOCKED on the attempt that locks).  Each refusal is one log line on pedhsm
+naming the client, what was refused and the fix.
 
 The calls do not await anything but the login service, and the login service awaits
 nothing for an activated role (the PED secret comes from the activation cache), so each
@@ -41,6 +42,7 @@ from hsm.crypto import wipe
 from hsm.errors import InvalidCommand, LockedOut, LoginFailed, NotInitialised, Zeroized
 from hsm.logins import LoginService
 from hsm.policy import Role
+from hsm.roles import MAX_CHALLENGE
 from hsm.state import HsmState
 from hsm.store import PartitionRow
 from hsm.token import mechanisms
@@ -269,6 +271,12 @@ class ClientAccess:
                 "not accepted",
                 f"activate with `role activate --partition {name} --name {_WORD[role]}` on "
                 "the HSM (partition policy 22 on)",
+            )
+        if not 1 <= len(pin) <= MAX_CHALLENGE:
+            raise self._refuse(
+                CKR.PIN_LEN_RANGE,
+                f"{what} refused: a challenge secret has 1-{MAX_CHALLENGE} bytes",
+                "present the challenge secret set with `role init` on the HSM",
             )
         cautions: list[str] = []
         try:

@@ -144,6 +144,7 @@ async def test_ntls_certificate_is_made_once_and_exported(rig: Rig, tmp_path: Pa
     assert again["text"] == shown["text"]  # made at first need, then kept
     assert fingerprint(x509.load_pem_x509_certificate(data)) in shown["text"]
     assert (rig.home / "ntls" / "identity.pem").exists()
+    assert rig.hsm.clients.identity().fingerprint in shown["text"]
 
 
 def test_a_relative_export_path_is_made_absolute_by_the_shell() -> None:
