@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 
+from fuzz.ntls_target import one_ntls
 from keys.colors import Color
 from keys.errors import KeyImageError
 from keys.image import IMAGE_SIZE
@@ -459,4 +460,5 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "key_image": one_key_image,
     "rogue_peer": one_rogue_peer,
     "connections": one_connection,
+    "ntls": one_ntls,
 }

@@ -2,14 +2,15 @@
 
 ``pedhsm mode start --home DIR [--serial S] [--local-ped URI] [--pedclient PATH]
 [--ntls-port N] [--ntls-ip A] [--foreground]`` starts the HSM (the daemon process *is*
-the powered HSM); ``mode stop`` and ``mode show``.  Every other command is one invocation that talks to the
-daemon over ``DIR/control.sock``: ``pedhsm hsm login``, ``pedhsm role login --partition
-P --name co``...  Luna's single-dash spellings (``pedhsm hsm ped connect -ip A -port
-1503``) are accepted, and LunaSH's case-insensitive unique prefixes (``pedhsm hsm showP``,
-``pedhsm partition sh -p P``; `hsm.lunawords`).  ``pedhsm partition select -p P`` makes P
-the current partition for this user (`hsm.current`), used by the commands that take a
-partition when none is named.  pedhsm finds its HSM as pedserver and pedclient find their
-homes: ``--home DIR``, else ``PEDHSM_HOME``, else the per-user default
+the powered HSM); ``mode stop`` and ``mode show``.  Every other command is one
+invocation that talks to the daemon over ``DIR/control.sock``: ``pedhsm hsm login``,
+``pedhsm role login --partition P --name co``...  Luna's single-dash spellings
+(``pedhsm hsm ped connect -ip A -port 1503``) are accepted, and LunaSH's
+case-insensitive unique prefixes (``pedhsm hsm showP``, ``pedhsm partition sh -p P``;
+`hsm.lunawords`).  ``pedhsm partition select -p P`` makes P the current partition for
+this user (`hsm.current`), used by the commands that take a partition when none is
+named.  pedhsm finds its HSM as pedserver and pedclient find their homes: ``--home
+DIR``, else ``PEDHSM_HOME``, else the per-user default
 (``~/.local/state/remote-ped/pedhsm``; ``/var/lib/remote-ped/pedhsm`` for root).
 ``--pedclient`` defaults to pedclient's own socket for the same user.
 
