@@ -4,8 +4,8 @@ What the harness changes, and nothing else (the placeholder mechanism):
 
 * ``HOME`` is a fresh scratch directory (a short ``/tmp/rw-*`` path: Unix socket paths
   are short), so ``~`` and every per-user default land in it; ``PEDSERVER_HOME``,
-  ``PEDCLIENT_HOME``, ``PEDHSM_HOME`` and ``HSMCLIENT_HOME`` are set to the per-user defaults under it
-  (``~/.local/state/remote-ped/NAME``), which root would otherwise not use
+  ``PEDCLIENT_HOME``, ``PEDHSM_HOME`` and ``HSMCLIENT_HOME`` are set to the per-user
+  defaults under it (``~/.local/state/remote-ped/NAME``), which root would otherwise not use
   (``/var/lib/remote-ped``): the commands behave as for an administrator's own account.
 * In each command, the words README uses for things only a real site has are replaced
   (`placeholders`): ports ``1503``, ``9697`` and ``1792`` by free ports, ``WORKSTATION`` and
