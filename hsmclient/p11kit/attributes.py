@@ -285,5 +285,3 @@ def write_template(writer: Writer, template: Sequence[Attribute]) -> None:
             writer.u64(int.from_bytes(value, "little") if isinstance(value, bytes) else int(value))
         else:
             writer.array(_wire_bytes(attr.value))
-
-

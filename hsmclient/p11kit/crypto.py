@@ -100,10 +100,11 @@ class CryptoCalls:
         async def update(reader: Reader, call: Call) -> bytes:
             session = reader.u64("session")
             data = reader.flagged_array("input") or b""
-            room = reader.buffer_size()
+            reader.buffer_size()  # the caller's room: unused, no output before C_*Final
             self._state.update(session, kind, data)
-            # Gathered: all output comes with C_*Final (allowed for every mode offered).
-            return self._answer(call, Delivery(None if room is None else b"", 0, done=False))
+            # Gathered: all output comes with C_*Final (allowed for every mode offered).  A
+            # present empty array: the client accepts it with or without a buffer.
+            return self._answer(call, Delivery(b"", 0, done=False))
 
         return update
 

@@ -49,9 +49,11 @@ SERVED_CALLS = frozenset({
 
 
 def _ids_answer(writer: Writer, ids: list[int], room: int | None) -> None:
-    """An "au" answer to a "fu" request: the ids, or their count for a query or small room."""
-    # none is an empty array, never a count: p11-kit sends a zero-length buffer as 0, like
-    # a query, and reads a bare count into a buffer as CKR_BUFFER_TOO_SMALL
+    """An "au" answer to a "fu" request: the ids, or their count for a query or small room.
+
+    No ids is a present empty array: the client reads "count only" as CKR_BUFFER_TOO_SMALL
+    when it passed a buffer, and it sends a zero-sized buffer as no buffer.
+    """
     if ids and (room is None or room < len(ids)):
         writer.ulong_array(None, len(ids))
     else:
@@ -122,9 +124,7 @@ class Dispatcher:
     async def _initialize(self, reader: Reader, call: Call) -> bytes:
         handshake = reader.flagged_array("handshake")
         if handshake != HANDSHAKE:
-            raise Pkcs11Error(
-                CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string"
-            )
+            raise Pkcs11Error(CKR.ARGUMENTS_BAD, "C_Initialize without p11-kit's handshake string")
         return self._empty(call)
 
     async def _finalize(self, reader: Reader, call: Call) -> bytes:
@@ -278,9 +278,7 @@ class Dispatcher:
     async def _find_objects_init(self, reader: Reader, call: Call) -> bytes:
         session = reader.u64("session")
         template = read_template(reader)
-        self.state.session(session)
-        if self.state.session(session).found is not None:
-            self.state.begin_search(session, [])  # raises CKR_OPERATION_ACTIVE
+        self.state.check_no_search(session)
         handles = list(await self._app.find_objects(session, template))
         self.state.begin_search(session, handles)
         return self._empty(call)

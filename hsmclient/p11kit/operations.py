@@ -97,8 +97,7 @@ class ApplicationState:
         if kind in state.operations:
             raise Pkcs11Error(
                 CKR.OPERATION_ACTIVE,
-                f"a {kind.value} operation is already active in session {session}; "
-                f"finish it first",
+                f"a {kind.value} operation is already active in session {session}; finish it first",
             )
         state.operations[kind] = Operation(kind, mechanism, key)
 
@@ -144,22 +143,29 @@ class ApplicationState:
     def deliver(
         self, session: int, operation: Operation, result: bytes, room: int | None, for_input: bytes
     ) -> Delivery:
-        """Hand `result` over if the caller has room; else keep it and say its length."""
-        if room is None or room < len(result):
+        """Hand `result` over if the caller has room; else keep it and say its length.
+
+        An empty result is handed over at once: p11-kit sends a zero-length buffer as "no
+        buffer", so a caller could never show room for it and the operation would stay
+        active for ever.
+        """
+        if result and (room is None or room < len(result)):
             operation.result = result
             operation.result_input = for_input
             return Delivery(None, len(result), done=False)
         self.finish(session, operation.kind)
         return Delivery(result, len(result), done=True)
 
-    def begin_search(self, session: int, handles: list[int]) -> None:
-        state = self.session(session)
-        if state.found is not None:
+    def check_no_search(self, session: int) -> None:
+        if self.session(session).found is not None:
             raise Pkcs11Error(
                 CKR.OPERATION_ACTIVE,
                 f"a search is already active in session {session}; C_FindObjectsFinal first",
             )
-        state.found = handles
+
+    def begin_search(self, session: int, handles: list[int]) -> None:
+        self.check_no_search(session)
+        self.session(session).found = handles
 
     def search(self, session: int) -> list[int]:
         state = self.session(session)
