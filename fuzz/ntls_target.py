@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ped.errors import PedError
 from ped.ntls import messages as m
-from ped.ntls.connection import ConnectionLost, NtlsConnection, Role, choose_version
+from ped.ntls.connection import ConnectionLost, NtlsConnection, NtlsRole, choose_version
 from ped.ntls.frames import encode
 from ped.pkcs11.constants import CKM, CKR, CKU
 from ped.pkcs11.token import Mechanism, PartitionInfo, TokenInfo
@@ -47,7 +47,7 @@ def one_ntls(data: bytes) -> None:
         return
     server = data[0] % 2 == 0
     piece = data[1] % 64 + 1
-    conn = NtlsConnection(Role.SERVER if server else Role.CLIENT)
+    conn = NtlsConnection(NtlsRole.SERVER if server else NtlsRole.CLIENT)
     stream = data[2:]
     try:
         if not server:
@@ -63,7 +63,7 @@ def one_ntls(data: bytes) -> None:
                 if server and isinstance(event, m.Hello):
                     version = choose_version(event)
                     if version is None:
-                        conn.send(m.Refused(m.RefuseCode.UNSUPPORTED_VERSION, "no"))
+                        conn.send(m.Refused(m.NtlsRefuseCode.UNSUPPORTED_VERSION, "no"))
                     else:
                         conn.send(m.Welcome(version, 4, "150001"))
                 elif server and isinstance(event, m.REQUEST_TYPES):
@@ -83,7 +83,7 @@ def seeds() -> list[bytes]:
         m.Login(2, 7, CKU.USER, bytearray(b"challenge")),
         m.Sign(3, 7, Mechanism(CKM.ECDSA), 42, b"data"),
         m.GetTokenInfo(4, "1500010001"),
-        m.Close(m.CloseCode.NORMAL, "bye"),
+        m.Close(m.NtlsCloseCode.NORMAL, "bye"),
     ]
     server = b"".join(bytes(encode(x)) for x in [m.Hello(), *requests])
     answers: list[m.Message] = [

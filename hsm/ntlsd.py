@@ -36,8 +36,8 @@ import trio
 
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.ntls import messages as m
-from ped.ntls.connection import ConnectionLost, NtlsConnection, Role, choose_version
-from ped.ntls.messages import MAX_IN_FLIGHT, CloseCode, Op, RefuseCode
+from ped.ntls.connection import ConnectionLost, NtlsConnection, NtlsRole, choose_version
+from ped.ntls.messages import MAX_IN_FLIGHT, NtlsCloseCode, NtlsRefuseCode, Op
 from ped.pkcs11.constants import CKR
 from ped.pkcs11.token import PartitionAccess, Pkcs11Error
 from ped.tls import Identity, PinStore, TlsError, accept_pinned_tls, ensure_identity
@@ -190,7 +190,7 @@ class NtlsListener:
 
     async def _serve(self, stream: trio.abc.Stream, record: ClientConnection) -> None:
         assert record.name is not None
-        conn = NtlsConnection(Role.SERVER, max_in_flight=MAX_IN_FLIGHT)
+        conn = NtlsConnection(NtlsRole.SERVER, max_in_flight=MAX_IN_FLIGHT)
         access = self.access_for(record.name)
         try:
             async with trio.open_nursery() as nursery:
@@ -239,7 +239,7 @@ class NtlsListener:
             if isinstance(event, m.Hello):
                 version = choose_version(event)
                 if version is None:
-                    await send(m.Refused(RefuseCode.UNSUPPORTED_VERSION,
+                    await send(m.Refused(NtlsRefuseCode.UNSUPPORTED_VERSION,
                         f"pedhsm speaks client protocol {m.NTLS_VERSION_MIN}-"
                         f"{m.NTLS_VERSION_MAX}: upgrade the older side"))  # fmt: skip
                     return
@@ -279,7 +279,7 @@ class NtlsListener:
                     continue
                 log.info("NTLS: client %r idle for %g s: closed", record.name, self.idle_timeout)
                 try:
-                    await stream.send_all(conn.send(m.Close(CloseCode.IDLE_TIMEOUT, "idle")))
+                    await stream.send_all(conn.send(m.Close(NtlsCloseCode.IDLE_TIMEOUT, "idle")))
                 except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
                 return None

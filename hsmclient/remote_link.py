@@ -24,7 +24,7 @@ import trio
 
 from ped.errors import PedError, RemoteProtocolError
 from ped.ntls import messages as m
-from ped.ntls.connection import ConnectionLost, NtlsConnection, Role
+from ped.ntls.connection import ConnectionLost, NtlsConnection, NtlsRole
 from ped.pkcs11.token import Pkcs11Error
 from ped.tls import Identity, PinStore, TlsError, open_pinned_tls_client
 from ped.wire.framing import NEED_DATA
@@ -70,7 +70,7 @@ class ServerLink:
             )
         except (TlsError, PedError) as exc:
             raise LinkDown(str(exc)) from None
-        link = cls(server, stream, NtlsConnection(Role.CLIENT))
+        link = cls(server, stream, NtlsConnection(NtlsRole.CLIENT))
         try:
             with trio.fail_after(timeout):
                 await link._send(m.Hello())
@@ -122,7 +122,7 @@ class ServerLink:
             self.down = "closed by hsmclient"
             try:
                 with trio.move_on_after(1.0):
-                    await self._send(m.Close(m.CloseCode.NORMAL, "application closed"))
+                    await self._send(m.Close(m.NtlsCloseCode.NORMAL, "application closed"))
             except LinkDown:
                 pass
         await trio.aclose_forcefully(self.stream)

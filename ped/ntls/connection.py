@@ -53,7 +53,7 @@ from ped.ntls.messages import (
 from ped.wire.framing import NEED_DATA, NeedData
 
 
-class Role(enum.Enum):
+class NtlsRole(enum.Enum):
     CLIENT = "client"  # hsmclient
     SERVER = "server"  # pedhsm
 
@@ -80,22 +80,22 @@ _OPENING = (State.HELLO, State.OPEN)
 
 #: (our role, state, direction, frame type) -> the state after it.  Anything not here is
 #: refused: a `LocalProtocolError` when we send it, a `RemoteProtocolError` when received.
-TRANSITIONS: dict[tuple[Role, State, str, FrameType], State] = {
-    (Role.CLIENT, State.START, _SEND, FrameType.HELLO): State.HELLO,
-    (Role.CLIENT, State.HELLO, _RECEIVE, FrameType.WELCOME): State.OPEN,
-    (Role.CLIENT, State.HELLO, _RECEIVE, FrameType.REFUSED): State.CLOSED,
-    (Role.CLIENT, State.OPEN, _SEND, FrameType.REQUEST): State.OPEN,
-    (Role.CLIENT, State.OPEN, _RECEIVE, FrameType.RESULT): State.OPEN,
-    (Role.CLIENT, State.OPEN, _RECEIVE, FrameType.FAILURE): State.OPEN,
-    (Role.SERVER, State.START, _RECEIVE, FrameType.HELLO): State.HELLO,
-    (Role.SERVER, State.HELLO, _SEND, FrameType.WELCOME): State.OPEN,
-    (Role.SERVER, State.HELLO, _SEND, FrameType.REFUSED): State.CLOSED,
-    (Role.SERVER, State.OPEN, _RECEIVE, FrameType.REQUEST): State.OPEN,
-    (Role.SERVER, State.OPEN, _SEND, FrameType.RESULT): State.OPEN,
-    (Role.SERVER, State.OPEN, _SEND, FrameType.FAILURE): State.OPEN,
+TRANSITIONS: dict[tuple[NtlsRole, State, str, FrameType], State] = {
+    (NtlsRole.CLIENT, State.START, _SEND, FrameType.HELLO): State.HELLO,
+    (NtlsRole.CLIENT, State.HELLO, _RECEIVE, FrameType.WELCOME): State.OPEN,
+    (NtlsRole.CLIENT, State.HELLO, _RECEIVE, FrameType.REFUSED): State.CLOSED,
+    (NtlsRole.CLIENT, State.OPEN, _SEND, FrameType.REQUEST): State.OPEN,
+    (NtlsRole.CLIENT, State.OPEN, _RECEIVE, FrameType.RESULT): State.OPEN,
+    (NtlsRole.CLIENT, State.OPEN, _RECEIVE, FrameType.FAILURE): State.OPEN,
+    (NtlsRole.SERVER, State.START, _RECEIVE, FrameType.HELLO): State.HELLO,
+    (NtlsRole.SERVER, State.HELLO, _SEND, FrameType.WELCOME): State.OPEN,
+    (NtlsRole.SERVER, State.HELLO, _SEND, FrameType.REFUSED): State.CLOSED,
+    (NtlsRole.SERVER, State.OPEN, _RECEIVE, FrameType.REQUEST): State.OPEN,
+    (NtlsRole.SERVER, State.OPEN, _SEND, FrameType.RESULT): State.OPEN,
+    (NtlsRole.SERVER, State.OPEN, _SEND, FrameType.FAILURE): State.OPEN,
     **{
         (role, state, direction, FrameType.CLOSE): State.CLOSED
-        for role in Role
+        for role in NtlsRole
         for state in _OPENING
         for direction in (_SEND, _RECEIVE)
     },
@@ -122,7 +122,7 @@ def choose_version(hello: Hello) -> int | None:
 class NtlsConnection:
     """One end of one connection; see the module docstring."""
 
-    def __init__(self, role: Role, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, role: NtlsRole, *, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.role = role
         self.state = State.START
         self.version: int | None = None
@@ -260,5 +260,5 @@ class NtlsConnection:
         self.state = after
 
 
-def _peer(role: Role) -> str:
-    return "server" if role is Role.CLIENT else "client"
+def _peer(role: NtlsRole) -> str:
+    return "server" if role is NtlsRole.CLIENT else "client"

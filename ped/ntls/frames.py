@@ -40,7 +40,6 @@ from ped.ntls.messages import (
     Answer,
     Attributes,
     Close,
-    CloseCode,
     CloseSession,
     Decrypt,
     DestroyObject,
@@ -65,11 +64,12 @@ from ped.ntls.messages import (
     Logout,
     Mechanisms,
     Message,
+    NtlsCloseCode,
+    NtlsRefuseCode,
     Op,
     OpenSession,
     Output,
     Partitions,
-    RefuseCode,
     Refused,
     Request,
     Result,
@@ -324,12 +324,12 @@ def _welcome(r: Reader) -> Welcome:
 
 
 def _refused(r: Reader) -> Refused:
-    code = RefuseCode(r.u8("refuse code", low=min(RefuseCode), high=max(RefuseCode)))
+    code = NtlsRefuseCode(r.u8("refuse code", low=min(NtlsRefuseCode), high=max(NtlsRefuseCode)))
     return Refused(code, v.read_text(r, "message", MAX_TEXT))
 
 
 def _close(r: Reader) -> Close:
-    code = CloseCode(r.u8("close code", high=max(CloseCode)))
+    code = NtlsCloseCode(r.u8("close code", high=max(NtlsCloseCode)))
     return Close(code, v.read_text(r, "message", MAX_TEXT))
 
 

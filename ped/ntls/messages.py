@@ -71,14 +71,14 @@ class Op(enum.IntEnum):
     GENERATE_RANDOM = 17
 
 
-class CloseCode(enum.IntEnum):
+class NtlsCloseCode(enum.IntEnum):
     NORMAL = 0
     IDLE_TIMEOUT = 1
     SHUTTING_DOWN = 2
     PROTOCOL_ERROR = 3
 
 
-class RefuseCode(enum.IntEnum):
+class NtlsRefuseCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 1
     TOO_MANY_CONNECTIONS = 2
     SHUTTING_DOWN = 3
@@ -110,14 +110,14 @@ class Welcome:
 @attrs.frozen
 class Refused:
     TYPE: ClassVar[FrameType] = FrameType.REFUSED
-    code: RefuseCode
+    code: NtlsRefuseCode
     message: str
 
 
 @attrs.frozen
 class Close:
     TYPE: ClassVar[FrameType] = FrameType.CLOSE
-    code: CloseCode
+    code: NtlsCloseCode
     message: str = ""
 
 

@@ -25,8 +25,8 @@ ECDSA = Mechanism(CKM.ECDSA_SHA256)
 EXAMPLES: dict[str, m.Message] = {
     "hello": m.Hello(1, 1, "hsmclient"),
     "welcome": m.Welcome(1, 32, "150001"),
-    "refused": m.Refused(m.RefuseCode.UNSUPPORTED_VERSION, "speak 1"),
-    "close": m.Close(m.CloseCode.IDLE_TIMEOUT, "idle"),
+    "refused": m.Refused(m.NtlsRefuseCode.UNSUPPORTED_VERSION, "speak 1"),
+    "close": m.Close(m.NtlsCloseCode.IDLE_TIMEOUT, "idle"),
     "list_partitions": m.ListPartitions(1),
     "token_info": m.GetTokenInfo(2, "1500010001"),
     "mechanisms": m.GetMechanisms(3, "1500010001"),

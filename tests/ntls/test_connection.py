@@ -10,7 +10,7 @@ from ped.ntls.connection import (
     TRANSITIONS,
     ConnectionLost,
     NtlsConnection,
-    Role,
+    NtlsRole,
     State,
     choose_version,
 )
@@ -19,7 +19,7 @@ from ped.wire.framing import NEED_DATA
 
 
 def pair(max_in_flight: int = 4) -> tuple[NtlsConnection, NtlsConnection]:
-    client, server = NtlsConnection(Role.CLIENT), NtlsConnection(Role.SERVER)
+    client, server = NtlsConnection(NtlsRole.CLIENT), NtlsConnection(NtlsRole.SERVER)
     deliver(client, server, m.Hello())
     deliver(server, client, m.Welcome(1, max_in_flight, "150001"))
     return client, server
@@ -39,7 +39,9 @@ def test_open_request_answer_close() -> None:
     assert server.in_flight == {rid: m.Op.LIST_PARTITIONS}
     assert deliver(server, client, m.Partitions(rid, ())) == m.Partitions(rid, ())
     assert client.in_flight == server.in_flight == {}
-    assert deliver(client, server, m.Close(m.CloseCode.NORMAL)) == m.Close(m.CloseCode.NORMAL)
+    assert deliver(client, server, m.Close(m.NtlsCloseCode.NORMAL)) == m.Close(
+        m.NtlsCloseCode.NORMAL
+    )
     assert server.state is State.CLOSED
     server.receive_data(b"")
     assert server.next_event() == ConnectionLost(clean=True)
@@ -58,7 +60,7 @@ def test_answers_in_any_order_and_failures() -> None:
 
 
 def test_local_errors() -> None:
-    client = NtlsConnection(Role.CLIENT)
+    client = NtlsConnection(NtlsRole.CLIENT)
     with pytest.raises(LocalProtocolError, match="cannot send REQUEST in state start"):
         client.send(m.ListPartitions(1))
     client, server = pair(max_in_flight=2)
@@ -88,13 +90,13 @@ def m_encode(message: m.Message) -> bytearray:
 @pytest.mark.parametrize(
     ("receiver_role", "frames", "match"),
     [
-        (Role.SERVER, [m.ListPartitions(1)], "sent REQUEST in state start"),
-        (Role.SERVER, [m.Hello(), m.Hello()], "sent HELLO in state hello"),
-        (Role.CLIENT, [m.Partitions(1, ())], "sent RESULT in state start"),
+        (NtlsRole.SERVER, [m.ListPartitions(1)], "sent REQUEST in state start"),
+        (NtlsRole.SERVER, [m.Hello(), m.Hello()], "sent HELLO in state hello"),
+        (NtlsRole.CLIENT, [m.Partitions(1, ())], "sent RESULT in state start"),
     ],
 )
 def test_remote_errors_out_of_place(
-    receiver_role: Role, frames: list[m.Message], match: str
+    receiver_role: NtlsRole, frames: list[m.Message], match: str
 ) -> None:
     conn = NtlsConnection(receiver_role)
     with pytest.raises(RemoteProtocolError, match=match):
@@ -133,15 +135,15 @@ def test_remote_errors_request_ids() -> None:
 def test_versions() -> None:
     assert choose_version(m.Hello(1, 5)) == 1
     assert choose_version(m.Hello(2, 5)) is None
-    client = NtlsConnection(Role.CLIENT)
+    client = NtlsConnection(NtlsRole.CLIENT)
     client.send(m.Hello())
     client.receive_data(m_encode(m.Welcome(2, 4, "150001")))
     with pytest.raises(RemoteProtocolError, match="upgrade the older side"):
         client.next_event()
-    client = NtlsConnection(Role.CLIENT)
+    client = NtlsConnection(NtlsRole.CLIENT)
     client.send(m.Hello())
-    assert deliver_raw(client, m.Refused(m.RefuseCode.UNSUPPORTED_VERSION, "no")) == m.Refused(
-        m.RefuseCode.UNSUPPORTED_VERSION, "no"
+    assert deliver_raw(client, m.Refused(m.NtlsRefuseCode.UNSUPPORTED_VERSION, "no")) == m.Refused(
+        m.NtlsRefuseCode.UNSUPPORTED_VERSION, "no"
     )
     assert client.state is State.CLOSED
 
@@ -169,6 +171,6 @@ def test_byte_at_a_time_and_dropped_stream() -> None:
 
 
 def test_transitions_table_covers_both_roles() -> None:
-    assert {role for role, *_ in TRANSITIONS} == set(Role)
+    assert {role for role, *_ in TRANSITIONS} == set(NtlsRole)
     closes = [k for k, after in TRANSITIONS.items() if after is State.CLOSED]
     assert len(closes) >= 10
