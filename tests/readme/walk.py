@@ -37,6 +37,7 @@ from pathlib import Path
 import attrs
 
 from pedtools.testing import Result, Site, free_port
+from tests.hsmclient.conftest import require_p11_tools
 from tests.readme.readme_steps import Step
 
 COMMAND_TIMEOUT = 120.0
@@ -153,6 +154,7 @@ class Walk:
             )
             self.must("pedhsm hsm ped vector init")
         elif self.section == "client-path":  # an HSM with its client listener; a challenge
+            require_p11_tools()  # pkcs11-tool and p11-kit-client.so, or what to install
             self.must(f"pedkey blank --count 10 --dir {keys}")
             self.must(
                 f"pedhsm mode start --local-ped 'emulated:{keys}?mode=local&operator=auto'"

@@ -35,6 +35,7 @@ from pedtools.bench.clientpath_site import P11KIT_CLIENT, PARTITION, ClientPathS
 from pedtools.demo.taps import TapThread
 from pedtools.testing import Site
 from pedtools.testing.secret_scan import find, secrets_of
+from tests.hsmclient.conftest import require_p11_tools
 
 pytestmark = pytest.mark.process
 
@@ -78,6 +79,7 @@ class Path11:
 
 @pytest.fixture
 def path11() -> Iterator[Path11]:
+    require_p11_tools()  # or a failure saying what to install (never a skip)
     taps = TapThread().start()
     site = Site(prefix="cp-")
     try:
