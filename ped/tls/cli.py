@@ -10,8 +10,8 @@
 Every program of ``ped.tls.pins.ROLES`` can use the same parsers (its noun, whether it
 dials, the other program's commands come from its role).  Registrations go straight to
 the registry file in the daemon's home (``pins.sqlite3``, see `ped.tls.pins`); a running
-daemon reads it afresh for every connection, so nothing needs a restart.  ``mode connect/disconnect`` talk to the
-running pedserver over its control socket.
+daemon reads it afresh for every connection, so nothing needs a restart.
+``mode connect/disconnect`` talk to the running pedserver over its control socket.
 """
 
 from __future__ import annotations
