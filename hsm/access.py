@@ -20,9 +20,10 @@ side can fix that (`role activate`); CKR_PIN_EXPIRED would send applications to
 C_SetPIN, which cannot help.
 
 Not counted: a partition not assigned (CKR_TOKEN_NOT_PRESENT), an unknown serial
-(CKR_SLOT_ID_INVALID), a role not activated, a locked role (CKR_PIN_LOCKED).  Counted: a
-wrong challenge (CKR_PIN_INCORRECT; CKR_PIN_LOCKED on the attempt that locks).  Each
-refusal is one log line on pedhsm naming the client, what was refused and the fix.
+(CKR_SLOT_ID_INVALID), a role not activated, a locked role (CKR_PIN_LOCKED), a challenge
+of impossible length (CKR_PIN_LEN_RANGE).  Counted: a wrong challenge (CKR_PIN_INCORRECT;
+CKR_PIN_LOCKED on the attempt that locks).  Each refusal is one log line on pedhsm
+naming the client, what was refused and the fix.
 
 The calls do not await anything but the login service, and the login service awaits
 nothing for an activated role (the PED secret comes from the activation cache), so each
@@ -41,12 +42,14 @@ from hsm.crypto import wipe
 from hsm.errors import InvalidCommand, LockedOut, LoginFailed, NotInitialised, Zeroized
 from hsm.logins import LoginService
 from hsm.policy import Role
+from hsm.roles import MAX_CHALLENGE
 from hsm.state import HsmState
 from hsm.store import PartitionRow
-from hsm.token import keygen, mechanisms
+from hsm.token import mechanisms
+from hsm.token import operations as ops
 from hsm.token import template as tpl
 from hsm.token.vault import SessionObjects, Vault
-from ped.pkcs11.constants import CKA, CKF_TOKEN, CKO, CKR, CKU
+from ped.pkcs11.constants import CKF_TOKEN, CKR, CKU
 from ped.pkcs11.token import (
     CKS_RO_PUBLIC_SESSION,
     CKS_RO_USER_FUNCTIONS,
@@ -269,6 +272,12 @@ class ClientAccess:
                 f"activate with `role activate --partition {name} --name {_WORD[role]}` on "
                 "the HSM (partition policy 22 on)",
             )
+        if not 1 <= len(pin) <= MAX_CHALLENGE:
+            raise self._refuse(
+                CKR.PIN_LEN_RANGE,
+                f"{what} refused: a challenge secret has 1-{MAX_CHALLENGE} bytes",
+                "present the challenge secret set with `role init` on the HSM",
+            )
         cautions: list[str] = []
         try:
             key, _ = await self._logins.login(name, role, cautions.append, challenge=pin)
@@ -303,44 +312,37 @@ class ClientAccess:
         wipe(logged[1])
         self._state.event("logout", partition=s.partition, role=logged[0].value,
                           client=self.client)  # fmt: skip
-        self._objects.rows = {h: r for h, r in self._objects.rows.items()
-                              if r[0] != s.partition or not _private(r[1])}  # fmt: skip
+        # PKCS#11: the private session objects of the partition go with the login.
+        rows = self._objects.rows
+        self._objects.rows = {
+            h: r for h, r in rows.items()
+            if r[0] != s.partition or not ops.is_private(tpl.decode(r[1]))
+        }  # fmt: skip
 
-    # ------------------------------------------------------------------ objects
+    # ------------------------------------------------------------------ objects, crypto
 
-    def _vault(self, s: _Session) -> Vault:
-        return Vault(self._state, s.partition, self._objects)
-
-    def _data_key(self, s: _Session) -> bytearray:
+    def _scope(self, session: int) -> ops.Scope:
+        s = self._session(session)
         logged = self._logged.get(s.partition)
-        if logged is None:
-            raise Pkcs11Error(
-                CKR.USER_NOT_LOGGED_IN,
-                f"this needs a login to partition {s.partition!r} (C_Login with the "
-                "challenge secret)",
-            )
-        return logged[1]
-
-    def _writable(self, s: _Session, attrs_: tpl.Attrs) -> None:
-        if attrs_.get(CKA.TOKEN) is True and not s.read_write:
-            raise Pkcs11Error(
-                CKR.SESSION_READ_ONLY, "a token object needs a read/write session (CKF_RW_SESSION)"
-            )
+        if logged is not None:
+            row = self._state.store.get_role(s.partition, logged[0].value)
+            if row is None or row.locked:
+                # Locked out or re-initialised on the HSM since: the login is void.
+                wipe(self._logged.pop(s.partition)[1])
+                log.warning("client %s: login to partition %r as %s ended: the role was "
+                            "locked or re-initialised on the HSM", self.client, s.partition,
+                            logged[0].title)  # fmt: skip
+                logged = None
+        return ops.Scope(
+            self._state, self.client, s.partition, s.read_write,
+            Vault(self._state, s.partition, self._objects),
+            logged[1] if logged is not None else None,
+        )  # fmt: skip
 
     async def generate_key(
         self, session: int, mechanism: Mechanism, template: Sequence[Attribute]
     ) -> int:
-        s = self._session(session)
-        data_key = self._data_key(s)
-        new = keygen.generate_secret(mechanism.mechanism, tpl.check_template(template))
-        try:
-            self._writable(s, new.attributes)
-            handle = self._vault(s).create(new.attributes, new.value, data_key)
-        finally:
-            wipe(new.value)
-        self._state.event("key generated", partition=s.partition, client=self.client,
-                          label=tpl.label_of(new.attributes))  # fmt: skip
-        return handle
+        return ops.generate_key(self._scope(session), mechanism, template)
 
     async def generate_key_pair(
         self,
@@ -349,110 +351,34 @@ class ClientAccess:
         public_template: Sequence[Attribute],
         private_template: Sequence[Attribute],
     ) -> tuple[int, int]:
-        s = self._session(session)
-        data_key = self._data_key(s)
-        public, private = keygen.generate_pair(
-            mechanism.mechanism, tpl.check_template(public_template),
-            tpl.check_template(private_template),
-        )  # fmt: skip
-        try:
-            self._writable(s, public)
-            self._writable(s, private.attributes)
-            vault = self._vault(s)
-            pub = vault.create(public, b"", data_key)
-            priv = vault.create(private.attributes, private.value, data_key)
-        finally:
-            wipe(private.value)
-        self._state.event("key pair generated", partition=s.partition, client=self.client,
-                          label=tpl.label_of(private.attributes))  # fmt: skip
-        return pub, priv
+        return ops.generate_key_pair(
+            self._scope(session), mechanism, public_template, private_template
+        )
 
     async def find_objects(self, session: int, template: Sequence[Attribute]) -> Sequence[int]:
-        s = self._session(session)
-        wanted = tpl.check_template(template, searching=True)
-        return self._vault(s).find(wanted, private_too=s.partition in self._logged)
-
-    def _visible(self, s: _Session, handle: int) -> tpl.Attrs:
-        attrs_ = self._vault(s).attributes(handle)
-        if _private(attrs_) and s.partition not in self._logged:
-            raise Pkcs11Error(
-                CKR.OBJECT_HANDLE_INVALID,
-                f"object {handle} is private: log in to partition {s.partition!r} first",
-            )
-        return attrs_
+        return ops.find_objects(self._scope(session), template)
 
     async def get_attributes(
         self, session: int, handle: int, types: Sequence[int]
     ) -> Sequence[AttributeResult]:
-        s = self._session(session)
-        if len(types) > tpl.MAX_TEMPLATE:
-            raise Pkcs11Error(CKR.ARGUMENTS_BAD, f"ask for at most {tpl.MAX_TEMPLATE} attributes")
-        return tpl.read(self._visible(s, handle), types)
+        return ops.get_attributes(self._scope(session), handle, types)
 
     async def destroy_object(self, session: int, handle: int) -> None:
-        s = self._session(session)
-        attrs_ = self._visible(s, handle)
-        self._writable(s, attrs_)
-        if attrs_.get(CKA.DESTROYABLE) is False:
-            raise Pkcs11Error(CKR.ACTION_PROHIBITED, f"object {handle} is not destroyable")
-        if attrs_.get(CKA.TOKEN) is True:
-            self._data_key(s)  # destroying a token object needs the CO/CU
-        self._vault(s).destroy(handle)
-        self._state.event("object destroyed", partition=s.partition, client=self.client,
-                          label=tpl.label_of(attrs_))  # fmt: skip
-
-    # ------------------------------------------------------------------ crypto
-
-    def _key(self, s: _Session, handle: int) -> tuple[tpl.Attrs, bytearray]:
-        """A key's attributes and value (checked against its sealing; caller wipes)."""
-        try:
-            attrs_ = self._visible(s, handle)
-        except Pkcs11Error as exc:
-            if exc.rv == CKR.OBJECT_HANDLE_INVALID:
-                raise Pkcs11Error(CKR.KEY_HANDLE_INVALID, str(exc)) from None
-            raise
-        if attrs_.get(CKA.CLASS) not in (CKO.PRIVATE_KEY, CKO.SECRET_KEY, CKO.PUBLIC_KEY):
-            raise Pkcs11Error(CKR.KEY_HANDLE_INVALID, f"object {handle} is not a key")
-        return attrs_, self._vault(s).key_value(handle, self._data_key(s))
+        ops.destroy_object(self._scope(session), handle)
 
     async def sign(self, session: int, mechanism: Mechanism, key: int, data: bytes) -> bytes:
-        s = self._session(session)
-        attrs_, value = self._key(s, key)
-        try:
-            return mechanisms.sign(attrs_, value, mechanism, data)
-        finally:
-            wipe(value)
+        return ops.sign(self._scope(session), mechanism, key, data)
 
     async def verify(
         self, session: int, mechanism: Mechanism, key: int, data: bytes, signature: bytes
     ) -> None:
-        s = self._session(session)
-        attrs_ = self._visible(s, key)
-        if attrs_.get(CKA.CLASS) == CKO.PUBLIC_KEY and s.partition not in self._logged:
-            # A public key verifies without a login: its point is public.
-            mechanisms.verify(attrs_, b"", mechanism, data, signature)
-            return
-        attrs_, value = self._key(s, key)
-        try:
-            mechanisms.verify(attrs_, value, mechanism, data, signature)
-        finally:
-            wipe(value)
+        ops.verify(self._scope(session), mechanism, key, data, signature)
 
     async def encrypt(self, session: int, mechanism: Mechanism, key: int, data: bytes) -> bytes:
-        s = self._session(session)
-        attrs_, value = self._key(s, key)
-        try:
-            return mechanisms.encrypt(attrs_, value, mechanism, data)
-        finally:
-            wipe(value)
+        return ops.encrypt(self._scope(session), mechanism, key, data)
 
     async def decrypt(self, session: int, mechanism: Mechanism, key: int, data: bytes) -> bytes:
-        s = self._session(session)
-        attrs_, value = self._key(s, key)
-        try:
-            return mechanisms.decrypt(attrs_, value, mechanism, data)
-        finally:
-            wipe(value)
+        return ops.decrypt(self._scope(session), mechanism, key, data)
 
     async def generate_random(self, session: int, length: int) -> bytes:
         self._session(session)
@@ -462,7 +388,3 @@ class ClientAccess:
             )
         return secrets.token_bytes(length)
 
-
-def _private(attrs_or_text: tpl.Attrs | str) -> bool:
-    attrs_ = tpl.decode(attrs_or_text) if isinstance(attrs_or_text, str) else attrs_or_text
-    return attrs_.get(CKA.PRIVATE) is True

@@ -24,7 +24,13 @@ from typing import Any
 
 from hsm.errors import AlreadyExists, CertificateRefused, HsmError, InvalidCommand, NotFound
 from hsm.state import HsmState, confirm
-from ped.tls.certs import describe, ensure_identity, export_certificate, normalize_fingerprint
+from ped.tls.certs import (
+    Identity,
+    describe,
+    ensure_identity,
+    export_certificate,
+    normalize_fingerprint,
+)
 from ped.tls.errors import (
     CertificateError,
     DuplicateCertificate,
@@ -172,15 +178,16 @@ class ClientRegistry:
 
     # ------------------------------------------------------------------ the HSM's identity
 
-    def identity_common_name(self) -> str:
-        return f"pedhsm {self._state.serial}"
+    def identity(self) -> Identity:
+        """The HSM's certificate and key for port 1792 (``HOME/ntls/identity.pem``), made
+        at first need; the listener serves with it."""
+        return ensure_identity(self.ntls_home, f"pedhsm {self._state.serial}")
 
     def certificate_show(self) -> str:
-        identity = ensure_identity(self.ntls_home, self.identity_common_name())
-        return describe(identity.certificate)
+        return describe(self.identity().certificate)
 
     def certificate_export(self, path: str) -> str:
-        identity = ensure_identity(self.ntls_home, self.identity_common_name())
+        identity = self.identity()
         target = Path(path)
         if not target.is_absolute():
             raise CertificateRefused(f"{path}: give the file as an absolute path")

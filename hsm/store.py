@@ -12,13 +12,10 @@ schema version; a damaged file stops the HSM with `StateCorrupt` instead of serv
 half a state.
 
 Nothing stored here is a secret in the clear: role keys are wrapped under KEKs derived
-from PED secrets, the RPV and activation caches are sealed under the device key, and the
-PKCS#11 objects of the client path (`hsm.token`) keep their key values sealed under the
-partition's data key.
-
-Schema versions: 1 (the administration path), 2 (adds the client path's PKCS#11 objects,
-registered clients and their partition assignments).  A version-1 file is migrated in
-place in one transaction (SQLite's DDL is transactional: a crash leaves version 1 intact).
+from PED secrets, the RPV and activation caches are sealed under the device key, the
+client path's PKCS#11 key values (`hsm.token`) under the partition's data key.  Schema 2
+adds those objects and the registered clients' partitions to version 1; a version-1 file
+is migrated in place in one transaction (a crash leaves version 1 intact).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ import contextlib
 import enum
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +72,12 @@ CREATE TABLE IF NOT EXISTS activation (
 
 #: What version 2 adds (also the migration of a version-1 file).
 _SCHEMA_V2 = (
-    """CREATE TABLE IF NOT EXISTS token_objects (
-    handle INTEGER PRIMARY KEY AUTOINCREMENT,
-    partition TEXT NOT NULL,
-    attributes TEXT NOT NULL,
-    sealed BLOB NOT NULL
-)""",
+    "CREATE TABLE IF NOT EXISTS token_objects (handle INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "partition TEXT NOT NULL, attributes TEXT NOT NULL, sealed BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS token_objects_partition ON token_objects(partition)",
-    """CREATE TABLE IF NOT EXISTS clients (
-    name TEXT PRIMARY KEY,
-    hostname TEXT
-)""",
-    """CREATE TABLE IF NOT EXISTS client_partitions (
-    client TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    PRIMARY KEY (client, partition)
-)""",
+    "CREATE TABLE IF NOT EXISTS clients (name TEXT PRIMARY KEY, hostname TEXT)",
+    "CREATE TABLE IF NOT EXISTS client_partitions (client TEXT NOT NULL, "
+    "partition TEXT NOT NULL, PRIMARY KEY (client, partition))",
 )
 
 HSM_SCOPE = "#hsm"  # scope of the HSM-wide roles; partition names cannot start with '#'
@@ -350,17 +337,17 @@ class Store:
 
     # --- PKCS#11 objects of the client path (hsm.token) -------------------------------
 
-    def add_token_object(self, partition: str, attributes: str, sealed: bytes) -> int:
-        """Store one object; its handle (never reused: AUTOINCREMENT) is returned."""
+    def add_token_object(
+        self, partition: str, attributes: str, seal: Callable[[int], bytes]
+    ) -> int:
+        """Store one object, sealed by *seal(handle)*; its handle (never reused) is returned."""
         cur = self._db.execute(
-            "INSERT INTO token_objects(partition, attributes, sealed) VALUES(?, ?, ?)",
-            (partition, attributes, sealed),
+            "INSERT INTO token_objects(partition, attributes, sealed) VALUES(?, ?, x'')",
+            (partition, attributes),
         )
-        assert cur.lastrowid is not None
-        return int(cur.lastrowid)
-
-    def set_token_object_sealed(self, handle: int, sealed: bytes) -> None:
-        self._db.execute("UPDATE token_objects SET sealed=? WHERE handle=?", (sealed, handle))
+        handle = int(cur.lastrowid or 0)
+        self._db.execute("UPDATE token_objects SET sealed=? WHERE handle=?", (seal(handle), handle))
+        return handle
 
     def token_object(self, partition: str, handle: int) -> tuple[str, bytes] | None:
         row = self._db.execute(
@@ -377,19 +364,16 @@ class Store:
         ).fetchall()
 
     def delete_token_object(self, partition: str, handle: int) -> bool:
-        cur = self._db.execute(
-            "DELETE FROM token_objects WHERE partition=? AND handle=?", (partition, handle)
-        )
-        return cur.rowcount > 0
+        sql = "DELETE FROM token_objects WHERE partition=? AND handle=?"
+        return self._db.execute(sql, (partition, handle)).rowcount > 0
 
     # --- registered clients and their partitions (hsm.clients) ------------------------
 
     def put_client(self, name: str, hostname: str | None) -> None:
         """A (re-)registered client: its host name, and no partitions yet."""
         self._db.execute("DELETE FROM client_partitions WHERE client=?", (name,))
-        self._db.execute(
-            "INSERT OR REPLACE INTO clients(name, hostname) VALUES(?, ?)", (name, hostname)
-        )
+        sql = "INSERT OR REPLACE INTO clients(name, hostname) VALUES(?, ?)"
+        self._db.execute(sql, (name, hostname))
 
     def client_hostname(self, name: str) -> str | None:
         row = self._db.execute("SELECT hostname FROM clients WHERE name=?", (name,)).fetchone()
@@ -401,21 +385,13 @@ class Store:
 
     def assign_partition(self, client: str, partition: str) -> bool:
         """Assign; False when it already was."""
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO client_partitions(client, partition) VALUES(?, ?)",
-            (client, partition),
-        )
-        return cur.rowcount > 0
+        sql = "INSERT OR IGNORE INTO client_partitions(client, partition) VALUES(?, ?)"
+        return self._db.execute(sql, (client, partition)).rowcount > 0
 
     def revoke_partition(self, client: str, partition: str) -> bool:
-        cur = self._db.execute(
-            "DELETE FROM client_partitions WHERE client=? AND partition=?", (client, partition)
-        )
-        return cur.rowcount > 0
+        sql = "DELETE FROM client_partitions WHERE client=? AND partition=?"
+        return self._db.execute(sql, (client, partition)).rowcount > 0
 
     def assigned_partitions(self, client: str) -> list[str]:
-        rows = self._db.execute(
-            "SELECT partition FROM client_partitions WHERE client=? ORDER BY partition",
-            (client,),
-        ).fetchall()
-        return [r[0] for r in rows]
+        sql = "SELECT partition FROM client_partitions WHERE client=? ORDER BY partition"
+        return [r[0] for r in self._db.execute(sql, (client,)).fetchall()]

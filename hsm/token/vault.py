@@ -74,12 +74,10 @@ class Vault:
                         f"partition {self._name!r} holds {MAX_OBJECTS} objects, its most; "
                         "destroy some first",
                     )
-                # The handle is in the associated data, so the row is made, then sealed.
-                handle = st.store.add_token_object(self._name, text, b"")
-                st.store.set_token_object_sealed(
-                    handle, wrap(data_key, value, self._aad(handle, text))
+                # The handle is in the associated data: the row is made, then sealed.
+                return st.store.add_token_object(
+                    self._name, text, lambda handle: wrap(data_key, value, self._aad(handle, text))
                 )
-            return handle
         if len(self._session.rows) >= MAX_OBJECTS:
             raise Pkcs11Error(
                 CKR.DEVICE_MEMORY, f"a connection keeps at most {MAX_OBJECTS} session objects"

@@ -183,3 +183,12 @@ async def test_revocation_applies_at_once(rig: Rig) -> None:
         await access.generate_random(s, 1)
     assert gone.value.rv == CKR.TOKEN_NOT_PRESENT
     assert access.partitions() == []
+
+
+async def test_a_pin_of_impossible_length_is_not_counted(rig: Rig) -> None:
+    await activated(rig)
+    register(rig, CLIENT, "p1")
+    access, s = await _session(rig)
+    assert await _login_rv(access, s, b"") == CKR.PIN_LEN_RANGE
+    assert await _login_rv(access, s, b"x" * 257) == CKR.PIN_LEN_RANGE
+    assert failures(rig) == 0
