@@ -185,11 +185,15 @@ def describe(info: dict[str, Any]) -> list[str]:
         f"  Servers registered:       {len(info.get('servers') or [])}",
     ]
     if info.get("servers"):
-        lines += ["    " + line for line in describe_servers(info).splitlines()]
+        lines += ["    " + line
+                  for line in describe_servers(info, with_slots=False).splitlines()]
+    else:
+        lines.append(f"    add one with: {PROG} server register --name NAME --certificate "
+                     "FILE --ip ADDRESS")
     if info.get("slots") is None:
         lines.append(f"  Slots: unknown ({info.get('error')})")
     elif info["slots"]:
-        lines.append(f"  Slots: {len(info['slots'])}")
+        lines.append(f"  Slots: {sum(row['slot_id'] is not None for row in info['slots'])}")
         table = format_slots([SlotLine(**row) for row in info["slots"]])
         lines += ["    " + line for line in table.splitlines()]
     else:

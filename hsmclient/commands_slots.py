@@ -148,13 +148,13 @@ def verify_command(
     return EXIT_ERROR if bad else EXIT_OK
 
 
-def describe_servers(answer: dict[str, Any]) -> str:
-    """Each server, its state and the partitions (slots) it shows this client."""
+def describe_servers(answer: dict[str, Any], *, with_slots: bool = True) -> str:
+    """Each server, its state and (*with_slots*) the partitions it shows this client."""
     rows = answer.get("slots") or []
     text = []
     for server in answer.get("servers", []):
         text.append(f"Server {server['name']} ({server['address']}): {server['state']}\n")
-        for row in rows:
+        for row in rows if with_slots else ():
             if row["server"] == server["name"] and row.get("serial"):
                 text.append(f"    slot {row['slot_id']}: partition {row['label'] or '-'} "
                             f"(serial {row['serial']}), {row['state']}\n")

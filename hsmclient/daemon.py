@@ -9,8 +9,8 @@ application connection into an `Application` over the servers registered in
 `hsmclient.slots.SlotMap`), and the control socket of `ped.daemon.skeleton` for
 ``mode show/stop`` and ``slots`` (what ``hsmclient slot list`` and ``verify`` print).
 
-The parts are composed at run time (`load_backend`, `load_p11kit`), so that a test can
-put another `Backend` in RemoteBackend's place: the hidden test hook is the environment
+The backend is chosen at run time (`load_backend`), so that a test can put another
+`Backend` in RemoteBackend's place: the hidden test hook is the environment
 variable ``HSMCLIENT_TEST_BACKEND=module:callable``; the callable is called as
 RemoteBackend is, ``(home, pins, slot_map)``, and must return a `Backend`.  It is read
 only when the daemon (or ``verify``) builds its backend, and never by anything an
@@ -25,20 +25,26 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, cast
 
 import attrs
 import trio
 
+from hsmclient.p11kit import open_p11kit_listener
+from hsmclient.p11kit import serve_p11kit as serve_p11kit_
+from hsmclient.p11kit.errors import SocketInUse
 from hsmclient.settings import Settings, server_address
 from hsmclient.slots import SlotMap
 from ped.daemon.skeleton import DaemonSkeleton
-from ped.daemon.sockets import SocketPath, clear_stale_socket, remove_socket_file
+from ped.daemon.sockets import remove_socket_file
 from ped.errors import PedError
 from ped.pkcs11.token import Backend
 from ped.tls import PinStore
 
 log = logging.getLogger("hsmclient")
+
+#: Seconds ``mode show`` waits for the servers' slots at most (its own answer: 10 s).
+SHOW_SLOTS_TIMEOUT = 7.0
 
 #: The hidden test hook: ``module:callable`` building the backend instead of RemoteBackend.
 BACKEND_ENV = "HSMCLIENT_TEST_BACKEND"
@@ -48,15 +54,9 @@ class HsmClientStartError(PedError):
     """hsmclient cannot start; the message says why."""
 
 
-class OpenListener(Protocol):
-    async def __call__(self, path: Path) -> trio.SocketListener: ...
-
-
-class ServeP11kit(Protocol):
-    async def __call__(
-        self, listener: trio.SocketListener, backend: Backend, *,
-        task_status: trio.TaskStatus[Any] = ...,
-    ) -> None: ...
+#: `hsmclient.p11kit`'s listener and server, or a test's stand-ins.
+OpenListener = Callable[[Path], trio.SocketListener]
+ServeP11kit = Callable[[trio.SocketListener, Backend], Awaitable[None]]
 
 
 @attrs.frozen
@@ -84,15 +84,6 @@ def load_backend(home: Path, pins: PinStore, slot_map: SlotMap) -> Backend:
     return cast(Backend, factory(home, pins, slot_map))
 
 
-def load_p11kit() -> tuple[OpenListener, ServeP11kit]:
-    """`hsmclient.p11kit`'s listener and server."""
-    try:
-        module = importlib.import_module("hsmclient.p11kit")
-    except ImportError as exc:
-        raise HsmClientStartError(f"this installation has no p11-kit server ({exc})") from None
-    return module.open_p11kit_listener, module.serve_p11kit
-
-
 async def close_backend(backend: Backend) -> None:
     """``await backend.aclose()`` when the backend has one (RemoteBackend's connections)."""
     aclose = getattr(backend, "aclose", None)
@@ -105,8 +96,9 @@ async def slot_lines(backend: Backend) -> list[SlotLine]:
     backend has it; else one application's slot and token info)."""
     rows = getattr(backend, "slot_rows", None)
     if rows is not None:
-        return [SlotLine(r.slot_id, r.server, r.serial, r.label, r.state)
-                for r in await rows()]
+        # A server-wide row (unreachable, nothing assigned) has no slot: -1 or None.
+        return [SlotLine(r.slot_id if r.slot_id is not None and r.slot_id >= 0 else None,
+                         r.server, r.serial, r.label, r.state) for r in await rows()]
     app = await backend.connect()
     try:
         lines = []
@@ -170,8 +162,8 @@ class HsmClient(DaemonSkeleton[None]):
         self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve applications until `request_stop`; `HsmClientStartError` if it cannot."""
-        open_listener, serve_p11kit = self._p11kit or load_p11kit()
-        listener = await self._listen(open_listener)
+        open_listener, serve_p11kit = self._p11kit or (open_p11kit_listener, serve_p11kit_)
+        listener = self._listen(open_listener)
         background: list[Callable[[], Awaitable[None]]] = [
             lambda: serve_p11kit(listener, self.backend)]
         try:
@@ -190,24 +182,17 @@ class HsmClient(DaemonSkeleton[None]):
             remove_socket_file(self.endpoint_path)
             log.info("stopped")
 
-    async def _listen(self, open_listener: OpenListener) -> trio.SocketListener:
+    def _listen(self, open_listener: OpenListener) -> trio.SocketListener:
         path = self.endpoint_path
         if len(os.fsencode(path)) > 100:
             raise HsmClientStartError(
                 f"socket path {path} is too long for a Unix socket; use a shorter --home "
                 "or --socket")
-        try:
-            found = clear_stale_socket(path)
-        except OSError as exc:
-            raise HsmClientStartError(f"cannot check {path}: {exc.strerror or exc}") from None
-        if found is SocketPath.NOT_A_SOCKET:
-            raise HsmClientStartError(f"{path} exists and is not a socket; remove it")
-        if found is SocketPath.LIVE:
-            raise HsmClientStartError(
-                f"another program already listens on {path}; stop it or give --socket")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            return await open_listener(path)
+            return open_listener(path)  # a crash's leftover socket is replaced
+        except SocketInUse as exc:
+            raise HsmClientStartError(f"{exc} (or give --socket)") from None
         except OSError as exc:
             raise HsmClientStartError(
                 f"cannot listen on {path}: {exc.strerror or exc}") from None
@@ -220,18 +205,20 @@ class HsmClient(DaemonSkeleton[None]):
 
     # ------------------------------------------------------------------ control
 
-    async def query_slots(self) -> tuple[list[SlotLine] | None, str]:
+    async def query_slots(self, timeout: float | None = None
+                          ) -> tuple[list[SlotLine] | None, str]:
         """The slot lines, or None and why (the servers did not answer in time)."""
-        timeout = self.settings.slot_query_timeout
+        timeout = timeout or self.settings.slot_query_timeout
         try:
             with trio.move_on_after(timeout):
                 return await slot_lines(self.backend), ""
         except PedError as exc:
             return None, str(exc)
-        return None, f"the servers did not answer within {timeout} s"
+        return None, f"the servers did not answer within {timeout:g} s"
 
-    async def _slots_command(self, args: dict[str, Any], progress: Any) -> dict[str, Any]:
-        lines, why = await self.query_slots()
+    async def _slots_command(self, args: dict[str, Any], progress: Any,
+                             timeout: float | None = None) -> dict[str, Any]:
+        lines, why = await self.query_slots(timeout)
         return {
             "slots": None if lines is None else [line.to_json() for line in lines],
             "error": why,
@@ -240,7 +227,10 @@ class HsmClient(DaemonSkeleton[None]):
         }
 
     async def show_now(self) -> dict[str, Any]:
-        return self.show() | await self._slots_command({}, None)
+        # `mode show` waits 10 s for its answer: the servers get less, so that a hung
+        # one still leaves a show saying so.
+        timeout = min(self.settings.slot_query_timeout, SHOW_SLOTS_TIMEOUT)
+        return self.show() | await self._slots_command({}, None, timeout)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ One module per job:
   progress) used by ``mode show`` / ``mode stop`` and friends.
 * `ped.daemon.sockets`: Unix socket paths: clearing a stale socket file, owner-only
   binding.
-* `ped.daemon.skeleton`: the life cycle pedserver and pedclient share (listeners,
+* `ped.daemon.skeleton`: the life cycle pedserver, pedclient and hsmclient share (listeners,
   control socket, links nursery, graceful stop).
 * `ped.daemon.groups`: trio's ExceptionGroups back to the one error a daemon reports.
 * `ped.daemon.pidfile`: the pid file, locked for the daemon's life (who runs).
@@ -19,7 +19,7 @@ One module per job:
 * `ped.daemon.signals`: SIGTERM/SIGINT -> graceful stop inside trio, SIGHUP -> reopen logs.
 * `ped.daemon.logs`: logging set-up that never writes payload bytes (text or JSON lines,
   0600 files reopened after rotation).
-* `ped.daemon.cli`: the command line pedserver and pedclient share (`daemon_main`,
+* `ped.daemon.cli`: the command line pedserver, pedclient and hsmclient share (`daemon_main`,
   ``mode config/stop/show``); `ped.daemon.arguments` its argparse pieces,
   `ped.daemon.startup` ``mode start`` and the foreground run, `ped.daemon.exits` the
   exit codes.

@@ -2,14 +2,17 @@
 
 Theory of operation
 -------------------
-A daemon (pedserver, pedclient) subclasses `DaemonSkeleton` and keeps only what differs:
-how it listens, how it serves one connection (`handle_connection`), how it closes a
-link when stopping (`close_for_stop`) and what its ``mode show`` says (`status`).
+A daemon (pedserver, pedclient, hsmclient) subclasses `DaemonSkeleton` and keeps only
+what differs: how it listens, how it serves one connection (`handle_connection`), how it
+closes a link when stopping (`close_for_stop`) and what its ``mode show`` says (`status`).
 `serve_on` then runs one nursery holding the control socket (``mode show/stop`` and the
 commands a daemon adds to `extra_commands`), the daemon's background tasks and, in a
 nursery of their own, one task per connection, each wrapped so that a failing handler
-never takes the daemon down.  `request_stop` (SIGTERM, SIGINT, ``mode stop``) closes
-every link with the daemon's stop text, within `STOP_GRACE`, then cancels everything.
+never takes the daemon down.  A daemon whose server serves its own connections
+(hsmclient's p11-kit server) passes no listener and runs that server as a background
+task; a ``show`` that must await something (hsmclient asks its servers) overrides
+`show_now`.  `request_stop` (SIGTERM, SIGINT, ``mode stop``) closes every link with the
+daemon's stop text, within `STOP_GRACE`, then cancels everything.
 A start failure comes out as the daemon's own `start_error`, never in an ExceptionGroup.
 """
 

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PROGRAMS = ("pedserver", "pedclient", "pedhsm", "pedkey", "pedemu")
+PROGRAMS = ("pedserver", "pedclient", "pedhsm", "pedkey", "pedemu", "hsmclient")
 
 
 def run(prog: str, *argv: object, env: dict[str, str] | None = None,

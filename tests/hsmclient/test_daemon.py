@@ -24,10 +24,10 @@ from hsmclient.daemon import (
     server_states,
     slot_lines,
 )
+from hsmclient.p11kit import open_p11kit_listener
 from hsmclient.settings import Layout, Settings
 from hsmclient.slots import SlotMap
 from ped.daemon.control import control_request
-from ped.daemon.sockets import listen_owner_only
 from ped.pkcs11.token import Application, Backend
 from ped.tls import PinStore, ensure_identity
 from tests.pedserver.fakes import short_tmp
@@ -37,7 +37,7 @@ FAKE = "tests.hsmclient.test_daemon:FakeBackend"
 
 @attrs.frozen
 class Row:
-    slot_id: int | None
+    slot_id: int  # -1: a row about the server, no slot (as RemoteBackend's SlotRow)
     server: str
     serial: str
     label: str
@@ -56,7 +56,7 @@ class FakeBackend:
         rows = []
         for peer in self.pins.list():
             if peer.name.startswith("down"):
-                rows.append(Row(None, peer.name, "", "", "server unreachable: connection "
+                rows.append(Row(-1, peer.name, "", "", "server unreachable: connection "
                                 "refused; is pedhsm running on the HSM host?"))
                 continue
             for serial, label in (("1001", "app"), ("1002", "web")):
@@ -85,16 +85,17 @@ def register(home: Path, *names: str) -> None:
         pins.register(name, other, ip="127.0.0.1", port=1792 + n)
 
 
-async def fake_serve(listener: trio.SocketListener, backend: Backend, *,
-                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def fake_serve(listener: trio.SocketListener, backend: Backend) -> None:
+    """A stand-in p11-kit server: says hello and hangs up."""
+
     async def answer(stream: trio.SocketStream) -> None:
         await stream.send_all(b"p11-kit here")
         await stream.aclose()
 
-    await trio.serve_listeners(answer, [listener], task_status=task_status)
+    await trio.serve_listeners(answer, [listener])
 
 
-P11KIT = (listen_owner_only, fake_serve)
+P11KIT = (open_p11kit_listener, fake_serve)
 
 
 def daemon(home: Path, backend: Backend | None = None, **settings: Any) -> HsmClient:
@@ -157,7 +158,7 @@ async def test_a_stale_socket_is_replaced_a_live_one_or_a_file_refused(home: Pat
     client = daemon(home)
     async with trio.open_nursery() as nursery:
         await nursery.start(client.serve)
-        with pytest.raises(HsmClientStartError, match="another program already listens"):
+        with pytest.raises(HsmClientStartError, match=r"already answers on .* give --socket"):
             await daemon(home).serve()  # the first one is live
         client.request_stop("test")
     path.write_text("mine")
@@ -213,3 +214,32 @@ def test_server_states_without_an_answer(home: Path) -> None:
     (state,) = server_states(pins, [])
     assert state["state"] == "reachable, no partition assigned to this client"
     assert state["address"] == "127.0.0.1:1792"
+
+
+async def test_slot_list_and_verify_ask_the_running_daemon(home: Path) -> None:
+    import io
+
+    from hsmclient.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return main([*argv, "--home", str(home)], out=out, err=err), out.getvalue(), \
+            err.getvalue()
+
+    client = daemon(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.serve)
+        code, out, _ = await trio.to_thread.run_sync(run, "slot", "list")
+        assert code == 0 and out.startswith("No slots: no server registered. Add one with:")
+        code, _, err = await trio.to_thread.run_sync(run, "verify")
+        assert code == 1 and "no server registered" in err
+        register(home, "hsm1")  # read afresh: no restart needed
+        code, out, _ = await trio.to_thread.run_sync(run, "slot", "list")
+        assert code == 0 and out.splitlines()[1].split() == ["0", "app", "1001", "hsm1",
+                                                               "ready"]
+        code, out, _ = await trio.to_thread.run_sync(run, "verify")
+        assert code == 0 and out.startswith("Server hsm1 (127.0.0.1:1792): reachable")
+        code, out, _ = await trio.to_thread.run_sync(run, "mode", "show")
+        assert code == 0 and "    Server hsm1 (127.0.0.1:1792): reachable, 2 partition(s)" \
+            in out.splitlines()
+        client.request_stop("test")
