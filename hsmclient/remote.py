@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+import trio
 
 from hsmclient.remote_link import DIAL_TIMEOUT, LinkDown, ServerLink
 from hsmclient.slots import SlotMap
 from ped.errors import LocalProtocolError
 from ped.ntls import messages as m
+from ped.ntls.values import MAX_PIN
 from ped.pkcs11.constants import CKF, CKR, CKU
 from ped.pkcs11.token import (
     CKS_RO_PUBLIC_SESSION,
@@ -71,6 +73,10 @@ class _Session:
     link: ServerLink
 
 
+#: How long a server that could not be reached is not dialled again (seconds).
+RETRY_AFTER = 5.0
+
+
 class RemoteBackend:
     """hsmclient's `Backend`: a `RemoteApplication` per application connection."""
 
@@ -89,6 +95,7 @@ class RemoteBackend:
         self.identity = identity or ensure_identity(self.home, common_name())
         self.dial_timeout = dial_timeout
         self.applications: set[RemoteApplication] = set()
+        self._failed: dict[str, tuple[float, str]] = {}  # server -> (retry at, why)
 
     async def connect(self) -> RemoteApplication:
         app = RemoteApplication(self)
@@ -121,7 +128,20 @@ class RemoteBackend:
         return sorted(rows, key=lambda r: (r.slot_id < 0, r.slot_id, r.server))
 
     async def dial(self, server: str) -> ServerLink:
-        return await ServerLink.open(server, self.identity, self.pins, timeout=self.dial_timeout)
+        """A new link to *server*; a server that just failed fails again at once for
+        `RETRY_AFTER` seconds (an application's C_GetSlotList must not wait on it each time)."""
+        failed = self._failed.get(server)
+        if failed is not None and trio.current_time() < failed[0]:
+            raise LinkDown(failed[1])
+        try:
+            link = await ServerLink.open(
+                server, self.identity, self.pins, timeout=self.dial_timeout
+            )
+        except LinkDown as exc:
+            self._failed[server] = (trio.current_time() + RETRY_AFTER, str(exc))
+            raise
+        self._failed.pop(server, None)
+        return link
 
     async def aclose(self) -> None:
         for app in list(self.applications):
@@ -281,6 +301,8 @@ class RemoteApplication(Application):
 
     async def login(self, session: int, user_type: int, pin: bytearray) -> None:
         try:
+            if len(pin) > MAX_PIN:
+                raise Pkcs11Error(CKR.PIN_LEN_RANGE, f"a challenge is at most {MAX_PIN} bytes")
             s = self._session(session)
             remote = s.remote
             await self._session_call(session, lambda rid: m.Login(rid, remote, user_type, pin))
