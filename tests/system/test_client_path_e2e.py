@@ -208,7 +208,8 @@ def _pykcs11_app() -> None:
 
 def _pykcs11_round(p: Path11) -> None:
     done = subprocess.run(
-        [sys.executable, __file__], input=p.cps.challenge + "\n", env=p.cps.app_env(),
+        [sys.executable, __file__], input=p.cps.challenge + "\n",
+        env={**p.cps.app_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         cwd=p.work, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0 and "PyKCS11 round done" in done.stdout, done
