@@ -27,7 +27,9 @@ What comes next, and where it goes
 * **Client listener** (PKCS#11 applications through hsmclient, mutual TLS 1.3 on port
   1792): a trio shell started in `hsm.server.Daemon.run`'s nursery beside the control
   socket.  It is a second front end, not a second engine: it admits a certificate that
-  `clients.is_registered` names and serves the connection with `client_access`.
+  `clients.is_registered` names (`clients.refusal` words the others) and serves the
+  connection with `client_access`, whose calls need not take the command lock (see
+  `hsm.access`: none of them waits for the PED).
 * **Cloning between HSMs** (backup, restore, HA replication): ``hsm/cloning.py``, a
   command group built here from `HsmState`.  The cloning domain is the red key's role
   (`hsm.policy.Role.DOMAIN`, already wrapped per HSM and per partition at init); the

@@ -21,8 +21,8 @@ At power on, `finish_interrupted` applies a threshold that was reached just befo
 crash, before anything else runs.
 
 Every way in goes through `login`: the shell's `hsm login`, `role login`, `audit login`
-and, next, the client listener (PKCS#11 applications over mutual TLS on port 1792, see
-`hsm.engine`), which logs a partition's CO or CU in with the challenge secret: it calls
+and the client path (`hsm.access`: PKCS#11 applications over mutual TLS on port 1792),
+which logs a partition's CO or CU in with the challenge secret: it calls
 ``login(partition, role, notify, challenge=...)`` and so gets the same counting, the same
 thresholds and the same audit records as the shell.
 """
