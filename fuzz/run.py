@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("frames", "messages", "key_image", "rogue_peer", "connections", "p11kit", "pake")
+HARNESSES = ("frames", "messages", "key_image", "rogue_peer", "connections", "p11kit", "pake", "ntls")
 MAX_LEN = 4096
 
 

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fuzz import targets  # noqa: E402
+from fuzz.ntls_target import seeds as ntls_seeds  # noqa: E402
 from keys.colors import Color  # noqa: E402
 from keys.image import KeyImage  # noqa: E402
 from keys.shamir import split  # noqa: E402
@@ -210,6 +211,7 @@ def seeds() -> dict[str, list[bytes]]:
         "messages": messages,
         "key_image": images,
         "rogue_peer": rogue,
+        "ntls": ntls_seeds(),
     }
 
 

@@ -35,6 +35,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 
 from fuzz import pake_targets
+from fuzz.ntls_target import one_ntls
 from keys.colors import Color
 from keys.errors import KeyImageError
 from keys.image import IMAGE_SIZE
@@ -462,4 +463,5 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "rogue_peer": one_rogue_peer,
     "connections": one_connection,
     "pake": pake_targets.one_pake,
+    "ntls": one_ntls,
 }

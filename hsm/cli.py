@@ -1,15 +1,16 @@
 """``pedhsm``: start the emulated HSM and run its shell commands.
 
 ``pedhsm mode start --home DIR [--serial S] [--local-ped URI] [--pedclient PATH]
-[--foreground]`` starts the HSM (the daemon process *is* the powered HSM);
-``mode stop`` and ``mode show``.  Every other command is one invocation that talks to the
-daemon over ``DIR/control.sock``: ``pedhsm hsm login``, ``pedhsm role login --partition
-P --name co``...  Luna's single-dash spellings (``pedhsm hsm ped connect -ip A -port
-1503``) are accepted, and LunaSH's case-insensitive unique prefixes (``pedhsm hsm showP``,
-``pedhsm partition sh -p P``; `hsm.lunawords`).  ``pedhsm partition select -p P`` makes P
-the current partition for this user (`hsm.current`), used by the commands that take a
-partition when none is named.  pedhsm finds its HSM as pedserver and pedclient find their
-homes: ``--home DIR``, else ``PEDHSM_HOME``, else the per-user default
+[--ntls-port N] [--ntls-ip A] [--foreground]`` starts the HSM (the daemon process *is*
+the powered HSM); ``mode stop`` and ``mode show``.  Every other command is one
+invocation that talks to the daemon over ``DIR/control.sock``: ``pedhsm hsm login``,
+``pedhsm role login --partition P --name co``...  Luna's single-dash spellings
+(``pedhsm hsm ped connect -ip A -port 1503``) are accepted, and LunaSH's
+case-insensitive unique prefixes (``pedhsm hsm showP``, ``pedhsm partition sh -p P``;
+`hsm.lunawords`).  ``pedhsm partition select -p P`` makes P the current partition for
+this user (`hsm.current`), used by the commands that take a partition when none is
+named.  pedhsm finds its HSM as pedserver and pedclient find their homes: ``--home
+DIR``, else ``PEDHSM_HOME``, else the per-user default
 (``~/.local/state/remote-ped/pedhsm``; ``/var/lib/remote-ped/pedhsm`` for root).
 ``--pedclient`` defaults to pedclient's own socket for the same user.
 
@@ -107,9 +108,11 @@ def _mode_start(ns: argparse.Namespace) -> int:
         ("--pedclient", ns.pedclient),
         ("--log-level", ns.log_level),
         ("--log-format", ns.log_format),
+        ("--ntls-ip", ns.ntls_ip),
     ):
         if value:
             argv += [flag, value]
+    argv += ["--ntls-port", str(ns.ntls_port)]
     try:
         proc = start_background(argv, log_path=home / LOG_NAME, name="pedhsm")
     except DaemonStartError as exc:
@@ -144,7 +147,8 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
     pidfile = PidFile(home / PID_NAME)
 
     async def main() -> None:
-        daemon = Daemon(home, serial=ns.serial, local_ped=ns.local_ped, pedclient=ns.pedclient)
+        daemon = Daemon(home, serial=ns.serial, local_ped=ns.local_ped, pedclient=ns.pedclient,
+                        ntls_port=ns.ntls_port, ntls_ip=ns.ntls_ip)
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             pidfile.write()

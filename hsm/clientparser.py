@@ -67,6 +67,7 @@ def add_client_commands(groups: Any, leaf: Leaf, level: Level) -> None:
         p.add_argument("--partition", required=True)
 
     ntls = level(groups, "ntls", "the client listener (port 1792)")
+    leaf(ntls, "show", "ntls.show", "the listener's address, certificate and connected clients")
     cert = level(ntls, "certificate", "the HSM's server certificate for port 1792")
     p = leaf(cert, "export", "ntls.certificate.export",
              "write the HSM's certificate to a file, for `hsmclient server register`")

@@ -10,6 +10,11 @@ says.  One command runs at a time (`_command_lock`), as on an HSM's command proc
 never hides the daemon's status.  While a command runs, the texts it wants shown ("Please
 attend to the PED.") stream to the shell as progress lines.
 
+The client listener (`hsm.ntlsd`, PKCS#11 applications through hsmclient over pinned
+mutual TLS, port 1792 unless ``--ntls-port``; 0 turns it off) runs in the same nursery
+and takes `_command_lock` for the calls that change the HSM's state.  A port that cannot
+be bound leaves the HSM running without it (logged; ``ntls show`` says why).
+
 A heartbeat stamps the sealed auto-activation records every `HEARTBEAT` seconds, which
 bounds how long the HSM was off at the next start (the two-hour rule errs on the safe
 side: the measured time off is never shorter than the real one).
@@ -30,6 +35,7 @@ from hsm.clock import TEST_CLOCK_ENV, clock_from_env
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
 from hsm.errors import HsmError, InvalidCommand
+from hsm.ntlsd import NtlsListener
 from hsm.pedlink import PedRouter
 from hsm.store import Store
 from ped.daemon import (
@@ -50,9 +56,9 @@ HEARTBEAT = 60.0
 class Daemon:
     """The powered HSM: its PED router, its control socket, its heartbeat.
 
-    Its nursery in `run` is where the next listeners go: the client listener (PKCS#11
-    applications over mutual TLS on port 1792, ``hsm/clients.py``) starts beside
-    `serve_control` and shares `_command_lock`; see `hsm.engine` for what it calls.
+    Its nursery in `run` holds the listeners: the control socket and the client
+    listener (`hsm.ntlsd`), which shares `_command_lock`; see `hsm.engine` for what
+    they call.
     """
 
     def __init__(
@@ -62,7 +68,11 @@ class Daemon:
         serial: str | None,
         local_ped: str | None,
         pedclient: str | None,
+        ntls_port: int = 0,
+        ntls_ip: str | None = None,
     ) -> None:
+        if not 0 <= ntls_port <= 65535:
+            raise InvalidCommand(f"--ntls-port {ntls_port} is not between 0 and 65535")
         self.home = home
         self.clock = clock_from_env()
         self.store = Store(home)
@@ -85,6 +95,11 @@ class Daemon:
         self.hsm = Hsm(home, self.store, self.master, self.clock, self.router, serial)
         self.router.serial = self.hsm.serial
         self._command_lock = trio.Lock()
+        self.ntls: NtlsListener | None = None
+        self.ntls_problem = "turned off (--ntls-port 0)"
+        if ntls_port:
+            self.ntls = NtlsListener(home, self.hsm.serial, self.hsm.client_access,
+                                     self._command_lock, port=ntls_port, host=ntls_ip)  # fmt: skip
         self._stop = trio.Event()
         self.started = time.time()
 
@@ -99,6 +114,7 @@ class Daemon:
                 path = await nursery.start(serve_control, self.home / SOCKET_NAME, self.handle)
                 await nursery.start(watch_stop_signals, self._on_signal)  # before "ready"
                 await nursery.start(watch_reopen_signal)  # SIGHUP: reopen the log
+                await self._start_ntls(nursery)
                 nursery.start_soon(self._heartbeat)
                 log.info("pedhsm serial %s serving on %s", self.hsm.serial, path)
                 task_status.started(path)
@@ -113,6 +129,18 @@ class Daemon:
             self.store.close()
             self.master.wipe()
             log.info("pedhsm stopped (power off)")
+
+    async def _start_ntls(self, nursery: trio.Nursery) -> None:
+        if self.ntls is None:
+            return
+        try:
+            await nursery.start(self.ntls.run)
+        except OSError as exc:
+            where = f"{self.ntls.host or 'every address'} port {self.ntls.port}"
+            self.ntls_problem = f"cannot listen on {where}: {exc.strerror or exc}"
+            log.warning("NTLS: %s; the HSM runs without its client listener (start it with "
+                        "another --ntls-port, or free that port)", self.ntls_problem)  # fmt: skip
+            self.ntls = None
 
     def _on_signal(self, signum: int) -> None:
         log.info("signal %d: stopping", signum)
@@ -131,6 +159,10 @@ class Daemon:
     ) -> dict[str, Any]:
         if command == "mode.show":
             return self._mode_show()
+        if command == "ntls.show":
+            off = [f"   NTLS:                {self.ntls_problem}"]
+            lines = self.ntls.show() if self.ntls else off
+            return {"text": "\n".join(lines)}
         if command == "mode.stop":
             self._stop.set()
             return {"text": f"pedhsm (serial {self.hsm.serial}) is stopping."}

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="pedclient's local socket, for a remote PED (default: pedclient's own socket "
         "for this user, PEDCLIENT_HOME/pedclient.sock or pedclient's default home)",
     )
+    p.add_argument("--ntls-port", dest="ntls_port", type=int, default=1792, metavar="N",
+                   help="the client listener's TCP port (default 1792; 0: no listener)")
+    p.add_argument("--ntls-ip", dest="ntls_ip", metavar="A",
+                   help="the address the client listener binds (default: every address)")
     p.add_argument("--foreground", action="store_true", help="do not go to the background")
     # The same options as the relays' (ped.daemon.arguments, not imported here: the shell
     # starts on every command, and ped.daemon brings trio; tests/hsm checks they agree).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ped.tls.errors import CertificateSide, RejectReason
-from ped.tls.pins import PinSnapshot, Program
+from ped.tls.pins import ROLES, PinSnapshot, Program
 
 
 def fix_command(
@@ -16,14 +16,14 @@ def fix_command(
 ) -> str:
     """The command (on this host or the other) that makes the refused handshake work."""
     me: Program = snap.program
-    other = "pedclient" if me == "pedserver" else "pedserver"
-    noun = "appliance" if me == "pedserver" else "peer"
-    other_noun = "peer" if me == "pedserver" else "appliance"
-    addr = " --ip ADDRESS [--port 9697]" if me == "pedserver" else ""
-    other_addr = " --ip ADDRESS [--port 9697]" if other == "pedserver" else ""
+    role = ROLES[me]
+    other, noun, other_noun = role.other, role.noun, role.other_noun
+    addr = _address_options(me)
+    other_addr = _address_options(other)
+    my_cert, their_cert = _certificate_command(me), _certificate_command(other)
     register = f"{me} {noun} register --name NAME --certificate FILE{addr}"
     if side is CertificateSide.OURS:
-        share = f"(write FILE here with: {me} certificate export FILE)"
+        share = f"(write FILE here with: {my_cert} export FILE)"
         there = f"on that host run: {other} {other_noun} register --name NAME --certificate FILE"
         if reason in (RejectReason.UNKNOWN, RejectReason.DELETED):
             return f"{there}{other_addr} {share}"
@@ -33,14 +33,14 @@ def fix_command(
             RejectReason.BAD_CERTIFICATE,
         ):
             return (
-                f"check both clocks; else make a new certificate with: {me} certificate regen, "
+                f"check both clocks; else make a new certificate with: {my_cert} regen, "
                 f"and register it there again {share}"
             )
-        return f"check this host's identity with: {me} certificate show (or {me} certificate regen)"
+        return f"check this host's identity with: {my_cert} show (or {my_cert} regen)"
     if reason is RejectReason.UNKNOWN:
         return (
-            f"if you trust it (ask the other side for `{other} certificate show` and compare "
-            f"the fingerprint), get the file from `{other} certificate export FILE` and "
+            f"if you trust it (ask the other side for `{their_cert} show` and compare "
+            f"the fingerprint), get the file from `{their_cert} export FILE` and "
             f"register it with: {register}"
         )
     if reason is RejectReason.DELETED:
@@ -55,16 +55,17 @@ def fix_command(
         reg = snap.by_fingerprint(fp) if fp else None
         name = reg.name if reg else "NAME"
         return (
-            f"check both clocks; else the other side runs `{other} certificate regen` and "
+            f"check both clocks; else the other side runs `{their_cert} regen` and "
             f"you replace it: {me} {noun} delete --name {name}, then "
             f"{register.replace('NAME', name)}"
         )
     if reason is RejectReason.NONE_PRESENTED:
-        return f"the other end must be {other} in peer-to-peer mode, presenting its certificate"
+        mode = " in peer-to-peer mode" if me in ("pedserver", "pedclient") else ""
+        return f"the other end must be {other}{mode}, presenting its certificate"
     if reason is RejectReason.WRONG_KEY:
         return (
             f"the other end shows the certificate without holding its private key (an "
-            f"impostor, or a damaged identity): compare `{other} certificate show` there"
+            f"impostor, or a damaged identity): compare `{their_cert} show` there"
         )
     if reason is RejectReason.NOT_EXPECTED:
         reg = snap.by_fingerprint(fp) if fp else None
@@ -72,9 +73,22 @@ def fix_command(
         return (
             f"that address answers as {noun} {name!r}: check the addresses with: {me} {noun} list"
         )
-    return f"compare `{other} certificate show` there with `{me} {noun} list` here"
+    return f"compare `{their_cert} show` there with `{me} {noun} list` here"
 
 
 def other_program(program: Program) -> str:
-    """The daemon at the other end of a peer link."""
-    return "pedclient" if program == "pedserver" else "pedserver"
+    """The daemon at the other end of a pinned link."""
+    return ROLES[program].other
+
+
+def _address_options(program: str) -> str:
+    """The address options of *program*'s `register` (for the daemons that dial)."""
+    role = ROLES.get(program)
+    if role is None or not role.dials:
+        return ""
+    return f" --ip ADDRESS [--port {role.default_port}]"
+
+
+def _certificate_command(program: str) -> str:
+    """How *program*'s identity commands begin (pedhsm's live under ``ntls``, as Luna's)."""
+    return "pedhsm ntls certificate" if program == "pedhsm" else f"{program} certificate"

@@ -1,4 +1,4 @@
-"""Command lines of the peer-to-peer mode, shared by pedserver and pedclient.
+"""Command lines of the pinned-TLS daemons (the peer-to-peer mode's pedserver and pedclient).
 
     pedserver certificate regen | show | export FILE
     pedserver appliance register --name N --certificate FILE --ip A [--port 9697]
@@ -7,10 +7,11 @@
     pedclient certificate regen | show | export FILE
     pedclient peer register --name N --certificate FILE | delete --name N | list
 
-Registrations go straight to the registry file in the daemon's home
-(``pins.sqlite3``, see `ped.tls.pins`); a running daemon reads it afresh for every
-connection, so nothing needs a restart.  ``mode connect/disconnect`` talk to the
-running pedserver over its control socket.
+Every program of ``ped.tls.pins.ROLES`` can use the same parsers (its noun, whether it
+dials, the other program's commands come from its role).  Registrations go straight to
+the registry file in the daemon's home (``pins.sqlite3``, see `ped.tls.pins`); a running
+daemon reads it afresh for every connection, so nothing needs a restart.
+``mode connect/disconnect`` talk to the running pedserver over its control socket.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from ped.tls import (
     load_certificate,
     regenerate_identity,
 )
-from ped.tls.pins import Program
+from ped.tls.pins import ROLES, Program
+
+
+def _certificate_words(program: str) -> str:
+    """How *program*'s identity commands begin (pedhsm's live under ``ntls``)."""
+    return "pedhsm ntls certificate" if program == "pedhsm" else f"{program} certificate"
+
+
+def _port_words(program: str) -> str:
+    return "peer port" if program == "pedclient" else "port"
 
 
 def common_name() -> str:
@@ -72,18 +82,23 @@ def add_registry_parser(
     prog: Program,
     common: Any,
 ) -> None:
-    noun = "appliance" if prog == "pedserver" else "peer"
+    role = ROLES[prog]
+    noun = role.noun
     if prog == "pedserver":
         what = ("HSM hosts (appliances) this pedserver dials in peer-to-peer mode: name, "
                 "address and pinned certificate")
-    else:
+    elif prog == "pedclient":
         what = ("pedservers (peers) allowed to dial this pedclient in peer-to-peer mode: "
                 "name and pinned certificate")
+    elif role.dials:
+        what = f"{role.other}s ({noun}s) this {prog} dials: name, address and pinned certificate"
+    else:
+        what = f"{role.other}s ({noun}s) allowed to dial this {prog}: name and pinned certificate"
     reg = commands.add_parser(noun, help=f"register, delete or list {noun}s", description=what)
     actions = reg.add_subparsers(
         dest="action",
         metavar="{register,delete,list" + (",show}" if prog == "pedserver" else "}"))
-    article = "an" if noun == "appliance" else "a"
+    article = "an" if noun[0] in "aeiou" else "a"
     register = actions.add_parser(
         "register", help=f"pin the certificate of {article} {noun} under a name")
     common(register)
@@ -91,13 +106,14 @@ def add_registry_parser(
                           help="name (letters, digits, '.', '_', '-'; up to 64)")
     register.add_argument("--certificate", required=True, metavar="FILE",
                           help=f"the PEM file the other side wrote with `"
-                          f"{'pedclient' if prog == 'pedserver' else 'pedserver'} "
-                          "certificate export FILE`")
-    if prog == "pedserver":
+                          f"{_certificate_words(role.other)} export FILE`")
+    if role.dials:
+        port = role.default_port or DEFAULT_PEER_PORT
+        where = "the HSM host's" if role.other in ("pedclient", "pedhsm") else f"{role.other}'s"
         register.add_argument("--ip", required=True,
-                              help="the HSM host's address (where pedclient listens)")
-        register.add_argument("--port", type=int, default=DEFAULT_PEER_PORT,
-                              help=f"pedclient's peer port (default {DEFAULT_PEER_PORT})")
+                              help=f"{where} address (where {role.other} listens)")
+        register.add_argument("--port", type=int, default=port,
+                              help=f"{role.other}'s {_port_words(role.other)} (default {port})")
     delete = actions.add_parser(
         "delete", help=f"unpin {article} {noun} (its certificate is then refused as deleted)")
     common(delete)
@@ -124,7 +140,7 @@ def certificate_command(
             old = _current_fingerprint(home)
             identity = regenerate_identity(home, common_name())
             out.write(f"New certificate for {prog}:\n{describe(identity.certificate)}\n")
-            other = "pedclient peer" if prog == "pedserver" else "pedserver appliance"
+            other = f"{ROLES[prog].other} {ROLES[prog].other_noun}"
             if old is not None:
                 out.write(f"It replaces {old}. Every host that registered the old one must "
                           f"now register this one: export it with `{prog} certificate "
@@ -168,7 +184,7 @@ def registry_command(
     try:
         if args.action == "register":
             cert = load_certificate(args.certificate)
-            if prog == "pedserver":
+            if store.role.dials:
                 peer = store.register(args.name, cert, ip=args.ip, port=args.port)
                 where = f" at {peer.ip}:{peer.port}"
             else:
@@ -193,11 +209,11 @@ def registry_command(
         if not peers:
             out.write(f"No {noun}s registered. Add one with: {prog} {noun} register "
                       f"--name NAME --certificate FILE"
-                      f"{' --ip ADDRESS' if prog == 'pedserver' else ''}\n")
+                      f"{' --ip ADDRESS' if store.role.dials else ''}\n")
             return EXIT_OK
         for peer in peers:
             cert = peer.certificate
-            address = f"  {peer.ip}:{peer.port}" if prog == "pedserver" else ""
+            address = f"  {peer.ip}:{peer.port}" if store.role.dials else ""
             out.write(f"{peer.name}{address}\n"
                       f"    fingerprint: {peer.fingerprint}\n"
                       f"    subject: {cert.subject.rfc4514_string()}, valid until "

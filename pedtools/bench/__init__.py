@@ -31,6 +31,10 @@ Figures (``bench-results.json``):
   in as fast as they can: logins per second and p50/p99 latency for each K.
   ``offered``: the largest K offered a fixed rate in all (open loop, ``--rate``, default
   550/s), latency from each login's scheduled time.
+* ``clientpath``: ECDSA P-256 signs through PKCS#11 -> p11-kit-client -> hsmclient ->
+  pedhsm, beside the same signature made in-process with ``cryptography``, a
+  C_GenerateRandom of the same size and a bare TLS round trip over the same hops, for 1
+  and 8 concurrent sessions: see `pedtools.bench.clientpath`.
 * ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
   1,000 links opened through pedclient and left idle.
 * ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.

@@ -23,6 +23,7 @@ SECTIONS = {
     "hsm-host": "On the HSM host",
     "peer": "Peer-to-peer",
     "ped-keys": "PED keys",
+    "client-path": "The client path",
 }
 
 _LUNA = re.compile(r"#\s*Luna(?: spelling)?:\s*(.+)$")

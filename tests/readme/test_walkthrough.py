@@ -1,9 +1,9 @@
 """README's walk-through runs as a test, command by command, so README cannot drift.
 
-Every command of README's sections "On the workstation", "On the HSM host", "Peer-to-peer"
-and "PED keys" (`tests.readme.readme_steps`) is one test, run as pasted by bash on a
-scratch home with emulated PEDs (`tests.readme.walk` says exactly what it substitutes),
-in README's order; each must exit 0 and print the lines README shows under it.
+Every command of README's sections "On the workstation", "On the HSM host", "Peer-to-peer",
+"PED keys" and "The client path" (`tests.readme.readme_steps`) is one test, run as pasted
+by bash on a scratch home with emulated PEDs (`tests.readme.walk` says exactly what it
+substitutes), in README's order; each must exit 0 and print the lines README shows under it.
 
 A command README shows that does not work today is marked ``xfail(strict=True)`` with
 the section of issue 15 that fixes it (`BROKEN`): once fixed, the test passes, strict

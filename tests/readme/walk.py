@@ -4,17 +4,20 @@ What the harness changes, and nothing else (the placeholder mechanism):
 
 * ``HOME`` is a fresh scratch directory (a short ``/tmp/rw-*`` path: Unix socket paths
   are short), so ``~`` and every per-user default land in it; ``PEDSERVER_HOME``,
-  ``PEDCLIENT_HOME`` and ``PEDHSM_HOME`` are set to the per-user defaults under it
-  (``~/.local/state/remote-ped/NAME``), which root would otherwise not use
+  ``PEDCLIENT_HOME``, ``PEDHSM_HOME`` and ``HSMCLIENT_HOME`` are set to the per-user
+  defaults under it (``~/.local/state/remote-ped/NAME``), which root would otherwise not use
   (``/var/lib/remote-ped``): the commands behave as for an administrator's own account.
 * In each command, the words README uses for things only a real site has are replaced
-  (`placeholders`): ports ``1503`` and ``9697`` by free ports, ``WORKSTATION`` and
+  (`placeholders`): ports ``1503``, ``9697`` and ``1792`` by free ports, ``WORKSTATION`` and
   ``HSMHOST`` by 127.0.0.1, ``/path/to/keys`` by a keyring of blank keys and
   ``/tmp/ped.sock`` by a socket in the scratch home.
 * Each section starts from what README says is there before it (`Walk.setup`): for the HSM
   host, a pedserver on the workstation with a PED (auto operator) reading the same keys
   the HSM's cabled PED imprints the orange key on; for peer-to-peer, pedserver running
-  and an HSM with its RPV; for `pedkey`, the PIN file ``pins.txt``.
+  and an HSM with its RPV; for `pedkey`, the PIN file ``pins.txt``; for the client path,
+  an initialised HSM whose cabled PED is emulated (auto operator), its client listener
+  on the port standing for ``1792``, and the challenge secret in ``challenge.txt``,
+  which stands in for the word ``CHALLENGE``.
 * A few steps need what a person does around them (`tests.readme.test_walkthrough`'s
   tables): a foreground program runs in the background (``pedemu``), a confirmation is
   typed, a Luna spelling of ``mode start`` runs in a home of its own.
@@ -34,10 +37,11 @@ from pathlib import Path
 import attrs
 
 from pedtools.testing import Result, Site, free_port
+from tests.hsmclient.conftest import require_p11_tools
 from tests.readme.readme_steps import Step
 
 COMMAND_TIMEOUT = 120.0
-DAEMONS = ("pedhsm", "pedclient", "pedserver")
+DAEMONS = ("hsmclient", "pedhsm", "pedclient", "pedserver")
 
 
 @attrs.frozen
@@ -71,13 +75,14 @@ class Walk:
         self.home = self.site.root
         self.done = 0
         self.background: list[subprocess.Popen[bytes]] = []
-        self.ports = {"1503": free_port(), "9697": free_port()}
+        self.ports = {"1503": free_port(), "9697": free_port(), "1792": free_port()}
+        self.challenge = ""
         state = self.home / ".local" / "state" / "remote-ped"
         venv_bin = str(Path(sys.executable).parent)
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("PED", "PYTEST", "XDG_"))
+            if not k.startswith(("PED", "PYTEST", "XDG_", "HSMCLIENT", "P11_KIT"))
         }
         self.env.update(
             HOME=str(self.home),
@@ -85,6 +90,7 @@ class Walk:
             PEDSERVER_HOME=str(state / "pedserver"),
             PEDCLIENT_HOME=str(state / "pedclient"),
             PEDHSM_HOME=str(state / "pedhsm"),
+            HSMCLIENT_HOME=str(state / "hsmclient"),
         )
         self.homes = {prog: [Path(self.env[f"{prog.upper()}_HOME"])] for prog in DAEMONS}
         self.homes["pedhsm"].append(self.home / "hsm")  # README's --home ~/hsm
@@ -96,6 +102,8 @@ class Walk:
             command = re.sub(rf"\b{word}\b", str(port), command)
         for word in ("WORKSTATION", "HSMHOST"):
             command = re.sub(rf"\b{word}\b", "127.0.0.1", command)
+        if self.challenge:
+            command = re.sub(r"\bCHALLENGE\b", self.challenge, command)
         command = command.replace("/path/to/keys", str(self.home / "keys"))
         return command.replace("/tmp/ped.sock", str(self.home / "ped.sock"))
 
@@ -145,6 +153,18 @@ class Walk:
                 f" --local-ped 'emulated:{keys}?mode=local&operator=auto'"
             )
             self.must("pedhsm hsm ped vector init")
+        elif self.section == "client-path":  # an HSM with its client listener; a challenge
+            require_p11_tools()  # pkcs11-tool and p11-kit-client.so, or what to install
+            self.must(f"pedkey blank --count 10 --dir {keys}")
+            self.must(
+                f"pedhsm mode start --local-ped 'emulated:{keys}?mode=local&operator=auto'"
+                f" --ntls-ip 127.0.0.1 --ntls-port {self.ports['1792']}"
+            )
+            self.must("pedhsm hsm init --label demo")
+            self.challenge = secrets.token_hex(12)
+            challenge = self.home / "challenge.txt"
+            challenge.write_text(self.challenge + "\n")
+            challenge.chmod(0o600)
         elif self.section == "ped-keys":  # the PIN file README's `pedkey new` names
             pins = self.home / "pins.txt"
             pins.write_text(f"HSM SO = {secrets.randbelow(10**8):08d}\n")
@@ -186,7 +206,10 @@ class Walk:
         exported = re.match(r"export (\w+)=(\S+)", command)
         if exported and result.code == 0:
             name, value = exported.groups()
-            self.env[name] = str(self.home) + value[1:] if value.startswith("~") else value
+            value = str(self.home) + value[1:] if value.startswith("~") else value
+            # as bash expanded it ($HOME and the like)
+            value = re.sub(r"\$\{?(\w+)\}?", lambda m: self.env.get(m.group(1), ""), value)
+            self.env[name] = value
             if name == "PEDHSM_HOME":
                 self.homes["pedhsm"].append(Path(self.env[name]))
 
