@@ -24,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("frames", "messages", "key_image", "rogue_peer", "connections", "p11kit", "pake", "ntls")
+HARNESSES = (
+    "frames", "messages", "key_image", "rogue_peer", "connections", "p11kit", "pake", "ntls",
+)
 MAX_LEN = 4096
 
 
