@@ -25,6 +25,11 @@ Modules, one job each:
   `hsm.localped`: the cabled PED's driver and its per-operation sessions;
   `hsm.apiport`: ``ped`` errors and notices in the HSM's terms; `hsm.linkloss`: a remote
   link that ended without ``hsm ped disconnect``, and how the HSM words it.
+* The client path (PKCS#11 applications through hsmclient): `hsm.ntlsd`, the listener on
+  port 1792 (pinned mutual TLS 1.3, ``ped.ntls`` inside); `hsm.access`, one registered
+  client's `ped.pkcs11.token.PartitionAccess`; `hsm.token`, a partition's PKCS#11 objects,
+  key generation and mechanisms; `hsm.clients`, the client registry and the HSM's
+  certificate for 1792; `hsm.clientparser`, the shell's ``client``/``ntls`` commands.
 * `hsm.control`: the control socket's commands as a table (arguments, handler, renderer);
   `hsm.render`: the texts of the show commands.
 * `hsm.server` / `hsm.cli`: the daemon (the powered HSM) and its shell; `hsm.homes`:
@@ -35,7 +40,8 @@ Modules, one job each:
 
 Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700):
 ``state.db`` (+ WAL), ``device.key`` (stands for the battery-backed device key: deleting
-it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``.
+it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``, ``ntls/`` (the
+certificate for port 1792 and the registered clients' pins).
 
 Test hooks (documented, never needed in production):
 
