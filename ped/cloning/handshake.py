@@ -53,11 +53,11 @@ from ped.cloning.errors import (
 )
 from ped.cloning.messages import (
     FINGERPRINT_SIZE,
+    CloneDirection,
     CloneInit,
     CloneRefusal,
+    CloneRefuseReason,
     CloneType,
-    Direction,
-    RefuseReason,
 )
 from ped.errors import PedError
 from ped.wire.codec import Reader, Writer
@@ -194,7 +194,7 @@ class CloneInitiator:
         self,
         *,
         domain: bytes | bytearray,
-        direction: Direction,
+        direction: CloneDirection,
         source_serial: str,
         target_serial: str,
         ephemeral_private: bytes | None = None,
@@ -230,7 +230,7 @@ class CloneInitiator:
             _expect(frame, CloneType.CLONE_ACCEPT, CloneType.CLONE_REFUSED)
             if frame.type == CloneType.CLONE_REFUSED:
                 refusal = CloneRefusal.decode(frame.payload)
-                if refusal.reason is RefuseReason.DOMAIN_MISMATCH:
+                if refusal.reason is CloneRefuseReason.DOMAIN_MISMATCH:
                     raise DomainMismatch(ours, format_fingerprint(refusal.fingerprint))
                 raise CloneRefused(refusal.reason, refusal.detail)
             reader = Reader(frame.payload, what="CLONE_ACCEPT")
@@ -249,7 +249,7 @@ class CloneInitiator:
             assert noise.handshake_hash is not None
             return CloneChannel(
                 send, recv, noise.handshake_hash, role="initiator",
-                sends_objects=self.init.direction is Direction.INITIATOR_SENDS,
+                sends_objects=self.init.direction is CloneDirection.INITIATOR_SENDS,
             )
         finally:
             noise.wipe()
@@ -259,7 +259,7 @@ class CloneResponder:
     """The other end: `receive_init`, pick the partition, then `accept(domain)` or `refuse`.
 
     `accept` returns CLONE_ACCEPT and the channel, or raises `DomainMismatch`; then send
-    `refuse(RefuseReason.DOMAIN_MISMATCH)`, which carries this side's fingerprint.
+    `refuse(CloneRefuseReason.DOMAIN_MISMATCH)`, which carries this side's fingerprint.
     """
 
     def __init__(self, *, ephemeral_private: bytes | None = None) -> None:
@@ -309,11 +309,11 @@ class CloneResponder:
         frame = Frame(CloneType.CLONE_ACCEPT, Writer().bytes16(message).getvalue())
         channel = CloneChannel(
             send, recv, noise.handshake_hash, role="responder",
-            sends_objects=init.direction is Direction.RESPONDER_SENDS,
+            sends_objects=init.direction is CloneDirection.RESPONDER_SENDS,
         )
         return frame, channel
 
-    def refuse(self, reason: RefuseReason, detail: str = "") -> Frame:
+    def refuse(self, reason: CloneRefuseReason, detail: str = "") -> Frame:
         """CLONE_REFUSED; after a failed `accept` it carries this side's fingerprint."""
         self._done = True
         self._ephemeral = None

@@ -47,14 +47,14 @@ class CloneType(enum.IntEnum):
     CLONE_RESULT = 0x75  # sealed: a CloneResult
 
 
-class Direction(enum.IntEnum):
+class CloneDirection(enum.IntEnum):
     """Which end of the handshake sends the objects (in the prologue: it cannot be flipped)."""
 
     INITIATOR_SENDS = 1  # e.g. clone, backup: the source HSM opens the channel
     RESPONDER_SENDS = 2  # e.g. restore asked by the target: the target opens it
 
 
-class RefuseReason(enum.IntEnum):
+class CloneRefuseReason(enum.IntEnum):
     """Why a target refused a CLONE_INIT (one byte in CLONE_REFUSED)."""
 
     DOMAIN_MISMATCH = 1  # the partitions' cloning domains differ
@@ -85,7 +85,7 @@ def _printable(text: object) -> str:
 class CloneInit:
     """Clear fields of CLONE_INIT (the Noise message travels beside them)."""
 
-    direction: Direction = attrs.field(converter=Direction)
+    direction: CloneDirection = attrs.field(converter=CloneDirection)
     source_serial: str = attrs.field(validator=lambda _s, _a, v: _check_serial(v))
     target_serial: str = attrs.field(validator=lambda _s, _a, v: _check_serial(v))
     #: Fingerprint of the initiator's domain (public: `domain_fingerprint`).
@@ -110,7 +110,7 @@ class CloneInit:
             raise CloneProtocolError(
                 f"CLONE_INIT: version {version}; this HSM speaks {CLONE_VERSION}: upgrade one"
             )
-        direction = reader.u8("direction", low=min(Direction), high=max(Direction))
+        direction = reader.u8("direction", low=min(CloneDirection), high=max(CloneDirection))
         source = reader.text16("source serial", min_len=1, max_len=SERIAL_MAX)
         target = reader.text16("target serial", min_len=1, max_len=SERIAL_MAX)
         fingerprint = reader.raw(FINGERPRINT_SIZE, "fingerprint")
@@ -124,7 +124,7 @@ class CloneInit:
 class CloneRefusal:
     """CLONE_REFUSED: a reason, the refuser's domain fingerprint, a non-secret text."""
 
-    reason: RefuseReason = attrs.field(converter=RefuseReason)
+    reason: CloneRefuseReason = attrs.field(converter=CloneRefuseReason)
     fingerprint: bytes = attrs.field(default=bytes(FINGERPRINT_SIZE), converter=bytes)
     detail: str = attrs.field(default="", converter=_printable)
 
@@ -134,7 +134,7 @@ class CloneRefusal:
     @classmethod
     def decode(cls, payload: bytes) -> CloneRefusal:
         reader = Reader(payload, what="CLONE_REFUSED")
-        reason = reader.u8("reason", low=min(RefuseReason), high=max(RefuseReason))
+        reason = reader.u8("reason", low=min(CloneRefuseReason), high=max(CloneRefuseReason))
         fingerprint = reader.raw(FINGERPRINT_SIZE, "fingerprint")
         detail = reader.text16("detail", max_len=DETAIL_MAX * 4)
         reader.finish()

@@ -8,17 +8,17 @@ import pytest
 from ped.channel import derive_psk
 from ped.cloning import (
     CloneAuthFailed,
+    CloneDirection,
     CloneIncomplete,
     CloneInitiator,
     CloneMisuse,
     CloneProtocolError,
+    CloneRefuseReason,
     CloneResponder,
     CloneType,
-    Direction,
     DomainMismatch,
     ObjectReceiver,
     ObjectSender,
-    RefuseReason,
     ResultStatus,
     derive_clone_psk,
     domain_fingerprint,
@@ -34,7 +34,7 @@ OTHER = bytes(range(0xA0, 0xC0))
 def handshake(
     source: bytes = DOMAIN,
     target: bytes = DOMAIN,
-    direction: Direction = Direction.INITIATOR_SENDS,
+    direction: CloneDirection = CloneDirection.INITIATOR_SENDS,
 ) -> tuple[CloneChannel, CloneChannel]:
     initiator = CloneInitiator(
         domain=source, direction=direction, source_serial="150001001", target_serial="150002001"
@@ -62,14 +62,14 @@ def test_same_domain_moves_every_object() -> None:
 
 def test_other_domain_fails_at_the_handshake_on_both_sides() -> None:
     initiator = CloneInitiator(
-        domain=DOMAIN, direction=Direction.INITIATOR_SENDS,
+        domain=DOMAIN, direction=CloneDirection.INITIATOR_SENDS,
         source_serial="150001001", target_serial="150002001",
     )
     responder = CloneResponder()
     responder.receive_init(initiator.start())
     with pytest.raises(DomainMismatch) as target_side:
         responder.accept(OTHER)
-    refused = responder.refuse(RefuseReason.DOMAIN_MISMATCH)
+    refused = responder.refuse(CloneRefuseReason.DOMAIN_MISMATCH)
     with pytest.raises(DomainMismatch) as source_side:
         initiator.receive(refused)
     ours, theirs = (format_fingerprint(domain_fingerprint(d)) for d in (DOMAIN, OTHER))
@@ -87,7 +87,7 @@ def test_the_domain_psk_is_not_the_rpv_psk() -> None:
 @pytest.mark.parametrize("field", ["source_serial", "target_serial", "direction"])
 def test_a_relay_that_rewrites_a_clear_field_breaks_the_handshake(field: str) -> None:
     initiator = CloneInitiator(
-        domain=DOMAIN, direction=Direction.INITIATOR_SENDS,
+        domain=DOMAIN, direction=CloneDirection.INITIATOR_SENDS,
         source_serial="150001001", target_serial="150002001",
     )
     frame = initiator.start()
@@ -104,7 +104,7 @@ def test_a_relay_that_rewrites_a_clear_field_breaks_the_handshake(field: str) ->
 
 
 def test_the_direction_decides_who_sends() -> None:
-    source, target = handshake(direction=Direction.RESPONDER_SENDS)
+    source, target = handshake(direction=CloneDirection.RESPONDER_SENDS)
     assert target.sends_objects and not source.sends_objects
     with pytest.raises(CloneMisuse):
         ObjectSender(source)
