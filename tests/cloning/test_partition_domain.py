@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from hsm.pedport import WrongKeyColor
 from hsm.shellparser import build_parser
+from keys.colors import Color
 from ped.cloning import (
     CloneDirection,
     CloneInitiator,
@@ -15,6 +18,7 @@ from ped.cloning import (
     DomainMismatch,
     derive_clone_psk,
 )
+from tests.hsm.emulated import Bench, Script
 from tests.hsm.rig import Rig
 
 
@@ -81,3 +85,36 @@ async def test_a_key_of_another_colour_is_refused_and_nothing_is_initialised(rig
 def test_the_shell_names_the_option() -> None:
     ns = build_parser().parse_args(["partition", "init", "--name", "p2", "--domain-from-red-key"])
     assert ns.domain_from_red_key is True
+
+
+@pytest.fixture
+async def bench(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Bench]:
+    b = Bench(tmp_path, nursery)
+    yield b
+    b.store.close()
+
+
+async def test_the_emulated_ped_reads_the_red_key_with_its_pin(bench: Bench) -> None:
+    b = bench.blanks
+    s = Script()
+    s.session().imprint(b[0]).imprint(b[1])  # hsm init
+    s.session().read(Color.BLUE, b[0])  # hsm login
+    s.session().imprint(b[2]).imprint(b[3], pin="1234")  # p1: SO, a new red key with a PIN
+    s.session().imprint(b[4]).read(Color.RED, b[3], pin="1234")  # p2 joins p1's domain
+    s.session().imprint(b[5]).imprint(b[6])  # p3: a new domain
+    operator = bench.run_script(s)
+    h, n = bench.hsm, bench.notify
+    await h.admin.init(n, "emulated")
+    await h.admin.login(n)
+    for name in ("p1", "p2", "p3"):
+        h.partitions.create(name)
+    await h.partitions.init(n, "p1")
+    await h.partitions.init(n, "p2", domain_from_red_key=True)
+    await h.partitions.init(n, "p3")
+    with trio.fail_after(30):
+        await operator.done.wait()
+    d1, d2, d3 = (h.partitions.cloning_domain(p) for p in ("p1", "p2", "p3"))
+    assert derive_clone_psk(d1) == derive_clone_psk(d2) != derive_clone_psk(d3)
+    _handshake(d1, d2)
+    with pytest.raises(DomainMismatch):
+        _handshake(d2, d3)
