@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HARNESSES = (
     "frames", "messages", "key_image", "rogue_peer", "connections", "p11kit", "pake", "ntls",
+    "cloning",
 )
 MAX_LEN = 4096
 

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fuzz import targets  # noqa: E402
+from fuzz.cloning_target import seeds as cloning_seeds  # noqa: E402
 from fuzz.ntls_target import seeds as ntls_seeds  # noqa: E402
 from keys.colors import Color  # noqa: E402
 from keys.image import KeyImage  # noqa: E402
@@ -212,6 +213,7 @@ def seeds() -> dict[str, list[bytes]]:
         "key_image": images,
         "rogue_peer": rogue,
         "ntls": ntls_seeds(),
+        "cloning": cloning_seeds(),
     }
 
 

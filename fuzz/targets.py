@@ -35,6 +35,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 
 from fuzz import pake_targets
+from fuzz.cloning_target import one_cloning
 from fuzz.ntls_target import one_ntls
 from keys.colors import Color
 from keys.errors import KeyImageError
@@ -464,4 +465,5 @@ HARNESSES: dict[str, Callable[[bytes], None]] = {
     "connections": one_connection,
     "pake": pake_targets.one_pake,
     "ntls": one_ntls,
+    "cloning": one_cloning,
 }

@@ -1,4 +1,12 @@
-"""Partition commands: create, delete, init, show, policies."""
+"""Partition commands: create, delete, init, show, policies.
+
+A partition's cloning domain is the secret of its red key set: imprinted new at `init`,
+or read from an existing red key set (``--domain-from-red-key``) so that this partition
+joins the domain of the partitions initialised from that set, on this HSM or another.
+The HSM keeps the domain sealed under its device key (`cloning_domain` unseals it), so
+that cloning (``ped.cloning``) does not need the red key each time, as on the reference
+product; the DOMAIN role row records the red keyset's id.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,11 @@ from typing import Any
 from hsm import policy as pol
 from hsm.crypto import random_key, wipe
 from hsm.enrol import imprint, wrap_role
-from hsm.errors import AlreadyExists, NotLoggedIn, PolicyError
+from hsm.errors import AlreadyExists, NotInitialised, NotLoggedIn, PolicyError
+from hsm.pedport import PedSecret
 from hsm.policy import Role
 from hsm.state import HsmState, Notify, check_name, confirm
+from ped.cloning import domain_fingerprint, format_fingerprint
 
 #: How `partition show` names a role's lock state (`hsm.store.RoleRow.locked`).
 LOCK_STATE = {
@@ -51,7 +61,13 @@ class PartitionCommands:
         st.event("partition deleted", partition=name)
         return f"Partition {name!r} deleted."
 
-    async def init(self, notify: Notify, name: str, force: bool = False) -> str:
+    async def init(
+        self, notify: Notify, name: str, force: bool = False, domain_from_red_key: bool = False
+    ) -> str:
+        """Imprint the partition SO's blue key and a red key (a new cloning domain), or,
+        with *domain_from_red_key*, read an existing red key set (M of N, PIN, as any
+        login read: a key of another colour is refused and not counted) and join its
+        domain."""
         st = self._state
         part = st.partition(name, initialised=False)
         if part.initialised:
@@ -64,11 +80,22 @@ class PartitionCommands:
             confirm(force, f"re-initialising partition {name!r} erases its objects and roles")
         async with st.ped_session(notify) as port:
             blue = await imprint(port, Role.PARTITION_SO, f"Partition SO {name}")
-            red = await imprint(port, Role.DOMAIN, f"Partition domain {name}")
-        so_key, dom_key = random_key(), random_key()
+            red: PedSecret | None = None
+            try:
+                if domain_from_red_key:
+                    red = await port.read_secret(
+                        Role.DOMAIN.color, None, f"existing cloning domain for {name}"
+                    )
+                else:
+                    red = await imprint(port, Role.DOMAIN, f"Partition domain {name}")
+            finally:
+                if red is None:
+                    blue.wipe()
+        so_key = random_key()
         try:
             so_w, _ = wrap_role(st, name, Role.PARTITION_SO, blue, so_key)
-            dom_w, _ = wrap_role(st, name, Role.DOMAIN, red, dom_key)
+            dom_w = st.master.seal(st.aad(name, Role.DOMAIN.value, "device"), red.secret)
+            fingerprint = format_fingerprint(domain_fingerprint(red.secret))
             with st.store.tx():
                 st.store.clear_partition(name)
                 st.store.put_role(name, Role.PARTITION_SO.value, blue.keyset_id, so_w)
@@ -78,14 +105,29 @@ class PartitionCommands:
             blue.wipe()
             red.wipe()
             wipe(so_key)
-            wipe(dom_key)
         st.ram.drop_partition(name)
         st.store.checkpoint()
+        if domain_from_red_key:
+            st.event("partition initialised", partition=name, domain=fingerprint)
+            return (
+                f"Partition {name!r} initialised in the cloning domain of the red key set "
+                f"presented (domain fingerprint {fingerprint}: compare it with the other "
+                f"partitions'). Log in with `role login --partition {name} --name so`."
+            )
         st.event("partition initialised", partition=name)
         return (
             f"Partition {name!r} initialised. "
             f"Log in with `role login --partition {name} --name so`."
         )
+
+    def cloning_domain(self, name: str) -> bytearray:
+        """The partition's cloning domain (the red key's secret), unsealed: wipe it after use."""
+        st = self._state
+        st.partition(name)
+        row = st.store.get_role(name, Role.DOMAIN.value)
+        if row is None:
+            raise NotInitialised(f"partition {name!r} has no cloning domain; initialise it")
+        return st.master.unseal(st.aad(name, Role.DOMAIN.value, "device"), row.wrapped)
 
     def show(self, name: str) -> dict[str, Any]:
         st = self._state

@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help=None if command not in CURRENT else _CURRENT_HELP)
         if force:
             p.add_argument("--force", action="store_true")
+        if name == "init":
+            p.add_argument(
+                "--domain-from-red-key",
+                action="store_true",
+                help="join an existing cloning domain: read its red key set on the PED "
+                "instead of imprinting a new one",
+            )
         if name == "changepolicy":
             p.add_argument("--policy", type=int, required=True)
             p.add_argument("--value", type=int, required=True)
