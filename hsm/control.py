@@ -221,8 +221,8 @@ COMMANDS: tuple[Command, ...] = (
             lambda h, n, kind, seconds: h.ped.timeout_set(kind, seconds)),
     # partitions
     Command("partition.create", (text("name"),), lambda h, n, name: h.partitions.create(name)),
-    Command("partition.init", (text("name"), flag("force")),
-            lambda h, n, name, force: h.partitions.init(n, name, force)),
+    Command("partition.init", (text("name"), flag("force"), flag("domain_from_red_key")),
+            lambda h, n, name, force, join: h.partitions.init(n, name, force, join)),
     Command("partition.show", (text("name"),), lambda h, n, name: h.partitions.show(name),
             shown(render.partition_show), read_only=True),
     Command("partition.delete", (text("name"), flag("force")),

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Cloning frames use the envelope of ``ped.wire.framing`` (``52 50 01 type len32``) with
-the types of `CloneType` (0x70-0x7F, a range no other layer uses).  Two are in the clear:
+the types of `CloneType` (0x78-0x7F, a range no other layer uses; 0x70-0x77 are the client
+protocol's).  Two are in the clear:
 ``CLONE_INIT`` (the handshake's first message and the fields the target needs to pick
 its partition) and ``CLONE_REFUSED``; ``CLONE_ACCEPT`` carries Noise message 2.  The
 others are sealed in the channel (`ped.cloning.handshake.CloneChannel`): their payload
@@ -39,12 +40,12 @@ MAX_OBJECTS = 100_000
 class CloneType(enum.IntEnum):
     """Frame types of the cloning protocol (relayed as opaque bytes by hsmclient)."""
 
-    CLONE_INIT = 0x70
-    CLONE_ACCEPT = 0x71
-    CLONE_REFUSED = 0x72
-    CLONE_OBJECT = 0x73  # sealed: a ClonedObject
-    CLONE_END = 0x74  # sealed: an EndMarker
-    CLONE_RESULT = 0x75  # sealed: a CloneResult
+    CLONE_INIT = 0x78
+    CLONE_ACCEPT = 0x79
+    CLONE_REFUSED = 0x7A
+    CLONE_OBJECT = 0x7B  # sealed: a ClonedObject
+    CLONE_END = 0x7C  # sealed: an EndMarker
+    CLONE_RESULT = 0x7D  # sealed: a CloneResult
 
 
 class CloneDirection(enum.IntEnum):

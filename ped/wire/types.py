@@ -7,6 +7,9 @@ Ranges (documented in PROTOCOL.md):
 * 0x30-0x3F  device transport, pedserver or a local HSM <-> PED device: ``ped.device``
 * 0x40-0x4F  local endpoint, HSM <-> pedclient on the HSM host: ``ped.link``
 * 0x50-0x6F  PED operations, only ever *inside* a sealed end-to-end frame: ``ped.ops``
+* 0x70-0x77  client protocol, hsmclient <-> pedhsm inside pinned TLS (port 1792): ``ped.ntls``
+* 0x78-0x7F  cloning, HSM <-> HSM partition of one cloning domain, relayed by hsmclient as
+  opaque bytes: ``ped.cloning``
 
 The relays (pedserver, pedclient) only ever look at the type byte of a 0x20-0x2F frame,
 never inside it.

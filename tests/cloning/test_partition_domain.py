@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from hsm.control import BY_NAME
 from hsm.pedport import WrongKeyColor
 from hsm.shellparser import build_parser
 from keys.colors import Color
@@ -82,9 +83,13 @@ async def test_a_key_of_another_colour_is_refused_and_nothing_is_initialised(rig
     assert rig.hsm.state.store.get_role("p2", "domain") is None
 
 
-def test_the_shell_names_the_option() -> None:
+def test_the_shell_names_the_option_and_the_daemon_receives_it() -> None:
     ns = build_parser().parse_args(["partition", "init", "--name", "p2", "--domain-from-red-key"])
     assert ns.domain_from_red_key is True
+    # The control table hands it to `PartitionCommands.init` (it was once dropped there).
+    row = BY_NAME["partition.init"]
+    values = [parse({"name": "p2", "domain_from_red_key": True}) for parse in row.args]
+    assert values == ["p2", False, True]
 
 
 @pytest.fixture
