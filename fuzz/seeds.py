@@ -59,6 +59,7 @@ def link_examples() -> list[Frame]:
         link.LinkWelcome(1, 1800, 30, "pedserver", device),
         link.LinkRefused(link.RefuseCode.TOO_MANY_LINKS, "full"),
         link.OpBegin(1000),
+        link.OpBegin(1000, 920),  # link version 2: the HSM's operation timeout announced
         link.OpGranted(),
         link.Busy("hsm-2"),
         link.OpEnd(),

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
 import trio
 
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, LinkState
 from ped.link.errors import LinkClosed, close_code_for, describe_close
 from ped.link.messages import (
+    OP_TIMEOUT_VERSION,
     Busy,
     Close,
     EndToEnd,
@@ -35,6 +37,14 @@ from ped.link.messages import (
 )
 from ped.wire.types import CloseCode
 from pedclient.links import ClientLink, ClientLinkActivity
+
+
+def _for_server(message: OpBegin, version: int | None) -> OpBegin:
+    """The HSM's OpBegin as pedserver's link version carries it: an operation timeout
+    only from version 2 on (the HSM announces it only then; this is the belt)."""
+    if message.op_timeout is not None and (version or 0) < OP_TIMEOUT_VERSION:
+        return attrs.evolve(message, op_timeout=None)
+    return message
 
 
 class LinkRelay:
@@ -65,7 +75,7 @@ class LinkRelay:
                 if isinstance(event, OpBegin):
                     record.op_granted = False
                     record.request_sent()
-                    await server.send(event)
+                    await server.send(_for_server(event, server.connection.version))
                 elif isinstance(event, OpEnd):
                     record.op_granted = False
                     record.unconfirmed_after = None

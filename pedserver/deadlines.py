@@ -7,8 +7,10 @@ or awaited, never on a peer link) or when it completed no RPV handshake within
 ``rpv_handshake_timeout`` of its welcome (a link that only said hello must not keep a
 slot; not while it holds or waits for the PED, never on a peer link); with
 PROTOCOL_ERROR when it holds the PED without sending it an end-to-end frame for
-``op_start_timeout`` (an HSM sends at once) or for one operation longer than
-``max_op_hold`` (the HSM's own operation timeout, pedo, plus a grace).
+``op_start_timeout`` (an HSM sends at once) or for one operation longer than its hold
+bound: the operation timeout (pedo) the hold's OP_BEGIN announced plus `OP_HOLD_GRACE`,
+never more than ``max_op_hold``; ``max_op_hold`` alone when OP_BEGIN announced none
+(link version 1).
 
 The relay wakes the timer (`LinkRecord.wake_timers`) when a deadline moves: an
 operation begins or ends, or the hold's first frame comes; never per frame.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +33,10 @@ from pedserver.links import LinkActivity, LinkRecord
 from pedserver.settings import Settings
 
 log = logging.getLogger("pedserver")
+
+#: Seconds a hold may outlast the operation timeout its OP_BEGIN announced: the HSM
+#: cancels at its timeout and waits a short grace (10 s) for the PED to end the operation.
+OP_HOLD_GRACE = 30
 
 
 class LinkDeadlines:
@@ -45,6 +52,33 @@ class LinkDeadlines:
         self.settings = settings
         self._close_link = close_link
         self._send = send
+        # The operation timeout each link's current hold announced (None: none).
+        self._announced: weakref.WeakKeyDictionary[LinkRecord, int | None] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def hold_granted(self, record: LinkRecord, op_timeout: int | None) -> None:
+        """*record* holds the PED for an operation whose OP_BEGIN announced *op_timeout*
+        (seconds, None if it announced none); logs the bound when it changes."""
+        changed = record not in self._announced or self._announced[record] != op_timeout
+        self._announced[record] = op_timeout
+        if not changed:
+            return
+        bound = self.hold_limit(record)
+        if op_timeout is None:
+            log.info("link %d: the client announces no operation timeout; a hold of the PED "
+                     "ends after max_op_hold (%d s)", record.id, bound)
+        else:
+            log.info("link %d: the HSM announces an operation timeout of %d s; a hold of the "
+                     "PED ends after %d s", record.id, op_timeout, bound)
+
+    def hold_limit(self, record: LinkRecord) -> int:
+        """The longest *record*'s current hold may last once it has sent the PED a frame:
+        its announced operation timeout plus a grace, at most ``max_op_hold``."""
+        announced = self._announced.get(record)
+        if announced is None:
+            return self.settings.max_op_hold
+        return min(announced + OP_HOLD_GRACE, self.settings.max_op_hold)
 
     async def run(self, record: LinkRecord) -> None:
         """Keepalives and deadlines of *record* until one ends it (or cancelled)."""
@@ -98,7 +132,7 @@ class LinkDeadlines:
         """When the link's hold of the PED must end, and the limit that sets it."""
         if record.op_started is None or not record.holds_ped:
             return math.inf, 0
-        limit = self.settings.max_op_hold if record.sent_in_hold else self.settings.op_start_timeout
+        limit = self.hold_limit(record) if record.sent_in_hold else self.settings.op_start_timeout
         return record.op_started + limit, limit
 
     def _handshake_deadline(self, record: LinkRecord) -> float:
@@ -115,11 +149,18 @@ class LinkDeadlines:
 
     async def _end_hold(self, record: LinkRecord, limit: int) -> None:
         who = f"link {record.id} from {record.peer} ({record.client_name or 'unnamed'})"
-        if record.sent_in_hold:
+        announced = self._announced.get(record)
+        if record.sent_in_hold and (announced is None or limit == self.settings.max_op_hold):
             log.warning("%s held the PED for one operation longer than max_op_hold (%d s); "
                         "closing the link", who, limit)
             text = (f"one operation held the PED longer than {limit} s (pedserver's "
                     "max_op_hold: raise it with the HSM's pedo); connect again")
+        elif record.sent_in_hold:
+            log.warning("%s held the PED for one operation longer than its announced "
+                        "operation timeout (%d s) plus %d s; closing the link",
+                        who, announced, OP_HOLD_GRACE)
+            text = (f"one operation held the PED longer than {limit} s (the HSM's operation "
+                    f"timeout of {announced} s plus {OP_HOLD_GRACE} s); connect again")
         else:
             log.warning("%s held the PED for %d s without sending it anything; closing the "
                         "link", who, limit)

@@ -11,7 +11,8 @@ A link's task group runs:
   the PED session untouched (only their type byte is ever looked at);
 * the device pump: frames from the PED session go back on the link, untouched;
 * the deadlines (`pedserver.deadlines`): keepalives, and the link's end when it is
-  idle, silent, has no RPV handshake in time, or holds the PED too long.
+  idle, silent, has no RPV handshake in time, or holds the PED too long (longer than
+  the operation timeout its OP_BEGIN announced, plus a grace, or ``max_op_hold``).
 
 A relay cannot read the channel, but the frame types say what happened: the PED
 answered a handshake (HANDSHAKE_RESPONSE), then sealed an answer (a request from
@@ -229,6 +230,7 @@ class LinkRelay:
         record.op_started = trio.current_time()
         record.sent_in_hold = False
         record.doing = LinkActivity.OPERATING
+        self._deadlines.hold_granted(record, message.op_timeout)
         record.wake_timers()
         # Debug only: the PED's own events say the same at info (see pedserver.events).
         log.debug("link %d: PED operation %d started", record.id, record.ops)

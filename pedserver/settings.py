@@ -73,7 +73,8 @@ SCHEMA = ConfigSchema(
                   in_range(1, 3600)),
         ConfigKey("max_op_hold", int, 980,
                   "longest a link may hold the PED for one operation: the HSM's operation "
-                  "timeout (pedo, 920 s by default) plus a grace; raise it with pedo",
+                  "timeout (pedo, 920 s by default) plus a grace; raise it with pedo (a "
+                  "link that announces its pedo is held at most pedo + 30 s, never longer)",
                   in_range(10, 200000)),
         ConfigKey("log_repeat_interval", int, 10,
                   "seconds over which repeated log lines (refused connections...) are "

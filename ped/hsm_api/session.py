@@ -8,7 +8,10 @@ yields a `PedSession`.  Each operation is request/response on the sans-IO
 `ped.ops.HsmSideSession`:
 
 * ``transport.begin_operation(wait=busy_wait)`` before the handshake and before every
-  operation, ``end_operation()`` after (the PED serves one operation at a time);
+  operation, ``end_operation()`` after (the PED serves one operation at a time); a
+  transport that can tell the far end how long this side will wait (a pedclient link:
+  `AnnouncesOpTimeout`) is told the operation's *op_timeout* first, so that pedserver
+  ends a hold this side has given up on;
 * *key_timeout* goes to the PED inside each request (the PED enforces the wait for a
   key and answers `KeyTimeout`); *op_timeout* bounds each whole operation here and ends
   it with `OperationTimeout`;
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -74,6 +78,19 @@ def _shielded_for(seconds: float) -> trio.CancelScope:
     """A scope shielded from outer cancellation that gives up after *seconds* (one
     scope: a login passes through several, and each costs a few microseconds)."""
     return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
+
+
+@runtime_checkable
+class AnnouncesOpTimeout(Protocol):
+    """A transport whose far end bounds a hold by the operation timeout it is told."""
+
+    def announce_op_timeout(self, seconds: float) -> None: ...
+
+
+def _announce(transport: FrameTransport, op_timeout: float) -> None:
+    """Tell *transport* the operation timeout of the holds that follow, if it listens."""
+    if isinstance(transport, AnnouncesOpTimeout):
+        transport.announce_op_timeout(op_timeout)
 
 
 class PedSession:
@@ -258,6 +275,7 @@ class PedSession:
             check_seconds("op_timeout", op_timeout)
         async with self._op_lock:
             self._check_usable()
+            _announce(self._transport, op_timeout or self._op_timeout)
             await self._transport.begin_operation(wait=self._busy_wait)
             try:
                 return await self._exchange(make_frame, op_timeout or self._op_timeout)
@@ -392,6 +410,7 @@ async def _handshake(
     busy_wait: float,
     cancel_grace: float,
 ) -> None:
+    _announce(transport, op_timeout)
     await transport.begin_operation(wait=busy_wait)
     try:
         with trio.move_on_after(op_timeout) as scope:

@@ -44,6 +44,7 @@ from ped.errors import LocalProtocolError, RemoteProtocolError
 from ped.link.messages import (
     LINK_VERSION_MAX,
     LINK_VERSION_MIN,
+    OP_TIMEOUT_VERSION,
     Close,
     ConnectRequest,
     ConnectResult,
@@ -54,6 +55,7 @@ from ped.link.messages import (
     LinkWelcome,
     LocalType,
     Message,
+    OpBegin,
     decode,
     encode,
 )
@@ -271,6 +273,12 @@ class LinkConnection:
             self.close_message = message
             self.state = LinkState.CLOSED
             return
+        if isinstance(message, OpBegin) and message.op_timeout is not None:
+            if (self.version or 0) < OP_TIMEOUT_VERSION:
+                raise error(
+                    f"{who} announced an operation timeout in OpBegin on a link of version "
+                    f"{self.version}; it needs version {OP_TIMEOUT_VERSION}"
+                )
         name = "end-to-end frame" if ftype == _E2E else type(message).__name__
         key = (self.hop, sender, self.state, ftype)
         new_state = LINK_TRANSITIONS.get(key)

@@ -25,6 +25,7 @@ returns when the link ends, with `PedclientTransport.ended` saying who ended it 
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from pathlib import Path
@@ -38,7 +39,9 @@ from ped.link.errors import ConnectUnavailable, LinkClosed, connect_failure, des
 from ped.link.messages import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
+    MAX_OP_TIMEOUT,
     MAX_OP_WAIT_MS,
+    OP_TIMEOUT_VERSION,
     Busy,
     Close,
     ConnectCode,
@@ -138,6 +141,7 @@ class PedclientTransport:
         self._between_ops = trio.Event()
         self._between_ops.set()
         self._watch_scope: trio.CancelScope | None = None
+        self._op_timeout: int | None = None
 
     def __repr__(self) -> str:
         return f"PedclientTransport(target={self.target!r}, state={self._link.state.value})"
@@ -182,6 +186,14 @@ class PedclientTransport:
     def _operation_over(self) -> None:
         self._between_ops.set()
 
+    def announce_op_timeout(self, seconds: float) -> None:
+        """The HSM's operation timeout (pedo) for the next operations: each OP_BEGIN
+        announces it (whole seconds, rounded up) so that pedserver ends a hold the HSM
+        has given up on; not on a version 1 link, whose pedserver would refuse it."""
+        if self.result.version < OP_TIMEOUT_VERSION:
+            return
+        self._op_timeout = min(max(math.ceil(seconds), 1), MAX_OP_TIMEOUT)
+
     # -------------------------------------------------------------- FrameTransport
 
     async def send(self, frame: Frame) -> None:
@@ -220,7 +232,7 @@ class PedclientTransport:
 
     async def _begin(self, wait_ms: int) -> None:
         async with self._receive_lock:
-            await self._send(OpBegin(wait_ms))
+            await self._send(OpBegin(wait_ms, self._op_timeout))
             try:
                 with trio.fail_after(wait_ms / 1000 + ANSWER_MARGIN):
                     while True:

@@ -26,13 +26,17 @@ from ped.wire.types import E2E_RANGE, CloseCode
 #: Link protocol versions this code speaks.  A peer whose range does not reach
 #: `LINK_VERSION_MIN` is refused: there is no downgrade below our minimum.
 LINK_VERSION_MIN = 1
-LINK_VERSION_MAX = 1
+LINK_VERSION_MAX = 2
+#: The first link version whose OP_BEGIN may announce the HSM's operation timeout: a
+#: version 1 peer refuses a byte after ``wait_ms``, so nobody sends it on a version 1 link.
+OP_TIMEOUT_VERSION = 2
 
 DEFAULT_PORT = 1503
 DEFAULT_IDLE_TIMEOUT = 1800  # seconds; the shorter of both ends wins
 MAX_IDLE_TIMEOUT = 99999
 DEFAULT_KEEPALIVE_INTERVAL = 30  # seconds between keepalives on a quiet link
 MAX_OP_WAIT_MS = 600_000  # the longest an HSM may ask to wait for a busy PED
+MAX_OP_TIMEOUT = 99999  # seconds: the longest operation timeout (pedo) OP_BEGIN announces
 MAX_NAME = 64
 MAX_TEXT = 256
 MAX_HOST = 255
@@ -224,19 +228,33 @@ class LinkRefused:
 
 @attrs.frozen
 class OpBegin:
-    """Take the PED for one handshake or operation; wait up to *wait_ms* if it is busy."""
+    """Take the PED for one handshake or operation; wait up to *wait_ms* if it is busy.
+
+    *op_timeout* (seconds, link version 2 on): the HSM's operation timeout (pedo) for
+    what this hold carries, so that pedserver can end a hold the HSM has given up on;
+    None (version 1, or an HSM that does not say) leaves pedserver's fixed bound.
+    """
 
     TYPE: ClassVar[int] = LinkType.OP_BEGIN
     wait_ms: int = 0
+    op_timeout: int | None = None
 
     def payload(self) -> bytes:
         if not 0 <= self.wait_ms <= MAX_OP_WAIT_MS:
             raise LocalProtocolError(f"OpBegin wait must be 0-{MAX_OP_WAIT_MS} ms")
-        return Writer().u32(self.wait_ms).getvalue()
+        w = Writer().u32(self.wait_ms)
+        if self.op_timeout is not None:
+            if not 1 <= self.op_timeout <= MAX_OP_TIMEOUT:
+                raise LocalProtocolError(f"OpBegin operation timeout must be 1-{MAX_OP_TIMEOUT} s")
+            w.u32(self.op_timeout)
+        return w.getvalue()
 
     @classmethod
     def parse(cls, r: Reader) -> OpBegin:
-        return cls(r.u32("wait ms", high=MAX_OP_WAIT_MS))
+        wait = r.u32("wait ms", high=MAX_OP_WAIT_MS)
+        if not r.remaining():
+            return cls(wait)
+        return cls(wait, r.u32("operation timeout", low=1, high=MAX_OP_TIMEOUT))
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ EXPECTED = {
     "link_welcome": LinkWelcome(1, 900, 30, "ws1", DEVICE),
     "link_refused": LinkRefused(RefuseCode.TOO_MANY_LINKS, "retry later"),
     "op_begin": OpBegin(5000),
+    "op_begin_pedo": OpBegin(5000, op_timeout=920),
     "op_granted": OpGranted(),
     "busy": Busy("link 1 (hsm-a)"),
     "op_end": OpEnd(),
