@@ -24,7 +24,7 @@ import trio
 from keys.colors import Color
 from ped.channel.handshake import HandshakeRefusal, RefuseReason
 from ped.hsm_api import open_ped_session
-from ped.link import connect_via_pedclient
+from ped.link import LINK_VERSION_MAX, connect_via_pedclient
 from ped.link.messages import (
     Close,
     ConnectCode,
@@ -115,10 +115,11 @@ async def test_oversize_to_pedclient(stack: Stack, what: str, when: str) -> None
 
 
 async def test_only_newer_link_versions_are_refused_with_both_ranges(stack: Stack) -> None:
-    hello = encode_frame(encode(LinkHello(min_version=2, max_version=9)))
+    hello = encode_frame(encode(LinkHello(min_version=LINK_VERSION_MAX + 1, max_version=9)))
     [refused] = await exchange(stack.port, hello)
     assert isinstance(refused, LinkRefused) and refused.code is RefuseCode.UNSUPPORTED_VERSION
-    assert "1-1" in refused.text and "2-9" in refused.text and "upgrade" in refused.text
+    assert f"1-{LINK_VERSION_MAX}" in refused.text and f"{LINK_VERSION_MAX + 1}-9" in refused.text
+    assert "upgrade" in refused.text
 
 
 @pytest.mark.parametrize(("low", "high"), [(0, 0), (0, 1)])
@@ -132,7 +133,7 @@ async def test_a_hello_offering_version_zero_is_refused(stack: Stack, low: int, 
 async def test_a_wider_offer_gets_our_version_not_a_lower_one(stack: Stack) -> None:
     hello = encode_frame(encode(LinkHello(min_version=1, max_version=200)))
     welcome, *_ = await exchange(stack.port, hello, encode_frame(encode(Close(CloseCode.NORMAL))))
-    assert isinstance(welcome, LinkWelcome) and welcome.version == 1
+    assert isinstance(welcome, LinkWelcome) and welcome.version == LINK_VERSION_MAX
 
 
 @pytest.mark.parametrize("version", [0, 2, 255])
