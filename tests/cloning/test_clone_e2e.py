@@ -67,11 +67,15 @@ class Pair:
     target: Rig
     app: RemoteApplication
     accesses: dict[str, list[ClientAccess]]
-    sessions: tuple[int, int] = (0, 0)
+    sessions: tuple[int, int]
+    slots: tuple[int, int]
+    backend: RemoteBackend
+    nursery: trio.Nursery
 
 
 @asynccontextmanager
-async def two_hsms(tmp_path: Path, *, same_domain: bool) -> AsyncIterator[Pair]:
+async def two_hsms(tmp_path: Path, *, same_domain: bool,
+                   client_home: Path | None = None) -> AsyncIterator[Pair]:  # fmt: skip
     homes = [tmp_path / "hsm1", tmp_path / "hsm2"]
     for home in homes:
         home.mkdir(mode=0o700)
@@ -81,7 +85,7 @@ async def two_hsms(tmp_path: Path, *, same_domain: bool) -> AsyncIterator[Pair]:
         await _activated_in_domain_of(target, source)
     else:
         await activated(target, "p1")
-    client_home = tmp_path / "client"
+    client_home = client_home or tmp_path / "client"
     client = ensure_identity(client_home, "app-host")
     pins = PinStore(client_home, program="hsmclient")
     accesses: dict[str, list[ClientAccess]] = {"hsm1": [], "hsm2": []}
@@ -106,13 +110,15 @@ async def two_hsms(tmp_path: Path, *, same_domain: bool) -> AsyncIterator[Pair]:
                               ip="127.0.0.1", port=bound[0][1])  # fmt: skip
             backend = RemoteBackend(client_home, pins, SlotMap(client_home))
             app = await backend.connect()
-            sessions = []
+            sessions, slots = [], []
             for name in ("hsm1", "hsm2"):
                 slot = next(s.slot_id for s in await app.slots() if name in s.description)
                 session = await app.open_session(slot, True)
                 await app.login(session, CKU.USER, bytearray(CHAL))
                 sessions.append(session)
-            yield Pair(source, target, app, accesses, (sessions[0], sessions[1]))
+                slots.append(slot)
+            yield Pair(source, target, app, accesses, (sessions[0], sessions[1]),
+                       (slots[0], slots[1]), backend, nursery)  # fmt: skip
             await backend.aclose()
             nursery.cancel_scope.cancel()
     finally:
