@@ -37,7 +37,6 @@ from ped.cloning import (
     CloneRefuseReason,
     CloneResponder,
     CloneType,
-    CloningError,
     DomainMismatch,
     ObjectReceiver,
     ObjectSender,
@@ -73,8 +72,13 @@ def _failed(exc: PedError) -> Pkcs11Error:
 class CloneSource:
     """This HSM sends objects: `start` gives CLONE_INIT, `feed` the answers to the target's."""
 
-    def __init__(self, scope: Scope, handles: Sequence[int], domain: bytearray,
-                 serials: tuple[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scope: Scope,
+        handles: Sequence[int],
+        domain_of: Callable[[str], bytearray],
+        serials: tuple[str, str],
+    ) -> None:
         self._scope = scope
         self._handles = tuple(handles)
         self.done = False
@@ -83,6 +87,7 @@ class CloneSource:
                 raise Pkcs11Error(CKR.KEY_UNEXTRACTABLE,
                                   f"object {handle} is a session object; only token objects "
                                   "are cloned")  # fmt: skip
+        domain = domain_of(scope.partition)  # unsealed only once the objects are checked
         try:
             self._initiator = CloneInitiator(
                 domain=domain, direction=CloneDirection.INITIATOR_SENDS,
@@ -113,12 +118,12 @@ class CloneSource:
                                   f"the target stored nothing: {result.detail}")  # fmt: skip
             _event(self._scope, "objects cloned out", len(self._handles))
             return b""
-        except CloningError as exc:
-            self.done = True
-            raise _failed(exc) from None
         except Pkcs11Error:
             self.done = True
             raise
+        except PedError as exc:  # the cloning core's or a malformed frame's
+            self.done = True
+            raise _failed(exc) from None
 
     def _objects(self, sender: ObjectSender) -> bytes:
         out = bytearray()
@@ -155,12 +160,12 @@ class CloneTarget:
     def feed(self, data: bytes) -> bytes:
         try:
             return b"".join(encode_frame(f) for f in self._feed(_frames(data)))
-        except CloningError as exc:
-            self.done = True
-            raise _failed(exc) from None
         except Pkcs11Error:
             self.done = True
             raise
+        except PedError as exc:  # the cloning core's or a malformed frame's
+            self.done = True
+            raise _failed(exc) from None
 
     def _feed(self, frames: list[Frame]) -> list[Frame]:
         if self._receiver is None:
@@ -223,7 +228,7 @@ class CloningCommands:
 
     def source(self, scope: Scope, handles: Sequence[int], target_serial: str) -> CloneSource:
         serials = (self._serial(scope.partition), target_serial)
-        return CloneSource(scope, handles, self._domain_of(scope.partition), serials)
+        return CloneSource(scope, handles, self._domain_of, serials)
 
     def target(self, scope: Scope, source_serial: str) -> CloneTarget:
         serials = (source_serial, self._serial(scope.partition))

@@ -21,6 +21,7 @@ from hsm.token.vault import SessionObjects, Vault
 from hsmclient.commands_clone import objects_by_label, relay_clone
 from hsmclient.remote import RemoteApplication, RemoteBackend
 from hsmclient.slots import SlotMap
+from ped.ntls.messages import CloneFrame, CloneOpen, CloneRole
 from ped.pkcs11.constants import CKA, CKM, CKR, CKU
 from ped.pkcs11.token import Attribute, Mechanism, PartitionAccess, Pkcs11Error
 from ped.tls import PinStore, ensure_identity
@@ -187,6 +188,29 @@ async def test_a_clone_needs_the_crypto_officer_logged_in(tmp_path: Path) -> Non
             await relay_clone(app, src, dst, handles)
         assert caught.value.rv == CKR.USER_NOT_LOGGED_IN
         assert pair.target.store.token_objects("p1") == []
+
+
+async def test_a_relay_that_alters_an_object_gets_nothing_stored(tmp_path: Path) -> None:
+    """hsmclient's hops done by hand, one byte of the objects' answer flipped in transit."""
+    async with two_hsms(tmp_path, same_domain=True) as pair:
+        app, (src, dst) = pair.app, pair.sessions
+        await app.generate_key_pair(src, Mechanism(CKM.EC_KEY_PAIR_GEN), EC_PUB, EC_PRIV)
+        handles = tuple(await objects_by_label(app, src, ["app-key"]))
+        serials = app.session_serial(src), app.session_serial(dst)
+        await app.clone_call(dst, lambda rid, s: CloneOpen(rid, s, CloneRole.TARGET,
+                                                           serials[0], ()))  # fmt: skip
+        init = await app.clone_call(src, lambda rid, s: CloneOpen(rid, s, CloneRole.SOURCE,
+                                                                  serials[1], handles))  # fmt: skip
+        accept = await app.clone_call(dst, lambda rid, s: CloneFrame(rid, s, init))
+        objects = bytearray(await app.clone_call(src, lambda rid, s: CloneFrame(rid, s, accept)))
+        objects[20] ^= 0x01  # inside the first sealed object
+        with pytest.raises(Pkcs11Error) as caught:
+            await app.clone_call(dst, lambda rid, s: CloneFrame(rid, s, bytes(objects)))
+        assert "failed authentication" in str(caught.value)
+        assert pair.target.store.token_objects("p1") == []
+        with pytest.raises(Pkcs11Error) as again:  # the clone is over on the target
+            await app.clone_call(dst, lambda rid, s: CloneFrame(rid, s, bytes(objects)))
+        assert again.value.rv == CKR.OPERATION_NOT_INITIALIZED
 
 
 def _audit(rig: Rig) -> list[str]:
