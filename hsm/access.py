@@ -208,6 +208,8 @@ class ClientAccess:
     async def close_session(self, session: int) -> None:
         s = self._session(session)
         del self._sessions[session]
+        if self.clones is not None:
+            self.clones.discard(session)
         if not any(o.partition == s.partition for o in self._sessions.values()):
             self._forget(s.partition)  # PKCS#11: the last session closed logs out
 

@@ -275,5 +275,9 @@ class ConnectionClones:
             if clone.done:
                 del self._open[session]
 
+    def discard(self, session: int) -> None:
+        """The session closed: its clone, if any, ends (the target has stored nothing)."""
+        self._open.pop(session, None)
+
     def close(self) -> None:
         self._open.clear()
