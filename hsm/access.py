@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from hsm.cloning import CloningCommands, ConnectionClones
 from hsm.crypto import wipe
 from hsm.errors import InvalidCommand, LockedOut, LoginFailed, NotInitialised, Zeroized
 from hsm.logins import LoginService
@@ -82,7 +83,8 @@ class _Session:
 class ClientAccess:
     """One registered client's connection: its partitions, sessions and logins."""
 
-    def __init__(self, state: HsmState, logins: LoginService, client: str) -> None:
+    def __init__(self, state: HsmState, logins: LoginService, client: str,
+                 cloning: CloningCommands | None = None) -> None:  # fmt: skip
         self._state = state
         self._logins = logins
         self.client = client
@@ -90,6 +92,8 @@ class ClientAccess:
         #: partition name -> (the role logged in, the partition's data key)
         self._logged: dict[str, tuple[Role, bytearray]] = {}
         self._objects = SessionObjects()
+        #: Clones open on this connection (`hsm.cloning`); None: this HSM does not clone.
+        self.clones = ConnectionClones(cloning, self._co_scope) if cloning else None
 
     def __repr__(self) -> str:
         return f"ClientAccess(client={self.client!r}, sessions={len(self._sessions)})"
@@ -204,6 +208,8 @@ class ClientAccess:
     async def close_session(self, session: int) -> None:
         s = self._session(session)
         del self._sessions[session]
+        if self.clones is not None:
+            self.clones.discard(session)
         if not any(o.partition == s.partition for o in self._sessions.values()):
             self._forget(s.partition)  # PKCS#11: the last session closed logs out
 
@@ -218,6 +224,8 @@ class ClientAccess:
         self._objects.rows = {h: r for h, r in self._objects.rows.items() if r[0] != partition}
 
     async def close(self) -> None:
+        if self.clones is not None:
+            self.clones.close()
         for partition in {s.partition for s in self._sessions.values()} | set(self._logged):
             self._forget(partition)
         self._objects.rows.clear()
@@ -343,6 +351,16 @@ class ClientAccess:
             Vault(self._state, s.partition, self._objects),
             logged[1] if logged is not None else None,
         )  # fmt: skip
+
+    def _co_scope(self, session: int) -> ops.Scope:
+        """A clone's scope: only the partition's Crypto Officer moves objects between HSMs."""
+        scope = self._scope(session)
+        logged = self._logged.get(scope.partition)
+        if logged is None or logged[0] is not Role.CO:
+            raise Pkcs11Error(CKR.USER_NOT_LOGGED_IN,
+                              f"cloning partition {scope.partition!r} needs its Crypto Officer "
+                              "logged in on this session (C_Login as CKU_USER)")  # fmt: skip
+        return scope
 
     async def generate_key(
         self, session: int, mechanism: Mechanism, template: Sequence[Attribute]

@@ -11,9 +11,9 @@ Theory of operation
 * `hsm.activation.Activation`: the activation cache (policies 22 and 23);
 * the command groups, which depend on those and never on each other: `admin`
   (`hsm.admin`), `ped` (`hsm.pedadmin`), `partitions` (`hsm.partitions`), `roles`
-  (`hsm.roles`), `objects` (`hsm.objects`), `auditor` (`hsm.auditor`) and `clients`
+  (`hsm.roles`), `objects` (`hsm.objects`), `auditor` (`hsm.auditor`), `clients`
   (`hsm.clients`: the registered clients of the client path and the HSM's certificate
-  for port 1792);
+  for port 1792) and `cloning` (`hsm.cloning`: this HSM's end of a clone of objects);
 * for each client connection of the client path, `client_access`: a
   `hsm.access.ClientAccess` (PKCS#11 partitions, sessions, logins through the login
   service, objects in `hsm.token`).
@@ -30,11 +30,9 @@ What comes next, and where it goes
   `clients.is_registered` names (`clients.refusal` words the others) and serves the
   connection with `client_access`, whose calls need not take the command lock (see
   `hsm.access`: none of them waits for the PED).
-* **Cloning between HSMs** (backup, restore, HA replication): ``hsm/cloning.py``, a
-  command group built here from `HsmState`.  The cloning domain is the red key's role
-  (`hsm.policy.Role.DOMAIN`, already wrapped per HSM and per partition at init); the
-  channel keyed by it is sans-IO like ``ped.channel`` and hsmclient relays its frames as
-  opaque bytes.
+* **Backup and restore, HA replication**: on `hsm.cloning` (single objects are cloned
+  today, relayed by hsmclient as opaque bytes); a backup partition or an HA member is one
+  more caller of `CloneSource` / `CloneTarget`.
 * **HA membership**: ``hsm/ha.py``, the group's members and their state in `hsm.store`
   (a new table, written atomically like the rest), fed by the cloning group.
 """
@@ -49,6 +47,7 @@ from hsm.admin import AdminCommands
 from hsm.auditor import AuditorCommands
 from hsm.clients import ClientRegistry
 from hsm.clock import Clock
+from hsm.cloning import CloningCommands
 from hsm.crypto import MasterKey
 from hsm.logins import LoginService
 from hsm.objects import ObjectCommands
@@ -82,10 +81,11 @@ class Hsm:
         self.objects = ObjectCommands(self.state)
         self.auditor = AuditorCommands(self.state, self.logins)
         self.clients = ClientRegistry(self.state, home)
+        self.cloning = CloningCommands(self.state, self.partitions.cloning_domain)
 
     def client_access(self, client_name: str) -> PartitionAccess:
         """The PKCS#11 view of one registered client's connection (see `hsm.access`)."""
-        return ClientAccess(self.state, self.logins, client_name)
+        return ClientAccess(self.state, self.logins, client_name, self.cloning)
 
     @property
     def serial(self) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from hsm.cloning import ConnectionClones
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
 from ped.ntls import messages as m
 from ped.ntls.connection import ConnectionLost, NtlsConnection, NtlsRole, choose_version
@@ -54,8 +55,9 @@ DEFAULT_MAX_CONNECTIONS = 256
 _RECEIVE = 65536
 #: The calls that change the HSM's state: they wait for the daemon's command lock.
 LOCKED_OPS = frozenset(
-    {Op.LOGIN, Op.LOGOUT, Op.GENERATE_KEY, Op.GENERATE_KEY_PAIR, Op.DESTROY_OBJECT}
-)
+    {Op.LOGIN, Op.LOGOUT, Op.GENERATE_KEY, Op.GENERATE_KEY_PAIR, Op.DESTROY_OBJECT,
+     Op.CLONE_OPEN, Op.CLONE_FRAME}
+)  # fmt: skip
 
 
 def ntls_identity(home: Path, serial: str) -> Identity:
@@ -363,7 +365,20 @@ async def dispatch(access: PartitionAccess, r: m.Request) -> m.Result:
         return m.Output(rid, r.OP, await access.decrypt(r.session, r.mechanism, r.key, r.data))
     elif isinstance(r, m.GenerateRandom):
         return m.Output(rid, r.OP, await access.generate_random(r.session, r.length))
+    elif isinstance(r, m.CloneOpen | m.CloneFrame):
+        return m.Output(rid, r.OP, _clone(access, r))
     return m.Done(rid, r.OP)
+
+
+def _clone(access: PartitionAccess, r: m.CloneOpen | m.CloneFrame) -> bytes:
+    """One end of a clone (`hsm.cloning`): the frames hsmclient relays, never read here."""
+    clones = getattr(access, "clones", None)
+    if not isinstance(clones, ConnectionClones):
+        raise Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "this HSM does not clone objects")
+    if isinstance(r, m.CloneFrame):
+        return clones.feed(r.session, r.frames)
+    source = r.role is m.CloneRole.SOURCE
+    return clones.open(r.session, source=source, peer_serial=r.peer_serial, handles=r.handles)
 
 
 def _session_key(request: m.Request) -> object:

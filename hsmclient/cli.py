@@ -36,6 +36,7 @@ from hsmclient.commands import (
     certificate_command,
     server_command,
 )
+from hsmclient.commands_clone import add_partition_parser, partition_command
 from hsmclient.commands_slots import (
     add_slot_parsers,
     describe_servers,
@@ -56,7 +57,7 @@ from ped.tls.pins import Program
 
 PROG: Program = "hsmclient"
 MODES = ("start", "stop", "show", "config")
-COMMAND_WORDS = ("mode", "certificate", "server", "slot", "verify", "vtl")
+COMMAND_WORDS = ("mode", "certificate", "server", "slot", "verify", "vtl", "partition")
 OVERRIDES = {
     "socket": "socket",
     "slot_query_timeout": "slot_query_timeout",
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_certificate_parser(commands, _common)
     add_server_parser(commands, _common)
     add_slot_parsers(commands, _common)
+    add_partition_parser(commands, _common)
     add_vtl_parser(commands, _common)
     return parser
 
@@ -105,7 +107,7 @@ def main(
         argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"certificate": certificate_command, "server": server_command,
                        "slot": slot_list_command, "verify": verify_command,
-                       "vtl": server_command},
+                       "vtl": server_command, "partition": partition_command},
         schema=SCHEMA, layout=Layout, describe=describe,
         other_mode=lambda args, layout, config_path: _start(args, layout.home, config_path,
                                                             out, err),

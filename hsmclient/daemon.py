@@ -30,6 +30,7 @@ from typing import Any, ClassVar, cast
 import attrs
 import trio
 
+from hsmclient.commands_clone import clone_command
 from hsmclient.p11kit import open_p11kit_listener
 from hsmclient.p11kit import serve_p11kit as serve_p11kit_
 from hsmclient.p11kit.errors import SocketInUse
@@ -157,6 +158,7 @@ class HsmClient(DaemonSkeleton[None]):
         self.pins = PinStore(home, program="hsmclient")
         self._p11kit = p11kit
         self.extra_commands["slots"] = self._slots_command
+        self.extra_commands["clone"] = lambda args, _progress: clone_command(self.backend, args)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
@@ -201,7 +203,7 @@ class HsmClient(DaemonSkeleton[None]):
         """Applications' connections end with the p11-kit server's cancellation."""
 
     def known_commands(self) -> str:
-        return "show, stop and slots"
+        return "show, stop, slots and clone"
 
     # ------------------------------------------------------------------ control
 

@@ -20,7 +20,7 @@ retried login could count twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -393,6 +393,16 @@ class RemoteApplication(Application):
     async def generate_random(self, session: int, length: int) -> bytes:
         r = self._session(session).remote
         return await self._output(session, lambda rid: m.GenerateRandom(rid, r, length))
+
+    # ---- cloning (relayed by hsmclient.commands_clone, never read here) ------------------
+
+    def session_serial(self, session: int) -> str:
+        return self._session(session).serial
+
+    async def clone_call(self, session: int, build: Callable[[int, int], m.Request]) -> bytes:
+        """A cloning request built from (request id, pedhsm's session); its opaque frames."""
+        remote = self._session(session).remote
+        return await self._output(session, lambda rid: build(rid, remote))
 
     async def _output(self, session: int, build: m.RequestBuilder) -> bytes:
         res = await self._session_call(session, build)

@@ -32,6 +32,7 @@ from ped.errors import (
 )
 from ped.ntls import values as v
 from ped.ntls.messages import (
+    MAX_CLONE_HANDLES,
     MAX_IN_FLIGHT,
     MAX_SOFTWARE,
     MAX_TEXT,
@@ -39,6 +40,9 @@ from ped.ntls.messages import (
     RESULT_OF,
     Answer,
     Attributes,
+    CloneFrame,
+    CloneOpen,
+    CloneRole,
     Close,
     CloseSession,
     Decrypt,
@@ -127,6 +131,17 @@ def _write_request(w: Writer, m: Request) -> None:
         if not 0 <= m.length <= v.MAX_RANDOM:
             raise LocalProtocolError(f"random length {m.length} over {v.MAX_RANDOM}")
         w.u64(m.session).u32(m.length)
+    elif isinstance(m, CloneOpen):
+        if len(m.handles) > MAX_CLONE_HANDLES:
+            raise LocalProtocolError(f"a clone names at most {MAX_CLONE_HANDLES} objects")
+        w.u64(m.session).u8(m.role)
+        v.write_serial(w, m.peer_serial)
+        w.u32(len(m.handles))
+        for h in m.handles:
+            w.u64(h)
+    elif isinstance(m, CloneFrame):
+        w.u64(m.session)
+        _write_data(w, m.frames, v.MAX_OUTPUT)
 
 
 def _write_data(w: Writer, data: bytes, limit: int) -> None:
@@ -259,6 +274,14 @@ def _read_request(r: Reader, request_id: int, op: Op) -> Request:
         return DestroyObject(request_id, session, r.u64("handle"))
     if op is Op.GENERATE_RANDOM:
         return GenerateRandom(request_id, session, r.u32("length", high=v.MAX_RANDOM))
+    if op is Op.CLONE_OPEN:
+        role = CloneRole(r.u8("clone role", low=min(CloneRole), high=max(CloneRole)))
+        peer = v.read_serial(r)
+        count = r.u32("handle count", high=MAX_CLONE_HANDLES)
+        handles = tuple(r.u64("handle") for _ in range(count))
+        return CloneOpen(request_id, session, role, peer, handles)
+    if op is Op.CLONE_FRAME:
+        return CloneFrame(request_id, session, _read_data(r, "cloning frames", v.MAX_OUTPUT))
     mech = v.read_mechanism(r)
     key = r.u64("key")
     data = _read_data(r, "data", v.MAX_DATA)

@@ -3,9 +3,10 @@
 Seven frame types (the ``RP`` envelope of ``ped.wire.framing``, types 0x70-0x76; their
 bytes are ``ped.ntls.frames``'): ``Hello``/``Welcome``/``Refused`` open a connection,
 ``Close`` ends it, a ``REQUEST`` frame carries one call of
-``ped.pkcs11.token.PartitionAccess`` (an `Op` and its arguments), and a ``RESULT`` or
-``FAILURE`` frame answers the request with the same request id.  Every request and result
-is a frozen attrs class; a request's ``OP`` names the call.
+``ped.pkcs11.token.PartitionAccess`` (an `Op` and its arguments) or one step of a clone
+between two HSMs (`CloneOpen`, `CloneFrame`: cloning frames relayed as opaque bytes), and
+a ``RESULT`` or ``FAILURE`` frame answers the request with the same request id.  Every
+request and result is a frozen attrs class; a request's ``OP`` names the call.
 
 Secrets: a `Login`'s challenge is a ``bytearray``, never in a repr; sign, encrypt and
 decrypt data and outputs are never in a repr either.
@@ -69,6 +70,19 @@ class Op(enum.IntEnum):
     ENCRYPT = 15
     DECRYPT = 16
     GENERATE_RANDOM = 17
+    CLONE_OPEN = 18
+    CLONE_FRAME = 19
+
+
+class CloneRole(enum.IntEnum):
+    """Which end of a clone a `CloneOpen` makes this session's partition."""
+
+    SOURCE = 1
+    TARGET = 2
+
+
+#: Objects one `CloneOpen` may name (all their frames travel in one `Output`).
+MAX_CLONE_HANDLES = 64
 
 
 class NtlsCloseCode(enum.IntEnum):
@@ -276,11 +290,37 @@ class GenerateRandom:
     length: int
 
 
+@attrs.frozen
+class CloneOpen:
+    """Make this session's partition one end of a clone with the partition *peer_serial*.
+
+    As the source it names the objects (*handles*) and answers the first cloning frame;
+    as the target *handles* is empty and it answers nothing yet.
+    """
+
+    OP: ClassVar[Op] = Op.CLONE_OPEN
+    request_id: int
+    session: int
+    role: CloneRole
+    peer_serial: str
+    handles: tuple[int, ...]
+
+
+@attrs.frozen
+class CloneFrame:
+    """Cloning frames from the other HSM, relayed unread; the answer carries this HSM's."""
+
+    OP: ClassVar[Op] = Op.CLONE_FRAME
+    request_id: int
+    session: int
+    frames: bytes = attrs.field(repr=False)
+
+
 KeyOperation = Sign | Encrypt | Decrypt
 Request = (
     ListPartitions | GetTokenInfo | GetMechanisms | OpenSession | CloseSession | Login | Logout
     | GenerateKey | GenerateKeyPair | FindObjects | GetAttributes | DestroyObject | Sign
-    | Verify | Encrypt | Decrypt | GenerateRandom
+    | Verify | Encrypt | Decrypt | GenerateRandom | CloneOpen | CloneFrame
 )  # fmt: skip
 
 
@@ -325,7 +365,7 @@ class Attributes:
 
 @attrs.frozen
 class Output:
-    """A call that returns bytes (sign, encrypt, decrypt, random): never shown."""
+    """A call that returns bytes (sign, encrypt, decrypt, random, cloning frames): never shown."""
 
     request_id: int
     op: Op
@@ -370,7 +410,7 @@ RequestBuilder = Callable[[int], Request]
 REQUEST_TYPES: tuple[type, ...] = (
     ListPartitions, GetTokenInfo, GetMechanisms, OpenSession, CloseSession, Login, Logout,
     GenerateKey, GenerateKeyPair, FindObjects, GetAttributes, DestroyObject, Sign, Verify,
-    Encrypt, Decrypt, GenerateRandom,
+    Encrypt, Decrypt, GenerateRandom, CloneOpen, CloneFrame,
 )  # fmt: skip
 
 #: What each call answers when it succeeds (the shape of its RESULT frame).
@@ -380,6 +420,7 @@ RESULT_OF: dict[Op, type] = {
     Op.GENERATE_KEY: Handle, Op.GENERATE_KEY_PAIR: KeyPair, Op.FIND_OBJECTS: Handles,
     Op.GET_ATTRIBUTES: Attributes, Op.DESTROY_OBJECT: Done, Op.SIGN: Output, Op.VERIFY: Done,
     Op.ENCRYPT: Output, Op.DECRYPT: Output, Op.GENERATE_RANDOM: Output,
+    Op.CLONE_OPEN: Output, Op.CLONE_FRAME: Output,
 }  # fmt: skip
 
 

@@ -52,6 +52,8 @@ EXAMPLES: dict[str, m.Message] = {
     "encrypt": m.Encrypt(15, 7, GCM, 43, b"plain"),
     "decrypt": m.Decrypt(16, 7, GCM, 43, b"cipher"),
     "generate_random": m.GenerateRandom(17, 7, 16),
+    "clone_open": m.CloneOpen(18, 7, m.CloneRole.SOURCE, "1500020001", (41, 42)),
+    "clone_frame": m.CloneFrame(19, 7, bytes.fromhex("525001780000000000")),
     "result_partitions": m.Partitions(1, (PartitionInfo("1500010001", "app", True, True),)),
     "result_token_info": m.TokenInfoResult(2, TokenInfo("app", "1500010001", flags=0x40D)),
     "result_mechanisms": m.Mechanisms(
@@ -69,6 +71,7 @@ EXAMPLES: dict[str, m.Message] = {
         ),
     ),
     "result_sign": m.Output(13, m.Op.SIGN, b"sig"),
+    "result_clone_frame": m.Output(19, m.Op.CLONE_FRAME, bytes.fromhex("525001790000000000")),
     "failure": m.Failure(6, CKR.PIN_INCORRECT, "wrong challenge"),
 }
 

@@ -1,0 +1,283 @@
+"""Cloning objects between two HSMs' partitions: this HSM's end of a clone hsmclient relays.
+
+Theory of operation
+-------------------
+hsmclient opens a clone on a session of each HSM (``CLONE_OPEN``, see
+docs/protocol/client.md) and then relays cloning frames (``ped.cloning``,
+docs/protocol/cloning.md) between them as opaque bytes (``CLONE_FRAME``): each call hands
+one end what the other produced and returns this end's frames.  The channel is keyed by
+the partitions' cloning domain, so hsmclient learns nothing of the objects.
+
+The **source** (`CloneSource`) is a `CloneInitiator`: it checks the objects named when
+the clone opens (token objects of its partition, visible to the logged-in Crypto
+Officer), sends ``CLONE_INIT``, and once the target accepts sends every object and the
+end marker in one answer; it reports the target's verdict.
+
+The **target** (`CloneTarget`) is a `CloneResponder`: a domain that differs is refused at
+the handshake (``CLONE_REFUSED`` with its fingerprint) before anything is created; the
+objects are buffered by `ObjectReceiver` and stored only after the end marker checks
+out, all in one transaction (`hsm.store.Store.tx`): every object, or none.
+
+Both need the partition's Crypto Officer logged in on that connection (`hsm.access`
+checks it before a clone opens).  Errors reach the application as `Pkcs11Error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from hsm.crypto import wipe
+from hsm.state import HsmState
+from hsm.token import template as tpl
+from hsm.token.operations import Scope, visible
+from ped.cloning import (
+    CloneDirection,
+    ClonedObject,
+    CloneInitiator,
+    CloneRefuseReason,
+    CloneResponder,
+    CloneType,
+    DomainMismatch,
+    ObjectReceiver,
+    ObjectSender,
+    ResultStatus,
+)
+from ped.errors import PedError
+from ped.ntls.values import MAX_OUTPUT
+from ped.pkcs11.constants import CKA, CKR
+from ped.pkcs11.token import Pkcs11Error
+from ped.wire.framing import NEED_DATA, Frame, FrameDecoder, encode_frame
+
+#: The frame types one end may receive from the other.
+CLONE_TYPES = frozenset(int(t) for t in CloneType)
+
+
+def _frames(data: bytes) -> list[Frame]:
+    """The whole cloning frames in *data*; anything else is refused."""
+    decoder = FrameDecoder(accepted=CLONE_TYPES, max_payload=MAX_OUTPUT)
+    decoder.feed(data)
+    out: list[Frame] = []
+    while (frame := decoder.next_frame()) is not NEED_DATA:
+        assert isinstance(frame, Frame)
+        out.append(frame)
+    if decoder.buffered:
+        raise Pkcs11Error(CKR.DATA_INVALID, "the cloning frames end in an unfinished frame")
+    return out
+
+
+def _failed(exc: PedError) -> Pkcs11Error:
+    return Pkcs11Error(CKR.FUNCTION_FAILED, f"clone refused: {exc}")
+
+
+class CloneSource:
+    """This HSM sends objects: `start` gives CLONE_INIT, `feed` the answers to the target's."""
+
+    def __init__(
+        self,
+        scope: Scope,
+        handles: Sequence[int],
+        domain_of: Callable[[str], bytearray],
+        serials: tuple[str, str],
+    ) -> None:
+        self._scope = scope
+        self._handles = tuple(handles)
+        self.done = False
+        for handle in self._handles:
+            if visible(scope, handle).get(CKA.TOKEN) is not True:
+                raise Pkcs11Error(CKR.KEY_UNEXTRACTABLE,
+                                  f"object {handle} is a session object; only token objects "
+                                  "are cloned")  # fmt: skip
+        domain = domain_of(scope.partition)  # unsealed only once the objects are checked
+        try:
+            self._initiator = CloneInitiator(
+                domain=domain, direction=CloneDirection.INITIATOR_SENDS,
+                source_serial=serials[0], target_serial=serials[1],
+            )  # fmt: skip
+        finally:
+            wipe(domain)
+        self._sender: ObjectSender | None = None
+
+    def __repr__(self) -> str:
+        return f"CloneSource(objects={len(self._handles)}, done={self.done})"
+
+    def start(self) -> bytes:
+        return encode_frame(self._initiator.start())
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            frames = _frames(data)
+            if len(frames) != 1:
+                raise Pkcs11Error(CKR.DATA_INVALID, "the source expects one cloning frame")
+            if self._sender is None:
+                self._sender = ObjectSender(self._initiator.receive(frames[0]))
+                return self._objects(self._sender)
+            result = self._sender.receive_result(frames[0])
+            self.done = True
+            if result.status is not ResultStatus.STORED:
+                raise Pkcs11Error(CKR.FUNCTION_FAILED,
+                                  f"the target stored nothing: {result.detail}")  # fmt: skip
+            _event(self._scope, "objects cloned out", len(self._handles))
+            return b""
+        except Pkcs11Error:
+            self.done = True
+            raise
+        except PedError as exc:  # the cloning core's or a malformed frame's
+            self.done = True
+            raise _failed(exc) from None
+
+    def _objects(self, sender: ObjectSender) -> bytes:
+        out = bytearray()
+        vault, key = self._scope.vault, self._scope.key()
+        for handle in self._handles:
+            text = tpl.encode(vault.attributes(handle)).encode()
+            value = vault.key_value(handle, key)
+            try:
+                out += encode_frame(sender.send(text, value))
+            finally:
+                wipe(value)
+        out += encode_frame(sender.end())
+        if len(out) > MAX_OUTPUT:
+            raise Pkcs11Error(CKR.DATA_LEN_RANGE, "these objects do not fit in one clone; "
+                              "clone fewer at a time")  # fmt: skip
+        return bytes(out)
+
+
+class CloneTarget:
+    """This HSM receives objects: `feed` CLONE_INIT, then the objects and the end marker."""
+
+    def __init__(self, scope: Scope, domain_of: Callable[[str], bytearray],
+                 serials: tuple[str, str]) -> None:  # fmt: skip
+        self._scope = scope
+        self._domain_of = domain_of
+        self._serials = serials
+        self._responder = CloneResponder()
+        self._receiver: ObjectReceiver | None = None
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"CloneTarget(done={self.done})"
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            return b"".join(encode_frame(f) for f in self._feed(_frames(data)))
+        except Pkcs11Error:
+            self.done = True
+            raise
+        except PedError as exc:  # the cloning core's or a malformed frame's
+            self.done = True
+            raise _failed(exc) from None
+
+    def _feed(self, frames: list[Frame]) -> list[Frame]:
+        if self._receiver is None:
+            if len(frames) != 1:
+                raise Pkcs11Error(CKR.DATA_INVALID, "a clone starts with one CLONE_INIT")
+            init = self._responder.receive_init(frames[0])
+            if (init.source_serial, init.target_serial) != self._serials:
+                self.done = True
+                return [self._responder.refuse(CloneRefuseReason.NO_PARTITION,
+                                               "the clone names other partitions")]  # fmt: skip
+            domain = self._domain_of(self._scope.partition)
+            try:
+                accept, channel = self._responder.accept(domain)
+            except DomainMismatch:
+                self.done = True  # nothing created: the domain is checked first
+                return [self._responder.refuse(CloneRefuseReason.DOMAIN_MISMATCH)]
+            finally:
+                wipe(domain)
+            self._receiver = ObjectReceiver(channel)
+            return [accept]
+        for frame in frames:
+            complete = self._receiver.receive(frame)
+            if complete is not None:
+                self.done = True
+                return [self._store(complete.objects)]
+        return []
+
+    def _store(self, objects: Sequence[ClonedObject]) -> Frame:
+        assert self._receiver is not None
+        scope = self._scope
+        try:
+            key = scope.key()
+            with scope.state.store.tx():  # every object, or none
+                for obj in objects:
+                    attributes = tpl.decode(obj.attributes.decode())
+                    if attributes.get(CKA.TOKEN) is not True:
+                        raise Pkcs11Error(CKR.TEMPLATE_INCONSISTENT, "not a token object")
+                    scope.vault.create(attributes, obj.value, key)
+        except (Pkcs11Error, ValueError) as exc:
+            return self._receiver.reject(f"nothing stored: {exc}"[:200])
+        _event(scope, "objects cloned in", len(objects))
+        return self._receiver.accept_all()
+
+
+def _event(scope: Scope, event: str, count: int) -> None:
+    scope.state.event(event, partition=scope.partition, client=scope.client, count=count)
+
+
+class CloningCommands:
+    """Opens this HSM's end of a clone for a client session (`hsm.access` calls it)."""
+
+    def __init__(self, state: HsmState, domain_of: Callable[[str], bytearray]) -> None:
+        self._state = state
+        self._domain_of = domain_of
+
+    def _serial(self, name: str) -> str:
+        part = self._state.store.get_partition(name)
+        assert part is not None
+        return part.serial
+
+    def source(self, scope: Scope, handles: Sequence[int], target_serial: str) -> CloneSource:
+        serials = (self._serial(scope.partition), target_serial)
+        return CloneSource(scope, handles, self._domain_of, serials)
+
+    def target(self, scope: Scope, source_serial: str) -> CloneTarget:
+        serials = (source_serial, self._serial(scope.partition))
+        return CloneTarget(scope, self._domain_of, serials)
+
+
+class ConnectionClones:
+    """The clones open on one client connection: at most one per session."""
+
+    def __init__(self, cloning: CloningCommands, co_scope: Callable[[int], Scope]) -> None:
+        self._cloning = cloning
+        self._co_scope = co_scope  # the session's scope; refuses unless the CO is logged in
+        self._open: dict[int, CloneSource | CloneTarget] = {}
+
+    def __repr__(self) -> str:
+        return f"ConnectionClones(open={len(self._open)})"
+
+    def open(self, session: int, *, source: bool, peer_serial: str,
+             handles: Sequence[int]) -> bytes:  # fmt: skip
+        """Open this end on *session*; the source's CLONE_INIT (the target's: nothing)."""
+        scope = self._co_scope(session)
+        self._open.pop(session, None)
+        clone: CloneSource | CloneTarget
+        if source:
+            clone = self._cloning.source(scope, handles, peer_serial)
+            out = clone.start()
+        else:
+            if handles:
+                raise Pkcs11Error(CKR.ARGUMENTS_BAD, "the target of a clone names no objects")
+            clone, out = self._cloning.target(scope, peer_serial), b""
+        self._open[session] = clone
+        return out
+
+    def feed(self, session: int, frames: bytes) -> bytes:
+        """Frames from the other end in, this end's frames out."""
+        self._co_scope(session)
+        clone = self._open.get(session)
+        if clone is None:
+            raise Pkcs11Error(CKR.OPERATION_NOT_INITIALIZED,
+                              "no clone is open on this session (CLONE_OPEN first)")  # fmt: skip
+        try:
+            return clone.feed(frames)
+        finally:
+            if clone.done:
+                del self._open[session]
+
+    def discard(self, session: int) -> None:
+        """The session closed: its clone, if any, ends (the target has stored nothing)."""
+        self._open.pop(session, None)
+
+    def close(self) -> None:
+        self._open.clear()

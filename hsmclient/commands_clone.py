@@ -1,0 +1,156 @@
+"""hsmclient's ``partition clone``: the relay of a clone between two slots' HSMs, unread.
+
+    hsmclient partition clone --source-slot S --objects LABEL[,LABEL] --slot TARGET
+
+A clone of single objects (issue 17: ``hsmclient partition clone``) runs end to end
+between the two HSMs in a channel keyed by their partitions' cloning domain
+(docs/protocol/cloning.md); hsmclient only opens each end (``CLONE_OPEN``) and hands each
+HSM what the other answered (``CLONE_FRAME``, docs/protocol/client.md) until one answers
+nothing.  A domain that differs is refused by the target at the handshake and reported
+by the source; the target has created nothing.
+
+The command asks the running daemon (the slot ids are its); the daemon logs in as each
+partition's Crypto Officer with the challenge given (``--password``, else asked for;
+``--target-password`` when the target's differs), over its owner-only control socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from hsmclient.remote import RemoteApplication, RemoteBackend
+from hsmclient.settings import Layout
+from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
+from ped.daemon.exits import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK
+from ped.ntls import messages as m
+from ped.pkcs11.constants import CKA, CKR, CKU
+from ped.pkcs11.token import Attribute, Pkcs11Error
+from ped.tls.pins import Program
+
+#: Exchanges of one clone at most (a clone takes four; more means a peer misbehaves).
+MAX_HOPS = 8
+
+
+async def relay_clone(
+    app: RemoteApplication,
+    source: int,
+    target: int,
+    handles: Sequence[int],
+    *,
+    tap: Callable[[bytes], None] | None = None,
+) -> int:
+    """Clone the objects *handles* of *source*'s partition into *target*'s; how many.
+
+    *source* and *target* are sessions of *app* with each partition's Crypto Officer
+    logged in.  *tap* sees every opaque hop (tests check nothing in it is a key).
+    """
+    source_serial, target_serial = app.session_serial(source), app.session_serial(target)
+    await app.clone_call(target, lambda rid, s: m.CloneOpen(
+        rid, s, m.CloneRole.TARGET, source_serial, ()))  # fmt: skip
+    frames = await app.clone_call(source, lambda rid, s: m.CloneOpen(
+        rid, s, m.CloneRole.SOURCE, target_serial, tuple(handles)))  # fmt: skip
+    ends = (target, source)
+    for hop in range(MAX_HOPS):
+        if not frames:
+            return len(handles)
+        if tap is not None:
+            tap(frames)
+        frames = await app.clone_call(ends[hop % 2], _relay(frames))
+    raise Pkcs11Error(CKR.GENERAL_ERROR, f"the clone did not end after {MAX_HOPS} exchanges")
+
+
+def _relay(frames: bytes) -> Callable[[int, int], m.Request]:
+    return lambda rid, session: m.CloneFrame(rid, session, frames)
+
+
+async def objects_by_label(app: RemoteApplication, session: int, labels: Sequence[str]
+                           ) -> list[int]:  # fmt: skip
+    """The handles of every object carrying one of *labels*; a label matching none fails."""
+    handles: list[int] = []
+    for label in labels:
+        found = await app.find_objects(session, [Attribute(CKA.LABEL, label.encode())])
+        if not found:
+            raise Pkcs11Error(CKR.OBJECT_HANDLE_INVALID,
+                              f"no object labelled {label!r} on the source slot")  # fmt: skip
+        handles.extend(found)
+    return handles
+
+
+# ---- the daemon's side -------------------------------------------------------------
+
+
+async def clone_command(backend: object, args: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's ``clone`` control command: ``{"cloned": N}`` or ``{"error": WHY}``."""
+    if not isinstance(backend, RemoteBackend):
+        return {"error": "this hsmclient serves no remote HSM: nothing to clone"}
+    app = await backend.connect()
+    challenges = [bytearray(args["password"].encode()),
+                  bytearray((args.get("target_password") or args["password"]).encode())]
+    try:
+        sessions = []
+        for slot, challenge in zip((args["source_slot"], args["slot"]), challenges, strict=True):
+            session = await app.open_session(int(slot), True)
+            await app.login(session, CKU.USER, challenge)
+            sessions.append(session)
+        handles = await objects_by_label(app, sessions[0], args["objects"])
+        return {"cloned": await relay_clone(app, sessions[0], sessions[1], handles)}
+    except Pkcs11Error as exc:
+        return {"error": str(exc)}
+    finally:
+        for challenge in challenges:
+            challenge[:] = bytes(len(challenge))
+        await app.close()
+
+
+# ---- the command line --------------------------------------------------------------
+
+
+def add_partition_parser(commands: Any, common: Any) -> None:
+    partition = commands.add_parser("partition", help="partitions seen through the slots")
+    actions = partition.add_subparsers(dest="action", metavar="{clone}")
+    clone = actions.add_parser(
+        "clone", help="clone objects from one slot's partition into another's, HSM to HSM "
+        "(same cloning domain); hsmclient relays them unread")  # fmt: skip
+    common(clone)
+    clone.add_argument("--source-slot", "-sourceslot", required=True, type=int, metavar="S",
+                       help="the slot holding the objects")  # fmt: skip
+    clone.add_argument("--objects", "-objects", required=True, metavar="LABEL[,LABEL]",
+                       help="labels of the objects to clone (every object of each label)")
+    clone.add_argument("--slot", "-slot", required=True, type=int, metavar="TARGET",
+                       help="the slot to clone into")
+    clone.add_argument("--password", "-password", metavar="CHALLENGE",
+                       help="the Crypto Officer's challenge (asked for when not given)")
+    clone.add_argument("--target-password", metavar="CHALLENGE",
+                       help="the target Crypto Officer's challenge, if it differs")
+
+
+def partition_command(
+    prog: Program, home: Path, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    """``partition clone``: ask the running daemon to relay the clone."""
+    password = args.password or getpass.getpass("Crypto Officer challenge: ")
+    request = {
+        "source_slot": args.source_slot, "slot": args.slot, "password": password,
+        "target_password": args.target_password,
+        "objects": [label for label in args.objects.split(",") if label],
+    }  # fmt: skip
+    try:
+        answer = control_request_sync(Layout(home).control, "clone", request,
+                                      timeout=120.0, what="hsmclient")  # fmt: skip
+    except ControlUnavailable:
+        err.write(f"{prog} is not running (home {home}); start it with: {prog} mode start"
+                  f" --home {home}\n")  # fmt: skip
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        err.write(f"{prog}: {exc}\n")
+        return EXIT_ERROR
+    if answer.get("error"):
+        err.write(f"{prog}: partition clone failed: {answer['error']}\n")
+        return EXIT_ERROR
+    out.write(f"{answer['cloned']} objects cloned from slot {args.source_slot} to slot "
+              f"{args.slot}\n")  # fmt: skip
+    return EXIT_OK
