@@ -22,6 +22,8 @@ def test_every_large_module_is_explained() -> None:
     """A module over ~400 lines stays one job only with a reason written down."""
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     explained = text.split("## Large modules", 1)[1] if "## Large modules" in text else ""
+    # Only the section itself: the module index after it names every module.
+    explained = explained.split("\n## ", 1)[0]
     unexplained = [name for name, lines, _ in modules()
                    if lines > LARGE and f"`{name}`" not in explained]
     assert not unexplained, (
