@@ -40,8 +40,8 @@ Modules, one job each:
 
 Files in the home (``--home``, else ``PEDHSM_HOME``, else the per-user default; 0700):
 ``state.db`` (+ WAL), ``device.key`` (stands for the battery-backed device key: deleting
-it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``, ``ntls/`` (the
-certificate for port 1792 and the registered clients' pins).
+it is a factory reset), ``audit.log``, ``control.sock``, ``pedhsm.pid``, ``pedhsm.log``,
+``ntls/`` (the certificate for port 1792 and the registered clients' pins).
 
 Test hooks (documented, never needed in production):
 

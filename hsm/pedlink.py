@@ -140,6 +140,15 @@ class PedRouter:
             return False
         return getattr(self._remote_transport, "closed_reason", None) is None
 
+    def which(self, *, local_only: bool = False) -> str:
+        """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
+        `_pick` chooses)."""
+        if local_only or self._remote is None:
+            return "local PED"
+        info = self._remote.ped_info
+        serial = f" ({info.serial})" if info is not None and info.serial else ""
+        return f"remote PED {self._remote_address}{serial}"
+
     def status(self) -> dict[str, Any]:
         connected = self._link_open()
         idle_left = None
