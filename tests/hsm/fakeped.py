@@ -58,7 +58,7 @@ class FakePed:
         wrong_pin = isinstance(action, tuple)
         key = self.keys[action[1] if wrong_pin else action]
         if key.color is not color:
-            raise WrongKeyColor(f"a {key.color.label} key was presented, {color.label} expected")
+            raise WrongKeyColor(f"{key.color.a_label} key was presented, {color.label} expected")
         if keyset_id is not None and key.keyset_id != keyset_id:
             raise WrongKeyset("a key of another keyset was presented")
         secret = bytearray(key.secret)
