@@ -74,8 +74,11 @@ class PedRouter:
         on_drop: Callable[[LinkLoss], None],
         driver_factory: Callable[[str], Any] | None = None,
         now: Callable[[], float] = time.time,
+        hsm_rpv: Callable[[], bytearray | None] = lambda: None,
     ) -> None:
         self.local_uri = local_uri
+        #: A copy of the HSM's RPV, or None: keys a local session the operator answered NO
+        self.hsm_rpv = hsm_rpv
         self._local = LocalPed(local_uri or "", driver_factory)
         self.pedclient_socket = pedclient_socket
         self.serial = serial
@@ -244,7 +247,7 @@ class PedRouter:
             )
         async with self._local.session(
             self._session_args(), touch=self._touch, timeouts=self._timeouts,
-            announce=self._announce,
+            announce=self._announce, hsm_rpv=self.hsm_rpv,
         ) as port:
             yield port
 
