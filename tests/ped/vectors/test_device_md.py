@@ -24,3 +24,11 @@ def test_nothing_is_elided() -> None:
     text = DEVICE_MD.read_text(encoding="utf-8")
     section = text[text.index("### Test vectors") : text.index("## 4. Byte streams")]
     assert "..." not in section
+
+
+def test_the_documented_reopen_interval() -> None:
+    from pedserver.device import DEVICE_RETRY_INTERVAL
+
+    text = " ".join(DEVICE_MD.read_text(encoding="utf-8").split())
+    assert DEVICE_RETRY_INTERVAL == 5.0
+    assert "then every 5 s while it is absent (`pedserver.device.DEVICE_RETRY_INTERVAL`)" in text
