@@ -5,8 +5,8 @@ Theory of operation
 The HSM has at most two PEDs:
 
 * a **local** PED, cabled to it (``pedhsm mode start --local-ped URI``), reached through a
-  ``ped.device`` driver.  There is no orange key on that path: the channel runs keyed by
-  ``ped.channel.LOCAL_RPV``, which the PED accepts only in its local mode;
+  ``ped.device`` driver.  The channel runs keyed by ``ped.channel.LOCAL_RPV``, which the
+  PED accepts only in its local mode (or by the HSM's RPV if its operator says NO);
 * a **remote** PED, reached by ``hsm ped connect --ip A --port P`` through pedclient's
   socket (``--pedclient PATH``), with the end-to-end channel keyed by the HSM's RPV: the
   remote PED asks for the orange key once, at connect.  The session is kept open until
@@ -42,13 +42,7 @@ from typing import Any
 
 import trio
 
-from hsm.apiport import (
-    HsmApiPort,
-    PedLinkLost,
-    describe_notice,
-    first_error,
-    map_error,
-)
+from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
 from hsm.linkloss import LinkLoss, wall_text
