@@ -65,9 +65,19 @@ def map_error(exc: BaseException, where: str) -> BaseException:
         )
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
+    if isinstance(exc, op_errors.OperationError):
+        return PedUnavailable(
+            f"the PED operation at {where} did not complete: {exc}",
+            # The audit word of a refusal that is not counted (`hsm.logins`).
+            outcome={
+                op_errors.ErrorCode.KEY_TIMEOUT: "key-timeout",
+                op_errors.ErrorCode.CANCELLED: "cancelled",
+            }.get(exc.code, "") if exc.code is not None else "",
+        )
     if isinstance(exc, PedError):
         return PedUnavailable(f"the PED operation at {where} did not complete: {exc}")
     return exc
+
 
 
 def driver_unavailable(exc: PedError, doing: str) -> PedUnavailable:
@@ -172,7 +182,7 @@ class HsmApiPort:
         # PIN-derived value, which is what later logins will read).
         with result:  # the result is ours: wiped once copied
             got = bytearray(result.secret if result.secret is not None else secret)
-            return PedSecret(got, bytes(result.keyset_id))
+            return PedSecret(got, bytes(result.keyset_id), reused=result.reused)
 
     async def show(self, text: str) -> None:
         try:

@@ -34,6 +34,7 @@ class AuditorCommands:
             )
         async with st.ped_session(notify) as port:
             white = await imprint(port, Role.AUDITOR, "Auditor")
+        done = "reused" if white.reused else "imprinted"
         aud_key = random_key()
         try:
             wrapped, _ = wrap_role(st, HSM_SCOPE, Role.AUDITOR, white, aud_key)
@@ -43,7 +44,7 @@ class AuditorCommands:
             white.wipe()
             wipe(aud_key)
         st.event("auditor initialised")
-        return "Auditor initialised (white PED key imprinted). Log in with `audit login`."
+        return f"Auditor initialised (white PED key {done}). Log in with `audit login`."
 
     async def login(self, notify: Notify) -> str:
         # No `require_initialised`: the auditor survives zeroization (see Store.zeroize).

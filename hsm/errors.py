@@ -89,6 +89,12 @@ class PedUnavailable(HsmError):
 
     code = "ped-unavailable"
 
+    def __init__(self, message: str, *, outcome: str = "") -> None:
+        super().__init__(message)
+        #: What the PED reported, for the audit record of a refused attempt
+        #: (``key-timeout``, ``cancelled``); "" when the PED said nothing (link, no PED).
+        self.outcome = outcome or self.code
+
 
 class StateCorrupt(HsmError):
     """The durable state failed its integrity check; the HSM refuses to start."""

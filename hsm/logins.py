@@ -7,7 +7,8 @@ A login goes like this (`LoginService.login`):
 
 1. the role must exist and not be locked (a timed auditor lock that has run out unlocks);
 2. the PED reads the key of the role's colour (`PedPort.read_secret`); a wrong colour, a
-   PED that is gone, busy, timed out or cancelled raises and is **not counted**; a key of
+   PED that is gone, busy, timed out or cancelled raises and is **not counted** (but
+   audited: a ``login refused`` record with its reason and ``counted: false``); a key of
    another keyset **is counted**.  For an application login (a challenge is given) of an
    activated role, the PED secret comes from the activation cache instead;
 3. the failure counter is incremented and **committed** before the secret is even tried
@@ -33,8 +34,8 @@ import contextlib
 
 from hsm import policy as pol
 from hsm.crypto import UnwrapFailed, derive_kek, unwrap, wipe
-from hsm.errors import InvalidCommand, LockedOut, LoginFailed, Zeroized
-from hsm.pedport import WrongKeyset
+from hsm.errors import InvalidCommand, LockedOut, LoginFailed, PedUnavailable, Zeroized
+from hsm.pedport import WrongKeyColor, WrongKeyset
 from hsm.policy import Outcome, Role
 from hsm.state import HsmState, Notify
 from hsm.store import HSM_SCOPE, RoleRow
@@ -92,6 +93,17 @@ class LoginService:
             except WrongKeyset:
                 self._count_attempt(scope, role)
                 self._fail(scope, role, "a key of the right colour but another keyset")
+            except (WrongKeyColor, PedUnavailable) as exc:
+                # Refused before any secret was tried: not counted, but audited.
+                outcome = exc.outcome if isinstance(exc, PedUnavailable) else exc.code
+                st.event(
+                    "login refused",
+                    role=role.value,
+                    partition=None if scope == HSM_SCOPE else scope,
+                    reason=outcome,
+                    counted=False,
+                )
+                raise
             secret = got.secret
         try:
             self._count_attempt(scope, role)

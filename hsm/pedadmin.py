@@ -54,6 +54,12 @@ class PedCommands:
             )
         return st.master.unseal("rpv", bytes.fromhex(sealed))
 
+    def rpv_if_set(self) -> bytearray | None:
+        """A copy of the HSM's RPV (the caller wipes it), or None if it has none."""
+        if self._state.store.get_meta("rpv_sealed") is None:
+            return None
+        return self._rpv()
+
     def _require_so_if_initialised(self, what: str) -> None:
         st = self._state
         if st.initialised and st.ram.so_key is None:

@@ -5,8 +5,8 @@ Theory of operation
 The HSM has at most two PEDs:
 
 * a **local** PED, cabled to it (``pedhsm mode start --local-ped URI``), reached through a
-  ``ped.device`` driver.  There is no orange key on that path: the channel runs keyed by
-  ``ped.channel.LOCAL_RPV``, which the PED accepts only in its local mode;
+  ``ped.device`` driver.  The channel runs keyed by ``ped.channel.LOCAL_RPV``, which the
+  PED accepts only in its local mode (or by the HSM's RPV if its operator says NO);
 * a **remote** PED, reached by ``hsm ped connect --ip A --port P`` through pedclient's
   socket (``--pedclient PATH``), with the end-to-end channel keyed by the HSM's RPV: the
   remote PED asks for the orange key once, at connect.  The session is kept open until
@@ -42,13 +42,7 @@ from typing import Any
 
 import trio
 
-from hsm.apiport import (
-    HsmApiPort,
-    PedLinkLost,
-    describe_notice,
-    first_error,
-    map_error,
-)
+from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
 from hsm.crypto import wipe
 from hsm.errors import PedUnavailable
 from hsm.linkloss import LinkLoss, wall_text
@@ -74,8 +68,11 @@ class PedRouter:
         on_drop: Callable[[LinkLoss], None],
         driver_factory: Callable[[str], Any] | None = None,
         now: Callable[[], float] = time.time,
+        hsm_rpv: Callable[[], bytearray | None] = lambda: None,
     ) -> None:
         self.local_uri = local_uri
+        #: A copy of the HSM's RPV, or None: keys a local session the operator answered NO
+        self.hsm_rpv = hsm_rpv
         self._local = LocalPed(local_uri or "", driver_factory)
         self.pedclient_socket = pedclient_socket
         self.serial = serial
@@ -139,6 +136,15 @@ class PedRouter:
         if self._remote is None:
             return False
         return getattr(self._remote_transport, "closed_reason", None) is None
+
+    def which(self, *, local_only: bool = False) -> str:
+        """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
+        `_pick` chooses)."""
+        if local_only or self._remote is None:
+            return "local PED"
+        info = self._remote.ped_info
+        serial = f" ({info.serial})" if info is not None and info.serial else ""
+        return f"remote PED {self._remote_address}{serial}"
 
     def status(self) -> dict[str, Any]:
         connected = self._link_open()
@@ -235,7 +241,7 @@ class PedRouter:
             )
         async with self._local.session(
             self._session_args(), touch=self._touch, timeouts=self._timeouts,
-            announce=self._announce,
+            announce=self._announce, hsm_rpv=self.hsm_rpv,
         ) as port:
             yield port
 

@@ -37,6 +37,8 @@ class PedSecret:
 
     secret: bytearray
     keyset_id: bytes
+    #: An imprint reused an existing keyset: no key was written.
+    reused: bool = False
 
     def __repr__(self) -> str:
         return f"PedSecret(keyset_id={self.keyset_id.hex()}, secret=<hidden>)"

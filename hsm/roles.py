@@ -181,6 +181,7 @@ class RoleCommands:
         try:
             async with st.ped_session(notify) as port:
                 got = await imprint(port, Role.CO, f"Crypto Officer {name}")
+                done = "black key reused" if got.reused else "new black key imprinted"
                 if generated:
                     await port.show(f"Crypto Officer challenge secret: {chal.decode()}")
             try:
@@ -198,6 +199,6 @@ class RoleCommands:
         st.ram.drop_activation(name, Role.CO.value)
         st.event("role reset", partition=name, role="co")
         return (
-            f"Crypto Officer of partition {name!r} reset: new black key imprinted, CO and CU "
+            f"Crypto Officer of partition {name!r} reset: {done}, CO and CU "
             "unlocked."
         )

@@ -91,6 +91,7 @@ class Daemon:
             timeouts=lambda: self.hsm.ped.timeouts(),
             on_drop=lambda loss: self.hsm.ped.link_dropped(loss),
             now=self.clock.now,
+            hsm_rpv=lambda: self.hsm.ped.rpv_if_set(),
         )
         self.hsm = Hsm(home, self.store, self.master, self.clock, self.router, serial)
         self.router.serial = self.hsm.serial

@@ -64,6 +64,10 @@ class PedAccess(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def which(self, *, local_only: bool = False) -> str:
+        """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED``."""
+        ...
+
 
 def check_name(kind: str, name: str) -> str:
     """A label, partition name or object label: short, printable, never starting with '#'."""
@@ -162,8 +166,8 @@ class HsmState:
     async def ped_session(
         self, notify: Notify, *, local_only: bool = False
     ) -> AsyncIterator[PedPort]:
-        """The PED for one operation, after telling the shell to attend to it."""
-        notify(ATTEND)
+        """The PED for one operation, after telling the shell to attend to it (and which)."""
+        notify(f"{ATTEND} It is the {self.ped.which(local_only=local_only)}.")
         async with self.ped.session(local_only=local_only, notify=notify) as port:
             yield port
 

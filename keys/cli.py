@@ -203,7 +203,7 @@ def _read_reused(files: Sequence[Path], color: Color) -> tuple[bytearray, KeyHea
             if image.color != color:
                 assert image.color is not None
                 raise WrongImageColor(
-                    f"is a {image.color.label} key, not {color.label}; a reused "
+                    f"is {image.color.a_label} key, not {color.label}; a reused "
                     "keyset keeps its colour",
                     image.path,
                 )

@@ -24,6 +24,11 @@ class Color(IntEnum):
         return self.name.lower()
 
     @property
+    def a_label(self) -> str:
+        """The label with its indefinite article, for messages: "a blue", "an orange"."""
+        return ("an " if self.label[0] in "aeiou" else "a ") + self.label
+
+    @property
     def role(self) -> str:
         return ROLE_OF[self]
 

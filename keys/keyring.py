@@ -397,11 +397,11 @@ class ShareCollector:
         where = image.path
         h = image.header
         if h.blank:
-            raise BlankKey(f"is a blank key; present a {self.color.label} key", where)
+            raise BlankKey(f"is a blank key; present {self.color.a_label} key", where)
         if h.color != self.color:
             assert h.color is not None
             raise WrongImageColor(
-                f"is a {h.color.label} key; present a {self.color.label} key", where
+                f"is {h.color.a_label} key; present {self.color.a_label} key", where
             )
         keyset = self._first.keyset_id if self._first else self.expected_keyset
         if keyset is not None and h.keyset_id != keyset:

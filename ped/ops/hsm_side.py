@@ -289,7 +289,7 @@ class HsmSideSession(SessionBase):
                 and isinstance(current, ReadSecret | ImprintRequest)
                 and message.color != current.color):
             raise RemoteProtocolError(
-                f"the PED answered for a {Color(message.color).label} key; "
+                f"the PED answered for {Color(message.color).a_label} key; "
                 f"{Color(current.color).label} was requested"
             )
         if isinstance(message, ImprintResult) and isinstance(current, ImprintRequest):

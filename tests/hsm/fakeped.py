@@ -22,9 +22,9 @@ class FakePed:
     """Keys by name; `plan` holds what the operator does next at each PED request.
 
     A plan entry is a key name (present that key), ``("pin", name)`` (that key with a wrong
-    PIN: the PED derives another secret), ``"timeout"`` or ``"unplug"``; with no plan the
-    key of the requested keyset is presented.  For imprints an entry names the new key or is
-    ``("reuse", existing, new_name)``.
+    PIN: the PED derives another secret), ``"timeout"``, ``"cancel"`` or ``"unplug"``; with
+    no plan the key of the requested keyset is presented.  For imprints an entry names the
+    new key or is ``("reuse", existing, new_name)``.
     """
 
     description = "fake PED"
@@ -48,13 +48,17 @@ class FakePed:
         self.reads += 1
         action = self._next(color, keyset_id)
         if action == "timeout":
-            raise PedUnavailable("no key was presented in time (pedk timeout)")
+            raise PedUnavailable(
+                "no key was presented in time (pedk timeout)", outcome="key-timeout"
+            )
+        if action == "cancel":
+            raise PedUnavailable("the PED operation was cancelled", outcome="cancelled")
         if action == "unplug":
             raise PedUnavailable("the PED went away")
         wrong_pin = isinstance(action, tuple)
         key = self.keys[action[1] if wrong_pin else action]
         if key.color is not color:
-            raise WrongKeyColor(f"a {key.color.label} key was presented, {color.label} expected")
+            raise WrongKeyColor(f"{key.color.a_label} key was presented, {color.label} expected")
         if keyset_id is not None and key.keyset_id != keyset_id:
             raise WrongKeyset("a key of another keyset was presented")
         secret = bytearray(key.secret)
@@ -64,6 +68,7 @@ class FakePed:
 
     async def imprint(self, color: Color, label: str, secret: bytes | bytearray) -> PedSecret:
         action = self.plan.popleft() if self.plan else None
+        reused = isinstance(action, tuple) and action[0] == "reuse"
         if isinstance(action, tuple) and action[0] == "reuse":
             key = self.keys[action[1]]
             name = action[2]
@@ -73,7 +78,7 @@ class FakePed:
             key = FakeKey(color, bytes(secret), secrets.token_bytes(8))
             self.keys[name] = key
         self.last_of[color] = name
-        return PedSecret(bytearray(key.secret), key.keyset_id)
+        return PedSecret(bytearray(key.secret), key.keyset_id, reused=reused)
 
     async def show(self, text: str) -> None:
         self.shown.append(text)
@@ -102,6 +107,11 @@ class FakeRouter:
     async def disconnect(self) -> bool:
         was, self.remote = self.remote is not None, None
         return was
+
+    def which(self, *, local_only: bool = False) -> str:
+        if local_only or self.remote is None:
+            return "local PED"
+        return f"remote PED {self.remote} (FAKE-1)"
 
     def status(self) -> dict[str, Any]:
         return {"mode": "remote" if self.remote else "local", "address": self.remote}

@@ -209,7 +209,7 @@ def test_kill_9_while_waiting_at_the_ped_loses_nothing(shell: Shell) -> None:
         text=True,
     )
     assert login.stdout is not None
-    assert login.stdout.readline().strip() == "Please attend to the PED."
+    assert login.stdout.readline().strip().startswith("Please attend to the PED. It is the ")
     shell.kill9()  # the HSM loses power while the PED waits for the blue key
     _, err = login.communicate(timeout=30)
     assert login.returncode != 0 and "closed the control connection" in err
@@ -301,7 +301,7 @@ def test_a_shell_that_goes_away_cancels_its_ped_operation(shell: Shell) -> None:
         text=True,
     )
     assert login.stdout is not None
-    assert login.stdout.readline().strip() == "Please attend to the PED."
+    assert login.stdout.readline().strip().startswith("Please attend to the PED. It is the ")
     # the PED now waits for the key (the emulated PED's events go to the daemon's log)
     wait_for_log(shell.home / "pedhsm.log", "session 2: op-started blue")
     login.kill()  # the administrator gives up (the shell dies)

@@ -39,7 +39,7 @@ async def test_hsm_so_lifecycle_on_the_emulated_ped(bench: Bench) -> None:
     operator = bench.run_script(s)
 
     await bench.hsm.admin.init(bench.notify, "emulated")
-    assert "Please attend to the PED." in bench.notes
+    assert "Please attend to the PED. It is the local PED." in bench.notes
     # what the PED is asked for is shown on the host: colour, for whom, the key timeout
     asked = [n for n in bench.notes if n.startswith("PED: imprint")]
     assert asked[0].startswith("PED: imprint the blue key(s) for HSM SO"), asked

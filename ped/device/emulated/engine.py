@@ -177,7 +177,7 @@ class PedEngine:
             try:
                 yield dialog
             except BaseException as exc:
-                outcome = _outcome_word(exc)
+                outcome = outcome_word(exc)
                 raise
             else:
                 outcome = "ok"
@@ -200,9 +200,12 @@ class PedEngine:
                 self._lock.release()
 
 
-def _outcome_word(exc: BaseException) -> str:
+def outcome_word(exc: BaseException) -> str:
+    """OP_FINISHED's outcome word for an operation that ended with *exc* (device.md)."""
     if isinstance(exc, Unplugged):
         return "unplugged"
+    if isinstance(exc, operr.WrongColor):
+        return "wrong-colour"  # one spelling, KEY_REFUSED's (the code's name is WRONG_COLOR)
     if isinstance(exc, operr.OperationError) and exc.code is not None:
         return exc.code.name.lower().replace("_", "-")
     if isinstance(exc, trio.Cancelled):

@@ -112,7 +112,7 @@ async def collect_shares(
             image.wipe()
             dialog.panel.show(["Wrong keyset:", "this key is not of", "the keyset expected."])
             raise operr.KeysetMismatch(
-                f"a {color.label} key of keyset {image.header.keyset_hex} was presented"
+                f"{color.a_label} key of keyset {image.header.keyset_hex} was presented"
             ) from None
         except (
             kerr.BlankKey,

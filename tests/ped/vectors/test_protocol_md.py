@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
-from pathlib import Path
 
 from noise.connection import Keypair, NoiseConnection
 
@@ -13,22 +11,15 @@ from ped.channel import PROTOCOL_NAME, derive_psk
 from ped.ops.messages import decode_message
 from ped.wire.framing import decode_frame
 
+from .blocks import REPO
+from .blocks import document_vectors as vectors_in
 from .generate import E_HSM, E_PED, KEYSET, RPV, SECRET, compute
 
-PROTOCOL_MD = Path(__file__).resolve().parents[3] / "PROTOCOL.md"
+PROTOCOL_MD = REPO / "PROTOCOL.md"
 
 
 def document_vectors() -> dict[str, str]:
-    text = PROTOCOL_MD.read_text(encoding="utf-8")
-    blocks = re.findall(r"```vectors\n(.*?)```", text, flags=re.DOTALL)
-    assert blocks, "PROTOCOL.md has no ```vectors block"
-    vectors: dict[str, str] = {}
-    for block in blocks:
-        for line in block.strip().splitlines():
-            name, _, value = line.partition(" = ")
-            assert name not in vectors, f"vector {name} appears twice"
-            vectors[name.strip()] = value.strip()
-    return vectors
+    return vectors_in(PROTOCOL_MD)
 
 
 def test_document_matches_code() -> None:
