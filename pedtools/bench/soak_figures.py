@@ -1,4 +1,4 @@
-"""The soak's arithmetic: samples of each daemon in, growth slopes, fd and latency figures, verdict out.
+"""The soak's arithmetic: per-daemon samples in; growth slopes, fds, latency, verdict out.
 
 Sans-IO: the driver (`pedtools.bench.soak`) hands over what it sampled; nothing here
 reads /proc or a clock, so the tests check the arithmetic on synthetic samples.
