@@ -145,6 +145,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {lat['count']} | {lat['window_s']} | {lat['first_p50_ms']} "
                      f"| {lat['first_p99_ms']} | {lat['last_p50_ms']} | {lat['last_p99_ms']} |")
     lines.append("")
+    audit = r.get("pedhsm_audit_bytes_per_login")
+    if audit is not None:
+        lines += [f"pedhsm's audit log (a record per login and logout, not a log level's "
+                  f"output): {audit} bytes per login.", ""]
     if r["failures"]:
         lines += ["FAILED:", *[f"- {f}" for f in r["failures"]]]
     else:

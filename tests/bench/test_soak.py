@@ -75,6 +75,8 @@ def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
     for name in DAEMONS:
         assert f"| {name} | " in table
     assert "| login | " in table and "| sign | " in table
+    audit = r["pedhsm_audit_bytes_per_login"]
+    assert _positive(audit) and f"): {audit} bytes per login." in table
 
 
 def test_slope_is_least_squares() -> None:
