@@ -10,7 +10,9 @@ resident memory (VmRSS, kB), its open file descriptors and its log's size.  Per 
   samples after the warm-up, times 10,000;
 * ``fds_start``/``fds_end``: open fds at the first sample after the warm-up and at the
   last one;
-* ``log_bytes_per_op``: what its log grew by over the measured operations, per operation.
+* ``log_bytes_per_op``: what its log grew by over the measured operations, per operation;
+* ``rss_kb_by_tenth``: RSS at the start and after each tenth of its operations (whether
+  it levels off, at a glance).
 
 The run FAILS if any daemon grows by more than `RSS_LIMIT_KB` per 10,000 operations or
 ends with more fds than it started with; `failures` names each daemon and figure.
@@ -84,7 +86,21 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
         "fds_end": kept[-1].fds,
         "log_bytes_per_op": (round((kept[-1].log_bytes - kept[0].log_bytes) / ops, 2)
                              if has_log and ops else None),
+        "rss_kb_by_tenth": by_tenth(samples),
     }
+
+
+def by_tenth(samples: Sequence[Sample]) -> list[int]:
+    """RSS at the start and after each tenth of the operations (levelling off or not)."""
+    first, last = samples[0].ops, samples[-1].ops
+    out: list[int] = []
+    at = 0
+    for tenth in range(11):
+        cut = first + (last - first) * tenth / 10
+        while at < len(samples) - 1 and samples[at].ops < cut:
+            at += 1
+        out.append(samples[at].rss_kb)
+    return out
 
 
 def failures(daemons: dict[str, dict[str, Any]],

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
-               "rss_kb_per_10k_ops", "fds_start", "fds_end", "log_bytes_per_op"}
+               "rss_kb_per_10k_ops", "fds_start", "fds_end", "log_bytes_per_op",
+               "rss_kb_by_tenth"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -60,6 +61,7 @@ def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
         assert 0 < d["measured_operations"] < served and d["samples"] >= 2
         assert _positive(d["rss_kb_start"]) and _positive(d["fds_start"]), (name, d)
         assert isinstance(d["rss_kb_per_10k_ops"], float)
+        assert len(d["rss_kb_by_tenth"]) == 11 and d["rss_kb_by_tenth"][-1] == d["rss_kb_end"]
         assert (d["log_bytes_per_op"] is None) == (name == "pedemu")
     for kind in ("login", "sign"):
         lat = r["latency"][kind]
@@ -100,6 +102,8 @@ def test_growth_per_10k_ops_after_warmup() -> None:
     assert d["log_bytes_per_op"] == 40.0
     assert (d["fds_start"], d["fds_end"]) == (12, 12)
     assert daemon_figures(samples, has_log=False)["log_bytes_per_op"] is None
+    assert d["rss_kb_by_tenth"] == [1000, 1050, 1101, 1101, 1102, 1102, 1103, 1103, 1104,
+                                    1104, 1105]
     with pytest.raises(ValueError):
         daemon_figures(samples[:1])
 
