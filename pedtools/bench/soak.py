@@ -165,8 +165,14 @@ def run(work: Path, seconds: float | None, rounds: int | None, log: Log) -> dict
 
 
 def minutes_default() -> float:
+    """``SOAK_MINUTES`` if set (make passes it empty when unset), else the default."""
     raw = os.environ.get("SOAK_MINUTES", "").strip()
-    return float(raw) if raw else DEFAULT_MINUTES
+    if not raw:
+        return DEFAULT_MINUTES
+    try:
+        return float(raw)
+    except ValueError:
+        return float("nan")  # refused by main, with the variable named
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.operations is not None and args.operations < 10:
         parser.error("--operations: at least 10 rounds (the fit needs samples)")
     rounds = args.operations
-    seconds = None if rounds is not None else 60.0 * (args.minutes or minutes_default())
+    minutes = args.minutes if args.minutes is not None else minutes_default()
+    if not minutes > 0:
+        parser.error("--minutes (or SOAK_MINUTES) must be more than 0")
+    seconds = None if rounds is not None else 60.0 * minutes
     work = Path(tempfile.mkdtemp(prefix="ped-soak-"))
 
     def log(text: str) -> None:
