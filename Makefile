@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast test-slow lint typecheck demo bench fuzz clean
+.PHONY: test test-fast test-slow lint typecheck demo bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pedtools.bench
+
+# Every daemon through many logins (remote PED) and PKCS#11 signs (hsmclient): memory
+# and fd growth, log bytes and latency per daemon; exit 1 if one grows.  SOAK_MINUTES sets
+# the length (default 2); SOAK_ARGS passes more (e.g. SOAK_ARGS="--operations 20000").
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m pedtools.bench.soak $(SOAK_ARGS)
 
 # Coverage-guided fuzzing of the frame and key-image decoders (not part of `make test`).
 # FUZZ_SECONDS sets the time per harness (default 60); the corpus lives in fuzz/corpus/.

@@ -1,0 +1,173 @@
+"""The soak's arithmetic: per-daemon samples in; growth slopes, fds, latency, verdict out.
+
+Sans-IO: the driver (`pedtools.bench.soak`) hands over what it sampled; nothing here
+reads /proc or a clock, so the tests check the arithmetic on synthetic samples.
+
+A `Sample` is one daemon's state at one moment: how many operations it had served, its
+resident memory (VmRSS, kB), its open file descriptors and its log's size.  Per daemon:
+
+* ``rss_kb_per_10k_ops``: the least-squares slope of RSS over operations, fitted on the
+  samples after the warm-up, times 10,000;
+* ``fds_start``/``fds_end``: open fds at the first sample after the warm-up and at the
+  last one;
+* ``log_bytes_per_op``: what its log grew by over the measured operations, per operation;
+* ``rss_kb_by_tenth``: RSS at the start and after each tenth of its operations (whether
+  it levels off, at a glance).
+
+The run FAILS if any daemon grows by more than `RSS_LIMIT_KB` per 10,000 operations or
+ends with more fds than it started with; `failures` names each daemon and figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from pedtools.bench.stats import percentile
+
+#: RSS growth per 10,000 operations over which a run fails (issue 20: "~1 kB").
+RSS_LIMIT_KB = 1.0
+#: The share of a daemon's samples (by operations) left out of the fit as warm-up.
+WARMUP_SHARE = 0.2
+#: A run at least this long reports its first and last minute; a shorter one its first
+#: and last tenth.
+MINUTE = 60.0
+
+
+@attrs.frozen
+class Sample:
+    ops: int
+    rss_kb: int
+    fds: int
+    #: the size of the daemon's log file(s) in bytes (0 if it has none)
+    log_bytes: int = 0
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The least-squares slope of *ys* over *xs* (0.0 when the xs do not vary)."""
+    n = len(xs)
+    if n != len(ys):
+        raise ValueError("slope: xs and ys differ in length")
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def after_warmup(samples: Sequence[Sample], share: float = WARMUP_SHARE) -> list[Sample]:
+    """The samples taken once the daemon had served *share* of its operations."""
+    if not samples:
+        return []
+    first, last = samples[0].ops, samples[-1].ops
+    cut = first + (last - first) * share
+    return [s for s in samples if s.ops >= cut]
+
+
+def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str, Any]:
+    """One daemon's figures from its samples (*has_log*: it writes a log of its own)."""
+    kept = after_warmup(samples)
+    if len(kept) < 2:
+        raise ValueError("too few samples after the warm-up to fit a slope")
+    ops = kept[-1].ops - kept[0].ops
+    per_op = slope([s.ops for s in kept], [s.rss_kb for s in kept])
+    return {
+        "operations": samples[-1].ops,
+        "measured_operations": ops,
+        "samples": len(kept),
+        "rss_kb_start": kept[0].rss_kb,
+        "rss_kb_end": kept[-1].rss_kb,
+        "rss_kb_per_10k_ops": round(per_op * 10_000, 2),
+        "fds_start": kept[0].fds,
+        "fds_end": kept[-1].fds,
+        "log_bytes_per_op": (round((kept[-1].log_bytes - kept[0].log_bytes) / ops, 2)
+                             if has_log and ops else None),
+        "rss_kb_by_tenth": by_tenth(samples),
+    }
+
+
+def by_tenth(samples: Sequence[Sample]) -> list[int]:
+    """RSS at the start and after each tenth of the operations (levelling off or not)."""
+    first, last = samples[0].ops, samples[-1].ops
+    out: list[int] = []
+    at = 0
+    for tenth in range(11):
+        cut = first + (last - first) * tenth / 10
+        while at < len(samples) - 1 and samples[at].ops < cut:
+            at += 1
+        out.append(samples[at].rss_kb)
+    return out
+
+
+def failures(daemons: dict[str, dict[str, Any]],
+             limit_kb: float = RSS_LIMIT_KB) -> list[str]:
+    """Each daemon that grew: its name and the figure, one line each."""
+    found: list[str] = []
+    for name, d in daemons.items():
+        growth = d["rss_kb_per_10k_ops"]
+        if growth > limit_kb:
+            found.append(f"{name}: RSS grows {growth} kB per 10,000 operations "
+                         f"(limit {limit_kb:g} kB; {d['rss_kb_start']} -> {d['rss_kb_end']} kB "
+                         f"over {d['measured_operations']} operations)")
+        if d["fds_end"] > d["fds_start"]:
+            found.append(f"{name}: open fds grew from {d['fds_start']} to {d['fds_end']}")
+    return found
+
+
+def window(duration: float) -> float:
+    """How long the first and last latency windows are for a run of *duration* s."""
+    return MINUTE if duration >= 10 * MINUTE else duration / 10
+
+
+def latency_windows(times: Sequence[tuple[float, float]], duration: float) -> dict[str, Any]:
+    """p50/p99 of the operations that started in the first and in the last window;
+    *times* are (start s since the run began, latency ms)."""
+    w = window(duration)
+    first = [ms for t, ms in times if t < w]
+    last = [ms for t, ms in times if t >= duration - w]
+    return {
+        "window_s": round(w, 1),
+        "count": len(times),
+        "first_p50_ms": percentile(first, 50),
+        "first_p99_ms": percentile(first, 99),
+        "last_p50_ms": percentile(last, 50),
+        "last_p99_ms": percentile(last, 99),
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The soak's tables, as README and RESULTS.md show them."""
+    lines = [
+        f"Soak: {r['rounds']} rounds in {r['seconds']} s (each round one `hsm login` "
+        "through the remote PED and one PKCS#11 sign through hsmclient); warm-up "
+        f"{int(WARMUP_SHARE * 100)}% of each daemon's operations, left out of the fit.",
+        "",
+        "| daemon | operations | RSS kB start -> end | RSS growth kB / 10,000 ops | "
+        "fds start -> end | log bytes / op |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, d in r["daemons"].items():
+        log = d["log_bytes_per_op"]
+        lines.append(f"| {name} | {d['operations']} | {d['rss_kb_start']} -> "
+                     f"{d['rss_kb_end']} | {d['rss_kb_per_10k_ops']} | {d['fds_start']} -> "
+                     f"{d['fds_end']} | {'(none)' if log is None else log} |")
+    lines += ["", "| operation | count | window s | first p50 ms | first p99 ms | "
+                  "last p50 ms | last p99 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, lat in r["latency"].items():
+        lines.append(f"| {name} | {lat['count']} | {lat['window_s']} | {lat['first_p50_ms']} "
+                     f"| {lat['first_p99_ms']} | {lat['last_p50_ms']} | {lat['last_p99_ms']} |")
+    lines.append("")
+    audit = r.get("pedhsm_audit_bytes_per_login")
+    if audit is not None:
+        lines += [f"pedhsm's audit log (a record per login and logout, not a log level's "
+                  f"output): {audit} bytes per login.", ""]
+    if r["failures"]:
+        lines += ["FAILED:", *[f"- {f}" for f in r["failures"]]]
+    else:
+        lines.append("Passed: no daemon grew over "
+                     f"{RSS_LIMIT_KB:g} kB per 10,000 operations, no fd growth.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""``make soak``: a tiny soak through every daemon writes a complete report (no timing or
+growth is asserted: a short run cannot tell), and the slope, fd and window arithmetic is
+right on synthetic samples."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pedtools.bench.soak_figures import (
+    Sample,
+    after_warmup,
+    daemon_figures,
+    failures,
+    latency_windows,
+    markdown,
+    slope,
+    window,
+)
+from pedtools.bench.soak_site import DAEMONS
+
+pytestmark = pytest.mark.process
+
+ROOT = Path(__file__).resolve().parents[2]
+DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
+               "rss_kb_per_10k_ops", "fds_start", "fds_end", "log_bytes_per_op",
+               "rss_kb_by_tenth"}
+WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
+               "last_p99_ms"}
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
+    out, md = tmp_path / "soak.json", tmp_path / "soak.md"
+    rounds = 200
+    done = subprocess.run(
+        [sys.executable, "-m", "pedtools.bench.soak", "--operations", str(rounds), "--out",
+         str(out), "--markdown", str(md)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    # 0: nothing grew; 1: something grew (a run this short may well see a page or two);
+    # anything else is a broken rig.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["rounds"] == rounds and _positive(r["seconds"])
+    assert list(r["daemons"]) == list(DAEMONS)
+    assert set(r["pids"]) == set(DAEMONS) and len(set(r["pids"].values())) == len(DAEMONS)
+    for name, d in r["daemons"].items():
+        assert set(d) == DAEMON_KEYS, name
+        served = 2 * rounds if name == "pedhsm" else rounds
+        assert d["operations"] == served, (name, d)
+        assert 0 < d["measured_operations"] < served and d["samples"] >= 2
+        assert _positive(d["rss_kb_start"]) and _positive(d["fds_start"]), (name, d)
+        assert isinstance(d["rss_kb_per_10k_ops"], float)
+        assert len(d["rss_kb_by_tenth"]) == 11 and d["rss_kb_by_tenth"][-1] == d["rss_kb_end"]
+        assert (d["log_bytes_per_op"] is None) == (name == "pedemu")
+    for kind in ("login", "sign"):
+        lat = r["latency"][kind]
+        assert set(lat) == WINDOW_KEYS and lat["count"] == rounds
+        for key in WINDOW_KEYS - {"count"}:
+            assert _positive(lat[key]), (kind, key, lat)
+    assert (done.returncode == 1) == bool(r["failures"])
+    for failure in r["failures"]:
+        assert f"FAILURE: {failure}" in done.stderr
+    table = md.read_text()
+    assert table == done.stdout.strip() + "\n"
+    assert f"Soak: {rounds} rounds" in table
+    for name in DAEMONS:
+        assert f"| {name} | " in table
+    assert "| login | " in table and "| sign | " in table
+    audit = r["pedhsm_audit_bytes_per_login"]
+    assert _positive(audit) and f"): {audit} bytes per login." in table
+
+
+def test_slope_is_least_squares() -> None:
+    assert slope([0, 1, 2, 3], [5, 7, 9, 11]) == pytest.approx(2.0)
+    # a step in the middle: the fitted line, not end minus start
+    assert slope([0, 1, 2, 3], [0, 0, 4, 4]) == pytest.approx(1.6)
+    assert slope([1, 1], [1, 9]) == 0.0 and slope([1], [1]) == 0.0
+    with pytest.raises(ValueError):
+        slope([1, 2], [1])
+
+
+def test_growth_per_10k_ops_after_warmup() -> None:
+    # 100 kB of start-up growth in the first 20% (left out), then 0.5 kB per 1,000 ops
+    samples = [Sample(ops, 1000 + min(ops, 2000) // 20 + ops // 2000, 12, 40 * ops)
+               for ops in range(0, 10_001, 500)]
+    kept = after_warmup(samples)
+    assert kept[0].ops == 2000 and kept[-1].ops == 10_000
+    d = daemon_figures(samples)
+    assert d["operations"] == 10_000 and d["measured_operations"] == 8000
+    assert d["rss_kb_per_10k_ops"] == pytest.approx(5.0, abs=0.3)
+    assert d["log_bytes_per_op"] == 40.0
+    assert (d["fds_start"], d["fds_end"]) == (12, 12)
+    assert daemon_figures(samples, has_log=False)["log_bytes_per_op"] is None
+    assert d["rss_kb_by_tenth"] == [1000, 1050, 1101, 1101, 1102, 1102, 1103, 1103, 1104,
+                                    1104, 1105]
+    with pytest.raises(ValueError):
+        daemon_figures(samples[:1])
+
+
+def test_failures_name_the_daemon_and_figure() -> None:
+    flat = [Sample(ops, 2000, 10) for ops in range(0, 50_001, 1000)]
+    grows = [Sample(ops, 2000 + ops // 2500, 10) for ops in range(0, 50_001, 1000)]
+    leaks = [Sample(ops, 2000, 10 + ops // 40_000) for ops in range(0, 50_001, 1000)]
+    daemons = {"pedserver": daemon_figures(flat), "pedhsm": daemon_figures(grows),
+               "hsmclient": daemon_figures(leaks)}
+    found = failures(daemons)
+    assert len(found) == 2
+    assert found[0].startswith("pedhsm: RSS grows 4.0 kB per 10,000 operations")
+    assert found[1] == "hsmclient: open fds grew from 10 to 11"
+    assert failures({"pedserver": daemon_figures(flat)}) == []
+    # 1 kB per 10,000 operations is the limit: at it passes, above it fails
+    at_limit = [Sample(ops, 2000 + ops // 10_000, 10) for ops in range(0, 100_001, 10_000)]
+    assert daemon_figures(at_limit)["rss_kb_per_10k_ops"] == pytest.approx(1.0)
+    assert failures({"x": daemon_figures(at_limit)}) == []
+    report = markdown({"rounds": 3, "seconds": 1.0, "daemons": daemons, "failures": found,
+                       "latency": {}})
+    assert "FAILED:" in report and f"- {found[0]}" in report
+
+
+def test_latency_windows_first_and_last() -> None:
+    assert window(120.0) == 12.0 and window(600.0) == 60.0 and window(2400.0) == 60.0
+    times = [(t / 10, 1.0 if t < 100 else 3.0) for t in range(1000)]  # 100 s, 10 per s
+    lat = latency_windows(times, 100.0)
+    assert lat["window_s"] == 10.0 and lat["count"] == 1000
+    assert (lat["first_p50_ms"], lat["last_p50_ms"]) == (1.0, 3.0)
