@@ -122,20 +122,59 @@ def add_partition_parser(commands: Any, common: Any) -> None:
                        help="labels of the objects to clone (every object of each label)")
     clone.add_argument("--slot", "-slot", required=True, type=int, metavar="TARGET",
                        help="the slot to clone into")
-    clone.add_argument("--password", "-password", metavar="CHALLENGE",
-                       help="the Crypto Officer's challenge (asked for when not given)")
-    clone.add_argument("--target-password", metavar="CHALLENGE",
-                       help="the target Crypto Officer's challenge, if it differs")
+    given = clone.add_mutually_exclusive_group()
+    given.add_argument("--password", "-password", metavar="CHALLENGE",
+                       help="the Crypto Officer's challenge (LunaCM's spelling; other users "
+                       "of this host can read a command line: prefer --password-file or "
+                       "the prompt you get when neither is given)")  # fmt: skip
+    given.add_argument("--password-file", metavar="FILE",
+                       help="a file holding the Crypto Officer's challenge (one line)")
+    target = clone.add_mutually_exclusive_group()
+    target.add_argument("--target-password", metavar="CHALLENGE",
+                        help="the target Crypto Officer's challenge, if it differs")
+    target.add_argument("--target-password-file", metavar="FILE",
+                        help="a file holding the target Crypto Officer's challenge")
+
+
+#: A challenge secret has at most 256 bytes (hsm.roles.MAX_CHALLENGE); a line end may follow.
+MAX_CHALLENGE_FILE = 258
+
+
+def _challenge_file(path: str) -> str:
+    """The challenge in *path* (its line end dropped); a clear error names what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CHALLENGE_FILE + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read the challenge file {path}: {exc.strerror}") from None
+    if len(data) > MAX_CHALLENGE_FILE:
+        raise ValueError(f"the challenge file {path} holds more than a challenge (256 bytes)")
+    text = data.rstrip(b"\r\n")
+    if not text:
+        raise ValueError(f"the challenge file {path} is empty")
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the challenge file {path} is not UTF-8 text") from None
 
 
 def partition_command(
     prog: Program, home: Path, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     """``partition clone``: ask the running daemon to relay the clone."""
-    password = args.password or getpass.getpass("Crypto Officer challenge: ")
+    try:
+        password = (args.password
+                    or (_challenge_file(args.password_file) if args.password_file else None)
+                    or getpass.getpass("Crypto Officer challenge: "))  # fmt: skip
+        target_password = args.target_password or (
+            _challenge_file(args.target_password_file) if args.target_password_file else None
+        )
+    except ValueError as exc:
+        err.write(f"{prog}: {exc}\n")
+        return EXIT_ERROR
     request = {
         "source_slot": args.source_slot, "slot": args.slot, "password": password,
-        "target_password": args.target_password,
+        "target_password": target_password,
         "objects": [label for label in args.objects.split(",") if label],
     }  # fmt: skip
     try:
