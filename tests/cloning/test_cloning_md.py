@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from ped.cloning import (
 )
 from ped.cloning.handshake import prologue
 from ped.wire.framing import decode_frame, encode_frame
+from tests.ped.vectors.blocks import document_vectors as read_vectors
 
 CLONING_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "cloning.md"
 
@@ -81,14 +81,7 @@ def compute() -> dict[str, str]:
 
 
 def document_vectors() -> dict[str, str]:
-    text = CLONING_MD.read_text(encoding="utf-8")
-    (block,) = re.findall(r"```vectors\n(.*?)```", text, flags=re.DOTALL)
-    vectors: dict[str, str] = {}
-    for line in block.strip().splitlines():
-        name, _, value = line.partition(" = ")
-        assert name not in vectors, f"vector {name} appears twice"
-        vectors[name.strip()] = value.strip()
-    return vectors
+    return read_vectors(CLONING_MD)
 
 
 def test_document_matches_code() -> None:

@@ -26,6 +26,7 @@ from ped.link import (
     encode,
 )
 from ped.wire.framing import decode_frame, encode_frame
+from tests.ped.vectors.blocks import document_vectors as read_vectors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "link.md"
 DEVICE = DeviceSummary(True, "Remote PED", "1.0.0", "PED-0001", "remote")
@@ -49,10 +50,7 @@ EXPECTED = {
 
 
 def vectors() -> dict[str, bytes]:
-    text = DOC.read_text()
-    block = text.split("```vectors\n", 1)[1].split("```", 1)[0]
-    pairs = (line.split(" = ") for line in block.strip().splitlines())
-    return {name: bytes.fromhex(value) for name, value in pairs}
+    return {name: bytes.fromhex(value) for name, value in read_vectors(DOC).items()}
 
 
 def test_vectors_match_the_code():

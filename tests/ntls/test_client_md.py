@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import attrs
 
 from ped.ntls import messages as m
 from ped.ntls.frames import FrameBuffer, decode
+from tests.ped.vectors.blocks import document_vectors as read_vectors
 
 from .examples import EXAMPLES, vectors
 
@@ -16,14 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "client.md"
 
 
 def document_vectors() -> dict[str, str]:
-    blocks = re.findall(r"```vectors\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
-    assert len(blocks) == 1, "client.md has one ```vectors block"
-    found: dict[str, str] = {}
-    for line in blocks[0].strip().splitlines():
-        name, _, value = line.partition(" = ")
-        assert name not in found, f"vector {name} appears twice"
-        found[name.strip()] = value.strip()
-    return found
+    return read_vectors(DOC)
 
 
 def test_document_matches_code() -> None:

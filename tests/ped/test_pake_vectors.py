@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ped.channel import derive_psk
 from ped.pake import OneTimePassword, PakeInitiator, PakeResponder, cpace
 from ped.pake.handshake import channel_identifier
 from ped.wire.framing import decode_frame, encode_frame
+from tests.ped.vectors.blocks import document_vectors as read_vectors
 
 PAKE_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "pake.md"
 
@@ -56,14 +56,7 @@ def compute() -> dict[str, str]:
 
 
 def document_vectors() -> dict[str, str]:
-    text = PAKE_MD.read_text(encoding="utf-8")
-    (block,) = re.findall(r"```vectors\n(.*?)```", text, flags=re.DOTALL)
-    vectors: dict[str, str] = {}
-    for line in block.strip().splitlines():
-        name, _, value = line.partition(" = ")
-        assert name not in vectors, f"vector {name} appears twice"
-        vectors[name.strip()] = value.strip()
-    return vectors
+    return read_vectors(PAKE_MD)
 
 
 def test_document_matches_code() -> None:
