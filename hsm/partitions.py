@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 from hsm import policy as pol
-from hsm.crypto import random_key, wipe
+from hsm.crypto import UnwrapFailed, random_key, wipe
 from hsm.enrol import imprint, wrap_role
 from hsm.errors import AlreadyExists, NotInitialised, NotLoggedIn, PolicyError
 from hsm.pedport import PedSecret
@@ -127,7 +127,17 @@ class PartitionCommands:
         row = st.store.get_role(name, Role.DOMAIN.value)
         if row is None:
             raise NotInitialised(f"partition {name!r} has no cloning domain; initialise it")
-        return st.master.unseal(st.aad(name, Role.DOMAIN.value, "device"), row.wrapped)
+        try:
+            return st.master.unseal(st.aad(name, Role.DOMAIN.value, "device"), row.wrapped)
+        except UnwrapFailed:
+            # Initialised before domains were sealed under the device key (the domain was a
+            # random key wrapped under the red key's secret): it cannot be shared or cloned.
+            raise NotInitialised(
+                f"partition {name!r} was initialised before cloning domains could be shared: "
+                f"its domain cannot take part in a clone; re-initialise it (`partition init "
+                f"--name {name} --force`, joining a domain with --domain-from-red-key) and "
+                f"move its keys by cloning from a partition of that domain"
+            ) from None
 
     def show(self, name: str) -> dict[str, Any]:
         st = self._state

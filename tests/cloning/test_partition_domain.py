@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from hsm.control import BY_NAME
+from hsm.errors import NotInitialised
 from hsm.pedport import WrongKeyColor
 from hsm.shellparser import build_parser
 from keys.colors import Color
@@ -123,3 +124,20 @@ async def test_the_emulated_ped_reads_the_red_key_with_its_pin(bench: Bench) -> 
     _handshake(d1, d2)
     with pytest.raises(DomainMismatch):
         _handshake(d2, d3)
+
+
+async def test_a_domain_sealed_the_old_way_gets_a_clear_error(rig: Rig) -> None:
+    """A partition initialised before domains were sealed under the device key (its row
+    holds a key wrapped under the red key) is told how to move on, not "secret does not
+    open this key"."""
+    await rig.init_hsm()
+    await _init(rig, "p1", "red-a", read=False)
+    st = rig.hsm.state
+    row = st.store.get_role("p1", "domain")
+    assert row is not None
+    with st.store.tx():  # what an older pedhsm stored: not sealed under the device key
+        st.store.put_role("p1", "domain", row.keyset_id, b"\x01" * 60)
+    with pytest.raises(NotInitialised) as old:
+        rig.hsm.partitions.cloning_domain("p1")
+    assert "before cloning domains could be shared" in str(old.value)
+    assert "partition init --name p1 --force" in str(old.value)
