@@ -20,17 +20,8 @@ from typing import Any, TextIO
 
 from hsmclient.slots import SlotMap, SlotMapError
 from ped.daemon.exits import EXIT_ERROR, EXIT_OK
-from ped.tls import (
-    PinStore,
-    TlsError,
-    describe,
-    ensure_identity,
-    export_certificate,
-    load_certificate,
-    load_identity,
-    regenerate_identity,
-)
-from ped.tls.cli import common_name
+from ped.tls import PinStore, TlsError, load_certificate
+from ped.tls import cli as tls_cli
 from ped.tls.pins import ROLES, Program
 
 PROG: Program = "hsmclient"
@@ -126,44 +117,26 @@ def add_vtl_parser(commands: Any, common: Any) -> None:
 # ----------------------------------------------------------------------------- commands
 
 
+def _replaced_advice(prog: Program, old: str) -> str:
+    there = f"{ROLE.other} {ROLE.other_noun}"
+    return (f"It replaces {old}. Every HSM that registered the old one must "
+            f"now register this one: export it with `{prog} certificate "
+            f"export FILE`, then on the HSM host: {there} delete --name NAME "
+            f"and {there} register --name NAME --certificate FILE (and assign "
+            "its partitions again)\n")
+
+
 def certificate_command(
     prog: Program, home: Path, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
-    """``certificate regen | show | export FILE``."""
-    try:
-        if args.action == "regen":
-            try:
-                old: str | None = load_identity(home).fingerprint
-            except TlsError:
-                old = None
-            identity = regenerate_identity(home, common_name())
-            out.write(f"New certificate for {prog}:\n{describe(identity.certificate)}\n")
-            if old is not None:
-                there = f"{ROLE.other} {ROLE.other_noun}"
-                out.write(f"It replaces {old}. Every HSM that registered the old one must "
-                          f"now register this one: export it with `{prog} certificate "
-                          f"export FILE`, then on the HSM host: {there} delete --name NAME "
-                          f"and {there} register --name NAME --certificate FILE (and assign "
-                          "its partitions again)\n")
-            return EXIT_OK
-        identity = ensure_identity(home, common_name())
-        if args.action == "show":
-            out.write(f"{prog} certificate ({identity.path}):\n"
-                      f"{describe(identity.certificate)}\n")
-            return EXIT_OK
-        export_certificate(identity.certificate, args.file)
-        out.write(f"Wrote {prog}'s certificate (not its key) to {args.file}\n"
-                  f"SHA-256 fingerprint: {identity.fingerprint}\n"
-                  f"On the HSM host: {ROLE.other} {ROLE.other_noun} register --name NAME "
-                  f"--certificate FILE, then {ROLE.other} {ROLE.other_noun} assignpartition "
-                  "--client NAME --partition PARTITION\n")
-        return EXIT_OK
-    except TlsError as exc:
-        err.write(f"{prog}: {exc}\n")
-        return EXIT_ERROR
-    except OSError as exc:
-        err.write(f"{prog}: {exc.strerror or exc}: {exc.filename or ''}\n")
-        return EXIT_ERROR
+    """``certificate regen | show | export FILE``: `ped.tls.cli`'s, with the HSM's steps."""
+    return tls_cli.certificate_command(
+        prog, home, args, out, err,
+        replaced_advice=_replaced_advice,
+        export_advice=(f"On the HSM host: {ROLE.other} {ROLE.other_noun} register --name NAME "
+                       f"--certificate FILE, then {ROLE.other} {ROLE.other_noun} "
+                       "assignpartition --client NAME --partition PARTITION\n"),
+    )
 
 
 def server_command(
@@ -201,13 +174,7 @@ def server_command(
             out.write(f"No servers registered. Add one with: {prog} server register --name "
                       "NAME --certificate FILE --ip ADDRESS\n")
             return EXIT_OK
-        for peer in peers:
-            cert = peer.certificate
-            out.write(f"{peer.name}  {peer.ip}:{peer.port}\n"
-                      f"    fingerprint: {peer.fingerprint}\n"
-                      f"    subject: {cert.subject.rfc4514_string()}, valid until "
-                      f"{cert.not_valid_after_utc:%Y-%m-%d} UTC, registered "
-                      f"{peer.registered_at}\n")
+        tls_cli.write_peer_list(peers, True, out)
         return EXIT_OK
     except (TlsError, SlotMapError) as exc:
         err.write(f"{prog}: {exc}\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import socket
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,7 +35,7 @@ from ped.tls import (
     load_certificate,
     regenerate_identity,
 )
-from ped.tls.pins import ROLES, Program
+from ped.tls.pins import ROLES, Peer, Program
 
 
 def _certificate_words(program: str) -> str:
@@ -128,9 +129,30 @@ def add_registry_parser(
 # ----------------------------------------------------------------------------- commands
 
 
+def _peer_host_advice(prog: Program, old: str) -> str:
+    other = f"{ROLES[prog].other} {ROLES[prog].other_noun}"
+    return (f"It replaces {old}. Every host that registered the old one must "
+            f"now register this one: export it with `{prog} certificate "
+            f"export FILE`, then there: {other} delete --name NAME and "
+            f"{other} register --name NAME --certificate FILE ...\n")
+
+
 def certificate_command(
-    prog: Program, home: Path, args: argparse.Namespace, out: TextIO, err: TextIO
+    prog: Program,
+    home: Path,
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    *,
+    replaced_advice: Callable[[Program, str], str] = _peer_host_advice,
+    export_advice: str = "",
 ) -> int:
+    """``certificate regen | show | export FILE`` for any of the four programs.
+
+    *replaced_advice* words what the other side must do after a regen (given the old
+    fingerprint); *export_advice* is printed after an export (hsmclient's steps differ
+    from the peer-to-peer daemons').
+    """
     if args.action is None:
         err.write(f"{prog} certificate: say regen, show or export FILE "
                   f"(see {prog} certificate --help)\n")
@@ -140,12 +162,8 @@ def certificate_command(
             old = _current_fingerprint(home)
             identity = regenerate_identity(home, common_name())
             out.write(f"New certificate for {prog}:\n{describe(identity.certificate)}\n")
-            other = f"{ROLES[prog].other} {ROLES[prog].other_noun}"
             if old is not None:
-                out.write(f"It replaces {old}. Every host that registered the old one must "
-                          f"now register this one: export it with `{prog} certificate "
-                          f"export FILE`, then there: {other} delete --name NAME and "
-                          f"{other} register --name NAME --certificate FILE ...\n")
+                out.write(replaced_advice(prog, old))
             return EXIT_OK
         identity = ensure_identity(home, common_name())
         if args.action == "show":
@@ -154,7 +172,7 @@ def certificate_command(
             return EXIT_OK
         export_certificate(identity.certificate, args.file)
         out.write(f"Wrote {prog}'s certificate (not its key) to {args.file}\n"
-                  f"SHA-256 fingerprint: {identity.fingerprint}\n")
+                  f"SHA-256 fingerprint: {identity.fingerprint}\n{export_advice}")
         return EXIT_OK
     except TlsError as exc:
         err.write(f"{prog}: {exc}\n")
@@ -211,18 +229,23 @@ def registry_command(
                       f"--name NAME --certificate FILE"
                       f"{' --ip ADDRESS' if store.role.dials else ''}\n")
             return EXIT_OK
-        for peer in peers:
-            cert = peer.certificate
-            address = f"  {peer.ip}:{peer.port}" if store.role.dials else ""
-            out.write(f"{peer.name}{address}\n"
-                      f"    fingerprint: {peer.fingerprint}\n"
-                      f"    subject: {cert.subject.rfc4514_string()}, valid until "
-                      f"{cert.not_valid_after_utc:%Y-%m-%d} UTC, registered "
-                      f"{peer.registered_at}\n")
+        write_peer_list(peers, store.role.dials, out)
         return EXIT_OK
     except TlsError as exc:
         err.write(f"{prog}: {exc}\n")
         return EXIT_ERROR
+
+
+def write_peer_list(peers: Iterable[Peer], with_address: bool, out: TextIO) -> None:
+    """One entry per registered peer: name (and address), fingerprint, subject, validity."""
+    for peer in peers:
+        cert = peer.certificate
+        address = f"  {peer.ip}:{peer.port}" if with_address else ""
+        out.write(f"{peer.name}{address}\n"
+                  f"    fingerprint: {peer.fingerprint}\n"
+                  f"    subject: {cert.subject.rfc4514_string()}, valid until "
+                  f"{cert.not_valid_after_utc:%Y-%m-%d} UTC, registered "
+                  f"{peer.registered_at}\n")
 
 
 def connect_command(
