@@ -21,7 +21,7 @@ import attrs
 REPORT_FORMAT = 1
 
 
-class Outcome(enum.Enum):
+class CaseOutcome(enum.Enum):
     """What a case found."""
 
     PASS = "PASS"  # noqa: S105 (an outcome word, not a password)
@@ -39,12 +39,12 @@ class CaseResult:
     section: str  # "PROTOCOL.md 4.3", "device.md 2"
     expected: str
     seen: str
-    outcome: Outcome
+    outcome: CaseOutcome
     required: bool = True
 
     def failed(self) -> bool:
         """Whether this case stops the run from passing."""
-        return self.required and self.outcome is not Outcome.PASS
+        return self.required and self.outcome is not CaseOutcome.PASS
 
 
 @attrs.frozen
@@ -63,7 +63,7 @@ class RunReport:
         return 0 if self.passed() else 1
 
     def counts(self) -> dict[str, int]:
-        counts = {outcome.value: 0 for outcome in Outcome}
+        counts = {outcome.value: 0 for outcome in CaseOutcome}
         for case in self.cases:
             counts[case.outcome.value] += 1
         return counts
