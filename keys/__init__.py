@@ -11,6 +11,7 @@ The public API, re-exported here:
 * errors: `keys.errors` (all derive from `KeyImageError`)
 """
 
+from keys.collector import ShareCollector
 from keys.colors import Color
 from keys.errors import KeyImageError
 from keys.fingerprint import keyset_fingerprint
@@ -25,7 +26,6 @@ from keys.image import (
 from keys.keyring import (
     KeyEntry,
     Keyring,
-    ShareCollector,
     duplicate,
     erase,
     fingerprint_of,

@@ -35,8 +35,9 @@ from typing import Any
 import trio
 
 from keys import load_image
+from keys.collector import ShareCollector
 from keys.colors import Color
-from keys.keyring import Keyring, ShareCollector
+from keys.keyring import Keyring
 from ped.hsm_api import open_ped_session
 from ped.link import PedclientTransport, connect_via_pedclient
 from pedtools.bench.echo_ped import echo_request

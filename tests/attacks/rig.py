@@ -27,8 +27,8 @@ import attrs
 import trio
 
 from keys import Keyring, load_image, new_keyset
+from keys.collector import ShareCollector
 from keys.colors import Color
-from keys.keyring import ShareCollector
 from ped.daemon.control import control_request_sync
 from ped.hsm_api import open_ped_session
 from ped.link import connect_via_pedclient

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from keys import keyring as keyring_module
+from keys.collector import ShareCollector
 from keys.colors import Color
 from keys.errors import (
     BlankKey,
@@ -28,7 +29,6 @@ from keys.fingerprint import keyset_fingerprint
 from keys.image import KeyImage, decode, load_image, write_image
 from keys.keyring import (
     Keyring,
-    ShareCollector,
     duplicate,
     erase,
     fingerprint_of,

@@ -21,8 +21,8 @@ from pathlib import Path
 import trio
 
 from keys import load_image
+from keys.collector import ShareCollector
 from keys.colors import Color
-from keys.keyring import ShareCollector
 from ped.channel.handshake import derive_psk
 from ped.daemon.control import control_request_sync
 from ped.hsm_api import PedSession, open_ped_session
