@@ -131,7 +131,7 @@ def _key(scope: Scope, handle: int) -> tuple[tpl.Attrs, bytearray]:
         attributes = visible(scope, handle)
     except Pkcs11Error as exc:
         if exc.rv == CKR.OBJECT_HANDLE_INVALID:
-            raise Pkcs11Error(CKR.KEY_HANDLE_INVALID, str(exc)) from None
+            raise Pkcs11Error(CKR.KEY_HANDLE_INVALID, exc.reason) from None
         raise
     if attributes.get(CKA.CLASS) not in (CKO.PRIVATE_KEY, CKO.SECRET_KEY, CKO.PUBLIC_KEY):
         raise Pkcs11Error(CKR.KEY_HANDLE_INVALID, f"object {handle} is not a key")

@@ -41,6 +41,7 @@ class Pkcs11Error(PedError):
     def __init__(self, rv: int, message: str) -> None:
         super().__init__(f"{name_of(CKR, rv)}: {message}")
         self.rv = rv
+        self.reason = message  # without the return value's name: to re-raise under another
 
 
 class AttrKind(enum.Enum):

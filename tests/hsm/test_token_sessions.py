@@ -51,6 +51,9 @@ async def test_without_a_login_only_public_objects_and_verification(rig: Rig) ->
     with pytest.raises(Pkcs11Error) as refused:
         await access.sign(s, Mechanism(CKM.ECDSA), priv, digest)
     assert refused.value.rv == CKR.KEY_HANDLE_INVALID
+    # one return value's name in the text, the one the application sees
+    assert str(refused.value).startswith("CKR_KEY_HANDLE_INVALID: object ")
+    assert "OBJECT_HANDLE_INVALID" not in str(refused.value)
     with pytest.raises(Pkcs11Error) as refused:
         await access.generate_key(s, Mechanism(CKM.AES_KEY_GEN), [])
     assert refused.value.rv == CKR.USER_NOT_LOGGED_IN
