@@ -288,7 +288,8 @@ class ClientAccess:
             )
         cautions: list[str] = []
         try:
-            key, _ = await self._logins.login(name, role, cautions.append, challenge=pin)
+            key, _ = await self._logins.login(name, role, cautions.append, challenge=pin,
+                                                client=self.client)
         except LoginFailed as exc:
             raise self._refuse(
                 CKR.PIN_INCORRECT, f"partition {name!r}: {exc.message}",

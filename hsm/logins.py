@@ -73,9 +73,15 @@ class LoginService:
         *,
         challenge: bytes | bytearray | None = None,
         keep_secret: bool = False,
+        client: str | None = None,
     ) -> tuple[bytearray, bytearray | None]:
-        """Authenticate *role*; return its role key (and a copy of the PED secret if asked)."""
+        """Authenticate *role*; return its role key (and a copy of the PED secret if asked).
+
+        *client* names the registered client a login over the client path came from: its
+        audit records say who tried, as the client's other records do.
+        """
         st = self._state
+        who: dict[str, str] = {} if client is None else {"client": client}
         row = self._check_lock(scope, role, st.role_row(scope, role))
         if challenge is not None and row.wrapped_chal is None:
             raise InvalidCommand(f"the {role.title} has no challenge secret; omit --challenge-file")
@@ -92,7 +98,7 @@ class LoginService:
                     got = await port.read_secret(role.color, row.keyset_id, label)
             except WrongKeyset:
                 self._count_attempt(scope, role)
-                self._fail(scope, role, "a key of the right colour but another keyset")
+                self._fail(scope, role, "a key of the right colour but another keyset", who)
             except (WrongKeyColor, PedUnavailable) as exc:
                 # Refused before any secret was tried: not counted, but audited.
                 outcome = exc.outcome if isinstance(exc, PedUnavailable) else exc.code
@@ -102,6 +108,7 @@ class LoginService:
                     partition=None if scope == HSM_SCOPE else scope,
                     reason=outcome,
                     counted=False,
+                    **who,
                 )
                 raise
             secret = got.secret
@@ -123,7 +130,7 @@ class LoginService:
                     why = "wrong challenge secret"
                 else:
                     why = "wrong PED key secret, PED PIN or challenge secret"
-                self._fail(scope, role, why)
+                self._fail(scope, role, why, who)
             with st.store.tx():
                 st.store.update_role(scope, role.value, failures=0)
             st.event(
@@ -131,6 +138,7 @@ class LoginService:
                 role=role.value,
                 partition=None if scope == HSM_SCOPE else scope,
                 via="activation" if cached is not None else "PED",
+                **who,
             )
             return key, (bytearray(secret) if keep_secret else None)
         finally:
@@ -193,7 +201,7 @@ class LoginService:
             row = st.role_row(scope, role)
             st.store.update_role(scope, role.value, failures=row.failures + 1)
 
-    def _fail(self, scope: str, role: Role, why: str) -> None:
+    def _fail(self, scope: str, role: Role, why: str, who: dict[str, str]) -> None:
         st = self._state
         row = st.role_row(scope, role)
         threshold = st.threshold(scope, role)
@@ -204,6 +212,7 @@ class LoginService:
             reason=why,
             failures=row.failures,
             threshold=threshold,
+            **who,
         )
         self._apply_outcome(scope, role, row.failures, threshold)
         left = threshold - row.failures

@@ -91,6 +91,10 @@ async def test_a_wrong_challenge_is_counted_and_a_success_resets(
     assert events.count("login failed") == 1
     assert await _login_rv(access, s, CHAL) == CKR.OK
     assert failures(rig) == 0
+    # both records name the client the attempt came from, as its logouts do
+    logins = [e for e in rig.hsm.state.audit.records() if e["event"].startswith("login")]
+    assert [(e["event"], e.get("client")) for e in logins[-2:]] == [
+        ("login failed", CLIENT), ("login", CLIENT)]
     assert await _login_rv(access, s, CHAL) == CKR.USER_ALREADY_LOGGED_IN
 
 
