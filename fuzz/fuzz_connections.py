@@ -1,7 +1,7 @@
 """Harness: the sans-IO connections the daemons run (link hops, both sides; device
 transport, both roles), fed whatever their peer sends: state machines, not only decoders.
 
-The input format is in ``fuzz.targets.one_connection``.
+The input format is in ``fuzz.connection_target.one_connection``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fuzz import targets  # noqa: E402
+from fuzz import connection_target, targets  # noqa: E402
 from fuzz.cloning_target import seeds as cloning_seeds  # noqa: E402
 from fuzz.ntls_target import seeds as ntls_seeds  # noqa: E402
 from keys.colors import Color  # noqa: E402
@@ -106,7 +106,7 @@ def session_frames() -> list[bytes]:
 
 
 def connection_streams() -> list[tuple[int, bytes]]:
-    """What each connection's genuine peer sends (index into ``targets.CONNECTIONS``)."""
+    """What each connection's genuine peer sends (index into ``connection_target.CONNECTIONS``)."""
     device = link.DeviceSummary(True, "pedemu", "1.0", "E-1", "remote")
     e2e = Frame(0x23, bytes(32))
     peer_says: dict[str, list[Frame]] = {
@@ -155,7 +155,7 @@ def connection_streams() -> list[tuple[int, bytes]]:
             Frame(dev.SessionClose.TYPE, dev.SessionClose(1).payload()),
         ],
     }
-    names = [name for name, _ in targets.CONNECTIONS]
+    names = [name for name, _ in connection_target.CONNECTIONS]
     streams: list[tuple[int, bytes]] = []
     for name, frames in peer_says.items():
         index = names.index(name)

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz import seeds, targets
+from fuzz import connection_target, seeds, targets
 from ped.wire.framing import MAX_PAYLOAD
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -128,7 +128,7 @@ def test_rogue_peer_with_the_right_rpv_gets_only_typed_refusals(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    index=st.integers(0, len(targets.CONNECTIONS) - 1),
+    index=st.integers(0, len(connection_target.CONNECTIONS) - 1),
     frames=st.lists(st.sampled_from(GENUINE_FRAMES), max_size=6),
     flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=2),
 )
@@ -141,7 +141,7 @@ def test_link_and_device_connections_fed_hostile_peers_give_only_typed_errors(
     for position, mask in flips:
         if stream:
             stream[position % len(stream)] ^= mask
-    targets.one_connection(bytes([index]) + bytes(stream))
+    connection_target.one_connection(bytes([index]) + bytes(stream))
 
 
 def _corpus() -> list[tuple[str, Path]]:
