@@ -21,6 +21,9 @@ LONG_COMMANDS = {
     # commands that wait for a person at the PED: no short socket timeout
     "hsm.init",
     "hsm.login",
+    "hsm.changepw",
+    "partition.changepw",
+    "role.changepw",
     "hsm.ped.vector.init",
     "hsm.ped.connect",
     "partition.init",
@@ -138,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     leaf(hsm, "login", "hsm.login", "log in as HSM SO (blue PED key)")
     leaf(hsm, "logout", "hsm.logout", "log the HSM SO out")
+    leaf(hsm, "changepw", "hsm.changepw",
+         "HSM SO (logged in): present the current blue key, then imprint a new blue key set "
+         "(the old one stops working; a wrong key counts as a failed login)")
     leaf(hsm, "show", "hsm.show", "label, serial, firmware, state, partitions")
     p = leaf(hsm, "zeroize", "hsm.zeroize", "erase every partition, object and role")
     p.add_argument("--force", action="store_true")
@@ -202,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
             False,
         ),
         (
+            "changepw",
+            "partition.changepw",
+            "partition SO (logged in): present the current blue key, then imprint a new blue "
+            "key set (the old one stops working; a wrong key counts as a failed login)",
+            False,
+        ),
+        (
             "resetpw",
             "partition.resetpw",
             "partition SO: reset a locked Crypto Officer (policy 15), as role resetpw -name co",
@@ -246,6 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", required=True, choices=["so", "co", "cu"])
         if chal:
             _add_challenge(p)
+    p = leaf(role, "changepw", "role.changepw",
+             "a new PED secret (black/gray key set) and/or a new challenge secret for the CO "
+             "or CU; the role or the partition SO logged in; the current key is read first "
+             "(counted as a login); a new challenge deactivates the role")
+    p.add_argument("--partition", help=_CURRENT_HELP)
+    p.add_argument("--name", required=True, choices=["co", "cu"])
+    p.add_argument("--challenge-file", dest="challenge_file", metavar="FILE",
+                   help="the new challenge secret (default: generated, shown on the PED); "
+                   "with --secret-only, the current one (required then)")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--challenge-only", dest="challenge_only", action="store_true",
+                      help="change the challenge secret only (the PED key stays)")
+    only.add_argument("--secret-only", dest="secret_only", action="store_true",
+                      help="change the PED secret only (the challenge stays)")
     p = leaf(role, "logout", "role.logout", "log partition roles out")
     p.add_argument("--partition")
 
