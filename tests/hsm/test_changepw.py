@@ -102,7 +102,7 @@ async def test_reusing_the_roles_own_keyset_is_refused_and_changes_nothing(rig: 
     await rig.init_hsm()
     before = row(rig, HSM_SCOPE, Role.HSM_SO)
     rig.ped.plan.extend(["blue0", ("reuse", "blue0", "blue0-again")])
-    with pytest.raises(PolicyError, match="keeps the old secret.*answer NO to 'Reuse"):
+    with pytest.raises(PolicyError, match=r"keeps the old secret.*answer NO to 'Reuse"):
         await rig.hsm.admin.changepw(rig.notify)
     assert row(rig, HSM_SCOPE, Role.HSM_SO) == before
     assert audit(rig, "secret changed") == []
