@@ -166,16 +166,20 @@ async def change_secret(
                     + (" (or keep it with --secret-only)" if change.secret else "")
                 )
         label = role.title if scope == HSM_SCOPE else f"{role.title} {scope}"
+        same_keyset = False
         async with st.ped_session(notify) as port:
             if change.secret:
                 got = await imprint(port, role, label)
-                if got.keyset_id == row.keyset_id or hmac.compare_digest(got.secret, old):
-                    raise PolicyError(
-                        REUSED_OWN_KEYSET.format(title=role.title, colour=role.color.label)
-                    )
-            if generated:
+                same_keyset = got.keyset_id == row.keyset_id or hmac.compare_digest(
+                    got.secret, old
+                )
+            if generated and not same_keyset:
                 assert chal is not None
                 await port.show(f"{role.title} new challenge secret: {chal.decode()}")
+        if same_keyset:
+            # Said after the PED session ends: an error inside it would abort the operation
+            # on the PED and reach the shell as a PED failure instead of this sentence.
+            raise PolicyError(REUSED_OWN_KEYSET.format(title=role.title, colour=role.color.label))
         new = got if got is not None else PedSecret(bytearray(old), row.keyset_id)
         deactivated = _commit(st, scope, role, change, new, key, chal)
         if got is None:
