@@ -22,7 +22,7 @@ from hsm.errors import (
 from hsm.policy import Role
 from hsm.store import HSM_SCOPE, RoleRow
 from ped.pkcs11.constants import CKM, CKR, CKU
-from ped.pkcs11.token import Mechanism, Pkcs11Error
+from ped.pkcs11.token import CKS_RW_PUBLIC_SESSION, Mechanism, Pkcs11Error
 from tests.hsm.fakeped import FakeKey
 from tests.hsm.rig import CHAL, Rig
 from tests.hsm.test_clients_rig import CLIENT, activated, register
@@ -345,7 +345,8 @@ async def test_a_key_made_before_signs_after_and_a_new_challenge_ends_client_log
     await rig.hsm.roles.changepw(rig.notify, "p1", "co", NEW_CHAL, challenge_only=True)
     with pytest.raises(Pkcs11Error) as ended:
         await access.sign(s, Mechanism(CKM.ECDSA), priv, digest)
-    assert ended.value.rv in (CKR.USER_NOT_LOGGED_IN, CKR.KEY_HANDLE_INVALID)
+    assert ended.value.rv == CKR.KEY_HANDLE_INVALID  # the private key is no longer visible
+    assert access.session_state(s) == CKS_RW_PUBLIC_SESSION
     rig.ped.plan.append("p1-co-new")
     await rig.hsm.roles.activate(rig.notify, "p1", "co")
     with pytest.raises(Pkcs11Error) as old:
