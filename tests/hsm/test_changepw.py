@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from hsm.access import ClientAccess
 from hsm.errors import (
     InvalidCommand,
     LockedOut,
@@ -330,6 +331,7 @@ async def test_a_key_made_before_signs_after_and_a_new_challenge_ends_client_log
     await activated(rig, "p1")
     register(rig, CLIENT, "p1")
     access = rig.hsm.client_access(CLIENT)
+    assert isinstance(access, ClientAccess)
     serial = access.partitions()[0].serial
     s = await access.open_session(serial, True)
     await access.login(s, CKU.USER, bytearray(CHAL))
@@ -355,3 +357,25 @@ async def test_a_key_made_before_signs_after_and_a_new_challenge_ends_client_log
     await access.login(s, CKU.USER, bytearray(NEW_CHAL))
     assert await access.sign(s, Mechanism(CKM.ECDSA), priv, digest)
     await access.close()
+
+
+# ---------------------------------------------------------------------- the shell
+
+
+def test_a_typed_challenge_is_asked_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hsm import cli, shellparser
+
+    argv = ["role", "changePw", "-p", "p1", "-name", "co", "-challenge-file", "-"]
+    luna = cli.normalize_luna_argv(argv, cli.COMMAND_WORDS)
+    words = cli.resolve_words(shellparser.build_parser(), luna)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    typed = iter(["new one", "new one", "new one", "new 0ne"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
+    ns = shellparser.build_parser().parse_args(words)
+    assert ns.command == "role.changepw" and ns.partition == "p1" and ns.name == "co"
+    assert cli._request_args(ns)["challenge"] == b"new one".hex()
+    with pytest.raises(shellparser.HsmUsageError, match="differ"):
+        shellparser.build_parser().parse_args(words)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(shellparser.HsmUsageError, match="there is none"):
+        shellparser.build_parser().parse_args(words)
