@@ -15,8 +15,9 @@ objects is another operation).  The red (cloning domain) key is never changed he
 
 1. the old key is read from the PED **as a login reads it** (`LoginService.login`, never
    the activation cache): a key of another keyset, a wrong PIN (and, with
-   ``--secret-only``, a wrong current challenge) is counted exactly as a failed login,
-   with the same lockout or zeroization; a wrong colour or a PED refusal is not;
+   ``--secret-only``, a wrong current challenge, checked as an application login checks
+   it) is counted exactly as a failed login, with the same lockout or zeroization; a
+   wrong colour or a PED refusal is not;
 2. the new key set is imprinted with the PED's usual questions (reuse, M of N, PIN,
    duplicates); reusing the role's own key set would keep the old secret: refused;
 3. the new wraps (and the activation cache's sealed copy, replaced or dropped) are written
@@ -31,9 +32,7 @@ alone keeps an activated role activated, its cache now holding the new secret.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-from collections.abc import Iterator
 
 import attrs
 
@@ -84,22 +83,32 @@ def change_of(role: Role, challenge_only: bool, secret_only: bool) -> Change:
     return Change(secret=not challenge_only, challenge=not secret_only)
 
 
-@contextlib.contextmanager
-def _ped_only(state: HsmState, scope: str, role: Role) -> Iterator[None]:
-    """Hide the role's activation cache while its old secret is proven, so that the login
-    service reads the PED key (the proof) instead of the cached secret; put it back
-    unless the attempt locked the role (a lockout drops the cache for good)."""
-    key = (scope, role.value)
-    cached = state.ram.activation.pop(key, None)
-    try:
-        yield
-    finally:
-        if cached is not None:
-            row = state.store.get_role(scope, role.value)
-            if row is not None and not row.locked and key not in state.ram.activation:
-                state.ram.activation[key] = cached
-            else:
-                wipe(cached)
+async def _prove(st: HsmState, logins: LoginService, notify: Notify, scope: str, role: Role,
+                 current_chal: bytes | None) -> tuple[bytearray, bytearray]:  # fmt: skip
+    """Read the role's current key from the PED as a login does (counted; never the
+    activation cache) and, if given, check its current challenge (counted as at a login):
+    the role key and the old PED secret."""
+    if current_chal is not None and (scope, role.value) not in st.ram.activation:
+        # Not activated: the login service reads the PED; key and challenge in one attempt.
+        key, old = await logins.login(
+            scope, role, notify, challenge=current_chal, keep_secret=True
+        )
+    else:
+        key, old = await logins.login(scope, role, notify, keep_secret=True)
+        if current_chal is not None:
+            # Activated: the cache holds the secret just proven on the PED, so the login
+            # service checks the challenge with it (counted) and the PED is asked once.
+            # The cache stays in place throughout: applications logged in meanwhile keep
+            # their logins.
+            try:
+                other, _ = await logins.login(scope, role, notify, challenge=current_chal)
+            except BaseException:
+                wipe(key)
+                wipe(old)
+                raise
+            wipe(other)
+    assert old is not None  # keep_secret
+    return key, old
 
 
 def _opens(state: HsmState, scope: str, role: Role, secret: bytearray,
@@ -148,15 +157,7 @@ async def change_secret(
             "--secret-only keeps the challenge secret: give the current one with "
             "--challenge-file, so that application logins are re-sealed under the new key"
         )
-    if current_chal is not None:
-        # The current challenge is proven with the old key, in one counted attempt.
-        with _ped_only(st, scope, role):
-            key, old = await logins.login(
-                scope, role, notify, challenge=current_chal, keep_secret=True
-            )
-    else:
-        key, old = await logins.login(scope, role, notify, keep_secret=True)
-    assert old is not None  # keep_secret
+    key, old = await _prove(st, logins, notify, scope, role, current_chal)
     got: PedSecret | None = None
     try:
         if change.challenge and not generated and chal is not None:

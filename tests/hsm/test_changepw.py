@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from hsm.errors import (
     PolicyError,
     Zeroized,
 )
+from hsm.pedport import PedSecret
 from hsm.policy import Role
 from hsm.store import HSM_SCOPE, RoleRow
 from ped.pkcs11.constants import CKM, CKR, CKU
@@ -355,6 +357,35 @@ async def test_a_key_made_before_signs_after_and_a_new_challenge_ends_client_log
         await access.login(s, CKU.USER, bytearray(CHAL))
     assert old.value.rv == CKR.PIN_INCORRECT
     await access.login(s, CKU.USER, bytearray(NEW_CHAL))
+    assert await access.sign(s, Mechanism(CKM.ECDSA), priv, digest)
+    await access.close()
+
+
+async def test_client_calls_while_the_ped_is_read_keep_their_login(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await activated(rig, "p1")
+    register(rig, CLIENT, "p1")
+    access = rig.hsm.client_access(CLIENT)
+    assert isinstance(access, ClientAccess)
+    s = await access.open_session(access.partitions()[0].serial, True)
+    await access.login(s, CKU.USER, bytearray(CHAL))
+    _, priv = await access.generate_key_pair(s, Mechanism(CKM.EC_KEY_PAIR_GEN), EC_PUB, EC_PRIV)
+    digest = hashlib.sha256(b"meanwhile").digest()
+    read = rig.ped.read_secret
+    signed: list[bytes] = []
+
+    async def read_while_signing(*args: Any) -> PedSecret:
+        # the client path does not wait for the shell's PED operation: it signs meanwhile
+        signed.append(await access.sign(s, Mechanism(CKM.ECDSA), priv, digest))
+        return await read(*args)
+
+    monkeypatch.setattr(rig.ped, "read_secret", read_while_signing)
+    await rig.hsm.roles.login(rig.notify, "p1", "co", None)
+    rig.ped.plan.extend(["p1-co", "p1-co-new"])
+    await rig.hsm.roles.changepw(rig.notify, "p1", "co", CHAL, secret_only=True)
+    assert len(signed) == 2  # the shell's login and the change's proof
+    assert access.session_state(s) != CKS_RW_PUBLIC_SESSION
     assert await access.sign(s, Mechanism(CKM.ECDSA), priv, digest)
     await access.close()
 
