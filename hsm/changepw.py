@@ -38,12 +38,12 @@ import attrs
 
 from hsm.crypto import UnwrapFailed, derive_kek, unwrap, wipe
 from hsm.enrol import imprint, wrap_role
-from hsm.errors import InvalidCommand, NotInitialised, PolicyError
+from hsm.errors import InvalidCommand, LockedOut, NotInitialised, PolicyError
 from hsm.logins import LoginService
 from hsm.pedport import PedSecret
 from hsm.policy import Role
 from hsm.state import HsmState, Notify
-from hsm.store import HSM_SCOPE
+from hsm.store import HSM_SCOPE, RoleRow
 
 REUSED_OWN_KEYSET = (
     "the PED reused the key set the {title} already has: that keeps the old secret, so "
@@ -112,7 +112,7 @@ async def _prove(st: HsmState, logins: LoginService, notify: Notify, scope: str,
 
 
 def _opens(state: HsmState, scope: str, role: Role, secret: bytearray,
-                    wrapped_chal: bytes | None, challenge: bytes) -> bool:  # fmt: skip
+           wrapped_chal: bytes | None, challenge: bytes) -> bool:  # fmt: skip
     """Whether *challenge* with *secret* opens the role's challenge wrap (is the current one)."""
     if wrapped_chal is None:
         return False
@@ -182,7 +182,7 @@ async def change_secret(
             # on the PED and reach the shell as a PED failure instead of this sentence.
             raise PolicyError(REUSED_OWN_KEYSET.format(title=role.title, colour=role.color.label))
         new = got if got is not None else PedSecret(bytearray(old), row.keyset_id)
-        deactivated = _commit(st, scope, role, change, new, key, chal)
+        deactivated = _commit(st, row, change, new, key, chal)
         if got is None:
             new.wipe()
     finally:
@@ -203,10 +203,11 @@ async def change_secret(
     return _said(role, where, change, got, generated, deactivated, scope)
 
 
-def _commit(st: HsmState, scope: str, role: Role, change: Change, new: PedSecret,
-            key: bytearray, chal: bytes | None) -> bool:  # fmt: skip
+def _commit(st: HsmState, row: RoleRow, change: Change, new: PedSecret, key: bytearray,
+            chal: bytes | None) -> bool:  # fmt: skip
     """Write the new wraps and the activation cache in one transaction, then the RAM;
-    True when the role was deactivated."""
+    True when the role was deactivated.  *row* is the role as it was proven."""
+    scope, role = row.scope, Role(row.role)
     wrapped, wrapped_chal = wrap_role(st, scope, role, new, key, chal)
     at = (scope, role.value)
     sealed_before = any((p, r) == at for p, r, _, _ in st.store.activations())
@@ -216,6 +217,15 @@ def _commit(st: HsmState, scope: str, role: Role, change: Change, new: PedSecret
         # An activated role stays activated: its sealed cache holds the new secret now.
         sealed = st.master.seal(st.aad(scope, role.value, "activation"), new.secret)
     with st.store.tx():
+        now = st.store.get_role(scope, role.value)
+        if now is None or now.locked or now.keyset_id != row.keyset_id:
+            # The client path does not wait for the shell's PED operation: failed
+            # application logins may have locked the role meanwhile (a permanent lock has
+            # destroyed its wraps, which must not come back).  Nothing is written.
+            raise LockedOut(
+                f"the {role.title} was locked (or re-initialised) while the PED was busy; "
+                "nothing was changed and the new key set opens nothing"
+            )
         st.store.update_role(scope, role.value, keyset_id=new.keyset_id, wrapped=wrapped,
                              wrapped_chal=wrapped_chal)  # fmt: skip
         if change.challenge or (sealed_before and sealed is None):

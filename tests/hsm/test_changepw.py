@@ -390,6 +390,33 @@ async def test_client_calls_while_the_ped_is_read_keep_their_login(
     await access.close()
 
 
+async def test_a_role_locked_by_applications_during_the_imprint_is_not_rewrapped(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await activated(rig, "p1")  # HSM policy 15 off: a CO lockout is permanent
+    await rig.hsm.roles.login(rig.notify, "p1", "so", None)
+    rig.hsm.partitions.changepolicy("p1", 20, 1)
+    register(rig, CLIENT, "p1")
+    access = rig.hsm.client_access(CLIENT)
+    s = await access.open_session(access.partitions()[0].serial, True)
+    imprint = rig.ped.imprint
+
+    async def locked_meanwhile(*args: Any) -> PedSecret:
+        with pytest.raises(Pkcs11Error) as locked:
+            await access.login(s, CKU.USER, bytearray(b"a wrong guess"))
+        assert locked.value.rv == CKR.PIN_LOCKED
+        return await imprint(*args)
+
+    monkeypatch.setattr(rig.ped, "imprint", locked_meanwhile)
+    rig.ped.plan.extend(["p1-co", "p1-co-new"])
+    with pytest.raises(LockedOut, match="while the PED was busy; nothing was changed"):
+        await rig.hsm.roles.changepw(rig.notify, "p1", "co", NEW_CHAL)
+    co = row(rig, "p1", Role.CO)
+    assert co.locked == "permanent" and co.wrapped == b"" and co.wrapped_chal is None
+    assert audit(rig, "secret changed") == []
+    await access.close()
+
+
 # ---------------------------------------------------------------------- the shell
 
 
