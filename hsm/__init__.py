@@ -15,6 +15,8 @@ Modules, one job each:
   threshold applied.
 * `hsm.activation`: the activation cache (policies 22 and 23) and its sealed disk copy.
 * `hsm.enrol`: imprinting a role's PED key and wrapping its role key under it.
+* `hsm.changepw`: changing a role's secret (old key proven as a login, new key set
+  imprinted, the role key re-wrapped in one transaction).
 * `hsm.admin`, `hsm.pedadmin`, `hsm.partitions`, `hsm.roles`, `hsm.objects`,
   `hsm.auditor`: the command groups (HSM SO; RPV, PED link and timeouts; partitions;
   partition roles; objects; the auditor).

@@ -1,10 +1,11 @@
-"""The HSM SO's commands: init, login, logout, show, zeroize, policies, tamper."""
+"""The HSM SO's commands: init, login, logout, changepw, show, zeroize, policies, tamper."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hsm import policy as pol
+from hsm.changepw import Change, change_secret
 from hsm.crypto import random_key, wipe
 from hsm.enrol import imprint, wrap_role
 from hsm.errors import PolicyError
@@ -59,6 +60,14 @@ class AdminCommands:
         wipe(st.ram.so_key)
         st.ram.so_key = key
         return "HSM SO logged in."
+
+    async def changepw(self, notify: Notify) -> str:
+        """A new blue key (secret) for the HSM SO, who is logged in: see `hsm.changepw`."""
+        st = self._state
+        st.require_so()
+        change = Change(secret=True, challenge=False)
+        return await change_secret(st, self._logins, notify, HSM_SCOPE, Role.HSM_SO, change,
+                                   by=Role.HSM_SO)  # fmt: skip
 
     def logout(self) -> str:
         st = self._state

@@ -199,6 +199,7 @@ COMMANDS: tuple[Command, ...] = (
             lambda h, n, label, force: h.admin.init(n, label, force)),
     Command("hsm.login", (), lambda h, n: h.admin.login(n)),
     Command("hsm.logout", (), lambda h, n: h.admin.logout()),
+    Command("hsm.changepw", (), lambda h, n: h.admin.changepw(n)),
     Command("hsm.show", (), lambda h, n: h.admin.show(), shown(render.hsm_show), read_only=True),
     Command("hsm.zeroize", (flag("force"),), lambda h, n, force: h.admin.zeroize(force)),
     Command("hsm.showpolicies", (), lambda h, n: h.admin.showpolicies(),
@@ -236,6 +237,9 @@ COMMANDS: tuple[Command, ...] = (
     # Luna's `partition resetPw -p P`: the partition SO resets the Crypto Officer
     Command("partition.resetpw", (text("name"), _CHALLENGE),
             lambda h, n, part, chal: h.roles.resetpw(n, part, "co", chal)),
+    # Luna's `partition changePw`: a new blue key for the partition SO (hsm.changepw)
+    Command("partition.changepw", (text("name"),),
+            lambda h, n, part: h.roles.changepw(n, part, "so", None)),
     # partition roles
     Command("role.init", (*_ROLE, _CHALLENGE),
             lambda h, n, part, role, chal: h.roles.init(n, part, role, chal)),
@@ -245,6 +249,9 @@ COMMANDS: tuple[Command, ...] = (
             lambda h, n, part: h.roles.logout(part)),
     Command("role.resetpw", (*_ROLE, _CHALLENGE),
             lambda h, n, part, role, chal: h.roles.resetpw(n, part, role, chal)),
+    Command("role.changepw", (*_ROLE, _CHALLENGE, flag("challenge_only"), flag("secret_only")),
+            lambda h, n, part, role, chal, c_only, s_only: h.roles.changepw(
+                n, part, role, chal, challenge_only=c_only, secret_only=s_only)),
     Command("role.activate", _ROLE, lambda h, n, part, role: h.roles.activate(n, part, role)),
     Command("role.deactivate", _ROLE, lambda h, n, part, role: h.roles.deactivate(part, role)),
     # objects

@@ -1,4 +1,4 @@
-"""Partition role commands: init, login, logout, activate, deactivate, reset of the CO."""
+"""Partition role commands: init, login, logout, activate, deactivate, reset of the CO, changepw."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import string
 
 from hsm import policy as pol
 from hsm.activation import Activation
+from hsm.changepw import change_of, change_secret
 from hsm.crypto import derive_kek, random_key, unwrap, wipe, wrap
 from hsm.enrol import imprint, wrap_role
 from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, PolicyError
@@ -201,4 +202,34 @@ class RoleCommands:
         return (
             f"Crypto Officer of partition {name!r} reset: {done}, CO and CU "
             "unlocked."
+        )
+
+    async def changepw(
+        self,
+        notify: Notify,
+        name: str,
+        role_name: str,
+        challenge: bytes | None,
+        *,
+        challenge_only: bool = False,
+        secret_only: bool = False,
+    ) -> str:
+        """A new PED secret and/or challenge for the CO or CU (`role changepw`), or a new
+        PED secret for the partition SO (`partition changepw`): see `hsm.changepw`.
+
+        Who: the role itself or the partition SO, logged in on the shell; either way the
+        role's current PED key is read first (the proof, counted as a login)."""
+        st = self._state
+        role = parse_role(role_name, (Role.PARTITION_SO, Role.CO, Role.CU))
+        st.partition(name)
+        change = change_of(role, challenge_only, secret_only)
+        if role is Role.PARTITION_SO and challenge is not None:
+            raise InvalidCommand("the partition SO has no challenge secret; omit --challenge-file")
+        st.role_row(name, role)  # not initialised: said before anyone is asked to log in
+        allowed = (role,) if role is Role.PARTITION_SO else (role, Role.PARTITION_SO)
+        by, _ = st.partition_role_key(name, *allowed)
+        new_chal = new_challenge(challenge) if change.challenge else None
+        return await change_secret(
+            st, self._logins, notify, name, role, change, by=by, new_chal=new_chal,
+            current_chal=None if change.challenge else challenge,
         )

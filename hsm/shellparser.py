@@ -7,6 +7,8 @@ spellings are turned into these full spellings before argparse reads them.
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from typing import Any
 
 from hsm.clientparser import add_client_commands
@@ -21,6 +23,9 @@ LONG_COMMANDS = {
     # commands that wait for a person at the PED: no short socket timeout
     "hsm.init",
     "hsm.login",
+    "hsm.changepw",
+    "partition.changepw",
+    "role.changepw",
     "hsm.ped.vector.init",
     "hsm.ped.connect",
     "partition.init",
@@ -76,6 +81,38 @@ def _add_challenge(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a file holding the challenge secret",
     )
+
+
+MAX_TYPED_CHALLENGE = 256  # as a challenge file's (hsm.cli) and the HSM's (hsm.roles)
+
+
+def ask_challenge_twice() -> bytes:
+    """A challenge secret typed on the terminal (not echoed), asked twice: a typing
+    mistake is caught here, before the PED is asked for anything."""
+    if not sys.stdin.isatty():
+        raise HsmUsageError(
+            "--challenge-file - asks for the challenge on a terminal, and there is none; "
+            "give a file that holds it"
+        )
+    first = getpass.getpass("Challenge secret: ").encode()
+    again = getpass.getpass("Enter it again: ").encode()
+    if first != again:
+        raise HsmUsageError("the two challenge secrets typed differ; nothing was sent")
+    if not 1 <= len(first) <= MAX_TYPED_CHALLENGE:
+        raise HsmUsageError(f"a challenge secret has 1-{MAX_TYPED_CHALLENGE} bytes")
+    return first
+
+
+class _TypedChallenge(argparse.Action):
+    """``--challenge-file F``, where ``-`` asks for the challenge on the terminal, twice
+    (`ask_challenge_twice`); the shell then sends it as a file's would be sent."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:  # fmt: skip
+        if values == "-":
+            namespace.challenge = ask_challenge_twice().hex()
+            values = None
+        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     leaf(hsm, "login", "hsm.login", "log in as HSM SO (blue PED key)")
     leaf(hsm, "logout", "hsm.logout", "log the HSM SO out")
+    leaf(hsm, "changepw", "hsm.changepw",
+         "HSM SO (logged in): present the current blue key, then imprint a new blue key set "
+         "(the old one stops working; a wrong key counts as a failed login)")
     leaf(hsm, "show", "hsm.show", "label, serial, firmware, state, partitions")
     p = leaf(hsm, "zeroize", "hsm.zeroize", "erase every partition, object and role")
     p.add_argument("--force", action="store_true")
@@ -202,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
             False,
         ),
         (
+            "changepw",
+            "partition.changepw",
+            "partition SO (logged in): present the current blue key, then imprint a new blue "
+            "key set (the old one stops working; a wrong key counts as a failed login)",
+            False,
+        ),
+        (
             "resetpw",
             "partition.resetpw",
             "partition SO: reset a locked Crypto Officer (policy 15), as role resetpw -name co",
@@ -246,6 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", required=True, choices=["so", "co", "cu"])
         if chal:
             _add_challenge(p)
+    p = leaf(role, "changepw", "role.changepw",
+             "a new PED secret (black/gray key set) and/or a new challenge secret for the CO "
+             "or CU; the role or the partition SO logged in; the current key is read first "
+             "(counted as a login); a new challenge deactivates the role")
+    p.add_argument("--partition", help=_CURRENT_HELP)
+    p.add_argument("--name", required=True, choices=["co", "cu"])
+    p.add_argument("--challenge-file", dest="challenge_file", metavar="FILE",
+                   action=_TypedChallenge,
+                   help="the new challenge secret (default: generated, shown on the PED); "
+                   "with --secret-only, the current one (required then); '-' asks for it on "
+                   "the terminal, twice")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--challenge-only", dest="challenge_only", action="store_true",
+                      help="change the challenge secret only (the PED key stays)")
+    only.add_argument("--secret-only", dest="secret_only", action="store_true",
+                      help="change the PED secret only (the challenge stays)")
     p = leaf(role, "logout", "role.logout", "log partition roles out")
     p.add_argument("--partition")
 
