@@ -73,10 +73,11 @@ class ControlOperator:
         self._rpv_op = 0
         self._rpv_given: set[Path] = set()
         self._lock = trio.Lock()
+        #: (Watching from the start: `perform` may be called without `run`, in-process.)
+        self._unsubscribe = panel.observe(self._on_screen)
 
     async def run(self) -> None:
         listener = self._listen()
-        unsubscribe = self.panel.observe(self._on_screen)
         log.info("control operator listening on %s", self.path)
         try:
             async with trio.open_nursery() as nursery:
@@ -84,7 +85,7 @@ class ControlOperator:
                     stream = await listener.accept()
                     nursery.start_soon(self._serve, stream)
         finally:
-            unsubscribe()
+            self._unsubscribe()
             with trio.CancelScope(shield=True):
                 await listener.aclose()
             with contextlib.suppress(OSError):
@@ -187,6 +188,10 @@ class ControlOperator:
             await self._send([Press("CLR")])
             return
         if do == "rpv":
+            if screen.prompt.question == "rpv-local":
+                # "Without an orange key?" NO: the operator brings the RPV's keys.
+                await self._send([Press("NO")])
+                screen = await self._next_prompt(wait)
             self._expect(screen, PromptKind.INSERT_KEY)
             self._auto_op = prompt.op
             await self._send(self._rpv_inputs(screen))
