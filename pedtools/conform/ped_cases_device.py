@@ -186,7 +186,7 @@ async def hello_resets(ctx: Context) -> Verdict:
 
 
 CASES = (
-    Case("1.1", "HELLO is answered by INFO", _SEC, "INFO: version 1, mode remote|local, "
+    Case("1.1", "HELLO is answered by INFO", _SEC, "INFO: version 1, mode remote or local, "
          "max_sessions >= 1", hello_info),
     Case("1.2", "a version range the PED does not speak", _SEC,
          "HELLO(2..5): DEVICE_ERROR UNSUPPORTED_VERSION", unsupported_version),

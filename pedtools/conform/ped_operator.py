@@ -27,6 +27,8 @@ from typing import Protocol, TextIO
 import attrs
 import trio
 
+from ped.errors import PedError
+
 #: Every instruction and the fields it takes (besides "do" and "id").
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "hello": ("suite", "version"),
@@ -47,11 +49,11 @@ QUESTIONS = ("reuse", "m", "n", "duplicate", "copies", "overwrite", "local")
 _SILENT = frozenset({"hello", "reset", "bye"})
 
 
-class BadReply(ValueError):
+class BadAdapterReply(PedError, ValueError):
     """An adapter's answer line is not a reply (not JSON, no "ok")."""
 
 
-class OperatorFailed(Exception):
+class OperatorFailed(PedError):
     """The adapter could not carry out an instruction (its ``why``) or did not answer."""
 
 
@@ -84,9 +86,9 @@ def decode_reply(line: bytes | str) -> Reply:
     try:
         data = json.loads(line)
     except ValueError:
-        raise BadReply(f"the adapter's answer is not JSON: {_clip(line)!r}") from None
+        raise BadAdapterReply(f"the adapter's answer is not JSON: {_clip(line)!r}") from None
     if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-        raise BadReply(f'the adapter\'s answer has no "ok": true/false: {_clip(line)!r}')
+        raise BadAdapterReply(f'the adapter\'s answer has no "ok": true/false: {_clip(line)!r}')
     ident = data.get("id")
     return Reply(
         ok=data["ok"],
@@ -177,7 +179,7 @@ class ProcessOperator:
                         break  # (an answer to an instruction abandoned earlier is skipped)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 raise OperatorFailed("the operator adapter ended") from None
-            except BadReply as exc:
+            except BadAdapterReply as exc:
                 raise OperatorFailed(str(exc)) from None
         if not reply.ok:
             raise OperatorFailed(f"operator: {reply.why or 'refused'}")

@@ -46,7 +46,9 @@ ALL_CASES: tuple[Case, ...] = (
 )
 
 
-class UsageError(Exception):
+class SuiteUsageError(PedError):
+    """A command line the suite cannot run (exit status 2)."""
+
     pass
 
 
@@ -81,7 +83,7 @@ def select(patterns: str | None) -> list[Case]:
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     chosen = [c for c in ALL_CASES if any(fnmatch.fnmatchcase(c.number, p) for p in wanted)]
     if not chosen:
-        raise UsageError(f"no case matches {patterns!r} (see --list)")
+        raise SuiteUsageError(f"no case matches {patterns!r} (see --list)")
     return chosen
 
 
@@ -92,18 +94,20 @@ def read_rpv(args: argparse.Namespace) -> bytes:
         try:
             data = Path(args.rpv_file).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read the RPV file {args.rpv_file}: {exc.strerror}") from None
+            raise SuiteUsageError(
+                f"cannot read the RPV file {args.rpv_file}: {exc.strerror}"
+            ) from None
         if len(data) == 32:
             return data
         text = data.decode("ascii", "replace").strip()
     else:
-        raise UsageError("give the PED's RPV with --rpv-file F or --rpv-hex HEX")
+        raise SuiteUsageError("give the PED's RPV with --rpv-file F or --rpv-hex HEX")
     try:
         rpv = bytes.fromhex(text)
     except ValueError:
         rpv = b""
     if len(rpv) != 32:
-        raise UsageError("an RPV is 32 bytes: 64 hex digits (or a 32-byte file)")
+        raise SuiteUsageError("an RPV is 32 bytes: 64 hex digits (or a 32-byte file)")
     return rpv
 
 
@@ -116,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{case.number:5} {case.section:28} {case.title}{flag}")
             return 0
         if not args.device:
-            raise UsageError("name the PED under test with --device URI")
+            raise SuiteUsageError("name the PED under test with --device URI")
         for name in ("timeout", "key_timeout", "quiet"):
             if not getattr(args, name) > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+                raise SuiteUsageError(f"--{name.replace('_', '-')} must be positive")
         settings = Settings(args.device, read_rpv(args), timeout=args.timeout,
                             key_timeout=args.key_timeout, quiet=args.quiet)
-    except UsageError as exc:
+    except SuiteUsageError as exc:
         print(f"pedconform ped: {exc}", file=sys.stderr)
         return 2
     operator: Operator = (ProcessOperator(args.operator) if args.operator

@@ -37,7 +37,7 @@ from ped.errors import PedError, RemoteProtocolError
 from ped.wire.framing import NEED_DATA, Frame, FrameDecoder
 
 
-class NoAnswer(Exception):
+class NoAnswer(PedError):
     """The PED said nothing within the time allowed."""
 
 

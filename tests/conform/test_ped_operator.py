@@ -14,7 +14,7 @@ from ped.device.emulated.control import ControlOperator
 from ped.device.emulated.panel import Panel, Prompt, PromptKind
 from pedtools.conform.ped_operator import (
     INSTRUCTIONS,
-    BadReply,
+    BadAdapterReply,
     PersonOperator,
     Reply,
     decode_reply,
@@ -43,7 +43,7 @@ def test_replies_are_decoded_strictly() -> None:
     assert decode_reply(b'{"ok": true, "id": 3}') == Reply(True, "", 3)
     assert decode_reply('{"ok": false, "why": "no such key"}') == Reply(False, "no such key")
     for bad in (b"yes", b'{"why": "x"}', b'{"ok": "true"}', b"[1]"):
-        with pytest.raises(BadReply):
+        with pytest.raises(BadAdapterReply):
             decode_reply(bad)
 
 

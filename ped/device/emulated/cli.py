@@ -32,7 +32,7 @@ from ped.cliutil import add_version_option
 from ped.daemon.logs import LOG_FORMATS, make_formatter
 from ped.daemon.sockets import SocketPath, clear_stale_socket
 from ped.device.emulated.auto import AutoOperator, AutoOptions
-from ped.device.emulated.control import ControlError, ControlOperator
+from ped.device.emulated.control import ControlOperator, ControlSocketError
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
 from ped.device.emulated.panel import Panel
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _startup_error(args, f"keyring: {exc}")
     try:
         return trio.run(_run, args)
-    except (UsageError, ScriptError, ControlError, kerr.KeyImageError) as exc:
+    except (UsageError, ScriptError, ControlSocketError, kerr.KeyImageError) as exc:
         return _startup_error(args, str(exc))
 
 

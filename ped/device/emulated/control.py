@@ -46,11 +46,11 @@ _QUESTIONS = {"local": "rpv-local"}
 TEST_LABEL = "conform "
 
 
-class ControlError(PedError):
+class ControlSocketError(PedError):
     """The control socket cannot be set up (pedemu refuses to start)."""
 
 
-class Refused(Exception):
+class InstructionRefused(PedError):
     """An instruction cannot be carried out; its text goes back as ``why``."""
 
 
@@ -96,9 +96,9 @@ class ControlOperator:
 
         try:
             if clear_stale_socket(Path(self.path)) is not SocketPath.FREE:
-                raise ControlError(f"control socket {self.path} is in use or not a socket")
+                raise ControlSocketError(f"control socket {self.path} is in use or not a socket")
         except OSError as exc:
-            raise ControlError(f"cannot check {self.path}: {exc.strerror}") from None
+            raise ControlSocketError(f"cannot check {self.path}: {exc.strerror}") from None
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # whoever holds the socket works the PED: owner only
         try:
@@ -106,7 +106,7 @@ class ControlOperator:
             sock.listen(4)
         except OSError as exc:
             sock.close()
-            raise ControlError(f"cannot listen on {self.path}: {exc.strerror}") from None
+            raise ControlSocketError(f"cannot listen on {self.path}: {exc.strerror}") from None
         finally:
             os.umask(old_umask)
         return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -155,14 +155,14 @@ class ControlOperator:
         try:
             instruction = json.loads(line)
             if not isinstance(instruction, dict) or not isinstance(instruction.get("do"), str):
-                raise Refused('an instruction is a JSON object with a "do" field')
-        except (ValueError, Refused) as exc:
+                raise InstructionRefused('an instruction is a JSON object with a "do" field')
+        except (ValueError, InstructionRefused) as exc:
             return _reply_to(line, {"ok": False, "why": f"bad instruction: {exc}"})
         reply: dict[str, object] = {"ok": True}
         try:
             async with self._lock:
                 await self.perform(instruction)
-        except Refused as exc:
+        except InstructionRefused as exc:
             reply = {"ok": False, "why": str(exc)}
         return _reply_to(line, reply)
 
@@ -211,13 +211,13 @@ class ControlOperator:
             self._expect(screen, PromptKind.PIN, PromptKind.NEW_PIN, PromptKind.CONFIRM_PIN)
             digits = str(ins.get("digits", ""))
             if not digits.isdigit() and digits:
-                raise Refused("a PIN is digits")
+                raise InstructionRefused("a PIN is digits")
             await self._send([*(Press(d) for d in digits), Press("ENTER")])
             return
         if do == "answer":
             await self._answer(screen, ins)
             return
-        raise Refused(f"unknown instruction {do!r}")
+        raise InstructionRefused(f"unknown instruction {do!r}")
 
     # -- the panel -----------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class ControlOperator:
                     self._handled = screen.seq
                     return screen
                 await self.panel.wait_screen(screen.seq)
-        raise Refused(f"the PED asked for nothing within {wait:g} s")
+        raise InstructionRefused(f"the PED asked for nothing within {wait:g} s")
 
     async def _send(self, inputs: list[Input]) -> None:
         for item in inputs:
@@ -267,13 +267,14 @@ class ControlOperator:
     def _expect(screen: Screen, *kinds: PromptKind) -> None:
         if screen.prompt.kind not in kinds:
             shown = " / ".join(line for line in screen.lines if line)
-            raise Refused(f"the PED asks something else ({screen.prompt.kind.value}: {shown})")
+            asked = screen.prompt.kind.value
+            raise InstructionRefused(f"the PED asks something else ({asked}: {shown})")
 
     async def _read(self, screen: Screen, ins: dict[str, object], wait: float) -> None:
         """Present the keys *ins* names and type its PIN, in whatever order the PED asks."""
         shares = ins.get("shares") or [1]
         if not isinstance(shares, list) or not all(isinstance(i, int) for i in shares):
-            raise Refused("read: shares is a list of share numbers")
+            raise InstructionRefused("read: shares is a list of share numbers")
         pin = ins.get("pin")
         left = list(shares)
         pin_left = bool(pin)
@@ -296,15 +297,15 @@ class ControlOperator:
         question = str(ins.get("question", ""))
         if prompt.question != _QUESTIONS.get(question, question):
             asked = prompt.question or prompt.kind.value
-            raise Refused(f"the PED asks {asked!r}, not {question!r}")
+            raise InstructionRefused(f"the PED asks {asked!r}, not {question!r}")
         value = str(ins.get("value", "")).lower()
         if prompt.kind is PromptKind.YES_NO:
             if value not in ("yes", "no"):
-                raise Refused("the answer to a yes/no question is yes or no")
+                raise InstructionRefused("the answer to a yes/no question is yes or no")
             await self._send([Press(value.upper())])
         elif prompt.kind is PromptKind.NUMBER:
             if not value.isdigit():
-                raise Refused("the answer to this question is a number")
+                raise InstructionRefused("the answer to this question is a number")
             await self._send([*(Press(d) for d in value), Press("ENTER")])
         else:
             self._expect(screen, PromptKind.YES_NO, PromptKind.NUMBER)
@@ -317,14 +318,15 @@ class ControlOperator:
             keyset = bytes.fromhex(str(ins["keyset"])) if ins.get("keyset") else None
             share = int(ins["share"]) if ins.get("share") else None  # type: ignore[call-overload]
         except (KeyError, ValueError, TypeError):
-            raise Refused("present needs a colour, and a keyset in hex and a share number "
-                          "if given") from None
+            raise InstructionRefused(
+                "present needs a colour, and a keyset in hex and a share number if given"
+            ) from None
         for entry in self.keyring.keys(color, keyset):
             assert entry.header is not None
             if share is None or entry.header.index == share:
                 return entry.path
-        raise Refused(f"no {color.label} key{f' {share}' if share else ''} of that keyset "
-                      "in the keyring")
+        which = f" {share}" if share else ""
+        raise InstructionRefused(f"no {color.label} key{which} of that keyset in the keyring")
 
     def _blank(self) -> Path:
         for path in self.keyring.blanks():
