@@ -151,19 +151,23 @@ class Context:
     ) -> T:
         """Run *action* while the operator carries out *steps* in order at the PED.
 
-        Steps left when *action* ends are dropped (``reset``); a step the operator could
-        not carry out is raised only if *action* did not finish by itself.
+        Steps left when *action* ends are dropped (``reset``).  A step the operator could
+        not carry out ends *action* (after `Settings.quiet` seconds, for an answer already
+        on its way) and is raised, unless *action* finished by itself.
         """
         problem: list[OperatorFailed] = []
         result: list[T] = []
         error: list[Exception] = []
 
-        async def operate() -> None:
+        async def operate(scope: trio.CancelScope) -> None:
             for step in steps:
                 try:
                     await self.operator.do(step)
                 except OperatorFailed as exc:
                     problem.append(exc)
+                    # The PED waits for what the operator could not do: give up on it.
+                    await trio.sleep(self.settings.quiet)
+                    scope.cancel()
                     return
 
         async def act(scope: trio.CancelScope) -> None:
@@ -176,7 +180,7 @@ class Context:
 
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(operate)
+                nursery.start_soon(operate, nursery.cancel_scope)
                 nursery.start_soon(act, nursery.cancel_scope)
         finally:
             await self.reset_operator()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Protocol, TextIO
@@ -160,9 +161,14 @@ class ProcessOperator:
         self._lock = trio.Lock()
 
     async def start(self) -> None:
-        self._process = await trio.lowlevel.open_process(
-            shlex.split(self.command), stdin=-1, stdout=-1  # subprocess.PIPE
-        )
+        """Start the adapter; `OperatorFailed` if it cannot be started."""
+        try:
+            self._process = await trio.lowlevel.open_process(
+                shlex.split(self.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        except (OSError, ValueError) as exc:
+            raise OperatorFailed(f"cannot start the operator adapter {self.command!r}: {exc}"
+                                 ) from None
 
     async def do(self, ins: Mapping[str, object]) -> None:
         async with self._lock:
@@ -213,8 +219,6 @@ class PersonOperator:
     def __init__(self, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.stdin = stdin or sys.stdin
-        self._pending: trio.Event | None = None
-        self._lines: list[str] = []
 
     async def do(self, ins: Mapping[str, object]) -> None:
         if ins["do"] in _SILENT:

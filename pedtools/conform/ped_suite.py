@@ -131,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     operator: Operator = (ProcessOperator(args.operator) if args.operator
                           else PersonOperator())
-    report = trio.run(run_suite, settings, operator, cases)
+    try:
+        report = trio.run(run_suite, settings, operator, cases)
+    except OperatorFailed as exc:  # the adapter could not even start
+        print(f"pedconform ped: {exc}", file=sys.stderr)
+        return 2
     print(render_table(report.cases))
     print(summary_line(report))
     if args.report:

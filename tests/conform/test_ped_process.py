@@ -70,3 +70,7 @@ async def test_list_and_usage_errors() -> None:
     assert no_case.returncode == 2
     bad_rpv = await _run("--device", "socket:/x", "--rpv-hex", "abcd")
     assert bad_rpv.returncode == 2 and b"32 bytes" in bad_rpv.stderr
+    no_adapter = await _run("--device", "socket:/x", "--rpv-hex", "00" * 32,
+                            "--operator", "/nonexistent/adapter")
+    assert no_adapter.returncode == 2
+    assert b"cannot start the operator adapter" in no_adapter.stderr
