@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "instructions are printed for a person, who presses Enter")
     parser.add_argument("--report", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--cases", metavar="LIST",
-                        help="the cases to run, e.g. '1.*,3.2' (default: all)")
+                        help="the cases to run, e.g. '1.*,3.2' (default: all); the cases "
+                             "they need run too")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
                         help="seconds one operation of a case may take (default 60)")
@@ -81,10 +82,18 @@ def select(patterns: str | None) -> list[Case]:
     if not patterns:
         return list(ALL_CASES)
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [c for c in ALL_CASES if any(fnmatch.fnmatchcase(c.number, p) for p in wanted)]
-    if not chosen:
+    numbers = {c.number for c in ALL_CASES if any(fnmatch.fnmatchcase(c.number, p) for p in wanted)}
+    if not numbers:
         raise SuiteUsageError(f"no case matches {patterns!r} (see --list)")
-    return chosen
+    # A case's prerequisites run with it (the handshake before the operations...).
+    needs = {c.number: c.needs for c in ALL_CASES}
+    todo = list(numbers)
+    while todo:
+        for need in needs[todo.pop()]:
+            if need not in numbers:
+                numbers.add(need)
+                todo.append(need)
+    return [c for c in ALL_CASES if c.number in numbers]
 
 
 def read_rpv(args: argparse.Namespace) -> bytes:

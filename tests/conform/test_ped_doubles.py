@@ -79,6 +79,18 @@ async def test_a_ped_that_takes_local_rpv_in_remote_mode_fails_2_3(
     assert "accepted LOCAL_RPV" in {c.case: c.seen for c in report.cases}["2.3"]
 
 
+async def test_cases_run_with_what_they_need_and_skip_when_it_failed(tmp_path: Path) -> None:
+    async with ped_under_test(tmp_path) as ped:
+        wrong = type(ped)(ped.uri, bytes(32), ped.operator)  # not the orange key's RPV
+        report = await wrong.run_suite("3.6")
+    seen = {c.case: (c.outcome.name, c.seen) for c in report.cases}
+    assert list(seen) == ["1.1", "2.1", "3.2", "3.6"]
+    assert seen["2.1"] == ("FAIL", "HANDSHAKE_REFUSED RPV_MISMATCH")
+    assert seen["3.2"] == ("SKIP", "not run: needs case 2.1, which did not pass")
+    assert seen["3.6"] == ("SKIP", "not run: needs case 3.2, which did not pass")
+    assert report.exit_code() == 1
+
+
 async def test_a_ped_that_never_answers_fails_the_case_and_the_run_goes_on(
     tmp_path: Path,
 ) -> None:
