@@ -18,6 +18,7 @@ import trio
 from ped.channel import LOCAL_RPV
 from ped.channel.handshake import HandshakeRefusal
 from ped.device.messages import SessionClose, SessionData
+from ped.ops import events as ev
 from ped.ops.hsm_side import HsmSideSession
 from ped.wire.framing import Frame
 from ped.wire.types import E2EType
@@ -109,12 +110,12 @@ async def right_rpv(ctx: Context) -> Verdict:
     if isinstance(reply, Closed):
         return failed(f"handshake done; SHOW_MESSAGE: {reply.why}")
     events = hsm.receive_frame(reply)
-    while events and type(events[0]).__name__ == "ProgressNotice":
+    while events and isinstance(events[0], ev.ProgressNotice):
         reply = await link.session_frame(SESSION, ctx.settings.timeout)
         if isinstance(reply, Closed):
             return failed(f"handshake done; SHOW_MESSAGE: {reply.why}")
         events = hsm.receive_frame(reply)
-    if not events or type(events[0]).__name__ != "OperationSucceeded":
+    if not events or not isinstance(events[0], ev.OperationSucceeded):
         return failed(f"handshake done; SHOW_MESSAGE answered {events!r}")
     ctx.made["recorded"] = (init, show)
     info = hsm.ped_info
@@ -215,7 +216,7 @@ async def replayed_sealed(ctx: Context) -> Verdict:
         if isinstance(reply, Closed):
             return failed(f"SHOW_MESSAGE: {reply.why}")
         events = hsm.receive_frame(reply)
-        if events and type(events[0]).__name__ != "ProgressNotice":
+        if events and not isinstance(events[0], ev.ProgressNotice):
             break
     await link.send(SessionData(SESSION, show))
     said = await _silent(ctx, link)

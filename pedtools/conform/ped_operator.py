@@ -105,7 +105,8 @@ def describe(ins: Mapping[str, object]) -> str:
         return ("Present the orange key(s) of the RPV given to the suite as the PED asks, "
                 "and its PED PIN if it has one.")
     if do == "read":
-        shares = ", ".join(str(i) for i in ins.get("shares") or [1])  # type: ignore[attr-defined]
+        listed = ins.get("shares")
+        shares = ", ".join(str(i) for i in listed) if isinstance(listed, list) else "1"
         text = (f"Present the {ins.get('colour')} keys {shares} of keyset {ins.get('keyset')} "
                 "as the PED asks for them")
         if ins.get("pin"):

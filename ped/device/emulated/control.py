@@ -168,7 +168,7 @@ class ControlOperator:
 
     async def perform(self, ins: dict[str, object]) -> None:
         do = ins["do"]
-        wait = float(ins.get("timeout", DEFAULT_WAIT))  # type: ignore[arg-type]
+        wait = _number(ins.get("timeout", DEFAULT_WAIT), "timeout")
         if do in ("hello", "bye"):
             return
         if do == "reset":
@@ -316,7 +316,7 @@ class ControlOperator:
         try:
             color = Color.parse(str(ins.get("colour", "")))
             keyset = bytes.fromhex(str(ins["keyset"])) if ins.get("keyset") else None
-            share = int(ins["share"]) if ins.get("share") else None  # type: ignore[call-overload]
+            share = int(_number(ins["share"], "share")) if ins.get("share") else None
         except (KeyError, ValueError, TypeError):
             raise InstructionRefused(
                 "present needs a colour, and a keyset in hex and a share number if given"
@@ -353,3 +353,9 @@ def _is_reset(line: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(instruction, dict) and instruction.get("do") == "reset"
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise InstructionRefused(f"{what} is a number")
