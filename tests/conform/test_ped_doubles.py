@@ -13,8 +13,11 @@ import trio
 
 from keys import errors as kerr
 from ped.channel import LOCAL_RPV, RpvMismatch
-from ped.channel.handshake import ChannelResponder
+from ped.channel.handshake import ChannelResponder, HandshakeRefusal, RefuseReason
 from ped.device.emulated import read_flow
+from ped.device.emulated.session import EmulatedSession
+from ped.device.messages import SessionData
+from ped.ops.ped_side import PedState
 from tests.conform.ped_doubles import FilteredStream, not_passed, ped_under_test
 
 
@@ -77,6 +80,25 @@ async def test_a_ped_that_takes_local_rpv_in_remote_mode_fails_2_3(
         report = await ped.run_suite()
     assert not_passed(report) == {"2.3"}
     assert "accepted LOCAL_RPV" in {c.case: c.seen for c in report.cases}["2.3"]
+
+
+async def test_a_ped_that_answers_a_forged_sealed_frame_in_the_clear_fails_2_5_to_2_7(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    end = EmulatedSession.end
+
+    def chatty_end(self: EmulatedSession) -> None:
+        if not self.ending and self.side.state is PedState.FAILED:
+            # The fault: a readable reaction to a frame that did not authenticate.
+            refusal = HandshakeRefusal(RefuseReason.UNSUPPORTED, "bad frame").to_frame()
+            self.host.send(SessionData(self.id, refusal))
+        end(self)
+
+    monkeypatch.setattr(EmulatedSession, "end", chatty_end)
+    async with ped_under_test(tmp_path) as ped:
+        report = await ped.run_suite()
+    assert not_passed(report) == {"2.5", "2.6", "2.7"}
+    assert "type 0x22" in {c.case: c.seen for c in report.cases}["2.6"]
 
 
 async def test_cases_run_with_what_they_need_and_skip_when_it_failed(tmp_path: Path) -> None:
