@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from keys import Keyring, new_keyset
+from keys import Keyring, new_keyset, secret_for_hsm
 from keys.colors import Color
 from ped.device.emulated.control import ControlOperator
 from ped.device.emulated.server import EmulatedPed
@@ -28,12 +28,17 @@ from pedtools.conform.ped_operator import OperatorFailed, decode_reply, encode
 from pedtools.conform.report import Outcome, RunReport
 
 
-def make_keyring(path: Path) -> bytes:
-    """A keyring with the operator's orange key (1 of 1); its RPV."""
+def make_keyring(path: Path, m: int = 1, n: int = 1, pin: str | None = None) -> bytes:
+    """A keyring with the operator's orange keyset (M of N, PED PIN if *pin*); its RPV."""
     path.mkdir(parents=True, exist_ok=True)
-    rpv = secrets.token_bytes(32)
-    Keyring(path).imprint(new_keyset(Color.ORANGE, "RPV", 1, 1, secret=rpv), create=True)
-    return rpv
+    secret = secrets.token_bytes(32)
+    images = new_keyset(Color.ORANGE, "RPV", m, n, pin is not None, secret=secret)
+    Keyring(path).imprint(images, create=True)
+    if pin is None:
+        return secret
+    keyset = images[0].keyset_id
+    assert keyset is not None
+    return bytes(secret_for_hsm(bytearray(secret), keyset, pin))
 
 
 class InProcessOperator:
@@ -125,12 +130,18 @@ async def ped_under_test(
     tmp_path: Path,
     *,
     mode: str = "remote",
+    orange: tuple[int, int, str | None] = (1, 1, None),
     wrap: Callable[[trio.abc.Stream], trio.abc.Stream] | None = None,
 ) -> AsyncIterator[PedUnderTest]:
     keys = tmp_path / "keys"
-    rpv = make_keyring(keys)
+    rpv = make_keyring(keys, *orange)
+    pins = None
+    if orange[2]:
+        pins = tmp_path / "pins.txt"
+        pins.write_text(f"RPV = {orange[2]}\n")
     ped = EmulatedPed(keys, mode=mode)
-    control = ControlOperator(ped.panel, keys, str(tmp_path / "unused-control.sock"))
+    control = ControlOperator(ped.panel, keys, str(tmp_path / "unused-control.sock"),
+                              pin_file=pins)
     path = str(tmp_path / "ped.sock")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.bind(path)

@@ -36,6 +36,13 @@ async def test_local_mode_accepts_local_rpv_after_yes(tmp_path: Path) -> None:
     assert "local mode: accepted" in {c.case: c.seen for c in report.cases}["2.3"]
 
 
+async def test_an_orange_keyset_of_two_keys_and_a_pin_in_local_mode(tmp_path: Path) -> None:
+    # `rpv`: NO to "without an orange key?", then both orange keys and the operator's PIN.
+    async with ped_under_test(tmp_path, mode="local", orange=(2, 2, "8642")) as ped:
+        report = await ped.run_suite("2.1,3.1")
+    assert not_passed(report) == set(), [c.seen for c in report.cases]
+
+
 async def test_a_ped_that_skips_a_frame_with_a_bad_magic_fails_1_5(tmp_path: Path) -> None:
     def bad_magic(frame: bytes) -> bool:
         return frame[:2] != b"RP"

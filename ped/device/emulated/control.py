@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import socket as _socket
 from pathlib import Path
 
 import trio
@@ -92,8 +93,6 @@ class ControlOperator:
                 os.unlink(self.path)
 
     def _listen(self) -> trio.SocketListener:
-        import socket as _socket
-
         try:
             if clear_stale_socket(Path(self.path)) is not SocketPath.FREE:
                 raise ControlSocketError(f"control socket {self.path} is in use or not a socket")
@@ -181,7 +180,6 @@ class ControlOperator:
             await self.panel.send(Remove())
             return
         screen = await self._next_prompt(wait)
-        prompt = screen.prompt
         if do == "wait-timeout":
             return  # let the prompt stand until the PED gives up
         if do == "cancel":
@@ -193,7 +191,7 @@ class ControlOperator:
                 await self._send([Press("NO")])
                 screen = await self._next_prompt(wait)
             self._expect(screen, PromptKind.INSERT_KEY)
-            self._auto_op = prompt.op
+            self._auto_op = screen.prompt.op  # (the read's own, after a local question)
             await self._send(self._rpv_inputs(screen))
             return
         if do == "read":
