@@ -18,10 +18,12 @@ RPV's own keys and PIN are the operator's (``rpv``): the suite never learns that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Protocol, TextIO
 
@@ -215,19 +217,49 @@ class ProcessOperator:
 
 
 class PersonOperator:
-    """A person at the PED: each instruction printed, Enter pressed when done."""
+    """A person at the PED: each instruction printed, Enter pressed when done.
+
+    One thread reads the terminal for the whole run and hands each line over, so that an
+    instruction given up on (its case ended first) leaves no reader behind to swallow
+    the next Enter; lines typed before an instruction was shown are not taken for it.
+    """
 
     def __init__(self, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.stdin = stdin or sys.stdin
+        self._lines: trio.MemoryReceiveChannel[str] | None = None
+
+    def _start_reader(self) -> trio.MemoryReceiveChannel[str]:
+        send, receive = trio.open_memory_channel[str](64)
+        token = trio.lowlevel.current_trio_token()
+
+        def read() -> None:
+            for line in iter(self.stdin.readline, ""):
+                try:
+                    trio.from_thread.run_sync(send.send_nowait, line, trio_token=token)
+                except (trio.RunFinishedError, trio.WouldBlock, trio.BrokenResourceError):
+                    return
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(send.close, trio_token=token)
+
+        threading.Thread(target=read, name="pedconform-stdin", daemon=True).start()
+        return receive
 
     async def do(self, ins: Mapping[str, object]) -> None:
         if ins["do"] in _SILENT:
             return
+        if self._lines is None:
+            self._lines = self._start_reader()
+        with contextlib.suppress(trio.WouldBlock):
+            while True:
+                self._lines.receive_nowait()  # typed before this instruction was shown
         self.out.write(f"\n>>> {describe(ins)}\n    Press Enter here when done"
                        " (or type 'fail WHY'): ")
         self.out.flush()
-        line = await trio.to_thread.run_sync(self.stdin.readline, abandon_on_cancel=True)
+        try:
+            line = await self._lines.receive()
+        except trio.EndOfChannel:
+            raise OperatorFailed("operator: the terminal's input ended") from None
         if line.strip().startswith("fail"):
             raise OperatorFailed(f"operator: {line.strip()[4:].strip() or 'could not'}")
 

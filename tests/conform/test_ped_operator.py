@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import queue
 from pathlib import Path
 
 import pytest
@@ -58,16 +60,45 @@ def test_every_instruction_reads_as_a_sentence_for_a_person() -> None:
     assert "ENTER alone" in describe({"do": "pin", "digits": ""})
 
 
-async def test_a_person_presses_enter_or_says_why_not() -> None:
-    import io
+class _Terminal:
+    """A terminal whose lines the test types once the prompt is shown."""
 
-    out = io.StringIO()
-    person = PersonOperator(out=out, stdin=io.StringIO("\nfail no blank key here\n"))
+    def __init__(self) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def readline(self) -> str:
+        return self.lines.get()
+
+
+async def _prompted(out: io.StringIO, count: int) -> None:
+    with trio.fail_after(5):
+        while out.getvalue().count(">>>") < count:
+            await trio.sleep(0.01)
+
+
+async def test_a_person_presses_enter_or_says_why_not() -> None:
+    out, terminal = io.StringIO(), _Terminal()
+    person = PersonOperator(out=out, stdin=terminal)  # type: ignore[arg-type]
     await person.do(instruction("reset"))  # nothing to do at the PED: not shown
-    await person.do(instruction("cancel"))
+    assert out.getvalue() == ""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(person.do, instruction("cancel"))
+        await _prompted(out, 1)
+        terminal.lines.put("\n")
     assert "press CLR" in out.getvalue()
-    with pytest.raises(Exception, match="no blank key here"):
+
+    # An instruction given up on (its case ended) leaves no reader to swallow an Enter.
+    with trio.move_on_after(0.05):
         await person.do(instruction("blank"))
+    async with trio.open_nursery() as nursery:
+        async def typed() -> None:
+            await _prompted(out, 3)
+            terminal.lines.put("fail no blank key here\n")
+
+        nursery.start_soon(typed)
+        with pytest.raises(Exception, match="no blank key here"):
+            await person.do(instruction("blank"))
+    terminal.lines.put("")  # the end of the input: the reader thread ends
 
 
 async def test_the_control_operator_acts_on_the_next_prompt_and_refuses_a_mismatch(
