@@ -33,8 +33,8 @@ from pedtools.conform.ped_operator import (
 )
 from pedtools.conform.ped_wire import NoAnswer
 from pedtools.conform.report import (
+    CaseOutcome,
     CaseResult,
-    Outcome,
     RunReport,
     render_table,
     summary_line,
@@ -180,15 +180,15 @@ async def run_suite(settings: Settings, operator: Operator, cases: Sequence[Case
 
 
 async def _run_one(ctx: Context, case: Case, selected: set[str]) -> CaseResult:
-    def result(outcome: Outcome, seen: str) -> CaseResult:
+    def result(outcome: CaseOutcome, seen: str) -> CaseResult:
         return CaseResult(case.number, case.title, case.section, case.expected, seen, outcome,
                           case.required)
 
     for need in case.needs:
         if need not in selected:
-            return result(Outcome.SKIP, f"not run: needs case {need}, which was not selected")
-        if ctx.results[need].outcome not in (Outcome.PASS, Outcome.INFO):
-            return result(Outcome.SKIP, f"not run: needs case {need}, which did not pass")
+            return result(CaseOutcome.SKIP, f"not run: needs case {need}, which was not selected")
+        if ctx.results[need].outcome not in (CaseOutcome.PASS, CaseOutcome.INFO):
+            return result(CaseOutcome.SKIP, f"not run: needs case {need}, which did not pass")
     bound = ctx.settings.timeout * case.weight
     seen = f"no answer in {bound:g} s"
     verdict = None
@@ -206,7 +206,7 @@ async def _run_one(ctx: Context, case: Case, selected: set[str]) -> CaseResult:
     if verdict is None:
         await ctx.drop_session()  # whatever it was doing, start the next case afresh
         await ctx.reset_operator()
-        return result(Outcome.FAIL, seen)
+        return result(CaseOutcome.FAIL, seen)
     if not case.required:
-        return result(Outcome.INFO if verdict.passed else Outcome.FAIL, verdict.seen)
-    return result(Outcome.PASS if verdict.passed else Outcome.FAIL, verdict.seen)
+        return result(CaseOutcome.INFO if verdict.passed else CaseOutcome.FAIL, verdict.seen)
+    return result(CaseOutcome.PASS if verdict.passed else CaseOutcome.FAIL, verdict.seen)

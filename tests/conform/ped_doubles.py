@@ -25,7 +25,7 @@ from ped.device.emulated.server import EmulatedPed
 from pedtools.conform import ped_suite
 from pedtools.conform.ped_context import Settings
 from pedtools.conform.ped_operator import OperatorFailed, decode_reply, encode
-from pedtools.conform.report import Outcome, RunReport
+from pedtools.conform.report import CaseOutcome, RunReport
 
 
 def make_keyring(path: Path, m: int = 1, n: int = 1, pin: str | None = None) -> bytes:
@@ -165,4 +165,4 @@ async def ped_under_test(
 
 def not_passed(report: RunReport) -> set[str]:
     """The required cases that did not pass (failed, or skipped because of a failure)."""
-    return {c.case for c in report.cases if c.required and c.outcome is not Outcome.PASS}
+    return {c.case for c in report.cases if c.required and c.outcome is not CaseOutcome.PASS}
