@@ -1,6 +1,7 @@
 """``pedemu``: an emulated PED as its own process.
 
-    pedemu --keyring DIR --socket PATH [--operator tty|auto|script:FILE] [--pin-file F]
+    pedemu --keyring DIR --socket PATH [--operator tty|auto|script:FILE|control:PATH]
+           [--pin-file F]
            [--log-level debug|info|warning|error] [--log-format text|json] | --version
 
 listens on a Unix socket; pedserver (or a local HSM) reaches it as ``socket:PATH``.  In
@@ -31,6 +32,7 @@ from ped.cliutil import add_version_option
 from ped.daemon.logs import LOG_FORMATS, make_formatter
 from ped.daemon.sockets import SocketPath, clear_stale_socket
 from ped.device.emulated.auto import AutoOperator, AutoOptions
+from ped.device.emulated.control import ControlOperator, ControlSocketError
 from ped.device.emulated.engine import DEFAULT_KEY_TIMEOUT
 from ped.device.emulated.panel import Panel
 from ped.device.emulated.script import ScriptError, ScriptOperator, load_script
@@ -86,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--operator",
         default="auto",
-        metavar="tty|auto|script:FILE",
+        metavar="tty|auto|script:FILE|control:PATH",
         help="who works the PED: tty (you, in this terminal), auto "
-        "(answers from the keyring, default) or script:FILE (TOML steps)",
+        "(answers from the keyring, default), script:FILE (TOML steps) or control:PATH "
+        "(instructions of a conformance adapter on a Unix socket: pedconform ped)",
     )
     parser.add_argument(
         "--pin-file", metavar="F", help="PED PINs for the auto operator: 'label = digits' lines"
@@ -151,7 +154,7 @@ class UsageError(PedError):
 
 def make_operator(
     args: argparse.Namespace, panel: Panel, *, stdin_fd: int = 0, stdout: TextIO | None = None
-) -> AutoOperator | ScriptOperator | TtyOperator:
+) -> AutoOperator | ScriptOperator | TtyOperator | ControlOperator:
     spec = args.operator
     if spec == "auto":
         try:
@@ -167,11 +170,17 @@ def make_operator(
         return AutoOperator(panel, args.keyring, pin_file=args.pin_file, options=options)
     if spec.startswith("script:"):
         return ScriptOperator(panel, load_script(spec[len("script:") :], args.keyring))
+    if spec.startswith("control:") and spec != "control:":
+        return ControlOperator(
+            panel, args.keyring, spec[len("control:") :], pin_file=args.pin_file
+        )
     if spec == "tty":
         if args.fd is not None:
             raise UsageError("--operator tty needs a terminal; use it with --socket")
         return TtyOperator(panel, args.keyring, stdin_fd=stdin_fd, stdout=stdout)
-    raise UsageError(f"unknown operator {spec!r}; use tty, auto or script:FILE")
+    raise UsageError(
+        f"unknown operator {spec!r}; use tty, auto, script:FILE or control:PATH"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _startup_error(args, f"keyring: {exc}")
     try:
         return trio.run(_run, args)
-    except (UsageError, ScriptError, kerr.KeyImageError) as exc:
+    except (UsageError, ScriptError, ControlSocketError, kerr.KeyImageError) as exc:
         return _startup_error(args, str(exc))
 
 
