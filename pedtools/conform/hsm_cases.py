@@ -71,7 +71,7 @@ class Context:
     runner: StepRunner
     counter_pattern: str
     slow_limit: float = 30.0  # longest the slow and silent cases wait
-    slow_margin: float = 5.0  # how far inside the HSM's timeout the slow PED answers
+    slow_margin: float = 5.0  # how far inside the HSM's timeout the slow PED answers, at most
     initialised: bool = False
     #: the last case broke the HSM's session or link on purpose: the next one starts with
     #: disconnect + connect, as an administrator would after such a failure
@@ -268,7 +268,9 @@ async def case_slow(ctx: Context, spec: CaseSpec) -> CaseResult:
         return result(spec, Outcome.SKIP, "the HSM was not initialised on this PED (1.2)")
     await ctx.connect()
     timeout = _announced_timeout(ctx.wire.records)
-    inside = ctx.slow_limit if timeout is None else timeout - ctx.slow_margin
+    # just inside: 5 s before the timeout, or a quarter of a short one (at least 1 s)
+    margin = min(ctx.slow_margin, max(1.0, timeout / 4)) if timeout is not None else 0.0
+    inside = ctx.slow_limit if timeout is None else timeout - margin
     delay = max(0.5, min(inside, ctx.slow_limit))
     ctx.ped.slow_delay = delay
     mark = ctx.wire.mark()
