@@ -1,4 +1,4 @@
-"""A minimal HSM side driven one step per process, correct or broken on purpose: checks the HSM suite.
+"""A minimal HSM side, one step per process, correct or broken on purpose: checks the HSM suite.
 
 ``python -m pedtools.conform.hsm_double --state DIR --keyring K --pedclient SOCK STEP``
 runs one step of `hsm_steps` (connect, init, login, show-counter...) the way an HSM

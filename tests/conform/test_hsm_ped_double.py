@@ -36,7 +36,9 @@ async def serving(keyring: Path, socket: Path) -> AsyncIterator[FaultyPed]:
 
 
 @asynccontextmanager
-async def session(ped: FaultyPed, socket: Path, **options: float) -> AsyncIterator[hsm_api.PedSession]:
+async def session(
+    ped: FaultyPed, socket: Path, **options: float
+) -> AsyncIterator[hsm_api.PedSession]:
     transport = await hsm_api.connect_via_pedclient(socket, "127.0.0.1", 1503)
     rpv = ped.orange_rpv()
     try:
