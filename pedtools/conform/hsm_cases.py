@@ -76,6 +76,8 @@ class Context:
     #: the last case broke the HSM's session or link on purpose: the next one starts with
     #: disconnect + connect, as an administrator would after such a failure
     dirty: bool = False
+    connected: bool = False  # the last connect succeeded and nothing broke the link since
+    last_counter: int | None = None
 
     @property
     def wire(self) -> Wire:
@@ -83,13 +85,23 @@ class Context:
 
     async def step(self, name: str, fault: Fault = Fault.NONE, extra: float = 0.0) -> StepResult:
         self.ped.fault = fault
+        if name in ("login", "init"):
+            self.last_counter = None  # an attempt may change it, a success may reset it
         try:
-            return await self.runner.run(name, extra_time=extra)
+            done = await self.runner.run(name, extra_time=extra)
         finally:
             self.ped.fault = Fault.NONE
+        if name == "connect":
+            self.connected = done.ok
+        elif name == "disconnect":
+            self.connected = False
+        return done
 
-    async def connect(self) -> StepResult:
-        """A working link and session for the next case (a new one after a broken one)."""
+    async def connect(self) -> StepResult | None:
+        """A working link and session for the next case: kept from the last case when it
+        ended with one (steps are slow on a real HSM), new after a broken one."""
+        if self.connected and not self.dirty:
+            return None
         if self.dirty:
             await self.step("disconnect")
         done = await self.step("connect")
@@ -97,9 +109,11 @@ class Context:
         return done
 
     async def counter(self) -> int | None:
-        if not self.runner.available("show-counter"):
-            return None
-        return counter_value(await self.runner.run("show-counter"), self.counter_pattern)
+        """The HSM's failed-login counter (read again only after a login or init)."""
+        if self.last_counter is None and self.runner.available("show-counter"):
+            shown = await self.runner.run("show-counter")
+            self.last_counter = counter_value(shown, self.counter_pattern)
+        return self.last_counter
 
 
 CaseFn = Callable[[Context, CaseSpec], Awaitable[CaseResult]]
@@ -229,7 +243,7 @@ def refused_read_case(fault: Fault, *, counted: bool) -> CaseFn:
         after = await ctx.counter()
         if done.ok:
             await ctx.step("logout")
-        ctx.dirty = fault in (Fault.GARBAGE, Fault.TAMPERED)
+        ctx.dirty = ctx.dirty or fault in (Fault.GARBAGE, Fault.TAMPERED)
         problems = _link_errors(seen)
         if not _kinds(seen, "read"):
             problems.append("no READ_SECRET reached the PED")
@@ -327,10 +341,10 @@ async def case_link_lost(ctx: Context, spec: CaseSpec) -> CaseResult:
     before = await ctx.counter()
     done = await ctx.step("login", Fault.DROP_LINK)
     after = await ctx.counter()
-    ctx.dirty = True
     links_before = ctx.wire.links
     mark = ctx.wire.mark()
-    again = await ctx.connect()
+    again = await ctx.step("connect")  # the retry: the documented way back (README)
+    ctx.dirty = not again.ok
     retried = await ctx.step("login")
     seen = ctx.wire.since(mark)
     if retried.ok:

@@ -91,7 +91,7 @@ class StepRunner:
     async def run(self, step: str, *, extra_time: float = 0.0) -> StepResult:
         done = await self._run(step, extra_time)
         if self.trace:
-            self.say(f"  step {done.summary()}")
+            self.say(f"  step {done.summary()} [{done.seconds:.1f} s]")
         return done
 
     def command_words(self, step: str) -> str:
