@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 import attrs
 import trio
 
+from ped.errors import PedError
+
 #: Step name -> pedhsm's words for it ({host} and {port} are filled in too).
 DEFAULT_WORDS: dict[str, str] = {
     "connect": "hsm ped connect --ip {host} --port {port}",
@@ -72,7 +74,7 @@ class StepResult:
         return f"{self.step} exit {self.code}{said}"
 
 
-class StepError(Exception):
+class StepError(PedError):
     """A step could not be run at all (a bad template, a program not found)."""
 
 

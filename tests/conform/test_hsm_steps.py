@@ -98,3 +98,14 @@ def test_a_bad_command_line_exits_2(
     argv = [a.format(ring=tmp_path / "ring", blank=tmp_path / "blank") for a in argv]
     assert hsm_suite.main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_pedconform_runs_the_hsm_suite(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pedtools.conform import cli
+
+    # only the hsm suite: this test does not depend on the PED suite's module
+    monkeypatch.setattr(cli, "SUITES", {"hsm": cli.SUITES["hsm"]})
+    assert cli.main(["hsm", "--list"]) == 0
+    assert "4.1   link lost mid-operation" in capsys.readouterr().out
