@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     except (StepError, OSError) as exc:
         print(f"pedconform hsm: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("pedconform hsm: interrupted; no report", file=sys.stderr)
+        return 130
     print(render_table(report.cases))
     print(summary_line(report))
     if args.report is not None:
@@ -125,28 +128,43 @@ async def _run(args: argparse.Namespace) -> RunReport:
     if args.trace:
         wire.trace = _print_record
     ped = FaultyPed(args.keyring, wire)
-    server = LinkServer(ped)
-    values = {"host": "", "port": "", "address": "", "pedclient": ""}
+    failure: StepError | OSError | None = None
+    cases: list[CaseResult] = []
     try:
         async with trio.open_nursery() as nursery:
-            if args.listen is not None:
-                host, _, port = args.listen.rpartition(":")
-                bound = await nursery.start(server.serve_tcp, host, int(port))
-                values.update(host=host, port=str(bound), address=f"{host}:{bound}")
-                print(f"pedconform hsm: the PED listens as pedserver on {host}:{bound}")
-            if args.pedclient is not None:
-                await nursery.start(server.serve_unix, args.pedclient)
-                values["pedclient"] = str(args.pedclient)
-                print(f"pedconform hsm: the PED's local endpoint is {args.pedclient}")
-            runner = StepRunner(args.hsm_cmd, values, args.words, timeout=args.step_timeout,
-                                trace=args.trace)
-            ctx = Context(ped, runner, args.counter_pattern, slow_limit=args.slow_limit)
-            cases = await _run_cases(ctx, args.cases)
+            try:
+                cases = await _serve_and_run(args, LinkServer(ped), nursery)
+            except (StepError, OSError) as exc:  # raised here, not as an ExceptionGroup
+                failure = exc
             nursery.cancel_scope.cancel()
     finally:
         ped.wipe()
+    if failure is not None:
+        raise failure
     target = args.hsm_cmd or "an HSM run by hand"
     return RunReport("hsm", target, tuple(cases))
+
+
+async def _serve_and_run(
+    args: argparse.Namespace, server: LinkServer, nursery: trio.Nursery
+) -> list[CaseResult]:
+    values = {"host": "", "port": "", "address": "", "pedclient": ""}
+    if args.listen is not None:
+        host, _, port = args.listen.rpartition(":")
+        try:
+            bound = await nursery.start(server.serve_tcp, host, int(port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+        values.update(host=host, port=str(bound), address=f"{host}:{bound}")
+        print(f"pedconform hsm: the PED listens as pedserver on {host}:{bound}")
+    if args.pedclient is not None:
+        await nursery.start(server.serve_unix, args.pedclient)
+        values["pedclient"] = str(args.pedclient)
+        print(f"pedconform hsm: the PED's local endpoint is {args.pedclient}")
+    runner = StepRunner(args.hsm_cmd, values, args.words, timeout=args.step_timeout,
+                        trace=args.trace)
+    ctx = Context(server.ped, runner, args.counter_pattern, slow_limit=args.slow_limit)
+    return await _run_cases(ctx, args.cases)
 
 
 def _print_record(record: Record) -> None:

@@ -109,3 +109,22 @@ def test_pedconform_runs_the_hsm_suite(
     monkeypatch.setattr(cli, "SUITES", {"hsm": cli.SUITES["hsm"]})
     assert cli.main(["hsm", "--list"]) == 0
     assert "4.1   link lost mid-operation" in capsys.readouterr().out
+
+
+def test_an_address_it_cannot_listen_on_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_keyring(tmp_path / "ring", blanks=1)
+    argv = ["--keyring", str(tmp_path / "ring"), "--listen", "203.0.113.1:1600", "--hsm-cmd", "x"]
+    assert hsm_suite.main(argv) == 1
+    assert "cannot listen on 203.0.113.1:1600" in capsys.readouterr().err
+
+
+@pytest.mark.process  # tries to start a program
+def test_a_template_that_cannot_run_exits_1_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_keyring(tmp_path / "ring", blanks=1)
+    argv = ["--keyring", str(tmp_path / "ring"), "--hsm-cmd", "no-such-program {command}"]
+    assert hsm_suite.main(argv) == 1
+    assert "cannot run `no-such-program hsm ped disconnect`" in capsys.readouterr().err
