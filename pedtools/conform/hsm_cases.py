@@ -21,6 +21,8 @@ from pedtools.conform.report import CaseResult, Outcome
 
 @attrs.frozen
 class CaseSpec:
+    """One case as listed: its number, what it checks, where that is written, what is due."""
+
     case: str
     title: str
     section: str
