@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ped.cliutil import add_version_option
 
@@ -34,25 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in SUITES.items():
         suite_parser = sub.add_parser(name, help=help_text, description=help_text)
         add_version_option(suite_parser)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            # A suite this installation lacks: the other one still works.
-            suite_parser.set_defaults(run=_missing(name))
-            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(suite_parser)
         suite_parser.set_defaults(run=module.run)
     return parser
-
-
-def _missing(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_args: argparse.Namespace) -> int:
-        print(f"pedconform: the {name} suite is not part of this installation", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
