@@ -12,12 +12,15 @@ import pytest
 
 from keys import Color, Keyring
 from pedtools.testing import Site
+from tests.pedserver.fakes import short_tmp
 
 pytestmark = pytest.mark.process
 
 
 def test_pedhsm_passes_the_hsm_suite(tmp_path: Path) -> None:
-    with Site(tmp_path / "site") as site:
+    # a short root: pedclient's socket path must fit a Unix address (pytest-xdist's
+    # temporary paths are long)
+    with short_tmp() as root, Site(root / "site") as site:
         keyring = site.root / "keyring"  # not "keys": the site's root must not shadow a package
         keyring.mkdir()
         Keyring(keyring).add_blanks(4)
