@@ -1,0 +1,179 @@
+"""An HA group's virtual slot over three in-process HSMs: replication, load balancing,
+failover inside one call, recovery of a member, and the refusals of its prerequisites."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import attrs
+import pytest
+
+from hsmclient.ha import config as ha_config
+from hsmclient.ha.control import resolve_member
+from hsmclient.ha.members import MemberState
+from hsmclient.ha.slot import HaApplication
+from ped.pkcs11.constants import CKA, CKM, CKR, CKU
+from ped.pkcs11.token import Attribute, Mechanism, Pkcs11Error
+from tests.ha.rig import CHALLENGE, EC_PRIV, EC_PUB, Trio3, three_hsms
+from tests.pedserver.fakes import short_tmp
+
+DIGEST = hashlib.sha256(b"one slot, three HSMs").digest()
+
+
+async def _group(t: Trio3, *members: str) -> int:
+    said = await t.ha("creategroup", label="ha1", slot=t.slot("hsm1"), password=CHALLENGE)
+    assert "error" not in said, said
+    for name in members:
+        said = await t.ha("addmember", group="ha1", slot=t.slot(name), password=CHALLENGE)
+        assert "error" not in said, said
+    [(_, slot)] = t.backend.group_slots()
+    return slot
+
+
+async def _session(t: Trio3, slot: int) -> tuple[HaApplication, int]:
+    app = await t.backend.connect()
+    session = await app.open_session(slot, True)
+    await app.login(session, CKU.USER, bytearray(CHALLENGE.encode()))
+    return app, session
+
+
+async def _sign_key(app: HaApplication, session: int) -> tuple[int, int]:
+    pub, priv = await app.generate_key_pair(session, Mechanism(CKM.EC_KEY_PAIR_GEN),
+                                            EC_PUB, EC_PRIV)  # fmt: skip
+    return pub, priv
+
+
+async def test_a_key_made_through_the_group_is_on_every_member_and_signs_on_each(
+    tmp_path: Path,
+) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2", "hsm3")
+            app, session = await _session(t, slot)
+            slots = await app.slots()
+            assert any(s.slot_id == slot and "HA group ha1" in s.description for s in slots)
+            assert (await app.token_info(slot)).label == "ha1"
+            pub, priv = await _sign_key(app, session)
+            assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 2]
+            for _ in range(6):
+                signature = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+                await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, signature)
+            found = await app.find_objects(session, [Attribute(CKA.LABEL, b"ha-key")])
+            assert sorted(found) == sorted([pub, priv])
+            # the group object id: one CKA_ID on both halves, the same on every member
+            [ident] = await app.get_attributes(session, priv, [CKA.ID])
+            assert isinstance(ident.value, bytes) and len(ident.value) == 16
+            await app.close()
+
+
+async def test_signing_goes_on_through_two_member_deaths_and_recovery_resyncs(
+    tmp_path: Path,
+) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2", "hsm3")
+            app, session = await _session(t, slot)
+            pub, priv = await _sign_key(app, session)
+            signed = 0
+            for victim in ("hsm2", "hsm1"):
+                t.kill(victim)
+                for _ in range(6):  # every member's turn comes: no call fails
+                    sig = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+                    await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
+                    signed += 1
+            assert signed == 12
+            state = t.backend.state("ha1")
+            down = {ref.server: s for ref, s in state.members.items()
+                    if s.state is MemberState.DOWN}  # fmt: skip
+            assert set(down) == {"hsm1", "hsm2"} and all(s.why and s.since for s in
+                                                          down.values())  # fmt: skip
+            # while two are down: a new key, and the first one destroyed
+            _, priv2 = await _sign_key(app, session)
+            await app.destroy_object(session, pub)
+            await app.destroy_object(session, priv)
+            assert t.count("hsm3") == 2 and t.count("hsm1") == 2
+            # retry 0 (the default): coming back is not enough
+            await t.revive("hsm1")
+            await t.revive("hsm2")
+            assert len(state.in_use()) == 1
+            listed = await t.ha("listgroups")
+            rows = {m["server"]: m for m in listed["groups"][0]["members"]}
+            assert rows["hsm1"]["state"] == "down" and rows["hsm3"]["state"] == "alive"
+            said = await t.ha("recover", group="ha1")  # the app's login is held: synced
+            assert len(state.in_use()) == 3, said
+            assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 2]
+            for _ in range(3):
+                await app.sign(session, Mechanism(CKM.ECDSA), priv2, DIGEST)
+            await app.close()
+
+
+async def test_the_last_member_down_is_an_error_naming_the_group(tmp_path: Path) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2")
+            app, session = await _session(t, slot)
+            _, priv = await _sign_key(app, session)
+            t.kill("hsm1")
+            t.kill("hsm2")
+            with pytest.raises(Pkcs11Error) as caught:
+                await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+            assert caught.value.rv == CKR.DEVICE_REMOVED
+            assert "HA group ha1: no member left in use" in str(caught.value)
+            await app.close()
+
+
+async def test_a_member_of_another_domain_is_refused_with_seed_003s_words(
+    tmp_path: Path,
+) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home, same_domain=(True, False)) as t:
+            await _group(t, "hsm2")
+            said = await t.ha("addmember", group="ha1", slot=t.slot("hsm3"),
+                              password=CHALLENGE)  # fmt: skip
+            error = said["error"]
+            assert "conflicting settings for private key cloning" in error
+            assert f"slot {t.slot('hsm3')}" in error and "--domain-from-red-key" in error
+            assert CHALLENGE not in error
+            assert t.count("hsm3") == 0
+            members = t.backend.config.group("ha1").members
+            assert [m.server for m in members] == ["hsm1", "hsm2"]
+
+
+async def test_a_member_reinitialised_in_another_domain_is_excluded_and_listed_why(
+    tmp_path: Path,
+) -> None:
+    """A member that changed domain after joining: replication leaves it out, says why."""
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home, same_domain=(True, False)) as t:
+            slot = await _group(t, "hsm2")
+            # hsm3 forced into the group's configuration (as if re-initialised since)
+            group = t.backend.config.group("ha1")
+            ref = resolve_member(t.backend.slot_map, {"slot": t.slot("hsm3")})
+            ha_config.save(home, t.backend.config.replace(
+                attrs.evolve(group, members=(*group.members, ref))))
+            await t.ha("reload")
+            t.backend.state("ha1").synced(ref, 1.0)
+            app, session = await _session(t, slot)
+            await _sign_key(app, session)
+            assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 0]
+            status = t.backend.state("ha1").status(ref)
+            assert status.state is MemberState.EXCLUDED
+            assert "conflicting settings for private key cloning" in status.why
+            listed = await t.ha("listgroups")
+            row = next(m for m in listed["groups"][0]["members"] if m["server"] == "hsm3")
+            assert row["state"] == "excluded" and "private key cloning" in row["why"]
+            await app.close()
+
+
+async def test_a_wrong_challenge_and_a_role_not_activated_are_refused(tmp_path: Path) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home, activate=(True, False)) as t:
+            said = await t.ha("creategroup", label="ha1", slot=t.slot("hsm1"),
+                              password="not the challenge")  # fmt: skip
+            assert "challenge is wrong" in said["error"] and "not the challenge" not in said[
+                "error"]  # fmt: skip
+            assert not t.backend.config.groups
+            await _group(t)
+            said = await t.ha("addmember", group="ha1", slot=t.slot("hsm3"), password=CHALLENGE)
+            assert "is not activated" in said["error"] and "role activate" in said["error"]
