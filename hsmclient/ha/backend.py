@@ -136,6 +136,7 @@ class HaBackend(RemoteBackend):
                          pin: bytearray | None = None) -> str:  # fmt: skip
         """One attempt to bring *ref* back in use; what happened, in words."""
         held = bytearray(pin) if pin is not None else self.held_pin(group.label)
+        self._failed.pop(ref.server, None)  # a deliberate attempt dials, however recent a failure
         try:
             if held is not None:
                 return await self._sync(group, ref, held)
