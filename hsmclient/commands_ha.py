@@ -7,7 +7,7 @@
     hsmclient hagroup recover --group L [--password C | --password-file F]
     hsmclient hagroup retry --group L --count N       (0, the default: no automatic recovery)
     hsmclient hagroup interval --interval S           (the recovery poll, 60 s by default)
-    hsmclient hagroup synchronize --group L (--enable | --disable)
+    hsmclient hagroup synchronize --group L (--enable | --disable) [--password...]
     hsmclient hagroup deletegroup --label L
 
 LunaCM's spellings work too (``hagroup createGroup -label L -slot S -password C``).
@@ -17,6 +17,9 @@ its owner-only control socket; the other commands edit ``HOME/hagroups.json`` th
 when no daemon runs (the daemon, when it runs, does it and applies it at once).
 ``recover`` needs the daemon; without a challenge it syncs the members with the one an
 application logged in to the group holds, or leaves them "needs sync" until a login.
+``synchronize --enable`` also checks every member's cloning domain (seed 003's
+"conflicting settings for private key cloning" for one that differs) when the daemon
+runs and has a challenge (given, or held).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def add_hagroup_parser(commands: Any, common: Any) -> None:
             if name != "creategroup":
                 which.add_argument("--serialnumber", metavar="N",
                                    help="the member partition's serial number")
-        if name in (*NEEDS_CHALLENGE, "recover"):
+        if name in (*NEEDS_CHALLENGE, "recover", "synchronize"):
             given = p.add_mutually_exclusive_group()
             given.add_argument("--password", metavar="CHALLENGE",
                                help="the Crypto Officer's challenge (LunaCM's spelling; "

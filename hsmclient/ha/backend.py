@@ -30,7 +30,7 @@ import trio
 from hsmclient.ha import config as ha_config
 from hsmclient.ha.config import HaConfig, HaGroup, MemberRef
 from hsmclient.ha.members import GroupState, MemberState
-from hsmclient.ha.replicate import sync_member
+from hsmclient.ha.replicate import check_domain, sync_member
 from hsmclient.ha.slot import HaApplication
 from hsmclient.remote import RemoteBackend, SlotRow, partitions_of
 from hsmclient.remote_link import LinkDown
@@ -181,6 +181,33 @@ class HaBackend(RemoteBackend):
                 status.state = MemberState.DOWN
             out.append(await self.bring_back(group, ref, pin))
         return out or [f"every member of {label} is in use"]
+
+    async def synchronize(self, label: str, pin: bytearray | None) -> list[str]:
+        """``hagroup synchronize --enable``: check every member's cloning domain against
+        a member in use (seed 003's warning for one that differs), then sync the members
+        waiting for it."""
+        group = self.config.group(label)
+        state = self.state(label)
+        held = bytearray(pin) if pin is not None else self.held_pin(label)
+        if held is None:
+            return [f"HA group {label}: the members' cloning domains are checked at the next "
+                    "sync (no Crypto Officer challenge held now: give --password-file to "
+                    "check them now)"]  # fmt: skip
+        try:
+            use = state.in_use()
+            if not use:
+                return [f"HA group {label}: no member in use to check the others against"]
+            out = []
+            for ref in group.members:
+                if ref != use[0] and state.status(ref).state is not MemberState.DOWN:
+                    problem = await check_domain(self, group, use[0], ref, held)
+                    if problem is not None:
+                        out.append(problem)
+            for ref in state.pending():
+                out.append(await self._sync(group, ref, held))
+            return out or [f"HA group {label}: every member shares the cloning domain"]
+        finally:
+            held[:] = bytes(len(held))
 
     async def run_recovery(self) -> None:
         """The recovery loop: each interval, one attempt per down member with retries left."""

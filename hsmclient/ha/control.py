@@ -143,6 +143,8 @@ async def ha_command(backend: object, args: dict[str, Any]) -> dict[str, Any]:
             config, said = edit(backend.config, backend.slot_map, action, args)
             ha_config.save(backend.home, config)
             backend.reload()
+            if action == "synchronize" and args.get("enable"):
+                return {"said": [said, *await backend.synchronize(str(args["group"]), pin)]}
             return {"said": [said]}
         if action == "recover":
             return {"said": await backend.recover(str(args["group"]), pin)}

@@ -109,6 +109,25 @@ async def _logged_in(app: RemoteApplication, slot: int, pin: bytearray) -> int:
     return session
 
 
+async def check_domain(backend: HaBackend, group: HaGroup, reference: MemberRef,
+                       member: MemberRef, pin: bytearray) -> str | None:  # fmt: skip
+    """The cloning handshake between *reference* and *member* (no object moves): None
+    when they share the domain, else what is wrong (the member is then excluded)."""
+    app = RemoteApplication(backend)
+    try:
+        source = await _logged_in(app, backend.member_slot(reference), pin)
+        target = await _logged_in(app, backend.member_slot(member), pin)
+        await relay_clone(app, source, target, [])
+        return None
+    except Pkcs11Error as exc:
+        if exc.rv in FAILOVER:
+            return f"{member} cannot be checked now: {exc}"
+        _member_problem(backend, group, reference, member, exc)
+        return backend.state(group.label).status(member).why or str(exc)
+    finally:
+        await app.close()
+
+
 async def sync_member(backend: HaBackend, group: HaGroup, member: MemberRef,
                       pin: bytearray) -> str:  # fmt: skip
     """Bring *member* in sync with a member in use (see the docstring); what was done."""

@@ -153,7 +153,13 @@ async def test_a_member_reinitialised_in_another_domain_is_excluded_and_listed_w
             ha_config.save(home, t.backend.config.replace(
                 attrs.evolve(group, members=(*group.members, ref))))
             await t.ha("reload")
-            t.backend.state("ha1").synced(ref, 1.0)
+            said = await t.ha("synchronize", group="ha1", enable=True, password=CHALLENGE)
+            warning = " ".join(said["said"])
+            assert "Warning: Synchronize may fail. The members in slot" in warning
+            assert "have conflicting settings for private key cloning" in warning
+            assert "removemember" in warning and CHALLENGE not in warning
+            assert t.backend.state("ha1").status(ref).state is MemberState.EXCLUDED
+            t.backend.state("ha1").synced(ref, 1.0)  # as if it had been in use meanwhile
             app, session = await _session(t, slot)
             await _sign_key(app, session)
             assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 0]
