@@ -2,38 +2,29 @@
 
 Theory of operation
 -------------------
-An HA group is one more slot (`HaBackend` gives its id).  A session on it is a **virtual
-session**: it opens a real session on a member the first time that member must serve
-it (`_member_session`), logged in with the challenge the application gave C_Login on
-the virtual slot.  That challenge is the group's Crypto Officer credential (every member
-has the same, a prerequisite checked when it joined): Luna's HA login logs into every
-member with it, and so do we, so a member that takes over mid-call can be logged in
-without asking the application.  It is held in a ``bytearray`` per application and
-group, wiped at C_Logout, when the application's last session on the group closes, or
-when the application goes away; it is never logged nor in a repr.
-
-Every call runs on a member in use chosen in turn (load balancing); when the member's
-connection or server fails (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, a session its
-dropped connection took), the member is marked down for the whole group and the same
-call runs on the next member: the application sees an error only when no member is
-left.  Key generation runs on one member and the new token objects are cloned to every
-other member in use before the call returns (`hsmclient.ha.replicate`); a member the
-clone fails on is marked down (its connection) or excluded (another cloning domain) and
-is synced when it comes back.
+An HA group is one more slot (`HaBackend` gives its id) beside the member slots, whose
+calls go to `RemoteApplication` unchanged.  A call on the group's slot runs on one member
+(`hsmclient.ha.sessions`: in turn, failing over to the next when a member dies).  Key
+generation runs on one member and the new token objects are cloned to every other
+member in use before the call returns (`hsmclient.ha.replicate`); a member the clone
+fails on is marked down (its connection) or excluded (another cloning domain) and is
+synced when it comes back.  Objects without a CKA_ID get the group object id
+(`hsmclient.ha.handles`); C_Login logs into every member in use with one challenge,
+held for failover; C_DestroyObject destroys on every member in use (one down now is
+synced when it comes back).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
 
 import attrs
 
-from hsmclient.ha.config import HaGroup, MemberRef
-from hsmclient.ha.handles import GROUP_ID_BYTES, KEY_TYPES, HandleMap, ObjectKey, with_group_id
+from hsmclient.ha.config import MemberRef
+from hsmclient.ha.handles import GROUP_ID_BYTES, HandleMap, with_group_id
 from hsmclient.ha.replicate import FAILOVER, ReplicationFailed, replicate
-from hsmclient.remote import RemoteApplication
+from hsmclient.ha.sessions import HaSessions, VirtualSession
 from ped.pkcs11.constants import CKA, CKF, CKR, CKU
 from ped.pkcs11.token import (
     CKS_RO_PUBLIC_SESSION,
@@ -50,33 +41,9 @@ from ped.pkcs11.token import (
     TokenInfo,
 )
 
-if TYPE_CHECKING:
-    from hsmclient.ha.backend import HaBackend
 
-T = TypeVar("T")
-
-
-@attrs.define
-class _VirtualSession:
-    group: str
-    slot_id: int
-    read_write: bool
-    members: dict[MemberRef, int] = attrs.Factory(dict)  # member -> our session on it
-
-
-class HaApplication(RemoteApplication):
+class HaApplication(HaSessions):
     """`RemoteApplication` plus the HA groups' virtual slots (see the module docstring)."""
-
-    backend: HaBackend
-
-    def __init__(self, backend: HaBackend) -> None:
-        super().__init__(backend)
-        self.virtual: dict[int, _VirtualSession] = {}
-        self.pins: dict[str, bytearray] = {}  # group -> the challenge this app logged in with
-        self.handles: dict[str, HandleMap] = {}
-
-    def __repr__(self) -> str:
-        return f"HaApplication(sessions={len(self.virtual)}, logged_in={sorted(self.pins)})"
 
     # ---- slots ---------------------------------------------------------------------------
 
@@ -113,7 +80,7 @@ class HaApplication(RemoteApplication):
                               "in use; see: hsmclient hagroup listgroups")  # fmt: skip
         handle = self._next_session
         self._next_session += 1
-        self.virtual[handle] = _VirtualSession(group.label, slot_id, read_write)
+        self.virtual[handle] = VirtualSession(group.label, slot_id, read_write)
         self.handles.setdefault(group.label, HandleMap())
         return handle
 
@@ -141,109 +108,6 @@ class HaApplication(RemoteApplication):
             self._forget_pin(label)
         self.virtual.clear()
         await super().close()
-
-    # ---- members -----------------------------------------------------------------------
-
-    def _vs(self, session: int) -> _VirtualSession:
-        vs = self.virtual.get(session)
-        if vs is None:
-            raise Pkcs11Error(CKR.SESSION_HANDLE_INVALID, f"no session {session}")
-        return vs
-
-    def _forget_pin(self, label: str) -> None:
-        pin = self.pins.pop(label, None)
-        if pin is not None:
-            pin[:] = bytes(len(pin))
-
-    def held_pin(self, label: str) -> bytearray | None:
-        """A copy of the challenge this application logged into *label* with (caller wipes)."""
-        pin = self.pins.get(label)
-        return None if pin is None else bytearray(pin)
-
-    async def _member_session(self, vs: _VirtualSession | None, ref: MemberRef) -> int:
-        """Our session on *ref* for *vs*, opened (and logged in) now if needed."""
-        if vs is not None:
-            known = vs.members.get(ref)
-            if known is not None and known in self.sessions:
-                return known
-        session = await super().open_session(self.backend.member_slot(ref), True)
-        if vs is not None:
-            vs.members[ref] = session
-            pin = self.pins.get(vs.group)
-            if pin is not None and (ref.server, ref.serial) not in self.logged_in:
-                await super().login(session, CKU.USER, bytearray(pin))
-        return session
-
-    async def _on_members(
-        self,
-        group: HaGroup,
-        vs: _VirtualSession | None,
-        call: Callable[[MemberRef, int], Awaitable[T]],
-        *,
-        session: bool = True,
-    ) -> T:
-        """*call* on the members in use in turn until one answers (failover)."""
-        last: Pkcs11Error | None = None
-        for ref in self.backend.state(group.label).order():
-            try:
-                member_session = await self._member_session(vs, ref) if session else 0
-                return await call(ref, member_session)
-            except Pkcs11Error as exc:
-                if exc.rv not in FAILOVER:
-                    raise
-                last = exc
-                self._member_down(group.label, ref, exc)
-        why = f" (last: {last})" if last is not None else ""
-        raise Pkcs11Error(CKR.DEVICE_REMOVED if last else CKR.TOKEN_NOT_PRESENT,
-                          f"HA group {group.label}: no member left in use{why}; see: "
-                          "hsmclient hagroup listgroups")  # fmt: skip
-
-    def _member_down(self, label: str, ref: MemberRef, exc: Pkcs11Error) -> None:
-        self.backend.member_failed(label, ref, str(exc))
-        for vs in self.virtual.values():
-            vs.members.pop(ref, None)
-        self.handles.setdefault(label, HandleMap()).forget_member(ref)
-
-    async def _key_on(self, label: str, ref: MemberRef, session: int, virtual: int) -> int:
-        """*ref*'s handle of the virtual object *virtual* (looked up by its key if new)."""
-        hmap = self.handles[label]
-        handle = hmap.on(virtual, ref)
-        if handle is not None:
-            return handle
-        key = hmap.key(virtual)
-        if key is None:
-            raise Pkcs11Error(CKR.OBJECT_HANDLE_INVALID, f"no object {virtual} on this slot")
-        found = await super().find_objects(session, key.template())
-        if not found:
-            raise Pkcs11Error(CKR.OBJECT_HANDLE_INVALID,
-                              f"object {virtual} is not on {ref} (the member needs sync: "
-                              f"hsmclient hagroup recover --group {label})")  # fmt: skip
-        hmap.virtual(key, ref, found[0])
-        return found[0]
-
-    async def _object_key(self, session: int, handle: int) -> ObjectKey:
-        return ObjectKey.from_results(await super().get_attributes(session, handle, KEY_TYPES))
-
-    async def _virtual_handle(self, label: str, ref: MemberRef, session: int,
-                              handle: int) -> int:  # fmt: skip
-        hmap = self.handles[label]
-        known = hmap.known(ref, handle)
-        if known is not None:
-            return known
-        return hmap.virtual(await self._object_key(session, handle), ref, handle)
-
-    def _group(self, vs: _VirtualSession) -> HaGroup:
-        return self.backend.config.group(vs.group)
-
-    async def _keyed(self, session: int, key: int,
-                     call: Callable[[int, int], Awaitable[T]]) -> T:  # fmt: skip
-        """*call*(member session, member key handle) with failover."""
-        vs = self._vs(session)
-
-        async def run(ref: MemberRef, s: int) -> T:
-            return await call(s, await self._key_on(vs.group, ref, s, key))
-
-        return await self._on_members(self._group(vs), vs, run)
 
     # ---- session calls ----------------------------------------------------------------
 
@@ -340,7 +204,7 @@ class HaApplication(RemoteApplication):
         public, private = await self._on_members(self._group(vs), vs, make)
         return public, private
 
-    async def _made(self, vs: _VirtualSession, ref: MemberRef, session: int,
+    async def _made(self, vs: VirtualSession, ref: MemberRef, session: int,
                     handles: list[int]) -> list[int]:  # fmt: skip
         """New objects on *ref*: replicated to the other members, given virtual handles."""
         group = self._group(vs)
