@@ -97,9 +97,13 @@ class HaBackend(RemoteBackend):
         return self.slot_map.slot_for(ref.server, ref.serial)
 
     def member_failed(self, label: str, ref: MemberRef, why: str) -> None:
+        """*ref* failed in some call: down for every application of the group."""
         if label in self._states and self._states[label].failed(ref, why, time.time()):
             log.warning("HA group %s: member %s (slot %d) is down: %s", label, ref,
                         self.member_slot(ref), why)  # fmt: skip
+        for app in self.applications:
+            if isinstance(app, HaApplication):
+                app.member_gone(label, ref)
 
     def held_pin(self, label: str) -> bytearray | None:
         """A copy of the group's challenge from a logged-in application (caller wipes)."""

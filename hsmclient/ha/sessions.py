@@ -13,10 +13,12 @@ C_Logout, when the application's last session on the group closes, or when the
 application goes away; it is never logged nor in a repr.
 
 `HaSessions._on_members` runs a call on the members in use, starting with the next in
-turn (load balancing); when the member's connection or server fails (CKR_DEVICE_REMOVED,
-CKR_TOKEN_NOT_PRESENT, a session its dropped connection took) the member is marked down
-for the whole group and the same call runs on the next member: the application sees an
-error only when no member is left.  Object handles are virtual (`hsmclient.ha.handles`).
+turn (load balancing); when the member's connection drops (CKR_DEVICE_REMOVED, a session its
+dropped connection took) the call is tried once more on the same member over a new
+connection (pedhsm closes idle connections); when that fails too, or the member cannot
+be reached (CKR_TOKEN_NOT_PRESENT), the member is marked down for the whole group and
+the same call runs on the next member: the application sees an error only when no
+member is left.  Object handles are virtual (`hsmclient.ha.handles`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,33 @@ class HaSessions(RemoteApplication):
                 await super().login(session, CKU.USER, bytearray(pin))
         return session
 
+    async def _on_member(
+        self,
+        label: str,
+        vs: VirtualSession | None,
+        ref: MemberRef,
+        call: Callable[[MemberRef, int], Awaitable[T]],
+        *,
+        session: bool = True,
+    ) -> T:
+        """*call* on *ref*; a failed member is marked down and its error raised."""
+        fresh = False
+        while True:
+            try:
+                member_session = await self._member_session(vs, ref) if session else 0
+                return await call(ref, member_session)
+            except Pkcs11Error as exc:
+                if exc.rv not in FAILOVER:
+                    raise
+                if vs is not None:
+                    vs.members.pop(ref, None)
+                if fresh or exc.rv == CKR.TOKEN_NOT_PRESENT:
+                    self.backend.member_failed(label, ref, str(exc))
+                    raise
+                # A connection that dropped (pedhsm closes idle ones) is not yet a member
+                # that died: the same member once more, on a new connection.
+                fresh = True
+
     async def _on_members(
         self,
         group: HaGroup,
@@ -106,23 +135,24 @@ class HaSessions(RemoteApplication):
         last: Pkcs11Error | None = None
         for ref in self.backend.state(group.label).order():
             try:
-                member_session = await self._member_session(vs, ref) if session else 0
-                return await call(ref, member_session)
+                return await self._on_member(group.label, vs, ref, call, session=session)
             except Pkcs11Error as exc:
                 if exc.rv not in FAILOVER:
                     raise
                 last = exc
-                self._member_down(group.label, ref, exc)
         why = f" (last: {last})" if last is not None else ""
         raise Pkcs11Error(CKR.DEVICE_REMOVED if last else CKR.TOKEN_NOT_PRESENT,
                           f"HA group {group.label}: no member left in use{why}; see: "
                           "hsmclient hagroup listgroups")  # fmt: skip
 
-    def _member_down(self, label: str, ref: MemberRef, exc: Pkcs11Error) -> None:
-        self.backend.member_failed(label, ref, str(exc))
+    def member_gone(self, label: str, ref: MemberRef) -> None:
+        """*ref* is out of use (`HaBackend.member_failed`): forget our sessions and handles
+        on it (it may come back reset)."""
         for vs in self.virtual.values():
-            vs.members.pop(ref, None)
-        self.handles.setdefault(label, HandleMap()).forget_member(ref)
+            if vs.group == label:
+                vs.members.pop(ref, None)
+        if label in self.handles:
+            self.handles[label].forget_member(ref)
 
     async def _key_on(self, label: str, ref: MemberRef, session: int, virtual: int) -> int:
         """*ref*'s handle of the virtual object *virtual* (looked up by its key if new)."""

@@ -42,6 +42,10 @@ from ped.pkcs11.token import (
 )
 
 
+async def _nothing(_ref: MemberRef, _session: int) -> None:
+    """A call that only needs the member's session (opened and logged in)."""
+
+
 class HaApplication(HaSessions):
     """`RemoteApplication` plus the HA groups' virtual slots (see the module docstring)."""
 
@@ -135,10 +139,10 @@ class HaApplication(HaSessions):
         self.pins[vs.group] = held
         for ref in self.backend.state(vs.group).in_use():  # Luna: log into every member
             try:
-                await self._member_session(vs, ref)
+                await self._on_member(vs.group, vs, ref, _nothing)
             except Pkcs11Error as exc:
-                if exc.rv in FAILOVER:
-                    self._member_down(vs.group, ref, exc)
+                if exc.rv not in FAILOVER:
+                    raise
         await self.backend.sync_pending(vs.group, self)
 
     async def logout(self, session: int) -> None:
@@ -246,15 +250,17 @@ class HaApplication(HaSessions):
             await super().destroy_object(session, handle)
             return
         destroyed = 0
+        async def destroy(ref: MemberRef, s: int) -> None:
+            await super(HaApplication, self).destroy_object(
+                s, await self._key_on(vs.group, ref, s, handle))
+
         for ref in self.backend.state(vs.group).in_use():
             try:
-                s = await self._member_session(vs, ref)
-                await super().destroy_object(s, await self._key_on(vs.group, ref, s, handle))
+                await self._on_member(vs.group, vs, ref, destroy)
                 destroyed += 1
-            except Pkcs11Error as exc:
+            except Pkcs11Error as exc:  # a member down now is synced when it is back
                 if exc.rv not in FAILOVER:
                     raise
-                self._member_down(vs.group, ref, exc)  # synced (destroyed) when it is back
         if not destroyed:
             raise Pkcs11Error(CKR.DEVICE_REMOVED, f"HA group {vs.group}: no member left in "
                               "use; see: hsmclient hagroup listgroups")  # fmt: skip

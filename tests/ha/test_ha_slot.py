@@ -183,3 +183,21 @@ async def test_a_wrong_challenge_and_a_role_not_activated_are_refused(tmp_path: 
             await _group(t)
             said = await t.ha("addmember", group="ha1", slot=t.slot("hsm3"), password=CHALLENGE)
             assert "is not activated" in said["error"] and "role activate" in said["error"]
+
+
+async def test_a_dropped_connection_is_dialled_again_not_taken_for_a_dead_member(
+    tmp_path: Path,
+) -> None:
+    """pedhsm closes idle connections: the member is tried once more on a new one."""
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2", "hsm3")
+            app, session = await _session(t, slot)
+            pub, priv = await _sign_key(app, session)
+            for link in list(app.links.values()):
+                await link.aclose()  # every member's connection gone at once
+            for _ in range(3):
+                sig = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+                await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
+            assert len(t.backend.state("ha1").in_use()) == 3
+            await app.close()
