@@ -52,6 +52,7 @@ class HaBackend(RemoteBackend):
         self.config = HaConfig()
         self._states: dict[str, GroupState] = {}
         self._sync_lock = trio.Lock()
+        self._changed = trio.Event()  # set by `reload`: the recovery loop's wait restarts
         self.reload()
 
     async def connect(self) -> HaApplication:
@@ -77,6 +78,7 @@ class HaBackend(RemoteBackend):
         for gone in set(self._states) - set(states):
             self.slot_map.retire(HA_SERVER, gone)
         self._states = states
+        self._changed.set()
 
     def state(self, label: str) -> GroupState:
         return self._states[label]
@@ -216,7 +218,10 @@ class HaBackend(RemoteBackend):
     async def run_recovery(self) -> None:
         """The recovery loop: each interval, one attempt per down member with retries left."""
         while True:
-            await trio.sleep(self.config.interval)
+            self._changed = trio.Event()
+            with trio.move_on_after(self.config.interval):
+                await self._changed.wait()  # a new interval or retry count applies at once
+                continue
             for group in self.config.groups:
                 if group.retry <= 0 or group.label not in self._states:
                     continue

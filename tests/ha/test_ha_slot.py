@@ -201,3 +201,20 @@ async def test_a_dropped_connection_is_dialled_again_not_taken_for_a_dead_member
                 await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
             assert len(t.backend.state("ha1").in_use()) == 3
             await app.close()
+
+
+async def test_a_deleted_group_takes_its_slot_away_and_leaves_the_keys(tmp_path: Path) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2")
+            app, session = await _session(t, slot)
+            await _sign_key(app, session)
+            await app.close()
+            said = await t.ha("deletegroup", label="ha1")
+            assert said == {"said": ["HA group ha1 deleted"]}
+            assert t.backend.group_at(slot) is None and t.backend.slot_map.where(slot) is None
+            app = await t.backend.connect()
+            assert slot not in [s.slot_id for s in await app.slots()]
+            await app.close()
+            assert [t.count(n) for n in ("hsm1", "hsm2")] == [2, 2]
+            assert (home / "hagroups.json").stat().st_mode & 0o077 == 0
