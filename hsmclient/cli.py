@@ -108,7 +108,8 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     return daemon_main(
-        argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
+        _luna_slot_option(sys.argv[1:] if argv is None else argv),
+        prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"certificate": certificate_command, "server": server_command,
                        "slot": slot_list_command, "verify": verify_command,
                        "vtl": server_command, "partition": partition_command,
@@ -118,6 +119,20 @@ def main(
                                                             out, err),
         out=out, err=err,
     )
+
+
+#: Commands where LunaCM's ``-slot S`` is an option, not the ``slot`` command word.
+_SLOT_OPTION_COMMANDS = ("hagroup", "partition")
+
+
+def _luna_slot_option(argv: Sequence[str]) -> list[str]:
+    """``-slot`` as ``--slot`` after ``hagroup``/``partition`` (LunaCM: ``hagroup
+    addMember -group L -slot S``); elsewhere ``-slot`` stays the command word."""
+    words = list(argv)
+    first = next((w.lstrip("-").lower() for w in words if not w.startswith("--")), "")
+    if first not in _SLOT_OPTION_COMMANDS:
+        return words
+    return [w if i == 0 or w.lower() != "-slot" else "--slot" for i, w in enumerate(words)]
 
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,
