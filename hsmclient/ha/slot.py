@@ -178,6 +178,8 @@ class HaApplication(HaSessions):
     async def generate_key(
         self, session: int, mechanism: Mechanism, template: Sequence[Attribute]
     ) -> int:
+        if session not in self.virtual:
+            return await super().generate_key(session, mechanism, template)
         vs = self._vs(session)
         full = with_group_id(template, secrets.token_bytes(GROUP_ID_BYTES))
 
@@ -195,6 +197,9 @@ class HaApplication(HaSessions):
         public_template: Sequence[Attribute],
         private_template: Sequence[Attribute],
     ) -> tuple[int, int]:
+        if session not in self.virtual:
+            return await super().generate_key_pair(session, mechanism, public_template,
+                                                   private_template)  # fmt: skip
         vs = self._vs(session)
         group_id = secrets.token_bytes(GROUP_ID_BYTES)
         pub_t, priv_t = with_group_id(public_template, group_id), with_group_id(

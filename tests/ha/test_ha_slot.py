@@ -218,3 +218,21 @@ async def test_a_deleted_group_takes_its_slot_away_and_leaves_the_keys(tmp_path:
             await app.close()
             assert [t.count(n) for n in ("hsm1", "hsm2")] == [2, 2]
             assert (home / "hagroups.json").stat().st_mode & 0o077 == 0
+
+
+async def test_member_slots_keep_working_as_plain_slots_beside_the_group(
+    tmp_path: Path,
+) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            await _group(t, "hsm2")
+            app = await t.backend.connect()
+            session = await app.open_session(t.slot("hsm3"), True)  # not in the group
+            await app.login(session, CKU.USER, bytearray(CHALLENGE.encode()))
+            pub, priv = await _sign_key(app, session)
+            secret = await app.generate_key(session, Mechanism(CKM.AES_KEY_GEN), [
+                Attribute(CKA.TOKEN, True), Attribute(CKA.VALUE_LEN, 32)])
+            sig = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+            await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
+            assert secret and [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [0, 0, 3]
+            await app.close()
