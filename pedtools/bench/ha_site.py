@@ -104,22 +104,24 @@ class HaSite:
         self.must(self.site.run("pedkey", "blank", "--count", "8", "--dir", str(self.keys[name])))
         self.ports[name] = free_port()
         self.start_hsm(name)
-        for args in (("hsm", "init", "--label", name), ("hsm", "login"),
-                     ("partition", "create", "--name", PARTITION)):  # fmt: skip
+        first: list[tuple[str, ...]] = [("hsm", "init", "--label", name), ("hsm", "login"),
+                                        ("partition", "create", "--name", PARTITION)]
+        for args in first:
             self.must(self.hsm(name, *args))
         if join:
             self._join_domain(name)
         else:
             self.must(self.hsm(name, "partition", "init", "--name", PARTITION))
         challenge = ("--challenge-file", str(self.challenge_file))
-        for args in (
+        then: list[tuple[str, ...]] = [
             ("role", "login", "--partition", PARTITION, "--name", "so"),
             ("partition", "changepolicy", "--name", PARTITION, "--policy", "22", "--value", "1"),
             ("partition", "changepolicy", "--name", PARTITION, "--policy", "23", "--value", "1"),
             ("role", "init", "--partition", PARTITION, "--name", "co", *challenge),
             ("role", "logout", "--partition", PARTITION),
             ("role", "activate", "--partition", PARTITION, "--name", "co"),  # the black key
-        ):
+        ]
+        for args in then:
             self.must(self.hsm(name, *args))
 
     def _join_domain(self, name: str) -> None:

@@ -236,3 +236,20 @@ async def test_member_slots_keep_working_as_plain_slots_beside_the_group(
             await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
             assert secret and [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [0, 0, 3]
             await app.close()
+
+
+async def test_a_member_added_later_receives_the_groups_keys(tmp_path: Path) -> None:
+    """As a member zeroized and initialised again rejoins: a new member, keys replicated."""
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2")
+            app, session = await _session(t, slot)
+            pub, priv = await _sign_key(app, session)
+            said = await t.ha("addmember", group="ha1", slot=t.slot("hsm3"), password=CHALLENGE)
+            assert any("2 objects cloned to it" in line for line in said["said"]), said
+            assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 2]
+            assert len(t.backend.state("ha1").in_use()) == 3
+            for _ in range(3):  # hsm3 takes its turn with the replicated key
+                sig = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+                await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
+            await app.close()
