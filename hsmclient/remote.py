@@ -322,6 +322,9 @@ class RemoteApplication(Application):
             await self._session_call(session, lambda rid: m.CloseSession(rid, s.remote))
         finally:
             self.sessions.pop(session, None)
+            where = (s.server, s.serial)
+            if not any((o.server, o.serial) == where for o in self.sessions.values()):
+                self.logged_in.discard(where)  # pedhsm: the partition's last session logs out
 
     async def generate_key(
         self, session: int, mechanism: Mechanism, template: Sequence[Attribute]

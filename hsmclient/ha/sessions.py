@@ -166,8 +166,9 @@ class HaSessions(RemoteApplication):
         found = await super().find_objects(session, key.template())
         if not found:
             raise Pkcs11Error(CKR.OBJECT_HANDLE_INVALID,
-                              f"object {virtual} is not on {ref} (the member needs sync: "
-                              f"hsmclient hagroup recover --group {label})")  # fmt: skip
+                              f"object {virtual} is not found on {ref} (private objects "
+                              "need a login; a member that lacks it needs sync: hsmclient "
+                              f"hagroup recover --group {label})")  # fmt: skip
         hmap.virtual(key, ref, found[0])
         return found[0]
 

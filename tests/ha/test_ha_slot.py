@@ -253,3 +253,21 @@ async def test_a_member_added_later_receives_the_groups_keys(tmp_path: Path) -> 
                 sig = await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
                 await app.verify(session, Mechanism(CKM.ECDSA), pub, DIGEST, sig)
             await app.close()
+
+
+async def test_a_second_session_stays_logged_in_when_the_first_one_closes(
+    tmp_path: Path,
+) -> None:
+    """pedhsm logs a partition out when its last session closes: the group logs the
+    member in again for the session still open (PKCS#11: the login lasts while one does)."""
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home) as t:
+            slot = await _group(t, "hsm2")
+            app, first = await _session(t, slot)
+            _, priv = await _sign_key(app, first)
+            second = await app.open_session(slot, True)  # no member session yet
+            await app.close_session(first)
+            for _ in range(2):
+                await app.sign(second, Mechanism(CKM.ECDSA), priv, DIGEST)
+            assert (await app.session_info(second)).state == 3  # CKS_RW_USER_FUNCTIONS
+            await app.close()
