@@ -78,11 +78,13 @@ async def replicate(app: RemoteApplication, backend: HaBackend, group: HaGroup,
         except Pkcs11Error as exc:
             if source_session not in app.sessions:  # the source's connection went down
                 raise ReplicationFailed(exc) from None
-            _member_problem(backend, group, source, target, exc)
+            member_problem(backend, group, source, target, exc)
 
 
-def _member_problem(backend: HaBackend, group: HaGroup, reference: MemberRef,
-                    member: MemberRef, exc: Pkcs11Error) -> None:  # fmt: skip
+def member_problem(backend: HaBackend, group: HaGroup, reference: MemberRef,
+                   member: MemberRef, exc: Pkcs11Error) -> None:  # fmt: skip
+    """*member* failed a call *reference* did not: excluded when it can never work as it
+    is (another domain, another challenge), else down."""
     now = time.time()
     if DOMAIN_MISMATCH in str(exc):
         backend.state(group.label).excluded(
@@ -122,7 +124,7 @@ async def check_domain(backend: HaBackend, group: HaGroup, reference: MemberRef,
     except Pkcs11Error as exc:
         if exc.rv in FAILOVER:
             return f"{member} cannot be checked now: {exc}"
-        _member_problem(backend, group, reference, member, exc)
+        member_problem(backend, group, reference, member, exc)
         return backend.state(group.label).status(member).why or str(exc)
     finally:
         await app.close()
@@ -141,7 +143,7 @@ async def sync_member(backend: HaBackend, group: HaGroup, member: MemberRef,
             if exc.rv in FAILOVER:
                 backend.member_failed(group.label, member, str(exc))
                 return f"{member} is still down: {exc}"
-            _member_problem(backend, group, reference or member, member, exc)
+            member_problem(backend, group, reference or member, member, exc)
             return state.status(member).why
         if reference is None or not group.synchronize:
             state.synced(member, time.time())
@@ -159,7 +161,7 @@ async def sync_member(backend: HaBackend, group: HaGroup, member: MemberRef,
             if source not in app.sessions:
                 backend.member_failed(group.label, reference, str(exc))
                 return f"the reference member {reference} failed: {exc}"
-            _member_problem(backend, group, reference, member, exc)
+            member_problem(backend, group, reference, member, exc)
             return state.status(member).why
         state.synced(member, time.time())
         return (f"{member} is back in use: {len(plan.clone)} objects cloned to it, "

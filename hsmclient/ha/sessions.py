@@ -60,6 +60,7 @@ class HaSessions(RemoteApplication):
         super().__init__(backend)
         self.virtual: dict[int, VirtualSession] = {}
         self.pins: dict[str, bytearray] = {}  # group -> the challenge this app logged in with
+        self.user_types: dict[str, int] = {}  # group -> as whom (CKU_USER: the Crypto Officer)
         self.handles: dict[str, HandleMap] = {}
 
     def __repr__(self) -> str:
@@ -74,13 +75,16 @@ class HaSessions(RemoteApplication):
 
     def _forget_pin(self, label: str) -> None:
         pin = self.pins.pop(label, None)
+        self.user_types.pop(label, None)
         if pin is not None:
             pin[:] = bytes(len(pin))
 
     def held_pin(self, label: str) -> bytearray | None:
         """A copy of the challenge this application logged into *label* with (caller wipes)."""
         pin = self.pins.get(label)
-        return None if pin is None else bytearray(pin)
+        if pin is None or self.user_types.get(label) != CKU.USER:
+            return None  # cloning (replication, sync) needs the Crypto Officer
+        return bytearray(pin)
 
     async def _member_session(self, vs: VirtualSession | None, ref: MemberRef) -> int:
         """Our session on *ref* for *vs*, opened (and logged in) now if needed."""
@@ -93,7 +97,7 @@ class HaSessions(RemoteApplication):
             vs.members[ref] = session
             pin = self.pins.get(vs.group)
             if pin is not None and (ref.server, ref.serial) not in self.logged_in:
-                await super().login(session, CKU.USER, bytearray(pin))
+                await super().login(session, self.user_types[vs.group], bytearray(pin))
         return session
 
     async def _on_member(

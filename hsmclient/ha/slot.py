@@ -23,7 +23,7 @@ import attrs
 
 from hsmclient.ha.config import MemberRef
 from hsmclient.ha.handles import GROUP_ID_BYTES, HandleMap, with_group_id
-from hsmclient.ha.replicate import FAILOVER, ReplicationFailed, replicate
+from hsmclient.ha.replicate import FAILOVER, ReplicationFailed, member_problem, replicate
 from hsmclient.ha.sessions import HaSessions, VirtualSession
 from ped.pkcs11.constants import CKA, CKF, CKR, CKU
 from ped.pkcs11.token import (
@@ -125,11 +125,13 @@ class HaApplication(HaSessions):
         try:
             if user_type not in (CKU.USER, CKU.CRYPTO_USER):
                 raise Pkcs11Error(CKR.USER_TYPE_INVALID, "an HA group is used by its Crypto "
-                                  "Officer (CKU_USER) only")  # fmt: skip
+                                  "Officer (CKU_USER) or Crypto User only")  # fmt: skip
             group = self._group(vs)
+            answered: list[MemberRef] = []
 
             async def first(ref: MemberRef, s: int) -> None:
-                await super(HaApplication, self).login(s, CKU.USER, bytearray(held))
+                await super(HaApplication, self).login(s, user_type, bytearray(held))
+                answered.append(ref)
 
             await self._on_members(group, vs, first)  # a wrong challenge fails here, once
         except BaseException:
@@ -137,12 +139,13 @@ class HaApplication(HaSessions):
             raise
         self._forget_pin(vs.group)
         self.pins[vs.group] = held
+        self.user_types[vs.group] = user_type
         for ref in self.backend.state(vs.group).in_use():  # Luna: log into every member
             try:
                 await self._on_member(vs.group, vs, ref, _nothing)
             except Pkcs11Error as exc:
-                if exc.rv not in FAILOVER:
-                    raise
+                if exc.rv not in FAILOVER:  # it refuses what the first member accepted
+                    member_problem(self.backend, group, answered[0], ref, exc)
         await self.backend.sync_pending(vs.group, self)
 
     async def logout(self, session: int) -> None:

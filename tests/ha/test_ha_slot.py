@@ -271,3 +271,25 @@ async def test_a_second_session_stays_logged_in_when_the_first_one_closes(
                 await app.sign(second, Mechanism(CKM.ECDSA), priv, DIGEST)
             assert (await app.session_info(second)).state == 3  # CKS_RW_USER_FUNCTIONS
             await app.close()
+
+
+async def test_a_member_that_refuses_the_login_others_accept_is_left_out_not_the_app(
+    tmp_path: Path,
+) -> None:
+    with short_tmp() as home:
+        async with three_hsms(tmp_path, home, activate=(True, False)) as t:
+            slot = await _group(t, "hsm2")
+            group = t.backend.config.group("ha1")  # hsm3 (not activated) forced in
+            ref = resolve_member(t.backend.slot_map, {"slot": t.slot("hsm3")})
+            ha_config.save(home, t.backend.config.replace(
+                attrs.evolve(group, members=(*group.members, ref))))
+            await t.ha("reload")
+            t.backend.state("ha1").synced(ref, 1.0)
+            app, session = await _session(t, slot)  # no error for the application
+            status = t.backend.state("ha1").status(ref)
+            assert status.state is MemberState.DOWN and "USER_PIN_NOT_INITIALIZED" in status.why
+            _, priv = await _sign_key(app, session)
+            for _ in range(3):
+                await app.sign(session, Mechanism(CKM.ECDSA), priv, DIGEST)
+            assert [t.count(n) for n in ("hsm1", "hsm2", "hsm3")] == [2, 2, 0]
+            await app.close()
