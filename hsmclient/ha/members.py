@@ -74,6 +74,11 @@ class GroupState:
     def in_use(self) -> list[MemberRef]:
         return [ref for ref, s in self.members.items() if s.in_use]
 
+    def alive(self) -> list[MemberRef]:
+        """The members in use and those waiting for a sync (new objects go to both, so
+        that a sync in progress cannot miss one)."""
+        return [ref for ref, s in self.members.items() if s.state is MemberState.ALIVE]
+
     def order(self) -> list[MemberRef]:
         """The members in use, starting at the next one in turn (load balancing)."""
         use = self.in_use()

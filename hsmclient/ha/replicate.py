@@ -4,14 +4,16 @@ brought back in sync; hsmclient relays the clones unread (`relay_clone`).
 Theory of operation
 -------------------
 `replicate` runs inside a key generation on the virtual slot: the new token objects are
-cloned from the member that made them to every other member in use, before the call
-returns.  `sync_member` makes a member that came back (or joined) equal to a member in use
-all along (`hsmclient.ha.plan.sync_plan`): it destroys what the reference no longer has
-and clones what it lacks.  Both start each clone with the domain check of the cloning
-handshake, so a member of another domain is refused before any object moves; it is then
-**excluded** with seed 003's words ("conflicting settings for private key cloning") and
-the fix.  A member whose connection fails is marked down.  Both need the Crypto Officer
-logged in on each member: the group's challenge, held by a logged-in application.
+cloned from the member that made them to every other member alive (in use, or waiting
+for a sync, which then finds them there), before the call returns.  `sync_member`
+makes a member that came back (or joined) equal to a member in use all along
+(`hsmclient.ha.plan.sync_plan`): it destroys what the reference no longer has and
+clones what it lacks, and looks again until nothing is left (`SYNC_ROUNDS`).  Both
+start each clone with the domain check of the cloning handshake, so a member of another
+domain is refused before any object moves; it is then **excluded** with seed 003's
+words ("conflicting settings for private key cloning") and the fix.  A member whose
+connection fails is marked down.  Both need the Crypto Officer logged in on each
+member: the group's challenge, held by a logged-in application.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 #: What a member's failure looks like to a call: its server or connection is gone.
 FAILOVER = frozenset({CKR.DEVICE_REMOVED, CKR.TOKEN_NOT_PRESENT, CKR.SESSION_HANDLE_INVALID,
                       CKR.DEVICE_ERROR})  # fmt: skip
+#: Rounds of a sync at most: objects made through the group while a member is synced go
+#: to the members in use only, so the sync looks again until nothing is left to do.
+SYNC_ROUNDS = 3
 #: What pedhsm says when the clone's domains differ (`ped.cloning.errors`).
 DOMAIN_MISMATCH = "different cloning domains"
 
@@ -69,7 +74,7 @@ async def replicate(app: RemoteApplication, backend: HaBackend, group: HaGroup,
     """Clone *handles* from *source* (member, our session on it) to every other member in
     use, whose sessions *open_member* gives (see the module docstring)."""
     source, source_session = origin
-    for target in backend.state(group.label).in_use():
+    for target in backend.state(group.label).alive():
         if target == source:
             continue
         try:
@@ -152,11 +157,16 @@ async def sync_member(backend: HaBackend, group: HaGroup, member: MemberRef,
         source = await _logged_in(app, backend.member_slot(reference), pin)
         try:
             await relay_clone(app, source, target, [])  # the domain check, nothing moves
-            plan = sync_plan(await _inventory(app, source), await _inventory(app, target))
-            for handle in plan.destroy:
-                await app.destroy_object(target, handle)
-            for batch in plan.batches():
-                await relay_clone(app, source, target, batch)
+            cloned = destroyed = 0
+            for _ in range(SYNC_ROUNDS):  # a key made meanwhile is caught by the next round
+                plan = sync_plan(await _inventory(app, source), await _inventory(app, target))
+                if plan.empty:
+                    break
+                for handle in plan.destroy:
+                    await app.destroy_object(target, handle)
+                for batch in plan.batches():
+                    await relay_clone(app, source, target, batch)
+                cloned, destroyed = cloned + len(plan.clone), destroyed + len(plan.destroy)
         except Pkcs11Error as exc:
             if source not in app.sessions:
                 backend.member_failed(group.label, reference, str(exc))
@@ -164,7 +174,7 @@ async def sync_member(backend: HaBackend, group: HaGroup, member: MemberRef,
             member_problem(backend, group, reference, member, exc)
             return state.status(member).why
         state.synced(member, time.time())
-        return (f"{member} is back in use: {len(plan.clone)} objects cloned to it, "
-                f"{len(plan.destroy)} destroyed on it")  # fmt: skip
+        return (f"{member} is back in use: {cloned} objects cloned to it, "
+                f"{destroyed} destroyed on it")  # fmt: skip
     finally:
         await app.close()

@@ -6,7 +6,7 @@ An HA group is one more slot (`HaBackend` gives its id) beside the member slots,
 calls go to `RemoteApplication` unchanged.  A call on the group's slot runs on one member
 (`hsmclient.ha.sessions`: in turn, failing over to the next when a member dies).  Key
 generation runs on one member and the new token objects are cloned to every other
-member in use before the call returns (`hsmclient.ha.replicate`); a member the clone
+member alive before the call returns (`hsmclient.ha.replicate`); a member the clone
 fails on is marked down (its connection) or excluded (another cloning domain) and is
 synced when it comes back.  Objects without a CKA_ID get the group object id
 (`hsmclient.ha.handles`); C_Login logs into every member in use with one challenge,

@@ -43,7 +43,7 @@ def test_a_member_back_needs_sync_before_it_serves_and_retries_are_counted() -> 
     assert g.due(2) == []  # the attempts are used up
     g.reachable(B, now=9.0)
     assert g.status(B).state is MemberState.ALIVE and g.status(B).needs_sync
-    assert g.in_use() == [A] and g.pending() == [B]
+    assert g.in_use() == [A] and g.pending() == [B] and g.alive() == [A, B]
     g.synced(B, now=10.0)
     assert g.in_use() == [A, B] and g.status(B).attempts == 0
 
