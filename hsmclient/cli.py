@@ -8,6 +8,7 @@
     hsmclient server list | delete --name N
     hsmclient slot list [--json]
     hsmclient verify [--json]
+    hsmclient partition clone ... | hagroup ACTION ... (see hsmclient.commands_ha)
     hsmclient vtl addServer -n IP -c FILE | listServers | deleteServer -n IP | verify
 
 Called with no mode it says "You must specify a mode." and lists them.  Luna spellings
@@ -37,6 +38,7 @@ from hsmclient.commands import (
     server_command,
 )
 from hsmclient.commands_clone import add_partition_parser, partition_command
+from hsmclient.commands_ha import add_hagroup_parser, hagroup_command
 from hsmclient.commands_slots import (
     add_slot_parsers,
     describe_servers,
@@ -57,7 +59,8 @@ from ped.tls.pins import Program
 
 PROG: Program = "hsmclient"
 MODES = ("start", "stop", "show", "config")
-COMMAND_WORDS = ("mode", "certificate", "server", "slot", "verify", "vtl", "partition")
+COMMAND_WORDS = ("mode", "certificate", "server", "slot", "verify", "vtl", "partition",
+                 "hagroup")
 OVERRIDES = {
     "socket": "socket",
     "slot_query_timeout": "slot_query_timeout",
@@ -93,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_parser(commands, _common)
     add_slot_parsers(commands, _common)
     add_partition_parser(commands, _common)
+    add_hagroup_parser(commands, _common)
     add_vtl_parser(commands, _common)
     return parser
 
@@ -104,15 +108,31 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     return daemon_main(
-        argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
+        _luna_slot_option(sys.argv[1:] if argv is None else argv),
+        prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"certificate": certificate_command, "server": server_command,
                        "slot": slot_list_command, "verify": verify_command,
-                       "vtl": server_command, "partition": partition_command},
+                       "vtl": server_command, "partition": partition_command,
+                       "hagroup": hagroup_command},
         schema=SCHEMA, layout=Layout, describe=describe,
         other_mode=lambda args, layout, config_path: _start(args, layout.home, config_path,
                                                             out, err),
         out=out, err=err,
     )
+
+
+#: Commands where LunaCM's ``-slot S`` is an option, not the ``slot`` command word.
+_SLOT_OPTION_COMMANDS = ("hagroup", "partition")
+
+
+def _luna_slot_option(argv: Sequence[str]) -> list[str]:
+    """``-slot`` as ``--slot`` after ``hagroup``/``partition`` (LunaCM: ``hagroup
+    addMember -group L -slot S``); elsewhere ``-slot`` stays the command word."""
+    words = list(argv)
+    first = next((w.lstrip("-").lower() for w in words if not w.startswith("--")), "")
+    if first not in _SLOT_OPTION_COMMANDS:
+        return words
+    return [w if i == 0 or w.lower() != "-slot" else "--slot" for i, w in enumerate(words)]
 
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,

@@ -6,13 +6,15 @@ The daemon owns three things: the applications' Unix socket (p11-kit RPC, 0600; 
 codec and per-application state are `hsmclient.p11kit`'s), a `Backend` that turns each
 application connection into an `Application` over the servers registered in
 ``HOME/pins.sqlite3`` (`hsmclient.remote.RemoteBackend`, slot ids from
-`hsmclient.slots.SlotMap`), and the control socket of `ped.daemon.skeleton` for
-``mode show/stop`` and ``slots`` (what ``hsmclient slot list`` and ``verify`` print).
+`hsmclient.slots.SlotMap`; `hsmclient.ha.backend.HaBackend` adds the HA groups' virtual
+slots and runs their automatic recovery), and the control socket of
+`ped.daemon.skeleton` for ``mode show/stop``, ``slots`` (what ``hsmclient slot list``
+and ``verify`` print), ``clone`` and ``hagroup``.
 
 The backend is chosen at run time (`load_backend`), so that a test can put another
 `Backend` in RemoteBackend's place: the hidden test hook is the environment
 variable ``HSMCLIENT_TEST_BACKEND=module:callable``; the callable is called as
-RemoteBackend is, ``(home, pins, slot_map)``, and must return a `Backend`.  It is read
+HaBackend is, ``(home, pins, slot_map)``, and must return a `Backend`.  It is read
 only when the daemon (or ``verify``) builds its backend, and never by anything an
 operator is told to use.
 """
@@ -31,6 +33,7 @@ import attrs
 import trio
 
 from hsmclient.commands_clone import clone_command
+from hsmclient.ha.control import ha_command
 from hsmclient.p11kit import open_p11kit_listener
 from hsmclient.p11kit import serve_p11kit as serve_p11kit_
 from hsmclient.p11kit.errors import SocketInUse
@@ -47,7 +50,7 @@ log = logging.getLogger("hsmclient")
 #: Seconds ``mode show`` waits for the servers' slots at most (its own answer: 10 s).
 SHOW_SLOTS_TIMEOUT = 7.0
 
-#: The hidden test hook: ``module:callable`` building the backend instead of RemoteBackend.
+#: The hidden test hook: ``module:callable`` building the backend instead of HaBackend.
 BACKEND_ENV = "HSMCLIENT_TEST_BACKEND"
 
 
@@ -75,8 +78,8 @@ class SlotLine:
 
 
 def load_backend(home: Path, pins: PinStore, slot_map: SlotMap) -> Backend:
-    """RemoteBackend, or what ``HSMCLIENT_TEST_BACKEND`` names (see the module docstring)."""
-    spec = os.environ.get(BACKEND_ENV) or "hsmclient.remote:RemoteBackend"
+    """HaBackend, or what ``HSMCLIENT_TEST_BACKEND`` names (see the module docstring)."""
+    spec = os.environ.get(BACKEND_ENV) or "hsmclient.ha.backend:HaBackend"
     module_name, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), name)
@@ -159,6 +162,7 @@ class HsmClient(DaemonSkeleton[None]):
         self._p11kit = p11kit
         self.extra_commands["slots"] = self._slots_command
         self.extra_commands["clone"] = lambda args, _progress: clone_command(self.backend, args)
+        self.extra_commands["hagroup"] = lambda args, _progress: ha_command(self.backend, args)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
@@ -168,6 +172,9 @@ class HsmClient(DaemonSkeleton[None]):
         listener = self._listen(open_listener)
         background: list[Callable[[], Awaitable[None]]] = [
             lambda: serve_p11kit(listener, self.backend)]
+        recovery = getattr(self.backend, "run_recovery", None)
+        if recovery is not None:  # HA groups' automatic recovery (hsmclient.ha.backend)
+            background.append(recovery)
         try:
             await self.serve_on(
                 [], task_status=task_status, started=self.endpoint_path,
@@ -203,7 +210,7 @@ class HsmClient(DaemonSkeleton[None]):
         """Applications' connections end with the p11-kit server's cancellation."""
 
     def known_commands(self) -> str:
-        return "show, stop, slots and clone"
+        return "show, stop, slots, clone and hagroup"
 
     # ------------------------------------------------------------------ control
 

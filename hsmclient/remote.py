@@ -116,7 +116,7 @@ class RemoteBackend:
                     rows.append(SlotRow(-1, peer.name, "", "", state))
                 continue
             try:
-                parts = await _partitions(link)
+                parts = await partitions_of(link)
             except (LinkDown, Pkcs11Error) as exc:
                 rows.append(SlotRow(-1, peer.name, "", "", f"server unreachable: {exc}"))
                 continue
@@ -154,7 +154,7 @@ def _state_words(p: PartitionInfo) -> str:
     return "ready" if p.activated else "not activated"
 
 
-async def _partitions(link: ServerLink) -> Sequence[PartitionInfo]:
+async def partitions_of(link: ServerLink) -> Sequence[PartitionInfo]:
     result = await link.call(m.ListPartitions)
     assert isinstance(result, m.Partitions)
     return result.partitions
@@ -234,7 +234,7 @@ class RemoteApplication(Application):
         out: dict[int, SlotInfo] = {}
         for peer in self.backend.pins.list():
             try:
-                parts = await _partitions(await self._link(peer.name))
+                parts = await partitions_of(await self._link(peer.name))
             except (LinkDown, Pkcs11Error) as exc:
                 self._forget_link(peer.name)
                 for e in self.backend.slot_map.entries():
@@ -322,6 +322,9 @@ class RemoteApplication(Application):
             await self._session_call(session, lambda rid: m.CloseSession(rid, s.remote))
         finally:
             self.sessions.pop(session, None)
+            where = (s.server, s.serial)
+            if not any((o.server, o.serial) == where for o in self.sessions.values()):
+                self.logged_in.discard(where)  # pedhsm: the partition's last session logs out
 
     async def generate_key(
         self, session: int, mechanism: Mechanism, template: Sequence[Attribute]

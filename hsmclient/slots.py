@@ -113,6 +113,14 @@ class SlotMap:
             )
             return done.rowcount
 
+    def retire(self, server: str, serial: str) -> None:
+        """Retire one id (an HA group deleted); it is given back if the pair returns."""
+        if not self.path.exists():
+            return
+        with self._transaction() as db:
+            db.execute("UPDATE slots SET retired = 1 WHERE server = ? AND serial = ?",
+                       (server, serial))
+
     def entries(self) -> list[SlotEntry]:
         """Every id ever assigned, in id order (retired ones too)."""
         if not self.path.exists():

@@ -35,6 +35,9 @@ Figures (``bench-results.json``):
   pedhsm, beside the same signature made in-process with ``cryptography``, a
   C_GenerateRandom of the same size and a bare TLS round trip over the same hops, for 1
   and 8 concurrent sessions: see `pedtools.bench.clientpath`.
+* ``ha``: signs per second through an HA group's virtual slot with 1, 2 and 3 members
+  (the ratio to one member), and the failover pause (p50, p99) an application sees when
+  a member's pedhsm is killed: see `pedtools.bench.ha`.
 * ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
   1,000 links opened through pedclient and left idle.
 * ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.
