@@ -56,7 +56,7 @@ _RECEIVE = 65536
 #: The calls that change the HSM's state: they wait for the daemon's command lock.
 LOCKED_OPS = frozenset(
     {Op.LOGIN, Op.LOGOUT, Op.GENERATE_KEY, Op.GENERATE_KEY_PAIR, Op.DESTROY_OBJECT,
-     Op.CLONE_OPEN, Op.CLONE_FRAME}
+     Op.CLONE_OPEN, Op.CLONE_FRAME, Op.ARCHIVE}
 )  # fmt: skip
 
 
