@@ -31,8 +31,9 @@ from ped.pkcs11.constants import CKA, CKR, CKU
 from ped.pkcs11.token import Attribute, Pkcs11Error
 from ped.tls.pins import Program
 
-#: Exchanges of one clone at most (a clone takes four; more means a peer misbehaves).
-MAX_HOPS = 8
+#: Exchanges of one clone beyond one per object (a clone of one batch takes two; more
+#: means a peer misbehaves).
+MAX_HOPS = 4
 
 
 async def relay_clone(
@@ -53,14 +54,35 @@ async def relay_clone(
         rid, s, m.CloneRole.TARGET, source_serial, ()))  # fmt: skip
     frames = await app.clone_call(source, lambda rid, s: m.CloneOpen(
         rid, s, m.CloneRole.SOURCE, target_serial, tuple(handles)))  # fmt: skip
-    ends = (target, source)
-    for hop in range(MAX_HOPS):
+    await relay(app, source, target, frames, max_hops=len(handles) + MAX_HOPS, tap=tap)
+    return len(handles)
+
+
+async def relay(
+    app: RemoteApplication,
+    source: int,
+    target: int,
+    frames: bytes,
+    *,
+    max_hops: int,
+    tap: Callable[[bytes], None] | None = None,
+) -> None:
+    """Relay an open clone from the source's first *frames* until the source is done.
+
+    The target's answer goes to the source; an empty one (the target is still receiving)
+    asks the source for its next batch of objects.  Each batch holds at least one object,
+    so *max_hops* (the objects + `MAX_HOPS`) bounds a peer that never ends.
+    """
+    for _hop in range(max_hops):
         if not frames:
-            return len(handles)
+            return
         if tap is not None:
             tap(frames)
-        frames = await app.clone_call(ends[hop % 2], _relay(frames))
-    raise Pkcs11Error(CKR.GENERAL_ERROR, f"the clone did not end after {MAX_HOPS} exchanges")
+        answer = await app.clone_call(target, _relay(frames))
+        if answer and tap is not None:
+            tap(answer)
+        frames = await app.clone_call(source, _relay(answer))
+    raise Pkcs11Error(CKR.GENERAL_ERROR, f"the clone did not end after {max_hops} exchanges")
 
 
 def _relay(frames: bytes) -> Callable[[int, int], m.Request]:

@@ -187,11 +187,15 @@ class ObjectReceiver:
         self._move("end")
         return CloneComplete(tuple(self._objects))
 
-    def accept_all(self) -> Frame:
-        """CLONE_RESULT STORED: call once every object is durably stored."""
+    def accept_all(self, stored: int | None = None) -> Frame:
+        """CLONE_RESULT STORED: call once every object is durably stored (*stored*: how
+        many were new to the target, when it kept some it held already; else all)."""
         self._move("accept")
+        count = len(self._objects) if stored is None else stored
+        if not 0 <= count <= len(self._objects):
+            raise CloneMisuse(f"stored {count} of {len(self._objects)} objects?")
         try:
-            result = CloneResult(ResultStatus.STORED, len(self._objects))
+            result = CloneResult(ResultStatus.STORED, count)
             return self._channel.seal(CloneType.CLONE_RESULT, result.encode())
         finally:
             self._finish()
