@@ -36,7 +36,8 @@ from hsmclient.commands import (
     certificate_command,
     server_command,
 )
-from hsmclient.commands_clone import add_partition_parser, partition_command
+from hsmclient.commands_archive import add_archive_parser, partition_command
+from hsmclient.commands_clone import add_partition_parser
 from hsmclient.commands_slots import (
     add_slot_parsers,
     describe_servers,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_certificate_parser(commands, _common)
     add_server_parser(commands, _common)
     add_slot_parsers(commands, _common)
-    add_partition_parser(commands, _common)
+    add_archive_parser(add_partition_parser(commands, _common), _common)
     add_vtl_parser(commands, _common)
     return parser
 

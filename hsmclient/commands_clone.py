@@ -131,9 +131,10 @@ async def clone_command(backend: object, args: dict[str, Any]) -> dict[str, Any]
 # ---- the command line --------------------------------------------------------------
 
 
-def add_partition_parser(commands: Any, common: Any) -> None:
+def add_partition_parser(commands: Any, common: Any) -> Any:
+    """``partition clone``; the subparsers, for ``partition archive``."""
     partition = commands.add_parser("partition", help="partitions seen through the slots")
-    actions = partition.add_subparsers(dest="action", metavar="{clone}")
+    actions = partition.add_subparsers(dest="action", metavar="{clone,archive}")
     clone = actions.add_parser(
         "clone", help="clone objects from one slot's partition into another's, HSM to HSM "
         "(same cloning domain); hsmclient relays them unread")  # fmt: skip
@@ -156,6 +157,7 @@ def add_partition_parser(commands: Any, common: Any) -> None:
                         help="the target Crypto Officer's challenge, if it differs")
     target.add_argument("--target-password-file", metavar="FILE",
                         help="a file holding the target Crypto Officer's challenge")
+    return actions
 
 
 #: A challenge secret has at most 256 bytes (hsm.roles.MAX_CHALLENGE); a line end may follow.
