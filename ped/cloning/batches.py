@@ -3,7 +3,7 @@
 A clone of more objects than one answer of the client protocol holds (``MAX_OUTPUT``)
 goes out in several: the target answers nothing until the end marker (it buffers and
 stores nothing), and the relay asks the source for the next batch with an empty
-``CLONE_FRAME`` (docs/protocol/cloning.md, section 8).
+``CLONE_FRAME`` (docs/protocol/cloning.md, section 7).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ Figures (``bench-results.json``):
   pedhsm, beside the same signature made in-process with ``cryptography``, a
   C_GenerateRandom of the same size and a bare TLS round trip over the same hops, for 1
   and 8 concurrent sessions: see `pedtools.bench.clientpath`.
+* ``backup``: objects per second of a backup into a Backup HSM and of a restore
+  (``--replace``) from it, HSM to HSM through hsmclient: see `pedtools.bench.backup`.
 * ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
   1,000 links opened through pedclient and left idle.
 * ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.

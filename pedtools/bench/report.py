@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pedtools.bench.backup import markdown as backup_markdown
 from pedtools.bench.clientpath import markdown as clientpath_markdown
 
 TARGETS = {
@@ -29,6 +30,7 @@ def markdown(r: dict[str, Any]) -> str:
     if "login_p50_ms" in r:
         lines += _latency_table(r)
     lines += clientpath_markdown(r)
+    lines += backup_markdown(r)
     lines += [
         "| K links (K PEDs, one pedserver) | logins/s | p50 ms | p99 ms | errors |",
         "| --- | --- | --- | --- | --- |",
