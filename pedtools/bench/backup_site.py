@@ -99,6 +99,9 @@ class BackupSite:
     def kill(self, which: str) -> None:
         """SIGKILL, then wait until it is gone (its pid file stays: a crash leaves it)."""
         pid = self.pid(which)
+        home = self.client_home if which == "hsmclient" else self.homes[which]
+        # Started again by `restart`: the site stops the new one, not this one, at close.
+        self.site.daemons = [d for d in self.site.daemons if d.home != home]
         os.kill(pid, signal.SIGKILL)
         while True:
             try:
