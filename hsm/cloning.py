@@ -347,6 +347,11 @@ class ConnectionClones:
 
     async def archive(self, r: m.Archive) -> bytes:
         """A partition's end of a backup (its objects out) or of a restore (objects in)."""
+        if r.action not in (m.ArchiveAction.BACKUP_SOURCE, m.ArchiveAction.RESTORE_TARGET):
+            raise Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED,
+                              f"{r.action.name.lower().replace('_', ' ')} is a Backup HSM's "
+                              "end: this slot is a partition's, not a Backup HSM's admin "
+                              "slot (`pedhsm mode start --backup`)")  # fmt: skip
         scope = self._co_scope(r.session)
         self._open.pop(r.session, None)
         if r.action is m.ArchiveAction.BACKUP_SOURCE:
@@ -354,13 +359,8 @@ class ConnectionClones:
             source = self._cloning.source(scope, handles, r.peer_serial)
             self._open[r.session] = source
             return source.start()
-        if r.action is m.ArchiveAction.RESTORE_TARGET:
-            self._open[r.session] = self._cloning.target(scope, r.peer_serial, r.mode)
-            return b""
-        raise Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED,
-                          f"{r.action.name.lower().replace('_', ' ')} is a Backup HSM's "
-                          "end: this HSM is not a Backup HSM (`pedhsm mode start "
-                          "--backup`)")  # fmt: skip
+        self._open[r.session] = self._cloning.target(scope, r.peer_serial, r.mode)
+        return b""
 
     def add(self, session: int, clone: CloneEnd) -> None:
         self._open[session] = clone

@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def partition_options(argv: Sequence[str]) -> list[str]:
+    """LunaCM's ``partition ... -slot N -partition P``: options there, not the command
+    words the Luna spellings ``-slot list`` and ``-partition clone`` would make of them."""
+    words = list(argv)
+    if not words or words[0].lstrip("-").lower() != "partition":
+        return words
+    options = {"-slot": "--slot", "-partition": "--partition"}
+    return words[:1] + [options.get(w.lower(), w) for w in words[1:]]
+
+
 def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -105,7 +115,8 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     return daemon_main(
-        argv, prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
+        partition_options(sys.argv[1:] if argv is None else argv), prog=PROG,
+        modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"certificate": certificate_command, "server": server_command,
                        "slot": slot_list_command, "verify": verify_command,
                        "vtl": server_command, "partition": partition_command},

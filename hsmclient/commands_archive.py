@@ -161,11 +161,11 @@ def add_archive_parser(actions: Any, common: Any) -> None:
     for parser in (up, down, gone):
         parser.add_argument("--partition", "-partition", required=True, metavar="NAME",
                             help="the backup partition's name")
-    up.add_argument("--source-slot", "-sourceslot", "-slotsource", required=True, type=int,
+    up.add_argument("--source-slot", "--sourceslot", "--slotsource", required=True, type=int,
                     metavar="S", help="the slot of the partition backed up")
     up.add_argument("--objects", "-objects", metavar="LABEL[,LABEL]",
                     help="only the objects of these labels (default: every token object)")
-    down.add_argument("--target-slot", "-targetslot", "-slottarget", required=True,
+    down.add_argument("--target-slot", "--targetslot", "--slottarget", required=True,
                       type=int, metavar="T", help="the slot of the partition restored into")
     listing.add_argument("--json", action="store_true", help="the list as JSON")
     for parser, words in ((up, ("append", "replace")), (down, ("add", "replace"))):

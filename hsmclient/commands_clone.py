@@ -139,7 +139,8 @@ def add_partition_parser(commands: Any, common: Any) -> Any:
         "clone", help="clone objects from one slot's partition into another's, HSM to HSM "
         "(same cloning domain); hsmclient relays them unread")  # fmt: skip
     common(clone)
-    clone.add_argument("--source-slot", "-sourceslot", required=True, type=int, metavar="S",
+    clone.add_argument("--source-slot", "--sourceslot", "-sourceslot", required=True, type=int,
+                       metavar="S",
                        help="the slot holding the objects")  # fmt: skip
     clone.add_argument("--objects", "-objects", required=True, metavar="LABEL[,LABEL]",
                        help="labels of the objects to clone (every object of each label)")

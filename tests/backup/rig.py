@@ -89,7 +89,8 @@ def register(rig: Rig, pem: str, *partitions: str) -> None:
 
 
 @asynccontextmanager
-async def site(tmp_path: Path, *, target_same_domain: bool = True) -> AsyncIterator[Site]:
+async def site(tmp_path: Path, *, target_same_domain: bool = True,
+               client_home: Path | None = None) -> AsyncIterator[Site]:
     homes = {name: tmp_path / name for name in ("hsm1", "hsm2", "hsm3")}
     for home in homes.values():
         home.mkdir(mode=0o700)
@@ -102,7 +103,7 @@ async def site(tmp_path: Path, *, target_same_domain: bool = True) -> AsyncItera
     else:
         await activated(target, "p1")
     await backup.init_hsm()  # its SO stays logged in
-    client_home = tmp_path / "client"
+    client_home = client_home or tmp_path / "client"
     client = ensure_identity(client_home, "app-host")
     pins = PinStore(client_home, program="hsmclient")
     accesses: dict[str, list[ClientAccess]] = {"hsm1": [], "hsm2": [], "hsm3": []}
