@@ -208,6 +208,9 @@ class BackupTarget(TargetEnd):
         stored = 0
         with st.store.tx():  # the partition row and every object, or nothing
             existing = st.store.backup_partition(self._name)
+            if existing is not None and self._mode is ArchiveMode.NEW:
+                raise ValueError(f"backup partition {self._name!r} was made meanwhile by "
+                                 "another backup; run this one again with --append")  # fmt: skip
             if existing is None and len(st.store.backup_partitions()) >= MAX_BACKUP_PARTITIONS:
                 raise ValueError(f"this Backup HSM holds {MAX_BACKUP_PARTITIONS} backup "
                                  "partitions, its most; delete one first")  # fmt: skip

@@ -82,7 +82,7 @@ class Site:
         return await self.app.open_session(await self.slot("hsm3", "backup HSM"), True)
 
 
-def register(rig: Rig, pem: str, *partitions: str) -> None:
+def register(rig: Rig, pem: bytes, *partitions: str) -> None:
     rig.hsm.clients.register(CLIENT, pem, None)
     for name in partitions:
         rig.hsm.clients.assign(CLIENT, name)

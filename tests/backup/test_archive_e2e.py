@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hsm.errors import InvalidCommand
 from hsm.token.vault import SessionObjects, Vault
 from hsmclient.commands_archive import archive_list, backup, delete, restore
 from ped.ntls.messages import ArchiveMode
@@ -201,6 +202,9 @@ async def test_the_refusals_say_what_to_do(tmp_path: Path) -> None:
         # The admin slot takes no login.
         with pytest.raises(Pkcs11Error, match="takes no login"):
             await s.app.login(admin, 1, bytearray(b"x"))
+        # A Backup HSM makes no partitions.
+        with pytest.raises(InvalidCommand, match="Backup HSM"):
+            s.backup.hsm.partitions.create("p1")
         # A restore of a backup partition that is not there.
         with pytest.raises(Pkcs11Error, match="no backup partition 'gone'"):
             await restore(s.app, admin, dst, "gone")
