@@ -23,16 +23,18 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from hsmclient.remote import RemoteBackend
+from hsmclient.settings import Layout
 from hsmclient.slots import SlotMap
 from keys import Keyring
 from keys.colors import Color
 from keys.image import IMAGE_SUFFIX
+from ped.daemon.control import control_request_sync
 from ped.pkcs11.constants import CKA, CKM, CKU
 from ped.pkcs11.token import Attribute, Mechanism
 from ped.tls import PinStore
@@ -185,11 +187,15 @@ class BackupSite:
         argv = self.archive_argv(op, *args)
         return self.site.run("hsmclient", *argv[len(program("hsmclient")):])
 
-    def popen_archive(self, op: str, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.archive_argv(op, *args), cwd=self.site.root,
-                                env=self.site.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+    def request(self, op: str, partition: str, slot: str, *, mode: str | None = None,
+                timeout: float = 120.0) -> dict[str, Any]:
+        """What ``partition archive backup|restore`` asks hsmclient's daemon, asked directly
+        (no command-line start-up); the daemon's answer (``{"error": ...}`` on failure)."""
+        request = {"op": op, "slot": self.slots["admin"], "partition": partition,
+                   "password": self.challenge, "mode": mode, "objects": [],
+                   "source_slot": self.slots[slot], "target_slot": self.slots[slot]}  # fmt: skip
+        return control_request_sync(Layout(self.client_home).control, "archive", request,
+                                    timeout=timeout, what="hsmclient")  # fmt: skip
 
     def backup_args(self, name: str, *more: str) -> list[str]:
         return ["--source-slot", str(self.slots["p1"]), "--partition", name,
