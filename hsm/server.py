@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from ped.daemon import (
     watch_reopen_signal,
     watch_stop_signals,
 )
+from ped.pkcs11.token import PartitionAccess
 
 log = logging.getLogger("pedhsm")
 SOCKET_NAME = "control.sock"
@@ -106,7 +108,7 @@ class Daemon:
         self.router.serial = self.hsm.serial
         #: A Backup HSM (`hsm.backup`; the home remembers it): its clients' view, `hsm show`.
         self.backups = BackupPartitions(self.hsm.state) if is_backup_hsm(self.store) else None
-        access_for = self.hsm.client_access
+        access_for: Callable[[str], PartitionAccess] = self.hsm.client_access
         if self.backups is not None:
             st, logins = self.hsm.state, self.hsm.logins
             access_for = lambda name: BackupAccess(st, logins, name)  # noqa: E731

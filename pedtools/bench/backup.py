@@ -59,7 +59,7 @@ async def _timed(b: BackupSite, rounds: int) -> tuple[int, list[float], list[flo
             started = time.perf_counter()
             await restore(app, admin, source, f"bench{n}", ArchiveMode.REPLACE)
             downs.append(time.perf_counter() - started)
-        assert len(await archive_list(app, admin)) == rounds
+        assert len(await archive_list(app, admin)) == rounds + 1  # and the injected one
         return int(row["objects"]), ups, downs
     finally:
         await app.close()
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(site.root, args.quick, lambda text: print(text, flush=True))
     text = json.dumps({"backup": result}, indent=2)
     print(text)
+    print("\n".join(markdown({"backup": result})))
     if args.out:
         args.out.write_text(text + "\n")
     return 0
