@@ -33,12 +33,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from hsm.backup_store import BackupRow
 from hsm.cloning import ConnectionClones, SourceEnd, TargetEnd
 from hsm.crypto import wipe
 from hsm.errors import HsmError
 from hsm.policy import Role
 from hsm.state import HsmState, check_name
-from hsm.store import BackupRow, Store
+from hsm.store import Store
 from ped.cloning import (
     CloneDirection,
     ClonedObject,
@@ -88,10 +89,10 @@ class BackupPartitions:
         self.state = state
 
     def rows(self) -> list[BackupRow]:
-        return self.state.store.backup_partitions()
+        return self.state.store.backups.partitions()
 
     def get(self, name: str) -> BackupRow:
-        row = self.state.store.backup_partition(name)
+        row = self.state.store.backups.partition(name)
         if row is None:
             raise _not_found(name)
         return row
@@ -133,19 +134,19 @@ class BackupPartitions:
         return f"{self.state.aad(name, 'backup', 'object')}|{ident}|{digest}"
 
     def add_object(self, name: str, attributes: str, value: bytes | bytearray) -> None:
-        self.state.store.add_backup_object(name, attributes, lambda ident: self.state.master.seal(
+        self.state.store.backups.add_object(name, attributes, lambda ident: self.state.master.seal(
             self._object_purpose(name, ident, attributes), value))  # fmt: skip
 
     def objects(self, name: str) -> Iterator[Outgoing]:
         """The backup partition's objects, each value unsealed for its one frame."""
-        for ident, attributes, sealed in self.state.store.backup_objects(name):
+        for ident, attributes, sealed in self.state.store.backups.objects(name):
             value = self.state.master.unseal(self._object_purpose(name, ident, attributes), sealed)
             yield attributes.encode(), value
 
     def delete(self, name: str) -> None:
         st = self.state
         with st.store.tx():
-            if not st.store.delete_backup_partition(name):
+            if not st.store.backups.delete_partition(name):
                 raise _not_found(name)
         st.store.checkpoint()
         st.event("backup partition deleted", partition=name)
@@ -172,7 +173,7 @@ class BackupTarget(TargetEnd):
     async def domain(self, init: CloneInit) -> bytearray | None:
         backups, st = self._backups, self._backups.state
         wanted = format_fingerprint(init.fingerprint)
-        existing = st.store.backup_partition(self._name)
+        existing = st.store.backups.partition(self._name)
         if existing is not None:  # --append / --replace: the partition's own domain
             domain = backups.domain(existing)
         else:
@@ -207,22 +208,22 @@ class BackupTarget(TargetEnd):
         now = st.clock.now()
         stored = 0
         with st.store.tx():  # the partition row and every object, or nothing
-            existing = st.store.backup_partition(self._name)
+            existing = st.store.backups.partition(self._name)
             if existing is not None and self._mode is ArchiveMode.NEW:
                 raise ValueError(f"backup partition {self._name!r} was made meanwhile by "
                                  "another backup; run this one again with --append")  # fmt: skip
-            if existing is None and len(st.store.backup_partitions()) >= MAX_BACKUP_PARTITIONS:
+            if existing is None and len(st.store.backups.partitions()) >= MAX_BACKUP_PARTITIONS:
                 raise ValueError(f"this Backup HSM holds {MAX_BACKUP_PARTITIONS} backup "
                                  "partitions, its most; delete one first")  # fmt: skip
             serial = existing.serial if existing else self._serial
             domain = existing.domain if existing else self._domain
-            st.store.put_backup_partition(BackupRow(
+            st.store.backups.put_partition(BackupRow(
                 self._name, serial, self._source_serial, self._fingerprint, domain, now, now))
             held: set[str] = set()
             if self._mode is ArchiveMode.REPLACE:
-                st.store.clear_backup_objects(self._name)
+                st.store.backups.clear_objects(self._name)
             elif existing is not None:
-                held = {a for _i, a, _s in st.store.backup_objects(self._name)}
+                held = {a for _i, a, _s in st.store.backups.objects(self._name)}
             for obj in objects:
                 attributes = obj.attributes.decode()
                 json.loads(attributes)  # the source's HSM encodes them: JSON or refused
@@ -315,7 +316,7 @@ class BackupClones(ConnectionClones):
             check_name("backup partition name", r.name)
         except HsmError as exc:
             raise Pkcs11Error(CKR.ARGUMENTS_BAD, exc.message) from None
-        existing = backups.state.store.backup_partition(r.name)
+        existing = backups.state.store.backups.partition(r.name)
         if existing is None and r.mode is not ArchiveMode.NEW:
             raise _not_found(r.name)
         if existing is not None and r.mode is ArchiveMode.NEW:

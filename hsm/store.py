@@ -13,11 +13,9 @@ half a state.
 
 Nothing stored here is a secret in the clear: role keys are wrapped under KEKs derived
 from PED secrets, the RPV and activation caches are sealed under the device key, the
-client path's PKCS#11 key values (`hsm.token`) under the partition's data key, a Backup
-HSM's backup objects and their domains under the device key.  Schema 2 adds the client
-path's objects and the registered clients' partitions to version 1, schema 3 the backup
-partitions; an older file is migrated in place in one transaction (a crash leaves it as
-it was).
+client path's PKCS#11 key values (`hsm.token`) under the partition's data key.  Schema 2
+adds those objects and the clients' partitions, 3 a Backup HSM's (`hsm.backup_store`);
+an older file is migrated in place in one transaction (a crash leaves it as it was).
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from typing import Any
 
 import attrs
 
+from hsm.backup_store import BACKUP_SCHEMA, BackupStore
 from hsm.errors import StateCorrupt
 
 SCHEMA_VERSION = 3
@@ -82,16 +81,6 @@ _SCHEMA_V2 = (
     "partition TEXT NOT NULL, PRIMARY KEY (client, partition))",
 )
 
-#: What version 3 adds: a Backup HSM's backup partitions (`hsm.backup`).
-_SCHEMA_V3 = (
-    "CREATE TABLE IF NOT EXISTS backup_partitions (name TEXT PRIMARY KEY, serial TEXT NOT NULL, "
-    "source_serial TEXT NOT NULL, fingerprint TEXT NOT NULL, domain BLOB NOT NULL, "
-    "created REAL NOT NULL, updated REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS backup_objects (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "partition TEXT NOT NULL, attributes TEXT NOT NULL, sealed BLOB NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS backup_objects_partition ON backup_objects(partition)",
-)
-
 HSM_SCOPE = "#hsm"  # scope of the HSM-wide roles; partition names cannot start with '#'
 
 
@@ -125,23 +114,6 @@ class PartitionRow:
     escrow: bytes | None = attrs.field(repr=False)
 
 
-_BACKUP_COLUMNS = "name, serial, source_serial, fingerprint, domain, created, updated"
-
-
-@attrs.frozen
-class BackupRow:
-    """A backup partition: its source's serial, its domain (sealed) and when it was made."""
-
-    name: str
-    serial: str
-    source_serial: str
-    fingerprint: str
-    domain: bytes = attrs.field(repr=False)  # the cloning domain, sealed under the device key
-    created: float
-    updated: float
-    objects: int = 0
-
-
 class Store:
     def __init__(self, home: Path) -> None:
         self.path = home / DB_FILE
@@ -162,12 +134,13 @@ class Store:
                 "restore it from a backup or start a new home"
             )
         self._db.executescript(_SCHEMA)
+        self.backups = BackupStore(self._db)  # a Backup HSM's backup partitions (schema 3)
         version = self.get_meta("schema_version")
         if version in (None, "1", "2"):
             # A new file, or an older one: add the later versions' tables and the version
             # in one transaction.
             with self.tx():
-                for statement in (*_SCHEMA_V2, *_SCHEMA_V3):
+                for statement in (*_SCHEMA_V2, *BACKUP_SCHEMA):
                     self._db.execute(statement)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif version != str(SCHEMA_VERSION):
@@ -315,9 +288,9 @@ class Store:
     def zeroize(self) -> None:
         """Erase partitions, objects and roles; the auditor (and its log) stays, so that
         what led to a zeroization can still be read."""
-        for table in ("objects", "token_objects", "client_partitions", "activation", "partitions",
-                      "backup_objects", "backup_partitions"):
+        for table in ("objects", "token_objects", "client_partitions", "activation", "partitions"):
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        self.backups.erase()
         self._db.execute("DELETE FROM roles WHERE NOT (scope=? AND role='auditor')", (HSM_SCOPE,))
 
     # --- objects --------------------------------------------------------------------
@@ -425,51 +398,3 @@ class Store:
     def assigned_partitions(self, client: str) -> list[str]:
         sql = "SELECT partition FROM client_partitions WHERE client=? ORDER BY partition"
         return [r[0] for r in self._db.execute(sql, (client,)).fetchall()]
-
-    # --- a Backup HSM's backup partitions (hsm.backup) --------------------------------
-
-    def backup_partitions(self) -> list[BackupRow]:
-        rows = self._db.execute(
-            f"SELECT {_BACKUP_COLUMNS}, (SELECT COUNT(*) FROM backup_objects o "  # noqa: S608
-            "WHERE o.partition=b.name) FROM backup_partitions b ORDER BY name"
-        ).fetchall()
-        return [BackupRow(*r) for r in rows]
-
-    def backup_partition(self, name: str) -> BackupRow | None:
-        return next((b for b in self.backup_partitions() if b.name == name), None)
-
-    def put_backup_partition(self, row: BackupRow) -> None:
-        """Create or update (by name) a backup partition's row; its objects stay."""
-        self._db.execute(
-            "INSERT INTO backup_partitions(name, serial, source_serial, fingerprint, domain, "
-            "created, updated) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-            "source_serial=excluded.source_serial, updated=excluded.updated",
-            (row.name, row.serial, row.source_serial, row.fingerprint, row.domain,
-             row.created, row.updated),
-        )  # fmt: skip
-
-    def delete_backup_partition(self, name: str) -> bool:
-        self._db.execute("DELETE FROM backup_objects WHERE partition=?", (name,))
-        return self._db.execute("DELETE FROM backup_partitions WHERE name=?", (name,)).rowcount > 0
-
-    def clear_backup_objects(self, name: str) -> None:
-        self._db.execute("DELETE FROM backup_objects WHERE partition=?", (name,))
-
-    def add_backup_object(
-        self, partition: str, attributes: str, seal: Callable[[int], bytes]
-    ) -> int:
-        """Store one backed-up object, sealed by *seal(id)*; its id."""
-        cur = self._db.execute(
-            "INSERT INTO backup_objects(partition, attributes, sealed) VALUES(?, ?, x'')",
-            (partition, attributes),
-        )
-        ident = int(cur.lastrowid or 0)
-        self._db.execute("UPDATE backup_objects SET sealed=? WHERE id=?", (seal(ident), ident))
-        return ident
-
-    def backup_objects(self, partition: str) -> list[tuple[int, str, bytes]]:
-        """(id, attributes, sealed value) of a backup partition's objects, oldest first."""
-        return self._db.execute(
-            "SELECT id, attributes, sealed FROM backup_objects WHERE partition=? ORDER BY id",
-            (partition,),
-        ).fetchall()

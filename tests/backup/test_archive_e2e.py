@@ -174,7 +174,7 @@ async def test_list_and_delete(tmp_path: Path) -> None:
         await s.backup.hsm.admin.login(s.backup.notify)
         await delete(s.app, admin, "nightly")
         assert await archive_list(s.app, admin) == []
-        assert s.backup.store.backup_objects("nightly") == []
+        assert s.backup.store.backups.objects("nightly") == []
         with pytest.raises(Pkcs11Error, match="no backup partition"):
             await delete(s.app, admin, "nightly")
 
