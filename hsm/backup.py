@@ -262,6 +262,7 @@ class BackupClones(ConnectionClones):
     """The Backup HSM's ``ARCHIVE`` requests, on sessions of its admin slot."""
 
     def __init__(self, backups: BackupPartitions, is_admin: Callable[[int], bool]) -> None:
+        # Not the parent's: no partition and no Crypto Officer here, only the admin slot.
         self._backups = backups
         self._is_admin = is_admin  # is this session one of the admin slot's?
         self._open = {}
