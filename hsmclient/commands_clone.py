@@ -5,9 +5,11 @@
 A clone of single objects (issue 17: ``hsmclient partition clone``) runs end to end
 between the two HSMs in a channel keyed by their partitions' cloning domain
 (docs/protocol/cloning.md); hsmclient only opens each end (``CLONE_OPEN``) and hands each
-HSM what the other answered (``CLONE_FRAME``, docs/protocol/client.md) until one answers
-nothing.  A domain that differs is refused by the target at the handshake and reported
-by the source; the target has created nothing.
+HSM what the other answered (``CLONE_FRAME``, docs/protocol/client.md; `relay`, also
+``partition archive``'s) until the source answers nothing: the objects go in batches that
+each fit one answer, the target answering nothing until the last.  A domain that differs
+is refused by the target at the handshake and reported by the source; the target has
+created nothing.
 
 The command asks the running daemon (the slot ids are its); the daemon logs in as each
 partition's Crypto Officer with the challenge given (``--password``, else asked for;
