@@ -31,8 +31,8 @@ import pytest
 from pedtools.bench.backup_site import BackupSite
 from pedtools.testing import Site
 
-#: Slow: 50 restarts of a pedhsm or hsmclient process (about 4 s each on a busy 2-CPU
-#: machine, 7 minutes in all there; `make test-slow` runs it).
+#: Slow: 50 restarts of a pedhsm or hsmclient process (about 4 s a round on a busy 2-CPU
+#: machine, 5 minutes in all with the set-up; `make test-slow` runs it).
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 SEED = 17
