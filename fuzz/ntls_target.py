@@ -83,6 +83,7 @@ def seeds() -> list[bytes]:
         m.Login(2, 7, CKU.USER, bytearray(b"challenge")),
         m.Sign(3, 7, Mechanism(CKM.ECDSA), 42, b"data"),
         m.GetTokenInfo(4, "1500010001"),
+        m.Archive(5, 7, m.ArchiveAction.LIST, m.ArchiveMode.NEW, "", ""),
         m.Close(m.NtlsCloseCode.NORMAL, "bye"),
     ]
     server = b"".join(bytes(encode(x)) for x in [m.Hello(), *requests])

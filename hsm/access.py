@@ -171,6 +171,9 @@ class ClientAccess:
                 f"{MAX_SESSIONS} sessions are open on this connection",
                 "close sessions the application no longer uses",
             )
+        if any(x.partition == part.name and x.serial != part.serial
+               for x in self._sessions.values()):  # fmt: skip
+            self._forget(part.name)  # a partition re-created under that name: a new login
         while True:
             handle = secrets.randbelow(0x7FFF_FFFF) + 1
             if handle not in self._sessions:

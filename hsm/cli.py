@@ -1,7 +1,7 @@
 """``pedhsm``: start the emulated HSM and run its shell commands.
 
 ``pedhsm mode start --home DIR [--serial S] [--local-ped URI] [--pedclient PATH]
-[--ntls-port N] [--ntls-ip A] [--foreground]`` starts the HSM (the daemon process *is*
+[--ntls-port N] [--ntls-ip A] [--backup] [--foreground]`` starts the HSM (the daemon process *is*
 the powered HSM); ``mode stop`` and ``mode show``.  Every other command is one
 invocation that talks to the daemon over ``DIR/control.sock``: ``pedhsm hsm login``,
 ``pedhsm role login --partition P --name co``...  Luna's single-dash spellings
@@ -113,6 +113,8 @@ def _mode_start(ns: argparse.Namespace) -> int:
         if value:
             argv += [flag, value]
     argv += ["--ntls-port", str(ns.ntls_port)]
+    if ns.backup:
+        argv.append("--backup")
     try:
         proc = start_background(argv, log_path=home / LOG_NAME, name="pedhsm")
     except DaemonStartError as exc:
@@ -148,7 +150,7 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
 
     async def main() -> None:
         daemon = Daemon(home, serial=ns.serial, local_ped=ns.local_ped, pedclient=ns.pedclient,
-                        ntls_port=ns.ntls_port, ntls_ip=ns.ntls_ip)
+                        ntls_port=ns.ntls_port, ntls_ip=ns.ntls_ip, backup=ns.backup)
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
             pidfile.write()

@@ -56,7 +56,7 @@ _RECEIVE = 65536
 #: The calls that change the HSM's state: they wait for the daemon's command lock.
 LOCKED_OPS = frozenset(
     {Op.LOGIN, Op.LOGOUT, Op.GENERATE_KEY, Op.GENERATE_KEY_PAIR, Op.DESTROY_OBJECT,
-     Op.CLONE_OPEN, Op.CLONE_FRAME}
+     Op.CLONE_OPEN, Op.CLONE_FRAME, Op.ARCHIVE}
 )  # fmt: skip
 
 
@@ -365,18 +365,21 @@ async def dispatch(access: PartitionAccess, r: m.Request) -> m.Result:
         return m.Output(rid, r.OP, await access.decrypt(r.session, r.mechanism, r.key, r.data))
     elif isinstance(r, m.GenerateRandom):
         return m.Output(rid, r.OP, await access.generate_random(r.session, r.length))
-    elif isinstance(r, m.CloneOpen | m.CloneFrame):
-        return m.Output(rid, r.OP, _clone(access, r))
+    elif isinstance(r, m.CloneOpen | m.CloneFrame | m.Archive):
+        return m.Output(rid, r.OP, await _clone(access, r))
     return m.Done(rid, r.OP)
 
 
-def _clone(access: PartitionAccess, r: m.CloneOpen | m.CloneFrame) -> bytes:
-    """One end of a clone (`hsm.cloning`): the frames hsmclient relays, never read here."""
+async def _clone(access: PartitionAccess, r: m.CloneOpen | m.CloneFrame | m.Archive) -> bytes:
+    """One end of a clone (`hsm.cloning`, `hsm.backup`): the frames hsmclient relays,
+    never read here."""
     clones = getattr(access, "clones", None)
     if not isinstance(clones, ConnectionClones):
         raise Pkcs11Error(CKR.FUNCTION_NOT_SUPPORTED, "this HSM does not clone objects")
     if isinstance(r, m.CloneFrame):
-        return clones.feed(r.session, r.frames)
+        return await clones.feed(r.session, r.frames)
+    if isinstance(r, m.Archive):
+        return await clones.archive(r)
     source = r.role is m.CloneRole.SOURCE
     return clones.open(r.session, source=source, peer_serial=r.peer_serial, handles=r.handles)
 

@@ -16,7 +16,7 @@ from typing import Any
 from hsm import policy as pol
 from hsm.crypto import UnwrapFailed, random_key, wipe
 from hsm.enrol import imprint, wrap_role
-from hsm.errors import AlreadyExists, NotInitialised, NotLoggedIn, PolicyError
+from hsm.errors import AlreadyExists, InvalidCommand, NotInitialised, NotLoggedIn, PolicyError
 from hsm.pedport import PedSecret
 from hsm.policy import Role
 from hsm.state import HsmState, Notify, check_name, confirm
@@ -41,6 +41,9 @@ class PartitionCommands:
         st = self._state
         check_name("partition name", name)
         st.require_so()
+        if st.store.get_meta("backup_hsm") == "1":  # hsm.backup.BACKUP_META
+            raise InvalidCommand("this is a Backup HSM: it holds backup partitions, made by "
+                                 "`hsmclient partition archive backup`, not partitions")
         if st.store.get_partition(name):
             raise AlreadyExists(f"partition {name!r} already exists")
         serial = f"{st.serial}{secrets.randbelow(10**6):06d}"

@@ -25,12 +25,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from hsm import control
+from hsm.backup import BackupPartitions, is_backup_hsm, mark_backup_hsm
+from hsm.backup_access import BackupAccess
 from hsm.clock import TEST_CLOCK_ENV, clock_from_env
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
@@ -45,6 +48,7 @@ from ped.daemon import (
     watch_reopen_signal,
     watch_stop_signals,
 )
+from ped.pkcs11.token import PartitionAccess
 
 log = logging.getLogger("pedhsm")
 SOCKET_NAME = "control.sock"
@@ -70,6 +74,7 @@ class Daemon:
         pedclient: str | None,
         ntls_port: int = 0,
         ntls_ip: str | None = None,
+        backup: bool = False,
     ) -> None:
         if not 0 <= ntls_port <= 65535:
             raise InvalidCommand(f"--ntls-port {ntls_port} is not between 0 and 65535")
@@ -93,13 +98,25 @@ class Daemon:
             now=self.clock.now,
             hsm_rpv=lambda: self.hsm.ped.rpv_if_set(),
         )
+        if backup and not is_backup_hsm(self.store):
+            try:
+                mark_backup_hsm(self.store)
+            except HsmError:
+                self.store.close()
+                raise
         self.hsm = Hsm(home, self.store, self.master, self.clock, self.router, serial)
         self.router.serial = self.hsm.serial
+        #: A Backup HSM (`hsm.backup`; the home remembers it): its clients' view, `hsm show`.
+        self.backups = BackupPartitions(self.hsm.state) if is_backup_hsm(self.store) else None
+        access_for: Callable[[str], PartitionAccess] = self.hsm.client_access
+        if self.backups is not None:
+            st, logins = self.hsm.state, self.hsm.logins
+            access_for = lambda name: BackupAccess(st, logins, name)  # noqa: E731
         self._command_lock = trio.Lock()
         self.ntls: NtlsListener | None = None
         self.ntls_problem = "turned off (--ntls-port 0)"
         if ntls_port:
-            self.ntls = NtlsListener(home, self.hsm.serial, self.hsm.client_access,
+            self.ntls = NtlsListener(home, self.hsm.serial, access_for,
                                      self._command_lock, port=ntls_port, host=ntls_ip)  # fmt: skip
         self._stop = trio.Event()
         self.started = time.time()
@@ -170,6 +187,18 @@ class Daemon:
         entry = control.BY_NAME.get(command)
         if entry is None:
             raise ControlError(f"unknown command {command!r}", "bad-request")
+        if command == "hsm.show" and self.backups is not None:
+            shown = await self._handle(entry, args, progress)
+            shown["text"] = "\n".join([shown.get("text", ""), *self.backups.show_lines()])
+            if isinstance(shown.get("data"), dict):
+                shown["data"]["backup_partitions"] = self.backups.listing()
+            return shown
+        return await self._handle(entry, args, progress)
+
+    async def _handle(
+        self, entry: control.Command, args: dict[str, Any], progress: Progress
+    ) -> dict[str, Any]:
+        command = entry.name
         send, receive = trio.open_memory_channel[str](64)
 
         def notify(text: str) -> None:
@@ -239,7 +268,8 @@ class Daemon:
             f"   Home:             {self.home}",
             f"   Serial #:         {show['serial']}",
             f"   Label:            {show['label'] or '(none)'}",
-            f"   HSM state:        {show['state']}",
+            f"   HSM state:        {show['state']}"
+            + (" (Backup HSM)" if self.backups is not None else ""),
             f"   PED:              {status['mode']}"
             + (f" ({status['address']})" if status.get("address") else "")
             + (" - link lost, see `hsm ped show`" if status.get("lost") else ""),

@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the client listener's TCP port (default 1792; 0: no listener)")
     p.add_argument("--ntls-ip", dest="ntls_ip", metavar="A",
                    help="the address the client listener binds (default: every address)")
+    p.add_argument("--backup", action="store_true",
+                   help="a Backup HSM: it holds backup partitions (`hsmclient partition "
+                   "archive`), no partitions; the home remembers it")  # fmt: skip
     p.add_argument("--foreground", action="store_true", help="do not go to the background")
     # The same options as the relays' (ped.daemon.arguments, not imported here: the shell
     # starts on every command, and ped.daemon brings trio; tests/hsm checks they agree).

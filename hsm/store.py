@@ -14,8 +14,8 @@ half a state.
 Nothing stored here is a secret in the clear: role keys are wrapped under KEKs derived
 from PED secrets, the RPV and activation caches are sealed under the device key, the
 client path's PKCS#11 key values (`hsm.token`) under the partition's data key.  Schema 2
-adds those objects and the registered clients' partitions to version 1; a version-1 file
-is migrated in place in one transaction (a crash leaves version 1 intact).
+adds those objects and the clients' partitions, 3 a Backup HSM's (`hsm.backup_store`);
+an older file is migrated in place in one transaction (a crash leaves it as it was).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from typing import Any
 
 import attrs
 
+from hsm.backup_store import BACKUP_SCHEMA, BackupStore
 from hsm.errors import StateCorrupt
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILE = "state.db"
 
 _SCHEMA = """
@@ -133,12 +134,13 @@ class Store:
                 "restore it from a backup or start a new home"
             )
         self._db.executescript(_SCHEMA)
+        self.backups = BackupStore(self._db)  # a Backup HSM's backup partitions (schema 3)
         version = self.get_meta("schema_version")
-        if version in (None, "1"):
-            # A new file, or a version-1 file: add version 2's tables and the version in
-            # one transaction.
+        if version in (None, "1", "2"):
+            # A new file, or an older one: add the later versions' tables and the version
+            # in one transaction.
             with self.tx():
-                for statement in _SCHEMA_V2:
+                for statement in (*_SCHEMA_V2, *BACKUP_SCHEMA):
                     self._db.execute(statement)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif version != str(SCHEMA_VERSION):
@@ -288,6 +290,7 @@ class Store:
         what led to a zeroization can still be read."""
         for table in ("objects", "token_objects", "client_partitions", "activation", "partitions"):
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        self.backups.erase()
         self._db.execute("DELETE FROM roles WHERE NOT (scope=? AND role='auditor')", (HSM_SCOPE,))
 
     # --- objects --------------------------------------------------------------------

@@ -37,7 +37,8 @@ from hsmclient.commands import (
     certificate_command,
     server_command,
 )
-from hsmclient.commands_clone import add_partition_parser, partition_command
+from hsmclient.commands_archive import add_archive_parser, partition_command
+from hsmclient.commands_clone import add_partition_parser
 from hsmclient.commands_ha import add_hagroup_parser, hagroup_command
 from hsmclient.commands_slots import (
     add_slot_parsers,
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_certificate_parser(commands, _common)
     add_server_parser(commands, _common)
     add_slot_parsers(commands, _common)
-    add_partition_parser(commands, _common)
+    add_archive_parser(add_partition_parser(commands, _common), _common)
     add_hagroup_parser(commands, _common)
     add_vtl_parser(commands, _common)
     return parser
@@ -108,7 +109,7 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     return daemon_main(
-        _luna_slot_option(sys.argv[1:] if argv is None else argv),
+        luna_options(sys.argv[1:] if argv is None else argv),
         prog=PROG, modes=MODES, command_words=COMMAND_WORDS, parser=build_parser(),
         home_commands={"certificate": certificate_command, "server": server_command,
                        "slot": slot_list_command, "verify": verify_command,
@@ -121,18 +122,21 @@ def main(
     )
 
 
-#: Commands where LunaCM's ``-slot S`` is an option, not the ``slot`` command word.
-_SLOT_OPTION_COMMANDS = ("hagroup", "partition")
+#: Commands where LunaCM's ``-slot S`` / ``-partition P`` are options, not the ``slot``
+#: command word (or a word ``partition``) the Luna spellings would make of them.
+_LUNA_OPTION_COMMANDS = ("hagroup", "partition")
+_LUNA_OPTIONS = {"-slot": "--slot", "-partition": "--partition"}
 
 
-def _luna_slot_option(argv: Sequence[str]) -> list[str]:
-    """``-slot`` as ``--slot`` after ``hagroup``/``partition`` (LunaCM: ``hagroup
-    addMember -group L -slot S``); elsewhere ``-slot`` stays the command word."""
+def luna_options(argv: Sequence[str]) -> list[str]:
+    """LunaCM's ``hagroup addMember -group L -slot S`` and ``partition archive backup -slot
+    S -partition P``: ``-slot``/``-partition`` become options after ``hagroup`` and
+    ``partition``; elsewhere ``-slot`` stays the command word (``hsmclient -slot list``)."""
     words = list(argv)
     first = next((w.lstrip("-").lower() for w in words if not w.startswith("--")), "")
-    if first not in _SLOT_OPTION_COMMANDS:
+    if first not in _LUNA_OPTION_COMMANDS:
         return words
-    return [w if i == 0 or w.lower() != "-slot" else "--slot" for i, w in enumerate(words)]
+    return [w if i == 0 else _LUNA_OPTIONS.get(w.lower(), w) for i, w in enumerate(words)]
 
 
 def _start(args: argparse.Namespace, home: Path, config_path: Path, out: TextIO,

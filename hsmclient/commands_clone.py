@@ -5,9 +5,11 @@
 A clone of single objects (issue 17: ``hsmclient partition clone``) runs end to end
 between the two HSMs in a channel keyed by their partitions' cloning domain
 (docs/protocol/cloning.md); hsmclient only opens each end (``CLONE_OPEN``) and hands each
-HSM what the other answered (``CLONE_FRAME``, docs/protocol/client.md) until one answers
-nothing.  A domain that differs is refused by the target at the handshake and reported
-by the source; the target has created nothing.
+HSM what the other answered (``CLONE_FRAME``, docs/protocol/client.md; `relay`, also
+``partition archive``'s) until the source answers nothing: the objects go in batches that
+each fit one answer, the target answering nothing until the last.  A domain that differs
+is refused by the target at the handshake and reported by the source; the target has
+created nothing.
 
 The command asks the running daemon (the slot ids are its); the daemon logs in as each
 partition's Crypto Officer with the challenge given (``--password``, else asked for;
@@ -31,8 +33,9 @@ from ped.pkcs11.constants import CKA, CKR, CKU
 from ped.pkcs11.token import Attribute, Pkcs11Error
 from ped.tls.pins import Program
 
-#: Exchanges of one clone at most (a clone takes four; more means a peer misbehaves).
-MAX_HOPS = 8
+#: Exchanges of one clone beyond one per object (a clone of one batch takes two; more
+#: means a peer misbehaves).
+MAX_HOPS = 4
 
 
 async def relay_clone(
@@ -53,14 +56,35 @@ async def relay_clone(
         rid, s, m.CloneRole.TARGET, source_serial, ()))  # fmt: skip
     frames = await app.clone_call(source, lambda rid, s: m.CloneOpen(
         rid, s, m.CloneRole.SOURCE, target_serial, tuple(handles)))  # fmt: skip
-    ends = (target, source)
-    for hop in range(MAX_HOPS):
+    await relay(app, source, target, frames, max_hops=len(handles) + MAX_HOPS, tap=tap)
+    return len(handles)
+
+
+async def relay(
+    app: RemoteApplication,
+    source: int,
+    target: int,
+    frames: bytes,
+    *,
+    max_hops: int,
+    tap: Callable[[bytes], None] | None = None,
+) -> None:
+    """Relay an open clone from the source's first *frames* until the source is done.
+
+    The target's answer goes to the source; an empty one (the target is still receiving)
+    asks the source for its next batch of objects.  Each batch holds at least one object,
+    so *max_hops* (the objects + `MAX_HOPS`) bounds a peer that never ends.
+    """
+    for _hop in range(max_hops):
         if not frames:
-            return len(handles)
+            return
         if tap is not None:
             tap(frames)
-        frames = await app.clone_call(ends[hop % 2], _relay(frames))
-    raise Pkcs11Error(CKR.GENERAL_ERROR, f"the clone did not end after {MAX_HOPS} exchanges")
+        answer = await app.clone_call(target, _relay(frames))
+        if answer and tap is not None:
+            tap(answer)
+        frames = await app.clone_call(source, _relay(answer))
+    raise Pkcs11Error(CKR.GENERAL_ERROR, f"the clone did not end after {max_hops} exchanges")
 
 
 def _relay(frames: bytes) -> Callable[[int, int], m.Request]:
@@ -109,14 +133,16 @@ async def clone_command(backend: object, args: dict[str, Any]) -> dict[str, Any]
 # ---- the command line --------------------------------------------------------------
 
 
-def add_partition_parser(commands: Any, common: Any) -> None:
+def add_partition_parser(commands: Any, common: Any) -> Any:
+    """``partition clone``; the subparsers, for ``partition archive``."""
     partition = commands.add_parser("partition", help="partitions seen through the slots")
-    actions = partition.add_subparsers(dest="action", metavar="{clone}")
+    actions = partition.add_subparsers(dest="action", metavar="{clone,archive}")
     clone = actions.add_parser(
         "clone", help="clone objects from one slot's partition into another's, HSM to HSM "
         "(same cloning domain); hsmclient relays them unread")  # fmt: skip
     common(clone)
-    clone.add_argument("--source-slot", "-sourceslot", required=True, type=int, metavar="S",
+    clone.add_argument("--source-slot", "--sourceslot", "-sourceslot", required=True, type=int,
+                       metavar="S",
                        help="the slot holding the objects")  # fmt: skip
     clone.add_argument("--objects", "-objects", required=True, metavar="LABEL[,LABEL]",
                        help="labels of the objects to clone (every object of each label)")
@@ -134,13 +160,14 @@ def add_partition_parser(commands: Any, common: Any) -> None:
                         help="the target Crypto Officer's challenge, if it differs")
     target.add_argument("--target-password-file", metavar="FILE",
                         help="a file holding the target Crypto Officer's challenge")
+    return actions
 
 
 #: A challenge secret has at most 256 bytes (hsm.roles.MAX_CHALLENGE); a line end may follow.
 MAX_CHALLENGE_FILE = 258
 
 
-def _challenge_file(path: str) -> str:
+def read_challenge_file(path: str) -> str:
     """The challenge in *path* (its line end dropped); a clear error names what is wrong."""
     try:
         with open(path, "rb") as f:
@@ -164,10 +191,10 @@ def partition_command(
     """``partition clone``: ask the running daemon to relay the clone."""
     try:
         password = (args.password
-                    or (_challenge_file(args.password_file) if args.password_file else None)
+                    or (read_challenge_file(args.password_file) if args.password_file else None)
                     or getpass.getpass("Crypto Officer challenge: "))  # fmt: skip
         target_password = args.target_password or (
-            _challenge_file(args.target_password_file) if args.target_password_file else None
+            read_challenge_file(args.target_password_file) if args.target_password_file else None
         )
     except ValueError as exc:
         err.write(f"{prog}: {exc}\n")

@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from hsmclient.commands_clone import _challenge_file  # shared with partition clone
+from hsmclient.commands_clone import read_challenge_file
 from hsmclient.ha.control import EDITS, member_rows, offline
 from hsmclient.settings import Layout
 from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
@@ -107,7 +107,7 @@ def hagroup_command(
     request = _request(args)
     try:
         if getattr(args, "password_file", None):
-            request["password"] = _challenge_file(args.password_file)
+            request["password"] = read_challenge_file(args.password_file)
         elif getattr(args, "password", None):
             request["password"] = args.password
         elif args.action in NEEDS_CHALLENGE:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, cast
 import attrs
 import trio
 
+from hsmclient.commands_archive import archive_command
 from hsmclient.commands_clone import clone_command
 from hsmclient.ha.control import ha_command
 from hsmclient.p11kit import open_p11kit_listener
@@ -163,6 +164,7 @@ class HsmClient(DaemonSkeleton[None]):
         self.extra_commands["slots"] = self._slots_command
         self.extra_commands["clone"] = lambda args, _progress: clone_command(self.backend, args)
         self.extra_commands["hagroup"] = lambda args, _progress: ha_command(self.backend, args)
+        self.extra_commands["archive"] = lambda args, _p: archive_command(self.backend, args)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED
@@ -210,7 +212,7 @@ class HsmClient(DaemonSkeleton[None]):
         """Applications' connections end with the p11-kit server's cancellation."""
 
     def known_commands(self) -> str:
-        return "show, stop, slots, clone and hagroup"
+        return "show, stop, slots, clone, archive and hagroup"
 
     # ------------------------------------------------------------------ control
 

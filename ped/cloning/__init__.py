@@ -3,10 +3,12 @@
 `CloneInitiator` / `CloneResponder` run the handshake (``ped.cloning.handshake``: Noise
 NNpsk0 keyed by the domain; domains that differ fail here); `ObjectSender` /
 `ObjectReceiver` move the objects over the resulting `CloneChannel`
-(``ped.cloning.stream``: numbered, sealed, an end marker, all or nothing);
+(``ped.cloning.stream``: numbered, sealed, an end marker, all or nothing), in batches
+that each fit one relayed answer (``ped.cloning.batches``);
 ``ped.cloning.messages`` holds the bytes.  docs/protocol/cloning.md documents them.
 """
 
+from ped.cloning.batches import END_ROOM, ObjectBatches, Outgoing
 from ped.cloning.errors import (
     CloneAuthFailed,
     CloneIncomplete,
@@ -50,6 +52,7 @@ from ped.cloning.stream import (
 
 __all__ = [
     "CLONE_VERSION",
+    "END_ROOM",
     "FINGERPRINT_LABEL",
     "MAX_OBJECTS",
     "PSK_LABEL",
@@ -73,8 +76,10 @@ __all__ = [
     "CloningError",
     "DomainMismatch",
     "EndMarker",
+    "ObjectBatches",
     "ObjectReceiver",
     "ObjectSender",
+    "Outgoing",
     "ReceiverState",
     "ResultStatus",
     "SenderState",

@@ -120,7 +120,8 @@ class ObjectSender:
         self._move("result")
         try:
             result = CloneResult.decode(self._channel.open(frame, CloneType.CLONE_RESULT))
-            if result.status is ResultStatus.STORED and result.stored != self._count:
+            # A target that held some objects already (a restore with --add) stores fewer.
+            if result.status is ResultStatus.STORED and result.stored > self._count:
                 raise CloneProtocolError(
                     f"the target says it stored {result.stored} objects; {self._count} were sent"
                 )
@@ -187,11 +188,15 @@ class ObjectReceiver:
         self._move("end")
         return CloneComplete(tuple(self._objects))
 
-    def accept_all(self) -> Frame:
-        """CLONE_RESULT STORED: call once every object is durably stored."""
+    def accept_all(self, stored: int | None = None) -> Frame:
+        """CLONE_RESULT STORED: call once every object is durably stored (*stored*: how
+        many were new to the target, when it kept some it held already; else all)."""
         self._move("accept")
+        count = len(self._objects) if stored is None else stored
+        if not 0 <= count <= len(self._objects):
+            raise CloneMisuse(f"stored {count} of {len(self._objects)} objects?")
         try:
-            result = CloneResult(ResultStatus.STORED, len(self._objects))
+            result = CloneResult(ResultStatus.STORED, count)
             return self._channel.seal(CloneType.CLONE_RESULT, result.encode())
         finally:
             self._finish()

@@ -32,6 +32,9 @@ from ped.errors import (
 )
 from ped.ntls import values as v
 from ped.ntls.messages import (
+    MAX_ARCHIVE_LABEL,
+    MAX_ARCHIVE_LABELS,
+    MAX_ARCHIVE_NAME,
     MAX_CLONE_HANDLES,
     MAX_IN_FLIGHT,
     MAX_SOFTWARE,
@@ -39,6 +42,9 @@ from ped.ntls.messages import (
     REQUEST_TYPES,
     RESULT_OF,
     Answer,
+    Archive,
+    ArchiveAction,
+    ArchiveMode,
     Attributes,
     CloneFrame,
     CloneOpen,
@@ -142,6 +148,15 @@ def _write_request(w: Writer, m: Request) -> None:
     elif isinstance(m, CloneFrame):
         w.u64(m.session)
         _write_data(w, m.frames, v.MAX_OUTPUT)
+    elif isinstance(m, Archive):
+        if len(m.labels) > MAX_ARCHIVE_LABELS:
+            raise LocalProtocolError(f"an archive names at most {MAX_ARCHIVE_LABELS} labels")
+        w.u64(m.session).u8(m.action).u8(m.mode)
+        v.write_serial(w, m.peer_serial)
+        v.write_text(w, m.name, MAX_ARCHIVE_NAME, "backup partition name")
+        w.u16(len(m.labels))
+        for label in m.labels:
+            v.write_text(w, label, MAX_ARCHIVE_LABEL, "label")
 
 
 def _write_data(w: Writer, data: bytes, limit: int) -> None:
@@ -282,6 +297,8 @@ def _read_request(r: Reader, request_id: int, op: Op) -> Request:
         return CloneOpen(request_id, session, role, peer, handles)
     if op is Op.CLONE_FRAME:
         return CloneFrame(request_id, session, _read_data(r, "cloning frames", v.MAX_OUTPUT))
+    if op is Op.ARCHIVE:
+        return _read_archive(r, request_id, session)
     mech = v.read_mechanism(r)
     key = r.u64("key")
     data = _read_data(r, "data", v.MAX_DATA)
@@ -294,6 +311,16 @@ def _read_request(r: Reader, request_id: int, op: Op) -> Request:
     if op is Op.ENCRYPT:
         return Encrypt(request_id, session, mech, key, data)
     return Decrypt(request_id, session, mech, key, data)
+
+
+def _read_archive(r: Reader, request_id: int, session: int) -> Archive:
+    action = ArchiveAction(r.u8("archive action", low=min(ArchiveAction), high=max(ArchiveAction)))
+    mode = ArchiveMode(r.u8("archive mode", low=min(ArchiveMode), high=max(ArchiveMode)))
+    peer = v.read_serial(r)
+    name = v.read_text(r, "backup partition name", MAX_ARCHIVE_NAME)
+    count = r.u16("label count", high=MAX_ARCHIVE_LABELS)
+    labels = tuple(v.read_text(r, "label", MAX_ARCHIVE_LABEL) for _ in range(count))
+    return Archive(request_id, session, action, mode, peer, name, labels)
 
 
 def _read_result(r: Reader, request_id: int, op: Op) -> Result:

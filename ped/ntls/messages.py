@@ -4,7 +4,8 @@ Seven frame types (the ``RP`` envelope of ``ped.wire.framing``, types 0x70-0x76;
 bytes are ``ped.ntls.frames``'): ``Hello``/``Welcome``/``Refused`` open a connection,
 ``Close`` ends it, a ``REQUEST`` frame carries one call of
 ``ped.pkcs11.token.PartitionAccess`` (an `Op` and its arguments) or one step of a clone
-between two HSMs (`CloneOpen`, `CloneFrame`: cloning frames relayed as opaque bytes), and
+between two HSMs (`CloneOpen`, `CloneFrame`: cloning frames relayed as opaque bytes; `Archive`:
+the ends of a backup HSM's backup and restore), and
 a ``RESULT`` or ``FAILURE`` frame answers the request with the same request id.  Every
 request and result is a frozen attrs class; a request's ``OP`` names the call.
 
@@ -72,6 +73,7 @@ class Op(enum.IntEnum):
     GENERATE_RANDOM = 17
     CLONE_OPEN = 18
     CLONE_FRAME = 19
+    ARCHIVE = 20
 
 
 class CloneRole(enum.IntEnum):
@@ -83,6 +85,31 @@ class CloneRole(enum.IntEnum):
 
 #: Objects one `CloneOpen` may name (all their frames travel in one `Output`).
 MAX_CLONE_HANDLES = 64
+
+
+class ArchiveAction(enum.IntEnum):
+    """What an `Archive` request does (docs/protocol/client.md, op 20)."""
+
+    LIST = 1  # the backup HSM's backup partitions (JSON)
+    DELETE = 2  # delete one backup partition
+    BACKUP_SOURCE = 3  # a partition sends its objects to a backup partition
+    BACKUP_TARGET = 4  # the backup HSM receives them (answers the backup partition's serial)
+    RESTORE_SOURCE = 5  # the backup HSM sends a backup partition's objects
+    RESTORE_TARGET = 6  # a partition receives them
+
+
+class ArchiveMode(enum.IntEnum):
+    """How the receiving end treats what it holds already."""
+
+    NEW = 0  # a new backup partition (refused if the name exists)
+    ADD = 1  # keep what is there, add what is missing (--append / --add)
+    REPLACE = 2  # drop what is there, in the same transaction (--replace)
+
+
+#: Labels one `Archive` request may name; the length of a backup partition's name.
+MAX_ARCHIVE_LABELS = 64
+MAX_ARCHIVE_NAME = 32
+MAX_ARCHIVE_LABEL = 256
 
 
 class NtlsCloseCode(enum.IntEnum):
@@ -316,11 +343,29 @@ class CloneFrame:
     frames: bytes = attrs.field(repr=False)
 
 
+@attrs.frozen
+class Archive:
+    """One step of a backup HSM's ``partition archive`` command on this session.
+
+    *name* is the backup partition's, *peer_serial* the other end's partition serial,
+    *labels* (BACKUP_SOURCE only) the labels of the objects backed up (none: all).
+    """
+
+    OP: ClassVar[Op] = Op.ARCHIVE
+    request_id: int
+    session: int
+    action: ArchiveAction
+    mode: ArchiveMode
+    peer_serial: str
+    name: str
+    labels: tuple[str, ...] = ()
+
+
 KeyOperation = Sign | Encrypt | Decrypt
 Request = (
     ListPartitions | GetTokenInfo | GetMechanisms | OpenSession | CloseSession | Login | Logout
     | GenerateKey | GenerateKeyPair | FindObjects | GetAttributes | DestroyObject | Sign
-    | Verify | Encrypt | Decrypt | GenerateRandom | CloneOpen | CloneFrame
+    | Verify | Encrypt | Decrypt | GenerateRandom | CloneOpen | CloneFrame | Archive
 )  # fmt: skip
 
 
@@ -410,7 +455,7 @@ RequestBuilder = Callable[[int], Request]
 REQUEST_TYPES: tuple[type, ...] = (
     ListPartitions, GetTokenInfo, GetMechanisms, OpenSession, CloseSession, Login, Logout,
     GenerateKey, GenerateKeyPair, FindObjects, GetAttributes, DestroyObject, Sign, Verify,
-    Encrypt, Decrypt, GenerateRandom, CloneOpen, CloneFrame,
+    Encrypt, Decrypt, GenerateRandom, CloneOpen, CloneFrame, Archive,
 )  # fmt: skip
 
 #: What each call answers when it succeeds (the shape of its RESULT frame).
@@ -420,7 +465,7 @@ RESULT_OF: dict[Op, type] = {
     Op.GENERATE_KEY: Handle, Op.GENERATE_KEY_PAIR: KeyPair, Op.FIND_OBJECTS: Handles,
     Op.GET_ATTRIBUTES: Attributes, Op.DESTROY_OBJECT: Done, Op.SIGN: Output, Op.VERIFY: Done,
     Op.ENCRYPT: Output, Op.DECRYPT: Output, Op.GENERATE_RANDOM: Output,
-    Op.CLONE_OPEN: Output, Op.CLONE_FRAME: Output,
+    Op.CLONE_OPEN: Output, Op.CLONE_FRAME: Output, Op.ARCHIVE: Output,
 }  # fmt: skip
 
 

@@ -38,6 +38,8 @@ Figures (``bench-results.json``):
 * ``ha``: signs per second through an HA group's virtual slot with 1, 2 and 3 members
   (the ratio to one member), and the failover pause (p50, p99) an application sees when
   a member's pedhsm is killed: see `pedtools.bench.ha`.
+* ``backup``: objects per second of a backup into a Backup HSM and of a restore
+  (``--replace``) from it, HSM to HSM through hsmclient: see `pedtools.bench.backup`.
 * ``idle_link_kib``: pedserver's resident memory growth (VmRSS) per idle link, over
   1,000 links opened through pedclient and left idle.
 * ``pin_kdf_ms``: the PED PIN derivation (scrypt) alone.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pedtools.bench.backup import markdown as backup_markdown
 from pedtools.bench.clientpath import markdown as clientpath_markdown
 from pedtools.bench.ha import markdown as ha_markdown
 
@@ -31,6 +32,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines += _latency_table(r)
     lines += clientpath_markdown(r)
     lines += ha_markdown(r)
+    lines += backup_markdown(r)
     lines += [
         "| K links (K PEDs, one pedserver) | logins/s | p50 ms | p99 ms | errors |",
         "| --- | --- | --- | --- | --- |",

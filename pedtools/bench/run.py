@@ -22,7 +22,7 @@ import attrs
 
 from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
-from pedtools.bench import clientpath, ha, report
+from pedtools.bench import backup, clientpath, ha, report
 from pedtools.bench.limits import BENCH_SERVER_CONFIG, raise_fd_limit
 from pedtools.bench.p2p import run_p2p_jobs
 from pedtools.bench.procs import (
@@ -179,6 +179,7 @@ def run(plan: Plan, out: Path, work: Path, log: Any) -> dict[str, Any]:
             measure_latencies(rig, plan, results, log)
             results["clientpath"] = clientpath.measure(work, results["quick"], log)
             results["ha"] = ha.measure(work, results["quick"], log)
+            results["backup"] = backup.measure(work, results["quick"], log)
         results["throughput"] = []
         if plan.only_latency:
             return results

@@ -43,15 +43,15 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     home = _v1_home(tmp_path)
     s = Store(home)
     try:
-        assert SCHEMA_VERSION == 2
-        assert s.get_meta("schema_version") == "2"
+        assert SCHEMA_VERSION == 3
+        assert s.get_meta("schema_version") == "3"
         part = s.get_partition("old")
         assert part is not None and part.serial == "15000100001"
         assert s.token_objects("old") == [] and s.assigned_partitions("x") == []
     finally:
         s.close()
-    assert {"token_objects", "clients", "client_partitions"} <= _tables(home)
-    Store(home).close()  # and opens again as version 2
+    assert {"token_objects", "clients", "client_partitions", "backup_partitions"} <= _tables(home)
+    Store(home).close()  # and opens again as version 3
 
 
 def test_an_interrupted_migration_leaves_version_1(
@@ -73,9 +73,9 @@ def test_an_interrupted_migration_leaves_version_1(
 def test_a_newer_version_is_refused(tmp_path: Path) -> None:
     home = _v1_home(tmp_path)
     db = sqlite3.connect(home / DB_FILE, isolation_level=None)
-    db.execute("UPDATE meta SET v='3' WHERE k='schema_version'")
+    db.execute("UPDATE meta SET v='4' WHERE k='schema_version'")
     db.close()
-    with pytest.raises(StateCorrupt, match="schema version 3"):
+    with pytest.raises(StateCorrupt, match="schema version 4"):
         Store(home)
 
 

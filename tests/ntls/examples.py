@@ -54,6 +54,8 @@ EXAMPLES: dict[str, m.Message] = {
     "generate_random": m.GenerateRandom(17, 7, 16),
     "clone_open": m.CloneOpen(18, 7, m.CloneRole.SOURCE, "1500020001", (41, 42)),
     "clone_frame": m.CloneFrame(19, 7, bytes.fromhex("525001780000000000")),
+    "archive": m.Archive(20, 7, m.ArchiveAction.BACKUP_SOURCE, m.ArchiveMode.NEW,
+                         "150003000001", "nightly", ("k1",)),
     "result_partitions": m.Partitions(1, (PartitionInfo("1500010001", "app", True, True),)),
     "result_token_info": m.TokenInfoResult(2, TokenInfo("app", "1500010001", flags=0x40D)),
     "result_mechanisms": m.Mechanisms(
@@ -72,6 +74,7 @@ EXAMPLES: dict[str, m.Message] = {
     ),
     "result_sign": m.Output(13, m.Op.SIGN, b"sig"),
     "result_clone_frame": m.Output(19, m.Op.CLONE_FRAME, bytes.fromhex("525001790000000000")),
+    "result_archive": m.Output(20, m.Op.ARCHIVE, b"150003000001"),
     "failure": m.Failure(6, CKR.PIN_INCORRECT, "wrong challenge"),
 }
 
