@@ -16,7 +16,9 @@ Errors (never a counted failed login):
 
 The transport reads inline (no background task): ``receive`` and ``begin_operation``
 each read until they get what they wait for; an end-to-end frame that arrives while
-``begin_operation`` waits is kept for the next ``receive``.  Between operations nothing
+``begin_operation`` waits is kept for the next ``receive``.  On a link of version 3
+(`PIPELINE_VERSION`) ``begin_operation_with`` sends a hold's first frames behind its
+OP_BEGIN (`ped.transport.PipelinesFrames`): one round trip per PED operation.  Between operations nothing
 would read, so a link that pedserver or pedclient closed would go unnoticed until the
 next operation: an HSM that keeps a link open runs ``wait_closed`` in a task of its own,
 which reads while no operation is in progress (an operation takes over at once) and
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -42,6 +45,7 @@ from ped.link.messages import (
     MAX_OP_TIMEOUT,
     MAX_OP_WAIT_MS,
     OP_TIMEOUT_VERSION,
+    PIPELINE_VERSION,
     Busy,
     Close,
     ConnectCode,
@@ -152,6 +156,11 @@ class PedclientTransport:
         return None if self._closed is None else str(self._closed)
 
     @property
+    def pipelines(self) -> bool:
+        """Whether a hold's first frames may go with its OP_BEGIN (link version 3 on)."""
+        return self.result.version >= PIPELINE_VERSION
+
+    @property
     def operation_held(self) -> bool:
         return self._link.connection.op_state is OpState.HELD
 
@@ -217,6 +226,15 @@ class PedclientTransport:
                 # refuses them); anything else was handled by _next.
 
     async def begin_operation(self, *, wait: float = 0.0) -> None:
+        await self.begin_operation_with((), wait=wait)
+
+    async def begin_operation_with(self, frames: Sequence[Frame], *, wait: float = 0.0) -> None:
+        """`begin_operation` with *frames* behind the OP_BEGIN (see `ped.transport`)."""
+        if frames and not self.pipelines:
+            raise LocalProtocolError(
+                f"link version {self.result.version} cannot pipeline frames behind OP_BEGIN")
+        if any(frame.type not in E2E_RANGE for frame in frames):
+            raise LocalProtocolError("only end-to-end frames go behind OP_BEGIN")
         self._check_open()
         wait_ms = min(max(int(wait * 1000), 0), MAX_OP_WAIT_MS)
         if self._link.connection.op_state is not OpState.FREE:
@@ -224,15 +242,15 @@ class PedclientTransport:
         self._operation_starts()
         granted = False
         try:
-            await self._begin(wait_ms)
+            await self._begin(wait_ms, tuple(frames))
             granted = True
         finally:
             if not granted:
                 self._operation_over()
 
-    async def _begin(self, wait_ms: int) -> None:
+    async def _begin(self, wait_ms: int, frames: tuple[Frame, ...]) -> None:
         async with self._receive_lock:
-            await self._send(OpBegin(wait_ms, self._op_timeout))
+            await self._send(OpBegin(wait_ms, self._op_timeout), *map(EndToEnd, frames))
             try:
                 with trio.fail_after(wait_ms / 1000 + ANSWER_MARGIN):
                     while True:
@@ -243,7 +261,8 @@ class PedclientTransport:
                             holder = f" (held by {event.holder})" if event.holder else ""
                             raise PedBusy(
                                 f"the PED at {self.target} is busy with another HSM's "
-                                f"operation{holder}; try again when it is free"
+                                f"operation{holder}; try again when it is free",
+                                undelivered=frames,  # pedserver discarded them
                             )
                         if isinstance(event, EndToEnd):
                             self._pending.append(event.frame)
@@ -289,9 +308,9 @@ class PedclientTransport:
         if self._closed is not None:
             raise LinkClosed(str(self._closed), self._closed.code)
 
-    async def _send(self, message: EndToEnd | OpBegin | OpEnd) -> None:
+    async def _send(self, message: EndToEnd | OpBegin | OpEnd, *more: EndToEnd) -> None:
         try:
-            await self._link.send(message)
+            await self._link.send_many([message, *more])
         except LinkClosed:
             if self.ended is None:
                 self.ended = LinkEnd(
