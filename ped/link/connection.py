@@ -37,9 +37,9 @@ own view is then DISCARDING until the next OpBegin, and each such frame comes ou
 and sends the same bytes again in its next hold (a sealed frame is never sealed anew).
 
 The transitions are data (`LINK_TRANSITIONS`, `OP_TRANSITIONS`, `OP_MIN_VERSION`,
-`BUSY_SENT`) so that tests and the protocol document can enumerate them.  Version negotiation lives here too: a welcome
-must choose a version both ends speak, never below our minimum, and an idle timeout no
-longer than ours (the shorter end wins).
+`BUSY_SENT`) so that tests and the protocol document can enumerate them.  Version
+negotiation lives here too: a welcome must choose a version both ends speak, never
+below our minimum, and an idle timeout no longer than ours (the shorter end wins).
 """
 
 from __future__ import annotations

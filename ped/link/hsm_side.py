@@ -18,11 +18,12 @@ The transport reads inline (no background task): ``receive`` and ``begin_operati
 each read until they get what they wait for; an end-to-end frame that arrives while
 ``begin_operation`` waits is kept for the next ``receive``.  On a link of version 3
 (`PIPELINE_VERSION`) ``begin_operation_with`` sends a hold's first frames behind its
-OP_BEGIN (`ped.transport.PipelinesFrames`): one round trip per PED operation.  Between operations nothing
-would read, so a link that pedserver or pedclient closed would go unnoticed until the
-next operation: an HSM that keeps a link open runs ``wait_closed`` in a task of its own,
-which reads while no operation is in progress (an operation takes over at once) and
-returns when the link ends, with `PedclientTransport.ended` saying who ended it and why.
+OP_BEGIN (`ped.transport.PipelinesFrames`): one round trip per PED operation.
+Between operations nothing would read, so a link that pedserver or pedclient closed
+would go unnoticed until the next operation: an HSM that keeps a link open runs
+``wait_closed`` in a task of its own, which reads while no operation is in progress
+(an operation takes over at once) and returns when the link ends, with
+`PedclientTransport.ended` saying who ended it and why.
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ async def test_without_the_proxy_nothing_takes_mock_time(clock, home, keys):
 async def test_an_hsm_that_waits_still_works_on_a_version_3_link(clock, home, keys):
     async with long_link(home, keys) as rig:
         connect, login, transport = await connect_and_login(rig, pipelining=False)
+    assert transport.inner.pipelines and not transport.pipelines
     assert (round_trips(connect), round_trips(login)) == (3, 2)
 
 
