@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pedtools.bench.clientpath import markdown as clientpath_markdown
+from pedtools.bench.rtt import markdown as rtt_markdown
 
 TARGETS = {
     "login_ratio": 1.5,
@@ -28,6 +29,7 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if "login_p50_ms" in r:
         lines += _latency_table(r)
+    lines += rtt_markdown(r)
     lines += clientpath_markdown(r)
     lines += [
         "| K links (K PEDs, one pedserver) | logins/s | p50 ms | p99 ms | errors |",
