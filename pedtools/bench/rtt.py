@@ -9,19 +9,16 @@ figure is ``(p50 over the proxy - p50 direct) / RTT``: the round trips the opera
 waited for.  The proxy does not delay TCP's own handshake to it (a real long link adds
 a round trip for it, and one for TLS in the peer-to-peer mode).
 
-    python -m pedtools.bench.rtt [--quick]    (also part of ``make bench``)
+Part of ``make bench``; alone: ``python -m pedtools.bench.rtt_alone [--quick]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -114,35 +111,3 @@ def _run_client(job: dict[str, Any], work: Path) -> dict[str, Any]:
         raise RuntimeError(f"bench rtt client failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])["result"]
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """This figure alone, on its own pedclient and pedserver (the bench's rig)."""
-    from pedtools.bench.run import FULL, QUICK, Rig
-
-    parser = argparse.ArgumentParser(prog="python -m pedtools.bench.rtt")
-    parser.add_argument("--quick", action="store_true", help="100 ms only, 2 samples")
-    parser.add_argument("--out", metavar="FILE", help="also write the JSON figure here")
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="ped-bench-rtt-"))
-
-    def log(text: str) -> None:
-        print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-    try:
-        rig = Rig(work, QUICK if args.quick else FULL)
-        try:
-            result = measure(work, rig.ped_port, str(rig.client.home / "pedclient.sock"),
-                             str(rig.keyring), quick=args.quick, log=log)
-        finally:
-            rig.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("\n".join(markdown({"rtt": result})))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
