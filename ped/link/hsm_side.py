@@ -34,12 +34,18 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-import attrs
 import trio
 
 from ped.errors import LocalProtocolError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, LinkState, OpState, Side
-from ped.link.errors import ConnectUnavailable, LinkClosed, connect_failure, describe_close
+from ped.link.errors import (
+    ConnectUnavailable,
+    LinkClosed,
+    LinkEnd,
+    connect_failure,
+    describe_close,
+    end_of_close,
+)
 from ped.link.messages import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
@@ -66,60 +72,6 @@ from ped.wire.types import E2E_RANGE, CloseCode
 ANSWER_MARGIN = 30.0
 #: pedclient's local endpoint, in its home directory.
 PEDCLIENT_SOCKET_NAME = "pedclient.sock"
-
-
-@attrs.frozen
-class LinkEnd:
-    """Who ended a link and why, in an operator's words.
-
-    *by* names the party that closed it ("pedserver", "pedclient", "the PED",
-    "this HSM"); *why* is short ("stopped", "idle timeout"); *detail* is the whole
-    message the link gave.
-    """
-
-    by: str
-    why: str
-    detail: str
-
-    def sentence(self, target: str) -> str:
-        return f"the remote PED link to {target} was closed by {self.by} ({self.why})"
-
-
-def _named(text: str, default: str) -> str:
-    """Which daemon a Close's text names (the relays start their texts with their name)."""
-    lowered = text.lower()
-    for name in ("pedserver", "pedclient"):
-        if lowered.startswith(name) or f"{name} is stopping" in lowered:
-            return name
-    return default
-
-
-def end_of_close(code: CloseCode, text: str) -> LinkEnd:
-    """Who ended a link that pedclient closed with Close(*code*, *text*) towards the HSM.
-
-    pedclient forwards pedserver's own Close unchanged, so the code and its text say
-    whose decision it was; pedclient's own closes (the connection to pedserver lost,
-    pedserver silent, pedclient stopping) name pedclient.
-    """
-    detail = describe_close(code, text)
-    if code is CloseCode.SHUTTING_DOWN:
-        return LinkEnd(_named(text, "the daemon at the other end"), "stopped", detail)
-    if code is CloseCode.IDLE_TIMEOUT:
-        return LinkEnd(_named(text, "pedserver"), "idle timeout", detail)
-    if code is CloseCode.DEVICE_GONE:
-        return LinkEnd("pedserver", "the PED went away (unplugged?)", detail)
-    if code is CloseCode.DEVICE_ABSENT:
-        return LinkEnd("pedserver", "no PED attached", detail)
-    if code is CloseCode.SERVER_GONE:
-        return LinkEnd(
-            "pedclient", "its connection to pedserver was lost: pedserver stopped or the "
-            "network failed", detail,
-        )
-    if code is CloseCode.PEER_UNRESPONSIVE:
-        return LinkEnd(_named(text, "pedclient"), "the other end stopped answering", detail)
-    if code is CloseCode.PROTOCOL_ERROR:
-        return LinkEnd(_named(text, "pedclient"), "protocol error", detail)
-    return LinkEnd(_named(text, "pedclient"), "closed", detail)
 
 
 def default_pedclient_socket(home: str | os.PathLike[str] | None = None) -> Path:
