@@ -15,9 +15,11 @@ import hmac
 import pytest
 import trio
 
+import pedclient.client
 import pedserver.admission
 from keys.colors import Color
 from ped.hsm_api import open_ped_session
+from ped.link import LinkHello
 from ped.link.connection import negotiate_version
 from tests.link.rtt_rig import Keys, Recorder, clock, long_link, make_keys, round_trips
 
@@ -78,6 +80,17 @@ async def test_a_version_2_pedserver_is_waited_for(clock, home, keys, monkeypatc
     and waits for each OP_GRANTED, as before."""
     monkeypatch.setattr(pedserver.admission, "negotiate_version",
                         functools.partial(negotiate_version, high=2))
+    async with long_link(home, keys) as rig:
+        connect, login, transport = await connect_and_login(rig)
+    assert transport.inner.result.version == 2 and not transport.pipelines
+    assert (round_trips(connect), round_trips(login)) == (3, 2)
+
+
+async def test_a_version_2_pedclient_is_waited_for(clock, home, keys, monkeypatch):
+    """An older pedclient (its hello offers up to version 2) with this pedserver: the
+    link is version 2, and the HSM waits."""
+    monkeypatch.setattr(pedclient.client, "LinkHello",
+                        functools.partial(LinkHello, max_version=2))
     async with long_link(home, keys) as rig:
         connect, login, transport = await connect_and_login(rig)
     assert transport.inner.result.version == 2 and not transport.pipelines
