@@ -14,11 +14,11 @@ starts and ends, never what it is.
 
 Over a long link each wait for the far end costs a round trip, so a transport that can
 (`PipelinesFrames`: a pedclient link of version 3) sends a hold's first frames behind
-its request, before the answer.  `begin_with_frames` is how the HSM side begins a hold
-with its first frames on any transport.  A frame is never lost and never sealed twice:
-the far end delivers the frames if it grants the hold, and if the PED is busy nothing of
-them reaches it and `PedBusy.undelivered` gives them back, to be sent again as the same
-bytes (a sealed frame re-sent unchanged reuses no nonce: it is the same message).
+its request, before the answer (``ped.hsm_api`` does, where a transport can).  A frame
+is never lost and never sealed twice: the far end delivers the frames if it grants the
+hold, and if the PED is busy none of them reaches it and `PedBusy.undelivered` gives
+them back, to be sent again as the same bytes (a sealed frame re-sent unchanged reuses
+no nonce: it is the same message).
 
 `TransportError` and its kinds are the path's errors, whoever raises them: always
 retriable (a subclass never says otherwise), never a counted failed login.  A relay that
@@ -51,8 +51,9 @@ class TransportClosed(TransportError):
 class PedBusy(TransportError):
     """The PED is serving another HSM's operation; try again when it is free.
 
-    *undelivered*: the frames given to `begin_with_frames` for this hold, none of which
-    reached the PED (send them again, unchanged, in a later hold).
+    *undelivered*: the frames pipelined behind this hold's request
+    (`PipelinesFrames.begin_operation_with`), none of which reached the PED (send them
+    again, unchanged, in a later hold).
     """
 
     def __init__(self, message: str, *, undelivered: Sequence[Frame] = ()) -> None:
@@ -102,21 +103,3 @@ class PipelinesFrames(Protocol):
         delivers none of them and this raises `PedBusy` with them as ``undelivered``.
         """
 
-
-async def begin_with_frames(
-    transport: FrameTransport, frames: Sequence[Frame], *, wait: float = 0.0
-) -> None:
-    """Take the PED for one hold and send *frames* as its first frames, in order.
-
-    Pipelined (one round trip) where *transport* can, else the hold then the frames.
-    `PedBusy` (its ``undelivered`` are *frames*) means the PED got none of them.
-    """
-    if isinstance(transport, PipelinesFrames) and transport.pipelines:
-        await transport.begin_operation_with(frames, wait=wait)
-        return
-    try:
-        await transport.begin_operation(wait=wait)
-    except PedBusy as exc:
-        raise PedBusy(str(exc), undelivered=frames) from None
-    for frame in frames:
-        await transport.send(frame)

@@ -22,11 +22,12 @@ yields a `PedSession`.  Each operation is request/response on the sans-IO
 * sealing and sending happen under one lock (the channel's nonces must go out in order),
   and a send is shielded from cancellation so a frame is never half written;
 * each hold's first frame (the HANDSHAKE_INIT, the request, the goodbye) goes with the
-  hold's request (`ped.transport.begin_with_frames`: one round trip per operation on a
-  link that pipelines).  If the PED is busy, the request sealed for that hold never
-  reached it: the session keeps it, with a CANCEL sealed behind it, and the next
-  operation first sends those same bytes again and drains the cancelled answer (a sealed
-  frame is never lost and never sealed anew, so the channel's counters stay in step).
+  hold's request where the transport pipelines (`ped.transport.PipelinesFrames`: one
+  round trip per operation), else right after the grant, under the same lock.  If the
+  PED is busy, the request sealed for that hold never reached it: the session keeps it,
+  with a CANCEL sealed behind it, and the next operation first sends those same bytes
+  again and drains the cancelled answer (a sealed frame is never lost and never sealed
+  anew, so the channel's counters stay in step).
 
 No nursery is used, so no ExceptionGroup reaches the caller.
 
@@ -46,7 +47,7 @@ sans-IO `ped.ops.HsmSideSession`, for test vectors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
@@ -72,9 +73,9 @@ from ped.ops.messages import CloseReason, Notice, ShowDone
 from ped.transport import (
     FrameTransport,
     PedBusy,
+    PipelinesFrames,
     TransportClosed,
     TransportError,
-    begin_with_frames,
 )
 from ped.wire.framing import Frame
 
@@ -253,10 +254,8 @@ class PedSession:
                     async with self._send_lock:
                         frame = self._hsm.close(CloseReason.NORMAL)
                         if frame is not None:
-                            try:
-                                await begin_with_frames(self._transport, [frame], wait=0)
-                            finally:
-                                await self._transport.end_operation()
+                            await self._hold_with([frame], wait=0)
+                            await self._transport.end_operation()
         except PedError:
             pass  # the PED is gone or busy: nothing to say goodbye to
         finally:
@@ -284,18 +283,38 @@ class PedSession:
             self._broken = "a frame could not be sent in time"
             raise SessionBroken("sending to the PED timed out; open a new session")
 
+    async def _hold_with(self, frames: Sequence[Frame], *, wait: float) -> None:
+        """Take the PED and send *frames* as the hold's first frames: behind the request
+        where the transport pipelines, else once granted (shielded, as every send).
+        Call with the send lock held.  `PedBusy` means the PED got none of them."""
+        transport = self._transport
+        if isinstance(transport, PipelinesFrames) and transport.pipelines:
+            await transport.begin_operation_with(frames, wait=wait)
+            return
+        await transport.begin_operation(wait=wait)
+        try:
+            for frame in frames:
+                await self._send_shielded(frame)
+        except BaseException:
+            with _shielded_for(self._cancel_grace):
+                try:
+                    await transport.end_operation()
+                except TransportError:
+                    pass
+            raise
+
     async def _begin_with(self, make_frame: Callable[[], Frame]) -> None:
-        """Seal the hold's first frame and begin the hold with it (one round trip where
-        the transport pipelines).  The send lock is held until the answer, so a `cancel`
-        from another task cannot seal a frame that a busy PED would then never get."""
+        """Seal the hold's first frame and begin the hold with it.  The send lock is held
+        until the answer, so a `cancel` from another task cannot seal a frame that would
+        overtake it, or that a busy PED would then never get."""
         async with self._send_lock:
             frame = make_frame()
             try:
-                await begin_with_frames(self._transport, [frame], wait=self._busy_wait)
-            except PedBusy as exc:
+                await self._hold_with([frame], wait=self._busy_wait)
+            except PedBusy:
                 if self._hsm.state is HsmSideState.AWAITING:
                     cancel = self._hsm.cancel()
-                    self._undelivered = (*exc.undelivered, *([cancel] if cancel else []))
+                    self._undelivered = (frame, *([cancel] if cancel else []))
                 raise
 
     async def _deliver_undelivered(self) -> None:
@@ -304,7 +323,7 @@ class PedSession:
         if not self._undelivered:
             return
         async with self._send_lock:
-            await begin_with_frames(self._transport, self._undelivered, wait=self._busy_wait)
+            await self._hold_with(self._undelivered, wait=self._busy_wait)
             self._undelivered = ()
         try:
             await self._abandon()  # its CANCEL went already: this drains the answer

@@ -14,6 +14,8 @@ import pytest
 import trio
 
 from keys.colors import Color
+from ped.device.emulated.auto import AutoOperator
+from ped.device.emulated.server import EmulatedPed
 from ped.errors import PedError
 from ped.hsm_api import open_ped_session
 from ped.link import (
@@ -30,6 +32,7 @@ from ped.link import (
 from ped.ops.errors import OperationCancelled
 from ped.transport import PedBusy
 from ped.wire.framing import Frame
+from pedtools.fakes.inprocess import InProcessPedDriver
 from tests.link.rtt_rig import Keys, Recorder, clock, long_link, make_keys
 from tests.link.test_hsm_side import scripted_endpoint
 
@@ -166,3 +169,51 @@ async def test_no_answer_to_a_pipelined_op_begin_closes_the_link(autojump_clock,
         assert trio.current_time() - start == pytest.approx(30)
     assert got[:2] == [OpBegin(0), EndToEnd(frame)]
     assert isinstance(got[2], ConnectionLost) and len(got) == 3  # and nothing else came
+
+
+class Sent:
+    """A transport without pipelining (a cabled PED's session) that keeps what it sent."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.sent: list[bytes] = []
+
+    async def begin_operation(self, *, wait: float = 0.0) -> None:
+        await self.inner.begin_operation(wait=wait)
+
+    async def send(self, frame: Frame) -> None:
+        self.sent.append(bytes(frame.payload))
+        await self.inner.send(frame)
+
+    async def receive(self) -> Frame:
+        return await self.inner.receive()
+
+    async def end_operation(self) -> None:
+        await self.inner.end_operation()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_busy_on_a_transport_that_does_not_pipeline(keys, nursery):
+    """The same rule without pipelining: the request sealed for a hold the PED refused
+    was never sent; it goes (with its CANCEL) at the next operation, then the new one."""
+    emulated = EmulatedPed(keys.path, serial="LOCAL-1")
+    nursery.start_soon(AutoOperator(emulated.panel, keys.path).run)
+    driver = InProcessPedDriver(emulated, nursery)
+    await driver.open()
+    hsm = Sent(await driver.open_session())
+    other = await driver.open_session()
+    async with open_ped_session(hsm, rpv=keys.rpv, hsm_serial="HSM-L", busy_wait=0) as ped:
+        await other.begin_operation(wait=0)
+        with pytest.raises(PedBusy):
+            await ped.read_secret(Color.BLUE)
+        before = list(hsm.sent)
+        assert ped.usable
+        await other.end_operation()
+        with await ped.read_secret(Color.BLUE) as result:
+            assert hmac.compare_digest(bytes(result.secret), keys.blue_secret)
+        request, cancel, new = hsm.sent[len(before):]
+        assert len({request, cancel, new}) == 3
+    await other.aclose()
+    await driver.aclose()
