@@ -13,7 +13,7 @@ import time
 
 import attrs
 
-from ped.link.hsm_side import LinkEnd
+from ped.link.errors import LinkEnd
 
 
 def wall_text(when: float) -> str:

@@ -49,7 +49,7 @@ from hsm.linkloss import LinkLoss, wall_text
 from hsm.localped import LocalPed
 from keys.colors import Color
 from ped.errors import PedError
-from ped.link.hsm_side import LinkEnd
+from ped.link.errors import LinkEnd
 
 log = logging.getLogger("pedhsm.ped")
 BUSY_WAIT = 15.0

@@ -12,6 +12,14 @@ HSM side calls `begin_operation`; a PED that is busy with another HSM raises `Pe
 For a remote PED this lock is held by pedserver, which sees only that an operation
 starts and ends, never what it is.
 
+Over a long link each wait for the far end costs a round trip, so a transport that can
+(`PipelinesFrames`: a pedclient link of version 3) sends a hold's first frames behind
+its request, before the answer (``ped.hsm_api`` does, where a transport can).  A frame
+is never lost and never sealed twice: the far end delivers the frames if it grants the
+hold, and if the PED is busy none of them reaches it and `PedBusy.undelivered` gives
+them back, to be sent again as the same bytes (a sealed frame re-sent unchanged reuses
+no nonce: it is the same message).
+
 `TransportError` and its kinds are the path's errors, whoever raises them: always
 retriable (a subclass never says otherwise), never a counted failed login.  A relay that
 meets one tells its peer DEVICE_GONE (``close_code``); the HSM maps them in
@@ -20,6 +28,7 @@ meets one tells its peer DEVICE_GONE (``close_code``); the HSM maps them in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
 from ped.errors import PedError
@@ -40,7 +49,16 @@ class TransportClosed(TransportError):
 
 
 class PedBusy(TransportError):
-    """The PED is serving another HSM's operation; try again when it is free."""
+    """The PED is serving another HSM's operation; try again when it is free.
+
+    *undelivered*: the frames pipelined behind this hold's request
+    (`PipelinesFrames.begin_operation_with`), none of which reached the PED (send them
+    again, unchanged, in a later hold).
+    """
+
+    def __init__(self, message: str, *, undelivered: Sequence[Frame] = ()) -> None:
+        super().__init__(message)
+        self.undelivered: tuple[Frame, ...] = tuple(undelivered)
 
 
 @runtime_checkable
@@ -68,3 +86,20 @@ class FrameTransport(Protocol):
 
     async def aclose(self) -> None:
         """Close this session; idempotent."""
+
+
+@runtime_checkable
+class PipelinesFrames(Protocol):
+    """A transport that can send a hold's first frames with its request (one round trip)."""
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether this transport pipelines now (a pedclient link: version 3 or later)."""
+
+    async def begin_operation_with(self, frames: Sequence[Frame], *, wait: float = 0.0) -> None:
+        """`begin_operation`, with *frames* sent behind the request before its answer.
+
+        The far end delivers them, in order, if it grants the hold; if the PED is busy it
+        delivers none of them and this raises `PedBusy` with them as ``undelivered``.
+        """
+

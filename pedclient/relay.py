@@ -8,7 +8,10 @@
 something shows pedserver has it (OpGranted/Busy, a frame of the PED, the answer to a
 keepalive sent after it), and when pedserver was last heard from.
 
-End-to-end frames pass as the same bytes (only the type byte is looked at).  If
+End-to-end frames pass as the same bytes (only the type byte is looked at).  On a link
+of version 3 the HSM may pipeline frames behind its OpBegin; they go on to pedserver,
+which delivers them if it grants the hold.  Those that reach us after pedserver's Busy
+are dropped here (pedserver would discard them: the HSM keeps and re-sends them).  If
 pedserver goes away or stops answering for ``socket_read_rsp_timeout``, the HSM gets a
 Close with SERVER_GONE / PEER_UNRESPONSIVE: a retriable error, never a failed login.
 """
@@ -21,7 +24,7 @@ import attrs
 import trio
 
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
-from ped.link.connection import ConnectionLost, LinkState
+from ped.link.connection import ConnectionLost, LinkState, OpState, Undelivered
 from ped.link.errors import LinkClosed, close_code_for, describe_close
 from ped.link.messages import (
     OP_TIMEOUT_VERSION,
@@ -82,9 +85,13 @@ class LinkRelay:
                     record.doing = ClientLinkActivity.IDLE
                     await server.send(event)
                 elif isinstance(event, EndToEnd):
+                    if server.connection.op_state is OpState.FREE:
+                        continue  # pipelined behind a hold pedserver refused: Busy is coming
                     if record.op_granted:
                         record.request_sent()
                     await server.send(event)
+                elif isinstance(event, Undelivered):
+                    continue  # pipelined behind a hold we answered Busy to: discarded
                 elif isinstance(event, Close):
                     record.end_reason = record.end_reason or "closed by the HSM"
                     await server.send_close_quietly(Close(CloseCode.NORMAL, event.text))

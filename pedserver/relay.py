@@ -8,7 +8,10 @@ A link's task group runs:
   link's own PED session (opened at its first operation), which is the PED's lock across
   all links: the link gets ``OpGranted``, or ``Busy`` (after waiting at most what it
   asked for, capped by ``max_op_wait``); ``OpEnd`` releases it; end-to-end frames go to
-  the PED session untouched (only their type byte is ever looked at);
+  the PED session untouched (only their type byte is ever looked at).  On a link of
+  version 3 the frames pipelined behind an ``OpBegin`` wait, unread, until the hold is
+  granted (the reader is in ``_op_begin``) and then go to the PED in order; after a
+  ``Busy`` they come out as ``Undelivered`` and are dropped (the HSM sends them again);
 * the device pump: frames from the PED session go back on the link, untouched;
 * the deadlines (`pedserver.deadlines`): keepalives, and the link's end when it is
   idle, silent, has no RPV handshake in time, or holds the PED too long (longer than
@@ -39,7 +42,7 @@ import trio
 from ped.device import DeviceEvent, DeviceGone, EventKind
 from ped.device.errors import DeviceError
 from ped.errors import LocalProtocolError, PedError, RemoteProtocolError
-from ped.link.connection import ConnectionLost
+from ped.link.connection import ConnectionLost, Undelivered
 from ped.link.errors import LinkClosed, close_code_for
 from ped.link.messages import (
     Busy,
@@ -152,6 +155,8 @@ class LinkRelay:
                     record.wake_timers()
                 if not await self._to_ped(record, event.frame, nursery):
                     return
+            elif isinstance(event, Undelivered):
+                log.debug("link %d: dropped a frame pipelined behind a refused hold", record.id)
             elif isinstance(event, Close):
                 record.end_reason = record.end_reason or (
                     f"closed by the client: {event.code.name.lower()}"

@@ -20,7 +20,14 @@ yields a `PedSession`.  Each operation is request/response on the sans-IO
   operation, so that the session stays usable; if it does not, the session is broken
   (`SessionBroken`) and the caller opens a new one;
 * sealing and sending happen under one lock (the channel's nonces must go out in order),
-  and a send is shielded from cancellation so a frame is never half written.
+  and a send is shielded from cancellation so a frame is never half written;
+* each hold's first frame (the HANDSHAKE_INIT, the request, the goodbye) goes with the
+  hold's request where the transport pipelines (`ped.transport.PipelinesFrames`: one
+  round trip per operation), else right after the grant, under the same lock.  If the
+  PED is busy, the request sealed for that hold never reached it: the session keeps it,
+  with a CANCEL sealed behind it, and the next operation first sends those same bytes
+  again and drains the cancelled answer (a sealed frame is never lost and never sealed
+  anew, so the channel's counters stay in step).
 
 No nursery is used, so no ExceptionGroup reaches the caller.
 
@@ -40,7 +47,7 @@ sans-IO `ped.ops.HsmSideSession`, for test vectors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
@@ -63,7 +70,13 @@ from ped.ops import messages
 from ped.ops.errors import OperationError, OperationTimeout
 from ped.ops.hsm_side import HsmSideSession, HsmSideState
 from ped.ops.messages import CloseReason, Notice, ShowDone
-from ped.transport import FrameTransport, TransportClosed, TransportError
+from ped.transport import (
+    FrameTransport,
+    PedBusy,
+    PipelinesFrames,
+    TransportClosed,
+    TransportError,
+)
 from ped.wire.framing import Frame
 
 
@@ -120,6 +133,9 @@ class PedSession:
         self._send_lock = trio.Lock()
         self._broken: str | None = None
         self._closed = False
+        #: Sealed frames a busy PED never got (a request and its CANCEL): sent again,
+        #: unchanged, at the start of the next operation.
+        self._undelivered: tuple[Frame, ...] = ()
 
     def __repr__(self) -> str:
         return f"PedSession(hsm_serial={self._hsm.hsm_serial!r}, state={self._hsm.state.value})"
@@ -132,7 +148,13 @@ class PedSession:
     @property
     def usable(self) -> bool:
         """False once the session is closed or broken: open a new one then."""
-        return not self._closed and self._broken is None and self._hsm.state is HsmSideState.READY
+        return not self._closed and self._broken is None and self._ready()
+
+    def _ready(self) -> bool:
+        # Undelivered frames leave the sans-IO session awaiting their (cancelled)
+        # operation; the next operation delivers and drains them first.
+        return self._hsm.state is HsmSideState.READY or (
+            bool(self._undelivered) and self._hsm.state is HsmSideState.AWAITING)
 
     # ---- public operations ---------------------------------------------------------
 
@@ -232,11 +254,8 @@ class PedSession:
                     async with self._send_lock:
                         frame = self._hsm.close(CloseReason.NORMAL)
                         if frame is not None:
-                            await self._transport.begin_operation(wait=0)
-                            try:
-                                await self._transport.send(frame)
-                            finally:
-                                await self._transport.end_operation()
+                            await self._hold_with([frame], wait=0)
+                            await self._transport.end_operation()
         except PedError:
             pass  # the PED is gone or busy: nothing to say goodbye to
         finally:
@@ -251,7 +270,7 @@ class PedSession:
             raise SessionBroken(f"this PED session is unusable ({self._broken}); open a new one")
         if self._hsm.state is HsmSideState.CLOSED:
             raise TransportClosed("the PED closed this session; open a new one")
-        if self._hsm.state is not HsmSideState.READY:
+        if not self._ready():
             raise SessionBroken(
                 f"this PED session is unusable (state {self._hsm.state.value}); open a new one"
             )
@@ -264,9 +283,57 @@ class PedSession:
             self._broken = "a frame could not be sent in time"
             raise SessionBroken("sending to the PED timed out; open a new session")
 
-    async def _seal_and_send(self, make_frame: Callable[[], Frame]) -> None:
+    async def _hold_with(self, frames: Sequence[Frame], *, wait: float) -> None:
+        """Take the PED and send *frames* as the hold's first frames: behind the request
+        where the transport pipelines, else once granted (shielded, as every send).
+        Call with the send lock held.  `PedBusy` means the PED got none of them."""
+        transport = self._transport
+        if isinstance(transport, PipelinesFrames) and transport.pipelines:
+            await transport.begin_operation_with(frames, wait=wait)
+            return
+        await transport.begin_operation(wait=wait)
+        try:
+            for frame in frames:
+                await self._send_shielded(frame)
+        except BaseException:
+            with _shielded_for(self._cancel_grace):
+                try:
+                    await transport.end_operation()
+                except TransportError:
+                    pass
+            raise
+
+    async def _begin_with(self, make_frame: Callable[[], Frame]) -> None:
+        """Seal the hold's first frame and begin the hold with it.  The send lock is held
+        until the answer, so a `cancel` from another task cannot seal a frame that would
+        overtake it, or that a busy PED would then never get."""
         async with self._send_lock:
-            await self._send_shielded(make_frame())
+            frame = make_frame()
+            try:
+                await self._hold_with([frame], wait=self._busy_wait)
+            except PedBusy:
+                if self._hsm.state is HsmSideState.AWAITING:
+                    cancel = self._hsm.cancel()
+                    self._undelivered = (frame, *([cancel] if cancel else []))
+                raise
+
+    async def _deliver_undelivered(self) -> None:
+        """Send the frames a busy PED never got (the same bytes) in a hold of their own
+        and drain the cancelled operation's answer: the channel is in step again."""
+        if not self._undelivered:
+            return
+        async with self._send_lock:
+            await self._hold_with(self._undelivered, wait=self._busy_wait)
+            self._undelivered = ()
+        try:
+            await self._abandon()  # its CANCEL went already: this drains the answer
+        finally:
+            with _shielded_for(self._cancel_grace):
+                try:
+                    await self._transport.end_operation()
+                except TransportError:
+                    self._broken = self._broken or "the PED could not be released"
+        self._check_usable()
 
     async def _run(
         self, make_frame: Callable[[], Frame], op_timeout: float | None
@@ -276,9 +343,10 @@ class PedSession:
         async with self._op_lock:
             self._check_usable()
             _announce(self._transport, op_timeout or self._op_timeout)
-            await self._transport.begin_operation(wait=self._busy_wait)
+            await self._deliver_undelivered()
+            await self._begin_with(make_frame)
             try:
-                return await self._exchange(make_frame, op_timeout or self._op_timeout)
+                return await self._exchange(op_timeout or self._op_timeout)
             finally:
                 with _shielded_for(self._cancel_grace):
                     try:
@@ -286,12 +354,10 @@ class PedSession:
                     except TransportError:
                         self._broken = self._broken or "the PED could not be released"
 
-    async def _exchange(
-        self, make_frame: Callable[[], Frame], op_timeout: float
-    ) -> ReadResult | ImprintResult | ShowDone:
+    async def _exchange(self, op_timeout: float) -> ReadResult | ImprintResult | ShowDone:
+        """The request went with the hold: wait for its answer."""
         try:
             with trio.move_on_after(op_timeout):
-                await self._seal_and_send(make_frame)
                 return await self._await_final()
             await self._abandon()
             raise OperationTimeout(
@@ -411,10 +477,9 @@ async def _handshake(
     cancel_grace: float,
 ) -> None:
     _announce(transport, op_timeout)
-    await transport.begin_operation(wait=busy_wait)
+    await session._begin_with(hsm.start_handshake)  # a busy PED never saw the INIT
     try:
         with trio.move_on_after(op_timeout) as scope:
-            await session._seal_and_send(hsm.start_handshake)
             events = hsm.receive_frame(await transport.receive())
             assert events and isinstance(events[0], ev.ChannelReady)
         if scope.cancelled_caught:

@@ -15,6 +15,7 @@ Once OPEN, both hops carry the same operation protocol and relayed end-to-end fr
 
     initiator                     responder
     OpBegin(wait)      ->
+    [EndToEnd frames   ->]                             (version 3: pipelined, see below)
                        <-         OpGranted  |  Busy(holder)
     EndToEnd frames    <->        EndToEnd frames      (initiator only while granted)
     OpEnd              ->
@@ -28,10 +29,17 @@ checks that *we* may send it (`LocalProtocolError` if not) and returns the bytes
 (``ped.wire.framing``) when it needs more bytes.  Whatever the peer got wrong is a
 `RemoteProtocolError` and the connection is finished; every other connection carries on.
 
-The transitions are data (`LINK_TRANSITIONS`, `OP_TRANSITIONS`) so that tests and the
-protocol document can enumerate them.  Version negotiation lives here too: a welcome
-must choose a version both ends speak, never below our minimum, and an idle timeout no
-longer than ours (the shorter end wins).
+From link version 3 (`PIPELINE_VERSION`) the initiator may send end-to-end frames
+right behind its OpBegin, before the answer: one round trip per PED operation.  The
+responder delivers them if it grants the hold and discards them if it answers Busy (its
+own view is then DISCARDING until the next OpBegin, and each such frame comes out of
+`next_event` as `Undelivered`, never as an `EndToEnd`); the initiator keeps what it sent
+and sends the same bytes again in its next hold (a sealed frame is never sealed anew).
+
+The transitions are data (`LINK_TRANSITIONS`, `OP_TRANSITIONS`, `OP_MIN_VERSION`,
+`BUSY_SENT`) so that tests and the protocol document can enumerate them.  Version
+negotiation lives here too: a welcome must choose a version both ends speak, never
+below our minimum, and an idle timeout no longer than ours (the shorter end wins).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from ped.link.messages import (
     LINK_VERSION_MAX,
     LINK_VERSION_MIN,
     OP_TIMEOUT_VERSION,
+    PIPELINE_VERSION,
     Close,
     ConnectRequest,
     ConnectResult,
@@ -59,7 +68,7 @@ from ped.link.messages import (
     decode,
     encode,
 )
-from ped.wire.framing import MAX_PAYLOAD, NEED_DATA, FrameDecoder, NeedData, encode_frame
+from ped.wire.framing import MAX_PAYLOAD, NEED_DATA, Frame, FrameDecoder, NeedData, encode_frame
 from ped.wire.types import E2E_RANGE
 
 
@@ -84,6 +93,9 @@ class OpState(enum.Enum):
     FREE = "free"  # no operation
     REQUESTED = "requested"  # OpBegin sent, OpGranted/Busy awaited
     HELD = "held"  # the initiator holds the PED
+    # The responder answered Busy on a pipelining link: the initiator's frames sent behind
+    # its OpBegin may still come, and are discarded.  Otherwise as FREE.
+    DISCARDING = "discarding"
 
 
 @attrs.frozen
@@ -91,6 +103,14 @@ class ConnectionLost:
     """The peer's stream ended; *clean* if a Close was seen before it."""
 
     clean: bool
+
+
+@attrs.frozen
+class Undelivered:
+    """An end-to-end frame the initiator pipelined behind an OpBegin that this side
+    answered with Busy: not for the PED (the initiator sends the same bytes again)."""
+
+    frame: Frame
 
 
 INI, RSP = Side.INITIATOR, Side.RESPONDER
@@ -132,7 +152,21 @@ OP_TRANSITIONS: dict[tuple[Side, OpState, int | str], OpState] = {
     (RSP, OpState.FREE, _E2E): OpState.FREE,
     (RSP, OpState.REQUESTED, _E2E): OpState.REQUESTED,
     (RSP, OpState.HELD, _E2E): OpState.HELD,
+    # Pipelining (version 3 on, see OP_MIN_VERSION): the initiator's frames behind its
+    # OpBegin; after the responder's Busy they are discarded (the responder's view).
+    (INI, OpState.REQUESTED, _E2E): OpState.REQUESTED,
+    (INI, OpState.DISCARDING, _E2E): OpState.DISCARDING,
+    (INI, OpState.DISCARDING, LinkType.OP_BEGIN): OpState.REQUESTED,
+    (RSP, OpState.DISCARDING, _E2E): OpState.DISCARDING,
 }
+#: Transitions that exist only from a link version on: an older peer refuses them.
+OP_MIN_VERSION: dict[tuple[Side, OpState, int | str], int] = {
+    (INI, OpState.REQUESTED, _E2E): PIPELINE_VERSION,
+    (INI, OpState.DISCARDING, _E2E): PIPELINE_VERSION,
+}
+#: The responder's own view when it answers Busy on a link of `PIPELINE_VERSION` or later
+#: (the initiator's view, on receiving it, is FREE: what it sent is in flight or queued).
+BUSY_SENT: dict[OpState, OpState] = {OpState.REQUESTED: OpState.DISCARDING}
 _OP_TYPES = {LinkType.OP_BEGIN, LinkType.OP_GRANTED, LinkType.BUSY, LinkType.OP_END, _E2E}
 
 
@@ -226,8 +260,9 @@ class LinkConnection:
         else:
             self._eof = True
 
-    def next_event(self) -> Message | ConnectionLost | NeedData:
-        """The next message, `ConnectionLost` once at end of stream, or `NEED_DATA`."""
+    def next_event(self) -> Message | ConnectionLost | Undelivered | NeedData:
+        """The next message, `ConnectionLost` once at end of stream, `Undelivered` for a
+        pipelined frame discarded after our Busy, or `NEED_DATA`."""
         if self._failed is not None:
             raise LocalProtocolError("this link failed; close its connection")
         try:
@@ -249,7 +284,10 @@ class LinkConnection:
                         self.close_message = message
                     continue
                 self._check_welcome_we_receive(message)
+                discarding = self.op_state is OpState.DISCARDING
                 self._transition(_other(self.side), message, RemoteProtocolError)
+                if discarding and isinstance(message, EndToEnd) and self.side is RSP:
+                    return Undelivered(message.frame)
                 return message
         except RemoteProtocolError as exc:
             self._failed = exc
@@ -288,12 +326,20 @@ class LinkConnection:
                 f"{sender.value} in state {self.state.value}"
             )
         if ftype in _OP_TYPES:
-            new_op = OP_TRANSITIONS.get((sender, self.op_state, ftype))
-            if new_op is None:
+            op_key = (sender, self.op_state, ftype)
+            new_op = OP_TRANSITIONS.get(op_key)
+            needs = OP_MIN_VERSION.get(op_key, 0)
+            if new_op is None or (self.version or 0) < needs:
+                after = f" on a link of version {self.version} (it needs {needs})" if (
+                    new_op is not None) else ""
                 raise error(
                     f"{who} may not send {name} while the operation state is "
-                    f"{self.op_state.value}"
+                    f"{self.op_state.value}{after}"
                 )
+            if ftype == LinkType.BUSY and sender is self.side and (
+                (self.version or 0) >= PIPELINE_VERSION
+            ):
+                new_op = BUSY_SENT.get(self.op_state, new_op)
             self.op_state = new_op
         self.state = new_state
         self._after(message)

@@ -9,12 +9,15 @@ are `ConnectFailed`s, what `connect_via_pedclient` raises.
 Translated where: `ped.link.hsm_side` turns what pedclient answers (a `ConnectResult`
 code, a `Close`, a lost socket) into these; the HSM turns them into its own errors in
 one place, ``hsm.apiport.map_error``.  A relay never raises them to a peer: it sends the
-`Close` code `close_code_for` gives.
+`Close` code `close_code_for` gives.  `LinkEnd` (`end_of_close`) says who ended a link and
+why, in an operator's words.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+import attrs
 
 from ped.errors import PedError
 from ped.link.messages import RETRIABLE_CONNECT_CODES, ConnectCode
@@ -97,3 +100,57 @@ def close_code_for(error: BaseException) -> CloseCode:
     """
     code = getattr(error, "close_code", None)
     return code if isinstance(code, CloseCode) else CloseCode.PROTOCOL_ERROR
+
+
+@attrs.frozen
+class LinkEnd:
+    """Who ended a link and why, in an operator's words.
+
+    *by* names the party that closed it ("pedserver", "pedclient", "the PED",
+    "this HSM"); *why* is short ("stopped", "idle timeout"); *detail* is the whole
+    message the link gave.
+    """
+
+    by: str
+    why: str
+    detail: str
+
+    def sentence(self, target: str) -> str:
+        return f"the remote PED link to {target} was closed by {self.by} ({self.why})"
+
+
+def _named(text: str, default: str) -> str:
+    """Which daemon a Close's text names (the relays start their texts with their name)."""
+    lowered = text.lower()
+    for name in ("pedserver", "pedclient"):
+        if lowered.startswith(name) or f"{name} is stopping" in lowered:
+            return name
+    return default
+
+
+def end_of_close(code: CloseCode, text: str) -> LinkEnd:
+    """Who ended a link that pedclient closed with Close(*code*, *text*) towards the HSM.
+
+    pedclient forwards pedserver's own Close unchanged, so the code and its text say
+    whose decision it was; pedclient's own closes (the connection to pedserver lost,
+    pedserver silent, pedclient stopping) name pedclient.
+    """
+    detail = describe_close(code, text)
+    if code is CloseCode.SHUTTING_DOWN:
+        return LinkEnd(_named(text, "the daemon at the other end"), "stopped", detail)
+    if code is CloseCode.IDLE_TIMEOUT:
+        return LinkEnd(_named(text, "pedserver"), "idle timeout", detail)
+    if code is CloseCode.DEVICE_GONE:
+        return LinkEnd("pedserver", "the PED went away (unplugged?)", detail)
+    if code is CloseCode.DEVICE_ABSENT:
+        return LinkEnd("pedserver", "no PED attached", detail)
+    if code is CloseCode.SERVER_GONE:
+        return LinkEnd(
+            "pedclient", "its connection to pedserver was lost: pedserver stopped or the "
+            "network failed", detail,
+        )
+    if code is CloseCode.PEER_UNRESPONSIVE:
+        return LinkEnd(_named(text, "pedclient"), "the other end stopped answering", detail)
+    if code is CloseCode.PROTOCOL_ERROR:
+        return LinkEnd(_named(text, "pedclient"), "protocol error", detail)
+    return LinkEnd(_named(text, "pedclient"), "closed", detail)

@@ -16,11 +16,14 @@ Errors (never a counted failed login):
 
 The transport reads inline (no background task): ``receive`` and ``begin_operation``
 each read until they get what they wait for; an end-to-end frame that arrives while
-``begin_operation`` waits is kept for the next ``receive``.  Between operations nothing
-would read, so a link that pedserver or pedclient closed would go unnoticed until the
-next operation: an HSM that keeps a link open runs ``wait_closed`` in a task of its own,
-which reads while no operation is in progress (an operation takes over at once) and
-returns when the link ends, with `PedclientTransport.ended` saying who ended it and why.
+``begin_operation`` waits is kept for the next ``receive``.  On a link of version 3
+(`PIPELINE_VERSION`) ``begin_operation_with`` sends a hold's first frames behind its
+OP_BEGIN (`ped.transport.PipelinesFrames`): one round trip per PED operation.
+Between operations nothing would read, so a link that pedserver or pedclient closed
+would go unnoticed until the next operation: an HSM that keeps a link open runs
+``wait_closed`` in a task of its own, which reads while no operation is in progress
+(an operation takes over at once) and returns when the link ends, with
+`PedclientTransport.ended` saying who ended it and why.
 """
 
 from __future__ import annotations
@@ -28,20 +31,28 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
-import attrs
 import trio
 
 from ped.errors import LocalProtocolError, RemoteProtocolError
 from ped.link.connection import ConnectionLost, Hop, LinkConnection, LinkState, OpState, Side
-from ped.link.errors import ConnectUnavailable, LinkClosed, connect_failure, describe_close
+from ped.link.errors import (
+    ConnectUnavailable,
+    LinkClosed,
+    LinkEnd,
+    connect_failure,
+    describe_close,
+    end_of_close,
+)
 from ped.link.messages import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PORT,
     MAX_OP_TIMEOUT,
     MAX_OP_WAIT_MS,
     OP_TIMEOUT_VERSION,
+    PIPELINE_VERSION,
     Busy,
     Close,
     ConnectCode,
@@ -61,60 +72,6 @@ from ped.wire.types import E2E_RANGE, CloseCode
 ANSWER_MARGIN = 30.0
 #: pedclient's local endpoint, in its home directory.
 PEDCLIENT_SOCKET_NAME = "pedclient.sock"
-
-
-@attrs.frozen
-class LinkEnd:
-    """Who ended a link and why, in an operator's words.
-
-    *by* names the party that closed it ("pedserver", "pedclient", "the PED",
-    "this HSM"); *why* is short ("stopped", "idle timeout"); *detail* is the whole
-    message the link gave.
-    """
-
-    by: str
-    why: str
-    detail: str
-
-    def sentence(self, target: str) -> str:
-        return f"the remote PED link to {target} was closed by {self.by} ({self.why})"
-
-
-def _named(text: str, default: str) -> str:
-    """Which daemon a Close's text names (the relays start their texts with their name)."""
-    lowered = text.lower()
-    for name in ("pedserver", "pedclient"):
-        if lowered.startswith(name) or f"{name} is stopping" in lowered:
-            return name
-    return default
-
-
-def end_of_close(code: CloseCode, text: str) -> LinkEnd:
-    """Who ended a link that pedclient closed with Close(*code*, *text*) towards the HSM.
-
-    pedclient forwards pedserver's own Close unchanged, so the code and its text say
-    whose decision it was; pedclient's own closes (the connection to pedserver lost,
-    pedserver silent, pedclient stopping) name pedclient.
-    """
-    detail = describe_close(code, text)
-    if code is CloseCode.SHUTTING_DOWN:
-        return LinkEnd(_named(text, "the daemon at the other end"), "stopped", detail)
-    if code is CloseCode.IDLE_TIMEOUT:
-        return LinkEnd(_named(text, "pedserver"), "idle timeout", detail)
-    if code is CloseCode.DEVICE_GONE:
-        return LinkEnd("pedserver", "the PED went away (unplugged?)", detail)
-    if code is CloseCode.DEVICE_ABSENT:
-        return LinkEnd("pedserver", "no PED attached", detail)
-    if code is CloseCode.SERVER_GONE:
-        return LinkEnd(
-            "pedclient", "its connection to pedserver was lost: pedserver stopped or the "
-            "network failed", detail,
-        )
-    if code is CloseCode.PEER_UNRESPONSIVE:
-        return LinkEnd(_named(text, "pedclient"), "the other end stopped answering", detail)
-    if code is CloseCode.PROTOCOL_ERROR:
-        return LinkEnd(_named(text, "pedclient"), "protocol error", detail)
-    return LinkEnd(_named(text, "pedclient"), "closed", detail)
 
 
 def default_pedclient_socket(home: str | os.PathLike[str] | None = None) -> Path:
@@ -150,6 +107,11 @@ class PedclientTransport:
     def closed_reason(self) -> str | None:
         """Why the link ended, once this transport knows it did (else None)."""
         return None if self._closed is None else str(self._closed)
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether a hold's first frames may go with its OP_BEGIN (link version 3 on)."""
+        return self.result.version >= PIPELINE_VERSION
 
     @property
     def operation_held(self) -> bool:
@@ -217,6 +179,15 @@ class PedclientTransport:
                 # refuses them); anything else was handled by _next.
 
     async def begin_operation(self, *, wait: float = 0.0) -> None:
+        await self.begin_operation_with((), wait=wait)
+
+    async def begin_operation_with(self, frames: Sequence[Frame], *, wait: float = 0.0) -> None:
+        """`begin_operation` with *frames* behind the OP_BEGIN (see `ped.transport`)."""
+        if frames and not self.pipelines:
+            raise LocalProtocolError(
+                f"link version {self.result.version} cannot pipeline frames behind OP_BEGIN")
+        if any(frame.type not in E2E_RANGE for frame in frames):
+            raise LocalProtocolError("only end-to-end frames go behind OP_BEGIN")
         self._check_open()
         wait_ms = min(max(int(wait * 1000), 0), MAX_OP_WAIT_MS)
         if self._link.connection.op_state is not OpState.FREE:
@@ -224,15 +195,15 @@ class PedclientTransport:
         self._operation_starts()
         granted = False
         try:
-            await self._begin(wait_ms)
+            await self._begin(wait_ms, tuple(frames))
             granted = True
         finally:
             if not granted:
                 self._operation_over()
 
-    async def _begin(self, wait_ms: int) -> None:
+    async def _begin(self, wait_ms: int, frames: tuple[Frame, ...]) -> None:
         async with self._receive_lock:
-            await self._send(OpBegin(wait_ms, self._op_timeout))
+            await self._send(OpBegin(wait_ms, self._op_timeout), *map(EndToEnd, frames))
             try:
                 with trio.fail_after(wait_ms / 1000 + ANSWER_MARGIN):
                     while True:
@@ -243,7 +214,8 @@ class PedclientTransport:
                             holder = f" (held by {event.holder})" if event.holder else ""
                             raise PedBusy(
                                 f"the PED at {self.target} is busy with another HSM's "
-                                f"operation{holder}; try again when it is free"
+                                f"operation{holder}; try again when it is free",
+                                undelivered=frames,  # pedserver discarded them
                             )
                         if isinstance(event, EndToEnd):
                             self._pending.append(event.frame)
@@ -289,9 +261,9 @@ class PedclientTransport:
         if self._closed is not None:
             raise LinkClosed(str(self._closed), self._closed.code)
 
-    async def _send(self, message: EndToEnd | OpBegin | OpEnd) -> None:
+    async def _send(self, message: EndToEnd | OpBegin | OpEnd, *more: EndToEnd) -> None:
         try:
-            await self._link.send(message)
+            await self._link.send_many([message, *more])
         except LinkClosed:
             if self.ended is None:
                 self.ended = LinkEnd(

@@ -26,10 +26,14 @@ from ped.wire.types import E2E_RANGE, CloseCode
 #: Link protocol versions this code speaks.  A peer whose range does not reach
 #: `LINK_VERSION_MIN` is refused: there is no downgrade below our minimum.
 LINK_VERSION_MIN = 1
-LINK_VERSION_MAX = 2
+LINK_VERSION_MAX = 3
 #: The first link version whose OP_BEGIN may announce the HSM's operation timeout: a
 #: version 1 peer refuses a byte after ``wait_ms``, so nobody sends it on a version 1 link.
 OP_TIMEOUT_VERSION = 2
+#: The first link version on which the initiator may send end-to-end frames behind its
+#: OP_BEGIN before the answer (one round trip per PED operation): an older peer would
+#: take them for a protocol error, so nobody pipelines on an older link.
+PIPELINE_VERSION = 3
 
 DEFAULT_PORT = 1503
 DEFAULT_IDLE_TIMEOUT = 1800  # seconds; the shorter of both ends wins

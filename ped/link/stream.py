@@ -17,7 +17,7 @@ from __future__ import annotations
 import trio
 
 from ped.errors import TruncatedFrame
-from ped.link.connection import ConnectionLost, LinkConnection, LinkState
+from ped.link.connection import ConnectionLost, LinkConnection, LinkState, Undelivered
 from ped.link.errors import LinkClosed
 from ped.link.messages import Close, ConnectResult, LinkRefused, Message
 from ped.wire.framing import NEED_DATA
@@ -54,7 +54,9 @@ class LinkStream:
 
     async def send(self, message: Message) -> None:
         """Send *message*; `LinkClosed` if the stream is gone."""
-        data = self.connection.send(message)
+        await self._write(self.connection.send(message))
+
+    async def _write(self, data: bytes) -> None:
         async with self._send_lock:
             try:
                 with trio.fail_after(self.send_timeout):
@@ -68,7 +70,13 @@ class LinkStream:
                     f"the peer did not take our data within {self.send_timeout:g} s"
                 ) from None
 
-    async def receive(self) -> Message | ConnectionLost:
+    async def send_many(self, messages: list[Message]) -> None:
+        """Send *messages* in one write (an OpBegin and the frames pipelined behind it);
+        `LinkClosed` if the stream is gone; `LocalProtocolError` before any byte is written."""
+        data = b"".join(self.connection.send(message) for message in messages)
+        await self._write(data)
+
+    async def receive(self) -> Message | ConnectionLost | Undelivered:
         """The next event; raises `RemoteProtocolError` for garbage from the peer."""
         while True:
             event = self.connection.next_event()

@@ -20,6 +20,10 @@ Figures (``bench-results.json``):
   hello to pedserver, the welcome, then the RPV handshake with the orange key (OpBegin,
   handshake init/response, OpEnd).  ``connect_baseline_p50_ms``: the same connect, then
   one round trip of the handshake's frame sizes through the echo device.
+* ``rtt``: login and connect over a delay proxy between pedclient and pedserver (added
+  RTT 100, 300 and 600 ms), in round trips beyond the local time, with each hold's first
+  frame pipelined behind OP_BEGIN and with an HSM that waits for OP_GRANTED: see
+  `pedtools.bench.rtt`.
 * ``p2p_connect_p50_ms``/``tls_baseline_p50_ms``/``p2p_connect_ratio``: a cold pinned
   mutual TLS 1.3 handshake + link hello + RPV handshake, beside a bare TLS handshake +
   hello + one bounce over the same hops; ``tls_direct_p50_ms`` and

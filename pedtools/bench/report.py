@@ -7,6 +7,7 @@ from typing import Any
 from pedtools.bench.backup import markdown as backup_markdown
 from pedtools.bench.clientpath import markdown as clientpath_markdown
 from pedtools.bench.ha import markdown as ha_markdown
+from pedtools.bench.rtt import markdown as rtt_markdown
 
 TARGETS = {
     "login_ratio": 1.5,
@@ -30,6 +31,7 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if "login_p50_ms" in r:
         lines += _latency_table(r)
+    lines += rtt_markdown(r)
     lines += clientpath_markdown(r)
     lines += ha_markdown(r)
     lines += backup_markdown(r)

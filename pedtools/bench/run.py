@@ -22,7 +22,7 @@ import attrs
 
 from keys import Keyring, derive_pin_secret, new_keyset
 from keys.colors import Color
-from pedtools.bench import backup, clientpath, ha, report
+from pedtools.bench import backup, clientpath, ha, report, rtt
 from pedtools.bench.limits import BENCH_SERVER_CONFIG, raise_fd_limit
 from pedtools.bench.p2p import run_p2p_jobs
 from pedtools.bench.procs import (
@@ -233,6 +233,8 @@ def measure_latencies(rig: Rig, plan: Plan, results: dict[str, Any], log: Any) -
     results["connect_baseline_p50_ms"] = percentile(got["baseline_ms"], 50)
     results["connect_ratio"] = ratio(results["connect_p50_ms"],
                                      results["connect_baseline_p50_ms"])
+    results["rtt"] = rtt.measure(work, rig.ped_port, str(rig.client.home / "pedclient.sock"),
+                                 str(rig.keyring), quick=results["quick"], log=log)
     log("p2p connect vs bare TLS ...")
     results.update(run_p2p_jobs(rig, plan))
     log("idle links ...")

@@ -109,9 +109,10 @@ def test_wrong_direction_and_wrong_state():
 
 
 def test_version_negotiation_never_downgrades():
-    assert negotiate_version(LinkHello(1, 5)) == 2
+    assert negotiate_version(LinkHello(1, 5)) == 3
     assert negotiate_version(LinkHello(1, 1)) == 1  # an older pedclient gets version 1
-    assert negotiate_version(LinkHello(3, 5)) is None
+    assert negotiate_version(LinkHello(1, 2)) == 2
+    assert negotiate_version(LinkHello(4, 5)) is None
     assert negotiate_version(LinkHello(1, 3), low=2, high=4) == 3
     client, server = pair()
     deliver(client, server, LinkHello(1, 1, 1800))

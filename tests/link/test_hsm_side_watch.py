@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from ped.link import Close, CloseCode, EndToEnd, OpEnd, OpGranted, connect_via_pedclient
-from ped.link.hsm_side import LinkEnd, end_of_close
+from ped.link.errors import LinkEnd, end_of_close
 from ped.wire.framing import Frame
 from tests.link.test_hsm_side import OK, scripted_endpoint
 
