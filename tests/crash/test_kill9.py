@@ -36,7 +36,7 @@ def _exercised(crasher: Crasher) -> bool:
 
 
 def test_a_handful_of_kills_lose_nothing(shell: Shell) -> None:
-    crasher = _crasher(shell, seed=9, blanks=40)
+    crasher = _crasher(shell, seed=9, blanks=70)  # about two per kill
     # Six kills, and more (up to 30) until both kinds of epoch happened: on a loaded
     # machine the first kills can all land before any login finishes.
     while crasher.kills < 6 or (not _exercised(crasher) and crasher.kills < 30):
