@@ -5,7 +5,8 @@ client end) and byte 1 the size of the pieces the rest arrives in (1-64 bytes); 
 is the peer's byte stream, then end of stream.  The server end answers as pedhsm does
 (Welcome to a Hello, an answer of the right shape or a Failure to every request); the
 client end has sent its Hello and a few requests first, so answers can match them.
-`seeds` are valid streams built from docs/protocol/client.md's kind of messages.
+`seeds` are valid streams built from docs/protocol/client.md's kind of messages (a
+version-2 one among them: a partition info with auto-activation).
 """
 
 from __future__ import annotations
@@ -95,5 +96,9 @@ def seeds() -> list[bytes]:
         m.TokenInfoResult(4, TokenInfo("app", "1500010001")),
     ]
     client = b"".join(bytes(encode(x)) for x in answers)
+    auto = (PartitionInfo("1500010001", "app", True, True, auto_activation=True),)
+    client_v2 = b"".join(bytes(encode(x, 2)) for x in [m.Welcome(2, 4, "150001"),
+                                                      m.Partitions(1, auto)])  # fmt: skip
     return [b"\x00\x3f" + server, b"\x00\x00" + server, b"\x01\x3f" + client,
-            b"\x01\x06" + client, b"\x00\x3f" + server[:40]]  # fmt: skip
+            b"\x01\x06" + client, b"\x00\x3f" + server[:40],
+            b"\x01\x3f" + client_v2]  # fmt: skip

@@ -133,11 +133,16 @@ class ClientAccess:
         return (name, role.value) in self._state.ram.activation
 
     def partitions(self) -> Sequence[PartitionInfo]:
-        return [
-            PartitionInfo(p.serial, p.name, p.initialised,
-                          self._activated(p.name, Role.CO) or self._activated(p.name, Role.CU))
-            for p in self._assigned()
-        ]  # fmt: skip
+        # A role stays activated across restarts when its secret is sealed in the store:
+        # only done with policy 23 on at activation, dropped when 23 is turned off.
+        sealed = {(part, role) for part, role, _, _ in self._state.store.activations()}
+        out = []
+        for p in self._assigned():
+            active = [r for r in (Role.CO, Role.CU) if self._activated(p.name, r)]
+            auto = any((p.name, r.value) in sealed for r in active)
+            out.append(PartitionInfo(p.serial, p.name, p.initialised, bool(active),
+                                     auto_activation=auto))  # fmt: skip
+        return out
 
     async def token_info(self, serial: str) -> TokenInfo:
         part = self._by_serial(serial)

@@ -38,7 +38,8 @@ class BackupAccess(ClientAccess):
         return s.partition == ADMIN_PARTITION
 
     def partitions(self) -> Sequence[PartitionInfo]:
-        admin = PartitionInfo(self._state.serial, f"backup HSM {self._state.serial}", True, False)
+        admin = PartitionInfo(self._state.serial, f"backup HSM {self._state.serial}", True, False,
+                              auto_activation=False)  # no role to activate
         return [*super().partitions(), admin]
 
     def _by_serial(self, serial: str) -> PartitionRow:

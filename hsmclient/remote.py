@@ -61,6 +61,7 @@ class SlotRow:
     serial: str
     label: str
     state: str  # "ready", "not activated", "server unreachable: WHY", ...
+    auto_activation: bool | None = None  # None: not known (a version-1 pedhsm, no answer)
 
 
 @attrs.define
@@ -124,8 +125,19 @@ class RemoteBackend:
                 await link.aclose()
             for p in parts:
                 slot = self.slot_map.slot_for(peer.name, p.serial)
-                rows.append(SlotRow(slot, peer.name, p.serial, p.label, _state_words(p)))
+                rows.append(SlotRow(slot, peer.name, p.serial, p.label, _state_words(p),
+                                    auto_activation_of(link, p)))  # fmt: skip
         return sorted(rows, key=lambda r: (r.slot_id < 0, r.slot_id, r.server))
+
+    async def listed(self, server: str) -> dict[str, ListedPartition]:
+        """*server*'s partitions for this client by serial, dialled anew (`LinkDown` or
+        `Pkcs11Error` when it cannot say)."""
+        link = await self.dial(server)
+        try:
+            parts = await partitions_of(link)
+        finally:
+            await link.aclose()
+        return {p.serial: ListedPartition(p, auto_activation_of(link, p)) for p in parts}
 
     async def dial(self, server: str) -> ServerLink:
         """A new link to *server*; a server that just failed fails again at once for
@@ -152,6 +164,21 @@ def _state_words(p: PartitionInfo) -> str:
     if not p.initialised:
         return "not initialized"
     return "ready" if p.activated else "not activated"
+
+
+@attrs.frozen
+class ListedPartition:
+    """A partition as LIST_PARTITIONS gave it, and whether auto-activation is known."""
+
+    info: PartitionInfo
+    auto_activation: bool | None  # None: the server's protocol version cannot say
+
+
+def auto_activation_of(link: ServerLink, p: PartitionInfo) -> bool | None:
+    """Whether *p*'s role stays activated across restarts (partition policy 23), or None
+    when *link*'s negotiated version (1) cannot carry it."""
+    version = link.conn.version or m.NTLS_VERSION_MIN
+    return p.auto_activation if version >= m.NTLS_VERSION_AUTO_ACTIVATION else None
 
 
 async def partitions_of(link: ServerLink) -> Sequence[PartitionInfo]:

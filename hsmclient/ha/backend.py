@@ -235,6 +235,22 @@ class HaBackend(RemoteBackend):
 
     # ---- listing ---------------------------------------------------------------------------
 
+    async def auto_activations(self) -> dict[MemberRef, bool | None]:
+        """Each member's auto-activation as its HSM says now (None: it cannot say: a
+        version-1 pedhsm, a server that does not answer, a partition not listed)."""
+        out: dict[MemberRef, bool | None] = {}
+        for server in sorted({ref.server for g in self.config.groups for ref in g.members}):
+            try:
+                listed = await self.listed(server)
+            except (LinkDown, Pkcs11Error):
+                listed = {}
+            for group in self.config.groups:
+                for ref in group.members:
+                    if ref.server == server:
+                        found = listed.get(ref.serial)
+                        out[ref] = None if found is None else found.auto_activation
+        return out
+
     async def slot_rows(self) -> list[SlotRow]:
         rows = await super().slot_rows()
         for group, slot_id in self.group_slots():

@@ -5,8 +5,9 @@ deletegroup): the command line runs it itself when no daemon runs, else the daem
 does (`ha_command`) and picks the change up at once.  Creating a group, adding a member
 and recovering need the members' HSMs, so only the running daemon does them: each
 checks the prerequisites first and refuses naming the member and the fix (the Crypto
-Officer's challenge accepted, its role activated, the same cloning domain as the
-group's, tried with a cloning handshake that moves no object).  `listing` is
+Officer's challenge accepted, its role activated with auto-activation, the same cloning
+domain as the group's, tried with a cloning handshake that moves no object; a pedhsm too
+old to say whether auto-activation is on gets a warning instead).  `listing` is
 ``listgroups``' data, with each member's state when the daemon gives it.
 """
 
@@ -35,6 +36,7 @@ from hsmclient.ha.config import (
 from hsmclient.ha.members import GroupState
 from hsmclient.ha.replicate import DOMAIN_MISMATCH, conflicting, domains_named
 from hsmclient.remote import RemoteApplication
+from hsmclient.remote_link import LinkDown
 from hsmclient.slots import SlotMap
 from ped.pkcs11.constants import CKR, CKU
 from ped.pkcs11.token import Pkcs11Error
@@ -98,9 +100,14 @@ def edit(config: HaConfig, slot_map: SlotMap, action: str,
     raise HaConfigError(f"unknown HA action {action!r}")
 
 
-def listing(config: HaConfig, slot_map: SlotMap,
-            states: dict[str, GroupState] | None) -> dict[str, Any]:  # fmt: skip
-    """``listgroups``: every group, its settings and members (states when known)."""
+#: ``listgroups``' words for a member's auto-activation (None: not known).
+AUTO_WORDS = {True: "on", False: "off", None: "unknown"}
+
+
+def listing(config: HaConfig, slot_map: SlotMap, states: dict[str, GroupState] | None,
+            autos: dict[MemberRef, bool | None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """``listgroups``: every group, its settings and members (states and auto-activation
+    when known)."""
     groups = []
     for g in config.groups:
         state = (states or {}).get(g.label)
@@ -115,6 +122,7 @@ def listing(config: HaConfig, slot_map: SlotMap,
                 s = state.status(ref)
                 row |= {"state": s.state.value, "since": s.since or None, "why": s.why,
                         "needs_sync": s.needs_sync}  # fmt: skip
+            row["auto_activation"] = AUTO_WORDS[(autos or {}).get(ref)]
             members.append(row)
         groups.append({"label": g.label, "serial": g.serial,
                        "slot": slot_map.slot_for(HA_SERVER, g.label),
@@ -138,7 +146,8 @@ async def ha_command(backend: object, args: dict[str, Any]) -> dict[str, Any]:
             backend.reload()
             return {"said": []}
         if action == "listgroups":
-            return listing(backend.config, backend.slot_map, backend.states())
+            return listing(backend.config, backend.slot_map, backend.states(),
+                           await backend.auto_activations())  # fmt: skip
         if action in EDITS:
             config, said = edit(backend.config, backend.slot_map, action, args)
             ha_config.save(backend.home, config)
@@ -188,6 +197,32 @@ async def _logged_in(app: RemoteApplication, slot: int, ref: MemberRef, pin: byt
     return session
 
 
+async def _auto_activated(backend: HaBackend, ref: MemberRef, slot: int) -> list[str]:
+    """Refuse *ref* unless its role is activated with auto-activation (policy 23: it must
+    stay activated when its HSM restarts); a warning when its pedhsm cannot say (protocol
+    version 1)."""
+    try:
+        listed = (await backend.listed(ref.server)).get(ref.serial)
+    except (LinkDown, Pkcs11Error) as exc:
+        raise HaConfigError(f"{ref} (slot {slot}) cannot be used: {exc}") from None
+    if listed is None:
+        raise HaConfigError(f"{ref} (slot {slot}): the partition is not there any more "
+                            "(removed, or not assigned to this client)")  # fmt: skip
+    name = listed.info.label
+    if listed.auto_activation is None:
+        return [f"warning: {ref} (slot {slot}): its pedhsm cannot say whether the partition "
+                "is activated with auto-activation (it speaks client protocol version 1); "
+                f"check on its HSM with `pedhsm partition showpolicies --name {name}` "
+                "(policy 23 must be 1, set before `role activate`), or upgrade pedhsm"]
+    if not listed.auto_activation:
+        raise HaConfigError(
+            f"{ref} (slot {slot}) is activated without auto-activation, so it would drop out "
+            "of the group when its HSM restarts: on its HSM, as the partition SO, `pedhsm "
+            f"partition changepolicy --name {name} --policy 23 --value 1`, then `pedhsm role "
+            f"activate --partition {name} --name co` again")  # fmt: skip
+    return []
+
+
 async def _create(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> list[str]:
     label = str(args["label"])
     check_label(label, [g.label for g in backend.config.groups])
@@ -196,6 +231,7 @@ async def _create(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> l
     app = RemoteApplication(backend)
     try:
         await _logged_in(app, backend.member_slot(ref), ref, pin)
+        warnings = await _auto_activated(backend, ref, backend.member_slot(ref))
     finally:
         await app.close()
     group = HaGroup(label, group_serial(ref), (ref,))
@@ -204,7 +240,7 @@ async def _create(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> l
     backend.state(label).synced(ref, time.time())
     slot = backend.slot_map.slot_for(HA_SERVER, label)
     return [f"HA group {label} created: virtual slot {slot}, serial {group.serial}, "
-            f"first member {ref} (slot {backend.member_slot(ref)})"]
+            f"first member {ref} (slot {backend.member_slot(ref)})", *warnings]
 
 
 async def _add(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> list[str]:
@@ -215,6 +251,7 @@ async def _add(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> list
     app = RemoteApplication(backend)
     try:
         target = await _logged_in(app, backend.member_slot(ref), ref, pin)
+        warnings = await _auto_activated(backend, ref, backend.member_slot(ref))
         source = await _logged_in(app, backend.member_slot(reference), reference, pin)
         try:
             await relay_clone(app, source, target, [])  # the domain check: nothing moves
@@ -231,7 +268,7 @@ async def _add(backend: HaBackend, args: dict[str, Any], pin: bytearray) -> list
     backend.reload()
     said = [f"{ref} (slot {backend.member_slot(ref)}) added to HA group {group.label}"]
     said.append(await backend.bring_back(backend.config.group(group.label), ref, pin))
-    return said
+    return [*said, *warnings]
 
 
 def offline(home: Path, action: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -268,5 +305,6 @@ def member_rows(groups: Sequence[dict[str, Any]]) -> list[str]:
             why = f"{since} {m.get('why') or ''}".strip()
             out.append(f"  {m['slot']:<5} {m['serial']:<16} {m['server']:<16} "
                        f"{m['state']:<9} {sync:<11} {why}".rstrip())
+            out.append(f"        auto-activation: {m.get('auto_activation', 'unknown')}")
         out.append("")
     return out

@@ -24,7 +24,9 @@ request, a request id already in flight, too many in flight, a malformed field) 
 
 The transitions are data (`TRANSITIONS`), so tests and docs/protocol/client.md enumerate
 them.  The version rule: the server chooses the highest version both speak; a client
-refuses a Welcome outside its own range (no downgrade below its minimum).
+refuses a Welcome outside its own range (no downgrade below its minimum).  Every frame
+after the hello is written and read in the version chosen (from version 2, a partition
+info carries auto-activation; a version-1 peer never sees that bit, nor may send it).
 """
 
 from __future__ import annotations
@@ -135,6 +137,11 @@ class NtlsConnection:
         self._eof = False
         self._next_id = 1
 
+    @property
+    def _version(self) -> int:
+        """The version values are written and read in (the lowest until the hello is done)."""
+        return self.version if self.version is not None else NTLS_VERSION_MIN
+
     # ---- sending ----------------------------------------------------------------------
 
     def next_request_id(self) -> int:
@@ -166,7 +173,7 @@ class NtlsConnection:
                 raise LocalProtocolError(f"request id {rid} is already in flight")
             if len(self.in_flight) >= self.max_in_flight:
                 raise LocalProtocolError(f"{self.max_in_flight} requests are already in flight")
-            data = encode(message)
+            data = encode(message, self._version)
             self.in_flight[rid] = op
         elif ftype in (FrameType.RESULT, FrameType.FAILURE):
             rid = message.request_id  # type: ignore[union-attr]
@@ -175,10 +182,10 @@ class NtlsConnection:
                 raise LocalProtocolError(f"request id {rid} is not waiting for an answer")
             if ftype is FrameType.RESULT and op_of(message) is not expected:  # type: ignore[arg-type]
                 raise LocalProtocolError(f"request {rid} is {expected.name}, not that answer")
-            data = encode(message)
+            data = encode(message, self._version)
             del self.in_flight[rid]
         else:
-            data = encode(message)
+            data = encode(message, self._version)
             if isinstance(message, Welcome):
                 self.version = message.version
                 self.max_in_flight = message.max_in_flight
@@ -211,7 +218,7 @@ class NtlsConnection:
                 return ConnectionLost(clean)
             ftype, payload = frame
             try:
-                message = decode(ftype, payload)
+                message = decode(ftype, payload, self._version)
             finally:
                 payload[:] = bytes(len(payload))  # a login's challenge lived here
             self._received(message)

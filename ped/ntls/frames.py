@@ -39,6 +39,7 @@ from ped.ntls.messages import (
     MAX_IN_FLIGHT,
     MAX_SOFTWARE,
     MAX_TEXT,
+    NTLS_VERSION_MIN,
     REQUEST_TYPES,
     RESULT_OF,
     Answer,
@@ -169,7 +170,7 @@ def _read_data(r: Reader, field: str, limit: int) -> bytes:
     return r.raw(r.u32(f"{field} length", high=limit), field)
 
 
-def _write_answer(w: Writer, m: Answer) -> None:
+def _write_answer(w: Writer, m: Answer, version: int) -> None:
     if isinstance(m, Failure):
         w.u32(m.request_id).u32(m.rv)
         v.write_text(w, m.message, MAX_TEXT, "message")
@@ -190,7 +191,7 @@ def _write_answer(w: Writer, m: Answer) -> None:
     elif isinstance(m, Output):
         _write_data(w, m.data, v.MAX_OUTPUT)
     elif isinstance(m, Partitions):
-        v.write_partitions(w, m.partitions)
+        v.write_partitions(w, m.partitions, version)
     elif isinstance(m, TokenInfoResult):
         v.write_token_info(w, m.info)
     elif isinstance(m, Mechanisms):
@@ -201,8 +202,9 @@ def is_request(message: Message) -> TypeGuard[Request]:
     return isinstance(message, REQUEST_TYPES)
 
 
-def encode(message: Message) -> bytearray:
-    """The frame of *message* as a ``bytearray`` (wipe it after sending a `Login`)."""
+def encode(message: Message, version: int = NTLS_VERSION_MIN) -> bytearray:
+    """The frame of *message* as a ``bytearray`` (wipe it after sending a `Login`), as the
+    connection's negotiated *version* has it."""
     if isinstance(message, Login):
         if len(message.pin) > v.MAX_PIN:
             raise LocalProtocolError(f"a challenge is at most {v.MAX_PIN} bytes")
@@ -228,13 +230,13 @@ def encode(message: Message) -> bytearray:
         v.write_text(w, message.message, MAX_TEXT, "message")
         type_ = message.TYPE
     elif isinstance(message, Failure):
-        _write_answer(w, message)
+        _write_answer(w, message, version)
         type_ = FrameType.FAILURE
     elif is_request(message):
         _write_request(w, message)
         type_ = FrameType.REQUEST
     else:
-        _write_answer(w, message)  # type: ignore[arg-type]  # the rest is an Answer
+        _write_answer(w, message, version)  # type: ignore[arg-type]  # the rest is an Answer
         type_ = FrameType.RESULT
     payload = w.getvalue()
     if len(payload) > MAX_FRAME:
@@ -323,7 +325,7 @@ def _read_archive(r: Reader, request_id: int, session: int) -> Archive:
     return Archive(request_id, session, action, mode, peer, name, labels)
 
 
-def _read_result(r: Reader, request_id: int, op: Op) -> Result:
+def _read_result(r: Reader, request_id: int, op: Op, version: int) -> Result:
     shape = RESULT_OF[op]
     if shape is Done:
         return Done(request_id, op)
@@ -339,7 +341,7 @@ def _read_result(r: Reader, request_id: int, op: Op) -> Result:
     if shape is Output:
         return Output(request_id, op, _read_data(r, "output", v.MAX_OUTPUT))
     if shape is Partitions:
-        return Partitions(request_id, v.read_partitions(r))
+        return Partitions(request_id, v.read_partitions(r, version))
     if shape is TokenInfoResult:
         return TokenInfoResult(request_id, v.read_token_info(r))
     return Mechanisms(request_id, v.read_mechanism_infos(r))
@@ -349,15 +351,16 @@ def _read_op(r: Reader) -> Op:
     return Op(r.u8("op", low=min(Op), high=max(Op)))
 
 
-def decode(type_: int, payload: bytearray) -> Message:
-    """The message in one frame's payload; any flaw is a `RemoteProtocolError`."""
+def decode(type_: int, payload: bytearray, version: int = NTLS_VERSION_MIN) -> Message:
+    """The message in one frame's payload, as the connection's negotiated *version* has
+    it; any flaw is a `RemoteProtocolError`."""
     if type_ == FrameType.REQUEST and len(payload) > 4 and payload[4] == Op.LOGIN:
         return _read_login(payload)
     parser = _PARSERS.get(type_)
     if parser is None:
         raise UnknownFrameType(f"frame type 0x{type_:02x} is not part of the client protocol")
     r = Reader(bytes(payload), what=FrameType(type_).name.lower())
-    message = parser(r)
+    message = _result(r, version) if type_ == FrameType.RESULT else parser(r)
     r.finish()
     return message
 
@@ -388,9 +391,9 @@ def _request(r: Reader) -> Request:
     return _read_request(r, request_id, _read_op(r))
 
 
-def _result(r: Reader) -> Result:
+def _result(r: Reader, version: int = NTLS_VERSION_MIN) -> Result:
     request_id = r.u32("request id")
-    return _read_result(r, request_id, _read_op(r))
+    return _read_result(r, request_id, _read_op(r), version)
 
 
 def _failure(r: Reader) -> Failure:

@@ -31,7 +31,9 @@ from ped.pkcs11.token import (
 )
 
 NTLS_VERSION_MIN = 1
-NTLS_VERSION_MAX = 1
+NTLS_VERSION_MAX = 2
+#: The first version whose partition info carries bit 2 (auto-activation).
+NTLS_VERSION_AUTO_ACTIVATION = 2
 DEFAULT_NTLS_PORT = 1792
 MAX_TEXT = 1024  # a failure or close message
 MAX_SOFTWARE = 64

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ped.errors import FieldOutOfRange, LocalProtocolError
+from ped.ntls.messages import NTLS_VERSION_AUTO_ACTIVATION
 from ped.pkcs11.constants import CKR
 from ped.pkcs11.token import (
     Attribute,
@@ -209,24 +210,32 @@ def read_serial(r: Reader) -> str:
     return read_text(r, "serial", MAX_SERIAL)
 
 
-def write_partitions(w: Writer, parts: Sequence[PartitionInfo]) -> None:
+def partition_flags_max(version: int) -> int:
+    """The highest partition-info flags byte *version* of the client protocol allows."""
+    return 7 if version >= NTLS_VERSION_AUTO_ACTIVATION else 3
+
+
+def write_partitions(w: Writer, parts: Sequence[PartitionInfo], version: int) -> None:
+    """Partition infos as *version* (the connection's) has them: bit 2 from version 2 on."""
     if len(parts) > MAX_PARTITIONS:
         raise LocalProtocolError(f"{len(parts)} partitions, over {MAX_PARTITIONS}")
     w.u16(len(parts))
     for p in parts:
         write_serial(w, p.serial)
         write_text(w, p.label, MAX_LABEL, "label")
-        w.u8(int(p.initialised) | int(p.activated) << 1)
+        flags = int(p.initialised) | int(p.activated) << 1 | int(p.auto_activation) << 2
+        w.u8(flags & partition_flags_max(version))  # a version-1 peer never sees bit 2
 
 
-def read_partitions(r: Reader) -> tuple[PartitionInfo, ...]:
+def read_partitions(r: Reader, version: int) -> tuple[PartitionInfo, ...]:
     count = r.u16("partition count", high=MAX_PARTITIONS)
     out = []
     for _ in range(count):
         serial = read_serial(r)
         label = read_text(r, "label", MAX_LABEL)
-        flags = r.u8("partition flags", high=3)
-        out.append(PartitionInfo(serial, label, bool(flags & 1), bool(flags & 2)))
+        flags = r.u8("partition flags", high=partition_flags_max(version))
+        out.append(PartitionInfo(serial, label, bool(flags & 1), bool(flags & 2),
+                                 auto_activation=bool(flags & 4)))  # fmt: skip
     return tuple(out)
 
 

@@ -160,6 +160,9 @@ class PartitionInfo:
     label: str
     initialised: bool
     activated: bool  # the role an application logs in as is activated (challenge accepted)
+    #: ...and stays activated across restarts (partition policy 23 on when it was
+    #: activated).  Only a version-2 connection carries it: on version 1 it reads False.
+    auto_activation: bool = False
 
 
 class Session(Protocol):

@@ -3,7 +3,8 @@
 Each HSM's listener runs in its own cancel scope: `Trio3.kill` cancels it (every
 connection to it drops, as when its process dies) and `Trio3.revive` listens again on
 the same port.  Partition p1 of the second and third HSM joins the first's cloning
-domain (or not: *domains*), every Crypto Officer has the same challenge, activated.
+domain (or not: *domains*), every Crypto Officer has the same challenge, activated with
+auto-activation (policy 23; or not: *auto*).
 """
 
 from __future__ import annotations
@@ -102,10 +103,19 @@ def _serial(rig: Rig) -> str:
     return str(part.serial)
 
 
+async def auto_activation_on(rig: Rig, name: str = "p1") -> None:
+    """Policy 23 on, then the Crypto Officer activated again (so its secret is sealed)."""
+    await rig.hsm.roles.login(rig.notify, name, "so", None)
+    rig.hsm.partitions.changepolicy(name, 23, 1)
+    await rig.hsm.roles.activate(rig.notify, name, "co")
+    rig.hsm.roles.logout(None)
+
+
 @asynccontextmanager
 async def three_hsms(tmp_path: Path, client_home: Path, *,
                      same_domain: tuple[bool, bool] = (True, True),
                      activate: tuple[bool, bool] = (True, True),
+                     auto: tuple[bool, bool, bool] = (True, True, True),
                      ) -> AsyncIterator[Trio3]:  # fmt: skip
     rigs = {}
     for i, name in enumerate(NAMES):
@@ -113,12 +123,14 @@ async def three_hsms(tmp_path: Path, client_home: Path, *,
         home.mkdir(mode=0o700)
         rigs[name] = SerialRig(home, f"15000{i + 1}")
     first = rigs["hsm1"]
-    await activated(first, "p1")
-    for name, same, active in zip(NAMES[1:], same_domain, activate, strict=True):
+    await activated(first, "p1", auto=auto[0])
+    for name, same, active, on in zip(NAMES[1:], same_domain, activate, auto[1:], strict=True):
         if same and active:
             await _activated_in_domain_of(rigs[name], first)
+            if on:
+                await auto_activation_on(rigs[name])
         else:
-            await activated(rigs[name], "p1", activate=active)
+            await activated(rigs[name], "p1", activate=active, auto=on)
     client = ensure_identity(client_home, "app-host")
     pins = PinStore(client_home, program="hsmclient")
     try:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import hsm.ntlsd
+from ped.ntls.connection import choose_version
 from ped.pkcs11.constants import CKA, CKM, CKO, CKR, CKU
 from ped.pkcs11.token import Attribute, GcmParams, Mechanism, Pkcs11Error
 from tests.ntls.fake_access import CHALLENGE, P256_OID, Partition
@@ -57,6 +60,28 @@ async def test_open_login_sign_verify_round_trip(tmp_path: Path) -> None:
         assert [(r.server, r.serial, r.label, r.state) for r in rows] == [
             ("hsm1", "1500010001", "app", "ready")
         ]
+        await backend.aclose()
+
+
+async def test_auto_activation_is_known_from_a_version_2_pedhsm_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = {"app1": [Partition("1500010001", "app", auto_activation=True),
+                      Partition("1500010002", "web")]}  # fmt: skip
+    async with ntls_rig(tmp_path, parts) as rig:
+        backend = rig.backend()
+        rows = await backend.slot_rows()
+        assert [(r.serial, r.auto_activation) for r in rows] == [
+            ("1500010001", True), ("1500010002", False)]  # fmt: skip
+        listed = await backend.listed("hsm1")
+        assert listed["1500010001"].auto_activation is True
+        monkeypatch.setattr(hsm.ntlsd, "choose_version",
+                            lambda hello: choose_version(attrs.evolve(hello, version_max=1)))
+        rows = await backend.slot_rows()  # a version-1 pedhsm cannot say
+        assert [(r.serial, r.state, r.auto_activation) for r in rows] == [
+            ("1500010001", "ready", None), ("1500010002", "ready", None)]  # fmt: skip
+        assert {s: p.auto_activation for s, p in (await backend.listed("hsm1")).items()} == {
+            "1500010001": None, "1500010002": None}  # fmt: skip
         await backend.aclose()
 
 

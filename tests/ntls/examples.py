@@ -57,6 +57,9 @@ EXAMPLES: dict[str, m.Message] = {
     "archive": m.Archive(20, 7, m.ArchiveAction.BACKUP_SOURCE, m.ArchiveMode.NEW,
                          "150003000001", "nightly", ("k1",)),
     "result_partitions": m.Partitions(1, (PartitionInfo("1500010001", "app", True, True),)),
+    "result_partitions_v2": m.Partitions(
+        1, (PartitionInfo("1500010001", "app", True, True, auto_activation=True),)
+    ),
     "result_token_info": m.TokenInfoResult(2, TokenInfo("app", "1500010001", flags=0x40D)),
     "result_mechanisms": m.Mechanisms(
         3, (MechanismInfo(CKM.ECDSA, 256, 256, CKF_MECH.SIGN | CKF_MECH.VERIFY),)
@@ -79,8 +82,17 @@ EXAMPLES: dict[str, m.Message] = {
 }
 
 
+#: The examples written in a later protocol version than 1 (the rest are the same in every
+#: version so far).
+VERSIONS: dict[str, int] = {"result_partitions_v2": 2}
+
+
+def version_of(name: str) -> int:
+    return VERSIONS.get(name, m.NTLS_VERSION_MIN)
+
+
 def vectors() -> dict[str, str]:
-    return {name: encode(message).hex() for name, message in EXAMPLES.items()}
+    return {name: encode(message, version_of(name)).hex() for name, message in EXAMPLES.items()}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Partition:
     serial: str
     label: str
     activated: bool = True
+    auto_activation: bool = False
     failures: int = 0  # counted failed logins (wrong challenge only)
     objects: dict[int, dict[int, object]] = attrs.field(factory=dict)
     keys: dict[int, object] = attrs.field(factory=dict)
@@ -74,7 +75,9 @@ class FakeAccess:
 
     def partitions(self) -> Sequence[PartitionInfo]:
         self.calls.append("partitions")
-        return [PartitionInfo(p.serial, p.label, True, p.activated) for p in self.parts.values()]
+        return [PartitionInfo(p.serial, p.label, True, p.activated,
+                              auto_activation=p.auto_activation)
+                for p in self.parts.values()]  # fmt: skip
 
     async def token_info(self, serial: str) -> TokenInfo:
         p = self._part(serial)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 
+from ped.errors import FieldOutOfRange
 from ped.ntls import messages as m
 from ped.ntls.frames import FrameBuffer, decode
 from tests.ped.vectors.blocks import document_vectors as read_vectors
 
-from .examples import EXAMPLES, vectors
+from .examples import EXAMPLES, vectors, version_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol" / "client.md"
 
@@ -36,10 +38,19 @@ def test_vectors_decode_to_the_examples() -> None:
         buffer.feed(bytes.fromhex(value))
         frame = buffer.next_frame()
         assert frame is not None and buffer.buffered == 0
-        message = decode(*frame)
+        message = decode(*frame, version_of(name))
         expected = EXAMPLES[name]
         assert message == expected, name
         if isinstance(message, m.Login):
             assert isinstance(expected, m.Login)
             assert message.pin == expected.pin
             assert attrs.asdict(message) == attrs.asdict(expected)
+
+
+def test_the_version_2_vector_is_refused_by_a_version_1_reader() -> None:
+    buffer = FrameBuffer()
+    buffer.feed(bytes.fromhex(document_vectors()["result_partitions_v2"]))
+    frame = buffer.next_frame()
+    assert frame is not None
+    with pytest.raises(FieldOutOfRange, match="partition flags"):
+        decode(*frame, 1)

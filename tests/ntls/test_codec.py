@@ -28,6 +28,7 @@ from ped.pkcs11.token import (
     AttrKind,
     GcmParams,
     Mechanism,
+    PartitionInfo,
     attr_kind,
 )
 
@@ -116,10 +117,11 @@ def test_attribute_results_round_trip(rid: int, attrs_: list[Attribute]) -> None
 @given(st.binary(max_size=300))
 def test_arbitrary_payloads_give_only_typed_errors(payload: bytes) -> None:
     for ftype in m.FrameType:
-        try:
-            decode(ftype, bytearray(payload))
-        except RemoteProtocolError:
-            pass
+        for version in (1, 2):
+            try:
+                decode(ftype, bytearray(payload), version)
+            except RemoteProtocolError:
+                pass
 
 
 @settings(max_examples=200)
@@ -181,6 +183,25 @@ def test_malformed_fields_are_named_never_shown() -> None:
     label = bytearray(encode(m.Partitions(1, ()))[8:])
     with pytest.raises(FieldOutOfRange, match="unprintable"):
         decode(m.FrameType.RESULT, label[:-2] + b"\x00\x01" + b"\x00\x02\x00\x1b[\x00")
+
+
+def test_partition_flags_follow_the_version() -> None:
+    auto = m.Partitions(7, (PartitionInfo("1500010001", "app", True, True, auto_activation=True),
+                            PartitionInfo("1500010002", "b", True, False)))  # fmt: skip
+    v2 = encode(auto, 2)
+    assert decode(m.FrameType.RESULT, bytearray(v2[8:]), 2) == auto
+    v1 = encode(auto, 1)  # a version-1 peer: bit 2 is never written
+    assert bytes(v1) == bytes(v2).replace(b"app\x07", b"app\x03")
+    got = decode(m.FrameType.RESULT, bytearray(v1[8:]), 1)
+    assert isinstance(got, m.Partitions)
+    assert [p.auto_activation for p in got.partitions] == [False, False]
+    assert [p.activated for p in got.partitions] == [True, False]
+    with pytest.raises(FieldOutOfRange, match="partition flags"):
+        decode(m.FrameType.RESULT, bytearray(v2[8:]), 1)  # a version-1 reader refuses bit 2
+    eight = bytearray(v2[8:])
+    eight[eight.index(b"app\x07") + 3] = 8  # a bit no version has
+    with pytest.raises(FieldOutOfRange, match="partition flags"):
+        decode(m.FrameType.RESULT, eight, 2)
 
 
 def test_oversized_values_are_local_errors() -> None:

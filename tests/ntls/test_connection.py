@@ -14,14 +14,16 @@ from ped.ntls.connection import (
     State,
     choose_version,
 )
+from ped.ntls.frames import decode, encode
 from ped.pkcs11.constants import CKR, CKU
+from ped.pkcs11.token import PartitionInfo
 from ped.wire.framing import NEED_DATA
 
 
-def pair(max_in_flight: int = 4) -> tuple[NtlsConnection, NtlsConnection]:
+def pair(max_in_flight: int = 4, version: int = 1) -> tuple[NtlsConnection, NtlsConnection]:
     client, server = NtlsConnection(NtlsRole.CLIENT), NtlsConnection(NtlsRole.SERVER)
     deliver(client, server, m.Hello())
-    deliver(server, client, m.Welcome(1, max_in_flight, "150001"))
+    deliver(server, client, m.Welcome(version, max_in_flight, "150001"))
     return client, server
 
 
@@ -82,8 +84,6 @@ def test_local_errors() -> None:
 
 
 def m_encode(message: m.Message) -> bytearray:
-    from ped.ntls.frames import encode
-
     return encode(message)
 
 
@@ -133,11 +133,12 @@ def test_remote_errors_request_ids() -> None:
 
 
 def test_versions() -> None:
-    assert choose_version(m.Hello(1, 5)) == 1
-    assert choose_version(m.Hello(2, 5)) is None
+    assert choose_version(m.Hello(1, 5)) == 2
+    assert choose_version(m.Hello(1, 1)) == 1  # an old hsmclient
+    assert choose_version(m.Hello(3, 5)) is None
     client = NtlsConnection(NtlsRole.CLIENT)
     client.send(m.Hello())
-    client.receive_data(m_encode(m.Welcome(2, 4, "150001")))
+    client.receive_data(m_encode(m.Welcome(3, 4, "150001")))
     with pytest.raises(RemoteProtocolError, match="upgrade the older side"):
         client.next_event()
     client = NtlsConnection(NtlsRole.CLIENT)
@@ -146,6 +147,42 @@ def test_versions() -> None:
         m.NtlsRefuseCode.UNSUPPORTED_VERSION, "no"
     )
     assert client.state is State.CLOSED
+
+
+AUTO = (PartitionInfo("1500010001", "app", True, True, auto_activation=True),)
+
+
+def test_auto_activation_travels_on_version_2_only() -> None:
+    client, server = pair(version=2)
+    assert client.version == server.version == 2
+    deliver(client, server, m.ListPartitions(1))
+    assert deliver(server, client, m.Partitions(1, AUTO)) == m.Partitions(1, AUTO)
+
+
+def test_an_old_hsmclient_keeps_working_and_never_sees_bit_2() -> None:
+    client, server = NtlsConnection(NtlsRole.CLIENT), NtlsConnection(NtlsRole.SERVER)
+    hello = deliver(client, server, m.Hello(1, 1, "hsmclient 1"))
+    assert isinstance(hello, m.Hello) and choose_version(hello) == 1
+    deliver(server, client, m.Welcome(1, 4, "150001"))
+    deliver(client, server, m.ListPartitions(1))
+    wire = server.send(m.Partitions(1, AUTO))
+    assert wire.endswith(b"app\x03")  # exactly what a version-1 pedhsm wrote
+    assert decode(m.FrameType.RESULT, wire[8:], 1) == m.Partitions(
+        1, (PartitionInfo("1500010001", "app", True, True),)
+    )  # an old reader (flags <= 3) takes it
+
+
+def test_an_old_pedhsm_keeps_working() -> None:
+    client = NtlsConnection(NtlsRole.CLIENT)
+    client.send(m.Hello())
+    assert deliver_raw(client, m.Welcome(1, 4, "150001")) == m.Welcome(1, 4, "150001")
+    client.send(m.ListPartitions(1))
+    old = m.Partitions(1, (PartitionInfo("1500010001", "app", True, True),))
+    assert deliver_raw(client, old) == old  # written as version 1 writes it
+    client.send(m.ListPartitions(2))
+    client.receive_data(encode(m.Partitions(2, AUTO), 2))  # bit 2 on a version-1 connection
+    with pytest.raises(RemoteProtocolError, match="partition flags"):
+        client.next_event()
 
 
 def deliver_raw(conn: NtlsConnection, message: m.Message) -> object:
