@@ -97,7 +97,7 @@ def format_slots(lines: list[SlotLine]) -> str:
     """The slot table: one line per slot, id first."""
     rows = [("Slot", "Label", "Serial", "Server", "State")] + [
         ("-" if s.slot_id is None else str(s.slot_id), s.label or "-", s.serial or "-",
-         s.server, s.state) for s in lines]
+         s.server, s.state_words()) for s in lines]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  "

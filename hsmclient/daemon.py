@@ -73,9 +73,15 @@ class SlotLine:
     serial: str
     label: str
     state: str
+    auto_activation: bool | None = None  # None: not known (a version-1 pedhsm, no partition)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+    def state_words(self) -> str:
+        """The state column: "ready, auto-activation" when the activation survives a
+        restart of the HSM (partition policy 23), as an HA member needs."""
+        return f"{self.state}, auto-activation" if self.auto_activation else self.state
 
 
 def load_backend(home: Path, pins: PinStore, slot_map: SlotMap) -> Backend:
@@ -103,7 +109,8 @@ async def slot_lines(backend: Backend) -> list[SlotLine]:
     if rows is not None:
         # A server-wide row (unreachable, nothing assigned) has no slot: -1 or None.
         return [SlotLine(r.slot_id if r.slot_id is not None and r.slot_id >= 0 else None,
-                         r.server, r.serial, r.label, r.state) for r in await rows()]
+                         r.server, r.serial, r.label, r.state, r.auto_activation)
+                for r in await rows()]
     app = await backend.connect()
     try:
         lines = []
