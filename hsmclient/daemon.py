@@ -109,7 +109,9 @@ async def slot_lines(backend: Backend) -> list[SlotLine]:
     if rows is not None:
         # A server-wide row (unreachable, nothing assigned) has no slot: -1 or None.
         return [SlotLine(r.slot_id if r.slot_id is not None and r.slot_id >= 0 else None,
-                         r.server, r.serial, r.label, r.state, r.auto_activation)
+                         r.server, r.serial, r.label, r.state,
+                         # a backend whose rows cannot say (a test backend): unknown
+                         getattr(r, "auto_activation", None))
                 for r in await rows()]
     app = await backend.connect()
     try:
