@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ped.daemon.control import control_request_sync
+from ped.daemon.memtrace import ENV as MEMTRACE_ENV
+from ped.daemon.memtrace import report_count, traced_bytes
 from pedtools.bench.clientpath_client import operation
 from pedtools.bench.clientpath_site import P11KIT_CLIENT
 from pedtools.bench.procs import rss_kib
@@ -43,6 +46,7 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    traced_figures,
 )
 from pedtools.bench.soak_site import DAEMONS, LABEL, SoakSite
 from pedtools.testing.procs import Site
@@ -50,6 +54,10 @@ from pedtools.testing.procs import Site
 DEFAULT_MINUTES = 2.0
 #: Sample every daemon after this many rounds.
 SAMPLE_EVERY = 5
+#: With ``--tracemalloc``, ask every traced daemon for its report after this many rounds.
+TRACE_EVERY = 1000
+#: The daemons the debug hook traces (the emulated PED and hsmclient never grew).
+TRACED = ("pedhsm", "pedclient", "pedserver", "hsmclient")
 #: Which operations each daemon serves (a round is one login and one sign).
 SERVES = {"pedhsm": ("login", "sign"), "pedclient": ("login",), "pedserver": ("login",),
           "pedemu": ("login",), "hsmclient": ("sign",)}
@@ -73,8 +81,11 @@ def file_size(path: Path | None) -> int:
 class Soak:
     """The running soak: its operations, its samples, its latencies."""
 
-    def __init__(self, soak_site: SoakSite) -> None:
+    def __init__(self, soak_site: SoakSite, trace_dir: Path | None = None) -> None:
         self.ss = soak_site
+        self.trace_dir = trace_dir
+        #: per traced daemon: (operations served, bytes Python held), one per report
+        self.traced: dict[str, list[tuple[int, int]]] = {name: [] for name in TRACED}
         cps = soak_site.cps
         # p11-kit-client reads the address when it is loaded, in this process.
         os.environ["P11_KIT_SERVER_ADDRESS"] = cps.address
@@ -100,6 +111,27 @@ class Soak:
                                              file_size(self.logs[name])))
         self.audit.append((self.count["login"], file_size(self.ss.audit_log)))
 
+    def trace_path(self, name: str) -> Path:
+        assert self.trace_dir is not None
+        return self.trace_dir / f"memtrace-{name}.txt"
+
+    def trace_sample(self, timeout: float = 120.0) -> None:
+        """SIGUSR2 to every traced daemon; wait for each new report; keep its figure."""
+        if self.trace_dir is None:
+            return
+        before = {name: report_count(self.trace_path(name)) for name in TRACED}
+        for name in TRACED:
+            os.kill(self.pids[name], signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        for name in TRACED:
+            path = self.trace_path(name)
+            while report_count(path) <= before[name]:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} wrote no tracemalloc report ({path})")
+                time.sleep(0.05)
+            ops = sum(self.count[kind] for kind in SERVES[name])
+            self.traced[name].append((ops, traced_bytes(path) or 0))
+
     def round(self, started: float) -> None:
         for kind, op in (("login", self.login), ("sign", self.sign)):
             t0 = time.perf_counter()
@@ -123,10 +155,13 @@ class Soak:
             done += 1
             if done % SAMPLE_EVERY == 0:
                 self.sample()
+            if done % TRACE_EVERY == 0:
+                self.trace_sample()
             if now >= next_note:
                 next_note = now + 30.0
                 log(f"{done} rounds, {now - started:.0f} s")
         self.sample()
+        self.trace_sample()
         return time.perf_counter() - started
 
 
@@ -146,16 +181,22 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                                                / logins, 1) if logins else None),
         "failures": failures(daemons),
         "pids": soak.pids,
+        "traced": {name: traced_figures(points) for name, points in soak.traced.items()
+                   if len(points) >= 3},
     }
 
 
-def run(work: Path, seconds: float | None, rounds: int | None, log: Log) -> dict[str, Any]:
+def run(work: Path, seconds: float | None, rounds: int | None, log: Log,
+        trace: bool = False) -> dict[str, Any]:
     site = Site(work / "site")
+    trace_dir = work if trace else None
+    if trace_dir is not None:
+        site.env[MEMTRACE_ENV] = str(trace_dir / "memtrace-{prog}.txt")
     try:
         ss = SoakSite(site)
         log("setting up pedhsm, pedclient, pedserver, the emulated PED and hsmclient ...")
         ss.up()
-        soak = Soak(ss)
+        soak = Soak(ss, trace_dir)
         what = f"{rounds} rounds" if rounds is not None else f"{seconds:g} s"
         log(f"soaking for {what} ...")
         took = soak.run(seconds, rounds, log)
@@ -189,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="soak-results.json", metavar="FILE",
                         help="where to write the JSON results (default soak-results.json)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="run pedhsm, pedclient, pedserver and hsmclient with the "
+                        f"memory debug hook ({MEMTRACE_ENV}) and report the bytes Python "
+                        f"holds every {TRACE_EVERY} rounds beside RSS (slower; the reports "
+                        "are left in the work directory with --keep)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (every daemon's home and log)")
     args = parser.parse_args(argv)
@@ -205,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[soak] {text}", file=sys.stderr, flush=True)
 
     try:
-        results = run(work, seconds, rounds, log)
+        results = run(work, seconds, rounds, log, trace=args.tracemalloc)
     except Exception as exc:
         log(f"the soak rig failed: {type(exc).__name__}: {exc}")
         args.keep = True

@@ -20,6 +20,8 @@ from pedtools.bench.soak_figures import (
     latency_windows,
     markdown,
     slope,
+    slope_stderr,
+    traced_figures,
     window,
 )
 from pedtools.bench.soak_site import DAEMONS
@@ -28,8 +30,8 @@ pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
-               "rss_kb_per_10k_ops", "fds_start", "fds_end", "log_bytes_per_op",
-               "rss_kb_by_tenth"}
+               "rss_kb_per_10k_ops", "rss_slope_stderr", "resolution_kb_per_10k_ops",
+               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -134,3 +136,34 @@ def test_latency_windows_first_and_last() -> None:
     lat = latency_windows(times, 100.0)
     assert lat["window_s"] == 10.0 and lat["count"] == 1000
     assert (lat["first_p50_ms"], lat["last_p50_ms"]) == (1.0, 3.0)
+
+
+def test_warmup_is_at_least_min_ops_but_never_more_than_half() -> None:
+    short = [Sample(ops, 1000, 10) for ops in range(0, 3001, 100)]
+    assert after_warmup(short)[0].ops == 1500  # 2,000 would leave less than half
+    mid = [Sample(ops, 1000, 10) for ops in range(0, 8001, 100)]
+    assert after_warmup(mid)[0].ops == 2000  # 20% would be 1,600
+    long = [Sample(ops, 1000, 10) for ops in range(0, 100_001, 1000)]
+    assert after_warmup(long)[0].ops == 20_000
+
+
+def test_fit_reports_its_doubt_and_the_runs_page_resolution() -> None:
+    line = [Sample(ops, 1000 + ops // 1000, 10) for ops in range(0, 20_001, 1000)]
+    d = daemon_figures(line)
+    assert d["rss_slope_stderr"] == 0.0  # on the line exactly
+    assert d["resolution_kb_per_10k_ops"] == 2.5  # 4 kB over 16,000 measured ops
+    assert slope_stderr([0, 1, 2], [0, 1, 0]) == pytest.approx(0.577, abs=0.001)
+    assert slope_stderr([0, 1], [0, 5]) == 0.0
+    one_page = [Sample(ops, 1000 if ops < 15_000 else 1004, 10)
+                for ops in range(0, 20_001, 1000)]
+    found = failures({"pedserver": daemon_figures(one_page)})
+    assert len(found) == 1 and found[0].endswith("one page is 2.5 kB per 10,000 of them)")
+
+
+def test_traced_growth_is_fitted_after_the_warmup() -> None:
+    points = [(ops, 500_000 + min(ops, 2000) * 100 + ops // 10) for ops in
+              range(1000, 20_001, 1000)]
+    t = traced_figures(points)
+    assert t["bytes_per_10k_ops"] == pytest.approx(1000.0)
+    assert t["points"][0] == [1000, 600_100]
+    assert traced_figures([(1000, 5), (2000, 5)])["bytes_per_10k_ops"] == 0.0
