@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from ped.daemon.control import control_request_sync
 from ped.daemon.memtrace import ENV as MEMTRACE_ENV
 from ped.daemon.memtrace import report_count, traced_bytes
@@ -181,6 +183,10 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                                                / logins, 1) if logins else None),
         "failures": failures(daemons),
         "pids": soak.pids,
+        # every sample, so that the figures can be fitted again (another warm-up, a plot)
+        "samples": {name: [list(attrs.astuple(s)) for s in soak.samples[name]]
+                    for name in DAEMONS},
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "traced": {name: traced_figures(points) for name, points in soak.traced.items()
                    if len(points) >= 3},
     }

@@ -221,6 +221,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {lat['count']} | {lat['window_s']} | {lat['first_p50_ms']} "
                      f"| {lat['first_p99_ms']} | {lat['last_p50_ms']} | {lat['last_p99_ms']} |")
     lines.append("")
+    if r.get("malloc_arena_max"):
+        lines += [f"Run with MALLOC_ARENA_MAX={r['malloc_arena_max']}.", ""]
     audit = r.get("pedhsm_audit_bytes_per_login")
     if audit is not None:
         lines += [f"pedhsm's audit log (a record per login and logout, not a log level's "
