@@ -167,3 +167,24 @@ def test_traced_growth_is_fitted_after_the_warmup() -> None:
     assert t["bytes_per_10k_ops"] == pytest.approx(1000.0)
     assert t["points"][0] == [1000, 600_100]
     assert traced_figures([(1000, 5), (2000, 5)])["bytes_per_10k_ops"] == 0.0
+
+
+def test_tracemalloc_soak_reports_what_python_holds(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    rounds = 30
+    done = subprocess.run(
+        [sys.executable, "-m", "pedtools.bench.soak", "--operations", str(rounds),
+         "--tracemalloc", "--tracemalloc-every", "10", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["traced"]) == {"pedhsm", "pedclient", "pedserver", "hsmclient"}
+    for name, t in r["traced"].items():
+        served = 2 if name == "pedhsm" else 1
+        # a report after rounds 10, 20 and 30 (the last round: no second one at the end)
+        assert [ops for ops, _ in t["points"]] == [served * n for n in (10, 20, 30)]
+        assert all(_positive(held) for _, held in t["points"]), (name, t)
+        assert isinstance(t["bytes_per_10k_ops"], float)
+    assert "| pedserver | 3 | " in done.stdout
