@@ -13,6 +13,10 @@ resident memory (VmRSS, kB), its open file descriptors and its log's size.  Per 
 * ``log_bytes_per_op``: what its log grew by over the measured operations, per operation;
 * ``rss_kb_by_tenth``: RSS at the start and after each tenth of its operations (whether
   it levels off, at a glance);
+* ``rss_rises``: each rise of RSS after the warm-up, as (operations, kB): a leak climbs
+  a staircase of pages spread over the run; warm-up and the allocator's high-water mark
+  show as a few isolated steps (a linear fit over one late step still reports a slope,
+  so read the two together; the verdict stays the fitted slope's);
 * ``rss_slope_stderr``: the fit's standard error (kB per 10,000 operations; RSS moves in
   steps, so consecutive samples are not independent and this understates the doubt);
 * ``resolution_kb_per_10k_ops``: one page (`PAGE_KB`) over the measured operations: the
@@ -27,6 +31,7 @@ ends with more fds than it started with; `failures` names each daemon and figure
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import attrs
@@ -40,6 +45,8 @@ WARMUP_SHARE = 0.2
 #: ... and at least this many operations (caches, allocator arenas and the high-water
 #: mark of transient buffers fill over the first few thousand), if half the run remains.
 WARMUP_MIN_OPS = 2000
+#: How many rises of RSS after the warm-up a daemon's figures list one by one.
+RISES_SHOWN = 12
 #: RSS moves in pages of this many kB.
 PAGE_KB = 4
 #: A run at least this long reports its first and last minute; a shorter one its first
@@ -119,7 +126,19 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
         "log_bytes_per_op": (round((kept[-1].log_bytes - kept[0].log_bytes) / ops, 2)
                              if has_log and ops else None),
         "rss_kb_by_tenth": by_tenth(samples),
+        "rss_rises": rises(kept),
     }
+
+
+def rises(samples: Sequence[Sample], most: int = RISES_SHOWN) -> list[list[int]]:
+    """Each sample whose RSS is above the previous one's: (operations, kB risen); only the
+    first *most*, then one entry summing the rest at the last one's operations."""
+    found = [[b.ops, b.rss_kb - a.rss_kb] for a, b in pairwise(samples)
+             if b.rss_kb > a.rss_kb]
+    if len(found) > most:
+        rest = found[most - 1:]
+        found = [*found[:most - 1], [rest[-1][0], sum(kb for _, kb in rest)]]
+    return found
 
 
 def traced_figures(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -186,6 +205,10 @@ def latency_windows(times: Sequence[tuple[float, float]], duration: float) -> di
     }
 
 
+def rises_text(found: Sequence[Sequence[int]]) -> str:
+    return ", ".join(f"{ops}: +{kb}" for ops, kb in found) or "none"
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The soak's tables, as README and RESULTS.md show them."""
     lines = [
@@ -195,15 +218,16 @@ def markdown(r: dict[str, Any]) -> str:
         f"{WARMUP_MIN_OPS:,}), left out of the fit.",
         "",
         "| daemon | operations | RSS kB start -> end | RSS growth kB / 10,000 ops (± stderr) "
-        "| one page = kB / 10,000 ops | fds start -> end | log bytes / op |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| one page = kB / 10,000 ops | rises after warm-up (at op: +kB) | fds start -> end "
+        "| log bytes / op |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in r["daemons"].items():
         log = d["log_bytes_per_op"]
         lines.append(f"| {name} | {d['operations']} | {d['rss_kb_start']} -> "
                      f"{d['rss_kb_end']} | {d['rss_kb_per_10k_ops']} "
                      f"± {d['rss_slope_stderr']} | {d['resolution_kb_per_10k_ops']} | "
-                     f"{d['fds_start']} -> {d['fds_end']} | "
+                     f"{rises_text(d['rss_rises'])} | {d['fds_start']} -> {d['fds_end']} | "
                      f"{'(none)' if log is None else log} |")
     traced = r.get("traced") or {}
     if traced:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
                "rss_kb_per_10k_ops", "rss_slope_stderr", "resolution_kb_per_10k_ops",
-               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth"}
+               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth", "rss_rises"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -188,3 +188,16 @@ def test_tracemalloc_soak_reports_what_python_holds(tmp_path: Path) -> None:
         assert all(_positive(held) for _, held in t["points"]), (name, t)
         assert isinstance(t["bytes_per_10k_ops"], float)
     assert "| pedserver | 3 | " in done.stdout
+
+
+def test_rises_after_the_warmup_tell_a_staircase_from_a_step() -> None:
+    step = [Sample(ops, 1000 if ops < 18_000 else 1012, 10) for ops in range(0, 24_001, 100)]
+    assert daemon_figures(step)["rss_rises"] == [[18_000, 12]]
+    stairs = [Sample(ops, 1000 + 4 * (ops // 1000), 10) for ops in range(0, 40_001, 100)]
+    found = daemon_figures(stairs)["rss_rises"]
+    assert len(found) == 12 and found[0] == [9000, 4]  # warm-up: the first 8,000 ops
+    assert found[-1] == [40_000, 4 * (40 - 9 - 11 + 1)]  # the rest, summed
+    flat = [Sample(ops, 1000, 10) for ops in range(0, 10_001, 100)]
+    assert daemon_figures(flat)["rss_rises"] == []
+    assert "| none | " in markdown({"rounds": 1, "seconds": 1.0, "failures": [],
+                                     "latency": {}, "daemons": {"x": daemon_figures(flat)}})
