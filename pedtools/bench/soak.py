@@ -53,6 +53,7 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    refit,
     traced_figures,
 )
 from pedtools.bench.soak_site import DAEMONS, LABEL, SoakSite
@@ -256,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{TRACE_EVERY})")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (every daemon's home and log)")
+    parser.add_argument("--refit", metavar="JSON",
+                        help="run nothing: fit the samples a run kept in JSON again (the "
+                        "current warm-up and figures), write --out and print the tables")
     args = parser.parse_args(argv)
+    if args.refit:
+        return report(refit(json.loads(Path(args.refit).read_text())), args.out,
+                      args.markdown)
     if args.operations is not None and args.operations < 10:
         parser.error("--operations: at least 10 rounds (the fit needs samples)")
     if args.tracemalloc_every < 1:
@@ -283,13 +290,18 @@ def main(argv: list[str] | None = None) -> int:
             log(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return report(results, args.out, args.markdown)
+
+
+def report(results: dict[str, Any], out: str, markdown_file: str | None) -> int:
+    """Write the JSON and the tables; the exit status (1: a daemon grew)."""
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     print(table)
-    if args.markdown:
-        Path(args.markdown).write_text(table)
+    if markdown_file:
+        Path(markdown_file).write_text(table)
     for failure in results["failures"]:
-        log(f"FAILURE: {failure}")
+        print(f"[soak] FAILURE: {failure}", file=sys.stderr, flush=True)
     return 1 if results["failures"] else 0
 
 

@@ -155,6 +155,17 @@ def traced_figures(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
             "bytes_per_10k_ops": round(per_op * 10_000, 1)}
 
 
+def refit(results: dict[str, Any], without_log: Sequence[str] = ("pedemu",)) -> dict[str, Any]:
+    """*results* of a run (its JSON) with every daemon's figures, the traced figures and
+    the verdict computed again from the samples it kept (after a change to the fit)."""
+    samples = {name: [Sample(*raw) for raw in rows] for name, rows in results["samples"].items()}
+    daemons = {name: daemon_figures(rows, name not in without_log)
+               for name, rows in samples.items()}
+    traced = {name: traced_figures([(ops, held) for ops, held in t["points"]])
+              for name, t in (results.get("traced") or {}).items()}
+    return {**results, "daemons": daemons, "traced": traced, "failures": failures(daemons)}
+
+
 def by_tenth(samples: Sequence[Sample]) -> list[int]:
     """RSS at the start and after each tenth of the operations (levelling off or not)."""
     first, last = samples[0].ops, samples[-1].ops

@@ -19,6 +19,7 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    refit,
     slope,
     slope_stderr,
     traced_figures,
@@ -201,3 +202,17 @@ def test_rises_after_the_warmup_tell_a_staircase_from_a_step() -> None:
     assert daemon_figures(flat)["rss_rises"] == []
     assert "| none | " in markdown({"rounds": 1, "seconds": 1.0, "failures": [],
                                      "latency": {}, "daemons": {"x": daemon_figures(flat)}})
+
+
+def test_refit_computes_the_figures_again_from_the_kept_samples() -> None:
+    grows = [[ops, 2000 + ops // 2500, 10, 0] for ops in range(0, 50_001, 1000)]
+    flat = [[ops, 2000, 10, 0] for ops in range(0, 50_001, 1000)]
+    old = {"rounds": 50_000, "daemons": {}, "failures": [], "latency": {},
+           "samples": {"pedhsm": grows, "pedemu": flat},
+           "traced": {"pedhsm": {"points": [[1000, 10], [2000, 10], [3000, 10]]}}}
+    new = refit(old)
+    assert new["daemons"]["pedhsm"]["rss_kb_per_10k_ops"] == pytest.approx(4.0, abs=0.1)
+    assert new["daemons"]["pedemu"]["log_bytes_per_op"] is None
+    assert len(new["failures"]) == 1 and new["failures"][0].startswith("pedhsm: ")
+    assert new["traced"]["pedhsm"]["bytes_per_10k_ops"] == 0.0
+    assert new["rounds"] == 50_000 and old["failures"] == []
