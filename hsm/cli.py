@@ -137,12 +137,14 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
         notify_ready,
         setup_logging,
     )
+    from ped.daemon.memtrace import install_from_env
 
     # Started in the background: the log file in the home, reopened at SIGHUP (rotation),
     # with stdout and stderr; in the foreground: stderr (systemd's journal).
     background = READY_FD_ENV in os.environ
     setup_logging("pedhsm", level=ns.log_level, log_format=ns.log_format,
                   log_file=home / LOG_NAME if background else None, capture_std=background)
+    install_from_env("pedhsm")  # PED_TRACEMALLOC: the memory debug hook (off by default)
     warning = pedclient_warning(ns.pedclient)
     if warning:
         logging.getLogger("pedhsm").warning("%s", warning)

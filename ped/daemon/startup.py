@@ -19,6 +19,7 @@ from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
 from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
+from ped.daemon.memtrace import install_from_env
 from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
     READY_FD_ENV,
@@ -133,6 +134,7 @@ def begin_foreground(
     background = READY_FD_ENV in os.environ
     setup_logging(prog, log_file=log_path if background else None, level=log_level,
                   log_format=log_format, capture_std=background)
+    install_from_env(prog)  # PED_TRACEMALLOC: the memory debug hook (off by default)
     pidfile = PidFile(pid_path)
     try:
         pidfile.write()

@@ -12,7 +12,17 @@ resident memory (VmRSS, kB), its open file descriptors and its log's size.  Per 
   last one;
 * ``log_bytes_per_op``: what its log grew by over the measured operations, per operation;
 * ``rss_kb_by_tenth``: RSS at the start and after each tenth of its operations (whether
-  it levels off, at a glance).
+  it levels off, at a glance);
+* ``rss_rises``: each rise of RSS after the warm-up, as (operations, kB): a leak climbs
+  a staircase of pages spread over the run; warm-up and the allocator's high-water mark
+  show as a few isolated steps (a linear fit over one late step still reports a slope,
+  so read the two together; the verdict stays the fitted slope's);
+* ``rss_slope_stderr``: the fit's standard error (kB per 10,000 operations; RSS moves in
+  steps, so consecutive samples are not independent and this understates the doubt);
+* ``resolution_kb_per_10k_ops``: one page (`PAGE_KB`) over the measured operations: the
+  smallest growth the run can see at all.  The limit needs ``PAGE_KB * 10,000 /
+  RSS_LIMIT_KB`` measured operations (40,000) before one page means "over the limit",
+  and several times that before the verdict stops hanging on a single page.
 
 The run FAILS if any daemon grows by more than `RSS_LIMIT_KB` per 10,000 operations or
 ends with more fds than it started with; `failures` names each daemon and figure.
@@ -21,6 +31,7 @@ ends with more fds than it started with; `failures` names each daemon and figure
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import attrs
@@ -29,8 +40,15 @@ from pedtools.bench.stats import percentile
 
 #: RSS growth per 10,000 operations over which a run fails (issue 20: "~1 kB").
 RSS_LIMIT_KB = 1.0
-#: The share of a daemon's samples (by operations) left out of the fit as warm-up.
+#: The share of a daemon's samples (by operations) left out of the fit as warm-up ...
 WARMUP_SHARE = 0.2
+#: ... and at least this many operations (caches, allocator arenas and the high-water
+#: mark of transient buffers fill over the first few thousand), if half the run remains.
+WARMUP_MIN_OPS = 2000
+#: How many rises of RSS after the warm-up a daemon's figures list one by one.
+RISES_SHOWN = 12
+#: RSS moves in pages of this many kB.
+PAGE_KB = 4
 #: A run at least this long reports its first and last minute; a shorter one its first
 #: and last tenth.
 MINUTE = 60.0
@@ -59,13 +77,31 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def after_warmup(samples: Sequence[Sample], share: float = WARMUP_SHARE) -> list[Sample]:
-    """The samples taken once the daemon had served *share* of its operations."""
+def after_warmup(samples: Sequence[Sample], share: float = WARMUP_SHARE,
+                 min_ops: int = WARMUP_MIN_OPS) -> list[Sample]:
+    """The samples taken once the daemon had served *share* of its operations and at
+    least *min_ops* (unless that would leave out more than half the run)."""
     if not samples:
         return []
     first, last = samples[0].ops, samples[-1].ops
-    cut = first + (last - first) * share
+    span = last - first
+    cut = first + min(max(span * share, min_ops), span / 2)
     return [s for s in samples if s.ops >= cut]
+
+
+def slope_stderr(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The standard error of `slope` (0.0 with fewer than three points)."""
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    mx = sum(xs) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return 0.0
+    b = slope(xs, ys)
+    a = sum(ys) / n - b * mx
+    residual = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    return float((residual / (n - 2) / sxx) ** 0.5)
 
 
 def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str, Any]:
@@ -74,7 +110,8 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
     if len(kept) < 2:
         raise ValueError("too few samples after the warm-up to fit a slope")
     ops = kept[-1].ops - kept[0].ops
-    per_op = slope([s.ops for s in kept], [s.rss_kb for s in kept])
+    xs, ys = [s.ops for s in kept], [s.rss_kb for s in kept]
+    per_op = slope(xs, ys)
     return {
         "operations": samples[-1].ops,
         "measured_operations": ops,
@@ -82,12 +119,51 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
         "rss_kb_start": kept[0].rss_kb,
         "rss_kb_end": kept[-1].rss_kb,
         "rss_kb_per_10k_ops": round(per_op * 10_000, 2),
+        "rss_slope_stderr": round(slope_stderr(xs, ys) * 10_000, 2),
+        "resolution_kb_per_10k_ops": round(PAGE_KB * 10_000 / ops, 2) if ops else None,
         "fds_start": kept[0].fds,
         "fds_end": kept[-1].fds,
         "log_bytes_per_op": (round((kept[-1].log_bytes - kept[0].log_bytes) / ops, 2)
                              if has_log and ops else None),
         "rss_kb_by_tenth": by_tenth(samples),
+        "rss_rises": rises(kept),
     }
+
+
+def rises(samples: Sequence[Sample], most: int = RISES_SHOWN) -> list[list[int]]:
+    """Each sample whose RSS is above the previous one's: (operations, kB risen); only the
+    first *most*, then one entry summing the rest at the last one's operations."""
+    found = [[b.ops, b.rss_kb - a.rss_kb] for a, b in pairwise(samples)
+             if b.rss_kb > a.rss_kb]
+    if len(found) > most:
+        rest = found[most - 1:]
+        found = [*found[:most - 1], [rest[-1][0], sum(kb for _, kb in rest)]]
+    return found
+
+
+def traced_figures(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """The debug hook's figure for one daemon: *points* are (operations, bytes Python
+    held after a collection); the fitted growth over the points after the warm-up (the
+    first is the baseline, so at least two are kept)."""
+    samples = [Sample(ops, held, 0) for ops, held in points]
+    kept = after_warmup(samples)
+    if len(kept) < 2:
+        kept = samples[-2:]
+    xs, ys = [s.ops for s in kept], [s.rss_kb for s in kept]
+    per_op = slope(xs, ys)
+    return {"points": [list(p) for p in points],
+            "bytes_per_10k_ops": round(per_op * 10_000, 1)}
+
+
+def refit(results: dict[str, Any], without_log: Sequence[str] = ("pedemu",)) -> dict[str, Any]:
+    """*results* of a run (its JSON) with every daemon's figures, the traced figures and
+    the verdict computed again from the samples it kept (after a change to the fit)."""
+    samples = {name: [Sample(*raw) for raw in rows] for name, rows in results["samples"].items()}
+    daemons = {name: daemon_figures(rows, name not in without_log)
+               for name, rows in samples.items()}
+    traced = {name: traced_figures([(ops, held) for ops, held in t["points"]])
+              for name, t in (results.get("traced") or {}).items()}
+    return {**results, "daemons": daemons, "traced": traced, "failures": failures(daemons)}
 
 
 def by_tenth(samples: Sequence[Sample]) -> list[int]:
@@ -112,7 +188,8 @@ def failures(daemons: dict[str, dict[str, Any]],
         if growth > limit_kb:
             found.append(f"{name}: RSS grows {growth} kB per 10,000 operations "
                          f"(limit {limit_kb:g} kB; {d['rss_kb_start']} -> {d['rss_kb_end']} kB "
-                         f"over {d['measured_operations']} operations)")
+                         f"over {d['measured_operations']} operations; one page is "
+                         f"{d['resolution_kb_per_10k_ops']} kB per 10,000 of them)")
         if d["fds_end"] > d["fds_start"]:
             found.append(f"{name}: open fds grew from {d['fds_start']} to {d['fds_end']}")
     return found
@@ -139,28 +216,48 @@ def latency_windows(times: Sequence[tuple[float, float]], duration: float) -> di
     }
 
 
+def rises_text(found: Sequence[Sequence[int]]) -> str:
+    return ", ".join(f"{ops}: +{kb}" for ops, kb in found) or "none"
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The soak's tables, as README and RESULTS.md show them."""
     lines = [
         f"Soak: {r['rounds']} rounds in {r['seconds']} s (each round one `hsm login` "
         "through the remote PED and one PKCS#11 sign through hsmclient); warm-up "
-        f"{int(WARMUP_SHARE * 100)}% of each daemon's operations, left out of the fit.",
+        f"{int(WARMUP_SHARE * 100)}% of each daemon's operations (at least "
+        f"{WARMUP_MIN_OPS:,}), left out of the fit.",
         "",
-        "| daemon | operations | RSS kB start -> end | RSS growth kB / 10,000 ops | "
-        "fds start -> end | log bytes / op |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| daemon | operations | RSS kB start -> end | RSS growth kB / 10,000 ops (± stderr) "
+        "| one page = kB / 10,000 ops | rises after warm-up (at op: +kB) | fds start -> end "
+        "| log bytes / op |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, d in r["daemons"].items():
         log = d["log_bytes_per_op"]
         lines.append(f"| {name} | {d['operations']} | {d['rss_kb_start']} -> "
-                     f"{d['rss_kb_end']} | {d['rss_kb_per_10k_ops']} | {d['fds_start']} -> "
-                     f"{d['fds_end']} | {'(none)' if log is None else log} |")
+                     f"{d['rss_kb_end']} | {d['rss_kb_per_10k_ops']} "
+                     f"± {d['rss_slope_stderr']} | {d['resolution_kb_per_10k_ops']} | "
+                     f"{rises_text(d['rss_rises'])} | {d['fds_start']} -> {d['fds_end']} | "
+                     f"{'(none)' if log is None else log} |")
+    traced = r.get("traced") or {}
+    if traced:
+        lines += ["", "With the memory debug hook (`--tracemalloc`): what Python holds after "
+                  "a collection, fitted after the warm-up.", "",
+                  "| daemon | reports | traced bytes first -> last | traced growth "
+                  "bytes / 10,000 ops |", "| --- | --- | --- | --- |"]
+        for name, t in traced.items():
+            points = t["points"]
+            lines.append(f"| {name} | {len(points)} | {points[0][1]} -> {points[-1][1]} | "
+                         f"{t['bytes_per_10k_ops']} |")
     lines += ["", "| operation | count | window s | first p50 ms | first p99 ms | "
                   "last p50 ms | last p99 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, lat in r["latency"].items():
         lines.append(f"| {name} | {lat['count']} | {lat['window_s']} | {lat['first_p50_ms']} "
                      f"| {lat['first_p99_ms']} | {lat['last_p50_ms']} | {lat['last_p99_ms']} |")
     lines.append("")
+    if r.get("malloc_arena_max"):
+        lines += [f"Run with MALLOC_ARENA_MAX={r['malloc_arena_max']}.", ""]
     audit = r.get("pedhsm_audit_bytes_per_login")
     if audit is not None:
         lines += [f"pedhsm's audit log (a record per login and logout, not a log level's "

@@ -19,7 +19,10 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    refit,
     slope,
+    slope_stderr,
+    traced_figures,
     window,
 )
 from pedtools.bench.soak_site import DAEMONS
@@ -28,8 +31,8 @@ pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
-               "rss_kb_per_10k_ops", "fds_start", "fds_end", "log_bytes_per_op",
-               "rss_kb_by_tenth"}
+               "rss_kb_per_10k_ops", "rss_slope_stderr", "resolution_kb_per_10k_ops",
+               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth", "rss_rises"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -134,3 +137,82 @@ def test_latency_windows_first_and_last() -> None:
     lat = latency_windows(times, 100.0)
     assert lat["window_s"] == 10.0 and lat["count"] == 1000
     assert (lat["first_p50_ms"], lat["last_p50_ms"]) == (1.0, 3.0)
+
+
+def test_warmup_is_at_least_min_ops_but_never_more_than_half() -> None:
+    short = [Sample(ops, 1000, 10) for ops in range(0, 3001, 100)]
+    assert after_warmup(short)[0].ops == 1500  # 2,000 would leave less than half
+    mid = [Sample(ops, 1000, 10) for ops in range(0, 8001, 100)]
+    assert after_warmup(mid)[0].ops == 2000  # 20% would be 1,600
+    long = [Sample(ops, 1000, 10) for ops in range(0, 100_001, 1000)]
+    assert after_warmup(long)[0].ops == 20_000
+
+
+def test_fit_reports_its_doubt_and_the_runs_page_resolution() -> None:
+    line = [Sample(ops, 1000 + ops // 1000, 10) for ops in range(0, 20_001, 1000)]
+    d = daemon_figures(line)
+    assert d["rss_slope_stderr"] == 0.0  # on the line exactly
+    assert d["resolution_kb_per_10k_ops"] == 2.5  # 4 kB over 16,000 measured ops
+    assert slope_stderr([0, 1, 2], [0, 1, 0]) == pytest.approx(0.577, abs=0.001)
+    assert slope_stderr([0, 1], [0, 5]) == 0.0
+    one_page = [Sample(ops, 1000 if ops < 15_000 else 1004, 10)
+                for ops in range(0, 20_001, 1000)]
+    found = failures({"pedserver": daemon_figures(one_page)})
+    assert len(found) == 1 and found[0].endswith("one page is 2.5 kB per 10,000 of them)")
+
+
+def test_traced_growth_is_fitted_after_the_warmup() -> None:
+    points = [(ops, 500_000 + min(ops, 2000) * 100 + ops // 10) for ops in
+              range(1000, 20_001, 1000)]
+    t = traced_figures(points)
+    assert t["bytes_per_10k_ops"] == pytest.approx(1000.0)
+    assert t["points"][0] == [1000, 600_100]
+    assert traced_figures([(1000, 5), (2000, 5)])["bytes_per_10k_ops"] == 0.0
+
+
+def test_tracemalloc_soak_reports_what_python_holds(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    rounds = 30
+    done = subprocess.run(
+        [sys.executable, "-m", "pedtools.bench.soak", "--operations", str(rounds),
+         "--tracemalloc", "--tracemalloc-every", "10", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["traced"]) == {"pedhsm", "pedclient", "pedserver", "hsmclient"}
+    for name, t in r["traced"].items():
+        served = 2 if name == "pedhsm" else 1
+        # a report after rounds 10, 20 and 30 (the last round: no second one at the end)
+        assert [ops for ops, _ in t["points"]] == [served * n for n in (10, 20, 30)]
+        assert all(_positive(held) for _, held in t["points"]), (name, t)
+        assert isinstance(t["bytes_per_10k_ops"], float)
+    assert "| pedserver | 3 | " in done.stdout
+
+
+def test_rises_after_the_warmup_tell_a_staircase_from_a_step() -> None:
+    step = [Sample(ops, 1000 if ops < 18_000 else 1012, 10) for ops in range(0, 24_001, 100)]
+    assert daemon_figures(step)["rss_rises"] == [[18_000, 12]]
+    stairs = [Sample(ops, 1000 + 4 * (ops // 1000), 10) for ops in range(0, 40_001, 100)]
+    found = daemon_figures(stairs)["rss_rises"]
+    assert len(found) == 12 and found[0] == [9000, 4]  # warm-up: the first 8,000 ops
+    assert found[-1] == [40_000, 4 * (40 - 9 - 11 + 1)]  # the rest, summed
+    flat = [Sample(ops, 1000, 10) for ops in range(0, 10_001, 100)]
+    assert daemon_figures(flat)["rss_rises"] == []
+    assert "| none | " in markdown({"rounds": 1, "seconds": 1.0, "failures": [],
+                                     "latency": {}, "daemons": {"x": daemon_figures(flat)}})
+
+
+def test_refit_computes_the_figures_again_from_the_kept_samples() -> None:
+    grows = [[ops, 2000 + ops // 2500, 10, 0] for ops in range(0, 50_001, 1000)]
+    flat = [[ops, 2000, 10, 0] for ops in range(0, 50_001, 1000)]
+    old = {"rounds": 50_000, "daemons": {}, "failures": [], "latency": {},
+           "samples": {"pedhsm": grows, "pedemu": flat},
+           "traced": {"pedhsm": {"points": [[1000, 10], [2000, 10], [3000, 10]]}}}
+    new = refit(old)
+    assert new["daemons"]["pedhsm"]["rss_kb_per_10k_ops"] == pytest.approx(4.0, abs=0.1)
+    assert new["daemons"]["pedemu"]["log_bytes_per_op"] is None
+    assert len(new["failures"]) == 1 and new["failures"][0].startswith("pedhsm: ")
+    assert new["traced"]["pedhsm"]["bytes_per_10k_ops"] == 0.0
+    assert new["rounds"] == 50_000 and old["failures"] == []
