@@ -165,13 +165,16 @@ async def test_one_bit_flipped_at_sampled_positions(
     relay = EvilRelay(stack.port)
     await relay.start(nursery)
     outcomes: dict[str, int] = {}
+    # Counted over the whole run, not per login: a login whose request was pipelined behind
+    # its hold (link version 3) may have its key read by the PED after the link is gone,
+    # so that read's event can reach pedserver's log during the next login.
+    blue_reads = last_reads = stack.server_log().count("key-read blue")
     for n, position in enumerate(_sample(frames)):
         mutator = _flip_at(position, n % 8)
         if direction == "up":
             relay.up_mutator = mutator  # type: ignore[assignment]
         else:
             relay.down_mutator = mutator  # type: ignore[assignment]
-        blue_reads = stack.server_log().count("key-read blue")
         try:
             # A PED that cannot open a request ends its session without a word (the
             # channel is broken, so it cannot say so sealed); pedserver closes the link
@@ -187,7 +190,11 @@ async def test_one_bit_flipped_at_sampled_positions(
             assert secret == stack.expected
             outcomes["completed"] = outcomes.get("completed", 0) + 1
         await stack.wait_no_links()
-        assert stack.server_log().count("key-read blue") <= blue_reads + 1
+        # at most one key read per login so far (a flipped bit never makes the PED read
+        # twice), and within this login at most its own plus the last one's late event
+        reads = stack.server_log().count("key-read blue")
+        assert reads <= blue_reads + n + 1 and reads <= last_reads + 2
+        last_reads = reads
     assert sum(v for k, v in outcomes.items() if k != "completed") > len(frames)
     await _still_served(stack)
 

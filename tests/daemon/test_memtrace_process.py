@@ -12,6 +12,7 @@ import pytest
 
 from ped.daemon.memtrace import ENV, report_count
 from pedtools.testing.procs import Site, free_port
+from tests.pedserver.fakes import short_tmp
 
 pytestmark = pytest.mark.process
 
@@ -23,7 +24,14 @@ def _wait_report(path: Path, count: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_every_daemon_reports_on_sigusr2(tmp_path: Path) -> None:
+def test_every_daemon_reports_on_sigusr2() -> None:
+    # a short root: the daemons' socket paths must fit a Unix address (pytest-xdist's
+    # temporary paths are long)
+    with short_tmp() as root:
+        _reports_on_sigusr2(root)
+
+
+def _reports_on_sigusr2(tmp_path: Path) -> None:
     site = Site(tmp_path / "site")
     try:
         keys = tmp_path / "keys"
