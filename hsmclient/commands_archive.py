@@ -19,18 +19,15 @@ logs in with the challenge given as for ``partition clone``.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from hsmclient.commands_clone import MAX_HOPS, read_challenge_file, relay
+from hsmclient.commands_clone import MAX_HOPS, ask_daemon, co_challenge, relay
 from hsmclient.commands_clone import partition_command as clone_command_line
 from hsmclient.remote import RemoteApplication, RemoteBackend
-from hsmclient.settings import Layout
-from ped.daemon.control import ControlError, ControlUnavailable, control_request_sync
-from ped.daemon.exits import EXIT_ERROR, EXIT_NOT_RUNNING, EXIT_OK
+from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.ntls import messages as m
 from ped.ntls.messages import ArchiveAction, ArchiveMode
 from ped.pkcs11.constants import CKR, CKU
@@ -194,10 +191,7 @@ def partition_command(
                                "partition": getattr(args, "partition", None)}  # fmt: skip
     if op in ("backup", "restore"):
         try:
-            request["password"] = (
-                args.password
-                or (read_challenge_file(args.password_file) if args.password_file else None)
-                or getpass.getpass("Crypto Officer challenge: "))  # fmt: skip
+            request["password"] = co_challenge(args)
         except ValueError as exc:
             err.write(f"{prog}: {exc}\n")
             return EXIT_ERROR
@@ -206,19 +200,10 @@ def partition_command(
         request["target_slot"] = getattr(args, "target_slot", None)
         objects = getattr(args, "objects", None) or ""
         request["objects"] = [label for label in objects.split(",") if label]
-    try:
-        answer = control_request_sync(Layout(home).control, "archive", request,
-                                      timeout=600.0, what="hsmclient")  # fmt: skip
-    except ControlUnavailable:
-        err.write(f"{prog} is not running (home {home}); start it with: {prog} mode start"
-                  f" --home {home}\n")  # fmt: skip
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        err.write(f"{prog}: {exc}\n")
-        return EXIT_ERROR
-    if answer.get("error"):
-        err.write(f"{prog}: partition archive {op} failed: {answer['error']}\n")
-        return EXIT_ERROR
+    answer = ask_daemon(prog, home, "archive", request, timeout=600.0,
+                        doing=f"partition archive {op}", err=err)
+    if isinstance(answer, int):
+        return answer
     out.write(_said(op, args, answer))
     return EXIT_OK
 

@@ -185,14 +185,42 @@ def read_challenge_file(path: str) -> str:
         raise ValueError(f"the challenge file {path} is not UTF-8 text") from None
 
 
+def co_challenge(args: argparse.Namespace) -> str:
+    """The Crypto Officer's challenge: ``--password``, ``--password-file``, else asked for
+    (raises ValueError for a file that cannot serve)."""
+    return (args.password
+            or (read_challenge_file(args.password_file) if args.password_file else None)
+            or getpass.getpass("Crypto Officer challenge: "))  # fmt: skip
+
+
+def ask_daemon(
+    prog: Program, home: Path, command: str, request: dict[str, Any], *, timeout: float,
+    doing: str, err: TextIO,
+) -> dict[str, Any] | int:
+    """The running daemon's answer to *command*; or, once *err* says why, the exit code
+    (not running, a control error, or the daemon's own refusal of *doing*)."""
+    try:
+        answer = control_request_sync(Layout(home).control, command, request,
+                                      timeout=timeout, what="hsmclient")  # fmt: skip
+    except ControlUnavailable:
+        err.write(f"{prog} is not running (home {home}); start it with: {prog} mode start"
+                  f" --home {home}\n")  # fmt: skip
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        err.write(f"{prog}: {exc}\n")
+        return EXIT_ERROR
+    if answer.get("error"):
+        err.write(f"{prog}: {doing} failed: {answer['error']}\n")
+        return EXIT_ERROR
+    return answer
+
+
 def partition_command(
     prog: Program, home: Path, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     """``partition clone``: ask the running daemon to relay the clone."""
     try:
-        password = (args.password
-                    or (read_challenge_file(args.password_file) if args.password_file else None)
-                    or getpass.getpass("Crypto Officer challenge: "))  # fmt: skip
+        password = co_challenge(args)
         target_password = args.target_password or (
             read_challenge_file(args.target_password_file) if args.target_password_file else None
         )
@@ -204,19 +232,10 @@ def partition_command(
         "target_password": target_password,
         "objects": [label for label in args.objects.split(",") if label],
     }  # fmt: skip
-    try:
-        answer = control_request_sync(Layout(home).control, "clone", request,
-                                      timeout=120.0, what="hsmclient")  # fmt: skip
-    except ControlUnavailable:
-        err.write(f"{prog} is not running (home {home}); start it with: {prog} mode start"
-                  f" --home {home}\n")  # fmt: skip
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        err.write(f"{prog}: {exc}\n")
-        return EXIT_ERROR
-    if answer.get("error"):
-        err.write(f"{prog}: partition clone failed: {answer['error']}\n")
-        return EXIT_ERROR
+    answer = ask_daemon(prog, home, "clone", request, timeout=120.0,
+                        doing="partition clone", err=err)
+    if isinstance(answer, int):
+        return answer
     out.write(f"{answer['cloned']} objects cloned from slot {args.source_slot} to slot "
               f"{args.slot}\n")  # fmt: skip
     return EXIT_OK

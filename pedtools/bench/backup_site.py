@@ -38,19 +38,13 @@ from ped.daemon.control import control_request_sync
 from ped.pkcs11.constants import CKA, CKM, CKU
 from ped.pkcs11.token import Attribute, Mechanism
 from ped.tls import PinStore
-from pedtools.testing.procs import Result, Site, SiteError, free_port, program
+from pedtools.testing.procs import Result, Site, SiteError, free_port, program, write_private
 
 SOURCE_SERIAL = "170001"
 BACKUP_SERIAL = "170003"
 CLIENT = "apphost"
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
-
-def _private(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 class BackupSite:
@@ -62,7 +56,7 @@ class BackupSite:
         self.homes = {"source": site.home("source"), "backup": site.home("backup")}
         self.client_home = site.home("hsmclient")
         self.challenge = secrets.token_urlsafe(18)
-        self.challenge_file = _private(site.root / "challenge.txt", self.challenge + "\n")
+        self.challenge_file = write_private(site.root / "challenge.txt", self.challenge + "\n")
         self.ports = {"source": free_port(), "backup": free_port()}
         self.slots: dict[str, int] = {}
 
@@ -74,9 +68,7 @@ class BackupSite:
         return self.site.run("hsmclient", *args, "--home", str(self.client_home))
 
     def must(self, result: Result) -> str:
-        if result.code != 0:
-            raise SiteError(f"`{' '.join(result.argv)}` exited {result.code}:\n{result.output}")
-        return result.output
+        return result.must()
 
     def start_hsm(self, which: str) -> None:
         extra = ["--backup"] if which == "backup" else []

@@ -17,12 +17,11 @@ in a `pedtools.testing.Site`:
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from pathlib import Path
 
-from pedtools.testing.procs import Result, Site, SiteError, free_port
+from pedtools.testing.procs import Result, Site, SiteError, free_port, write_private
 
 #: Debian's p11-kit client module: what an application loads as its PKCS#11 module.
 P11KIT_CLIENT = Path("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
@@ -32,12 +31,6 @@ CLIENT = "apphost"
 SERVER = "hsm1"
 _ADDRESS = re.compile(r"P11_KIT_SERVER_ADDRESS=(unix:path=\S+)")
 
-
-def _private(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 class ClientPathSite:
@@ -49,7 +42,7 @@ class ClientPathSite:
         self.hsm_home = site.home("pedhsm")
         self.client_home = site.home("hsmclient")
         self.challenge = secrets.token_urlsafe(18)
-        self.challenge_file = _private(site.root / "challenge.txt", self.challenge + "\n")
+        self.challenge_file = write_private(site.root / "challenge.txt", self.challenge + "\n")
         self.ntls_port = 0
         self.address = ""
 
@@ -61,9 +54,7 @@ class ClientPathSite:
         return self.site.run("hsmclient", *args, "--home", str(self.client_home))
 
     def must(self, result: Result) -> str:
-        if result.code != 0:
-            raise SiteError(f"`{' '.join(result.argv)}` exited {result.code}:\n{result.output}")
-        return result.output
+        return result.must()
 
     # -- the HSM host ------------------------------------------------------------------
     def up(self, *, ntls_port: int | None = None) -> None:

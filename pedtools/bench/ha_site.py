@@ -26,12 +26,11 @@ import re
 import secrets
 import shutil
 import signal
-from pathlib import Path
 
 from keys import Keyring
 from keys.colors import Color
 from pedtools.bench.clientpath_site import P11KIT_CLIENT
-from pedtools.testing.procs import Result, Site, SiteError, free_port
+from pedtools.testing.procs import Result, Site, SiteError, free_port, write_private
 
 PARTITION = "app"
 CLIENT = "apphost"
@@ -41,12 +40,6 @@ _SLOT = re.compile(r"virtual slot (\d+)")
 
 __all__ = ["GROUP", "P11KIT_CLIENT", "HaSite"]
 
-
-def _private(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 class HaSite:
@@ -60,7 +53,7 @@ class HaSite:
         self.ports = {n: 0 for n in self.names}
         self.client_home = site.home("hsmclient")
         self.challenge = secrets.token_urlsafe(18)
-        self.challenge_file = _private(site.root / "challenge.txt", self.challenge + "\n")
+        self.challenge_file = write_private(site.root / "challenge.txt", self.challenge + "\n")
         self.address = ""
         self.slots: dict[str, int] = {}
         self.group_slot = -1
@@ -73,9 +66,7 @@ class HaSite:
         return self.site.run("hsmclient", *args, "--home", str(self.client_home))
 
     def must(self, result: Result) -> str:
-        if result.code != 0:
-            raise SiteError(f"`{' '.join(result.argv)}` exited {result.code}:\n{result.output}")
-        return result.output
+        return result.must()
 
     # -- the HSM hosts ---------------------------------------------------------------------
     def start_hsm(self, name: str) -> None:

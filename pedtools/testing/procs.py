@@ -102,6 +102,20 @@ class Result:
     def output(self) -> str:
         return self.out + self.err
 
+    def must(self) -> str:
+        """The output of a command that had to succeed; else `SiteError` with all of it."""
+        if self.code != 0:
+            raise SiteError(f"`{' '.join(self.argv)}` exited {self.code}:\n{self.output}")
+        return self.output
+
+
+def write_private(path: Path, text: str) -> Path:
+    """*text* in a new owner-only file at *path* (a challenge, a PIN file): never 0644."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
 
 @attrs.define
 class Daemon:
