@@ -114,3 +114,12 @@ def test_signing_survives_two_kills_and_members_come_back_by_recover_or_retry(
         assert _objects(ha, name) == expected, name
     listed = ha.must(ha.hsmclient("hagroup", "listgroups"))
     assert "Auto Recovery:   on" in listed and "Maximum Retry:   5" in listed, listed
+    # hsmclient held the challenge through two kills and three recoveries: no log, no
+    # state file of any daemon on the site carries it
+    secret = ha.challenge.encode()
+    scanned = [path for path in ha.site.root.rglob("*")
+               if path.is_file() and path != ha.challenge_file
+               and path.suffix in (".log", ".json", ".txt", ".jsonl")]
+    assert any(path.name == "hsmclient.log" for path in scanned), scanned
+    for path in scanned:
+        assert secret not in path.read_bytes(), path
