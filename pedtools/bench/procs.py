@@ -101,6 +101,16 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def rss_split_kib(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile) of *pid* in KiB: the anonymous and the file-backed part of VmRSS."""
+    found = {"RssAnon:": 0, "RssFile:": 0}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in found:
+            found[words[0]] = int(words[1])
+    return found["RssAnon:"], found["RssFile:"]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time *pid* has used so far (from /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

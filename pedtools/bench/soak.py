@@ -42,10 +42,11 @@ import attrs
 
 from ped.daemon.control import control_request_sync
 from ped.daemon.memtrace import ENV as MEMTRACE_ENV
-from ped.daemon.memtrace import report_count, traced_bytes
+from ped.daemon.memtrace import STATS_ENV as MEMSTATS_ENV
+from ped.daemon.memtrace import report_count, report_figures, traced_bytes
 from pedtools.bench.clientpath_client import operation
 from pedtools.bench.clientpath_site import P11KIT_CLIENT
-from pedtools.bench.procs import rss_kib
+from pedtools.bench.procs import rss_kib, rss_split_kib
 from pedtools.bench.soak_figures import (
     Sample,
     after_warmup,
@@ -96,6 +97,8 @@ class Soak:
         self.trace_every = trace_every
         #: per traced daemon: (operations served, bytes Python held), one per report
         self.traced: dict[str, list[tuple[int, int]]] = {name: [] for name in TRACED}
+        #: per traced daemon: (operations served, the figures below Python), one per report
+        self.native: dict[str, list[tuple[int, dict[str, int]]]] = {n: [] for n in TRACED}
         cps = soak_site.cps
         # p11-kit-client reads the address when it is loaded, in this process.
         os.environ["P11_KIT_SERVER_ADDRESS"] = cps.address
@@ -117,8 +120,9 @@ class Soak:
     def sample(self) -> None:
         for name, pid in self.pids.items():
             ops = sum(self.count[kind] for kind in SERVES[name])
+            anon, mapped = rss_split_kib(pid)
             self.samples[name].append(Sample(ops, rss_kib(pid), open_fds(pid),
-                                             file_size(self.logs[name])))
+                                             file_size(self.logs[name]), anon, mapped))
         self.audit.append((self.count["login"], file_size(self.ss.audit_log)))
 
     def trace_path(self, name: str) -> Path:
@@ -141,6 +145,7 @@ class Soak:
                 time.sleep(0.05)
             ops = sum(self.count[kind] for kind in SERVES[name])
             self.traced[name].append((ops, traced_bytes(path) or 0))
+            self.native[name].append((ops, report_figures(path)))
 
     def round(self, started: float) -> None:
         for kind, op in (("login", self.login), ("sign", self.sign)):
@@ -197,18 +202,22 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                     for name in DAEMONS},
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         "traced": {name: traced_figures(points) for name, points in soak.traced.items()
-                   if len(points) >= 3},
+                   if len(points) >= 3 and any(held for _, held in points)},
+        "native": {name: [[ops, figs] for ops, figs in points]
+                   for name, points in soak.native.items() if points},
     }
 
 
 def run(work: Path, seconds: float | None, rounds: int | None, log: Log,
-        trace_every: int | None = None) -> dict[str, Any]:
+        trace_every: int | None = None, tracing: bool = True) -> dict[str, Any]:
     """The soak in *work*; *trace_every*: run the daemons with the memory debug hook and
-    ask for its report every so many rounds."""
+    ask for its report every so many rounds (*tracing*: with tracemalloc, else only the
+    figures below Python)."""
     site = Site(work / "site")
     trace_dir = work if trace_every else None
     if trace_dir is not None:
-        site.env[MEMTRACE_ENV] = str(trace_dir / "memtrace-{prog}.txt")
+        env = MEMTRACE_ENV if tracing else MEMSTATS_ENV
+        site.env[env] = str(trace_dir / "memtrace-{prog}.txt")
     try:
         ss = SoakSite(site)
         log("setting up pedhsm, pedclient, pedserver, the emulated PED and hsmclient ...")
@@ -252,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"memory debug hook ({MEMTRACE_ENV}) and report the bytes Python "
                         "holds every --tracemalloc-every rounds beside RSS (slower; the "
                         "reports are left in the work directory with --keep)")
+    parser.add_argument("--memstats", action="store_true",
+                        help=f"run the same daemons with the hook untraced ({MEMSTATS_ENV}): "
+                        "every --tracemalloc-every rounds, where their memory sits below "
+                        "Python (RssAnon/RssFile, glibc's heap, pymalloc's arenas), at full "
+                        "speed")
     parser.add_argument("--tracemalloc-every", type=int, default=TRACE_EVERY, metavar="N",
-                        help=f"with --tracemalloc: rounds between reports (default "
-                        f"{TRACE_EVERY})")
+                        help=f"with --tracemalloc or --memstats: rounds between reports "
+                        f"(default {TRACE_EVERY})")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (every daemon's home and log)")
     parser.add_argument("--refit", metavar="JSON",
@@ -279,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[soak] {text}", file=sys.stderr, flush=True)
 
     try:
+        hooked = args.tracemalloc or args.memstats
         results = run(work, seconds, rounds, log,
-                      trace_every=args.tracemalloc_every if args.tracemalloc else None)
+                      trace_every=args.tracemalloc_every if hooked else None,
+                      tracing=args.tracemalloc)
     except Exception as exc:
         log(f"the soak rig failed: {type(exc).__name__}: {exc}")
         args.keep = True

@@ -61,6 +61,10 @@ class Sample:
     fds: int
     #: the size of the daemon's log file(s) in bytes (0 if it has none)
     log_bytes: int = 0
+    #: VmRSS split by the kernel: anonymous pages (heap, arenas: what a leak grows) and
+    #: file-backed pages (code and data mapped from disk); 0 in runs that predate them
+    rss_anon_kb: int = 0
+    rss_file_kb: int = 0
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -127,6 +131,12 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
                              if has_log and ops else None),
         "rss_kb_by_tenth": by_tenth(samples),
         "rss_rises": rises(kept),
+        "rss_anon_kb_per_10k_ops": round(slope(xs, [s.rss_anon_kb for s in kept]) * 10_000, 2),
+        "rss_file_kb_per_10k_ops": round(slope(xs, [s.rss_file_kb for s in kept]) * 10_000, 2),
+        "rss_anon_kb_start": kept[0].rss_anon_kb,
+        "rss_anon_kb_end": kept[-1].rss_anon_kb,
+        "rss_file_kb_start": kept[0].rss_file_kb,
+        "rss_file_kb_end": kept[-1].rss_file_kb,
     }
 
 

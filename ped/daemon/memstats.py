@@ -1,0 +1,120 @@
+"""Where a process's resident memory sits, below Python: the kernel's, glibc's and pymalloc's view.
+
+RSS alone cannot tell a leak from the allocators' high-water marks.  This module reads,
+in the process itself and without tracing anything:
+
+* the kernel's split of resident memory (``/proc/self/status``): ``RssAnon`` (heap,
+  arenas, stacks: what a leak grows) and ``RssFile`` (pages of the interpreter, shared
+  libraries and modules mapped from disk, touched the first time a code path runs);
+* glibc's heap (``mallinfo2``, glibc 2.33 and later): bytes in use, bytes free inside
+  the heap (fragmentation: kept by glibc, counted in RSS once touched), bytes in mmapped
+  chunks, and what ``malloc_trim`` could give back at the top;
+* pymalloc's arenas (``_PyObject_DebugMallocStats``, CPython): arenas held, bytes in
+  allocated and in available blocks, unused pools.
+
+Each figure is a count of bytes (or of arenas); a figure the platform cannot give is
+left out, never guessed.  Nothing here reads or reports a value held in memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import tempfile
+from pathlib import Path
+
+#: ``/proc/self/status`` fields, kB, reported in bytes.
+STATUS_FIELDS = {"VmRSS": "rss", "RssAnon": "rss_anon", "RssFile": "rss_file"}
+#: ``mallinfo2`` members, in glibc's order.
+MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                    "uordblks", "fordblks", "keepcost")
+#: pymalloc's report lines and the names they are reported under.
+PYMALLOC_LINES = {
+    "# arenas allocated current": "pymalloc_arenas",
+    "# arenas highwater mark": "pymalloc_arenas_highwater",
+    "# bytes in allocated blocks": "pymalloc_allocated",
+    "# bytes in available blocks": "pymalloc_available",
+}
+UNUSED_POOLS = re.compile(r"^(\d+) unused pools \* (\d+) bytes")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS]
+
+
+def status_stats(path: str = "/proc/self/status") -> dict[str, int]:
+    """The kernel's resident-memory split, in bytes (empty where /proc is missing)."""
+    stats: dict[str, int] = {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return stats
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in STATUS_FIELDS and rest.split():
+            stats[STATUS_FIELDS[key]] = int(rest.split()[0]) * 1024
+    return stats
+
+
+def glibc_stats() -> dict[str, int]:
+    """glibc's heap figures (empty on another C library or an older glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    mallinfo2.restype = _MallInfo2
+    mallinfo2.argtypes = []
+    info = mallinfo2()
+    return {
+        "malloc_heap": info.arena,          # bytes the heap has from the system (brk)
+        "malloc_in_use": info.uordblks,     # of which in use
+        "malloc_free": info.fordblks,       # of which free: fragmentation kept by glibc
+        "malloc_trimmable": info.keepcost,  # free at the top: what malloc_trim returns
+        "malloc_mmapped": info.hblkhd,      # large chunks, each its own mapping
+    }
+
+
+def parse_pymalloc(text: str) -> dict[str, int]:
+    """The figures of one ``_PyObject_DebugMallocStats`` report."""
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        label, _, value = line.partition("=")
+        label = label.strip()
+        if label in PYMALLOC_LINES:
+            stats[PYMALLOC_LINES[label]] = int(value.strip().replace(",", ""))
+        elif match := UNUSED_POOLS.match(label):
+            stats["pymalloc_unused_pools"] = int(match[1]) * int(match[2])
+    return stats
+
+
+def pymalloc_stats() -> dict[str, int]:
+    """pymalloc's figures (empty when the interpreter cannot report them)."""
+    try:
+        report = ctypes.pythonapi._PyObject_DebugMallocStats
+        libc = ctypes.CDLL(None)
+        fdopen, fclose = libc.fdopen, libc.fclose
+    except AttributeError:
+        return {}
+    report.argtypes, report.restype = [ctypes.c_void_p], ctypes.c_int
+    fdopen.argtypes, fdopen.restype = [ctypes.c_int, ctypes.c_char_p], ctypes.c_void_p
+    fclose.argtypes = [ctypes.c_void_p]
+    # The report is written through a C FILE: an unnamed temporary file, read back.
+    with tempfile.TemporaryFile(mode="w+") as out:
+        stream = fdopen(os.dup(out.fileno()), b"w")
+        if not stream:
+            return {}
+        try:
+            written = report(stream)
+        finally:
+            fclose(stream)  # flushes, closes the dup
+        if not written:
+            return {}  # another allocator than pymalloc (PYTHONMALLOC=malloc)
+        out.seek(0)
+        return parse_pymalloc(out.read())
+
+
+def native_stats() -> dict[str, int]:
+    """Every figure this platform gives, by name (see the module docstring)."""
+    return {**status_stats(), **glibc_stats(), **pymalloc_stats()}
