@@ -48,6 +48,7 @@ from ped.daemon import (
     watch_reopen_signal,
     watch_stop_signals,
 )
+from ped.daemon.memkeep import keep_memory
 from ped.pkcs11.token import PartitionAccess
 
 log = logging.getLogger("pedhsm")
@@ -134,6 +135,7 @@ class Daemon:
                 await nursery.start(watch_reopen_signal)  # SIGHUP: reopen the log
                 await self._start_ntls(nursery)
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(keep_memory)  # freed heap pages back to the system
                 log.info("pedhsm serial %s serving on %s", self.hsm.serial, path)
                 task_status.started(path)
                 await self._stop.wait()

@@ -10,7 +10,8 @@ in the process itself and without tracing anything:
   the heap (fragmentation: kept by glibc, counted in RSS once touched), bytes in mmapped
   chunks, and what ``malloc_trim`` could give back at the top;
 * pymalloc's arenas (``_PyObject_DebugMallocStats``, CPython): arenas held, bytes in
-  allocated and in available blocks, unused pools.
+  allocated and in available blocks, unused pools (not while tracemalloc runs: it wraps
+  pymalloc, which then declines to report).
 
 Each figure is a count of bytes (or of arenas); a figure the platform cannot give is
 left out, never guessed.  Nothing here reads or reports a value held in memory.

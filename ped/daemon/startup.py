@@ -19,6 +19,7 @@ from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
 from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
+from ped.daemon.memkeep import keep_memory
 from ped.daemon.memtrace import install_from_env
 from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
@@ -176,6 +177,7 @@ async def start_service(nursery: trio.Nursery, service: Service) -> Any:
 
     await nursery.start(watch_stop_signals, on_signal)
     await nursery.start(watch_reopen_signal)
+    nursery.start_soon(keep_memory)  # freed heap pages back to the system, once a minute
 
     async def run(task_status: trio.TaskStatus[Any]) -> None:
         await service.serve(task_status=task_status)

@@ -54,6 +54,7 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    native_figures,
     refit,
     traced_figures,
 )
@@ -205,6 +206,8 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                    if len(points) >= 3 and any(held for _, held in points)},
         "native": {name: [[ops, figs] for ops, figs in points]
                    for name, points in soak.native.items() if points},
+        "native_figures": {name: native_figures(points) for name, points in soak.native.items()
+                           if points},
     }
 
 

@@ -165,6 +165,32 @@ def traced_figures(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
             "bytes_per_10k_ops": round(per_op * 10_000, 1)}
 
 
+#: The figures below Python (`ped.daemon.memstats`) a ``--memstats`` run tabulates, in
+#: the order a reader follows them: the kernel's split, glibc's heap, pymalloc's arenas.
+NATIVE_SHOWN = ("rss_anon", "rss_file", "malloc_heap", "malloc_in_use", "malloc_free",
+                "malloc_mmapped", "pymalloc_arenas", "pymalloc_allocated",
+                "pymalloc_unused_pools")
+
+
+def native_figures(points: Sequence[tuple[int, dict[str, int]]]) -> dict[str, Any]:
+    """One daemon's figures below Python: *points* are (operations, figures) from its
+    reports; per figure, its value at the first report after the warm-up and at the last,
+    and its fitted growth per 10,000 operations over those (bytes; arenas for the count)."""
+    samples = [Sample(ops, i, 0) for i, (ops, _) in enumerate(points)]
+    kept = [points[s.rss_kb] for s in after_warmup(samples)]
+    if len(kept) < 2:
+        kept = list(points[-2:])
+    xs = [ops for ops, _ in kept]
+    out: dict[str, Any] = {"reports": len(points), "from_ops": xs[0] if xs else None}
+    for name in NATIVE_SHOWN:
+        if len(kept) < 2 or any(name not in figs for _, figs in kept):
+            continue  # a figure this platform (or a traced run) does not give
+        ys = [figs[name] for _, figs in kept]
+        out[name] = {"first": ys[0], "last": ys[-1],
+                     "per_10k_ops": round(slope(xs, ys) * 10_000, 1)}
+    return out
+
+
 def refit(results: dict[str, Any], without_log: Sequence[str] = ("pedemu",)) -> dict[str, Any]:
     """*results* of a run (its JSON) with every daemon's figures, the traced figures and
     the verdict computed again from the samples it kept (after a change to the fit)."""
@@ -173,7 +199,10 @@ def refit(results: dict[str, Any], without_log: Sequence[str] = ("pedemu",)) -> 
                for name, rows in samples.items()}
     traced = {name: traced_figures([(ops, held) for ops, held in t["points"]])
               for name, t in (results.get("traced") or {}).items()}
-    return {**results, "daemons": daemons, "traced": traced, "failures": failures(daemons)}
+    native = {name: native_figures([(ops, figs) for ops, figs in points])
+              for name, points in (results.get("native") or {}).items()}
+    return {**results, "daemons": daemons, "traced": traced, "native_figures": native,
+            "failures": failures(daemons)}
 
 
 def by_tenth(samples: Sequence[Sample]) -> list[int]:
@@ -226,6 +255,15 @@ def latency_windows(times: Sequence[tuple[float, float]], duration: float) -> di
     }
 
 
+def native_cell(figure: dict[str, Any] | None, count: bool) -> str:
+    if figure is None:
+        return "-"
+    if count:
+        return f"{figure['first']} -> {figure['last']}"
+    return (f"{figure['first'] // 1024} -> {figure['last'] // 1024} "
+            f"({figure['per_10k_ops'] / 1024:+.2f})")
+
+
 def rises_text(found: Sequence[Sequence[int]]) -> str:
     return ", ".join(f"{ops}: +{kb}" for ops, kb in found) or "none"
 
@@ -260,6 +298,15 @@ def markdown(r: dict[str, Any]) -> str:
             points = t["points"]
             lines.append(f"| {name} | {len(points)} | {points[0][1]} -> {points[-1][1]} | "
                          f"{t['bytes_per_10k_ops']} |")
+    native = r.get("native_figures") or {}
+    if native:
+        lines += ["", "Below Python (`--memstats`): each figure after the warm-up, first -> last "
+                  "kB, and its fitted growth in kB per 10,000 operations (arenas: a count).", "",
+                  "| daemon | reports | " + " | ".join(NATIVE_SHOWN) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in NATIVE_SHOWN) + " |"]
+        for name, f in native.items():
+            cells = [native_cell(f.get(key), key == "pymalloc_arenas") for key in NATIVE_SHOWN]
+            lines.append(f"| {name} | {f['reports']} | " + " | ".join(cells) + " |")
     lines += ["", "| operation | count | window s | first p50 ms | first p99 ms | "
                   "last p50 ms | last p99 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, lat in r["latency"].items():

@@ -19,6 +19,7 @@ from pedtools.bench.soak_figures import (
     failures,
     latency_windows,
     markdown,
+    native_figures,
     refit,
     slope,
     slope_stderr,
@@ -32,7 +33,9 @@ pytestmark = pytest.mark.process
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "rss_kb_end",
                "rss_kb_per_10k_ops", "rss_slope_stderr", "resolution_kb_per_10k_ops",
-               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth", "rss_rises"}
+               "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth", "rss_rises",
+               "rss_anon_kb_per_10k_ops", "rss_file_kb_per_10k_ops", "rss_anon_kb_start",
+               "rss_anon_kb_end", "rss_file_kb_start", "rss_file_kb_end"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -63,6 +66,9 @@ def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
         assert d["operations"] == served, (name, d)
         assert 0 < d["measured_operations"] < served and d["samples"] >= 2
         assert _positive(d["rss_kb_start"]) and _positive(d["fds_start"]), (name, d)
+        # the kernel's split: anonymous and file-backed pages, together at most VmRSS
+        assert _positive(d["rss_anon_kb_start"]) and _positive(d["rss_file_kb_start"])
+        assert d["rss_anon_kb_start"] + d["rss_file_kb_start"] <= d["rss_kb_start"] + 8
         assert isinstance(d["rss_kb_per_10k_ops"], float)
         assert len(d["rss_kb_by_tenth"]) == 11 and d["rss_kb_by_tenth"][-1] == d["rss_kb_end"]
         assert (d["log_bytes_per_op"] is None) == (name == "pedemu")
@@ -216,3 +222,39 @@ def test_refit_computes_the_figures_again_from_the_kept_samples() -> None:
     assert len(new["failures"]) == 1 and new["failures"][0].startswith("pedhsm: ")
     assert new["traced"]["pedhsm"]["bytes_per_10k_ops"] == 0.0
     assert new["rounds"] == 50_000 and old["failures"] == []
+
+
+def test_native_figures_are_fitted_after_the_warmup() -> None:
+    points = [(ops, {"rss_anon": 20_000_000 + ops * 2, "pymalloc_arenas": 15,
+                     "malloc_in_use": 7_000_000}) for ops in range(0, 20_001, 1000)]
+    f = native_figures(points)
+    assert f["reports"] == 21 and f["from_ops"] == 4000
+    assert f["rss_anon"] == {"first": 20_008_000, "last": 20_040_000, "per_10k_ops": 20_000.0}
+    assert f["malloc_in_use"]["per_10k_ops"] == 0.0
+    assert f["pymalloc_arenas"] == {"first": 15, "last": 15, "per_10k_ops": 0.0}
+    assert "rss_file" not in f  # not given: left out, not guessed
+    row = markdown({"rounds": 1, "seconds": 1.0, "failures": [], "latency": {}, "daemons": {},
+                    "native_figures": {"pedserver": f}})
+    assert "| pedserver | 21 | 19539 -> 19570 (+19.53) | - |" in row
+    assert "| 15 -> 15 |" in row
+
+
+def test_memstats_soak_reports_where_memory_sits(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pedtools.bench.soak", "--operations", "30", "--memstats",
+         "--tracemalloc-every", "10", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["traced"] == {}  # untraced: no tracemalloc figure
+    assert set(r["native_figures"]) == {"pedhsm", "pedclient", "pedserver", "hsmclient"}
+    for name, points in r["native"].items():
+        served = 2 if name == "pedhsm" else 1
+        assert [ops for ops, _ in points] == [served * n for n in (10, 20, 30)], name
+        for _, figs in points:
+            assert figs["traced_bytes"] == 0 and _positive(figs["rss_anon"]), (name, figs)
+            assert _positive(figs["pymalloc_arenas"]) and _positive(figs["malloc_in_use"])
+    assert "Below Python" in done.stdout and "| pedserver | 3 | " in done.stdout
