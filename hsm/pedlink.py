@@ -49,10 +49,13 @@ from hsm.linkloss import LinkLoss, wall_text
 from hsm.localped import LocalPed
 from keys.colors import Color
 from ped.errors import PedError
+from ped.hsm_api.session_end import session_end
 from ped.link.errors import LinkEnd
 
 log = logging.getLogger("pedhsm.ped")
 BUSY_WAIT = 15.0
+#: The fix for a session that broke: a new one, a new handshake (PROTOCOL.md 3.6)
+NEW_SESSION = "run `hsm ped connect` to open a new session with the orange key"
 
 
 class PedRouter:
@@ -135,7 +138,8 @@ class PedRouter:
         """The watched truth: a session is held and its transport has not ended."""
         if self._remote is None:
             return False
-        return getattr(self._remote_transport, "closed_reason", None) is None
+        transport_open = getattr(self._remote_transport, "closed_reason", None) is None
+        return transport_open and bool(self._remote.usable)  # a dead session: a new one
 
     def which(self, *, local_only: bool = False) -> str:
         """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
@@ -211,6 +215,7 @@ class PedRouter:
             async with self._remote_lock:
                 if self._remote is None:
                     raise self._lost_refusal()
+                await self._end_if_dead(None)  # it died unnoticed (e.g. a cancelled operation)
                 try:
                     where = f"remote PED {self._remote_address}"
                     yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
@@ -225,6 +230,9 @@ class PedRouter:
                             f"{self.lost.refusal(local_ped=bool(self.local_uri))}; "
                             f"the operation failed: {exc.message}"
                         ) from None
+                    raise
+                except Exception as exc:
+                    await self._end_if_dead(exc)
                     raise
             return
         if not local_only and self.lost is not None:
@@ -370,6 +378,19 @@ class PedRouter:
         if self.lost is None:
             return PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
         return PedUnavailable(self.lost.refusal(local_ped=bool(self.local_uri)))
+
+    async def _end_if_dead(self, error: Exception | None) -> None:
+        """A session that can no longer be used (its secure channel broke: PROTOCOL.md
+        3.6) is a lost link from now on, not at the next operation: end the link (`hsm
+        ped show` says why) and refuse the operation with the why and the fix."""
+        cause = None if error is None else (error.__context__ or error)  # hsm.apiport's
+        end = session_end(self._remote, cause)
+        if end is None:
+            return
+        await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
+        failed = "" if error is None else f"; the operation failed: {error}"
+        raise PedUnavailable(self._lost_refusal().message + failed,
+                             outcome=getattr(error, "outcome", "")) from None
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""
