@@ -17,7 +17,10 @@ between operations): the moment pedserver or pedclient closes it, the router kno
 and why, ``hsm ped show`` says so, and the audit log records it.  A link that ended
 without ``hsm ped disconnect`` is *lost* (`hsm.linkloss`): until the administrator
 reconnects or disconnects, every PED operation is refused with the cause and the fix;
-it never falls back to the local PED silently.
+it never falls back to the local PED silently.  A session that an operation leaves
+unusable (its secure channel broke: a SEALED frame failed authentication, an answer broke
+the protocol; `ped.hsm_api.session_end` says why) is never used again (PROTOCOL.md 3.6):
+the HSM ends its link at once, so it is lost the same way, by this HSM, with that why.
 
 `PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
 PED is ignored while remote is active), else the lost link's refusal, else the local PED,
@@ -138,8 +141,11 @@ class PedRouter:
         """The watched truth: a session is held and its transport has not ended."""
         if self._remote is None:
             return False
-        transport_open = getattr(self._remote_transport, "closed_reason", None) is None
-        return transport_open and bool(self._remote.usable)  # a dead session: a new one
+        if getattr(self._remote_transport, "closed_reason", None) is not None:
+            return False
+        # A session is unusable while its operation runs (the lock is held then), and for
+        # good once it broke: then `hsm ped connect` opens a new one.
+        return self._remote_lock.locked() or bool(self._remote.usable)
 
     def which(self, *, local_only: bool = False) -> str:
         """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
@@ -215,7 +221,6 @@ class PedRouter:
             async with self._remote_lock:
                 if self._remote is None:
                     raise self._lost_refusal()
-                await self._end_if_dead(None)  # it died unnoticed (e.g. a cancelled operation)
                 try:
                     where = f"remote PED {self._remote_address}"
                     yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
@@ -226,10 +231,7 @@ class PedRouter:
                                 exc.message)
                     )
                     if self.lost is not None:
-                        raise PedLinkLost(
-                            f"{self.lost.refusal(local_ped=bool(self.local_uri))}; "
-                            f"the operation failed: {exc.message}"
-                        ) from None
+                        raise self._refusal_after(exc, PedLinkLost) from None
                     raise
                 except Exception as exc:
                     await self._end_if_dead(exc)
@@ -379,18 +381,23 @@ class PedRouter:
             return PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
         return PedUnavailable(self.lost.refusal(local_ped=bool(self.local_uri)))
 
+    def _refusal_after(
+        self, error: Exception | None, kind: type[PedUnavailable] = PedUnavailable
+    ) -> PedUnavailable:
+        """The lost link's refusal, and what the operation that lost it met."""
+        failed = "" if error is None else f"; the operation failed: {error}"
+        return kind(self._lost_refusal().message + failed,
+                    outcome=getattr(error, "outcome", ""))
+
     async def _end_if_dead(self, error: Exception | None) -> None:
         """A session that can no longer be used (its secure channel broke: PROTOCOL.md
         3.6) is a lost link from now on, not at the next operation: end the link (`hsm
         ped show` says why) and refuse the operation with the why and the fix."""
-        cause = None if error is None else (error.__context__ or error)  # hsm.apiport's
-        end = session_end(self._remote, cause)
-        if end is None:
-            return
-        await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
-        failed = "" if error is None else f"; the operation failed: {error}"
-        raise PedUnavailable(self._lost_refusal().message + failed,
-                             outcome=getattr(error, "outcome", "")) from None
+        # hsm.apiport raises the HSM's error in the handler of the ped error: its context
+        end = session_end(self._remote, None if error is None else error.__context__ or error)
+        if end is not None:
+            await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
+            raise self._refusal_after(error) from None
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""

@@ -184,3 +184,21 @@ async def test_connect_right_after_the_break_is_a_new_session_not_already_connec
         assert connected.startswith("Remote PED connected"), connected
         assert "Connected:          yes" in await b.show()
         assert "HSM SO logged in" in (await b.cmd("hsm.login"))["text"]
+
+
+async def test_a_session_busy_with_an_operation_is_still_connected() -> None:
+    """Only a broken session is a lost link: one in the middle of a login is not."""
+    async with bed() as b:
+        await b.cmd("hsm.ped.connect", **CONNECT)
+        await b.cmd("hsm.init", label="sealed", force=False)
+        await b.cmd("hsm.logout")
+        b.ped.fault, b.ped.slow_delay = Fault.SLOW, 2.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.cmd, "hsm.login")
+            while not [r for r in b.ped.wire.records if r.kind == "read"]:
+                await trio.sleep(0.01)  # until the READ_SECRET reached the PED
+            assert "Connected:          yes" in await b.show()
+            again = (await b.cmd("hsm.ped.connect", **CONNECT))["text"]
+            assert "already connected" in again and "the link stays" in again, again
+        assert "Connected:          yes" in await b.show()
+        assert b.hsm.state.so_logged_in
