@@ -381,23 +381,22 @@ class PedRouter:
             return PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
         return PedUnavailable(self.lost.refusal(local_ped=bool(self.local_uri)))
 
-    def _refusal_after(
-        self, error: Exception | None, kind: type[PedUnavailable] = PedUnavailable
-    ) -> PedUnavailable:
+    def _refusal_after(self, error: Exception, kind: type[PedUnavailable]) -> PedUnavailable:
         """The lost link's refusal, and what the operation that lost it met."""
-        failed = "" if error is None else f"; the operation failed: {error}"
-        return kind(self._lost_refusal().message + failed,
+        return kind(f"{self._lost_refusal().message}; the operation failed: {error}",
                     outcome=getattr(error, "outcome", ""))
 
-    async def _end_if_dead(self, error: Exception | None) -> None:
-        """A session that can no longer be used (its secure channel broke: PROTOCOL.md
-        3.6) is a lost link from now on, not at the next operation: end the link (`hsm
-        ped show` says why) and refuse the operation with the why and the fix."""
+    async def _end_if_dead(self, error: Exception) -> None:
+        """A session that an operation left unusable (its secure channel broke:
+        PROTOCOL.md 3.6) is a lost link from now on, not at the next operation: end the
+        link (`hsm ped show` says why) and refuse the operation with the why and the fix."""
+        if self._remote is None:  # the link ended by itself meanwhile: already lost
+            return
         # hsm.apiport raises the HSM's error in the handler of the ped error: its context
-        end = session_end(self._remote, None if error is None else error.__context__ or error)
+        end = session_end(self._remote, error.__context__ or error)
         if end is not None:
             await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
-            raise self._refusal_after(error) from None
+            raise self._refusal_after(error, PedUnavailable) from None
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""
