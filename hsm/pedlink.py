@@ -17,7 +17,10 @@ between operations): the moment pedserver or pedclient closes it, the router kno
 and why, ``hsm ped show`` says so, and the audit log records it.  A link that ended
 without ``hsm ped disconnect`` is *lost* (`hsm.linkloss`): until the administrator
 reconnects or disconnects, every PED operation is refused with the cause and the fix;
-it never falls back to the local PED silently.
+it never falls back to the local PED silently.  A session that an operation leaves
+unusable (its secure channel broke: a SEALED frame failed authentication, an answer broke
+the protocol; `ped.hsm_api.session_end` says why) is never used again (PROTOCOL.md 3.6):
+the HSM ends its link at once, so it is lost the same way, by this HSM, with that why.
 
 `PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
 PED is ignored while remote is active), else the lost link's refusal, else the local PED,
@@ -49,10 +52,13 @@ from hsm.linkloss import LinkLoss, wall_text
 from hsm.localped import LocalPed
 from keys.colors import Color
 from ped.errors import PedError
+from ped.hsm_api.session_end import session_end
 from ped.link.errors import LinkEnd
 
 log = logging.getLogger("pedhsm.ped")
 BUSY_WAIT = 15.0
+#: The fix for a session that broke: a new one, a new handshake (PROTOCOL.md 3.6)
+NEW_SESSION = "run `hsm ped connect` to open a new session with the orange key"
 
 
 class PedRouter:
@@ -135,7 +141,11 @@ class PedRouter:
         """The watched truth: a session is held and its transport has not ended."""
         if self._remote is None:
             return False
-        return getattr(self._remote_transport, "closed_reason", None) is None
+        if getattr(self._remote_transport, "closed_reason", None) is not None:
+            return False
+        # A session is unusable while its operation runs (the lock is held then), and for
+        # good once it broke: then `hsm ped connect` opens a new one.
+        return self._remote_lock.locked() or bool(self._remote.usable)
 
     def which(self, *, local_only: bool = False) -> str:
         """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
@@ -221,10 +231,10 @@ class PedRouter:
                                 exc.message)
                     )
                     if self.lost is not None:
-                        raise PedLinkLost(
-                            f"{self.lost.refusal(local_ped=bool(self.local_uri))}; "
-                            f"the operation failed: {exc.message}"
-                        ) from None
+                        raise self._refusal_after(exc, PedLinkLost) from None
+                    raise
+                except Exception as exc:
+                    await self._end_if_dead(exc)
                     raise
             return
         if not local_only and self.lost is not None:
@@ -370,6 +380,23 @@ class PedRouter:
         if self.lost is None:
             return PedUnavailable("the remote PED link dropped; run `hsm ped connect`")
         return PedUnavailable(self.lost.refusal(local_ped=bool(self.local_uri)))
+
+    def _refusal_after(self, error: Exception, kind: type[PedUnavailable]) -> PedUnavailable:
+        """The lost link's refusal, and what the operation that lost it met."""
+        return kind(f"{self._lost_refusal().message}; the operation failed: {error}",
+                    outcome=getattr(error, "outcome", ""))
+
+    async def _end_if_dead(self, error: Exception) -> None:
+        """A session that an operation left unusable (its secure channel broke:
+        PROTOCOL.md 3.6) is a lost link from now on, not at the next operation: end the
+        link (`hsm ped show` says why) and refuse the operation with the why and the fix."""
+        if self._remote is None:  # the link ended by itself meanwhile: already lost
+            return
+        # hsm.apiport raises the HSM's error in the handler of the ped error: its context
+        end = session_end(self._remote, error.__context__ or error)
+        if end is not None:
+            await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
+            raise self._refusal_after(error, PedUnavailable) from None
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""
