@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import trio
 
 import hsm.backup_limit
 import hsmclient.commands_archive
@@ -20,11 +21,15 @@ from hsm.backup import BackupPartitions
 from hsm.backup_limit import BackupOverLimit, check_backup_fits
 from hsmclient.commands_archive import archive_list, backup, restore
 from ped.cloning import MAX_OBJECTS
+from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.ntls.messages import ArchiveMode
 from ped.pkcs11.constants import CKR
 from ped.pkcs11.token import Pkcs11Error
 from tests.backup.rig import Site, site
+from tests.backup.test_archive_cli import _cli, _daemon
 from tests.backup.test_archive_e2e import make_keys, signs, verifies
+from tests.hsm.rig import CHAL
+from tests.pedserver.fakes import short_tmp
 
 
 def limit(monkeypatch: pytest.MonkeyPatch, objects: int) -> None:
@@ -220,3 +225,36 @@ async def test_the_real_limit_end_to_end(tmp_path: Path) -> None:
         with pytest.raises(Pkcs11Error, match="holds 100001 objects, more than the 100000"):
             await restore(s.app, admin, dst, "nightly", ArchiveMode.REPLACE)
         assert s.target.store.token_objects("p1") == target_before
+
+
+async def test_the_command_line_says_the_numbers_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit(monkeypatch, 4)
+    chal = tmp_path / "challenge.txt"
+    chal.write_bytes(CHAL + b"\n")
+    with short_tmp() as home:
+        async with site(tmp_path, client_home=home) as s, trio.open_nursery() as nursery:
+            await _daemon(s, home, nursery)
+            src, admin = await s.co_session("hsm1"), await s.admin()
+            await make_keys(s, src, 2)
+            await first_backup(s, src, admin)  # 4 objects: at the limit
+            await make_keys(s, src, 1, prefix="later")
+            p1, slot = await s.slot("hsm1", "p1"), await s.slot("hsm3", "backup HSM")
+            common = ("--home", str(home), "--slot", str(slot))
+            code, out, err = await _cli("partition", "archive", "backup", *common, "--append",
+                                        "--source-slot", str(p1), "--partition", "nightly",
+                                        "--password-file", str(chal))  # fmt: skip
+            assert (code, out) == (EXIT_ERROR, "")
+            assert err == (
+                "hsmclient: partition archive backup failed: CKR_DEVICE_MEMORY: backup "
+                "partition 'nightly' holds 4 objects and this backup would add 2 (6 in all): "
+                "one restore carries at most 4 objects, so nothing was written; back up into "
+                "another backup partition (--partition OTHER), or replace what it holds "
+                "(--replace)\n")  # fmt: skip
+            code, out, _ = await _cli("partition", "archive", "list", *common)
+            assert code == EXIT_OK and out.endswith(
+                "Backup partition 'nightly' holds 4 of the 4 objects one restore carries: a "
+                "backup that would pass it is refused; use another backup partition "
+                "(--partition OTHER) or --replace.\n")  # fmt: skip
+            nursery.cancel_scope.cancel()
