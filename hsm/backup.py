@@ -217,8 +217,10 @@ class BackupTarget(TargetEnd):
     async def feed(self, data: bytes) -> bytes:
         answer = await super().feed(data)
         refused = self._refused
-        if refused is not None:  # at the end marker, nothing written: the whole refusal to
-            self._backups.state.event(  # hsmclient, typed, not a REJECTED's clipped detail
+        if refused is not None:
+            # Over the limit at the end marker, nothing written: hsmclient gets the whole
+            # typed refusal, rather than the REJECTED (whose detail is clipped) for the source.
+            self._backups.state.event(
                 "backup refused", partition=self._name, source=self._source_serial,
                 held=refused.held, adding=refused.adding, limit=refused.limit)  # fmt: skip
             raise refused

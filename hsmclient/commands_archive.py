@@ -13,7 +13,10 @@ A Backup HSM (``pedhsm mode start --backup``) shows hsmclient one *admin slot* (
 slot, then hsmclient relays the sealed frames unread (`hsmclient.commands_clone.relay`)
 in batches.  A backup or a restore is one transaction on the receiving end: the command
 (or the next ``archive list``) says whether it happened.  The partition's Crypto Officer
-logs in with the challenge given as for ``partition clone``.
+logs in with the challenge given as for ``partition clone``.  A backup partition holds at
+most what one restore carries (`MAX_ARCHIVE_OBJECTS`): the Backup HSM refuses a backup
+past it, `restore` refuses one over it before the target is asked anything, and ``archive
+list`` warns as it nears.
 """
 
 from __future__ import annotations
