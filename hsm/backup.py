@@ -20,6 +20,12 @@ checks out, then the partition row and every object in one transaction (`--repla
 drops the old objects in the same one): a kill at any moment leaves the backup partition
 as it was or fully written.
 
+A backup partition never holds more than one restore carries (`hsm.backup_limit`, the
+cloning protocol's bound on one clone): a backup that would leave it with more is refused
+at the end marker, before the transaction writes anything (`BackupOverLimit`, naming the
+numbers and what to do), and a partition over it (made before the limit was enforced)
+is refused up front by ``--append`` and by a restore, never half-way.
+
 hsmclient sees one *admin slot* per Backup HSM (`hsm.backup_access`); its ``ARCHIVE``
 requests (docs/protocol/client.md, op 20) land in `BackupClones`.
 """
@@ -33,6 +39,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from hsm.backup_limit import BackupOverLimit, check_backup_fits, over_limit
 from hsm.backup_store import BackupRow
 from hsm.cloning import ConnectionClones, SourceEnd, TargetEnd
 from hsm.crypto import wipe
@@ -108,8 +115,11 @@ class BackupPartitions:
         lines = ["   Backup HSM:          yes (holds backup partitions, no partitions)",
                  f"   Backup partitions:   {len(rows)}"]  # fmt: skip
         for r in rows:
+            over = over_limit(r, "restore")  # made before the limit: no restore carries it
+            note = f"  (over the {over.limit} one restore carries)" if over else ""
             lines.append(f"     {r.name:<16} source {r.source_serial:<14} domain "
-                         f"{r.fingerprint}  {r.objects} objects  {_when(r.updated)}")  # fmt: skip
+                         f"{r.fingerprint}  {r.objects} objects  "
+                         f"{_when(r.updated)}{note}")  # fmt: skip
         return lines
 
     def _domain_purpose(self, name: str) -> str:
@@ -169,6 +179,7 @@ class BackupTarget(TargetEnd):
         self._mode = mode
         self._domain: bytes = b""  # sealed, once the handshake found it
         self._fingerprint = ""
+        self._refused: BackupOverLimit | None = None  # at the end marker: over the limit
 
     async def domain(self, init: CloneInit) -> bytearray | None:
         backups, st = self._backups, self._backups.state
@@ -203,10 +214,21 @@ class BackupTarget(TargetEnd):
                  domain=format_fingerprint(domain_fingerprint(red.secret)))  # fmt: skip
         return red.secret
 
+    async def feed(self, data: bytes) -> bytes:
+        answer = await super().feed(data)
+        refused = self._refused
+        if refused is not None:
+            # Over the limit at the end marker, nothing written: hsmclient gets the whole
+            # typed refusal, rather than the REJECTED (whose detail is clipped) for the source.
+            self._backups.state.event(
+                "backup refused", partition=self._name, source=self._source_serial,
+                held=refused.held, adding=refused.adding, limit=refused.limit)  # fmt: skip
+            raise refused
+        return answer
+
     def store(self, objects: Sequence[ClonedObject]) -> int:
         backups, st = self._backups, self._backups.state
         now = st.clock.now()
-        stored = 0
         with st.store.tx():  # the partition row and every object, or nothing
             existing = st.store.backups.partition(self._name)
             if existing is not None and self._mode is ArchiveMode.NEW:
@@ -215,26 +237,40 @@ class BackupTarget(TargetEnd):
             if existing is None and len(st.store.backups.partitions()) >= MAX_BACKUP_PARTITIONS:
                 raise ValueError(f"this Backup HSM holds {MAX_BACKUP_PARTITIONS} backup "
                                  "partitions, its most; delete one first")  # fmt: skip
+            held: set[str] = set()
+            if existing is not None and self._mode is not ArchiveMode.REPLACE:
+                held = {a for _i, a, _s in st.store.backups.objects(self._name)}
+            fresh = _fresh(objects, held)
+            try:  # before the first write: a refused backup leaves the transaction untouched
+                check_backup_fits(self._name, existing.objects if existing else 0, len(fresh),
+                                  self._mode)  # fmt: skip
+            except BackupOverLimit as exc:
+                self._refused = exc
+                raise
             serial = existing.serial if existing else self._serial
             domain = existing.domain if existing else self._domain
             st.store.backups.put_partition(BackupRow(
                 self._name, serial, self._source_serial, self._fingerprint, domain, now, now))
-            held: set[str] = set()
             if self._mode is ArchiveMode.REPLACE:
                 st.store.backups.clear_objects(self._name)
-            elif existing is not None:
-                held = {a for _i, a, _s in st.store.backups.objects(self._name)}
-            for obj in objects:
-                attributes = obj.attributes.decode()
-                json.loads(attributes)  # the source's HSM encodes them: JSON or refused
-                if attributes in held:
-                    continue
-                backups.add_object(self._name, attributes, obj.value)
-                held.add(attributes)
-                stored += 1
+            for attributes, value in fresh:
+                backups.add_object(self._name, attributes, value)
         st.event("backup stored", partition=self._name, source=self._source_serial,
-                 count=stored)  # fmt: skip
-        return stored
+                 count=len(fresh))  # fmt: skip
+        return len(fresh)
+
+
+def _fresh(objects: Sequence[ClonedObject], held: set[str]) -> list[tuple[str, bytes]]:
+    """The objects (attributes, value) a backup partition holding *held* lacks, once each."""
+    fresh: list[tuple[str, bytes]] = []
+    seen = set(held)
+    for obj in objects:
+        attributes = obj.attributes.decode()
+        json.loads(attributes)  # the source's HSM encodes them: JSON or refused
+        if attributes not in seen:
+            seen.add(attributes)
+            fresh.append((attributes, obj.value))
+    return fresh
 
 
 def _notify(text: str) -> None:
@@ -295,7 +331,11 @@ class BackupClones(ConnectionClones):
             backups.delete(r.name)
             return b""
         if r.action is ArchiveAction.RESTORE_SOURCE:
-            source = BackupSource(backups, backups.get(r.name), r.peer_serial)
+            row = backups.get(r.name)
+            refused = over_limit(row, "restore")  # up front: never half-way through it
+            if refused is not None:
+                raise refused
+            source = BackupSource(backups, row, r.peer_serial)
             self._open[r.session] = source
             return source.start()
         if r.action is ArchiveAction.BACKUP_TARGET:
@@ -325,6 +365,9 @@ class BackupClones(ConnectionClones):
                               f"backup partition {r.name!r} exists: add --append to add to it "
                               "or --replace to replace what it holds")  # fmt: skip
         self._require_so("a backup")
+        refused = over_limit(existing, "append") if existing and r.mode is ArchiveMode.ADD else None
+        if refused is not None:  # whatever it would add, it stays over: refused before it moves
+            raise refused
         serial = existing.serial if existing else (
             f"{backups.state.serial}{secrets.randbelow(10**6):06d}")  # fmt: skip
         self._open[r.session] = BackupTarget(backups, r.name, serial, r.peer_serial, r.mode)

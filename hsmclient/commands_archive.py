@@ -13,7 +13,10 @@ A Backup HSM (``pedhsm mode start --backup``) shows hsmclient one *admin slot* (
 slot, then hsmclient relays the sealed frames unread (`hsmclient.commands_clone.relay`)
 in batches.  A backup or a restore is one transaction on the receiving end: the command
 (or the next ``archive list``) says whether it happened.  The partition's Crypto Officer
-logs in with the challenge given as for ``partition clone``.
+logs in with the challenge given as for ``partition clone``.  A backup partition holds at
+most what one restore carries (`MAX_ARCHIVE_OBJECTS`): the Backup HSM refuses a backup
+past it, `restore` refuses one over it before the target is asked anything, and ``archive
+list`` warns as it nears.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from ped.pkcs11.constants import CKR, CKU
 from ped.pkcs11.token import Pkcs11Error
 from ped.tls.pins import Program
 
-#: Objects one backup partition may hold (the cloning protocol's bound).
+#: Objects one backup partition may hold: what one restore carries (the cloning protocol's
+#: bound on one clone, `ped.cloning.MAX_OBJECTS`, which hsmclient does not import; a Backup
+#: HSM refuses a backup that would pass it, `hsm.backup_limit`).
 MAX_ARCHIVE_OBJECTS = 100_000
+#: `archive list` warns about a backup partition holding this share of it or more.
+NEAR_LIMIT = 0.9
 Tap = Callable[[bytes], None] | None
 
 
@@ -78,6 +85,13 @@ async def restore(app: RemoteApplication, admin: int, target: int, name: str,
                   ) -> dict[str, Any]:  # fmt: skip
     """Restore backup partition *name* into *target*'s partition; the backup's row."""
     row = _row(await archive_list(app, admin), name)
+    held = int(row["objects"])
+    if held > MAX_ARCHIVE_OBJECTS:  # up front, before the target is asked anything
+        raise Pkcs11Error(CKR.DEVICE_MEMORY,
+                          f"backup partition {name!r} holds {held} objects, more than the "
+                          f"{MAX_ARCHIVE_OBJECTS} one restore carries: restore refused before "
+                          "anything moved; back its source partition up anew, with --replace, "
+                          "while that partition exists")  # fmt: skip
     await app.clone_call(target, _archive(ArchiveAction.RESTORE_TARGET, mode, row["serial"]))
     target_serial = app.session_serial(target)
     frames = await app.clone_call(admin, _archive(
@@ -218,6 +232,7 @@ def _said(op: str, args: argparse.Namespace, answer: dict[str, Any]) -> str:
         lines = [f"{'Name':<16} {'Serial':<14} {'Source':<14} {'Domain':<19} Objects"]
         lines += [f"{r['name']:<16} {r['serial']:<14} {r['source_serial']:<14} "
                   f"{r['domain']:<19} {r['objects']}" for r in rows]  # fmt: skip
+        lines += [note for r in rows if (note := _limit_note(r))]
         return "\n".join(lines) + "\n"
     if op == "delete":
         return f"Backup partition {args.partition!r} deleted.\n"
@@ -228,3 +243,17 @@ def _said(op: str, args: argparse.Namespace, answer: dict[str, Any]) -> str:
                 f"{args.source_slot}.\n")  # fmt: skip
     return (f"Backup partition {row['name']!r} ({row['objects']} objects) restored into slot "
             f"{args.target_slot} in one transaction.\n")  # fmt: skip
+
+
+def _limit_note(row: dict[str, Any]) -> str:
+    """What `archive list` says of a backup partition near or over what one restore carries."""
+    held, limit = int(row["objects"]), MAX_ARCHIVE_OBJECTS
+    if held > limit:
+        return (f"Backup partition {row['name']!r} holds {held} objects, more than the {limit} "
+                "one restore carries: a restore refuses it; back its source partition up "
+                "anew with --replace.")  # fmt: skip
+    if held >= NEAR_LIMIT * limit:
+        return (f"Backup partition {row['name']!r} holds {held} of the {limit} objects one "
+                "restore carries: a backup that would pass it is refused; use another "
+                "backup partition (--partition OTHER) or --replace.")  # fmt: skip
+    return ""
