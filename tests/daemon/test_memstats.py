@@ -72,16 +72,21 @@ def test_every_figure_is_there_and_moves_with_what_it_measures() -> None:
     before = memstats.native_stats()
     assert {"rss", "rss_anon", "rss_file", "malloc_in_use", "malloc_free", "malloc_heap",
             "malloc_mmapped", "pymalloc_arenas", "pymalloc_allocated"} <= set(before)
-    # 4 MiB in one block: above glibc's mmap threshold, so a mapping of its own ...
+    # 4 MiB in one block: glibc's, in a mapping of its own or (once glibc's dynamic mmap
+    # threshold has risen in a long-lived process) in its heap ...
     big = bytearray(4 << 20)
     # ... and 50,000 small objects: pymalloc's blocks
     small = [object() for _ in range(50_000)]
     during = memstats.native_stats()
-    assert during["malloc_mmapped"] - before["malloc_mmapped"] >= 4 << 20
+
+    def glibc_holds(figures: dict[str, int]) -> int:
+        return figures["malloc_mmapped"] + figures["malloc_in_use"]
+
+    assert glibc_holds(during) - glibc_holds(before) >= 4 << 20
     assert during["pymalloc_allocated"] - before["pymalloc_allocated"] >= 50_000 * 16
     del big, small
     after = memstats.native_stats()
-    assert after["malloc_mmapped"] < during["malloc_mmapped"]
+    assert glibc_holds(during) - glibc_holds(after) >= 4 << 20
 
 
 def test_memstats_hook_reports_without_tracing(
