@@ -223,8 +223,11 @@ class PedRouter:
                     raise self._lost_refusal()
                 try:
                     where = f"remote PED {self._remote_address}"
+                    # A busy PED refuses the command (`PedBusyRefusal`) but leaves the
+                    # session usable: `_end_if_dead` below keeps the link then.
                     yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
-                                     announce=self._announce)
+                                     announce=self._announce, busy_wait=BUSY_WAIT,
+                                     keeps_link=True)
                 except PedLinkLost as exc:
                     await self._end_link(
                         LinkEnd("this HSM", "the PED session broke during an operation",
@@ -283,11 +286,12 @@ class PedRouter:
         try:
             await self._nursery.start(self._hold_remote, host, port, rpv_copy, peer)
         except BaseExceptionGroup as group:
-            raise map_error(first_error(group), f"remote PED {address}") from None
+            raise map_error(first_error(group), f"remote PED {address}",
+                            waited=BUSY_WAIT) from None
         except PedError as exc:
             if isinstance(exc, PedUnavailable):
                 raise
-            raise map_error(exc, f"remote PED {address}") from None
+            raise map_error(exc, f"remote PED {address}", waited=BUSY_WAIT) from None
         return address
 
     async def _hold_remote(
