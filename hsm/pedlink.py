@@ -21,6 +21,9 @@ it never falls back to the local PED silently.  A session that an operation leav
 unusable (its secure channel broke: a SEALED frame failed authentication, an answer broke
 the protocol; `ped.hsm_api.session_end` says why) is never used again (PROTOCOL.md 3.6):
 the HSM ends its link at once, so it is lost the same way, by this HSM, with that why.
+A PED busy with another HSM's operation breaks nothing (none of the request reached it,
+and the session sends it first next time): the command is refused
+(`hsm.apiport.PedBusyRefusal`, not counted) and the link stays.
 
 `PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
 PED is ignored while remote is active), else the lost link's refusal, else the local PED,

@@ -159,7 +159,7 @@ async def site() -> AsyncIterator[Site]:
             operator.arrive()
             driver = InProcessPedDriver(ped, nursery)
             server = PedServer(
-                ServerSettings(ip="127.0.0.1", port=0, device=driver.uri),  # type: ignore[call-arg]
+                ServerSettings(ip="127.0.0.1", port=0, device=driver.uri),
                 driver, control_path=root / "server.sock",
             )
             client = PedClient(ClientSettings(), endpoint_path=root / "client.sock",
