@@ -10,6 +10,7 @@ the same session, without a new connect or orange key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -290,3 +291,28 @@ def test_busy_maps_to_a_busy_refusal_not_a_lost_link() -> None:
     fresh = str(map_error(busy, "local PED emulated:/k"))
     assert "link stays" not in fresh and "waited" not in fresh, fresh
     assert "not counted" in fresh and "retry when the PED is free" in fresh, fresh
+
+
+async def test_a_connect_to_a_busy_ped_is_refused_busy_and_works_once_it_is_free(
+    clock: trio.testing.MockClock,
+) -> None:
+    async with site() as s:
+        a, b = s.a, s.b
+        await a.cmd("hsm.ped.connect", **s.connect)
+        s.operator.leave()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(a.cmd, "hsm.init", label="ay", force=False))
+            await _until(lambda: s.server.relay.holder is not None
+                         and s.ped.panel.screen.prompt.kind is not PromptKind.IDLE)
+            with pytest.raises(PedBusyRefusal) as refused:
+                await b.cmd("hsm.ped.connect", **s.connect)
+            text = str(refused.value)
+            assert "busy with another HSM's operation" in text, text
+            assert f"waited {BUSY_WAIT:g} s" in text and "not counted" in text, text
+            assert "link stays" not in text, text  # there was no link yet
+            status = b.router.status()
+            assert status["connected"] is False and status["lost"] is None, status
+            s.operator.arrive()
+        connected = (await b.cmd("hsm.ped.connect", **s.connect))["text"]
+        assert connected.startswith("Remote PED connected"), connected
+        assert not b.drops and not a.drops
