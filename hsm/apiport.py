@@ -2,9 +2,11 @@
 
 This module is the one place the HSM turns errors of ``ped`` into its own (see
 `hsm.pedport`): wrong colour -> `WrongKeyColor` (not counted), keyset mismatch ->
-`WrongKeyset` (counted), everything else (timeouts, cancel, transport failures, a
-rejected connect, RPV mismatch) -> `PedUnavailable` (not counted; a closed remote link
-advises `hsm ped connect`, not "retry"); a driver that cannot
+`WrongKeyset` (counted), a PED busy with another HSM's operation -> `PedBusyRefusal` (not
+counted; a held session stays usable, so the remote link stays), everything else
+(timeouts, cancel, transport failures, a rejected connect, RPV mismatch) ->
+`PedUnavailable` (not counted; a closed remote link advises `hsm ped connect`, not
+"retry"); a driver that cannot
 be opened or used -> `PedUnavailable` too (`driver_unavailable`).  ``hsm.pedlink`` calls
 these; nothing else in the HSM catches an error of ``ped`` to make an HSM error.
 PED progress notices become lines for the shell (`describe_notice`); before each
@@ -23,15 +25,42 @@ from keys.colors import Color
 from ped.channel.errors import RpvMismatch
 from ped.errors import PedError
 from ped.link.errors import ConnectRejected, LinkClosed
-from ped.transport import TransportError
+from ped.transport import PedBusy, TransportError
 
 
 class PedLinkLost(PedUnavailable):
     """The path to the PED failed (a transport error): retriable, never counted."""
 
 
-def map_error(exc: BaseException, where: str) -> BaseException:
-    """Turn a ``ped`` error into what the HSM understands (see the module docstring)."""
+class PedBusyRefusal(PedUnavailable):
+    """The PED serves another HSM's operation: refused, never counted.  Nothing reached
+    the PED, and a session the HSM holds stays usable (``ped.transport.PedBusy``)."""
+
+
+def busy_refusal(
+    exc: PedBusy, where: str, *, waited: float | None, link_stays: bool
+) -> PedBusyRefusal:
+    """The refusal for a PED that stayed busy: how long this HSM waited (when known), that
+    nothing was counted, whether the link stays, and where to see who holds the PED.  The
+    PED side's words (e.g. pedserver's "held by link 3 from A (name)") come last."""
+    waited_text = f"; this HSM waited {waited:g} s for it" if waited else ""
+    stays = "the link stays connected: " if link_stays else ""
+    return PedBusyRefusal(
+        f"the PED at {where} is busy with another HSM's operation{waited_text} (not counted; "
+        f"{stays}retry when the PED is free; `pedserver mode show` on the PED's workstation "
+        f"shows which link holds it). The PED side said: {exc}",
+        outcome="ped-busy",  # the audit word of this refusal (`hsm.logins`)
+    )
+
+
+def map_error(
+    exc: BaseException, where: str, *, waited: float | None = None, link_stays: bool = False
+) -> BaseException:
+    """Turn a ``ped`` error into what the HSM understands (see the module docstring).
+
+    *waited*: how long the session waited for a busy PED (its ``busy_wait``), if known;
+    *link_stays*: the session outlives the command (a held remote link), so a busy PED
+    leaves the link connected."""
     from ped.ops import errors as op_errors
 
     if isinstance(exc, op_errors.WrongColor):
@@ -63,6 +92,10 @@ def map_error(exc: BaseException, where: str) -> BaseException:
             f"the link to the PED at {where} is closed: {why} (not counted; "
             "reconnect with `hsm ped connect`)"
         )
+    if isinstance(exc, PedBusy):
+        # A busy PED is not a lost path: nothing reached it, and the session keeps what it
+        # sealed for the refused hold to send first next time (``ped.hsm_api``).
+        return busy_refusal(exc, where, waited=waited, link_stays=link_stays)
     if isinstance(exc, TransportError):
         return PedLinkLost(f"the PED at {where} is unavailable: {exc} (not counted; retry)")
     if isinstance(exc, op_errors.OperationError):
@@ -129,12 +162,22 @@ class HsmApiPort:
         timeouts: Callable[[], dict[str, int]],
         *,
         announce: Callable[[str, Color | None], None] | None = None,
+        busy_wait: float | None = None,
+        keeps_link: bool = False,
     ) -> None:
         self._session = session
         self.description = description
         self._touch = touch
         self._timeouts = timeouts
         self._announce = announce
+        # For a busy PED's refusal: how long the session waits for it, and whether the
+        # session outlives the command (a held remote link stays connected).
+        self._busy_wait = busy_wait
+        self._keeps_link = keeps_link
+
+    def _mapped(self, exc: PedError) -> BaseException:
+        return map_error(exc, self.description, waited=self._busy_wait,
+                         link_stays=self._keeps_link)
 
     def _say(self, doing: str, color: Color, label: str) -> None:
         if self._announce is None:
@@ -160,7 +203,7 @@ class HsmApiPort:
                 color, keyset_id=keyset_id, label=label, **self._limits()
             )
         except PedError as exc:
-            raise map_error(exc, self.description) from None
+            raise self._mapped(exc) from None
         finally:
             self._touch()
         with result:  # the result is ours: wiped once copied
@@ -174,7 +217,7 @@ class HsmApiPort:
                 color, new_secret=secret, allow_reuse=True, label=label, **self._limits()
             )
         except PedError as exc:
-            raise map_error(exc, self.description) from None
+            raise self._mapped(exc) from None
         finally:
             self._touch()
         # The PED returns a secret when the HSM must adopt another one than it sent: an
@@ -188,7 +231,7 @@ class HsmApiPort:
         try:
             await self._session.show_message(text, op_timeout=self._limits()["op_timeout"])
         except PedError as exc:
-            raise map_error(exc, self.description) from None
+            raise self._mapped(exc) from None
 
 
 def first_error(exc: BaseException) -> BaseException:

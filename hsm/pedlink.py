@@ -21,6 +21,9 @@ it never falls back to the local PED silently.  A session that an operation leav
 unusable (its secure channel broke: a SEALED frame failed authentication, an answer broke
 the protocol; `ped.hsm_api.session_end` says why) is never used again (PROTOCOL.md 3.6):
 the HSM ends its link at once, so it is lost the same way, by this HSM, with that why.
+A PED busy with another HSM's operation breaks nothing (none of the request reached it,
+and the session sends it first next time): the command is refused
+(`hsm.apiport.PedBusyRefusal`, not counted) and the link stays.
 
 `PedRouter.session` picks: the remote PED while it is connected (as on a Luna, the local
 PED is ignored while remote is active), else the lost link's refusal, else the local PED,
@@ -223,8 +226,11 @@ class PedRouter:
                     raise self._lost_refusal()
                 try:
                     where = f"remote PED {self._remote_address}"
+                    # A busy PED refuses the command (`PedBusyRefusal`) but leaves the
+                    # session usable: `_end_if_dead` below keeps the link then.
                     yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
-                                     announce=self._announce)
+                                     announce=self._announce, busy_wait=BUSY_WAIT,
+                                     keeps_link=True)
                 except PedLinkLost as exc:
                     await self._end_link(
                         LinkEnd("this HSM", "the PED session broke during an operation",
@@ -283,11 +289,12 @@ class PedRouter:
         try:
             await self._nursery.start(self._hold_remote, host, port, rpv_copy, peer)
         except BaseExceptionGroup as group:
-            raise map_error(first_error(group), f"remote PED {address}") from None
+            raise map_error(first_error(group), f"remote PED {address}",
+                            waited=BUSY_WAIT) from None
         except PedError as exc:
             if isinstance(exc, PedUnavailable):
                 raise
-            raise map_error(exc, f"remote PED {address}") from None
+            raise map_error(exc, f"remote PED {address}", waited=BUSY_WAIT) from None
         return address
 
     async def _hold_remote(
