@@ -188,6 +188,7 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
     audit = [Sample(ops, 0, 0, size) for ops, size in soak.audit]
     kept = after_warmup(audit)
     logins = kept[-1].ops - kept[0].ops if kept else 0
+    native = {name: native_figures(points) for name, points in soak.native.items() if points}
     return {
         "rounds": soak.count["sign"],
         "seconds": round(seconds, 1),
@@ -196,7 +197,7 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                     for kind in ("login", "sign")},
         "pedhsm_audit_bytes_per_login": (round((kept[-1].log_bytes - kept[0].log_bytes)
                                                / logins, 1) if logins else None),
-        "failures": failures(daemons),
+        "failures": failures(daemons, native=native),
         "pids": soak.pids,
         # every sample, so that the figures can be fitted again (another warm-up, a plot)
         "samples": {name: [list(attrs.astuple(s)) for s in soak.samples[name]]
@@ -206,8 +207,7 @@ def figures(soak: Soak, seconds: float) -> dict[str, Any]:
                    if len(points) >= 3 and any(held for _, held in points)},
         "native": {name: [[ops, figs] for ops, figs in points]
                    for name, points in soak.native.items() if points},
-        "native_figures": {name: native_figures(points) for name, points in soak.native.items()
-                           if points},
+        "native_figures": native,
     }
 
 

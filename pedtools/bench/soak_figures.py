@@ -202,7 +202,7 @@ def refit(results: dict[str, Any], without_log: Sequence[str] = ("pedemu",)) -> 
     native = {name: native_figures([(ops, figs) for ops, figs in points])
               for name, points in (results.get("native") or {}).items()}
     return {**results, "daemons": daemons, "traced": traced, "native_figures": native,
-            "failures": failures(daemons)}
+            "failures": failures(daemons, native=native)}
 
 
 def by_tenth(samples: Sequence[Sample]) -> list[int]:
@@ -218,9 +218,11 @@ def by_tenth(samples: Sequence[Sample]) -> list[int]:
     return out
 
 
-def failures(daemons: dict[str, dict[str, Any]],
-             limit_kb: float = RSS_LIMIT_KB) -> list[str]:
-    """Each daemon that grew: its name and the figure, one line each."""
+def failures(daemons: dict[str, dict[str, Any]], limit_kb: float = RSS_LIMIT_KB,
+             native: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Each daemon that grew: its name and the figure, one line each; with *native*
+    (`native_figures` by daemon, a ``--memstats`` run) the line also says where the growth
+    sits below Python."""
     found: list[str] = []
     for name, d in daemons.items():
         growth = d["rss_kb_per_10k_ops"]
@@ -228,7 +230,8 @@ def failures(daemons: dict[str, dict[str, Any]],
             found.append(f"{name}: RSS grows {growth} kB per 10,000 operations "
                          f"(limit {limit_kb:g} kB; {d['rss_kb_start']} -> {d['rss_kb_end']} kB "
                          f"over {d['measured_operations']} operations; one page is "
-                         f"{d['resolution_kb_per_10k_ops']} kB per 10,000 of them)")
+                         f"{d['resolution_kb_per_10k_ops']} kB per 10,000 of them)"
+                         + where_it_sits((native or {}).get(name)))
         if d["fds_end"] > d["fds_start"]:
             found.append(f"{name}: open fds grew from {d['fds_start']} to {d['fds_end']}")
     return found
@@ -253,6 +256,22 @@ def latency_windows(times: Sequence[tuple[float, float]], duration: float) -> di
         "last_p50_ms": percentile(last, 50),
         "last_p99_ms": percentile(last, 99),
     }
+
+
+def where_it_sits(native: dict[str, Any] | None) -> str:
+    """The fitted growth below Python, for a failure line: the resident split, then what
+    each allocator spans and what it holds in use ("" without the figures)."""
+    if not native:
+        return ""
+
+    def kb(name: str) -> str:
+        figure = native.get(name)
+        return "?" if figure is None else f"{figure['per_10k_ops'] / 1024:+.2f}"
+
+    held = f"; pymalloc holds {kb('pymalloc_allocated')}" if "pymalloc_allocated" in native else ""
+    return (f"; below Python, kB per 10,000 operations: RssAnon {kb('rss_anon')}, RssFile "
+            f"{kb('rss_file')}; glibc's heap spans {kb('malloc_heap')} and holds "
+            f"{kb('malloc_in_use')} in use{held}")
 
 
 def native_cell(figure: dict[str, Any] | None, count: bool) -> str:

@@ -258,3 +258,23 @@ def test_memstats_soak_reports_where_memory_sits(tmp_path: Path) -> None:
             assert figs["traced_bytes"] == 0 and _positive(figs["rss_anon"]), (name, figs)
             assert _positive(figs["pymalloc_arenas"]) and _positive(figs["malloc_in_use"])
     assert "Below Python" in done.stdout and "| pedserver | 3 | " in done.stdout
+
+
+def test_a_failure_says_where_the_growth_sits_below_python() -> None:
+    grows = [Sample(ops, 2000 + ops // 2500, 10) for ops in range(0, 50_001, 1000)]
+    points = [(ops, {"rss_anon": 10_000_000 + ops * 2, "rss_file": 9_000_000,
+                     "malloc_heap": 7_000_000 + ops, "malloc_in_use": 6_500_000,
+                     "pymalloc_allocated": 13_000_000}) for ops in range(0, 50_001, 1000)]
+    native = {"pedclient": native_figures(points)}
+    line = failures({"pedclient": daemon_figures(grows)}, native=native)[0]
+    assert line.startswith("pedclient: RSS grows 4.0 kB per 10,000 operations")
+    assert line.endswith("; below Python, kB per 10,000 operations: RssAnon +19.53, RssFile "
+                         "+0.00; glibc's heap spans +9.77 and holds +0.00 in use; pymalloc "
+                         "holds +0.00")
+    # without --memstats, or under PYTHONMALLOC=malloc (no pymalloc figure)
+    assert "below Python" not in failures({"pedclient": daemon_figures(grows)})[0]
+    bare = failures({"x": daemon_figures(grows)},
+                    native={"x": native_figures([(o, {k: v for k, v in f.items()
+                                                      if k != "pymalloc_allocated"})
+                                                 for o, f in points])})[0]
+    assert bare.endswith("holds +0.00 in use")
