@@ -7,8 +7,10 @@ thousands of operations the set of touched pages creeps towards the heap's whole
 while the bytes in use stay flat: the soak (`make soak --memstats`) saw pedserver's
 resident ``[heap]`` rise page by page with glibc's heap size, its bytes in use and
 pymalloc's arenas all unchanged.  ``malloc_trim(0)`` returns every whole free page
-inside the heap (not only at its top) with ``madvise``, so what stays resident follows
-what is in use.
+inside the heap (not only at its top) with ``madvise``, so that a hole freed in the
+middle of the heap does not stay resident.  It cannot move a long-lived chunk that
+fragmentation placed high in the heap, so the heap's extent may still creep; the soak's
+``--memstats`` table shows that figure (``malloc_heap``) beside what is in use.
 
 Every `INTERVAL` seconds a daemon calls it once (under a millisecond for a heap of a few
 MB).  Where the C library has no ``malloc_trim`` (musl, macOS) upkeep does nothing.
