@@ -60,6 +60,7 @@ class LocalPed:
         a second handshake with it, for which the operator answers NO again and presents
         the orange key (an HSM without one reports the mismatch)."""
         where = f"local PED {self.uri}"
+        waited = session_args.get("busy_wait")  # for a busy PED's refusal: how long
         rpv = bytearray(local_rpv())
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -75,13 +76,14 @@ class LocalPed:
                         ) from None
                     stack.callback(wipe, own)
                     ped = await self._handshake(stack, session_args, own, where)
-                yield HsmApiPort(ped, where, touch, timeouts, announce=announce)
+                yield HsmApiPort(ped, where, touch, timeouts, announce=announce,
+                                 busy_wait=waited)
         except BaseExceptionGroup as group:
-            raise map_error(first_error(group), where) from None
+            raise map_error(first_error(group), where, waited=waited) from None
         except PedError as exc:
             if passes_through(exc):
                 raise
-            raise map_error(exc, where) from None
+            raise map_error(exc, where, waited=waited) from None
         finally:
             wipe(rpv)
 

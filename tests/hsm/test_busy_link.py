@@ -316,3 +316,22 @@ async def test_a_connect_to_a_busy_ped_is_refused_busy_and_works_once_it_is_free
         connected = (await b.cmd("hsm.ped.connect", **s.connect))["text"]
         assert connected.startswith("Remote PED connected"), connected
         assert not b.drops and not a.drops
+
+
+async def test_a_busy_local_ped_says_how_long_this_hsm_waited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hsm.localped import LocalPed
+
+    async def busy(*args: object) -> None:
+        raise PedBusy("the PED is busy with another HSM's operation; try again when it is free")
+
+    local = LocalPed("emulated:/nowhere")
+    monkeypatch.setattr(local, "_handshake", busy)
+    with pytest.raises(PedBusyRefusal) as refused:
+        async with local.session({"busy_wait": 15.0}, touch=lambda: None,
+                                 timeouts=lambda: {}, announce=lambda text, color: None):
+            pass
+    text = str(refused.value)
+    assert "this HSM waited 15 s for it (not counted" in text, text
+    assert "link stays" not in text, text
