@@ -45,10 +45,12 @@ def busy_refusal(
     PED side's words (e.g. pedserver's "held by link 3 from A (name)") come last."""
     waited_text = f"; this HSM waited {waited:g} s for it" if waited else ""
     stays = "the link stays connected: " if link_stays else ""
+    # Only a remote PED has a pedserver to ask who holds it.
+    holder = ("" if where.startswith("local PED") else "; `pedserver mode show` on the "
+              "PED's workstation shows which link holds it")
     return PedBusyRefusal(
         f"the PED at {where} is busy with another HSM's operation{waited_text} (not counted; "
-        f"{stays}retry when the PED is free; `pedserver mode show` on the PED's workstation "
-        f"shows which link holds it). The PED side said: {exc}",
+        f"{stays}retry when the PED is free{holder}). The PED side said: {exc}",
         outcome="ped-busy",  # the audit word of this refusal (`hsm.logins`)
     )
 

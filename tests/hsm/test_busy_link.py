@@ -334,4 +334,4 @@ async def test_a_busy_local_ped_says_how_long_this_hsm_waited(
             pass
     text = str(refused.value)
     assert "this HSM waited 15 s for it (not counted" in text, text
-    assert "link stays" not in text, text
+    assert "link stays" not in text and "pedserver" not in text, text
