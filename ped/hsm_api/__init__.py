@@ -40,7 +40,10 @@ What is here (``__all__``):
     `DeviceAccessDenied`, `DeviceNotOpen`;
   - misuse and misbehaviour: `LocalProtocolError` (a bad argument or call: a bug on the
     HSM side), `RemoteProtocolError` (the peer sent something invalid; the session is
-    finished), of which `DecryptFailed` (a sealed frame did not authenticate).
+    finished), of which `DecryptFailed` (a sealed frame did not authenticate);
+* after a failed operation, `session_end` (a `SessionEnd`, or None while the session can
+  still be used): why a session is finished, in an operator's words, for an HSM that
+  keeps one open between operations and must say at once that it died.
 
 The session core (`ped.hsm_api.session`, `ped.hsm_api.limits`, `ped.hsm_api.results`)
 knows only `ped.transport`, `ped.channel` and `ped.ops`; this module adds the transports.
@@ -69,6 +72,7 @@ from ped.hsm_api.limits import (
 )
 from ped.hsm_api.results import ImprintResult, ReadResult
 from ped.hsm_api.session import PedSession, SessionBroken, open_ped_session
+from ped.hsm_api.session_end import SessionEnd, session_end
 from ped.link.errors import ConnectFailed, ConnectRejected, ConnectUnavailable, LinkClosed
 from ped.link.hsm_side import PedclientTransport, connect_via_pedclient, default_pedclient_socket
 from ped.link.messages import DEFAULT_PORT, ConnectCode
@@ -141,6 +145,7 @@ __all__ = [
     "RemoteProtocolError",
     "RpvMismatch",
     "SessionBroken",
+    "SessionEnd",
     "TransportClosed",
     "TransportError",
     "Unsupported",
@@ -149,4 +154,5 @@ __all__ = [
     "default_pedclient_socket",
     "open_driver",
     "open_ped_session",
+    "session_end",
 ]
