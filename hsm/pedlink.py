@@ -242,6 +242,13 @@ class PedRouter:
                 except Exception as exc:
                     await self._end_if_dead(exc)
                     raise
+                except trio.Cancelled as exc:
+                    # The command went away mid-operation (its shell was killed): a PED
+                    # that never ended the cancelled operation left the session broken,
+                    # and `show` must say why now, not at the next login.
+                    with trio.CancelScope(shield=True):
+                        await self._end_if_dead(exc, refuse=False)
+                    raise
             return
         if not local_only and self.lost is not None:
             raise self._lost_refusal()
@@ -393,17 +400,20 @@ class PedRouter:
         return kind(f"{self._lost_refusal().message}; the operation failed: {error}",
                     outcome=getattr(error, "outcome", ""))
 
-    async def _end_if_dead(self, error: Exception) -> None:
+    async def _end_if_dead(self, error: BaseException, *, refuse: bool = True) -> None:
         """A session that an operation left unusable (its secure channel broke:
         PROTOCOL.md 3.6) is a lost link from now on, not at the next operation: end the
-        link (`hsm ped show` says why) and refuse the operation with the why and the fix."""
+        link (`hsm ped show` says why) and (*refuse*) refuse the operation with the why
+        and the fix."""
         if self._remote is None:  # the link ended by itself meanwhile: already lost
             return
         # hsm.apiport raises the HSM's error in the handler of the ped error: its context
-        end = session_end(self._remote, error.__context__ or error)
+        cause = error if isinstance(error, trio.Cancelled) else error.__context__ or error
+        end = session_end(self._remote, cause)
         if end is not None:
             await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
-            raise self._refusal_after(error, PedUnavailable) from None
+            if refuse and isinstance(error, Exception):
+                raise self._refusal_after(error, PedUnavailable) from None
 
     async def _end_link(self, end: LinkEnd) -> None:
         """The HSM itself ends the link (idle timeout, a broken session): a loss."""

@@ -4,7 +4,8 @@ An HSM that keeps a session open between operations (pedhsm keeps its remote PED
 months) must know the moment it dies, not at its next operation: a frame that failed
 authentication (`DecryptFailed`: tampered or corrupted on the way, replayed, reordered),
 an answer that breaks the protocol, a path that closed, an operation the PED never ended
-after this side gave it up.  After any of these the session is finished (PROTOCOL.md 3.6:
+after this side gave it up (its own timeout, or the caller's task cancelled: a command
+whose shell went away).  After any of these the session is finished (PROTOCOL.md 3.6:
 the channel's keys are wiped and nothing more is sent on it); a new session is a new
 handshake, the orange key again.  The words say what failed, never a value: the errors
 they quote carry no key material by design (``ped.channel.errors``).
@@ -13,6 +14,7 @@ they quote carry no key material by design (``ped.channel.errors``).
 from __future__ import annotations
 
 import attrs
+import trio
 
 from ped.channel.errors import DecryptFailed
 from ped.errors import RemoteProtocolError
@@ -38,6 +40,12 @@ def session_end(session: PedSession, error: BaseException | None = None) -> Sess
     (what its last operation raised; None when unknown)."""
     if session.usable:
         return None
+    if isinstance(error, trio.Cancelled):  # says nothing of its own
+        return SessionEnd(
+            "the PED did not end an abandoned operation",
+            "the task running an operation on the PED was cancelled (a command whose "
+            "client went away) and the PED did not end the operation when told to",
+        )
     said = f": {error}" if error is not None and str(error) else ""
     if isinstance(error, DecryptFailed):
         return SessionEnd(

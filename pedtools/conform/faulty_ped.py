@@ -57,6 +57,7 @@ class Fault(enum.Enum):
     SLOW = "slow"  # the right answer, after `FaultyPed.slow_delay` seconds
     SILENT = "silent"  # no answer at all (until the HSM cancels)
     DROP_LINK = "drop-link"  # the link is cut while READ_SECRET waits
+    HUNG = "hung"  # no answer at all, not even to a CANCEL (a PED that hung)
 
 
 HANDSHAKE_FAULTS = frozenset({Fault.WRONG_RPV, Fault.ALTERED_RESPONSE})
@@ -240,6 +241,9 @@ class DeviceSide:
             self.session.answer_show()
         elif isinstance(event, ev.CancelRequested):
             self._record("cancel", f"CANCEL of op {event.op_id}")
+            if self.ped.fault is Fault.HUNG:
+                self._record("fault-sent", "no answer to the CANCEL")
+                return
             if self.waiting is not None:
                 self.waiting.cancel()
             self.session.answer_error(ErrorCode.CANCELLED, "cancelled by the HSM")
@@ -259,6 +263,9 @@ class DeviceSide:
         if fault is Fault.DROP_LINK:
             self._record("fault-sent", "link cut while READ_SECRET waits")
             await self._drop()
+            return
+        if fault is Fault.HUNG:
+            self._record("fault-sent", "no answer, and none will come")
             return
         if fault is Fault.SILENT:
             self._record("fault-sent", "no answer")

@@ -105,7 +105,7 @@ async def bed() -> AsyncIterator[Bed]:
             master.wipe()
 
 
-def _secrets(b: Bed) -> list[str]:
+def secret_forms(b: Bed) -> list[str]:
     """Every secret of the run, as the texts could show it (hex, either case)."""
     rpv = b.ped.orange_rpv()
     try:
@@ -121,7 +121,7 @@ async def test_a_tampered_sealed_frame_is_told_at_once_and_connect_opens_a_new_s
         await b.cmd("hsm.init", label="sealed", force=False)
         await b.cmd("hsm.login")
         await b.cmd("hsm.logout")
-        secrets = _secrets(b)
+        secrets = secret_forms(b)
         left = await b.attempts_left()
 
         # the PED's answer to a login arrives with one bit flipped
