@@ -128,11 +128,19 @@ class LinkDeadlines:
                 await record.timers_changed.wait()
             record.timers_changed = trio.Event()
 
+    def hold_bound(self, record: LinkRecord) -> int | None:
+        """How long *record*'s current hold of the PED may last in all (seconds from the
+        grant; None when it holds none): the operation's bound once its first frame came,
+        until then ``op_start_timeout``."""
+        if record.op_started is None or not record.holds_ped:
+            return None
+        return self.hold_limit(record) if record.sent_in_hold else self.settings.op_start_timeout
+
     def _hold_deadline(self, record: LinkRecord) -> tuple[float, int]:
         """When the link's hold of the PED must end, and the limit that sets it."""
-        if record.op_started is None or not record.holds_ped:
+        limit = self.hold_bound(record)
+        if limit is None or record.op_started is None:
             return math.inf, 0
-        limit = self.hold_limit(record) if record.sent_in_hold else self.settings.op_start_timeout
         return record.op_started + limit, limit
 
     def _handshake_deadline(self, record: LinkRecord) -> float:

@@ -93,12 +93,19 @@ class LinkRecord:
         """Seconds since anything came from the other end of the link (trio clock)."""
         return max(0.0, trio.current_time() - self.last_heard)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, hold_bound: int | None = None) -> dict[str, Any]:
         """What ``mode show`` prints: ``doing`` is the activity and the last word heard
-        ("idle (last heard from pedclient 3.2 s ago)"); ``activity`` and
-        ``heard_ago`` (seconds) are the same, apart, for programs."""
+        ("idle (last heard from pedclient 3.2 s ago)"), and while the link holds the PED
+        for how long and its bound, *hold_bound* (`LinkDeadlines.hold_bound`: the link is
+        closed there); ``activity``, ``heard_ago``, ``held_for`` and ``hold_bound``
+        (seconds) are the same, apart, for programs."""
         heard = round(self.heard_ago(), 1)
         other = "pedclient" if self.idle_applies else "the peer"
+        said = f"last heard from {other} {heard:.1f} s ago"
+        held_for = None
+        if hold_bound is not None and self.op_started is not None and self.holds_ped:
+            held_for = max(0, int(trio.current_time() - self.op_started))
+            said += f"; holds the PED for {held_for} s of at most {hold_bound} s"
         return {
             "id": self.id,
             "peer": self.peer,
@@ -107,9 +114,11 @@ class LinkRecord:
             "idle_timeout": self.idle_timeout,
             "mode": "standard" if self.idle_applies else "peer-to-peer",
             "since": round(self.opened, 3),
-            "doing": f"{self.doing.describe()} (last heard from {other} {heard:.1f} s ago)",
+            "doing": f"{self.doing.describe()} ({said})",
             "activity": self.doing.describe(),
             "heard_ago": heard,
+            "held_for": held_for,
+            "hold_bound": hold_bound if held_for is not None else None,
             "operations": self.ops,
         }
 

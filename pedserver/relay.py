@@ -90,6 +90,10 @@ class LinkRelay:
         """The link a PED session belongs to (None when it is not a link's)."""
         return self._sessions.get(session_id)
 
+    def hold_bound(self, record: LinkRecord) -> int | None:
+        """How long *record*'s hold of the PED may last (``mode show``); None: none."""
+        return self._deadlines.hold_bound(record)
+
     def on_ped_event(self, event: object) -> None:
         """The PED finished a link's operation: its answer has gone to the link (the
         driver reports events after relaying the frames before them), so from now on

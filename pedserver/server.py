@@ -191,5 +191,6 @@ class PedServer(DaemonSkeleton[LinkRecord]):
             "keepalive_interval": s.keepalive_interval,
             "max_links": s.max_links,
             "link_versions": [LINK_VERSION_MIN, LINK_VERSION_MAX],
-            "links": [r.describe() for r in sorted(self.links.values(), key=lambda r: r.id)],
+            "links": [r.describe(self.relay.hold_bound(r))
+                      for r in sorted(self.links.values(), key=lambda r: r.id)],
         }

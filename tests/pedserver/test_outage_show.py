@@ -7,11 +7,15 @@ says so, with how long ago pedclient was last heard from.
 
 from __future__ import annotations
 
+import re
+
 import trio
 
 from ped.device import DeviceEvent, EventKind
 from ped.link import connect_via_pedclient
 from ped.wire.framing import Frame
+from pedserver.cli import _describe
+from pedserver.deadlines import OP_HOLD_GRACE
 from tests.pedserver.fakes import FakeDriver, FakeSession, running_pair
 from tests.pedserver.held_route import DOWN, HeldRoute, wait_for_state
 
@@ -73,4 +77,29 @@ async def test_a_new_request_in_the_same_hold_is_the_ped_s_again(home):
         await wait_for_state(
             pair.server.show, lambda link: link["activity"] == "PED operation in progress"
         )
+        await ped.aclose()
+
+
+async def test_show_says_how_long_a_link_holds_the_ped_and_its_bound(home):
+    """While a link holds the PED, ``mode show`` says for how long and until when at the
+    most (the link is closed at that bound): ``op_start_timeout`` until the hold's first
+    frame, then the operation timeout the HSM announced plus the grace."""
+    async with running_pair(home, FinishingDriver()) as pair:
+        ped = await connect_via_pedclient(pair.endpoint, "127.0.0.1", pair.port)
+        link = await wait_for_state(pair.server.show, lambda link: link["activity"] == "idle")
+        assert link["held_for"] is None and link["hold_bound"] is None
+        assert "holds the PED" not in str(link["doing"])
+        ped.announce_op_timeout(40)
+        await ped.begin_operation()
+        start = pair.server.settings.op_start_timeout
+        link = await wait_for_state(pair.server.show, lambda link: link["hold_bound"] == start)
+        assert isinstance(link["held_for"], int) and link["held_for"] >= 0, link
+        assert re.search(rf"holds the PED for \d+ s of at most {start} s\)$", str(link["doing"]))
+        pair.driver.hold_replies = True  # the PED waits for its operator
+        await ped.send(Frame(0x23, b"login"))
+        bound = 40 + OP_HOLD_GRACE
+        link = await wait_for_state(pair.server.show, lambda link: link["hold_bound"] == bound)
+        assert f"of at most {bound} s" in str(link["doing"]), link
+        lines = "\n".join(_describe(pair.server.status()))
+        assert re.search(rf"holds the PED for \d+ s of at most {bound} s\), 1 operation", lines)
         await ped.aclose()
