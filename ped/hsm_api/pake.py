@@ -13,7 +13,8 @@ ordinary `PedSession`, in which it imprints the new RPV on orange keys.
 
 The password's rules (tries, expiry) are `ped.pake.password`'s; a try is spent when the
 PED's share arrives.  The wait for the PED's answer is bounded by *entry_timeout* (the
-operator types the password) plus *cancel_grace*.  No nursery: no ExceptionGroup leaks.
+operator types the password) plus *cancel_grace*, which the hold announces to a transport
+that listens (pedserver closes a hold that outlasts it).  No nursery: no ExceptionGroup leaks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ped.hsm_api.limits import (
     check_seconds,
     key_timeout_ms,
 )
-from ped.hsm_api.session import PedSession, open_ped_session
+from ped.hsm_api.session import AnnouncesOpTimeout, PedSession, open_ped_session
 from ped.ops.errors import OperationTimeout
 from ped.ops.messages import Notice
 from ped.pake.handshake import PakeInitiator, WrongPassword
@@ -50,6 +51,10 @@ async def _pake(
     cancel_grace: float,
     now: Callable[[], float],
 ) -> bytearray:
+    # pedserver bounds the hold by the operation timeout announced before it (else by its
+    # max_op_hold, minutes longer): this hold lasts at most the entry and the grace.
+    if isinstance(transport, AnnouncesOpTimeout):
+        transport.announce_op_timeout(entry_timeout + cancel_grace)
     await transport.begin_operation(wait=busy_wait)
     try:
         with trio.move_on_after(entry_timeout + cancel_grace) as scope:

@@ -116,3 +116,40 @@ async def test_cancel_on_the_ped_is_a_refusal_that_costs_no_try(
             raise AssertionError("unreachable")
     await driver.aclose()
     assert pw.tries_left == 3
+
+
+class Announced:
+    """The in-process session, listening to operation timeouts as pedclient's link does:
+    records what was announced before each hold of the PED."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self._timeout: float | None = None
+        self.holds: list[float | None] = []
+
+    def announce_op_timeout(self, seconds: float) -> None:
+        self._timeout = seconds
+
+    async def begin_operation(self, *, wait: float = 0.0) -> None:
+        self.holds.append(self._timeout)
+        await self._inner.begin_operation(wait=wait)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_the_password_hold_announces_its_bound(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """pedserver closes a hold that outlasts the operation timeout announced before it
+    (else only after its max_op_hold, minutes later): the PAKE's hold announces the
+    password entry plus the cancel grace, the session's holds then their own pedo."""
+    pw = OneTimePassword.issue(time.time())
+    driver, _typist, _keys = await _start(tmp_path, nursery, [pw.display().replace(" ", "")])
+    transport = Announced(await driver.open_session())
+    async with open_pake_session(
+        transport, password=pw, hsm_serial=SERIAL,  # type: ignore[arg-type]
+        entry_timeout=120, cancel_grace=5, op_timeout=300,
+    ) as ped:
+        await ped.show_message("RPV init")
+    await driver.aclose()
+    assert transport.holds[0] == 125, transport.holds
+    assert transport.holds[-1] == 300, transport.holds
