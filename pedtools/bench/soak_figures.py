@@ -13,6 +13,12 @@ resident memory (VmRSS, kB), its open file descriptors and its log's size.  Per 
 * ``log_bytes_per_op``: what its log grew by over the measured operations, per operation;
 * ``rss_kb_by_tenth``: RSS at the start and after each tenth of its operations (whether
   it levels off, at a glance);
+* ``rss_kb_median_by_tenth`` and ``rss_kb_per_10k_ops_last_half``: whether it levels
+  off, read so that the allocator's saw-tooth (a trim returns pages, the next operations
+  touch them again) does not decide it: the median RSS of each tenth of the operations,
+  and the slope fitted over the last half of the measured samples alone.  A leak grows
+  as fast in the last half as over the whole; the allocators' settling slows down.  The
+  verdict stays the whole fit's;
 * ``rss_rises``: each rise of RSS after the warm-up, as (operations, kB): a leak climbs
   a staircase of pages spread over the run; warm-up and the allocator's high-water mark
   show as a few isolated steps (a linear fit over one late step still reports a slope,
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
+from statistics import median
 from typing import Any
 
 import attrs
@@ -130,6 +137,8 @@ def daemon_figures(samples: Sequence[Sample], has_log: bool = True) -> dict[str,
         "log_bytes_per_op": (round((kept[-1].log_bytes - kept[0].log_bytes) / ops, 2)
                              if has_log and ops else None),
         "rss_kb_by_tenth": by_tenth(samples),
+        "rss_kb_median_by_tenth": median_by_tenth(samples),
+        "rss_kb_per_10k_ops_last_half": round(last_half_slope(kept) * 10_000, 2),
         "rss_rises": rises(kept),
         "rss_anon_kb_per_10k_ops": round(slope(xs, [s.rss_anon_kb for s in kept]) * 10_000, 2),
         "rss_file_kb_per_10k_ops": round(slope(xs, [s.rss_file_kb for s in kept]) * 10_000, 2),
@@ -166,10 +175,13 @@ def traced_figures(points: Sequence[tuple[int, int]]) -> dict[str, Any]:
 
 
 #: The figures below Python (`ped.daemon.memstats`) a ``--memstats`` run tabulates, in
-#: the order a reader follows them: the kernel's split, glibc's heap, pymalloc's arenas.
+#: the order a reader follows them: the kernel's split, glibc's heap, pymalloc's arenas,
+#: and Python's live blocks (a count, read at a quiet point between rounds).
 NATIVE_SHOWN = ("rss_anon", "rss_file", "malloc_heap", "malloc_in_use", "malloc_free",
                 "malloc_mmapped", "pymalloc_arenas", "pymalloc_allocated",
-                "pymalloc_unused_pools")
+                "pymalloc_unused_pools", "py_blocks")
+#: Those that are counts, not bytes: shown as they are, not in kB.
+NATIVE_COUNTS = ("pymalloc_arenas", "py_blocks")
 
 
 def native_figures(points: Sequence[tuple[int, dict[str, int]]]) -> dict[str, Any]:
@@ -216,6 +228,31 @@ def by_tenth(samples: Sequence[Sample]) -> list[int]:
             at += 1
         out.append(samples[at].rss_kb)
     return out
+
+
+def median_by_tenth(samples: Sequence[Sample]) -> list[int]:
+    """The median RSS of the samples in each tenth of the operations (ten values; a
+    tenth with no sample repeats the one before it)."""
+    first, last = samples[0].ops, samples[-1].ops
+    span = last - first
+    tenths: list[list[int]] = [[] for _ in range(10)]
+    for s in samples:
+        at = min(int((s.ops - first) * 10 / span), 9) if span else 9
+        tenths[at].append(s.rss_kb)
+    out: list[int] = []
+    for values in tenths:
+        out.append(int(median(values)) if values else (out[-1] if out else samples[0].rss_kb))
+    return out
+
+
+def last_half_slope(kept: Sequence[Sample]) -> float:
+    """The least-squares slope of RSS over operations fitted on the samples of the last
+    half of *kept*'s operations alone."""
+    if not kept:
+        return 0.0
+    mid = (kept[0].ops + kept[-1].ops) / 2
+    half = [s for s in kept if s.ops >= mid]
+    return slope([s.ops for s in half], [s.rss_kb for s in half])
 
 
 def failures(daemons: dict[str, dict[str, Any]], limit_kb: float = RSS_LIMIT_KB,
@@ -269,16 +306,21 @@ def where_it_sits(native: dict[str, Any] | None) -> str:
         return "?" if figure is None else f"{figure['per_10k_ops'] / 1024:+.2f}"
 
     held = f"; pymalloc holds {kb('pymalloc_allocated')}" if "pymalloc_allocated" in native else ""
+    blocks = native.get("py_blocks")
+    kept = ("" if blocks is None else
+            f"; Python keeps {blocks['per_10k_ops']:+.1f} live blocks per 10,000 operations")
     return (f"; below Python, kB per 10,000 operations: RssAnon {kb('rss_anon')}, RssFile "
             f"{kb('rss_file')}; glibc's heap spans {kb('malloc_heap')} and holds "
-            f"{kb('malloc_in_use')} in use{held}")
+            f"{kb('malloc_in_use')} in use{held}{kept}")
 
 
-def native_cell(figure: dict[str, Any] | None, count: bool) -> str:
+def native_cell(figure: dict[str, Any] | None, name: str) -> str:
     if figure is None:
         return "-"
-    if count:
+    if name == "pymalloc_arenas":
         return f"{figure['first']} -> {figure['last']}"
+    if name in NATIVE_COUNTS:
+        return f"{figure['first']} -> {figure['last']} ({figure['per_10k_ops']:+.1f})"
     return (f"{figure['first'] // 1024} -> {figure['last'] // 1024} "
             f"({figure['per_10k_ops'] / 1024:+.2f})")
 
@@ -307,6 +349,17 @@ def markdown(r: dict[str, Any]) -> str:
                      f"± {d['rss_slope_stderr']} | {d['resolution_kb_per_10k_ops']} | "
                      f"{rises_text(d['rss_rises'])} | {d['fds_start']} -> {d['fds_end']} | "
                      f"{'(none)' if log is None else log} |")
+    if all("rss_kb_median_by_tenth" in d for d in r["daemons"].values()):
+        lines += ["", "Does it level off? The median RSS (kB) of each tenth of a daemon's "
+                  "operations, and the growth fitted over the last half of the measured "
+                  "operations alone (kB / 10,000 ops; a leak grows as fast there as over the "
+                  "whole).", "",
+                  "| daemon | " + " | ".join(f"{t * 10}-{t * 10 + 10}%" for t in range(10))
+                  + " | last half kB / 10,000 ops |",
+                  "| --- | " + " | ".join("---" for _ in range(11)) + " |"]
+        for name, d in r["daemons"].items():
+            lines.append(f"| {name} | " + " | ".join(map(str, d["rss_kb_median_by_tenth"]))
+                         + f" | {d['rss_kb_per_10k_ops_last_half']} |")
     traced = r.get("traced") or {}
     if traced:
         lines += ["", "With the memory debug hook (`--tracemalloc`): what Python holds after "
@@ -320,11 +373,12 @@ def markdown(r: dict[str, Any]) -> str:
     native = r.get("native_figures") or {}
     if native:
         lines += ["", "Below Python (`--memstats`): each figure after the warm-up, first -> last "
-                  "kB, and its fitted growth in kB per 10,000 operations (arenas: a count).", "",
+                  "kB, and its fitted growth in kB per 10,000 operations (pymalloc's arenas, and "
+                  "Python's live blocks read between rounds, `py_blocks`: counts).", "",
                   "| daemon | reports | " + " | ".join(NATIVE_SHOWN) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in NATIVE_SHOWN) + " |"]
         for name, f in native.items():
-            cells = [native_cell(f.get(key), key == "pymalloc_arenas") for key in NATIVE_SHOWN]
+            cells = [native_cell(f.get(key), key) for key in NATIVE_SHOWN]
             lines.append(f"| {name} | {f['reports']} | " + " | ".join(cells) + " |")
     lines += ["", "| operation | count | window s | first p50 ms | first p99 ms | "
                   "last p50 ms | last p99 ms |", "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -35,7 +35,8 @@ DAEMON_KEYS = {"operations", "measured_operations", "samples", "rss_kb_start", "
                "rss_kb_per_10k_ops", "rss_slope_stderr", "resolution_kb_per_10k_ops",
                "fds_start", "fds_end", "log_bytes_per_op", "rss_kb_by_tenth", "rss_rises",
                "rss_anon_kb_per_10k_ops", "rss_file_kb_per_10k_ops", "rss_anon_kb_start",
-               "rss_anon_kb_end", "rss_file_kb_start", "rss_file_kb_end"}
+               "rss_anon_kb_end", "rss_file_kb_start", "rss_file_kb_end",
+               "rss_kb_median_by_tenth", "rss_kb_per_10k_ops_last_half"}
 WINDOW_KEYS = {"window_s", "count", "first_p50_ms", "first_p99_ms", "last_p50_ms",
                "last_p99_ms"}
 
@@ -71,6 +72,8 @@ def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
         assert d["rss_anon_kb_start"] + d["rss_file_kb_start"] <= d["rss_kb_start"] + 8
         assert isinstance(d["rss_kb_per_10k_ops"], float)
         assert len(d["rss_kb_by_tenth"]) == 11 and d["rss_kb_by_tenth"][-1] == d["rss_kb_end"]
+        assert len(d["rss_kb_median_by_tenth"]) == 10
+        assert isinstance(d["rss_kb_per_10k_ops_last_half"], float)
         assert (d["log_bytes_per_op"] is None) == (name == "pedemu")
     for kind in ("login", "sign"):
         lat = r["latency"][kind]
@@ -86,6 +89,7 @@ def test_tiny_soak_reports_every_daemon(tmp_path: Path) -> None:
     for name in DAEMONS:
         assert f"| {name} | " in table
     assert "| login | " in table and "| sign | " in table
+    assert "Does it level off?" in table and "| 90-100% | last half kB / 10,000 ops |" in table
     audit = r["pedhsm_audit_bytes_per_login"]
     assert _positive(audit) and f"): {audit} bytes per login." in table
 
@@ -226,7 +230,8 @@ def test_refit_computes_the_figures_again_from_the_kept_samples() -> None:
 
 def test_native_figures_are_fitted_after_the_warmup() -> None:
     points = [(ops, {"rss_anon": 20_000_000 + ops * 2, "pymalloc_arenas": 15,
-                     "malloc_in_use": 7_000_000}) for ops in range(0, 20_001, 1000)]
+                     "malloc_in_use": 7_000_000, "py_blocks": 250_000 + ops // 1000})
+              for ops in range(0, 20_001, 1000)]
     f = native_figures(points)
     assert f["reports"] == 21 and f["from_ops"] == 4000
     assert f["rss_anon"] == {"first": 20_008_000, "last": 20_040_000, "per_10k_ops": 20_000.0}
@@ -237,6 +242,9 @@ def test_native_figures_are_fitted_after_the_warmup() -> None:
                     "native_figures": {"pedserver": f}})
     assert "| pedserver | 21 | 19539 -> 19570 (+19.53) | - |" in row
     assert "| 15 -> 15 |" in row
+    # Python's live blocks: a count, fitted (one block kept per 1,000 operations here)
+    assert f["py_blocks"] == {"first": 250_004, "last": 250_020, "per_10k_ops": 10.0}
+    assert "| 250004 -> 250020 (+10.0) |" in row
 
 
 def test_memstats_soak_reports_where_memory_sits(tmp_path: Path) -> None:
@@ -257,6 +265,7 @@ def test_memstats_soak_reports_where_memory_sits(tmp_path: Path) -> None:
         for _, figs in points:
             assert figs["traced_bytes"] == 0 and _positive(figs["rss_anon"]), (name, figs)
             assert _positive(figs["pymalloc_arenas"]) and _positive(figs["malloc_in_use"])
+            assert _positive(figs["py_blocks"])
     assert "Below Python" in done.stdout and "| pedserver | 3 | " in done.stdout
 
 
@@ -271,6 +280,11 @@ def test_a_failure_says_where_the_growth_sits_below_python() -> None:
     assert line.endswith("; below Python, kB per 10,000 operations: RssAnon +19.53, RssFile "
                          "+0.00; glibc's heap spans +9.77 and holds +0.00 in use; pymalloc "
                          "holds +0.00")
+    with_blocks = [(ops, {**figs, "py_blocks": 300_000}) for ops, figs in points]
+    line = failures({"pedclient": daemon_figures(grows)},
+                    native={"pedclient": native_figures(with_blocks)})[0]
+    assert line.endswith("pymalloc holds +0.00; Python keeps +0.0 live blocks per 10,000 "
+                         "operations")
     # without --memstats, or under PYTHONMALLOC=malloc (no pymalloc figure)
     assert "below Python" not in failures({"pedclient": daemon_figures(grows)})[0]
     bare = failures({"x": daemon_figures(grows)},
@@ -278,3 +292,27 @@ def test_a_failure_says_where_the_growth_sits_below_python() -> None:
                                                       if k != "pymalloc_allocated"})
                                                  for o, f in points])})[0]
     assert bare.endswith("holds +0.00 in use")
+
+
+def test_levelling_off_is_read_past_the_saw_tooth() -> None:
+    """A trim every so often makes RSS a saw-tooth; settling slows down, a leak does not:
+    the median of each tenth and the last half's slope tell them apart."""
+    # settling: +100 kB over the first 100,000 operations, then flat; a trim drops 48 kB
+    # for every fifth sample
+    settling = [Sample(ops, 40_000 + min(ops, 100_000) // 1000 - (48 if ops % 5000 == 0 else 0),
+                       10) for ops in range(0, 200_001, 1000)]
+    d = daemon_figures(settling)
+    assert d["rss_kb_per_10k_ops"] > 1.0  # the whole fit still sees the settling
+    assert d["rss_kb_per_10k_ops_last_half"] == 0.0
+    assert d["rss_kb_median_by_tenth"] == [40_007, 40_027, 40_047, 40_067, 40_087, 40_100,
+                                           40_100, 40_100, 40_100, 40_100]
+    # a leak: 3 kB per 10,000 operations, all along
+    leak = [Sample(ops, 40_000 + ops * 3 // 10_000, 10) for ops in range(0, 200_001, 1000)]
+    d = daemon_figures(leak)
+    assert d["rss_kb_per_10k_ops_last_half"] == pytest.approx(d["rss_kb_per_10k_ops"], abs=0.1)
+    assert d["rss_kb_median_by_tenth"] == [40_002, 40_008, 40_014, 40_020, 40_026, 40_032,
+                                           40_038, 40_044, 40_050, 40_057]
+    table = markdown({"rounds": 200_000, "seconds": 1.0, "daemons": {"pedserver": d},
+                      "latency": {}, "failures": []})
+    assert "| pedserver | 40002 | 40008 | 40014 |" in table, table
+    assert "| 3.0 |" in table, table

@@ -71,7 +71,7 @@ def test_status_split_adds_up_to_rss(tmp_path: Path) -> None:
 def test_every_figure_is_there_and_moves_with_what_it_measures() -> None:
     before = memstats.native_stats()
     assert {"rss", "rss_anon", "rss_file", "malloc_in_use", "malloc_free", "malloc_heap",
-            "malloc_mmapped", "pymalloc_arenas", "pymalloc_allocated"} <= set(before)
+            "malloc_mmapped", "pymalloc_arenas", "pymalloc_allocated", "py_blocks"} <= set(before)
     # 4 MiB in one block: glibc's, in a mapping of its own or (once glibc's dynamic mmap
     # threshold has risen in a long-lived process) in its heap ...
     big = bytearray(4 << 20)
@@ -84,9 +84,12 @@ def test_every_figure_is_there_and_moves_with_what_it_measures() -> None:
 
     assert glibc_holds(during) - glibc_holds(before) >= 4 << 20
     assert during["pymalloc_allocated"] - before["pymalloc_allocated"] >= 50_000 * 16
+    # Python's live blocks: one per object kept (give or take what came and went)
+    assert 49_000 <= during["py_blocks"] - before["py_blocks"] <= 51_000
     del big, small
     after = memstats.native_stats()
     assert glibc_holds(during) - glibc_holds(after) >= 4 << 20
+    assert during["py_blocks"] - after["py_blocks"] >= 49_000
 
 
 def test_memstats_hook_reports_without_tracing(
