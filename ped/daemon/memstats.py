@@ -25,11 +25,13 @@ cannot give is left out, never guessed.  Nothing here reads or reports a value h
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 #: ``/proc/self/status`` fields, kB, reported in bytes.
 STATUS_FIELDS = {"VmRSS": "rss", "RssAnon": "rss_anon", "RssFile": "rss_file"}
@@ -64,15 +66,32 @@ def status_stats(path: str = "/proc/self/status") -> dict[str, int]:
     return stats
 
 
-def glibc_stats() -> dict[str, int]:
-    """glibc's heap figures (empty on another C library or an older glibc)."""
+@functools.cache
+def _libc() -> Any:
+    """The C library's functions this module calls, typed once (None where absent).
+    Found once per process: a report must not itself keep memory each time it runs."""
     try:
         libc = ctypes.CDLL(None)
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    except OSError:
+        return None
+    return libc
+
+
+@functools.cache
+def _mallinfo2() -> Any:
+    libc = _libc()
+    mallinfo2 = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if mallinfo2 is not None:
+        mallinfo2.restype = _MallInfo2
+        mallinfo2.argtypes = []
+    return mallinfo2
+
+
+def glibc_stats() -> dict[str, int]:
+    """glibc's heap figures (empty on another C library or an older glibc)."""
+    mallinfo2 = _mallinfo2()
+    if mallinfo2 is None:
         return {}
-    mallinfo2.restype = _MallInfo2
-    mallinfo2.argtypes = []
     info = mallinfo2()
     return {
         "malloc_heap": info.arena,          # bytes the heap has from the system (brk)
@@ -96,30 +115,48 @@ def parse_pymalloc(text: str) -> dict[str, int]:
     return stats
 
 
-def pymalloc_stats() -> dict[str, int]:
-    """pymalloc's figures (empty when the interpreter cannot report them)."""
-    try:
-        report = ctypes.pythonapi._PyObject_DebugMallocStats
-        libc = ctypes.CDLL(None)
-        fdopen, fclose = libc.fdopen, libc.fclose
-    except AttributeError:
-        return {}
+@functools.cache
+def _pymalloc_reporter() -> tuple[Any, Any, Any] | None:
+    """CPython's report function and the C library's fdopen and fclose, typed once."""
+    libc = _libc()
+    report = getattr(ctypes.pythonapi, "_PyObject_DebugMallocStats", None)
+    if libc is None or report is None:
+        return None
+    fdopen, fclose = libc.fdopen, libc.fclose
     report.argtypes, report.restype = [ctypes.c_void_p], ctypes.c_int
     fdopen.argtypes, fdopen.restype = [ctypes.c_int, ctypes.c_char_p], ctypes.c_void_p
     fclose.argtypes = [ctypes.c_void_p]
-    # The report is written through a C FILE: an unnamed temporary file, read back.
-    with tempfile.TemporaryFile(mode="w+") as out:
-        stream = fdopen(os.dup(out.fileno()), b"w")
-        if not stream:
-            return {}
-        try:
-            written = report(stream)
-        finally:
-            fclose(stream)  # flushes, closes the dup
-        if not written:
-            return {}  # another allocator than pymalloc (PYTHONMALLOC=malloc)
-        out.seek(0)
-        return parse_pymalloc(out.read())
+    return report, fdopen, fclose
+
+
+#: The unnamed file each pymalloc report is written to and read back from (one per
+#: process, opened at the first report, rewritten each time).
+_scratch: list[Any] = []
+
+
+def pymalloc_stats() -> dict[str, int]:
+    """pymalloc's figures (empty when the interpreter cannot report them)."""
+    reporter = _pymalloc_reporter()
+    if reporter is None:
+        return {}
+    report, fdopen, fclose = reporter
+    if not _scratch:
+        _scratch.append(tempfile.TemporaryFile(mode="w+"))
+    out = _scratch[0]
+    # The report is written through a C FILE on a duplicate of the file's descriptor.
+    out.seek(0)
+    out.truncate()
+    stream = fdopen(os.dup(out.fileno()), b"w")
+    if not stream:
+        return {}
+    try:
+        written = report(stream)
+    finally:
+        fclose(stream)  # flushes, closes the dup
+    if not written:
+        return {}  # another allocator than pymalloc (PYTHONMALLOC=malloc)
+    out.seek(0)
+    return parse_pymalloc(out.read())
 
 
 def python_stats() -> dict[str, int]:
