@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +318,39 @@ def test_levelling_off_is_read_past_the_saw_tooth() -> None:
                       "latency": {}, "failures": []})
     assert "| pedserver | 40002 | 40008 | 40014 |" in table, table
     assert "| 3.0 |" in table, table
+
+
+def test_a_soak_stopped_by_sigterm_stops_its_daemons(tmp_path: Path) -> None:
+    """``kill`` (or a CI's timeout) on a soak leaves no daemon of it running."""
+    soak = subprocess.Popen(
+        [sys.executable, "-m", "pedtools.bench.soak", "--operations", "1000000", "--keep",
+         "--out", str(tmp_path / "soak.json")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
+    try:
+        assert soak.stderr is not None
+        said = []
+        while not said or "soaking for" not in said[-1]:
+            line = soak.stderr.readline()
+            assert line, "".join(said)  # the soak ended before it began its rounds
+            said.append(line)
+        soak.send_signal(signal.SIGTERM)
+        rest = soak.stderr.read()
+        assert soak.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    finally:
+        if soak.poll() is None:
+            soak.kill()
+    assert "stopped by SIGTERM: the daemons were stopped" in rest, rest
+    work = rest.split("work directory kept: ")[1].split()[0]
+    assert Path(work).is_dir()
+    running = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not a process
+        if work.encode() in cmdline:
+            running.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    shutil.rmtree(work)
+    assert running == [], running
