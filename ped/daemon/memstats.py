@@ -129,34 +129,26 @@ def _pymalloc_reporter() -> tuple[Any, Any, Any] | None:
     return report, fdopen, fclose
 
 
-#: The unnamed file each pymalloc report is written to and read back from (one per
-#: process, opened at the first report, rewritten each time).
-_scratch: list[Any] = []
-
-
 def pymalloc_stats() -> dict[str, int]:
     """pymalloc's figures (empty when the interpreter cannot report them)."""
     reporter = _pymalloc_reporter()
     if reporter is None:
         return {}
     report, fdopen, fclose = reporter
-    if not _scratch:
-        _scratch.append(tempfile.TemporaryFile(mode="w+"))
-    out = _scratch[0]
-    # The report is written through a C FILE on a duplicate of the file's descriptor.
-    out.seek(0)
-    out.truncate()
-    stream = fdopen(os.dup(out.fileno()), b"w")
-    if not stream:
-        return {}
-    try:
-        written = report(stream)
-    finally:
-        fclose(stream)  # flushes, closes the dup
-    if not written:
-        return {}  # another allocator than pymalloc (PYTHONMALLOC=malloc)
-    out.seek(0)
-    return parse_pymalloc(out.read())
+    # The report is written through a C FILE: an unnamed temporary file, read back (made
+    # for each report: a file kept open would be one more fd of the daemon's).
+    with tempfile.TemporaryFile(mode="w+") as out:
+        stream = fdopen(os.dup(out.fileno()), b"w")
+        if not stream:
+            return {}
+        try:
+            written = report(stream)
+        finally:
+            fclose(stream)  # flushes, closes the dup
+        if not written:
+            return {}  # another allocator than pymalloc (PYTHONMALLOC=malloc)
+        out.seek(0)
+        return parse_pymalloc(out.read())
 
 
 def python_stats() -> dict[str, int]:

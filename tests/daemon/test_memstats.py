@@ -135,3 +135,11 @@ def test_a_report_keeps_nothing_of_its_own() -> None:
         memstats.native_stats()
     gc.collect()
     assert sys.getallocatedblocks() - before < 100  # under 0.1 block per report
+
+
+def test_a_report_leaves_no_fd_open() -> None:
+    """The soak fails a daemon whose fds grew: the instrument must not be the cause."""
+    memstats.native_stats()
+    before = sorted(os.listdir("/proc/self/fd"))
+    memstats.native_stats()
+    assert sorted(os.listdir("/proc/self/fd")) == before
