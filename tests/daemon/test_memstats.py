@@ -138,6 +138,7 @@ def test_a_report_keeps_nothing_of_its_own() -> None:
     assert sys.getallocatedblocks() - before < 100  # under 0.1 block per report
 
 
+@pytest.mark.process
 def test_a_report_leaves_no_fd_open() -> None:
     """The soak fails a daemon whose fds grew: the instrument must not be the cause, not
     even at its first report (a fresh process: nothing opened before)."""
