@@ -8,7 +8,10 @@ in the process itself and without tracing anything:
   libraries and modules mapped from disk, touched the first time a code path runs);
 * glibc's heap (``mallinfo2``, glibc 2.33 and later): bytes in use, bytes free inside
   the heap (fragmentation: kept by glibc, counted in RSS once touched), bytes in mmapped
-  chunks, and what ``malloc_trim`` could give back at the top;
+  chunks, and what ``malloc_trim`` could give back at the top.  "In use" includes the
+  chunks freed into glibc's per-thread cache (tcache: up to 7 of each size class up to
+  1,032 bytes, kept for reuse and counted as used), so it swings by tens of kB with what
+  was freed last: a leak shows in it only over many reports;
 * pymalloc's arenas (``_PyObject_DebugMallocStats``, CPython): arenas held, bytes in
   allocated and in available blocks, unused pools (not while tracemalloc runs: it wraps
   pymalloc, which then declines to report);
