@@ -234,10 +234,6 @@ def run(work: Path, seconds: float | None, rounds: int | None, log: Log,
         site.close()
 
 
-class Stopped(BaseException):
-    """SIGTERM during a soak: unwinds it (the site stops its daemons) like Ctrl-C."""
-
-
 def minutes_default() -> float:
     """``SOAK_MINUTES`` if set (make passes it empty when unset), else the default."""
     raw = os.environ.get("SOAK_MINUTES", "").strip()
@@ -299,19 +295,23 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(f"[soak] {text}", file=sys.stderr, flush=True)
 
-    def stop(signum: int, _frame: object) -> None:
-        raise Stopped(signal.Signals(signum).name)
+    stopped_by = [signal.SIGINT]
 
-    # A soak stopped by kill (or a CI's timeout) still stops the daemons it started.
+    def stop(signum: int, _frame: object) -> None:
+        stopped_by[0] = signal.Signals(signum)
+        raise KeyboardInterrupt
+
+    # A soak stopped by kill (or a CI's timeout) unwinds as on Ctrl-C: the site stops the
+    # daemons it started.
     signal.signal(signal.SIGTERM, stop)
     try:
         hooked = args.tracemalloc or args.memstats
         results = run(work, seconds, rounds, log,
                       trace_every=args.tracemalloc_every if hooked else None,
                       tracing=args.tracemalloc)
-    except Stopped as exc:
-        log(f"stopped by {exc}: the daemons were stopped; no figures")
-        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        log(f"stopped by {stopped_by[0].name}: the daemons were stopped; no figures")
+        return 128 + stopped_by[0]
     except Exception as exc:
         log(f"the soak rig failed: {type(exc).__name__}: {exc}")
         args.keep = True
