@@ -71,8 +71,8 @@ def status_stats(path: str = "/proc/self/status") -> dict[str, int]:
 
 @functools.cache
 def _libc() -> Any:
-    """The C library's functions this module calls, typed once (None where absent).
-    Found once per process: a report must not itself keep memory each time it runs."""
+    """The C library, loaded once per process (None where it cannot be): a report must
+    not itself keep memory each time it runs, and each handle made new kept some."""
     try:
         libc = ctypes.CDLL(None)
     except OSError:
