@@ -137,6 +137,7 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
         notify_ready,
         setup_logging,
     )
+    from ped.daemon.memkeep import tune_heap
     from ped.daemon.memtrace import install_from_env
 
     # Started in the background: the log file in the home, reopened at SIGHUP (rotation),
@@ -145,6 +146,7 @@ def _run_foreground(ns: argparse.Namespace, home: Path) -> int:
     setup_logging("pedhsm", level=ns.log_level, log_format=ns.log_format,
                   log_file=home / LOG_NAME if background else None, capture_std=background)
     install_from_env("pedhsm")  # PED_TRACEMALLOC: the memory debug hook (off by default)
+    tune_heap()  # big transient buffers in mappings of their own, not the heap
     warning = pedclient_warning(ns.pedclient)
     if warning:
         logging.getLogger("pedhsm").warning("%s", warning)

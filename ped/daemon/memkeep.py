@@ -14,6 +14,15 @@ fragmentation placed high in the heap, so the heap's extent may still creep; the
 
 Every `INTERVAL` seconds a daemon calls it once (under a millisecond for a heap of a few
 MB).  Where the C library has no ``malloc_trim`` (musl, macOS) upkeep does nothing.
+
+What makes the heap's extent creep is mostly the big transient buffers: every read from
+a socket or a TLS stream allocates its whole buffer (trio's 64 KiB ``recv``, the ssl
+module's 16 KiB ``read``; heaptrack counted about seven per login in pedserver) and
+shrinks it to what arrived.  Carved from the heap, each leaves a hole that small,
+long-lived chunks land in, so the next buffer is carved higher.  `tune_heap` fixes
+glibc's mmap threshold at `MMAP_THRESHOLD` (``mallopt(M_MMAP_THRESHOLD)``; glibc would
+otherwise raise it as such buffers are freed, up to 32 MiB): buffers that big get a
+mapping of their own and give it back whole when freed.
 """
 
 from __future__ import annotations
@@ -28,7 +37,24 @@ import trio
 #: enough to cost nothing measurable.
 INTERVAL = 60.0
 
+#: Allocations of at least this many bytes are mapped on their own (the TLS and socket
+#: read buffers: 16 KiB + a bytes object's header and more), not carved from the heap.
+MMAP_THRESHOLD = 16 * 1024
+#: glibc's ``mallopt`` parameter number for it (malloc.h).
+M_MMAP_THRESHOLD = -3
+
 log = logging.getLogger("ped.daemon.memkeep")
+
+
+def tune_heap(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold (see the module docstring); False where the C library
+    has no ``mallopt`` or refuses the value.  Call it once, before the event loop starts."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def find_trim() -> Callable[[], bool] | None:

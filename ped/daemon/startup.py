@@ -19,7 +19,7 @@ from ped.daemon.exits import EXIT_ERROR, EXIT_OK
 from ped.daemon.groups import single_error
 from ped.daemon.home import DaemonLayout, HomeError, resolve_home
 from ped.daemon.logs import setup_logging
-from ped.daemon.memkeep import keep_memory
+from ped.daemon.memkeep import keep_memory, tune_heap
 from ped.daemon.memtrace import install_from_env
 from ped.daemon.pidfile import PidFile
 from ped.daemon.process import (
@@ -136,6 +136,7 @@ def begin_foreground(
     setup_logging(prog, log_file=log_path if background else None, level=log_level,
                   log_format=log_format, capture_std=background)
     install_from_env(prog)  # PED_TRACEMALLOC: the memory debug hook (off by default)
+    tune_heap()  # big transient buffers in mappings of their own, not the heap
     pidfile = PidFile(pid_path)
     try:
         pidfile.write()
