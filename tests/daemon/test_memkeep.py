@@ -3,7 +3,9 @@ the system, once per interval, for as long as the daemon runs."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -57,3 +59,33 @@ async def test_no_trim_in_this_c_library_means_no_upkeep(
     started = trio.current_time()
     await memkeep.keep_memory()  # returns at once: nothing to do, nothing waited for
     assert trio.current_time() == started
+
+
+TUNED_CHILD = """
+import sys
+from ped.daemon.memkeep import tune_heap
+from ped.daemon.memstats import glibc_stats
+if sys.argv[1] == "tuned":
+    assert tune_heap()
+before = glibc_stats()
+held = [bytearray(100 * 1024) for _ in range(200)]  # 20 MiB no free chunk can serve
+after = glibc_stats()
+print(*(after[key] - before[key] for key in ("malloc_heap", "malloc_mmapped")))
+"""
+
+
+@pytest.mark.process
+@glibc_only
+@pytest.mark.parametrize("how", ["tuned", "default"])
+def test_big_buffers_get_mappings_of_their_own_not_the_heap(how: str) -> None:
+    """In a fresh interpreter (the threshold is process-wide): 200 buffers of 100 KiB
+    extend the heap by 20 MiB under glibc's default (128 KiB threshold), and leave it
+    alone once `tune_heap` set 16 KiB."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", TUNED_CHILD, how], capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(root)}, check=True)
+    heap, mapped = (int(word) for word in done.stdout.split())
+    if how == "tuned":
+        assert mapped >= 200 * 100 * 1024 and heap < 1 << 20, (heap, mapped)
+    else:
+        assert heap >= 200 * 100 * 1024 and mapped < 1 << 20, (heap, mapped)
