@@ -85,7 +85,8 @@ def test_big_buffers_get_mappings_of_their_own_not_the_heap(how: str) -> None:
     done = subprocess.run([sys.executable, "-c", TUNED_CHILD, how], capture_output=True,
                           text=True, timeout=60, env={"PYTHONPATH": str(root)}, check=True)
     heap, mapped = (int(word) for word in done.stdout.split())
+    buffers = 200 * 100 * 1024
     if how == "tuned":
-        assert mapped >= 200 * 100 * 1024 and heap < 1 << 20, (heap, mapped)
-    else:
-        assert heap >= 200 * 100 * 1024 and mapped < 1 << 20, (heap, mapped)
+        assert mapped >= buffers and heap < 1 << 20, (heap, mapped)
+    else:  # the heap's free chunks from start-up serve a few of them
+        assert heap >= buffers - (1 << 20) and mapped < 1 << 20, (heap, mapped)
