@@ -11,10 +11,13 @@ A login goes like this (`LoginService.login`):
    audited: a ``login refused`` record with its reason and ``counted: false``); a key of
    another keyset **is counted**.  For an application login (a challenge is given) of an
    activated role, the PED secret comes from the activation cache instead;
-3. the failure counter is incremented and **committed** before the secret is even tried
+3. after a PED read the role is read again: the client path does not wait for the shell's
+   PED operations, so failed application logins may have locked it meanwhile (refused,
+   not counted, audited as ``login refused`` with reason ``locked-while-waiting``);
+4. the failure counter is incremented and **committed** before the secret is even tried
    (an interrupted attempt counts, as on a smart card: otherwise cutting the power after
    each guess would give unlimited guesses);
-4. the secret (and the challenge, for an application login) derives the KEK that must
+5. the secret (and the challenge, for an application login) derives the KEK that must
    unwrap the role key: success resets the counter, failure applies the threshold rule of
    `hsm.policy.outcome_of`, then the result is reported.
 
@@ -97,6 +100,7 @@ class LoginService:
                 async with st.ped_session(notify) as port:
                     got = await port.read_secret(role.color, row.keyset_id, label)
             except WrongKeyset:
+                self._after_ped_wait(scope, role, who)  # a locked role is not counted again
                 self._count_attempt(scope, role)
                 self._fail(scope, role, "a key of the right colour but another keyset", who)
             except (WrongKeyColor, PedUnavailable) as exc:
@@ -113,6 +117,8 @@ class LoginService:
                 raise
             secret = got.secret
         try:
+            if cached is None:
+                row = self._after_ped_wait(scope, role, who)
             self._count_attempt(scope, role)
             try:
                 if challenge is None:
@@ -143,6 +149,25 @@ class LoginService:
             return key, (bytearray(secret) if keep_secret else None)
         finally:
             wipe(secret)
+
+    def _after_ped_wait(self, scope: str, role: Role, who: dict[str, str]) -> RoleRow:
+        """The role as it is now that the PED answered.  The client path does not wait for
+        the shell's PED operations (`hsm.ntlsd`), so failed application logins may have
+        locked the role while its key was read; a permanent lock destroyed its wraps.
+        Refused, not counted (the attempt never reached the secret), audited."""
+        st = self._state
+        try:
+            return self._check_lock(scope, role, st.role_row(scope, role))
+        except LockedOut:
+            st.event(
+                "login refused",
+                role=role.value,
+                partition=None if scope == HSM_SCOPE else scope,
+                reason="locked-while-waiting",
+                counted=False,
+                **who,
+            )
+            raise
 
     def caution(self, scope: str, role: Role, row: RoleRow) -> str:
         """Luna's warning before the attempt whose failure locks out or zeroizes ("" when

@@ -13,8 +13,17 @@ a counted login failure).
 An accepted client gets its own `PartitionAccess` (``access_for(client_name)``, i.e.
 ``Hsm.client_access``) and a server-side `NtlsConnection`.  Requests of one PKCS#11
 session are served in order by that session's worker task; different sessions, and the
-session-less calls, proceed side by side.  The calls that change the HSM's state (login,
-logout, key generation, destroy) take the daemon's command lock, as a shell command does.
+session-less calls, proceed side by side.
+
+Only the calls that may wait at the PED (the cloning calls: a target reads its red key)
+take the daemon's command lock, as a shell command does.  The rest never wait for a
+shell command that waits for a person at the PED (an administrator's ``hsm ped connect``
+may wait minutes for the orange key): each runs as one step of the event loop
+(`hsm.access`), so it never sees a shell command half done, and a shell command that
+awaited the PED checks again what it read before (`hsm.logins`, `hsm.changepw`): failed
+application logins may have locked a role meanwhile.  (``role resetpw`` need not: it
+unlocks anyway, and the permanent lock that destroys the escrow it uses needs HSM policy
+15 off, which no escrow outlives: changing 15 zeroizes the HSM.)
 
 Bounded: a handshake must finish within `HANDSHAKE_TIMEOUT`; a connection that sends
 nothing for its idle timeout with no request in flight is closed (``Close(IDLE_TIMEOUT)``);
@@ -53,11 +62,9 @@ HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 3600.0
 DEFAULT_MAX_CONNECTIONS = 256
 _RECEIVE = 65536
-#: The calls that change the HSM's state: they wait for the daemon's command lock.
-LOCKED_OPS = frozenset(
-    {Op.LOGIN, Op.LOGOUT, Op.GENERATE_KEY, Op.GENERATE_KEY_PAIR, Op.DESTROY_OBJECT,
-     Op.CLONE_OPEN, Op.CLONE_FRAME, Op.ARCHIVE}
-)  # fmt: skip
+#: The calls that may wait at the PED: they wait for the daemon's command lock.  Every
+#: other call awaits nothing but the network (see the module docstring).
+LOCKED_OPS = frozenset({Op.CLONE_OPEN, Op.CLONE_FRAME, Op.ARCHIVE})
 
 
 def ntls_identity(home: Path, serial: str) -> Identity:

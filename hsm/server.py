@@ -12,7 +12,8 @@ attend to the PED.") stream to the shell as progress lines.
 
 The client listener (`hsm.ntlsd`, PKCS#11 applications through hsmclient over pinned
 mutual TLS, port 1792 unless ``--ntls-port``; 0 turns it off) runs in the same nursery
-and takes `_command_lock` for the calls that change the HSM's state.  A port that cannot
+and takes `_command_lock` for the calls that may wait at the PED (cloning); the others
+never queue behind a command that waits for a person (`hsm.ntlsd`).  A port that cannot
 be bound leaves the HSM running without it (logged; ``ntls show`` says why).
 
 A heartbeat stamps the sealed auto-activation records every `HEARTBEAT` seconds, which
