@@ -229,8 +229,8 @@ class TargetEnd:
                 self.done = True
                 try:
                     stored = self.store(complete.objects)
-                except (Pkcs11Error, ValueError) as exc:
-                    return [self._receiver.reject(f"nothing stored: {exc}"[:200])]
+                except (Pkcs11Error, ValueError) as exc:  # CloneResult clips it to the wire's 256
+                    return [self._receiver.reject(f"nothing stored: {exc}")]
                 return [self._receiver.accept_all(stored)]
         return []
 

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from hsm.access import ClientAccess
+from hsm.cloning import CloneTarget
 from hsm.crypto import MasterKey
 from hsm.engine import Hsm
 from hsm.ntlsd import NtlsListener, ntls_identity
@@ -215,3 +216,27 @@ async def test_a_relay_that_alters_an_object_gets_nothing_stored(tmp_path: Path)
 
 def _audit(rig: Rig) -> list[str]:
     return [str(record) for record in rig.hsm.state.audit.records()]
+
+
+async def test_a_target_that_stores_nothing_says_why_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target's reason travels sealed in CLONE_RESULT, whose detail holds 256
+    characters: the application gets it whole (it was clipped at 200 before)."""
+    why = "partition 'p1' cannot take these objects: " + "w" * 160 + " (end of reason)"
+    assert 200 < len("nothing stored: CKR_DEVICE_MEMORY: " + why) <= 256
+
+    def refuse(self: CloneTarget, objects: object) -> int:
+        raise Pkcs11Error(CKR.DEVICE_MEMORY, why)
+
+    monkeypatch.setattr(CloneTarget, "store", refuse)
+    async with two_hsms(tmp_path, same_domain=True) as pair:
+        app, (src, dst) = pair.app, pair.sessions
+        await app.generate_key_pair(src, Mechanism(CKM.EC_KEY_PAIR_GEN), EC_PUB, EC_PRIV)
+        handles = await objects_by_label(app, src, ["app-key"])
+        with pytest.raises(Pkcs11Error) as caught:
+            await relay_clone(app, src, dst, handles)
+        assert caught.value.rv == CKR.FUNCTION_FAILED
+        assert "the target stored nothing: nothing stored: " in str(caught.value)
+        assert why in str(caught.value)
+        assert pair.target.store.token_objects("p1") == []
