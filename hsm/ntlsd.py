@@ -15,15 +15,10 @@ An accepted client gets its own `PartitionAccess` (``access_for(client_name)``, 
 session are served in order by that session's worker task; different sessions, and the
 session-less calls, proceed side by side.
 
-Only the calls that may wait at the PED (the cloning calls: a target reads its red key)
-take the daemon's command lock, as a shell command does.  The rest never wait for a
-shell command that waits for a person at the PED (an administrator's ``hsm ped connect``
-may wait minutes for the orange key): each runs as one step of the event loop
-(`hsm.access`), so it never sees a shell command half done, and a shell command that
-awaited the PED checks again what it read before (`hsm.logins`, `hsm.changepw`): failed
-application logins may have locked a role meanwhile.  (``role resetpw`` need not: it
-unlocks anyway, and the permanent lock that destroys the escrow it uses needs HSM policy
-15 off, which no escrow outlives: changing 15 zeroizes the HSM.)
+Only the calls that may wait at the PED (cloning: a target reads its red key) take the
+daemon's command lock; the rest never wait behind a shell command waiting for a person at
+the PED.  Each is one step of the event loop (`hsm.access`); a shell command that awaited
+the PED reads again what applications may have changed (`hsm.logins`, `hsm.changepw`).
 
 Bounded: a handshake must finish within `HANDSHAKE_TIMEOUT`; a connection that sends
 nothing for its idle timeout with no request in flight is closed (``Close(IDLE_TIMEOUT)``);

@@ -12,8 +12,8 @@ The HSM has at most two PEDs:
   remote PED asks for the orange key once, at connect.  The session is kept open until
   ``hsm ped disconnect``, the idle timeout (``rped``), or the link dropping.
 
-The HSM watches an open remote link (`ped.link.PedclientTransport.wait_closed` reads it
-between operations): the moment pedserver or pedclient closes it, the router knows who
+The HSM watches an open remote link (`hsm.remotelink.RemoteLink`, the link's life from
+connect to its end): the moment pedserver or pedclient closes it, the router knows who
 and why, ``hsm ped show`` says so, and the audit log records it.  A link that ended
 without ``hsm ped disconnect`` is *lost* (`hsm.linkloss`): until the administrator
 reconnects or disconnects, every PED operation is refused with the cause and the fix;
@@ -48,13 +48,12 @@ from typing import Any
 
 import trio
 
-from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice, first_error, map_error
-from hsm.crypto import wipe
+from hsm.apiport import HsmApiPort, PedLinkLost, describe_notice
 from hsm.errors import PedUnavailable
 from hsm.linkloss import LinkLoss, wall_text
 from hsm.localped import LocalPed
+from hsm.remotelink import RemoteLink
 from keys.colors import Color
-from ped.errors import PedError
 from ped.hsm_api.session_end import session_end
 from ped.link.errors import LinkEnd
 
@@ -83,29 +82,30 @@ class PedRouter:
         #: A copy of the HSM's RPV, or None: keys a local session the operator answered NO
         self.hsm_rpv = hsm_rpv
         self._local = LocalPed(local_uri or "", driver_factory)
-        self.pedclient_socket = pedclient_socket
         self.serial = serial
         self._timeouts = timeouts
         self._on_drop = on_drop
         self._nursery: trio.Nursery | None = None
-        self._remote: Any = None  # the open hsm_api session
-        self._remote_address: str | None = None
-        self._remote_stop: trio.Event | None = None
-        self._remote_done: trio.Event | None = None
-        self._remote_lock = trio.Lock()
         self._last_use = 0.0
-        self._remote_peer = False
-        self._remote_transport: Any = None
-        self._remote_since: float | None = None
         self._notify: Callable[[str], None] | None = None
         self._asking: Color | None = None  # the colour of the operation in progress
         self._now = now
         #: the remote link that ended without `hsm ped disconnect` (see hsm.linkloss)
         self.lost: LinkLoss | None = None
-        # Why the HSM itself is ending the link (idle timeout, a broken session); None
-        # while the only way to end it is the administrator's disconnect.
-        self._ending: LinkEnd | None = None
-        self._hold_done: trio.Event | None = None  # set when the link task has finished
+        #: the remote link's life (`hsm.remotelink`)
+        self.link = RemoteLink(
+            pedclient_socket=pedclient_socket, serial=lambda: self.serial, timeouts=timeouts,
+            session_args=self._session_args, on_open=self._opened, on_lost=self._lose,
+            busy_wait=BUSY_WAIT, now=now,
+        )  # fmt: skip
+
+    @property
+    def pedclient_socket(self) -> str | None:
+        return self.link.pedclient_socket
+
+    @pedclient_socket.setter
+    def pedclient_socket(self, path: str | None) -> None:
+        self.link.pedclient_socket = path
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,50 +128,41 @@ class PedRouter:
     async def _idle_watch(self) -> None:
         while True:
             await trio.sleep(1.0)
-            if self._remote is None or self._remote_lock.locked():
+            link = self.link
+            if link.session is None or link.lock.locked():
                 continue
-            if self._remote_peer:
+            if link.peer:
                 continue  # REFERENCE: the idle timeout does not apply to PED-initiated links
             idle = trio.current_time() - self._last_use
             rped = self._timeouts()["rped"]
             if idle >= rped:
-                await self._end_link(
+                await link.end(
                     LinkEnd("this HSM", f"idle timeout: no PED operation for rped {rped} s",
                             f"the HSM's remote PED idle timeout (rped) is {rped} s")
                 )
 
-    def _link_open(self) -> bool:
-        """The watched truth: a session is held and its transport has not ended."""
-        if self._remote is None:
-            return False
-        if getattr(self._remote_transport, "closed_reason", None) is not None:
-            return False
-        # A session is unusable while its operation runs (the lock is held then), and for
-        # good once it broke: then `hsm ped connect` opens a new one.
-        return self._remote_lock.locked() or bool(self._remote.usable)
-
     def which(self, *, local_only: bool = False) -> str:
         """The PED a session would use: ``remote PED A:P (SERIAL)`` or ``local PED`` (as
         `_pick` chooses)."""
-        if local_only or self._remote is None:
+        if local_only or self.link.session is None:
             return "local PED"
-        info = self._remote.ped_info
+        info = self.link.session.ped_info
         serial = f" ({info.serial})" if info is not None and info.serial else ""
-        return f"remote PED {self._remote_address}{serial}"
+        return f"remote PED {self.link.address}{serial}"
 
     def status(self) -> dict[str, Any]:
-        connected = self._link_open()
+        connected = self.link.is_open()
         idle_left = None
-        if connected and not self._remote_peer:
+        if connected and not self.link.peer:
             left = self._timeouts()["rped"] - (trio.current_time() - self._last_use)
             idle_left = max(0, math.ceil(left))
         lost = self.lost
         remote = connected or lost is not None
-        since = self._remote_since if connected else None
+        since = self.link.since if connected else None
         return {
             "mode": "remote" if remote else ("local" if self.local_uri else "none"),
             "local": self.local_uri,
-            "address": self._remote_address if connected else (lost and lost.address),
+            "address": self.link.address if connected else (lost and lost.address),
             "connected": connected,
             "pedclient": self.pedclient_socket,
             "idle_left": idle_left,
@@ -220,19 +211,20 @@ class PedRouter:
 
     @contextlib.asynccontextmanager
     async def _pick(self, *, local_only: bool) -> AsyncIterator[HsmApiPort]:
-        if not local_only and self._remote is not None:
-            async with self._remote_lock:
-                if self._remote is None:
+        link = self.link
+        if not local_only and link.session is not None:
+            async with link.lock:
+                if link.session is None:
                     raise self._lost_refusal()
                 try:
-                    where = f"remote PED {self._remote_address}"
+                    where = f"remote PED {link.address}"
                     # A busy PED refuses the command (`PedBusyRefusal`) but leaves the
                     # session usable: `_end_if_dead` below keeps the link then.
-                    yield HsmApiPort(self._remote, where, self._touch, self._timeouts,
+                    yield HsmApiPort(link.session, where, self._touch, self._timeouts,
                                      announce=self._announce, busy_wait=BUSY_WAIT,
                                      keeps_link=True)
                 except PedLinkLost as exc:
-                    await self._end_link(
+                    await link.end(
                         LinkEnd("this HSM", "the PED session broke during an operation",
                                 exc.message)
                     )
@@ -285,104 +277,17 @@ class PedRouter:
             raise PedUnavailable(
                 "no pedclient: restart pedhsm with --pedclient PATH (pedclient's socket)"
             )
-        if self._link_open():
+        if self.link.is_open():
             raise PedUnavailable(
-                f"already connected to the remote PED {self._remote_address}; "
+                f"already connected to the remote PED {self.link.address}; "
                 "run `hsm ped disconnect` first to connect elsewhere"
             )
         await self.disconnect(forget_loss=False)  # a link that died unnoticed: tidy up
-        address = f"peer {peer}" if peer is not None else f"{host}:{port}"
-        rpv_copy = bytearray(rpv)
-        try:
-            await self._nursery.start(self._hold_remote, host, port, rpv_copy, peer)
-        except BaseExceptionGroup as group:
-            raise map_error(first_error(group), f"remote PED {address}",
-                            waited=BUSY_WAIT) from None
-        except PedError as exc:
-            if isinstance(exc, PedUnavailable):
-                raise
-            raise map_error(exc, f"remote PED {address}", waited=BUSY_WAIT) from None
-        return address
+        return await self.link.open(self._nursery, host, port, rpv, peer)
 
-    async def _hold_remote(
-        self,
-        host: str,
-        port: int,
-        rpv: bytearray,
-        peer: str | None,
-        *,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        from ped.hsm_api import open_ped_session
-        from ped.link import connect_via_pedclient
-
-        address = f"peer {peer}" if peer is not None else f"{host}:{port}"
-        stop, done = trio.Event(), trio.Event()
-        self._hold_done = done
-        end: LinkEnd | None = None
-        try:
-            try:
-                transport = await connect_via_pedclient(
-                    self.pedclient_socket or "",
-                    host if peer is None else None,
-                    port if peer is None else 1503,  # unused for a peer; must be valid
-                    peer=peer,
-                    idle_timeout=self._timeouts()["rped"],
-                    hsm_name=f"pedhsm {self.serial}",
-                )
-            except PedError as exc:
-                raise map_error(exc, f"remote PED {address}") from None
-            started = False
-            try:
-                async with open_ped_session(transport, rpv=rpv, **self._session_args()) as ped:
-                    wipe(rpv)
-                    self._remote, self._remote_address = ped, address
-                    self._remote_transport = transport
-                    self._remote_peer = peer is not None
-                    self._remote_stop, self._remote_done = stop, done
-                    self._remote_since = self._now()
-                    self._ending = None
-                    self.lost = None
-                    self._touch()
-                    task_status.started()
-                    started = True
-                    end = await self._watch(transport, stop)
-            except Exception as exc:
-                if not started:
-                    raise
-                # Closing a link that already died: the HSM carries on without it.
-                log.info("remote PED %s: closed with %s", address, type(exc).__name__)
-            finally:
-                self._remote = None
-                self._remote_address = None
-                self._remote_transport = None
-                self._remote_since = None
-                self._remote_stop = self._remote_done = None
-                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await transport.aclose()
-                if end is not None:
-                    self._lose(address, end)
-        finally:
-            wipe(rpv)
-            done.set()
-
-    async def _watch(self, transport: Any, stop: trio.Event) -> LinkEnd | None:
-        """Wait for the administrator's disconnect (None), or for the link to end
-        by itself (who ended it and why)."""
-        ended: list[LinkEnd] = []
-        wait_closed = getattr(transport, "wait_closed", None)
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                if wait_closed is None:  # a transport that cannot be watched (a test's)
-                    return
-                ended.append(await wait_closed())
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await stop.wait()
-            nursery.cancel_scope.cancel()
-        return ended[0] if ended else self._ending
+    def _opened(self) -> None:
+        self.lost = None
+        self._touch()
 
     def _lose(self, address: str, end: LinkEnd) -> None:
         loss = LinkLoss(address, end, self._now())
@@ -405,39 +310,23 @@ class PedRouter:
         PROTOCOL.md 3.6) is a lost link from now on, not at the next operation: end the
         link (`hsm ped show` says why) and (*refuse*) refuse the operation with the why
         and the fix."""
-        if self._remote is None:  # the link ended by itself meanwhile: already lost
+        session = self.link.session
+        if session is None:  # the link ended by itself meanwhile: already lost
             return
         # hsm.apiport raises the HSM's error in the handler of the ped error: its context
         cause = error if isinstance(error, trio.Cancelled) else error.__context__ or error
-        end = session_end(self._remote, cause)
+        end = session_end(session, cause)
         if end is not None:
-            await self._end_link(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
+            await self.link.end(LinkEnd("this HSM", end.why, f"{end.detail}; {NEW_SESSION}"))
             if refuse and isinstance(error, Exception):
                 raise self._refusal_after(error, PedUnavailable) from None
-
-    async def _end_link(self, end: LinkEnd) -> None:
-        """The HSM itself ends the link (idle timeout, a broken session): a loss."""
-        stop, done = self._remote_stop, self._hold_done
-        if stop is not None:
-            self._ending = end
-            stop.set()
-        if done is not None:  # the link may be ending by itself: its cause is recorded then
-            with trio.move_on_after(10):
-                await done.wait()
 
     async def disconnect(self, *, forget_loss: bool = True) -> bool:
         """The administrator's disconnect: close the link (True if one was open) and,
         unless told otherwise, forget a lost one (the local PED is used again)."""
         if forget_loss:
             self.lost = None
-        stop, done = self._remote_stop, self._remote_done
-        if stop is None or done is None or self._remote is None:
-            return False
-        self._remote_stop = self._remote_done = None
-        self._ending = None
-        stop.set()
-        with trio.move_on_after(10):
-            await done.wait()
-        if forget_loss:
+        closed = await self.link.close()
+        if closed and forget_loss:
             self.lost = None  # the link may have ended by itself meanwhile: still forgotten
-        return True
+        return closed

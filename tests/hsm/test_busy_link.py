@@ -220,7 +220,7 @@ async def test_a_busy_ped_refuses_the_login_and_the_link_stays(
         await b.cmd("hsm.init", label="bee", force=False)
         await b.cmd("hsm.logout")
         left = await b.attempts_left()
-        session = b.router._remote  # the session B's link holds
+        session = b.router.link.session  # the session B's link holds
 
         # A's operation waits at the PED: its operator stepped away.
         s.operator.leave()
@@ -247,7 +247,7 @@ async def test_a_busy_ped_refuses_the_login_and_the_link_stays(
             assert not isinstance(refused.value, PedLinkLost)
 
             # B's link is as it was: connected, the same session, still usable.
-            assert session is not None and b.router._remote is session and session.usable
+            assert session is not None and b.router.link.session is session and session.usable
             shown = await b.show()
             assert "Connected:          yes" in shown and "Link lost" not in shown, shown
             status = b.router.status()
@@ -262,7 +262,7 @@ async def test_a_busy_ped_refuses_the_login_and_the_link_stays(
 
         # B's login now succeeds on the same session: no new connect, no orange key.
         assert "HSM SO logged in" in (await b.cmd("hsm.login"))["text"]
-        assert b.router._remote is session
+        assert b.router.link.session is session
         assert await b.attempts_left() == left
         audit = b.audit()
         assert audit.count('"ped connected"') == 1, audit
