@@ -108,12 +108,15 @@ class StreamPedDriver(PedDriver):
         self._more_buffered = False  # frames of the last read not dispatched yet
 
     # ------------------------------------------------------------------ subclass hooks
+    # Public: `open` runs the device protocol over them, and the PED conformance kit
+    # (`pedtools.conform.ped_wire`) uses them to speak that protocol itself.
     @abc.abstractmethod
-    async def _connect(self) -> trio.abc.Stream:
-        """Reach the device and return a stream to it (raise DeviceNotFound & co.)."""
+    async def connect_stream(self) -> trio.abc.Stream:
+        """Reach the device and return a byte stream to it, before any device protocol
+        (raise DeviceNotFound & co.)."""
 
-    async def _disconnect(self) -> None:
-        """Release whatever `_connect` took beyond the stream (subclasses)."""
+    async def release_stream(self) -> None:
+        """Release whatever `connect_stream` took beyond the stream (subclasses)."""
 
     # ------------------------------------------------------------------ driver API
     async def open(self) -> DeviceInfo:
@@ -121,7 +124,7 @@ class StreamPedDriver(PedDriver):
             if self._stream is not None and self._gone_reason is None and self.info:
                 return self.info
             await self._drop_stream("reopening")
-            stream = await self._connect()
+            stream = await self.connect_stream()
             self._stream = stream
             self._conn = DeviceConnection(ConnectionRole.HOST)
             self._more_buffered = False
@@ -342,7 +345,7 @@ class StreamPedDriver(PedDriver):
             with trio.CancelScope(shield=True):
                 with _best_effort():
                     await stream.aclose()
-                await self._disconnect()
+                await self.release_stream()
         if self._gone_reason is None:
             self._gone_reason = None if reason == "reopening" else reason
         self._fail_sessions()

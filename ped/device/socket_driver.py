@@ -17,7 +17,7 @@ class SocketPedDriver(StreamPedDriver):
         super().__init__(uri or f"socket:{path}")
         self.path = path
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         try:
             return await trio.open_unix_socket(self.path)
         except PermissionError:

@@ -52,7 +52,7 @@ class SubprocessPedDriver(StreamPedDriver):
             *self.options,
         ]
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         if not os.path.isdir(self.keyring):
             raise DeviceNotFound(
                 f"{self.uri}: keyring directory {self.keyring!r} does not exist; create it "
@@ -75,7 +75,7 @@ class SubprocessPedDriver(StreamPedDriver):
             theirs.close()
         return trio.SocketStream(trio.socket.from_stdlib_socket(ours))
 
-    async def _disconnect(self) -> None:
+    async def release_stream(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return

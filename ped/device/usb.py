@@ -187,7 +187,7 @@ class UsbPedDriver(StreamPedDriver):
                 ) from None
             raise DeviceNotFound(f"{self.uri}: cannot open the PED: {exc.strerror}") from None
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         link = await trio.to_thread.run_sync(self._open_blocking)
         return UsbStream(link)
 

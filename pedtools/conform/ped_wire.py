@@ -168,16 +168,16 @@ class RawLink:
                 await self.stream.aclose()
             with contextlib.suppress(Exception):
                 # The driver's own clean-up (a child pedemu to wait for).
-                await self._driver._disconnect()
+                await self._driver.release_stream()
 
 
 async def open_raw(uri: str) -> RawLink:
-    """A raw connection to the PED at *uri* (the driver's `_connect`, without its protocol)."""
+    """A raw connection to the PED at *uri* (the driver's `connect_stream`: no protocol)."""
     driver = open_driver(uri)
     if not isinstance(driver, StreamPedDriver):
         raise PedError(f"{uri}: this kind of PED cannot be reached raw")
     # The driver's connect step, without its HELLO: the suite speaks the protocol itself.
-    stream = await driver._connect()
+    stream = await driver.connect_stream()
     return RawLink(stream, driver)
 
 

@@ -22,7 +22,7 @@ class InProcessPedDriver(StreamPedDriver):
         self.ped = ped
         self._nursery = nursery
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         # Memory streams, not a socket pair: no real I/O, so trio's MockClock can jump
         # through PED-key timeouts in tests.
         ours, theirs = trio.testing.memory_stream_pair()

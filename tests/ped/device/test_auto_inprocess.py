@@ -222,7 +222,7 @@ class CountingDriver(InProcessPedDriver):
 
     writes = 0
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         ours, theirs = trio.testing.memory_stream_pair()
         original = theirs.send_stream.send_all
 
@@ -268,7 +268,7 @@ class StallingDriver(InProcessPedDriver):
 
     stall = False
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         ours, theirs = trio.testing.memory_stream_pair()
         original = theirs.send_stream.send_all
 

@@ -32,7 +32,7 @@ class ScriptedDevice(StreamPedDriver):
         self._nursery = nursery
         self._device = device
 
-    async def _connect(self) -> trio.abc.Stream:
+    async def connect_stream(self) -> trio.abc.Stream:
         ours, theirs = trio.testing.memory_stream_pair()
         self._nursery.start_soon(self._device, theirs)
         return ours
