@@ -11,18 +11,23 @@ succeeding on the role as it was read before the PED answered.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from hsm.errors import LockedOut
-from hsm.ntlsd import NtlsListener, ntls_identity
+from hsm.ntlsd import LOCKED_OPS, NtlsListener, dispatch, ntls_identity
 from hsm.pedport import PedSecret
 from hsm.policy import Role
 from hsmclient.remote import RemoteBackend
 from hsmclient.slots import SlotMap
+from ped.ntls import messages as m
+from ped.ntls.messages import Op
 from ped.pkcs11.constants import CKA, CKM, CKR, CKU
 from ped.pkcs11.token import Attribute, Mechanism, Pkcs11Error
 from ped.tls import PinStore, ensure_identity
@@ -189,4 +194,41 @@ async def test_a_key_of_another_keyset_on_a_role_locked_meanwhile_is_not_counted
         await rig.hsm.roles.login(rig.notify, "p1", "co", None)
     co = rig.hsm.state.store.get_role("p1", Role.CO.value)
     assert co is not None and co.failures == 1 and co.locked == "permanent"
+    await access.close()
+
+
+async def test_every_call_outside_the_lock_runs_without_a_checkpoint(rig: Rig) -> None:
+    """What lets them skip the command lock: each runs as one step of the event loop, so no
+    shell command can run in its middle (`trio.testing.assert_no_checkpoints`).  A call
+    that learns to await (the PED, a thread) fails here and belongs in LOCKED_OPS."""
+    await activated(rig, "p1")
+    register(rig, CLIENT, "p1")
+    access = rig.hsm.client_access(CLIENT)
+    serial = access.partitions()[0].serial
+    ids = iter(range(1, 100))
+
+    async def call(request: Callable[[int], m.Request]) -> m.Answer:
+        with trio.testing.assert_no_checkpoints():
+            return await dispatch(access, request(next(ids)))
+
+    opened = await call(lambda rid: m.OpenSession(rid, serial, True))
+    assert isinstance(opened, m.Handle)
+    s = opened.handle
+    await call(lambda rid: m.Login(rid, s, CKU.USER, bytearray(CHAL)))
+    pair = await call(lambda rid: m.GenerateKeyPair(
+        rid, s, Mechanism(CKM.EC_KEY_PAIR_GEN),
+        (Attribute(CKA.EC_PARAMS, P256), Attribute(CKA.TOKEN, True)),
+        (Attribute(CKA.TOKEN, True), Attribute(CKA.SIGN, True))))  # fmt: skip
+    assert isinstance(pair, m.KeyPair)
+    aes = await call(lambda rid: m.GenerateKey(rid, s, Mechanism(CKM.AES_KEY_GEN),
+                                               (Attribute(CKA.VALUE_LEN, 32),)))  # fmt: skip
+    assert isinstance(aes, m.Handle)
+    signed = await call(lambda rid: m.Sign(rid, s, Mechanism(CKM.ECDSA), pair.private,
+                                           b"\x01" * 32))  # fmt: skip
+    assert isinstance(signed, m.Output)
+    for handle in (pair.public, pair.private, aes.handle):
+        await call(functools.partial(m.DestroyObject, session=s, handle=handle))
+    await call(lambda rid: m.Logout(rid, s))
+    await call(lambda rid: m.CloseSession(rid, s))
+    assert {Op.CLONE_OPEN, Op.CLONE_FRAME, Op.ARCHIVE} == LOCKED_OPS
     await access.close()
