@@ -29,7 +29,7 @@ from hsmclient.slots import SlotMap
 from ped.ntls import messages as m
 from ped.ntls.messages import Op
 from ped.pkcs11.constants import CKA, CKM, CKR, CKU
-from ped.pkcs11.token import Attribute, Mechanism, Pkcs11Error
+from ped.pkcs11.token import Attribute, Mechanism, PartitionAccess, Pkcs11Error
 from ped.tls import PinStore, ensure_identity
 from tests.hsm.fakeped import FakeKey
 from tests.hsm.rig import CHAL, Rig
@@ -100,6 +100,18 @@ async def test_an_application_works_while_a_shell_command_waits_at_the_ped(
     await app.close()
 
 
+async def one_wrong_guess_locks(rig: Rig) -> tuple[PartitionAccess, int]:
+    """Partition p1 activated, its CO locked by one failed login (policy 20 at 1), and a
+    client's session on it."""
+    await activated(rig, "p1")
+    await rig.hsm.roles.login(rig.notify, "p1", "so", None)
+    rig.hsm.partitions.changepolicy("p1", 20, 1)
+    rig.hsm.roles.logout(None)
+    register(rig, CLIENT, "p1")
+    access = rig.hsm.client_access(CLIENT)
+    return access, await access.open_session(access.partitions()[0].serial, True)
+
+
 @pytest.mark.parametrize("so_resets", [False, True], ids=["policy-15-off", "policy-15-on"])
 async def test_a_role_locked_by_applications_while_its_key_is_read_stays_locked(
     rig: Rig, monkeypatch: pytest.MonkeyPatch, so_resets: bool
@@ -108,13 +120,7 @@ async def test_a_role_locked_by_applications_while_its_key_is_read_stays_locked(
         await rig.init_hsm()
         rig.hsm.admin.changepolicy(15, 1, force=True)
         await rig.init_hsm()
-    await activated(rig, "p1")  # else a CO lockout is permanent and destroys the wraps
-    await rig.hsm.roles.login(rig.notify, "p1", "so", None)
-    rig.hsm.partitions.changepolicy("p1", 20, 1)
-    rig.hsm.roles.logout(None)
-    register(rig, CLIENT, "p1")
-    access = rig.hsm.client_access(CLIENT)
-    s = await access.open_session(access.partitions()[0].serial, True)
+    access, s = await one_wrong_guess_locks(rig)  # policy 15 off: locked for good
     read = rig.ped.read_secret
 
     async def locked_meanwhile(*args: Any) -> PedSecret:
@@ -172,13 +178,7 @@ async def test_a_failure_counted_meanwhile_is_kept_and_the_login_goes_on(
 async def test_a_key_of_another_keyset_on_a_role_locked_meanwhile_is_not_counted_again(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await activated(rig, "p1")
-    await rig.hsm.roles.login(rig.notify, "p1", "so", None)
-    rig.hsm.partitions.changepolicy("p1", 20, 1)
-    rig.hsm.roles.logout(None)
-    register(rig, CLIENT, "p1")
-    access = rig.hsm.client_access(CLIENT)
-    s = await access.open_session(access.partitions()[0].serial, True)
+    access, s = await one_wrong_guess_locks(rig)
     black = rig.ped.keys["p1-co"]
     rig.ped.keys["stranger"] = FakeKey(black.color, b"x" * 32, b"another keyset")
     read = rig.ped.read_secret
