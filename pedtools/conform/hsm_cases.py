@@ -10,124 +10,23 @@ docs/protocol/conformance-hsm.md.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import attrs
-
-from pedtools.conform.faulty_ped import Fault, FaultyPed, Record, Wire
-from pedtools.conform.hsm_steps import StepResult, StepRunner, counter_value
+from pedtools.conform.faulty_ped import Fault, Record
+from pedtools.conform.hsm_context import CASES, SPECS, CaseFn, CaseSpec, Context, result
 from pedtools.conform.report import CaseOutcome, CaseResult
 
-
-@attrs.frozen
-class CaseSpec:
-    """One case as listed: its number, what it checks, where that is written, what is due."""
-
-    case: str
-    title: str
-    section: str
-    expected: str
-    required: bool = True
+__all__ = ["CASES", "RUNNERS", "SPECS", "Context"]
 
 
-CASES: tuple[CaseSpec, ...] = (
-    CaseSpec("1.1", "right RPV", "PROTOCOL.md 3.1-3.4, 6",
-             "connect succeeds: HANDSHAKE_INIT of suite 2, sent inside a hold"),
-    CaseSpec("1.2", "initialise on this PED", "PROTOCOL.md 4 (IMPRINT)",
-             "init succeeds: the HSM imprints its keys with new secrets"),
-    CaseSpec("1.3", "login, right key", "PROTOCOL.md 4 (READ_SECRET)",
-             "login succeeds: READ_SECRET answered, secret accepted"),
-    CaseSpec("2.1", "wrong RPV", "PROTOCOL.md 3.5, 7",
-             "connect refused on RPV_MISMATCH; nothing sealed sent; not counted"),
-    CaseSpec("2.2", "altered HANDSHAKE_RESPONSE", "PROTOCOL.md 3.5, 7",
-             "connect refused as an RPV mismatch; nothing sealed sent; not counted"),
-    CaseSpec("3.1", "PED answers garbage", "PROTOCOL.md 3.6, 7",
-             "login refused (DecryptFailed); no SEALED frame on that session after; not counted"),
-    CaseSpec("3.2", "tampered SEALED frame", "PROTOCOL.md 3.6, 7",
-             "login refused (DecryptFailed); no SEALED frame on that session after; not counted"),
-    CaseSpec("3.3", "wrong-colour answer", "PROTOCOL.md 4 (errors, counting), 7",
-             "login refused; not counted"),
-    CaseSpec("3.4", "keyset-mismatch answer", "PROTOCOL.md 4 (counting), 7; hsm/README.md",
-             "login refused; counted as a failed login"),
-    CaseSpec("3.5", "cancelled operation", "PROTOCOL.md 4 (CANCELLED), 7",
-             "login refused; not counted"),
-    CaseSpec("3.6", "timed-out operation (pedk)", "PROTOCOL.md 4 (KEY_TIMEOUT), 6, 7",
-             "login refused; not counted"),
-    CaseSpec("3.7", "slow PED", "PROTOCOL.md 6",
-             "login succeeds: the HSM waits for an answer inside its operation timeout; "
-             "no CANCEL"),
-    CaseSpec("3.8", "silent PED (pedo)", "PROTOCOL.md 6, 7",
-             "at its operation timeout the HSM sends CANCEL; login refused; not counted",
-             required=False),
-    CaseSpec("4.1", "link lost mid-operation", "PROTOCOL.md 7; link.md 2; README",
-             "login refused, not counted; connect again (retry) and login succeed"),
-)
-SPECS = {spec.case: spec for spec in CASES}
+#: A show-link that says connected when the HSM cannot use its session: the operator
+#: retries on a dead link instead of reconnecting.
+STILL_CONNECTED = ("show-link still says connected after {why} (an operator would retry "
+                   "on a dead session instead of reconnecting)")
 
 
-@attrs.define
-class Context:
-    """What every case uses: the PED, its wire, the HSM's steps and the suite's limits."""
-
-    ped: FaultyPed
-    runner: StepRunner
-    counter_pattern: str
-    slow_limit: float = 30.0  # longest the slow and silent cases wait
-    slow_margin: float = 5.0  # how far inside the HSM's timeout the slow PED answers, at most
-    initialised: bool = False
-    #: the last case broke the HSM's session or link on purpose: the next one starts with
-    #: disconnect + connect, as an administrator would after such a failure
-    dirty: bool = False
-    connected: bool = False  # the last connect succeeded and nothing broke the link since
-    last_counter: int | None = None
-
-    @property
-    def wire(self) -> Wire:
-        return self.ped.wire
-
-    async def step(self, name: str, fault: Fault = Fault.NONE, extra: float = 0.0) -> StepResult:
-        self.ped.fault = fault
-        if name in ("login", "init"):
-            self.last_counter = None  # an attempt may change it, a success may reset it
-        try:
-            done = await self.runner.run(name, extra_time=extra)
-        finally:
-            self.ped.fault = Fault.NONE
-        if name == "connect":
-            self.connected = done.ok
-        elif name == "disconnect":
-            self.connected = False
-        return done
-
-    async def connect(self) -> StepResult | None:
-        """A working link and session for the next case: kept from the last case when it
-        ended with one (steps are slow on a real HSM), new after a broken one."""
-        if self.connected and not self.dirty:
-            return None
-        if self.dirty:
-            await self.step("disconnect")
-        done = await self.step("connect")
-        self.dirty = not done.ok
-        return done
-
-    async def counter(self) -> int | None:
-        """The HSM's failed-login counter (read again only after a login or init)."""
-        if self.last_counter is None and self.runner.available("show-counter"):
-            shown = await self.runner.run("show-counter")
-            self.last_counter = counter_value(shown, self.counter_pattern)
-        return self.last_counter
-
-
-CaseFn = Callable[[Context, CaseSpec], Awaitable[CaseResult]]
-
-
-def result(
-    spec: CaseSpec, outcome: CaseOutcome, seen: str, required: bool | None = None
-) -> CaseResult:
-    return CaseResult(
-        spec.case, spec.title, spec.section, spec.expected, seen, outcome,
-        spec.required if required is None else required,
-    )
+def _shown_words(shown: bool | None) -> str:
+    if shown is None:
+        return ""  # the HSM has no show-link step
+    return "; show-link: connected" if shown else "; show-link: not connected"
 
 
 def _kinds(records: list[Record], kind: str) -> list[Record]:
@@ -163,9 +62,14 @@ async def case_right_rpv(ctx: Context, spec: CaseSpec) -> CaseResult:
         problems.append(f"asked for {inits[-1].detail}, not suite 2 (PROTOCOL.md 3.1)")
     if not _kinds(seen, "channel"):
         problems.append("no channel was established")
+    shown = await ctx.link_shown() if done.ok else None
+    if shown is False:
+        problems.append("show-link does not say connected right after a successful connect "
+                        "(or --connected-pattern does not match its words)")
     if problems:
         return result(spec, CaseOutcome.FAIL, "; ".join(problems))
-    return result(spec, CaseOutcome.PASS, f"{done.summary()}; {inits[-1].detail}")
+    return result(spec, CaseOutcome.PASS,
+                  f"{done.summary()}; {inits[-1].detail}{_shown_words(shown)}")
 
 
 async def case_init(ctx: Context, spec: CaseSpec) -> CaseResult:
@@ -244,10 +148,12 @@ def refused_read_case(fault: Fault, *, counted: bool) -> CaseFn:
         mark = ctx.wire.mark()
         done = await ctx.step("login", fault)
         seen = ctx.wire.since(mark)
+        broken = fault in (Fault.GARBAGE, Fault.TAMPERED)
+        shown = await ctx.link_shown() if broken else None
         after = await ctx.counter()
         if done.ok:
             await ctx.step("logout")
-        ctx.dirty = ctx.dirty or fault in (Fault.GARBAGE, Fault.TAMPERED)
+        ctx.dirty = ctx.dirty or broken
         problems = _link_errors(seen)
         if not _kinds(seen, "read"):
             problems.append("no READ_SECRET reached the PED")
@@ -258,6 +164,8 @@ def refused_read_case(fault: Fault, *, counted: bool) -> CaseFn:
                 "the HSM sent a SEALED frame on the session after it failed "
                 "(its keys must be wiped: PROTOCOL.md 3.6)"
             )
+        if shown:
+            problems.append(STILL_CONNECTED.format(why="its session broke"))
         verdict, words = _counting(before, after, counted)
         if verdict is False:
             problems.append(words)
@@ -266,7 +174,7 @@ def refused_read_case(fault: Fault, *, counted: bool) -> CaseFn:
                 await ctx.step("logout")
         if problems:
             return result(spec, CaseOutcome.FAIL, "; ".join(problems))
-        seen_words = f"{done.summary()}; {words}"
+        seen_words = f"{done.summary()}; {words}{_shown_words(shown)}"
         if verdict is None:
             return result(spec, CaseOutcome.INFO, seen_words, required=False)
         return result(spec, CaseOutcome.PASS, seen_words)
@@ -344,6 +252,7 @@ async def case_link_lost(ctx: Context, spec: CaseSpec) -> CaseResult:
     await ctx.connect()
     before = await ctx.counter()
     done = await ctx.step("login", Fault.DROP_LINK)
+    shown = await ctx.link_shown()
     after = await ctx.counter()
     links_before = ctx.wire.links
     mark = ctx.wire.mark()
@@ -356,6 +265,8 @@ async def case_link_lost(ctx: Context, spec: CaseSpec) -> CaseResult:
     problems = _link_errors(seen)
     if done.ok:
         problems.append(f"login succeeded over a cut link ({done.summary()})")
+    if shown:
+        problems.append(STILL_CONNECTED.format(why="its link was cut"))
     verdict, words = _counting(before, after, counted=False)
     if verdict is False:
         problems.append(words)
@@ -365,7 +276,8 @@ async def case_link_lost(ctx: Context, spec: CaseSpec) -> CaseResult:
         problems.append(f"login after reconnecting failed ({retried.summary()})")
     if problems:
         return result(spec, CaseOutcome.FAIL, "; ".join(problems))
-    seen_words = f"{done.summary()}; {words}; reconnected and logged in"
+    seen_words = (f"{done.summary()}; {words}{_shown_words(shown)}; "
+                  "reconnected and logged in")
     if verdict is None:
         return result(spec, CaseOutcome.INFO, seen_words, required=False)
     return result(spec, CaseOutcome.PASS, seen_words)

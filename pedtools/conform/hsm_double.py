@@ -7,9 +7,14 @@ runs the RPV handshake with the RPV of the orange key in K, and does its operati
 counts failed logins as PROTOCOL.md section 4 says, in ``DIR/state.json`` (which also
 keeps the blue keyset's id and the SHA-256 of its login secret, never the secret).
 
+Each step opens and closes its own link, so ``show-link`` prints what the double
+believes of its link (``connected: yes`` after a connect, ``no`` after a disconnect or a
+login whose channel or link failed), as an HSM that keeps its session would.
+
 ``--break`` makes it wrong on purpose, so that tests can check that `pedconform hsm`
 fails the named cases: ``count-wrong-colour`` counts a WRONG_COLOR answer (case 3.3),
-``count-channel`` counts a channel or link failure (3.1, 3.2, 4.1).  It also shows an
+``count-channel`` counts a channel or link failure (3.1, 3.2, 4.1), ``show-stale`` keeps
+saying connected after a channel or link failure (3.1, 3.2, 4.1).  It also shows an
 HSM maker how little a ``--hsm-cmd`` adapter needs: ``--hsm-cmd 'python -m
 pedtools.conform.hsm_double --state DIR --keyring K --pedclient SOCK {step}'``.
 """
@@ -31,7 +36,7 @@ from keys import wipe
 from ped import hsm_api
 from pedtools.conform.faulty_ped import FaultyPed, Wire
 
-BREAKS = ("count-wrong-colour", "count-channel")
+BREAKS = ("count-wrong-colour", "count-channel", "show-stale")
 SERIAL = "CONFORM-HSM"
 
 
@@ -81,13 +86,18 @@ async def _session_step(args: argparse.Namespace, data: dict[str, Any]) -> int:
         await transport.aclose()
 
 
+def _channel_failed(error: Exception) -> bool:
+    """Whether *error* is a channel or link failure: the session is gone (PROTOCOL.md 3.6)."""
+    return isinstance(error, hsm_api.TransportError | hsm_api.RemoteProtocolError)
+
+
 def _counts(error: Exception, breaks: list[str]) -> bool:
     """Whether *error* ends a login as a counted failure (PROTOCOL.md 4, 7)."""
     if isinstance(error, hsm_api.KeysetMismatch):
         return True
     if isinstance(error, hsm_api.WrongColor):
         return "count-wrong-colour" in breaks
-    if isinstance(error, hsm_api.TransportError | hsm_api.RemoteProtocolError):
+    if _channel_failed(error):
         return "count-channel" in breaks
     return False
 
@@ -108,16 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "show-counter":
         print(f"failed logins: {data['failures']}")
         return 0
-    if args.step in ("disconnect", "logout"):
+    if args.step == "show-link":
+        print(f"connected: {'yes' if data.get('connected') else 'no'}")
+        return 0
+    if args.step == "disconnect":
+        data["connected"] = False
+        _save(args.state, data)
         return 0  # every step opens and closes its own link and session
+    if args.step == "logout":
+        return 0
     if args.step == "login" and "keyset" not in data:
         print("not initialised", file=sys.stderr)
         return 1
     try:
-        return trio.run(_session_step, args, data)
+        done = trio.run(_session_step, args, data)
+        if args.step == "connect":
+            data["connected"] = done == 0
+        return done
     except Exception as exc:
         if args.step == "login" and _counts(exc, args.breaks):
             data["failures"] += 1
+        if args.step == "connect" or (_channel_failed(exc) and "show-stale" not in args.breaks):
+            data["connected"] = False
         print(f"{args.step} failed: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -6,7 +6,9 @@ another HSM).  With ``--hsm-cmd TEMPLATE`` the suite runs the step itself: the t
 is filled (`PLACEHOLDERS`), split like a shell line (no shell runs it) and executed; its
 exit status and output are the step's result.  Without a template the suite prints what
 to run and asks the tester how it went.  ``show-counter`` must print the HSM's failed-login
-counter (or attempts left): `counter_value` finds it with ``--counter-pattern``.
+counter (or attempts left): `counter_value` finds it with ``--counter-pattern``;
+``show-link`` prints the HSM's account of its link to the PED: `says_connected` looks for
+``--connected-pattern`` in it (what the HSM tells its operator, checked against the truth).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DEFAULT_WORDS: dict[str, str] = {
     "login": "hsm login",
     "logout": "hsm logout",
     "show-counter": "hsm show",
+    "show-link": "hsm ped show",
 }
 #: What each step asks of the HSM, for the person at the terminal and the documents.
 STEP_MEANING: dict[str, str] = {
@@ -38,12 +41,16 @@ STEP_MEANING: dict[str, str] = {
     "login": "log in as the role whose key the init step imprinted (HSM SO: blue)",
     "logout": "log that role out again",
     "show-counter": "print the failed-login counter of that role (or the attempts left)",
+    "show-link": "show the state of the HSM's link to the PED (connected or not)",
 }
 #: pedhsm's ``hsm show`` line; the first group is the number.
 DEFAULT_COUNTER_PATTERN = r"SO login attempts left:\s*(\d+)"
+#: pedhsm's ``hsm ped show`` line while its remote PED link is up.
+DEFAULT_CONNECTED_PATTERN = r"Connected:\s*yes"
 PLACEHOLDERS: dict[str, str] = {
     "{command}": "the step's words (DEFAULT_WORDS or --step), themselves filled in",
-    "{step}": "the step's name (connect, disconnect, init, login, logout, show-counter)",
+    "{step}": "the step's name (connect, disconnect, init, login, logout, show-counter, "
+              "show-link)",
     "{host}": "the address the suite's PED listens on (--listen)",
     "{port}": "its port",
     "{address}": "host:port",
@@ -61,6 +68,8 @@ class StepResult:
     code: int | None  # None: the step was not run (the tester skipped it)
     output: str = ""
     seconds: float = 0.0
+    #: ``show-link`` answered by a person: whether the HSM says it is connected
+    said_connected: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,6 +157,14 @@ class StepRunner:
                 self.ask, "    Type the number it shows (Enter if it shows none): "
             )
             return StepResult(step, 0 if answer.strip() else None, answer.strip())
+        if step == "show-link":
+            answer = await trio.to_thread.run_sync(
+                self.ask, "    Does it say the HSM is connected to the PED? [y/n/s(kip)] "
+            )
+            word = answer.strip().lower()[:1]
+            if word not in ("y", "n"):
+                return StepResult(step, None, "skipped by the tester")
+            return StepResult(step, 0, answer.strip(), said_connected=word == "y")
         answer = await trio.to_thread.run_sync(
             self.ask, "    Run it now; did it succeed? [y/n/s(kip)] "
         )
@@ -176,6 +193,15 @@ def counter_value(result: StepResult, pattern: str) -> int | None:
         return int(found.group(1) if found.groups() else found.group(0))
     except ValueError:
         return None
+
+
+def says_connected(result: StepResult, pattern: str) -> bool | None:
+    """Whether ``show-link`` said the HSM is connected to the PED; None if it did not run."""
+    if result.code != 0:
+        return None
+    if result.said_connected is not None:
+        return result.said_connected
+    return re.search(pattern, result.output) is not None
 
 
 def parse_step_overrides(items: list[str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from pedtools.conform.faulty_ped import FaultyPed, Record, Wire
 from pedtools.conform.hsm_cases import CASES, RUNNERS, Context
 from pedtools.conform.hsm_link import LinkServer
 from pedtools.conform.hsm_steps import (
+    DEFAULT_CONNECTED_PATTERN,
     DEFAULT_COUNTER_PATTERN,
     DEFAULT_STEP_TIMEOUT,
     PLACEHOLDERS,
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "show-counter= says the HSM shows no counter")
     parser.add_argument("--counter-pattern", default=DEFAULT_COUNTER_PATTERN, metavar="REGEX",
                         help="finds the counter in show-counter's output (first group)")
+    parser.add_argument("--connected-pattern", default=DEFAULT_CONNECTED_PATTERN,
+                        metavar="REGEX",
+                        help="found in show-link's output while the HSM says it is connected "
+                             "to the PED (default pedhsm's `Connected: yes`; an empty "
+                             "show-link= says the HSM shows no link state)")
     parser.add_argument("--cases", nargs="+", metavar="CASE",
                         help="run only these cases (1.1, 3.4...); 1.1 and 1.2 prepare the others")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -163,7 +169,8 @@ async def _serve_and_run(
         print(f"pedconform hsm: the PED's local endpoint is {args.pedclient}")
     runner = StepRunner(args.hsm_cmd, values, args.words, timeout=args.step_timeout,
                         trace=args.trace)
-    ctx = Context(server.ped, runner, args.counter_pattern, slow_limit=args.slow_limit)
+    ctx = Context(server.ped, runner, args.counter_pattern, args.connected_pattern,
+                  slow_limit=args.slow_limit)
     return await _run_cases(ctx, args.cases)
 
 

@@ -44,6 +44,8 @@ class Person:
         self.prompts.append(prompt)
         if self.step == "show-counter":
             return str(json.loads(self.state.read_text())["failures"])
+        if self.step == "show-link":  # what the double says of its link
+            return "y" if json.loads(self.state.read_text()).get("connected") else "n"
         return "y" if hsm_double.main([*self.argv, self.step]) == 0 else "n"
 
 
@@ -67,3 +69,6 @@ async def test_a_run_by_hand_judges_as_a_run_by_template(tmp_path: Path) -> None
     assert re.search(r"counter 0 -> 0 \(not counted\)", seen["3.3"])
     assert any("did it succeed?" in p for p in person.prompts)
     assert any("Type the number" in p for p in person.prompts)
+    assert any("Does it say the HSM is connected" in p for p in person.prompts)
+    assert "show-link: connected" in seen["1.1"]
+    assert "show-link: not connected" in seen["4.1"]

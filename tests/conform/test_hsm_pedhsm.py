@@ -55,3 +55,8 @@ def test_pedhsm_passes_the_hsm_suite(tmp_path: Path) -> None:
     by_case = {c["case"]: c["seen"] for c in got["cases"]}
     assert "counter 3 -> 2 (counted)" in by_case["3.4"]
     assert "counter 3 -> 3 (not counted)" in by_case["3.3"]
+    # pedhsm's `hsm ped show` tells the truth: connected after 1.1, not after its session
+    # broke (3.1, 3.2: it ends the link at once) or its link was cut (4.1)
+    assert "show-link: connected" in by_case["1.1"]
+    for case in ("3.1", "3.2", "4.1"):
+        assert "show-link: not connected" in by_case[case], by_case[case]
