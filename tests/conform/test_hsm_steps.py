@@ -9,12 +9,14 @@ import pytest
 
 from pedtools.conform import hsm_suite
 from pedtools.conform.hsm_steps import (
+    DEFAULT_CONNECTED_PATTERN,
     DEFAULT_COUNTER_PATTERN,
     StepResult,
     StepRunner,
     counter_value,
     fill,
     parse_step_overrides,
+    says_connected,
 )
 from pedtools.testing import make_keyring
 
@@ -49,6 +51,26 @@ def test_the_counter_is_found_in_the_output() -> None:
     assert counter_value(StepResult("show-counter", 0, "nothing"), DEFAULT_COUNTER_PATTERN) is None
     assert counter_value(StepResult("show-counter", 1, "3"), DEFAULT_COUNTER_PATTERN) is None
     assert counter_value(StepResult("show-counter", None), DEFAULT_COUNTER_PATTERN) is None
+
+
+def test_the_link_state_is_read_from_show_link() -> None:
+    up = StepResult("show-link", 0, "PED mode: remote\n   Connected:          yes\n")
+    down = StepResult("show-link", 0, "PED mode: remote\n   Connected:          no\n")
+    assert says_connected(up, DEFAULT_CONNECTED_PATTERN) is True
+    assert says_connected(down, DEFAULT_CONNECTED_PATTERN) is False
+    assert says_connected(StepResult("show-link", 1, "Connected: yes"),
+                          DEFAULT_CONNECTED_PATTERN) is None  # the step failed: not judged
+    assert says_connected(StepResult("show-link", 0, "", said_connected=True), "x") is True
+
+
+async def test_without_a_template_the_tester_is_asked_about_the_link() -> None:
+    said: list[str] = []
+    answers = iter(["y", "n", "s"])
+    runner = StepRunner(None, VALUES, say=said.append, ask=lambda _prompt: next(answers))
+    assert says_connected(await runner.run("show-link"), DEFAULT_CONNECTED_PATTERN) is True
+    assert says_connected(await runner.run("show-link"), DEFAULT_CONNECTED_PATTERN) is False
+    assert says_connected(await runner.run("show-link"), DEFAULT_CONNECTED_PATTERN) is None
+    assert any("`pedhsm hsm ped show`" in line for line in said)
 
 
 async def test_without_a_template_the_tester_is_asked() -> None:
