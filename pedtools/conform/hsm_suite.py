@@ -11,6 +11,7 @@ docs/protocol/conformance-hsm.md is the guide.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -116,6 +117,12 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
         args.words = parse_step_overrides(args.step)
     except ValueError as exc:
         return str(exc)
+    for option, pattern in (("--counter-pattern", args.counter_pattern),
+                            ("--connected-pattern", args.connected_pattern)):
+        try:
+            re.compile(pattern)
+        except re.error as exc:  # else every case would fail on it, blaming the HSM
+            return f"{option} {pattern!r} is not a regular expression: {exc}"
     if args.cases:
         unknown = [c for c in args.cases if c not in RUNNERS]
         if unknown:

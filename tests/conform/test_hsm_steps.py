@@ -110,6 +110,9 @@ def test_list_prints_every_case(capsys: pytest.CaptureFixture[str]) -> None:
         (["--keyring", "{ring}", "--cases", "9.9"], "unknown case(s) 9.9"),
         (["--keyring", "{ring}", "--step", "logon=x"], "NAME=WORDS"),
         (["--keyring", "{ring}", "--listen", "1600"], "give IP:PORT"),
+        (["--keyring", "{ring}", "--connected-pattern", "Connected: (yes"],
+         "--connected-pattern 'Connected: (yes' is not a regular expression"),
+        (["--keyring", "{ring}", "--counter-pattern", "["], "is not a regular expression"),
     ],
 )
 def test_a_bad_command_line_exits_2(
